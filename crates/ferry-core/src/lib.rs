@@ -1,0 +1,22 @@
+//! Ferry's domain types, without I/O.
+//!
+//! * [`path`] — the one place where client paths are canonicalised.
+//! * [`command`] — every change to shared state, as a serializable value.
+//! * [`model`] — accounts, keys and transfer records as stored and replicated.
+//! * [`error`] — the error kinds every crate maps onto its wire answers.
+//! * [`secret`] — a newtype that never prints its content.
+
+pub mod command;
+pub mod error;
+pub mod model;
+pub mod path;
+pub mod secret;
+
+pub use command::{Command, Outcome, COMMAND_FORMAT_VERSION};
+pub use error::{ErrorKind, FerryError};
+pub use model::{Account, AccountKey, Direction, Protocol, TransferRecord, TransferStatus};
+pub use path::{PathError, VirtualPath};
+pub use secret::Secret;
+
+/// Milliseconds since the Unix epoch, the timestamp unit of every record.
+pub type UnixMillis = i64;

@@ -1,0 +1,128 @@
+//! Records as stored and replicated. Each carries what it needs to be applied
+//! deterministically on any node (ids and timestamps chosen by the proposer).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Secret, UnixMillis};
+
+/// An account that partners or internal systems log in as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// Stable id (UUID), never reused.
+    pub id: String,
+    /// Login name, unique.
+    pub name: String,
+    /// Home directory, relative to the repository root.
+    pub home: String,
+    /// Argon2 PHC string; `None` means password login is not possible.
+    pub password_hash: Option<Secret>,
+    /// Disabled accounts cannot log in.
+    pub enabled: bool,
+    /// When the account was created.
+    pub created_at: UnixMillis,
+}
+
+/// An authorised public key of an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountKey {
+    /// The account's name.
+    pub account: String,
+    /// `SHA256:…` fingerprint, unique per account.
+    pub fingerprint: String,
+    /// The key in OpenSSH one-line form, without comment.
+    pub public_key: String,
+    /// The comment the key file had, if any.
+    pub comment: String,
+    /// When the key was added.
+    pub added_at: UnixMillis,
+}
+
+/// The protocol a transfer used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// SFTP through an edge.
+    Sftp,
+    /// HTTPS through an edge.
+    Https,
+}
+
+/// Which way the data went, seen from Ferry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Client to Ferry.
+    Upload,
+    /// Ferry to client.
+    Download,
+}
+
+/// How a transfer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransferStatus {
+    /// The client closed the file; for uploads the file is committed.
+    Completed,
+    /// The connection ended before the client closed the file. An upload keeps
+    /// its partial data for a resume.
+    Interrupted,
+    /// The transfer failed on Ferry's side; `error` says why.
+    Failed,
+}
+
+macro_rules! str_enum {
+    ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
+        impl $t {
+            /// The stable lower-case name used in the store and on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$v => $s),* }
+            }
+        }
+        impl std::str::FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s { $($s => Ok(Self::$v),)* other => Err(format!("unknown value {other:?}")) }
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+str_enum!(Protocol { Sftp => "sftp", Https => "https" });
+str_enum!(Direction { Upload => "upload", Download => "download" });
+str_enum!(TransferStatus { Completed => "completed", Interrupted => "interrupted", Failed => "failed" });
+
+/// One row of the transfer log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferRecord {
+    /// Transfer id (UUID v7, so ids sort by start time).
+    pub id: String,
+    /// The account that transferred.
+    pub account: String,
+    /// SFTP or HTTPS.
+    pub protocol: Protocol,
+    /// Upload or download.
+    pub direction: Direction,
+    /// The path inside the account's home.
+    pub path: String,
+    /// Bytes moved in this transfer.
+    pub bytes: u64,
+    /// SHA-256 of the whole file, hex, when the transfer completed.
+    pub sha256: Option<String>,
+    /// When the file was opened.
+    pub started_at: UnixMillis,
+    /// When the transfer ended.
+    pub ended_at: UnixMillis,
+    /// How it ended.
+    pub status: TransferStatus,
+    /// The node id of the server that served it.
+    pub node: String,
+    /// The client's address as the edge saw it.
+    pub client_addr: String,
+    /// What went wrong, for failed or interrupted transfers.
+    pub error: Option<String>,
+}

@@ -1,0 +1,332 @@
+//! Ferry's SQLite store.
+//!
+//! One [`Store`] per server process, over one database file in WAL mode. The
+//! schema is the numbered migrations in the workspace's `schemas/` directory,
+//! compiled in and applied on open. Shared state changes only through
+//! [`Store::apply`]; everything else here reads.
+
+mod migrations;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use ferry_core::{
+    Account, AccountKey, Command, Direction, Outcome, Protocol, Secret, TransferRecord,
+    TransferStatus,
+};
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A record with this key exists already.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// The record to change does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The database was written by a newer Ferry.
+    #[error("database schema version {found} is newer than this Ferry understands ({known})")]
+    TooNew {
+        /// Version found in the file.
+        found: i64,
+        /// Newest version this build knows.
+        known: i64,
+    },
+    /// A stored value could not be read back.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+impl From<StoreError> for ferry_core::FerryError {
+    fn from(e: StoreError) -> Self {
+        use ferry_core::ErrorKind;
+        let kind = match &e {
+            StoreError::AlreadyExists(_) => ErrorKind::AlreadyExists,
+            StoreError::NotFound(_) => ErrorKind::NotFound,
+            _ => ErrorKind::Internal,
+        };
+        ferry_core::FerryError::new(kind, e.to_string())
+    }
+}
+
+/// Result alias for the store.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Filters for [`Store::list_transfers`].
+#[derive(Debug, Clone, Default)]
+pub struct TransferFilter {
+    /// Only this account's transfers.
+    pub account: Option<String>,
+    /// Only transfers with this status.
+    pub status: Option<TransferStatus>,
+    /// Only transfers that started at or after this time (unix ms).
+    pub since: Option<i64>,
+    /// At most this many rows, newest first (default 1000).
+    pub limit: Option<u32>,
+}
+
+/// The store of one server.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, switches it to WAL
+    /// with full fsync on commit, and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        Self::setup(conn)
+    }
+
+    /// An in-memory store, for tests.
+    pub fn open_in_memory() -> Result<Self> {
+        Self::setup(Connection::open_in_memory()?)
+    }
+
+    fn setup(mut conn: Connection) -> Result<Self> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // A transfer-log row acknowledged to a client must survive a power cut.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrations::migrate(&mut conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A poisoned lock only means another thread panicked mid-call; SQLite
+        // rolled that transaction back, so the connection is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies one command in one transaction. The only writer of shared state.
+    pub fn apply(&self, command: &Command) -> Result<Outcome> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let rows_changed = match command {
+            Command::CreateAccount(a) => {
+                let exists: bool = tx
+                    .query_row(
+                        "SELECT 1 FROM accounts WHERE name = ?1",
+                        [&a.name],
+                        |_| Ok(true),
+                    )
+                    .optional()?
+                    .unwrap_or(false);
+                if exists {
+                    return Err(StoreError::AlreadyExists(format!("account {:?}", a.name)));
+                }
+                tx.execute(
+                    "INSERT INTO accounts (id, name, home, password_hash, enabled, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        a.id,
+                        a.name,
+                        a.home,
+                        a.password_hash.as_ref().map(Secret::expose),
+                        a.enabled,
+                        a.created_at
+                    ],
+                )?
+            }
+            Command::SetAccountEnabled { name, enabled } => {
+                let n = tx.execute(
+                    "UPDATE accounts SET enabled = ?2 WHERE name = ?1",
+                    params![name, enabled],
+                )?;
+                if n == 0 {
+                    return Err(StoreError::NotFound(format!("account {name:?}")));
+                }
+                n
+            }
+            Command::RemoveAccount { name } => {
+                let n = tx.execute("DELETE FROM accounts WHERE name = ?1", [name])?;
+                if n == 0 {
+                    return Err(StoreError::NotFound(format!("account {name:?}")));
+                }
+                n
+            }
+            Command::AddAccountKey(k) => {
+                let id: Option<String> = tx
+                    .query_row(
+                        "SELECT id FROM accounts WHERE name = ?1",
+                        [&k.account],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let Some(id) = id else {
+                    return Err(StoreError::NotFound(format!("account {:?}", k.account)));
+                };
+                let n = tx.execute(
+                    "INSERT OR IGNORE INTO account_keys
+                       (account_id, fingerprint, public_key, comment, added_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![id, k.fingerprint, k.public_key, k.comment, k.added_at],
+                )?;
+                if n == 0 {
+                    return Err(StoreError::AlreadyExists(format!(
+                        "key {} of account {:?}",
+                        k.fingerprint, k.account
+                    )));
+                }
+                n
+            }
+            Command::RecordTransfer(t) => tx.execute(
+                // A transfer id is written once, by the node that served it; a
+                // replayed command leaves the first row as it was.
+                "INSERT OR IGNORE INTO transfers
+                   (id, account, protocol, direction, path, bytes, sha256, started_at,
+                    ended_at, status, node, client_addr, error, format)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 1)",
+                params![
+                    t.id,
+                    t.account,
+                    t.protocol.as_str(),
+                    t.direction.as_str(),
+                    t.path,
+                    t.bytes as i64,
+                    t.sha256,
+                    t.started_at,
+                    t.ended_at,
+                    t.status.as_str(),
+                    t.node,
+                    t.client_addr,
+                    t.error
+                ],
+            )?,
+        };
+        tx.commit()?;
+        tracing::debug!(command = command.name(), rows_changed, "applied");
+        Ok(Outcome { rows_changed })
+    }
+
+    /// The account called `name`.
+    pub fn account(&self, name: &str) -> Result<Option<Account>> {
+        self.conn()
+            .query_row(
+                "SELECT id, name, home, password_hash, enabled, created_at
+                 FROM accounts WHERE name = ?1",
+                [name],
+                row_to_account,
+            )
+            .optional()
+            .map_err(Into::into)
+    }
+
+    /// Every account, by name.
+    pub fn accounts(&self) -> Result<Vec<Account>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, name, home, password_hash, enabled, created_at
+             FROM accounts ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], row_to_account)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
+    }
+
+    /// The authorised keys of account `name`.
+    pub fn account_keys(&self, name: &str) -> Result<Vec<AccountKey>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT a.name, k.fingerprint, k.public_key, k.comment, k.added_at
+             FROM account_keys k JOIN accounts a ON a.id = k.account_id
+             WHERE a.name = ?1 ORDER BY k.added_at",
+        )?;
+        let rows = stmt.query_map([name], |r| {
+            Ok(AccountKey {
+                account: r.get(0)?,
+                fingerprint: r.get(1)?,
+                public_key: r.get(2)?,
+                comment: r.get(3)?,
+                added_at: r.get(4)?,
+            })
+        })?;
+        rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
+    }
+
+    /// Transfer-log rows matching `filter`, newest first.
+    pub fn list_transfers(&self, filter: &TransferFilter) -> Result<Vec<TransferRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, account, protocol, direction, path, bytes, sha256, started_at,
+                    ended_at, status, node, client_addr, error
+             FROM transfers
+             WHERE (?1 IS NULL OR account = ?1)
+               AND (?2 IS NULL OR status = ?2)
+               AND (?3 IS NULL OR started_at >= ?3)
+             ORDER BY started_at DESC, id DESC
+             LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                filter.account,
+                filter.status.map(|s| s.as_str()),
+                filter.since,
+                filter.limit.unwrap_or(1000)
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, i64>(7)?,
+                    r.get::<_, i64>(8)?,
+                    r.get::<_, String>(9)?,
+                    r.get::<_, String>(10)?,
+                    r.get::<_, String>(11)?,
+                    r.get::<_, Option<String>>(12)?,
+                ))
+            },
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, account, protocol, direction, path, bytes, sha256, started_at, ended_at, status, node, client_addr, error) = row?;
+            out.push(TransferRecord {
+                protocol: protocol.parse::<Protocol>().map_err(StoreError::Corrupt)?,
+                direction: direction.parse::<Direction>().map_err(StoreError::Corrupt)?,
+                status: status.parse::<TransferStatus>().map_err(StoreError::Corrupt)?,
+                bytes: u64::try_from(bytes).map_err(|_| StoreError::Corrupt(format!("bytes {bytes}")))?,
+                id,
+                account,
+                path,
+                sha256,
+                started_at,
+                ended_at,
+                node,
+                client_addr,
+                error,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn row_to_account(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
+    Ok(Account {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        home: r.get(2)?,
+        password_hash: r.get::<_, Option<String>>(3)?.map(Secret::new),
+        enabled: r.get(4)?,
+        created_at: r.get(5)?,
+    })
+}
+
+#[cfg(test)]
+mod tests;

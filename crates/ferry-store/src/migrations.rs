@@ -1,0 +1,33 @@
+//! Numbered schema migrations from the workspace's `schemas/` directory.
+//!
+//! The applied version lives in `PRAGMA user_version`; each pending migration
+//! runs in its own transaction together with the version bump.
+
+use rusqlite::Connection;
+
+use crate::{Result, StoreError};
+
+/// The migrations, in order. Index + 1 is the schema version each produces.
+const MIGRATIONS: &[&str] = &[include_str!("../../../schemas/0001_initial.sql")];
+
+/// The schema version this build produces.
+pub const LATEST: i64 = MIGRATIONS.len() as i64;
+
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if current > LATEST {
+        return Err(StoreError::TooNew {
+            found: current,
+            known: LATEST,
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = index as i64 + 1;
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+        tracing::info!(version, "applied schema migration");
+    }
+    Ok(())
+}
