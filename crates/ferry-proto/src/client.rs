@@ -1,0 +1,199 @@
+//! The connecting side: one multiplexed connection to a server.
+//!
+//! [`Connection::call`] may be used by many tasks at once. Each request gets a
+//! fresh id; a writer task feeds frames to the socket and flushes only when no
+//! more are queued, and a reader task hands each reply to the caller waiting
+//! for its id. Nothing serialises requests, so an SFTP client's 64 pipelined
+//! reads travel as 64 requests in flight.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::codec::FrameCodec;
+use crate::message::{Frame, Hello, Request, Response, Role, Welcome, SUPPORTED_VERSIONS};
+use crate::ProtoError;
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+
+/// How long connecting and the handshake may take together.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A live connection to a server.
+#[derive(Debug)]
+pub struct Connection {
+    addr: String,
+    peer_node_id: String,
+    version: u16,
+    next_id: AtomicU64,
+    pending: Pending,
+    out: mpsc::Sender<Frame<Request>>,
+    closed: Arc<AtomicBool>,
+}
+
+fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Response>>> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Connection {
+    /// Connects to `addr` (`host:port`), verifies the server's certificate
+    /// for `host`, and runs the handshake as `role`/`node_id`.
+    pub async fn connect(
+        addr: &str,
+        tls: Arc<rustls::ClientConfig>,
+        role: Role,
+        node_id: &str,
+    ) -> Result<Arc<Self>, ProtoError> {
+        tokio::time::timeout(CONNECT_TIMEOUT, Self::connect_inner(addr, tls, role, node_id))
+            .await
+            .map_err(|_| ProtoError::Handshake(format!("{addr}: timed out")))?
+    }
+
+    async fn connect_inner(
+        addr: &str,
+        tls: Arc<rustls::ClientConfig>,
+        role: Role,
+        node_id: &str,
+    ) -> Result<Arc<Self>, ProtoError> {
+        let host = addr
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+            .ok_or_else(|| ProtoError::Handshake(format!("{addr}: expected host:port")))?;
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| ProtoError::Handshake(format!("{addr}: bad host name: {e}")))?;
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
+        let (rd, wr) = tokio::io::split(stream);
+
+        let mut hs_write = FramedWrite::new(wr, FrameCodec::<Hello, ()>::default());
+        hs_write
+            .send(Hello {
+                versions: SUPPORTED_VERSIONS.to_vec(),
+                role,
+                node_id: node_id.to_owned(),
+                software: concat!("ferry ", env!("CARGO_PKG_VERSION")).to_owned(),
+            })
+            .await?;
+        let mut hs_read = FramedRead::new(rd, FrameCodec::<(), Welcome>::default());
+        let welcome = hs_read
+            .next()
+            .await
+            .ok_or_else(|| ProtoError::Handshake(format!("{addr}: closed during handshake")))??;
+        let (version, peer_node_id) = match welcome {
+            Welcome::Accepted { version, node_id, role: Role::Server, .. } => (version, node_id),
+            Welcome::Accepted { role, .. } => {
+                return Err(ProtoError::Handshake(format!("{addr}: peer is a {role:?}, not a server")))
+            }
+            Welcome::Refused { reason } => {
+                return Err(ProtoError::Handshake(format!("{addr} refused: {reason}")))
+            }
+        };
+
+        let mut reader = hs_read.map_decoder(|_| FrameCodec::<(), Frame<Response>>::default());
+        let mut writer = hs_write.map_encoder(|_| FrameCodec::<Frame<Request>, ()>::default());
+        let pending: Pending = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
+        let (out, mut out_rx) = mpsc::channel::<Frame<Request>>(256);
+
+        let conn = Arc::new(Self {
+            addr: addr.to_owned(),
+            peer_node_id,
+            version,
+            next_id: AtomicU64::new(1),
+            pending: pending.clone(),
+            out,
+            closed: closed.clone(),
+        });
+
+        let writer_closed = closed.clone();
+        tokio::spawn(async move {
+            while let Some(frame) = out_rx.recv().await {
+                if writer.feed(frame).await.is_err() {
+                    break;
+                }
+                // Batch whatever else is queued before paying for a flush.
+                while let Ok(frame) = out_rx.try_recv() {
+                    if writer.feed(frame).await.is_err() {
+                        writer_closed.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                }
+                if writer.flush().await.is_err() {
+                    break;
+                }
+            }
+            writer_closed.store(true, Ordering::SeqCst);
+        });
+
+        let addr_for_log = addr.to_owned();
+        tokio::spawn(async move {
+            loop {
+                match reader.next().await {
+                    Some(Ok(frame)) => {
+                        let waiter = lock(&pending).remove(&frame.id);
+                        if let Some(waiter) = waiter {
+                            let _ = waiter.send(frame.body);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(server = %addr_for_log, error = %e, "internal connection failed");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            closed.store(true, Ordering::SeqCst);
+            // Dropping the senders wakes every waiter with an error.
+            lock(&pending).clear();
+        });
+
+        Ok(conn)
+    }
+
+    /// Sends one request and waits for its reply.
+    pub async fn call(&self, body: Request) -> Result<Response, ProtoError> {
+        if self.is_closed() {
+            return Err(ProtoError::Closed(self.addr.clone()));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        if self.is_closed() {
+            lock(&self.pending).remove(&id);
+            return Err(ProtoError::Closed(self.addr.clone()));
+        }
+        if self.out.send(Frame { id, body }).await.is_err() {
+            lock(&self.pending).remove(&id);
+            return Err(ProtoError::Closed(self.addr.clone()));
+        }
+        rx.await.map_err(|_| ProtoError::Closed(self.addr.clone()))
+    }
+
+    /// True once the connection has failed or been closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// The address this connection goes to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The server's node id, from the handshake.
+    pub fn peer_node_id(&self) -> &str {
+        &self.peer_node_id
+    }
+
+    /// The protocol version agreed in the handshake.
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+}

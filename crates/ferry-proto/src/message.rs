@@ -1,0 +1,364 @@
+//! The vocabulary of the internal protocol.
+//!
+//! Every connection starts with [`Hello`] (client) and [`Welcome`] (server),
+//! stating the protocol versions each side speaks, its role and node id. After
+//! that the client sends [`Frame`]s of [`Request`] and the server answers with
+//! frames of [`Response`] carrying the same id, in any order.
+
+use ferry_core::{FerryError, Protocol, Secret};
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build prefers.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Every version this build can speak, oldest first.
+pub const SUPPORTED_VERSIONS: &[u16] = &[1];
+/// Largest frame accepted, in bytes (a 256 KiB data chunk plus headers fits).
+pub const MAX_FRAME_LEN: usize = 4 * 1024 * 1024;
+
+/// What a peer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// An edge gateway forwarding client sessions.
+    Edge,
+    /// A back-end server.
+    Server,
+}
+
+/// First frame from the connecting side.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    /// Protocol versions the client speaks.
+    pub versions: Vec<u16>,
+    /// The client's role.
+    pub role: Role,
+    /// The client's node id.
+    pub node_id: String,
+    /// Software name and version, for logs.
+    pub software: String,
+}
+
+/// The accepting side's answer to [`Hello`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Welcome {
+    /// Accepted, speaking `version`.
+    Accepted {
+        /// The version chosen (the highest both speak).
+        version: u16,
+        /// The server's role.
+        role: Role,
+        /// The server's node id.
+        node_id: String,
+        /// Software name and version.
+        software: String,
+    },
+    /// Refused, with the reason.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A request or response with the id that pairs them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Frame<T> {
+    /// Chosen by the client, unique among its requests in flight.
+    pub id: u64,
+    /// The payload.
+    pub body: T,
+}
+
+/// How a client proved who it is to the edge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Credential {
+    /// A password, checked against the account's argon2 hash.
+    Password(Secret),
+    /// A public key in OpenSSH one-line form whose signature the edge has
+    /// verified (the SSH layer does that before asking).
+    VerifiedPublicKey(String),
+}
+
+/// Id of a logged-in session on one server connection.
+pub type SessionId = u64;
+/// Id of an open file or directory within a session.
+pub type HandleId = u64;
+
+/// Requests from an edge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// Would this public key be accepted for `user`? (No session is created;
+    /// the edge asks this before making the client sign.)
+    KeyAcceptable {
+        /// Login name.
+        user: String,
+        /// OpenSSH one-line public key.
+        public_key: String,
+    },
+    /// Log in; answered with [`Response::LoggedIn`] or an `AuthFailed` error.
+    Login {
+        /// Login name.
+        user: String,
+        /// The proof.
+        credential: Credential,
+        /// The client's address as the edge saw it.
+        client_addr: String,
+        /// The protocol the client speaks.
+        protocol: Protocol,
+    },
+    /// End a session: open handles are closed (uploads stay partial).
+    Logout {
+        /// The session.
+        session: SessionId,
+    },
+    /// A file operation in a session.
+    Fs {
+        /// The session.
+        session: SessionId,
+        /// The operation.
+        op: FsOp,
+    },
+}
+
+/// Open-mode bits, as in SFTP v3.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenMode {
+    /// Open for reading.
+    pub read: bool,
+    /// Open for writing.
+    pub write: bool,
+    /// Writes go to the end of the file.
+    pub append: bool,
+    /// Create the file if missing.
+    pub create: bool,
+    /// Truncate to zero length.
+    pub truncate: bool,
+    /// Fail if the file exists.
+    pub exclusive: bool,
+}
+
+/// Attributes a client asks to set. Absent fields are left alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetAttrs {
+    /// New size (truncate or extend).
+    pub size: Option<u64>,
+    /// New permission bits (masked to 0o777).
+    pub permissions: Option<u32>,
+    /// New access time, seconds since the epoch.
+    pub atime: Option<u32>,
+    /// New modification time, seconds since the epoch.
+    pub mtime: Option<u32>,
+    /// The client asked to change owner or group (always refused).
+    pub chown: bool,
+}
+
+/// File type as shown to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// Anything else (shown, never opened).
+    Other,
+}
+
+/// Attributes of a file as shown to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStat {
+    /// File type.
+    pub kind: FileKind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits (0o777 mask).
+    pub permissions: u32,
+    /// Access time, seconds.
+    pub atime: u32,
+    /// Modification time, seconds.
+    pub mtime: u32,
+}
+
+/// One directory entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    /// The entry's name.
+    pub name: String,
+    /// Its attributes.
+    pub stat: FileStat,
+}
+
+/// Filesystem statistics for `statvfs@openssh.com`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsStats {
+    /// Block size.
+    pub block_size: u64,
+    /// Fragment size.
+    pub fragment_size: u64,
+    /// Blocks in the filesystem.
+    pub blocks: u64,
+    /// Free blocks.
+    pub blocks_free: u64,
+    /// Blocks available to unprivileged users.
+    pub blocks_avail: u64,
+    /// Inodes.
+    pub files: u64,
+    /// Free inodes.
+    pub files_free: u64,
+    /// Inodes available to unprivileged users.
+    pub files_avail: u64,
+    /// Filesystem id.
+    pub fs_id: u64,
+    /// Mount flags.
+    pub flags: u64,
+    /// Longest file name.
+    pub name_max: u64,
+}
+
+/// File operations. Paths are as the client sent them; the server
+/// canonicalises them against the session's home.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum FsOp {
+    /// Open a file; answered with [`Response::Handle`].
+    Open {
+        /// Path.
+        path: String,
+        /// Mode.
+        mode: OpenMode,
+        /// Attributes for a new file.
+        attrs: SetAttrs,
+    },
+    /// Open a directory for listing; answered with [`Response::Handle`].
+    OpenDir {
+        /// Path.
+        path: String,
+    },
+    /// Next batch of a directory listing; [`Response::Entries`] or [`Response::Eof`].
+    ReadDir {
+        /// Directory handle.
+        handle: HandleId,
+    },
+    /// Close a file or directory. Closing an upload commits it.
+    Close {
+        /// Handle.
+        handle: HandleId,
+    },
+    /// Read; [`Response::Data`] or [`Response::Eof`].
+    Read {
+        /// Handle.
+        handle: HandleId,
+        /// Offset.
+        offset: u64,
+        /// Most bytes to return.
+        len: u32,
+    },
+    /// Write at an offset (ignored for append handles).
+    Write {
+        /// Handle.
+        handle: HandleId,
+        /// Offset.
+        offset: u64,
+        /// The bytes.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// Attributes of an open handle.
+    Fstat {
+        /// Handle.
+        handle: HandleId,
+    },
+    /// Set attributes of an open handle.
+    Fsetstat {
+        /// Handle.
+        handle: HandleId,
+        /// What to set.
+        attrs: SetAttrs,
+    },
+    /// Flush an open file to stable storage.
+    Fsync {
+        /// Handle.
+        handle: HandleId,
+    },
+    /// Attributes of a path (symlinks inside home are followed).
+    Stat {
+        /// Path.
+        path: String,
+    },
+    /// Set attributes of a path.
+    SetStat {
+        /// Path.
+        path: String,
+        /// What to set.
+        attrs: SetAttrs,
+    },
+    /// Remove a file.
+    Remove {
+        /// Path.
+        path: String,
+    },
+    /// Create a directory.
+    Mkdir {
+        /// Path.
+        path: String,
+        /// Attributes (permissions).
+        attrs: SetAttrs,
+    },
+    /// Remove an empty directory.
+    Rmdir {
+        /// Path.
+        path: String,
+    },
+    /// Rename; `overwrite` replaces an existing target (posix-rename).
+    Rename {
+        /// From.
+        from: String,
+        /// To.
+        to: String,
+        /// Replace an existing target.
+        overwrite: bool,
+    },
+    /// Canonical form of a path; [`Response::Path`].
+    RealPath {
+        /// Path.
+        path: String,
+    },
+    /// Target of a symlink inside home; [`Response::Path`].
+    ReadLink {
+        /// Path.
+        path: String,
+    },
+    /// Filesystem statistics; [`Response::FsStats`].
+    Statvfs {
+        /// Path.
+        path: String,
+    },
+}
+
+/// Answers from a server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    /// Done.
+    Ok,
+    /// A session was created.
+    LoggedIn {
+        /// Its id on this connection.
+        session: SessionId,
+        /// The account's canonical name.
+        account: String,
+    },
+    /// Answer to [`Request::KeyAcceptable`].
+    KeyAcceptable(bool),
+    /// A new handle.
+    Handle(HandleId),
+    /// Bytes read.
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// End of file or of a directory listing.
+    Eof,
+    /// Attributes.
+    Stat(FileStat),
+    /// A batch of directory entries.
+    Entries(Vec<DirEntry>),
+    /// A path, as the client should see it.
+    Path(String),
+    /// Filesystem statistics.
+    FsStats(FsStats),
+    /// The request failed.
+    Error(FerryError),
+}

@@ -1,0 +1,140 @@
+//! Mutual TLS for the internal protocol, and TLS for the admin API.
+//!
+//! Both sides present certificates issued by the cluster's CA and trust only
+//! that CA. TLS 1.2 and 1.3 only (rustls speaks nothing older), with the
+//! `ring` provider chosen explicitly so that no process-wide default is needed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+use crate::ProtoError;
+
+/// The three files a node needs for mutual TLS.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The cluster CA certificate (PEM).
+    pub ca: PathBuf,
+    /// This node's certificate (PEM), issued by the CA.
+    pub cert: PathBuf,
+    /// This node's private key (PEM). Must not be readable by others.
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Resolves relative paths against `base` (the config file's directory).
+    pub fn resolved(&self, base: &Path) -> Self {
+        Self {
+            ca: base.join(&self.ca),
+            cert: base.join(&self.cert),
+            key: base.join(&self.key),
+        }
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ProtoError> {
+    std::fs::read(path).map_err(|e| ProtoError::Tls(format!("cannot read {}: {e}", path.display())))
+}
+
+/// Loads every certificate of a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ProtoError> {
+    let data = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&data)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ProtoError::Tls(format!("{}: not a PEM certificate: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(ProtoError::Tls(format!("{}: no certificate in file", path.display())));
+    }
+    Ok(certs)
+}
+
+/// Loads a private key, refusing one that others may read.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, ProtoError> {
+    check_private(path)?;
+    let data = read(path)?;
+    PrivateKeyDer::from_pem_slice(&data)
+        .map_err(|e| ProtoError::Tls(format!("{}: not a PEM private key: {e}", path.display())))
+}
+
+/// Refuses a secret file that is readable or writable by group or others.
+pub fn check_private(path: &Path) -> Result<(), ProtoError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| ProtoError::Tls(format!("cannot read {}: {e}", path.display())))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(ProtoError::Tls(format!(
+            "{} is accessible by other users (mode {:o}); run chmod 600 on it",
+            path.display(),
+            mode & 0o777
+        )));
+    }
+    Ok(())
+}
+
+fn roots(ca: &Path) -> Result<Arc<RootCertStore>, ProtoError> {
+    let mut store = RootCertStore::empty();
+    for cert in load_certs(ca)? {
+        store
+            .add(cert)
+            .map_err(|e| ProtoError::Tls(format!("{}: unusable CA certificate: {e}", ca.display())))?;
+    }
+    Ok(Arc::new(store))
+}
+
+/// Server side of the internal protocol: clients must present a certificate
+/// issued by the CA.
+pub fn internal_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, ProtoError> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(&files.ca)?, provider())
+        .build()
+        .map_err(|e| ProtoError::Tls(e.to_string()))?;
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ProtoError::Tls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(&files.cert)?, load_key(&files.key)?)
+        .map_err(|e| ProtoError::Tls(format!("{}: {e}", files.cert.display())))?;
+    Ok(Arc::new(config))
+}
+
+/// Client side of the internal protocol: trusts only the CA, presents this
+/// node's certificate.
+pub fn internal_client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, ProtoError> {
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ProtoError::Tls(e.to_string()))?
+        .with_root_certificates(roots(&files.ca)?)
+        .with_client_auth_cert(load_certs(&files.cert)?, load_key(&files.key)?)
+        .map_err(|e| ProtoError::Tls(format!("{}: {e}", files.cert.display())))?;
+    Ok(Arc::new(config))
+}
+
+/// A plain TLS server config (no client certificates), for the admin API.
+pub fn plain_server_config(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, ProtoError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ProtoError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(load_certs(cert)?, load_key(key)?)
+        .map_err(|e| ProtoError::Tls(format!("{}: {e}", cert.display())))?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// A TLS client config trusting only `ca`, for admin commands.
+pub fn ca_client_config(ca: &Path) -> Result<ClientConfig, ProtoError> {
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ProtoError::Tls(e.to_string()))?
+        .with_root_certificates(roots(ca)?)
+        .with_no_client_auth())
+}
