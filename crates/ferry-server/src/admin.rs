@@ -1,0 +1,281 @@
+//! The admin API: HTTPS with a bearer token, on the server only (never
+//! reachable through an edge). JSON in and out; errors are
+//! `{"code": …, "message": …}` with a matching HTTP status.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ferry_core::{Account, AccountKey, Command, ErrorKind, FerryError, Secret, TransferStatus, VirtualPath};
+use ferry_store::TransferFilter;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::transfer::now_millis;
+use crate::ServerCtx;
+
+/// State of the admin API.
+#[derive(Clone)]
+pub struct AdminState {
+    pub(crate) ctx: Arc<ServerCtx>,
+    pub(crate) token_digest: [u8; 32],
+}
+
+/// An error answered as JSON.
+pub struct ApiError(FerryError);
+
+impl From<FerryError> for ApiError {
+    fn from(e: FerryError) -> Self {
+        Self(e)
+    }
+}
+
+/// The HTTP status and stable code of an error kind.
+pub fn http_status(kind: ErrorKind) -> (StatusCode, &'static str) {
+    match kind {
+        ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        ErrorKind::PermissionDenied => (StatusCode::FORBIDDEN, "forbidden"),
+        ErrorKind::AlreadyExists => (StatusCode::CONFLICT, "already_exists"),
+        ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, "invalid_input"),
+        ErrorKind::WrongType => (StatusCode::CONFLICT, "wrong_type"),
+        ErrorKind::NotEmpty => (StatusCode::CONFLICT, "not_empty"),
+        ErrorKind::AuthFailed => (StatusCode::UNAUTHORIZED, "unauthorized"),
+        ErrorKind::NoSpace => (StatusCode::INSUFFICIENT_STORAGE, "no_space"),
+        ErrorKind::Unsupported => (StatusCode::NOT_IMPLEMENTED, "unsupported"),
+        ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        ErrorKind::Busy => (StatusCode::CONFLICT, "busy"),
+        ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = http_status(self.0.kind);
+        (status, Json(serde_json::json!({ "code": code, "message": self.0.message }))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Builds the router.
+pub fn router(state: AdminState) -> Router {
+    let api = Router::new()
+        .route("/api/v1/accounts", get(list_accounts).post(create_account))
+        .route("/api/v1/accounts/{name}", get(show_account).delete(remove_account))
+        .route("/api/v1/accounts/{name}/enable", post(enable_account))
+        .route("/api/v1/accounts/{name}/disable", post(disable_account))
+        .route("/api/v1/accounts/{name}/keys", get(list_keys).post(add_key))
+        .route("/api/v1/transfers", get(list_transfers))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(api)
+        .fallback(|| async { ApiError(FerryError::not_found("no such endpoint")) })
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| Sha256::digest(t.trim().as_bytes()));
+    // Comparing digests keeps the comparison's timing independent of the token.
+    match presented {
+        Some(d) if d.as_slice() == state.token_digest => next.run(req).await,
+        _ => ApiError(FerryError::new(ErrorKind::AuthFailed, "missing or wrong admin token")).into_response(),
+    }
+}
+
+async fn run<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, FerryError> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| FerryError::internal(e.to_string()))?
+        .map_err(ApiError)
+}
+
+/// An account as the API shows it (no password hash).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AccountView {
+    /// Login name.
+    pub name: String,
+    /// Home, relative to the repository.
+    pub home: String,
+    /// Whether login is allowed.
+    pub enabled: bool,
+    /// Whether a password is set.
+    pub has_password: bool,
+    /// Number of authorised keys.
+    pub keys: usize,
+    /// Creation time, unix ms.
+    pub created_at: i64,
+}
+
+fn view(ctx: &ServerCtx, a: Account) -> Result<AccountView, FerryError> {
+    let keys = ctx.store.account_keys(&a.name).map_err(FerryError::from)?.len();
+    Ok(AccountView {
+        has_password: a.password_hash.is_some(),
+        name: a.name,
+        home: a.home,
+        enabled: a.enabled,
+        keys,
+        created_at: a.created_at,
+    })
+}
+
+async fn list_accounts(State(s): State<AdminState>) -> ApiResult<Json<Vec<AccountView>>> {
+    run(move || {
+        let accounts = s.ctx.store.accounts().map_err(FerryError::from)?;
+        accounts.into_iter().map(|a| view(&s.ctx, a)).collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map(Json)
+}
+
+async fn show_account(State(s): State<AdminState>, Path(name): Path<String>) -> ApiResult<Json<AccountView>> {
+    run(move || {
+        let a = s.ctx.store.account(&name).map_err(FerryError::from)?;
+        let a = a.ok_or_else(|| FerryError::not_found(format!("account {name:?} not found")))?;
+        view(&s.ctx, a)
+    })
+    .await
+    .map(Json)
+}
+
+/// Body of `POST /api/v1/accounts`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccount {
+    /// Login name.
+    pub name: String,
+    /// Initial password.
+    pub password: Option<Secret>,
+    /// Home relative to the repository (default: the name).
+    pub home: Option<String>,
+}
+
+/// Checks an account name: letters, digits, `.`, `_`, `-`, starting with a
+/// letter or digit, at most 64 characters.
+pub fn validate_account_name(name: &str) -> Result<(), FerryError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(FerryError::invalid(format!(
+            "account name {name:?} must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )))
+    }
+}
+
+async fn create_account(
+    State(s): State<AdminState>,
+    Json(body): Json<NewAccount>,
+) -> ApiResult<(StatusCode, Json<AccountView>)> {
+    validate_account_name(&body.name)?;
+    let home = VirtualPath::parse_absolute(body.home.as_deref().unwrap_or(&body.name)).map_err(FerryError::from)?;
+    if home.is_root() {
+        return Err(FerryError::invalid("home must not be the repository root").into());
+    }
+    let home = home.to_string().trim_start_matches('/').to_owned();
+    run(move || {
+        let password_hash = body.password.as_ref().map(crate::auth::hash_password).transpose()?;
+        let account = Account {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: body.name.clone(),
+            home,
+            password_hash,
+            enabled: true,
+            created_at: now_millis(),
+        };
+        s.ctx.apply(&Command::CreateAccount(account.clone()))?;
+        crate::repository::Home::open(&s.ctx.repository, &account.home)?;
+        tracing::info!(account = %account.name, "account created");
+        view(&s.ctx, account)
+    })
+    .await
+    .map(|v| (StatusCode::CREATED, Json(v)))
+}
+
+async fn set_enabled(s: AdminState, name: String, enabled: bool) -> ApiResult<StatusCode> {
+    run(move || s.ctx.apply(&Command::SetAccountEnabled { name, enabled })).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn enable_account(State(s): State<AdminState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    set_enabled(s, name, true).await
+}
+
+async fn disable_account(State(s): State<AdminState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    set_enabled(s, name, false).await
+}
+
+async fn remove_account(State(s): State<AdminState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    run(move || s.ctx.apply(&Command::RemoveAccount { name })).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Body of `POST /api/v1/accounts/{name}/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    /// An OpenSSH public key line (`ssh-ed25519 AAAA… comment`).
+    pub public_key: String,
+}
+
+async fn add_key(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    Json(body): Json<NewKey>,
+) -> ApiResult<(StatusCode, Json<AccountKey>)> {
+    let (public_key, fingerprint, comment) = crate::auth::parse_public_key(&body.public_key)?;
+    let key = AccountKey { account: name, fingerprint, public_key, comment, added_at: now_millis() };
+    let stored = key.clone();
+    run(move || s.ctx.apply(&Command::AddAccountKey(stored))).await?;
+    Ok((StatusCode::CREATED, Json(key)))
+}
+
+async fn list_keys(State(s): State<AdminState>, Path(name): Path<String>) -> ApiResult<Json<Vec<AccountKey>>> {
+    run(move || {
+        if s.ctx.store.account(&name).map_err(FerryError::from)?.is_none() {
+            return Err(FerryError::not_found(format!("account {name:?} not found")));
+        }
+        s.ctx.store.account_keys(&name).map_err(FerryError::from)
+    })
+    .await
+    .map(Json)
+}
+
+/// Query of `GET /api/v1/transfers`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferQuery {
+    account: Option<String>,
+    status: Option<String>,
+    since: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn list_transfers(
+    State(s): State<AdminState>,
+    Query(q): Query<TransferQuery>,
+) -> ApiResult<Json<Vec<ferry_core::TransferRecord>>> {
+    let status = q
+        .status
+        .map(|v| v.parse::<TransferStatus>())
+        .transpose()
+        .map_err(FerryError::invalid)?;
+    let filter = TransferFilter { account: q.account, status, since: q.since, limit: q.limit };
+    run(move || s.ctx.store.list_transfers(&filter).map_err(FerryError::from))
+        .await
+        .map(Json)
+}

@@ -1,0 +1,177 @@
+//! Login checks: argon2 password hashes and authorised public keys.
+//!
+//! Every failure looks the same to the caller ([`FerryError::auth_failed`]);
+//! the reason goes to the log only. An unknown user costs the same argon2
+//! verification as a known one, so timing does not tell them apart.
+
+use std::sync::OnceLock;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use ferry_core::{Account, FerryError, Secret};
+use ferry_store::Store;
+use russh::keys::ssh_key::{HashAlg, PublicKey};
+
+/// Shortest password accepted for an account.
+pub const MIN_PASSWORD_LEN: usize = 8;
+/// Longest password accepted (argon2 input is bounded to stop abuse).
+pub const MAX_PASSWORD_LEN: usize = 1024;
+
+/// Hashes a new password with argon2id and a random salt.
+pub fn hash_password(password: &Secret) -> Result<Secret, FerryError> {
+    let pw = password.expose();
+    if pw.len() < MIN_PASSWORD_LEN {
+        return Err(FerryError::invalid(format!(
+            "password must be at least {MIN_PASSWORD_LEN} characters"
+        )));
+    }
+    if pw.len() > MAX_PASSWORD_LEN {
+        return Err(FerryError::invalid(format!(
+            "password must be at most {MAX_PASSWORD_LEN} bytes"
+        )));
+    }
+    let mut salt_bytes = [0u8; 16];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut salt_bytes);
+    let salt = SaltString::encode_b64(&salt_bytes)
+        .map_err(|e| FerryError::internal(format!("cannot make salt: {e}")))?;
+    Argon2::default()
+        .hash_password(pw.as_bytes(), &salt)
+        .map(|h| Secret::new(h.to_string()))
+        .map_err(|e| FerryError::internal(format!("cannot hash password: {e}")))
+}
+
+fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| {
+        hash_password(&Secret::new("ferry-dummy-password-for-timing"))
+            .map(|s| s.expose().to_owned())
+            .unwrap_or_default()
+    })
+}
+
+fn verify(hash: &str, password: &str) -> bool {
+    match PasswordHash::new(hash) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Checks a password login. Blocking (argon2): call from a blocking task.
+pub fn check_password(store: &Store, user: &str, password: &Secret) -> Result<Account, FerryError> {
+    let account = store.account(user).map_err(FerryError::from)?;
+    let hash = account
+        .as_ref()
+        .and_then(|a| a.password_hash.as_ref())
+        .map(|h| h.expose().to_owned());
+    let pw = password.expose();
+    let ok = pw.len() <= MAX_PASSWORD_LEN && verify(hash.as_deref().unwrap_or(dummy_hash()), pw);
+    match account {
+        Some(a) if ok && hash.is_some() => enabled(a),
+        Some(_) => refuse(user, "wrong password"),
+        None => refuse(user, "unknown user"),
+    }
+}
+
+/// Checks that `public_key` (OpenSSH form) is authorised for `user`.
+pub fn check_key(store: &Store, user: &str, public_key: &str) -> Result<Account, FerryError> {
+    let Ok(key) = PublicKey::from_openssh(public_key) else {
+        return refuse(user, "unparseable public key");
+    };
+    let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+    let Some(account) = store.account(user).map_err(FerryError::from)? else {
+        return refuse(user, "unknown user");
+    };
+    let keys = store.account_keys(user).map_err(FerryError::from)?;
+    if keys.iter().any(|k| k.fingerprint == fingerprint) {
+        enabled(account)
+    } else {
+        refuse(user, "key not authorised")
+    }
+}
+
+fn enabled(account: Account) -> Result<Account, FerryError> {
+    if account.enabled {
+        Ok(account)
+    } else {
+        refuse(&account.name, "account disabled")
+    }
+}
+
+fn refuse<T>(user: &str, reason: &str) -> Result<T, FerryError> {
+    tracing::info!(user, reason, "login refused");
+    Err(FerryError::auth_failed())
+}
+
+/// Parses an OpenSSH public key line; returns (key without comment,
+/// fingerprint, comment).
+pub fn parse_public_key(line: &str) -> Result<(String, String, String), FerryError> {
+    let key = PublicKey::from_openssh(line.trim())
+        .map_err(|e| FerryError::invalid(format!("not an OpenSSH public key: {e}")))?;
+    let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+    let comment = key.comment().to_string();
+    let mut bare = key.clone();
+    bare.set_comment("");
+    let text = bare
+        .to_openssh()
+        .map_err(|e| FerryError::invalid(format!("cannot encode key: {e}")))?;
+    Ok((text.trim().to_owned(), fingerprint, comment))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_core::{AccountKey, Command};
+
+    fn store_with(name: &str, password: &str, enabled: bool) -> Store {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .apply(&Command::CreateAccount(Account {
+                id: "1".into(),
+                name: name.into(),
+                home: name.into(),
+                password_hash: Some(hash_password(&Secret::new(password)).unwrap()),
+                enabled,
+                created_at: 0,
+            }))
+            .unwrap();
+        store
+    }
+
+    #[test]
+    fn passwords_verify_and_failures_look_alike() {
+        let store = store_with("alice", "correct horse", true);
+        assert!(check_password(&store, "alice", &Secret::new("correct horse")).is_ok());
+        let wrong = check_password(&store, "alice", &Secret::new("wrong")).unwrap_err();
+        let unknown = check_password(&store, "nobody", &Secret::new("correct horse")).unwrap_err();
+        assert_eq!(wrong, unknown);
+        let disabled = store_with("bob", "correct horse", false);
+        assert_eq!(
+            check_password(&disabled, "bob", &Secret::new("correct horse")).unwrap_err(),
+            wrong
+        );
+        assert!(hash_password(&Secret::new("short")).is_err());
+    }
+
+    #[test]
+    fn keys_are_matched_by_fingerprint() {
+        let store = store_with("alice", "correct horse", true);
+        let line = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb4ObJ5XnTPJhkqG2eDp8nI+8E3r6tTtnMt6zZ6Ayvq me@host";
+        let (bare, fingerprint, comment) = parse_public_key(line).unwrap();
+        assert_eq!(comment, "me@host");
+        assert!(check_key(&store, "alice", &bare).is_err());
+        store
+            .apply(&Command::AddAccountKey(AccountKey {
+                account: "alice".into(),
+                fingerprint,
+                public_key: bare.clone(),
+                comment,
+                added_at: 0,
+            }))
+            .unwrap();
+        assert!(check_key(&store, "alice", line).is_ok());
+        assert!(check_key(&store, "mallory", line).is_err());
+        assert!(parse_public_key("not a key").is_err());
+    }
+}

@@ -1,0 +1,101 @@
+//! The server's configuration file (`ferry server --config FILE`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ferry_proto::tls::TlsFiles;
+use serde::Deserialize;
+
+/// Configuration of one back-end server. Relative paths are taken from the
+/// directory of the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// This node's id: recorded in every transfer-log row it writes.
+    pub node_id: String,
+    /// Node-local state: the SQLite database lives here.
+    pub state_dir: PathBuf,
+    /// The shared repository: one home directory per account. Must exist.
+    pub repository: PathBuf,
+    /// Flush each upload to stable storage before acknowledging its close.
+    #[serde(default = "default_true")]
+    pub fsync_uploads: bool,
+    /// The listener edges connect to (mutual TLS).
+    pub internal: InternalConfig,
+    /// The admin API listener (HTTPS, bearer token).
+    pub admin: AdminConfig,
+}
+
+/// The internal-protocol listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InternalConfig {
+    /// Address to listen on; port 0 picks a free port (printed at start).
+    pub listen: SocketAddr,
+    /// CA, certificate and key of this node.
+    #[serde(flatten)]
+    pub tls: TlsFiles,
+}
+
+/// The admin API listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address to listen on. Keep it off the DMZ.
+    pub listen: SocketAddr,
+    /// File holding the bearer token (mode 0600).
+    pub token_file: PathBuf,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A config file that could not be used; the message names the file and field.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ServerConfig {
+    /// Reads and validates `path`; relative paths inside are resolved against
+    /// the file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let error = |message: String| ConfigError { path: path.to_owned(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
+        let mut config: ServerConfig = toml::from_str(&text).map_err(|e| error(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.state_dir = base.join(&config.state_dir);
+        config.repository = base.join(&config.repository);
+        config.internal.tls = config.internal.tls.resolved(base);
+        config.admin.token_file = base.join(&config.admin.token_file);
+        config.validate().map_err(error)?;
+        Ok(config)
+    }
+
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.node_id.is_empty()
+            || !self
+                .node_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(format!(
+                "field `node_id`: {:?} must be non-empty letters, digits, '-', '_' or '.'",
+                self.node_id
+            ));
+        }
+        if !self.repository.is_dir() {
+            return Err(format!(
+                "field `repository`: {} is not an existing directory",
+                self.repository.display()
+            ));
+        }
+        Ok(())
+    }
+}

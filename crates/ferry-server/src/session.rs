@@ -1,0 +1,552 @@
+//! Edge connections: sessions, open handles, and every file operation.
+//!
+//! One task reads requests from an edge connection in order. Path operations
+//! run concurrently as tasks of their own. Each open file or directory is an
+//! actor: requests naming its handle are queued to it in arrival order, so
+//! pipelined writes land in order and a close comes after the writes before
+//! it, while different handles (and sessions) proceed in parallel.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ferry_core::{
+    Command, Direction, ErrorKind, FerryError, Protocol, TransferRecord, TransferStatus,
+    VirtualPath,
+};
+use ferry_proto::message::{
+    Credential, DirEntry, Frame, FsOp, HandleId, OpenMode, Request, Response, SessionId, SetAttrs,
+};
+use ferry_proto::server::ServerFramed;
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use crate::repository::{apply_attrs, file_stat, io_error, Home};
+use crate::transfer::{now_millis, HashTracker};
+use crate::ServerCtx;
+
+/// Most handles one session may hold open.
+pub const MAX_HANDLES_PER_SESSION: usize = 256;
+/// Largest read served at once.
+pub const MAX_READ_LEN: u32 = 256 * 1024;
+/// Directory entries per batch.
+const DIR_BATCH: usize = 128;
+
+type Reply = mpsc::UnboundedSender<Frame<Response>>;
+type HandleTx = mpsc::UnboundedSender<(u64, FsOp)>;
+
+struct Session {
+    account: String,
+    home: Home,
+    client_addr: String,
+    protocol: Protocol,
+    handles: Mutex<HashMap<HandleId, HandleTx>>,
+    next_handle: AtomicU64,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn send(reply: &Reply, id: u64, result: Result<Response, FerryError>) {
+    let body = result.unwrap_or_else(Response::Error);
+    let _ = reply.send(Frame { id, body });
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, FerryError> + Send + 'static,
+) -> Result<T, FerryError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(FerryError::internal(format!("worker failed: {e}"))))
+}
+
+/// Serves one edge connection until it closes. Sessions still open then end
+/// as if logged out: open uploads keep their partial data.
+pub async fn serve_connection<S>(framed: ServerFramed<S>, ctx: Arc<ServerCtx>, peer: String)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut stream) = framed.split();
+    let (reply, mut replies) = mpsc::unbounded_channel::<Frame<Response>>();
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = replies.recv().await {
+            if sink.feed(frame).await.is_err() {
+                return;
+            }
+            while let Ok(frame) = replies.try_recv() {
+                if sink.feed(frame).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+
+    let sessions: Arc<Mutex<HashMap<SessionId, Arc<Session>>>> = Arc::default();
+    let next_session = Arc::new(AtomicU64::new(1));
+    while let Some(frame) = stream.next().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "bad frame from edge; closing connection");
+                break;
+            }
+        };
+        let id = frame.id;
+        match frame.body {
+            Request::KeyAcceptable { user, public_key } => {
+                let (ctx, reply) = (ctx.clone(), reply.clone());
+                tokio::spawn(async move {
+                    let store = ctx.store.clone();
+                    let ok = blocking(move || crate::auth::check_key(&store, &user, &public_key))
+                        .await
+                        .is_ok();
+                    send(&reply, id, Ok(Response::KeyAcceptable(ok)));
+                });
+            }
+            Request::Login { user, credential, client_addr, protocol } => {
+                let (ctx, reply) = (ctx.clone(), reply.clone());
+                let (sessions, next_session) = (sessions.clone(), next_session.clone());
+                tokio::spawn(async move {
+                    let result = login(&ctx, user, credential, client_addr, protocol).await.map(|s| {
+                        let account = s.account.clone();
+                        let sid = next_session.fetch_add(1, Ordering::Relaxed);
+                        locked(&sessions).insert(sid, Arc::new(s));
+                        Response::LoggedIn { session: sid, account }
+                    });
+                    send(&reply, id, result);
+                });
+            }
+            Request::Logout { session } => {
+                locked(&sessions).remove(&session);
+                send(&reply, id, Ok(Response::Ok));
+            }
+            Request::Fs { session, op } => {
+                let found = locked(&sessions).get(&session).cloned();
+                match found {
+                    Some(s) => dispatch(&ctx, s, id, op, &reply),
+                    None => send(&reply, id, Err(FerryError::invalid("no such session"))),
+                }
+            }
+        }
+    }
+    // Dropping the sessions drops every handle's queue: their actors record
+    // the transfers as interrupted.
+    locked(&sessions).clear();
+    drop(reply);
+    let _ = writer.await;
+    tracing::debug!(%peer, "edge connection closed");
+}
+
+async fn login(
+    ctx: &Arc<ServerCtx>,
+    user: String,
+    credential: Credential,
+    client_addr: String,
+    protocol: Protocol,
+) -> Result<Session, FerryError> {
+    let store = ctx.store.clone();
+    let method = match credential {
+        Credential::Password(_) => "password",
+        Credential::VerifiedPublicKey(_) => "publickey",
+    };
+    let name = user.clone();
+    let account = blocking(move || match credential {
+        Credential::Password(pw) => crate::auth::check_password(&store, &name, &pw),
+        Credential::VerifiedPublicKey(key) => crate::auth::check_key(&store, &name, &key),
+    })
+    .await?;
+    let repository = ctx.repository.clone();
+    let home_rel = account.home.clone();
+    let home = blocking(move || Home::open(&repository, &home_rel)).await?;
+    tracing::info!(account = %account.name, %client_addr, method, %protocol, "login");
+    Ok(Session {
+        account: account.name,
+        home,
+        client_addr,
+        protocol,
+        handles: Mutex::default(),
+        next_handle: AtomicU64::new(1),
+    })
+}
+
+fn parse(path: &str) -> Result<VirtualPath, FerryError> {
+    VirtualPath::parse_absolute(path).map_err(FerryError::from)
+}
+
+fn dispatch(ctx: &Arc<ServerCtx>, s: Arc<Session>, id: u64, op: FsOp, reply: &Reply) {
+    let handle = match &op {
+        FsOp::ReadDir { handle }
+        | FsOp::Close { handle }
+        | FsOp::Read { handle, .. }
+        | FsOp::Write { handle, .. }
+        | FsOp::Fstat { handle }
+        | FsOp::Fsetstat { handle, .. }
+        | FsOp::Fsync { handle } => Some(*handle),
+        _ => None,
+    };
+    if let Some(handle) = handle {
+        let tx = {
+            let mut handles = locked(&s.handles);
+            if matches!(op, FsOp::Close { .. }) {
+                handles.remove(&handle)
+            } else {
+                handles.get(&handle).cloned()
+            }
+        };
+        match tx {
+            Some(tx) => {
+                if let Err(mpsc::error::SendError((id, _))) = tx.send((id, op)) {
+                    send(reply, id, Err(FerryError::internal("handle is closing")));
+                }
+            }
+            None => send(reply, id, Err(FerryError::invalid("invalid handle"))),
+        }
+        return;
+    }
+    let (ctx, reply) = (ctx.clone(), reply.clone());
+    tokio::spawn(async move {
+        let result = match op {
+            FsOp::Open { path, mode, attrs } => open_file(&ctx, &s, path, mode, attrs, &reply).await,
+            FsOp::OpenDir { path } => open_dir(&s, path, &reply).await,
+            op => path_op(s, op).await,
+        };
+        send(&reply, id, result);
+    });
+}
+
+async fn path_op(s: Arc<Session>, op: FsOp) -> Result<Response, FerryError> {
+    blocking(move || {
+        let home = &s.home;
+        match op {
+            FsOp::Stat { path } => home.stat(&parse(&path)?).map(Response::Stat),
+            FsOp::SetStat { path, attrs } => home.set_attrs(&parse(&path)?, &attrs).map(|()| Response::Ok),
+            FsOp::Remove { path } => home.remove(&parse(&path)?).map(|()| Response::Ok),
+            FsOp::Mkdir { path, attrs } => home.mkdir(&parse(&path)?, &attrs).map(|()| Response::Ok),
+            FsOp::Rmdir { path } => home.rmdir(&parse(&path)?).map(|()| Response::Ok),
+            FsOp::Rename { from, to, overwrite } => {
+                home.rename(&parse(&from)?, &parse(&to)?, overwrite).map(|()| Response::Ok)
+            }
+            FsOp::RealPath { path } => Ok(Response::Path(parse(&path)?.to_string())),
+            FsOp::ReadLink { path } => home.read_link(&parse(&path)?).map(Response::Path),
+            FsOp::Statvfs { path } => home.statvfs(&parse(&path)?).map(Response::FsStats),
+            _ => Err(FerryError::new(ErrorKind::Unsupported, "unsupported operation")),
+        }
+    })
+    .await
+}
+
+fn register(s: &Session, tx: HandleTx) -> Result<HandleId, FerryError> {
+    let mut handles = locked(&s.handles);
+    if handles.len() >= MAX_HANDLES_PER_SESSION {
+        return Err(FerryError::new(
+            ErrorKind::Busy,
+            format!("too many open handles (at most {MAX_HANDLES_PER_SESSION})"),
+        ));
+    }
+    let h = s.next_handle.fetch_add(1, Ordering::Relaxed);
+    handles.insert(h, tx);
+    Ok(h)
+}
+
+async fn open_dir(s: &Arc<Session>, path: String, reply: &Reply) -> Result<Response, FerryError> {
+    let session = s.clone();
+    let entries = blocking(move || session.home.list(&parse(&path)?)).await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = register(s, tx)?;
+    tokio::spawn(dir_actor(entries, rx, reply.clone()));
+    Ok(Response::Handle(handle))
+}
+
+async fn dir_actor(entries: Vec<DirEntry>, mut rx: mpsc::UnboundedReceiver<(u64, FsOp)>, reply: Reply) {
+    let mut rest = entries.into_iter();
+    while let Some((id, op)) = rx.recv().await {
+        let result = match op {
+            FsOp::ReadDir { .. } => {
+                let batch: Vec<DirEntry> = rest.by_ref().take(DIR_BATCH).collect();
+                Ok(if batch.is_empty() { Response::Eof } else { Response::Entries(batch) })
+            }
+            FsOp::Close { .. } => {
+                send(&reply, id, Ok(Response::Ok));
+                return;
+            }
+            _ => Err(FerryError::invalid("not a file handle")),
+        };
+        send(&reply, id, result);
+    }
+}
+
+/// An open upload: data goes to the partial file, which replaces the final
+/// name when the client closes the handle.
+struct Upload {
+    partial: PathBuf,
+    final_path: PathBuf,
+    append_at: Option<u64>,
+}
+
+struct OpenFile {
+    file: Arc<File>,
+    path: VirtualPath,
+    upload: Option<Upload>,
+    hash: HashTracker,
+    bytes: u64,
+    transfer_id: String,
+    started_at: i64,
+}
+
+async fn open_file(
+    ctx: &Arc<ServerCtx>,
+    s: &Arc<Session>,
+    path: String,
+    mode: OpenMode,
+    attrs: SetAttrs,
+    reply: &Reply,
+) -> Result<Response, FerryError> {
+    let session = s.clone();
+    let open = blocking(move || open_blocking(&session.home, &path, mode, &attrs)).await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = register(s, tx)?;
+    tokio::spawn(file_actor(ctx.clone(), s.clone(), open, rx, reply.clone()));
+    Ok(Response::Handle(handle))
+}
+
+fn open_blocking(home: &Home, path: &str, mode: OpenMode, attrs: &SetAttrs) -> Result<OpenFile, FerryError> {
+    let v = parse(path)?;
+    if v.is_root() {
+        return Err(FerryError::new(ErrorKind::WrongType, "is a directory"));
+    }
+    let real = home.resolve(&v)?;
+    let final_meta = match fs::metadata(&real) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_error(e)),
+    };
+    if final_meta.as_ref().is_some_and(|m| m.is_dir()) {
+        return Err(FerryError::new(ErrorKind::WrongType, "is a directory"));
+    }
+    let new = |file: File, upload| OpenFile {
+        file: Arc::new(file),
+        path: v.clone(),
+        upload,
+        hash: HashTracker::default(),
+        bytes: 0,
+        transfer_id: uuid::Uuid::now_v7().to_string(),
+        started_at: now_millis(),
+    };
+    if !mode.write {
+        if final_meta.is_none() {
+            return Err(FerryError::not_found("no such file"));
+        }
+        let file = File::open(&real).map_err(io_error)?;
+        return Ok(new(file, None));
+    }
+
+    let partial = Home::partial_path(&real).ok_or_else(|| FerryError::invalid("not a file name"))?;
+    let had_partial = partial.exists();
+    if mode.exclusive && (final_meta.is_some() || had_partial) {
+        return Err(FerryError::new(ErrorKind::AlreadyExists, "file exists"));
+    }
+    if !mode.create && final_meta.is_none() && !had_partial {
+        return Err(FerryError::not_found("no such file"));
+    }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(attrs.permissions.map_or(0o644, |p| p & 0o777))
+        .open(&partial)
+        .map_err(io_error)?;
+    // The lock keeps two sessions from writing the same upload; it is taken
+    // before anything is truncated.
+    if file.try_lock().is_err() {
+        return Err(FerryError::new(
+            ErrorKind::Busy,
+            "an upload to this file is in progress in another session",
+        ));
+    }
+    if mode.truncate {
+        file.set_len(0).map_err(io_error)?;
+    } else if !had_partial {
+        if let Some(m) = &final_meta {
+            // Modifying a committed file: start from its contents, still
+            // replacing it atomically on close.
+            let mut src = File::open(&real).map_err(io_error)?;
+            let mut dst = &file;
+            std::io::copy(&mut src, &mut dst).map_err(io_error)?;
+            file.set_permissions(fs::Permissions::from_mode(m.permissions().mode() & 0o777))
+                .map_err(io_error)?;
+        }
+    }
+    let append_at = if mode.append {
+        Some(file.metadata().map_err(io_error)?.len())
+    } else {
+        None
+    };
+    Ok(new(file, Some(Upload { partial, final_path: real, append_at })))
+}
+
+async fn file_actor(
+    ctx: Arc<ServerCtx>,
+    s: Arc<Session>,
+    mut f: OpenFile,
+    mut rx: mpsc::UnboundedReceiver<(u64, FsOp)>,
+    reply: Reply,
+) {
+    while let Some((id, op)) = rx.recv().await {
+        let result = match op {
+            FsOp::Read { offset, len, .. } => {
+                let file = f.file.clone();
+                let len = len.min(MAX_READ_LEN) as usize;
+                match blocking(move || {
+                    let mut buf = vec![0u8; len];
+                    let mut got = 0;
+                    while got < len {
+                        let n = file.read_at(&mut buf[got..], offset + got as u64).map_err(io_error)?;
+                        if n == 0 {
+                            break;
+                        }
+                        got += n;
+                    }
+                    buf.truncate(got);
+                    Ok(buf)
+                })
+                .await
+                {
+                    Ok(data) if data.is_empty() => Ok(Response::Eof),
+                    Ok(data) => {
+                        if f.upload.is_none() {
+                            f.hash.record_read(offset, &data);
+                            f.bytes += data.len() as u64;
+                        }
+                        Ok(Response::Data(data))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            FsOp::Write { offset, data, .. } => match &mut f.upload {
+                None => Err(FerryError::denied("file is not open for writing")),
+                Some(up) => {
+                    let at = match &mut up.append_at {
+                        Some(end) => {
+                            let at = *end;
+                            *end += data.len() as u64;
+                            at
+                        }
+                        None => offset,
+                    };
+                    let file = f.file.clone();
+                    f.hash.record_write(at, &data);
+                    f.bytes += data.len() as u64;
+                    blocking(move || file.write_all_at(&data, at).map_err(io_error))
+                        .await
+                        .map(|()| Response::Ok)
+                }
+            },
+            FsOp::Fstat { .. } => {
+                let file = f.file.clone();
+                blocking(move || file.metadata().map(|m| Response::Stat(file_stat(&m))).map_err(io_error)).await
+            }
+            FsOp::Fsetstat { attrs, .. } => {
+                if attrs.size.is_some() {
+                    f.hash.invalidate();
+                }
+                let file = f.file.clone();
+                blocking(move || apply_attrs(&file, &attrs).map(|()| Response::Ok)).await
+            }
+            FsOp::Fsync { .. } => {
+                let file = f.file.clone();
+                blocking(move || file.sync_all().map(|()| Response::Ok).map_err(io_error)).await
+            }
+            FsOp::Close { .. } => {
+                let result = finish(&ctx, &s, f, true).await;
+                send(&reply, id, result.map(|()| Response::Ok));
+                return;
+            }
+            _ => Err(FerryError::invalid("not a directory handle")),
+        };
+        send(&reply, id, result);
+    }
+    // The queue closed without a close: the session or connection ended.
+    let _ = finish(&ctx, &s, f, false).await;
+}
+
+/// Ends a transfer: commits an upload on a clean close, and writes the
+/// transfer-log row either way.
+async fn finish(ctx: &Arc<ServerCtx>, s: &Session, f: OpenFile, closed: bool) -> Result<(), FerryError> {
+    let OpenFile { file, path, upload, hash, bytes, transfer_id, started_at } = f;
+    let direction = if upload.is_some() { Direction::Upload } else { Direction::Download };
+    let fsync = ctx.fsync_uploads;
+    let outcome: Result<Option<String>, FerryError> = if closed {
+        blocking(move || {
+            if let Some(up) = upload {
+                if fsync {
+                    file.sync_all().map_err(io_error)?;
+                }
+                let sha = hash.finish(&file).map_err(io_error)?;
+                fs::rename(&up.partial, &up.final_path).map_err(|e| {
+                    let err = io_error(e);
+                    FerryError::new(err.kind, format!("could not commit the upload: {}", err.message))
+                })?;
+                if fsync {
+                    if let Some(dir) = up.final_path.parent() {
+                        File::open(dir).and_then(|d| d.sync_all()).map_err(io_error)?;
+                    }
+                }
+                Ok(Some(sha))
+            } else {
+                hash.finish(&file).map(Some).map_err(io_error)
+            }
+        })
+        .await
+    } else {
+        Ok(None)
+    };
+    let (status, sha256, error) = match (&outcome, closed) {
+        (Ok(sha), true) => (TransferStatus::Completed, sha.clone(), None),
+        (Ok(_), false) => (
+            TransferStatus::Interrupted,
+            None,
+            Some("connection ended before the file was closed".to_owned()),
+        ),
+        (Err(e), _) => (TransferStatus::Failed, None, Some(e.message.clone())),
+    };
+    let record = TransferRecord {
+        id: transfer_id,
+        account: s.account.clone(),
+        protocol: s.protocol,
+        direction,
+        path: path.to_string(),
+        bytes,
+        sha256,
+        started_at,
+        ended_at: now_millis(),
+        status,
+        node: ctx.node_id.clone(),
+        client_addr: s.client_addr.clone(),
+        error,
+    };
+    tracing::info!(
+        account = %record.account, path = %record.path, direction = %record.direction,
+        bytes = record.bytes, status = %record.status, "transfer"
+    );
+    let store = ctx.store.clone();
+    let logged = blocking(move || {
+        store
+            .apply(&Command::RecordTransfer(record))
+            .map(|_| ())
+            .map_err(FerryError::from)
+    })
+    .await;
+    if let Err(e) = &logged {
+        tracing::error!(error = %e, "could not write the transfer log");
+    }
+    outcome?;
+    logged.map_err(|e| FerryError::internal(format!("transfer log unavailable: {}", e.message)))
+}
