@@ -154,7 +154,9 @@ mod tests {
     use super::*;
 
     fn p(s: &str) -> String {
-        VirtualPath::parse_absolute(s).map(|v| v.to_string()).unwrap()
+        VirtualPath::parse_absolute(s)
+            .map(|v| v.to_string())
+            .unwrap()
     }
 
     #[test]

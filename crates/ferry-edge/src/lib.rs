@@ -1,1 +1,67 @@
-//! placeholder
+//! Ferry's edge gateway: terminates SFTP (russh) in the DMZ and forwards every
+//! credential and file operation to a back-end server over the internal
+//! protocol. It stores no file data and no secrets beyond its host key and
+//! TLS key.
+//!
+//! * [`upstream`] — the servers this edge knows, and which one a session uses.
+//! * [`ssh`] — the SSH server: authentication and channel handling.
+//! * [`sftp`] — the SFTP request loop: many requests in flight, replies in order.
+
+pub mod config;
+pub mod sftp;
+pub mod ssh;
+pub mod upstream;
+
+pub use config::EdgeConfig;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// A running edge.
+#[derive(Debug)]
+pub struct RunningEdge {
+    /// The SFTP listener's address.
+    pub sftp_addr: SocketAddr,
+}
+
+/// Errors starting an edge.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Something in the setup is wrong; the message says what.
+    #[error("{0}")]
+    Setup(String),
+    /// TLS material is missing or wrong.
+    #[error(transparent)]
+    Tls(#[from] ferry_proto::ProtoError),
+}
+
+/// Loads the host key, binds the SFTP listener and starts serving.
+pub async fn start(config: EdgeConfig) -> Result<RunningEdge, StartError> {
+    let tls = ferry_proto::tls::internal_client_config(&config.upstream.tls)?;
+    let upstreams = Arc::new(upstream::Upstreams::new(
+        config.upstream.servers.clone(),
+        tls,
+        config.node_id.clone(),
+    ));
+    let host_key = ssh::load_or_create_host_key(&config.sftp.host_key)?;
+    let listener = tokio::net::TcpListener::bind(config.sftp.listen)
+        .await
+        .map_err(|e| {
+            StartError::Setup(format!(
+                "cannot listen on {} (sftp): {e}",
+                config.sftp.listen
+            ))
+        })?;
+    let sftp_addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Setup(e.to_string()))?;
+    let ssh_config = Arc::new(ssh::russh_config(&config, host_key));
+    tokio::spawn(ssh::serve(
+        listener,
+        ssh_config,
+        upstreams,
+        config.sftp.max_sessions,
+    ));
+    tracing::info!(node = %config.node_id, %sftp_addr, "edge started");
+    Ok(RunningEdge { sftp_addr })
+}

@@ -34,7 +34,7 @@ pub struct Connection {
     version: u16,
     next_id: AtomicU64,
     pending: Pending,
-    out: mpsc::Sender<Frame<Request>>,
+    out: mpsc::UnboundedSender<Frame<Request>>,
     closed: Arc<AtomicBool>,
 }
 
@@ -51,9 +51,12 @@ impl Connection {
         role: Role,
         node_id: &str,
     ) -> Result<Arc<Self>, ProtoError> {
-        tokio::time::timeout(CONNECT_TIMEOUT, Self::connect_inner(addr, tls, role, node_id))
-            .await
-            .map_err(|_| ProtoError::Handshake(format!("{addr}: timed out")))?
+        tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            Self::connect_inner(addr, tls, role, node_id),
+        )
+        .await
+        .map_err(|_| ProtoError::Handshake(format!("{addr}: timed out")))?
     }
 
     async fn connect_inner(
@@ -70,7 +73,9 @@ impl Connection {
             .map_err(|e| ProtoError::Handshake(format!("{addr}: bad host name: {e}")))?;
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
-        let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await?;
         let (rd, wr) = tokio::io::split(stream);
 
         let mut hs_write = FramedWrite::new(wr, FrameCodec::<Hello, ()>::default());
@@ -88,9 +93,16 @@ impl Connection {
             .await
             .ok_or_else(|| ProtoError::Handshake(format!("{addr}: closed during handshake")))??;
         let (version, peer_node_id) = match welcome {
-            Welcome::Accepted { version, node_id, role: Role::Server, .. } => (version, node_id),
+            Welcome::Accepted {
+                version,
+                node_id,
+                role: Role::Server,
+                ..
+            } => (version, node_id),
             Welcome::Accepted { role, .. } => {
-                return Err(ProtoError::Handshake(format!("{addr}: peer is a {role:?}, not a server")))
+                return Err(ProtoError::Handshake(format!(
+                    "{addr}: peer is a {role:?}, not a server"
+                )))
             }
             Welcome::Refused { reason } => {
                 return Err(ProtoError::Handshake(format!("{addr} refused: {reason}")))
@@ -101,7 +113,7 @@ impl Connection {
         let mut writer = hs_write.map_encoder(|_| FrameCodec::<Frame<Request>, ()>::default());
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
-        let (out, mut out_rx) = mpsc::channel::<Frame<Request>>(256);
+        let (out, mut out_rx) = mpsc::unbounded_channel::<Frame<Request>>();
 
         let conn = Arc::new(Self {
             addr: addr.to_owned(),
@@ -160,21 +172,28 @@ impl Connection {
 
     /// Sends one request and waits for its reply.
     pub async fn call(&self, body: Request) -> Result<Response, ProtoError> {
+        let waiting = self.start_call(body)?;
+        waiting
+            .await
+            .map_err(|_| ProtoError::Closed(self.addr.clone()))
+    }
+
+    /// Queues one request now and returns the receiver of its reply.
+    /// Requests are sent in the order of `start_call` calls, which is what
+    /// keeps a session's writes and the close after them in order; the
+    /// caller bounds how much it has in flight.
+    pub fn start_call(&self, body: Request) -> Result<oneshot::Receiver<Response>, ProtoError> {
         if self.is_closed() {
             return Err(ProtoError::Closed(self.addr.clone()));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
-        if self.is_closed() {
+        if self.is_closed() || self.out.send(Frame { id, body }).is_err() {
             lock(&self.pending).remove(&id);
             return Err(ProtoError::Closed(self.addr.clone()));
         }
-        if self.out.send(Frame { id, body }).await.is_err() {
-            lock(&self.pending).remove(&id);
-            return Err(ProtoError::Closed(self.addr.clone()));
-        }
-        rx.await.map_err(|_| ProtoError::Closed(self.addr.clone()))
+        Ok(rx)
     }
 
     /// True once the connection has failed or been closed.

@@ -68,14 +68,26 @@ mod tests {
             id: 7,
             body: Request::Fs {
                 session: 3,
-                op: FsOp::Write { handle: 9, offset: 1 << 40, data: vec![1, 2, 3] },
+                op: FsOp::Write {
+                    handle: 9,
+                    offset: 1 << 40,
+                    data: vec![1, 2, 3],
+                },
             },
         };
         codec.encode(req, &mut buf).unwrap();
         let back = codec.decode(&mut buf).unwrap().unwrap();
         assert_eq!(back.id, 7);
         match back.body {
-            Request::Fs { session: 3, op: FsOp::Write { handle: 9, offset, data } } => {
+            Request::Fs {
+                session: 3,
+                op:
+                    FsOp::Write {
+                        handle: 9,
+                        offset,
+                        data,
+                    },
+            } => {
                 assert_eq!(offset, 1 << 40);
                 assert_eq!(data, [1, 2, 3]);
             }

@@ -60,16 +60,28 @@ pub fn create_ca(dir: &Path, cluster_name: &str) -> Result<(), ProtoError> {
 /// addresses, signed by the CA in `ca_dir`. Writes `NAME.crt` and `NAME.key`
 /// into `out_dir`.
 pub fn issue(ca_dir: &Path, out_dir: &Path, name: &str, sans: &[String]) -> Result<(), ProtoError> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
         return Err(ProtoError::Tls(format!(
             "node name {name:?} must be letters, digits, '-', '_' or '.'"
         )));
     }
-    let ca_pem = std::fs::read_to_string(ca_dir.join("ca.crt"))
-        .map_err(|e| ProtoError::Tls(format!("cannot read {}: {e}", ca_dir.join("ca.crt").display())))?;
+    let ca_pem = std::fs::read_to_string(ca_dir.join("ca.crt")).map_err(|e| {
+        ProtoError::Tls(format!(
+            "cannot read {}: {e}",
+            ca_dir.join("ca.crt").display()
+        ))
+    })?;
     crate::tls::check_private(&ca_dir.join("ca.key"))?;
-    let ca_key_pem = std::fs::read_to_string(ca_dir.join("ca.key"))
-        .map_err(|e| ProtoError::Tls(format!("cannot read {}: {e}", ca_dir.join("ca.key").display())))?;
+    let ca_key_pem = std::fs::read_to_string(ca_dir.join("ca.key")).map_err(|e| {
+        ProtoError::Tls(format!(
+            "cannot read {}: {e}",
+            ca_dir.join("ca.key").display()
+        ))
+    })?;
     let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(err)?;
     let ca_params = CertificateParams::from_ca_cert_pem(&ca_pem).map_err(err)?;
     let ca_cert = ca_params.self_signed(&ca_key).map_err(err)?;
@@ -85,23 +97,35 @@ pub fn issue(ca_dir: &Path, out_dir: &Path, name: &str, sans: &[String]) -> Resu
         names.push(name.to_owned());
     }
     for san in names {
-        let entry = match san.parse::<IpAddr>() {
-            Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName(san.clone().try_into().map_err(|e| {
-                ProtoError::Tls(format!("{san:?} is not a valid DNS name: {e}"))
-            })?),
-        };
+        let entry =
+            match san.parse::<IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(san.clone().try_into().map_err(|e| {
+                    ProtoError::Tls(format!("{san:?} is not a valid DNS name: {e}"))
+                })?),
+            };
         params.subject_alt_names.push(entry);
     }
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
     validity(&mut params);
     let cert = params.signed_by(&key, &ca_cert, &ca_key).map_err(err)?;
-    write_new(&out_dir.join(format!("{name}.key")), key.serialize_pem().as_bytes(), true)?;
-    write_new(&out_dir.join(format!("{name}.crt")), cert.pem().as_bytes(), false)?;
+    write_new(
+        &out_dir.join(format!("{name}.key")),
+        key.serialize_pem().as_bytes(),
+        true,
+    )?;
+    write_new(
+        &out_dir.join(format!("{name}.crt")),
+        cert.pem().as_bytes(),
+        false,
+    )?;
     Ok(())
 }
 
@@ -113,7 +137,13 @@ mod tests {
     fn ca_issues_certificates_that_load() {
         let dir = tempfile::tempdir().unwrap();
         create_ca(dir.path(), "test").unwrap();
-        issue(dir.path(), dir.path(), "server-1", &["127.0.0.1".into(), "localhost".into()]).unwrap();
+        issue(
+            dir.path(),
+            dir.path(),
+            "server-1",
+            &["127.0.0.1".into(), "localhost".into()],
+        )
+        .unwrap();
         let files = crate::tls::TlsFiles {
             ca: dir.path().join("ca.crt"),
             cert: dir.path().join("server-1.crt"),

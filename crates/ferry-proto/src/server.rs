@@ -48,7 +48,11 @@ where
         None
     };
     if let Some(reason) = refusal {
-        let _ = framed.send(Welcome::Refused { reason: reason.clone() }).await;
+        let _ = framed
+            .send(Welcome::Refused {
+                reason: reason.clone(),
+            })
+            .await;
         return Err(ProtoError::Handshake(reason));
     }
     let version = version.unwrap_or(crate::PROTOCOL_VERSION);

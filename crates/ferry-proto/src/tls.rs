@@ -52,7 +52,10 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ProtoErro
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ProtoError::Tls(format!("{}: not a PEM certificate: {e}", path.display())))?;
     if certs.is_empty() {
-        return Err(ProtoError::Tls(format!("{}: no certificate in file", path.display())));
+        return Err(ProtoError::Tls(format!(
+            "{}: no certificate in file",
+            path.display()
+        )));
     }
     Ok(certs)
 }
@@ -84,9 +87,9 @@ pub fn check_private(path: &Path) -> Result<(), ProtoError> {
 fn roots(ca: &Path) -> Result<Arc<RootCertStore>, ProtoError> {
     let mut store = RootCertStore::empty();
     for cert in load_certs(ca)? {
-        store
-            .add(cert)
-            .map_err(|e| ProtoError::Tls(format!("{}: unusable CA certificate: {e}", ca.display())))?;
+        store.add(cert).map_err(|e| {
+            ProtoError::Tls(format!("{}: unusable CA certificate: {e}", ca.display()))
+        })?;
     }
     Ok(Arc::new(store))
 }
@@ -119,7 +122,11 @@ pub fn internal_client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, Pro
 }
 
 /// A plain TLS server config (no client certificates), for the admin API.
-pub fn plain_server_config(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, ProtoError> {
+pub fn plain_server_config(
+    cert: &Path,
+    key: &Path,
+    alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>, ProtoError> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| ProtoError::Tls(e.to_string()))?

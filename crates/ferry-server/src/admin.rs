@@ -10,7 +10,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ferry_core::{Account, AccountKey, Command, ErrorKind, FerryError, Secret, TransferStatus, VirtualPath};
+use ferry_core::{
+    Account, AccountKey, Command, ErrorKind, FerryError, Secret, TransferStatus, VirtualPath,
+};
 use ferry_store::TransferFilter;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -55,7 +57,11 @@ pub fn http_status(kind: ErrorKind) -> (StatusCode, &'static str) {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = http_status(self.0.kind);
-        (status, Json(serde_json::json!({ "code": code, "message": self.0.message }))).into_response()
+        (
+            status,
+            Json(serde_json::json!({ "code": code, "message": self.0.message })),
+        )
+            .into_response()
     }
 }
 
@@ -65,7 +71,10 @@ type ApiResult<T> = Result<T, ApiError>;
 pub fn router(state: AdminState) -> Router {
     let api = Router::new()
         .route("/api/v1/accounts", get(list_accounts).post(create_account))
-        .route("/api/v1/accounts/{name}", get(show_account).delete(remove_account))
+        .route(
+            "/api/v1/accounts/{name}",
+            get(show_account).delete(remove_account),
+        )
         .route("/api/v1/accounts/{name}/enable", post(enable_account))
         .route("/api/v1/accounts/{name}/disable", post(disable_account))
         .route("/api/v1/accounts/{name}/keys", get(list_keys).post(add_key))
@@ -88,7 +97,11 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
     // Comparing digests keeps the comparison's timing independent of the token.
     match presented {
         Some(d) if d.as_slice() == state.token_digest => next.run(req).await,
-        _ => ApiError(FerryError::new(ErrorKind::AuthFailed, "missing or wrong admin token")).into_response(),
+        _ => ApiError(FerryError::new(
+            ErrorKind::AuthFailed,
+            "missing or wrong admin token",
+        ))
+        .into_response(),
     }
 }
 
@@ -119,7 +132,11 @@ pub struct AccountView {
 }
 
 fn view(ctx: &ServerCtx, a: Account) -> Result<AccountView, FerryError> {
-    let keys = ctx.store.account_keys(&a.name).map_err(FerryError::from)?.len();
+    let keys = ctx
+        .store
+        .account_keys(&a.name)
+        .map_err(FerryError::from)?
+        .len();
     Ok(AccountView {
         has_password: a.password_hash.is_some(),
         name: a.name,
@@ -133,13 +150,19 @@ fn view(ctx: &ServerCtx, a: Account) -> Result<AccountView, FerryError> {
 async fn list_accounts(State(s): State<AdminState>) -> ApiResult<Json<Vec<AccountView>>> {
     run(move || {
         let accounts = s.ctx.store.accounts().map_err(FerryError::from)?;
-        accounts.into_iter().map(|a| view(&s.ctx, a)).collect::<Result<Vec<_>, _>>()
+        accounts
+            .into_iter()
+            .map(|a| view(&s.ctx, a))
+            .collect::<Result<Vec<_>, _>>()
     })
     .await
     .map(Json)
 }
 
-async fn show_account(State(s): State<AdminState>, Path(name): Path<String>) -> ApiResult<Json<AccountView>> {
+async fn show_account(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<AccountView>> {
     run(move || {
         let a = s.ctx.store.account(&name).map_err(FerryError::from)?;
         let a = a.ok_or_else(|| FerryError::not_found(format!("account {name:?} not found")))?;
@@ -166,8 +189,13 @@ pub struct NewAccount {
 pub fn validate_account_name(name: &str) -> Result<(), FerryError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
     if ok {
         Ok(())
     } else {
@@ -182,13 +210,18 @@ async fn create_account(
     Json(body): Json<NewAccount>,
 ) -> ApiResult<(StatusCode, Json<AccountView>)> {
     validate_account_name(&body.name)?;
-    let home = VirtualPath::parse_absolute(body.home.as_deref().unwrap_or(&body.name)).map_err(FerryError::from)?;
+    let home = VirtualPath::parse_absolute(body.home.as_deref().unwrap_or(&body.name))
+        .map_err(FerryError::from)?;
     if home.is_root() {
         return Err(FerryError::invalid("home must not be the repository root").into());
     }
     let home = home.to_string().trim_start_matches('/').to_owned();
     run(move || {
-        let password_hash = body.password.as_ref().map(crate::auth::hash_password).transpose()?;
+        let password_hash = body
+            .password
+            .as_ref()
+            .map(crate::auth::hash_password)
+            .transpose()?;
         let account = Account {
             id: uuid::Uuid::new_v4().to_string(),
             name: body.name.clone(),
@@ -211,15 +244,24 @@ async fn set_enabled(s: AdminState, name: String, enabled: bool) -> ApiResult<St
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn enable_account(State(s): State<AdminState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+async fn enable_account(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
     set_enabled(s, name, true).await
 }
 
-async fn disable_account(State(s): State<AdminState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+async fn disable_account(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
     set_enabled(s, name, false).await
 }
 
-async fn remove_account(State(s): State<AdminState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+async fn remove_account(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
     run(move || s.ctx.apply(&Command::RemoveAccount { name })).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -238,15 +280,29 @@ async fn add_key(
     Json(body): Json<NewKey>,
 ) -> ApiResult<(StatusCode, Json<AccountKey>)> {
     let (public_key, fingerprint, comment) = crate::auth::parse_public_key(&body.public_key)?;
-    let key = AccountKey { account: name, fingerprint, public_key, comment, added_at: now_millis() };
+    let key = AccountKey {
+        account: name,
+        fingerprint,
+        public_key,
+        comment,
+        added_at: now_millis(),
+    };
     let stored = key.clone();
     run(move || s.ctx.apply(&Command::AddAccountKey(stored))).await?;
     Ok((StatusCode::CREATED, Json(key)))
 }
 
-async fn list_keys(State(s): State<AdminState>, Path(name): Path<String>) -> ApiResult<Json<Vec<AccountKey>>> {
+async fn list_keys(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<AccountKey>>> {
     run(move || {
-        if s.ctx.store.account(&name).map_err(FerryError::from)?.is_none() {
+        if s.ctx
+            .store
+            .account(&name)
+            .map_err(FerryError::from)?
+            .is_none()
+        {
             return Err(FerryError::not_found(format!("account {name:?} not found")));
         }
         s.ctx.store.account_keys(&name).map_err(FerryError::from)
@@ -274,8 +330,18 @@ async fn list_transfers(
         .map(|v| v.parse::<TransferStatus>())
         .transpose()
         .map_err(FerryError::invalid)?;
-    let filter = TransferFilter { account: q.account, status, since: q.since, limit: q.limit };
-    run(move || s.ctx.store.list_transfers(&filter).map_err(FerryError::from))
-        .await
-        .map(Json)
+    let filter = TransferFilter {
+        account: q.account,
+        status,
+        since: q.since,
+        limit: q.limit,
+    };
+    run(move || {
+        s.ctx
+            .store
+            .list_transfers(&filter)
+            .map_err(FerryError::from)
+    })
+    .await
+    .map(Json)
 }

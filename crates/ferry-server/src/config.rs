@@ -65,7 +65,10 @@ impl ServerConfig {
     /// Reads and validates `path`; relative paths inside are resolved against
     /// the file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let error = |message: String| ConfigError { path: path.to_owned(), message };
+        let error = |message: String| ConfigError {
+            path: path.to_owned(),
+            message,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
         let mut config: ServerConfig = toml::from_str(&text).map_err(|e| error(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));

@@ -79,13 +79,22 @@ pub enum StartError {
 /// Opens the store, binds both listeners and starts serving.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     std::fs::create_dir_all(&config.state_dir).map_err(|e| {
-        StartError::Setup(format!("cannot create state_dir {}: {e}", config.state_dir.display()))
+        StartError::Setup(format!(
+            "cannot create state_dir {}: {e}",
+            config.state_dir.display()
+        ))
     })?;
     let db = config.state_dir.join("ferry.db");
-    let store = Store::open(&db).map_err(|source| StartError::Store { path: db.display().to_string(), source })?;
+    let store = Store::open(&db).map_err(|source| StartError::Store {
+        path: db.display().to_string(),
+        source,
+    })?;
     ferry_proto::tls::check_private(&config.admin.token_file)?;
     let token = std::fs::read_to_string(&config.admin.token_file).map_err(|e| {
-        StartError::Setup(format!("cannot read admin token {}: {e}", config.admin.token_file.display()))
+        StartError::Setup(format!(
+            "cannot read admin token {}: {e}",
+            config.admin.token_file.display()
+        ))
     })?;
     let token = token.trim();
     if token.len() < 16 {
@@ -115,8 +124,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     };
     let internal = bind(config.internal.listen, "internal").await?;
     let admin = bind(config.admin.listen, "admin").await?;
-    let internal_addr = internal.local_addr().map_err(|e| StartError::Setup(e.to_string()))?;
-    let admin_addr = admin.local_addr().map_err(|e| StartError::Setup(e.to_string()))?;
+    let internal_addr = internal
+        .local_addr()
+        .map_err(|e| StartError::Setup(e.to_string()))?;
+    let admin_addr = admin
+        .local_addr()
+        .map_err(|e| StartError::Setup(e.to_string()))?;
 
     tokio::spawn(serve_internal(internal, internal_tls, ctx.clone()));
     let state = admin::AdminState {
@@ -125,10 +138,18 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     };
     tokio::spawn(serve_admin(admin, admin_tls, admin::router(state)));
     tracing::info!(node = %config.node_id, %internal_addr, %admin_addr, "server started");
-    Ok(RunningServer { internal_addr, admin_addr, ctx })
+    Ok(RunningServer {
+        internal_addr,
+        admin_addr,
+        ctx,
+    })
 }
 
-async fn serve_internal(listener: TcpListener, tls: Arc<rustls::ServerConfig>, ctx: Arc<ServerCtx>) {
+async fn serve_internal(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    ctx: Arc<ServerCtx>,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
         let (tcp, peer) = match listener.accept().await {

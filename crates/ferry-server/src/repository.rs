@@ -36,7 +36,10 @@ pub fn io_error(e: io::Error) -> FerryError {
         _ => {
             // std's io::Error display has no path in it; strip the os code.
             let text = e.to_string();
-            text.split(" (os error").next().unwrap_or(&text).to_lowercase()
+            text.split(" (os error")
+                .next()
+                .unwrap_or(&text)
+                .to_lowercase()
         }
     };
     FerryError::new(kind, message)
@@ -101,7 +104,10 @@ impl Home {
             format!("{PARTIAL_PREFIX}{name}")
         } else {
             use sha2::Digest;
-            format!("{PARTIAL_PREFIX}{}", hex::encode(&sha2::Sha256::digest(name)[..16]))
+            format!(
+                "{PARTIAL_PREFIX}{}",
+                hex::encode(&sha2::Sha256::digest(name)[..16])
+            )
         };
         Some(final_path.with_file_name(partial))
     }
@@ -126,7 +132,9 @@ impl Home {
         let mut out = Vec::new();
         for entry in fs::read_dir(&real).map_err(io_error)? {
             let entry = entry.map_err(io_error)?;
-            let Ok(name) = entry.file_name().into_string() else { continue };
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
             if name.starts_with(RESERVED_PREFIX) {
                 continue;
             }
@@ -139,7 +147,10 @@ impl Home {
                 _ => fs::metadata(&path),
             };
             if let Ok(meta) = meta {
-                out.push(DirEntry { name, stat: file_stat(&meta) });
+                out.push(DirEntry {
+                    name,
+                    stat: file_stat(&meta),
+                });
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -149,7 +160,10 @@ impl Home {
     /// Creates a directory.
     pub fn mkdir(&self, v: &VirtualPath, attrs: &SetAttrs) -> Result<(), FerryError> {
         if v.is_root() {
-            return Err(FerryError::new(ErrorKind::AlreadyExists, "the home directory exists"));
+            return Err(FerryError::new(
+                ErrorKind::AlreadyExists,
+                "the home directory exists",
+            ));
         }
         let real = self.resolve(v)?;
         fs::create_dir(&real).map_err(io_error)?;
@@ -184,7 +198,12 @@ impl Home {
 
     /// Renames `from` to `to`. Without `overwrite` an existing target is an
     /// error (SFTP v3 semantics); with it the target is atomically replaced.
-    pub fn rename(&self, from: &VirtualPath, to: &VirtualPath, overwrite: bool) -> Result<(), FerryError> {
+    pub fn rename(
+        &self,
+        from: &VirtualPath,
+        to: &VirtualPath,
+        overwrite: bool,
+    ) -> Result<(), FerryError> {
         if from.is_root() || to.is_root() {
             return Err(FerryError::denied("the home directory cannot be renamed"));
         }
@@ -239,9 +258,15 @@ impl Home {
             link.push(c);
         }
         let parent = fs::canonicalize(&link).map_err(io_error)?;
-        let name = v.file_name().ok_or_else(|| FerryError::invalid("not a symlink"))?;
+        let name = v
+            .file_name()
+            .ok_or_else(|| FerryError::invalid("not a symlink"))?;
         let link = parent.join(name);
-        if !fs::symlink_metadata(&link).map_err(io_error)?.file_type().is_symlink() {
+        if !fs::symlink_metadata(&link)
+            .map_err(io_error)?
+            .file_type()
+            .is_symlink()
+        {
             return Err(FerryError::invalid("not a symlink"));
         }
         let target = fs::canonicalize(&link).map_err(io_error)?;
@@ -261,7 +286,8 @@ pub fn apply_attrs(file: &File, attrs: &SetAttrs) -> Result<(), FerryError> {
         file.set_len(size).map_err(io_error)?;
     }
     if let Some(p) = attrs.permissions {
-        file.set_permissions(fs::Permissions::from_mode(p & 0o777)).map_err(io_error)?;
+        file.set_permissions(fs::Permissions::from_mode(p & 0o777))
+            .map_err(io_error)?;
     }
     if attrs.atime.is_some() || attrs.mtime.is_some() {
         let to_time = |s: u32| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s.into());
@@ -316,13 +342,30 @@ mod tests {
         std::fs::create_dir(root.join("in")).unwrap();
         std::os::unix::fs::symlink(root.join("in"), root.join("inlink")).unwrap();
 
-        assert_eq!(home.resolve(&v("/escape/secret")).unwrap_err().kind, ErrorKind::PermissionDenied);
-        assert_eq!(home.stat(&v("/passwd")).unwrap_err().kind, ErrorKind::PermissionDenied);
-        assert!(home.resolve(&v("/inlink/x")).unwrap().starts_with(root.canonicalize().unwrap()));
-        let names: Vec<_> = home.list(&v("/")).unwrap().into_iter().map(|e| e.name).collect();
+        assert_eq!(
+            home.resolve(&v("/escape/secret")).unwrap_err().kind,
+            ErrorKind::PermissionDenied
+        );
+        assert_eq!(
+            home.stat(&v("/passwd")).unwrap_err().kind,
+            ErrorKind::PermissionDenied
+        );
+        assert!(home
+            .resolve(&v("/inlink/x"))
+            .unwrap()
+            .starts_with(root.canonicalize().unwrap()));
+        let names: Vec<_> = home
+            .list(&v("/"))
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
         assert_eq!(names, ["in", "inlink"]);
         assert_eq!(home.read_link(&v("/inlink")).unwrap(), "/in");
-        assert_eq!(home.read_link(&v("/passwd")).unwrap_err().kind, ErrorKind::PermissionDenied);
+        assert_eq!(
+            home.read_link(&v("/passwd")).unwrap_err().kind,
+            ErrorKind::PermissionDenied
+        );
     }
 
     #[test]
@@ -331,7 +374,10 @@ mod tests {
         let home = Home::open(repo.path(), "bob").unwrap();
         assert!(home.rmdir(&v("/")).is_err());
         assert!(home.rename(&v("/"), &v("/x"), false).is_err());
-        assert!(Home::open(repo.path(), "../../etc").unwrap().root.starts_with(repo.path().canonicalize().unwrap()));
+        assert!(Home::open(repo.path(), "../../etc")
+            .unwrap()
+            .root
+            .starts_with(repo.path().canonicalize().unwrap()));
     }
 
     #[test]

@@ -48,6 +48,15 @@ struct Session {
     next_handle: AtomicU64,
 }
 
+impl Session {
+    /// Ends the session: dropping every handle's queue makes its actor finish,
+    /// recording unfinished transfers as interrupted. (Actors hold the
+    /// session, so the queues must be dropped here, not left to `Drop`.)
+    fn end(&self) {
+        locked(&self.handles).clear();
+    }
+}
+
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -111,21 +120,33 @@ where
                     send(&reply, id, Ok(Response::KeyAcceptable(ok)));
                 });
             }
-            Request::Login { user, credential, client_addr, protocol } => {
+            Request::Login {
+                user,
+                credential,
+                client_addr,
+                protocol,
+            } => {
                 let (ctx, reply) = (ctx.clone(), reply.clone());
                 let (sessions, next_session) = (sessions.clone(), next_session.clone());
                 tokio::spawn(async move {
-                    let result = login(&ctx, user, credential, client_addr, protocol).await.map(|s| {
-                        let account = s.account.clone();
-                        let sid = next_session.fetch_add(1, Ordering::Relaxed);
-                        locked(&sessions).insert(sid, Arc::new(s));
-                        Response::LoggedIn { session: sid, account }
-                    });
+                    let result = login(&ctx, user, credential, client_addr, protocol)
+                        .await
+                        .map(|s| {
+                            let account = s.account.clone();
+                            let sid = next_session.fetch_add(1, Ordering::Relaxed);
+                            locked(&sessions).insert(sid, Arc::new(s));
+                            Response::LoggedIn {
+                                session: sid,
+                                account,
+                            }
+                        });
                     send(&reply, id, result);
                 });
             }
             Request::Logout { session } => {
-                locked(&sessions).remove(&session);
+                if let Some(s) = locked(&sessions).remove(&session) {
+                    s.end();
+                }
                 send(&reply, id, Ok(Response::Ok));
             }
             Request::Fs { session, op } => {
@@ -137,9 +158,9 @@ where
             }
         }
     }
-    // Dropping the sessions drops every handle's queue: their actors record
-    // the transfers as interrupted.
-    locked(&sessions).clear();
+    for (_, s) in locked(&sessions).drain() {
+        s.end();
+    }
     drop(reply);
     let _ = writer.await;
     tracing::debug!(%peer, "edge connection closed");
@@ -214,7 +235,9 @@ fn dispatch(ctx: &Arc<ServerCtx>, s: Arc<Session>, id: u64, op: FsOp, reply: &Re
     let (ctx, reply) = (ctx.clone(), reply.clone());
     tokio::spawn(async move {
         let result = match op {
-            FsOp::Open { path, mode, attrs } => open_file(&ctx, &s, path, mode, attrs, &reply).await,
+            FsOp::Open { path, mode, attrs } => {
+                open_file(&ctx, &s, path, mode, attrs, &reply).await
+            }
             FsOp::OpenDir { path } => open_dir(&s, path, &reply).await,
             op => path_op(s, op).await,
         };
@@ -227,17 +250,28 @@ async fn path_op(s: Arc<Session>, op: FsOp) -> Result<Response, FerryError> {
         let home = &s.home;
         match op {
             FsOp::Stat { path } => home.stat(&parse(&path)?).map(Response::Stat),
-            FsOp::SetStat { path, attrs } => home.set_attrs(&parse(&path)?, &attrs).map(|()| Response::Ok),
+            FsOp::SetStat { path, attrs } => home
+                .set_attrs(&parse(&path)?, &attrs)
+                .map(|()| Response::Ok),
             FsOp::Remove { path } => home.remove(&parse(&path)?).map(|()| Response::Ok),
-            FsOp::Mkdir { path, attrs } => home.mkdir(&parse(&path)?, &attrs).map(|()| Response::Ok),
-            FsOp::Rmdir { path } => home.rmdir(&parse(&path)?).map(|()| Response::Ok),
-            FsOp::Rename { from, to, overwrite } => {
-                home.rename(&parse(&from)?, &parse(&to)?, overwrite).map(|()| Response::Ok)
+            FsOp::Mkdir { path, attrs } => {
+                home.mkdir(&parse(&path)?, &attrs).map(|()| Response::Ok)
             }
+            FsOp::Rmdir { path } => home.rmdir(&parse(&path)?).map(|()| Response::Ok),
+            FsOp::Rename {
+                from,
+                to,
+                overwrite,
+            } => home
+                .rename(&parse(&from)?, &parse(&to)?, overwrite)
+                .map(|()| Response::Ok),
             FsOp::RealPath { path } => Ok(Response::Path(parse(&path)?.to_string())),
             FsOp::ReadLink { path } => home.read_link(&parse(&path)?).map(Response::Path),
             FsOp::Statvfs { path } => home.statvfs(&parse(&path)?).map(Response::FsStats),
-            _ => Err(FerryError::new(ErrorKind::Unsupported, "unsupported operation")),
+            _ => Err(FerryError::new(
+                ErrorKind::Unsupported,
+                "unsupported operation",
+            )),
         }
     })
     .await
@@ -265,13 +299,21 @@ async fn open_dir(s: &Arc<Session>, path: String, reply: &Reply) -> Result<Respo
     Ok(Response::Handle(handle))
 }
 
-async fn dir_actor(entries: Vec<DirEntry>, mut rx: mpsc::UnboundedReceiver<(u64, FsOp)>, reply: Reply) {
+async fn dir_actor(
+    entries: Vec<DirEntry>,
+    mut rx: mpsc::UnboundedReceiver<(u64, FsOp)>,
+    reply: Reply,
+) {
     let mut rest = entries.into_iter();
     while let Some((id, op)) = rx.recv().await {
         let result = match op {
             FsOp::ReadDir { .. } => {
                 let batch: Vec<DirEntry> = rest.by_ref().take(DIR_BATCH).collect();
-                Ok(if batch.is_empty() { Response::Eof } else { Response::Entries(batch) })
+                Ok(if batch.is_empty() {
+                    Response::Eof
+                } else {
+                    Response::Entries(batch)
+                })
             }
             FsOp::Close { .. } => {
                 send(&reply, id, Ok(Response::Ok));
@@ -317,7 +359,12 @@ async fn open_file(
     Ok(Response::Handle(handle))
 }
 
-fn open_blocking(home: &Home, path: &str, mode: OpenMode, attrs: &SetAttrs) -> Result<OpenFile, FerryError> {
+fn open_blocking(
+    home: &Home,
+    path: &str,
+    mode: OpenMode,
+    attrs: &SetAttrs,
+) -> Result<OpenFile, FerryError> {
     let v = parse(path)?;
     if v.is_root() {
         return Err(FerryError::new(ErrorKind::WrongType, "is a directory"));
@@ -348,7 +395,8 @@ fn open_blocking(home: &Home, path: &str, mode: OpenMode, attrs: &SetAttrs) -> R
         return Ok(new(file, None));
     }
 
-    let partial = Home::partial_path(&real).ok_or_else(|| FerryError::invalid("not a file name"))?;
+    let partial =
+        Home::partial_path(&real).ok_or_else(|| FerryError::invalid("not a file name"))?;
     let had_partial = partial.exists();
     if mode.exclusive && (final_meta.is_some() || had_partial) {
         return Err(FerryError::new(ErrorKind::AlreadyExists, "file exists"));
@@ -389,7 +437,14 @@ fn open_blocking(home: &Home, path: &str, mode: OpenMode, attrs: &SetAttrs) -> R
     } else {
         None
     };
-    Ok(new(file, Some(Upload { partial, final_path: real, append_at })))
+    Ok(new(
+        file,
+        Some(Upload {
+            partial,
+            final_path: real,
+            append_at,
+        }),
+    ))
 }
 
 async fn file_actor(
@@ -408,7 +463,9 @@ async fn file_actor(
                     let mut buf = vec![0u8; len];
                     let mut got = 0;
                     while got < len {
-                        let n = file.read_at(&mut buf[got..], offset + got as u64).map_err(io_error)?;
+                        let n = file
+                            .read_at(&mut buf[got..], offset + got as u64)
+                            .map_err(io_error)?;
                         if n == 0 {
                             break;
                         }
@@ -451,7 +508,12 @@ async fn file_actor(
             },
             FsOp::Fstat { .. } => {
                 let file = f.file.clone();
-                blocking(move || file.metadata().map(|m| Response::Stat(file_stat(&m))).map_err(io_error)).await
+                blocking(move || {
+                    file.metadata()
+                        .map(|m| Response::Stat(file_stat(&m)))
+                        .map_err(io_error)
+                })
+                .await
             }
             FsOp::Fsetstat { attrs, .. } => {
                 if attrs.size.is_some() {
@@ -479,9 +541,26 @@ async fn file_actor(
 
 /// Ends a transfer: commits an upload on a clean close, and writes the
 /// transfer-log row either way.
-async fn finish(ctx: &Arc<ServerCtx>, s: &Session, f: OpenFile, closed: bool) -> Result<(), FerryError> {
-    let OpenFile { file, path, upload, hash, bytes, transfer_id, started_at } = f;
-    let direction = if upload.is_some() { Direction::Upload } else { Direction::Download };
+async fn finish(
+    ctx: &Arc<ServerCtx>,
+    s: &Session,
+    f: OpenFile,
+    closed: bool,
+) -> Result<(), FerryError> {
+    let OpenFile {
+        file,
+        path,
+        upload,
+        hash,
+        bytes,
+        transfer_id,
+        started_at,
+    } = f;
+    let direction = if upload.is_some() {
+        Direction::Upload
+    } else {
+        Direction::Download
+    };
     let fsync = ctx.fsync_uploads;
     let outcome: Result<Option<String>, FerryError> = if closed {
         blocking(move || {
@@ -492,11 +571,16 @@ async fn finish(ctx: &Arc<ServerCtx>, s: &Session, f: OpenFile, closed: bool) ->
                 let sha = hash.finish(&file).map_err(io_error)?;
                 fs::rename(&up.partial, &up.final_path).map_err(|e| {
                     let err = io_error(e);
-                    FerryError::new(err.kind, format!("could not commit the upload: {}", err.message))
+                    FerryError::new(
+                        err.kind,
+                        format!("could not commit the upload: {}", err.message),
+                    )
                 })?;
                 if fsync {
                     if let Some(dir) = up.final_path.parent() {
-                        File::open(dir).and_then(|d| d.sync_all()).map_err(io_error)?;
+                        File::open(dir)
+                            .and_then(|d| d.sync_all())
+                            .map_err(io_error)?;
                     }
                 }
                 Ok(Some(sha))

@@ -118,11 +118,9 @@ impl Store {
         let rows_changed = match command {
             Command::CreateAccount(a) => {
                 let exists: bool = tx
-                    .query_row(
-                        "SELECT 1 FROM accounts WHERE name = ?1",
-                        [&a.name],
-                        |_| Ok(true),
-                    )
+                    .query_row("SELECT 1 FROM accounts WHERE name = ?1", [&a.name], |_| {
+                        Ok(true)
+                    })
                     .optional()?
                     .unwrap_or(false);
                 if exists {
@@ -296,12 +294,31 @@ impl Store {
         )?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, account, protocol, direction, path, bytes, sha256, started_at, ended_at, status, node, client_addr, error) = row?;
+            let (
+                id,
+                account,
+                protocol,
+                direction,
+                path,
+                bytes,
+                sha256,
+                started_at,
+                ended_at,
+                status,
+                node,
+                client_addr,
+                error,
+            ) = row?;
             out.push(TransferRecord {
                 protocol: protocol.parse::<Protocol>().map_err(StoreError::Corrupt)?,
-                direction: direction.parse::<Direction>().map_err(StoreError::Corrupt)?,
-                status: status.parse::<TransferStatus>().map_err(StoreError::Corrupt)?,
-                bytes: u64::try_from(bytes).map_err(|_| StoreError::Corrupt(format!("bytes {bytes}")))?,
+                direction: direction
+                    .parse::<Direction>()
+                    .map_err(StoreError::Corrupt)?,
+                status: status
+                    .parse::<TransferStatus>()
+                    .map_err(StoreError::Corrupt)?,
+                bytes: u64::try_from(bytes)
+                    .map_err(|_| StoreError::Corrupt(format!("bytes {bytes}")))?,
                 id,
                 account,
                 path,

@@ -33,14 +33,22 @@ fn transfer(id: &str, account: &str, started_at: i64) -> TransferRecord {
 fn accounts_round_trip_and_names_are_unique() {
     let s = Store::open_in_memory().unwrap();
     s.apply(&Command::CreateAccount(account("alice"))).unwrap();
-    let err = s.apply(&Command::CreateAccount(account("alice"))).unwrap_err();
+    let err = s
+        .apply(&Command::CreateAccount(account("alice")))
+        .unwrap_err();
     assert!(matches!(err, StoreError::AlreadyExists(_)));
     assert_eq!(s.account("alice").unwrap().unwrap(), account("alice"));
-    s.apply(&Command::SetAccountEnabled { name: "alice".into(), enabled: false })
-        .unwrap();
+    s.apply(&Command::SetAccountEnabled {
+        name: "alice".into(),
+        enabled: false,
+    })
+    .unwrap();
     assert!(!s.account("alice").unwrap().unwrap().enabled);
     let err = s
-        .apply(&Command::SetAccountEnabled { name: "bob".into(), enabled: false })
+        .apply(&Command::SetAccountEnabled {
+            name: "bob".into(),
+            enabled: false,
+        })
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)));
 }
@@ -62,7 +70,10 @@ fn keys_belong_to_accounts_and_go_with_them() {
         StoreError::AlreadyExists(_)
     ));
     assert_eq!(s.account_keys("alice").unwrap(), vec![key.clone()]);
-    s.apply(&Command::RemoveAccount { name: "alice".into() }).unwrap();
+    s.apply(&Command::RemoveAccount {
+        name: "alice".into(),
+    })
+    .unwrap();
     assert!(s.account_keys("alice").unwrap().is_empty());
     let mut orphan = key;
     orphan.account = "ghost".into();
@@ -75,21 +86,35 @@ fn keys_belong_to_accounts_and_go_with_them() {
 #[test]
 fn transfers_are_written_once_and_filtered() {
     let s = Store::open_in_memory().unwrap();
-    s.apply(&Command::RecordTransfer(transfer("t1", "alice", 100))).unwrap();
+    s.apply(&Command::RecordTransfer(transfer("t1", "alice", 100)))
+        .unwrap();
     let mut replay = transfer("t1", "alice", 100);
     replay.node = "other".into();
     let out = s.apply(&Command::RecordTransfer(replay)).unwrap();
-    assert_eq!(out.rows_changed, 0, "a replayed transfer id must not overwrite");
-    s.apply(&Command::RecordTransfer(transfer("t2", "bob", 200))).unwrap();
+    assert_eq!(
+        out.rows_changed, 0,
+        "a replayed transfer id must not overwrite"
+    );
+    s.apply(&Command::RecordTransfer(transfer("t2", "bob", 200)))
+        .unwrap();
     let all = s.list_transfers(&TransferFilter::default()).unwrap();
-    assert_eq!(all.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["t2", "t1"]);
+    assert_eq!(
+        all.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        ["t2", "t1"]
+    );
     assert_eq!(all[1].node, "n1");
     let alice = s
-        .list_transfers(&TransferFilter { account: Some("alice".into()), ..Default::default() })
+        .list_transfers(&TransferFilter {
+            account: Some("alice".into()),
+            ..Default::default()
+        })
         .unwrap();
     assert_eq!(alice.len(), 1);
     let recent = s
-        .list_transfers(&TransferFilter { since: Some(150), ..Default::default() })
+        .list_transfers(&TransferFilter {
+            since: Some(150),
+            ..Default::default()
+        })
         .unwrap();
     assert_eq!(recent.len(), 1);
 }
@@ -108,5 +133,8 @@ fn reopening_a_file_keeps_data_and_refuses_newer_schemas() {
     let conn = Connection::open(&path).unwrap();
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
-    assert!(matches!(Store::open(&path).unwrap_err(), StoreError::TooNew { .. }));
+    assert!(matches!(
+        Store::open(&path).unwrap_err(),
+        StoreError::TooNew { .. }
+    ));
 }

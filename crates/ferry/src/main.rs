@@ -1,1 +1,162 @@
-fn main() {}
+//! The `ferry` binary: parse arguments, load config, build, run.
+
+mod admin_client;
+mod up;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+/// Ferry: secure managed file transfer.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run a back-end server.
+    Server {
+        /// The server's config file (see etc/server.toml).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run an edge gateway.
+    Edge {
+        /// The edge's config file (see etc/edge.toml).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a server and an edge in one process on a local data directory.
+    Up(up::UpArgs),
+    /// Manage the cluster's certificate authority.
+    #[command(subcommand)]
+    Pki(PkiCmd),
+    /// Manage accounts (through a server's admin API).
+    Account {
+        #[command(flatten)]
+        admin: admin_client::AdminArgs,
+        #[command(subcommand)]
+        command: admin_client::AccountCmd,
+    },
+    /// Read the transfer log (through a server's admin API).
+    Transfer {
+        #[command(flatten)]
+        admin: admin_client::AdminArgs,
+        #[command(subcommand)]
+        command: admin_client::TransferCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PkiCmd {
+    /// Create a new CA (ca.crt, ca.key) in DIR.
+    Init(PkiInit),
+    /// Issue a certificate for a node, signed by the CA in DIR.
+    Issue(PkiIssue),
+}
+
+#[derive(Debug, Args)]
+struct PkiInit {
+    /// Directory for the CA files.
+    #[arg(long)]
+    dir: PathBuf,
+    /// A name for the cluster, put in the CA's subject.
+    #[arg(long, default_value = "ferry")]
+    cluster: String,
+}
+
+#[derive(Debug, Args)]
+struct PkiIssue {
+    /// Directory holding ca.crt and ca.key.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Where to write NAME.crt and NAME.key (default: --dir).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// DNS names and IP addresses the certificate is valid for (repeatable).
+    #[arg(long = "san")]
+    sans: Vec<String>,
+    /// The node's name (also its file names).
+    name: String,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("ferry: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Cmd::Server { config } => {
+            init_logging();
+            let config = ferry_server::ServerConfig::load(&config)?;
+            let node = config.node_id.clone();
+            let server = ferry_server::start(config).await?;
+            println!("Ferry server {node} is running.");
+            println!("  internal: {}", server.internal_addr);
+            println!("  admin: https://{}", server.admin_addr);
+            wait_for_shutdown().await
+        }
+        Cmd::Edge { config } => {
+            init_logging();
+            let config = ferry_edge::EdgeConfig::load(&config)?;
+            let node = config.node_id.clone();
+            let edge = ferry_edge::start(config).await?;
+            println!("Ferry edge {node} is running.");
+            println!("  sftp: {}", edge.sftp_addr);
+            wait_for_shutdown().await
+        }
+        Cmd::Up(args) => {
+            init_logging();
+            up::run(args).await
+        }
+        Cmd::Pki(PkiCmd::Init(a)) => {
+            std::fs::create_dir_all(&a.dir)
+                .with_context(|| format!("cannot create {}", a.dir.display()))?;
+            ferry_proto::pki::create_ca(&a.dir, &a.cluster)?;
+            println!(
+                "Created CA in {}: ca.crt (share it), ca.key (keep it secret).",
+                a.dir.display()
+            );
+            Ok(())
+        }
+        Cmd::Pki(PkiCmd::Issue(a)) => {
+            let out = a.out.unwrap_or_else(|| a.dir.clone());
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            ferry_proto::pki::issue(&a.dir, &out, &a.name, &a.sans)?;
+            println!("Issued {0}.crt and {0}.key in {1}.", a.name, out.display());
+            Ok(())
+        }
+        Cmd::Account { admin, command } => admin_client::account(admin, command).await,
+        Cmd::Transfer { admin, command } => admin_client::transfer(admin, command).await,
+    }
+}
+
+async fn wait_for_shutdown() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! The edge's configuration file (`ferry edge --config FILE`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ferry_proto::tls::TlsFiles;
+use serde::Deserialize;
+
+/// Configuration of one edge. Relative paths are taken from the directory of
+/// the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// This edge's id, sent to servers in the handshake.
+    pub node_id: String,
+    /// The SFTP front.
+    pub sftp: SftpConfig,
+    /// The back-end servers.
+    pub upstream: UpstreamConfig,
+}
+
+/// The SFTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftpConfig {
+    /// Address to listen on; port 0 picks a free port (printed at start).
+    pub listen: SocketAddr,
+    /// The SSH host key (OpenSSH format); created on first start if missing.
+    pub host_key: PathBuf,
+    /// Delay of every failed login, in milliseconds (the same for all reasons).
+    #[serde(default = "default_auth_delay")]
+    pub auth_failure_delay_ms: u64,
+    /// Authentication attempts allowed per connection.
+    #[serde(default = "default_auth_attempts")]
+    pub max_auth_attempts: usize,
+    /// Idle sessions are closed after this many seconds.
+    #[serde(default = "default_idle")]
+    pub idle_timeout_secs: u64,
+    /// Most concurrent SSH connections.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+}
+
+/// Where the servers are, and the TLS material to reach them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Servers' internal addresses (`host:port`); the host must be in the
+    /// server's certificate. A new session goes to the next one that answers.
+    pub servers: Vec<String>,
+    /// CA, certificate and key of this edge.
+    #[serde(flatten)]
+    pub tls: TlsFiles,
+}
+
+fn default_auth_delay() -> u64 {
+    1000
+}
+fn default_auth_attempts() -> usize {
+    6
+}
+fn default_idle() -> u64 {
+    3600
+}
+fn default_max_sessions() -> usize {
+    1000
+}
+
+/// A config file that could not be used; the message names the file and field.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl EdgeConfig {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let error = |message: String| ConfigError {
+            path: path.to_owned(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
+        let mut config: EdgeConfig = toml::from_str(&text).map_err(|e| error(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.sftp.host_key = base.join(&config.sftp.host_key);
+        config.upstream.tls = config.upstream.tls.resolved(base);
+        if config.upstream.servers.is_empty() {
+            return Err(error(
+                "field `upstream.servers`: at least one server is needed".into(),
+            ));
+        }
+        for s in &config.upstream.servers {
+            if s.rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err(error(format!(
+                    "field `upstream.servers`: {s:?} is not host:port"
+                )));
+            }
+        }
+        if config.sftp.max_auth_attempts == 0 {
+            return Err(error(
+                "field `sftp.max_auth_attempts`: must be at least 1".into(),
+            ));
+        }
+        Ok(config)
+    }
+}

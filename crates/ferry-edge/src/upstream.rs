@@ -1,0 +1,71 @@
+//! The servers an edge forwards to.
+//!
+//! Each server has at most one live connection, shared by all sessions sent
+//! there (it multiplexes). A new session asks [`Upstreams::pick`], which starts
+//! at the next server in turn and skips servers that do not answer, so
+//! sessions spread over the servers and avoid a dead one.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use ferry_core::{ErrorKind, FerryError};
+use ferry_proto::client::Connection;
+use ferry_proto::message::Role;
+use tokio::sync::Mutex;
+
+/// The back-end servers of one edge.
+#[derive(Debug)]
+pub struct Upstreams {
+    servers: Vec<String>,
+    conns: Vec<Mutex<Option<Arc<Connection>>>>,
+    tls: Arc<rustls::ClientConfig>,
+    node_id: String,
+    next: AtomicUsize,
+}
+
+impl Upstreams {
+    /// Upstreams for `servers` (host:port), reached with `tls`.
+    pub fn new(servers: Vec<String>, tls: Arc<rustls::ClientConfig>, node_id: String) -> Self {
+        let conns = servers.iter().map(|_| Mutex::new(None)).collect();
+        Self {
+            servers,
+            conns,
+            tls,
+            node_id,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// A live connection for a new session: the next server in turn that answers.
+    pub async fn pick(&self) -> Result<Arc<Connection>, FerryError> {
+        let n = self.servers.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            let index = (start + i) % n;
+            let (Some(slot), Some(addr)) = (self.conns.get(index), self.servers.get(index)) else {
+                continue;
+            };
+            let mut slot = slot.lock().await;
+            if let Some(conn) = slot.as_ref() {
+                if !conn.is_closed() {
+                    return Ok(conn.clone());
+                }
+            }
+            match Connection::connect(addr, self.tls.clone(), Role::Edge, &self.node_id).await {
+                Ok(conn) => {
+                    tracing::info!(server = %addr, node = conn.peer_node_id(), "connected to server");
+                    *slot = Some(conn.clone());
+                    return Ok(conn);
+                }
+                Err(e) => {
+                    tracing::warn!(server = %addr, error = %e, "server unavailable");
+                    *slot = None;
+                }
+            }
+        }
+        Err(FerryError::new(
+            ErrorKind::Unavailable,
+            "no back-end server is available",
+        ))
+    }
+}

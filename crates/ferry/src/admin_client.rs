@@ -1,0 +1,389 @@
+//! Admin commands: talk to a server's admin API over HTTPS with the bearer token.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+/// Where the admin API is and how to authenticate.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Admin API URL, e.g. https://127.0.0.1:8443.
+    #[arg(long, env = "FERRY_ADMIN_URL", global = true)]
+    admin: Option<String>,
+    /// File holding the admin token.
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+    /// CA certificate that signed the server's certificate.
+    #[arg(long, env = "FERRY_ADMIN_CA", global = true)]
+    ca_file: Option<PathBuf>,
+    /// A `ferry up` data directory: URL, token and CA are read from it.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+/// `ferry account …`
+#[derive(Debug, Subcommand)]
+pub enum AccountCmd {
+    /// Create an account.
+    Add {
+        /// Login name.
+        name: String,
+        /// Read the password from standard input (first line).
+        #[arg(long, conflicts_with = "password_file")]
+        password_stdin: bool,
+        /// Read the password from a file (first line).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Home directory relative to the repository (default: the name).
+        #[arg(long)]
+        home: Option<String>,
+    },
+    /// List accounts.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Allow an account to log in again.
+    Enable {
+        /// Login name.
+        name: String,
+    },
+    /// Stop an account from logging in.
+    Disable {
+        /// Login name.
+        name: String,
+    },
+    /// Remove an account and its keys (its files stay).
+    Remove {
+        /// Login name.
+        name: String,
+    },
+    /// Manage an account's public keys.
+    #[command(subcommand)]
+    Key(KeyCmd),
+}
+
+/// `ferry account key …`
+#[derive(Debug, Subcommand)]
+pub enum KeyCmd {
+    /// Authorise the public key in FILE (OpenSSH .pub format).
+    Add {
+        /// Login name.
+        name: String,
+        /// The .pub file.
+        file: PathBuf,
+    },
+    /// List an account's keys.
+    List {
+        /// Login name.
+        name: String,
+    },
+}
+
+/// `ferry transfer …`
+#[derive(Debug, Subcommand)]
+pub enum TransferCmd {
+    /// List transfer-log rows, newest first.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only this account.
+        #[arg(long)]
+        account: Option<String>,
+        /// Only this status (completed, interrupted, failed).
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+struct Admin {
+    url: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+fn read_secret_line(path: &std::path::Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text.lines().next().unwrap_or_default().trim().to_owned())
+}
+
+impl Admin {
+    fn connect(args: AdminArgs) -> anyhow::Result<Self> {
+        let from_dir = |name: &str| args.data_dir.as_ref().map(|d| d.join(name));
+        let url = match (&args.admin, from_dir("admin.url")) {
+            (Some(u), _) => u.clone(),
+            (None, Some(f)) => read_secret_line(&f)
+                .with_context(|| "is `ferry up` running with this --data-dir?".to_owned())?,
+            (None, None) => {
+                bail!("say where the admin API is: --admin URL, FERRY_ADMIN_URL, or --data-dir DIR")
+            }
+        };
+        let token = match (
+            &args.token_file,
+            std::env::var("FERRY_ADMIN_TOKEN").ok(),
+            from_dir("admin.token"),
+        ) {
+            (Some(f), _, _) => read_secret_line(f)?,
+            (None, Some(t), _) => t.trim().to_owned(),
+            (None, None, Some(f)) => read_secret_line(&f)?,
+            _ => bail!("no admin token: use --token-file F, FERRY_ADMIN_TOKEN, or --data-dir DIR"),
+        };
+        let ca = args
+            .ca_file
+            .clone()
+            .or_else(|| from_dir("pki/ca.crt"))
+            .context("no CA certificate: use --ca-file F, FERRY_ADMIN_CA, or --data-dir DIR")?;
+        let tls = ferry_proto::tls::ca_client_config(&ca)?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        Ok(Self {
+            url: url.trim_end_matches('/').to_owned(),
+            token,
+            http,
+        })
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the admin API at {}", self.url))?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        let value: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if !status.is_success() {
+            let message = value
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("request failed");
+            bail!("{message} (HTTP {})", status.as_u16());
+        }
+        Ok(value)
+    }
+}
+
+fn read_password(stdin: bool, file: Option<PathBuf>) -> anyhow::Result<Option<String>> {
+    let pw = if stdin {
+        let input = std::io::stdin();
+        if input.is_terminal() {
+            eprint!("Password: ");
+        }
+        let mut line = String::new();
+        input.lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else if let Some(f) = file {
+        let text =
+            std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
+        text.lines().next().unwrap_or_default().to_owned()
+    } else {
+        return Ok(None);
+    };
+    if pw.is_empty() {
+        bail!("the password is empty");
+    }
+    Ok(Some(pw))
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Runs an account command.
+pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let admin = Admin::connect(args)?;
+    match cmd {
+        AccountCmd::Add {
+            name,
+            password_stdin,
+            password_file,
+            home,
+        } => {
+            let password = read_password(password_stdin, password_file)?;
+            let body = serde_json::json!({ "name": name, "password": password, "home": home });
+            admin
+                .send(Method::POST, "/api/v1/accounts", Some(body))
+                .await?;
+            println!("Account {name} created.");
+        }
+        AccountCmd::List { json } => {
+            let v = admin.send(Method::GET, "/api/v1/accounts", None).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{:<24} {:<8} {:<5} {:<8} HOME",
+                    "NAME", "ENABLED", "KEYS", "PASSWORD"
+                );
+                for a in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<24} {:<8} {:<5} {:<8} {}",
+                        a["name"].as_str().unwrap_or_default(),
+                        a["enabled"].as_bool().unwrap_or_default(),
+                        a["keys"].as_u64().unwrap_or_default(),
+                        if a["has_password"].as_bool().unwrap_or_default() {
+                            "yes"
+                        } else {
+                            "no"
+                        },
+                        a["home"].as_str().unwrap_or_default(),
+                    );
+                }
+            }
+        }
+        AccountCmd::Enable { name } => {
+            admin
+                .send(
+                    Method::POST,
+                    &format!("/api/v1/accounts/{}/enable", enc(&name)),
+                    None,
+                )
+                .await?;
+            println!("Account {name} enabled.");
+        }
+        AccountCmd::Disable { name } => {
+            admin
+                .send(
+                    Method::POST,
+                    &format!("/api/v1/accounts/{}/disable", enc(&name)),
+                    None,
+                )
+                .await?;
+            println!("Account {name} disabled.");
+        }
+        AccountCmd::Remove { name } => {
+            admin
+                .send(
+                    Method::DELETE,
+                    &format!("/api/v1/accounts/{}", enc(&name)),
+                    None,
+                )
+                .await?;
+            println!("Account {name} removed (its files stay in the repository).");
+        }
+        AccountCmd::Key(KeyCmd::Add { name, file }) => {
+            let line = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let body = serde_json::json!({ "public_key": line.trim() });
+            let v = admin
+                .send(
+                    Method::POST,
+                    &format!("/api/v1/accounts/{}/keys", enc(&name)),
+                    Some(body),
+                )
+                .await?;
+            println!(
+                "Key {} added to {name}.",
+                v["fingerprint"].as_str().unwrap_or_default()
+            );
+        }
+        AccountCmd::Key(KeyCmd::List { name }) => {
+            let v = admin
+                .send(
+                    Method::GET,
+                    &format!("/api/v1/accounts/{}/keys", enc(&name)),
+                    None,
+                )
+                .await?;
+            for k in v.as_array().into_iter().flatten() {
+                println!(
+                    "{} {}",
+                    k["fingerprint"].as_str().unwrap_or_default(),
+                    k["comment"].as_str().unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs a transfer command.
+pub async fn transfer(args: AdminArgs, cmd: TransferCmd) -> anyhow::Result<()> {
+    let admin = Admin::connect(args)?;
+    let TransferCmd::List {
+        json,
+        account,
+        status,
+        limit,
+    } = cmd;
+    let mut query = format!("?limit={limit}");
+    if let Some(a) = account {
+        query.push_str(&format!("&account={}", enc(&a)));
+    }
+    if let Some(s) = status {
+        query.push_str(&format!("&status={}", enc(&s)));
+    }
+    let v = admin
+        .send(
+            reqwest::Method::GET,
+            &format!("/api/v1/transfers{query}"),
+            None,
+        )
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<12} {:<9} {:<12} {:>12} {:<10} PATH",
+        "STARTED", "ACCOUNT", "DIRECTION", "STATUS", "BYTES", "SHA256"
+    );
+    for t in v.as_array().into_iter().flatten() {
+        let started = chrono_like(t["started_at"].as_i64().unwrap_or_default());
+        println!(
+            "{:<20} {:<12} {:<9} {:<12} {:>12} {:<10} {}",
+            started,
+            t["account"].as_str().unwrap_or_default(),
+            t["direction"].as_str().unwrap_or_default(),
+            t["status"].as_str().unwrap_or_default(),
+            t["bytes"].as_u64().unwrap_or_default(),
+            t["sha256"]
+                .as_str()
+                .map(|s| &s[..s.len().min(10)])
+                .unwrap_or("-"),
+            t["path"].as_str().unwrap_or_default(),
+        );
+    }
+    Ok(())
+}
+
+fn chrono_like(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,119 @@
+//! `ferry up`: a server and an edge in one process, on a data directory that
+//! is set up on first start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use ferry_proto::tls::TlsFiles;
+
+/// Arguments of `ferry up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Data directory (created and filled on first start).
+    #[arg(long, default_value = "./ferry-data")]
+    pub data_dir: PathBuf,
+    /// SFTP listen address.
+    #[arg(long, default_value = "127.0.0.1:2222")]
+    pub sftp_listen: SocketAddr,
+    /// Admin API listen address.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub admin_listen: SocketAddr,
+    /// Delay of every failed login, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub auth_failure_delay_ms: u64,
+}
+
+/// Creates what a data directory needs, if it is not there yet.
+fn prepare(dir: &Path) -> anyhow::Result<()> {
+    let pki = dir.join("pki");
+    for d in [
+        dir.to_path_buf(),
+        pki.clone(),
+        dir.join("repository"),
+        dir.join("state"),
+    ] {
+        std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    if !pki.join("ca.crt").exists() {
+        ferry_proto::pki::create_ca(&pki, "ferry-up")?;
+        let sans = [
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
+        ferry_proto::pki::issue(&pki, &pki, "server", &sans)?;
+        ferry_proto::pki::issue(&pki, &pki, "edge", &sans)?;
+    }
+    let token = dir.join("admin.token");
+    if !token.exists() {
+        let mut bytes = [0u8; 32];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut bytes);
+        let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        ferry_proto::pki::write_new(&token, format!("{text}\n").as_bytes(), true)?;
+    }
+    Ok(())
+}
+
+/// Runs `ferry up`.
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let dir = &args.data_dir;
+    prepare(dir)?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("cannot open {}", dir.display()))?;
+    let pki = dir.join("pki");
+    let tls = |name: &str| TlsFiles {
+        ca: pki.join("ca.crt"),
+        cert: pki.join(format!("{name}.crt")),
+        key: pki.join(format!("{name}.key")),
+    };
+    let server = ferry_server::start(ferry_server::ServerConfig {
+        node_id: "server".into(),
+        state_dir: dir.join("state"),
+        repository: dir.join("repository"),
+        fsync_uploads: true,
+        internal: ferry_server::InternalConfig {
+            listen: "127.0.0.1:0".parse()?,
+            tls: tls("server"),
+        },
+        admin: ferry_server::AdminConfig {
+            listen: args.admin_listen,
+            token_file: dir.join("admin.token"),
+        },
+    })
+    .await?;
+    let edge = ferry_edge::start(ferry_edge::EdgeConfig {
+        node_id: "edge".into(),
+        sftp: ferry_edge::config::SftpConfig {
+            listen: args.sftp_listen,
+            host_key: dir.join("ssh_host_ed25519_key"),
+            auth_failure_delay_ms: args.auth_failure_delay_ms,
+            max_auth_attempts: 6,
+            idle_timeout_secs: 3600,
+            max_sessions: 1000,
+        },
+        upstream: ferry_edge::config::UpstreamConfig {
+            servers: vec![server.internal_addr.to_string()],
+            tls: tls("edge"),
+        },
+    })
+    .await?;
+    let admin_url = format!("https://{}", server.admin_addr);
+    std::fs::write(dir.join("admin.url"), format!("{admin_url}\n"))
+        .with_context(|| format!("cannot write {}", dir.join("admin.url").display()))?;
+    let shown = args.data_dir.display();
+    println!("Ferry is running (server and edge in one process, data in {shown}).");
+    println!("  sftp: {}", edge.sftp_addr);
+    println!("  admin: {admin_url}");
+    println!("  internal: {}", server.internal_addr);
+    println!("Add an account and log in:");
+    println!("  ferry account add alice --data-dir {shown} --password-stdin");
+    println!(
+        "  sftp -P {} alice@{}",
+        edge.sftp_addr.port(),
+        edge.sftp_addr.ip()
+    );
+    super::wait_for_shutdown().await
+}
