@@ -1,0 +1,261 @@
+//! Shared harness for end-to-end tests: starts the real `ferry` binary on
+//! ephemeral loopback ports and drives it with OpenSSH's `sftp`.
+#![allow(dead_code)]
+
+pub mod scenarios;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ferry");
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A running ferry process; killed (with its process group) on drop.
+pub struct Proc {
+    pub child: Child,
+    pub lines: Vec<String>,
+}
+
+impl Proc {
+    /// Starts `ferry ARGS` and waits until stdout has printed every `keys` line
+    /// (`  key: value`), returning the values.
+    pub fn start(args: &[&str], keys: &[&str]) -> (Self, Vec<String>) {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("FERRY_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .expect("spawn ferry");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut lines = Vec::new();
+        let mut values = vec![None; keys.len()];
+        while values.iter().any(Option::is_none) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    for (i, k) in keys.iter().enumerate() {
+                        if let Some(v) = line.trim().strip_prefix(&format!("{k}: ")) {
+                            values[i] = Some(v.to_owned());
+                        }
+                    }
+                    lines.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("ferry {args:?} did not start; printed {lines:?}");
+                }
+            }
+        }
+        (Self { child, lines }, values.into_iter().map(Option::unwrap).collect())
+    }
+
+    pub fn kill(&mut self) {
+        let _ = Command::new("kill").args(["-KILL", &format!("-{}", self.child.id())]).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs ssh-keygen to make a client key pair in `dir`.
+pub fn client_key(dir: &Path, name: &str) -> PathBuf {
+    let key = dir.join(name);
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(st.success());
+    key
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+pub fn random_file(path: &Path, len: usize) {
+    use rand::Rng;
+    let mut data = vec![0u8; len];
+    rand::rng().fill_bytes(&mut data);
+    std::fs::write(path, data).unwrap();
+}
+
+/// A Ferry under test, reachable by SFTP at `sftp_port`, with admin commands
+/// run through `admin_args`.
+pub struct Ferry {
+    pub procs: Vec<Proc>,
+    pub dir: tempfile::TempDir,
+    pub sftp_port: u16,
+    pub admin_args: Vec<String>,
+    /// Where account homes live on disk.
+    pub repository: PathBuf,
+}
+
+impl Ferry {
+    /// `ferry up` on a fresh data directory.
+    pub fn up() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let data_s = data.to_str().unwrap().to_owned();
+        let (proc, v) = Proc::start(
+            &[
+                "up",
+                "--data-dir",
+                &data_s,
+                "--sftp-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--auth-failure-delay-ms",
+                "300",
+            ],
+            &["sftp", "admin"],
+        );
+        let sftp_port = v[0].rsplit(':').next().unwrap().parse().unwrap();
+        Ferry {
+            procs: vec![proc],
+            sftp_port,
+            admin_args: vec!["--data-dir".into(), data_s],
+            repository: data.join("repository"),
+            dir,
+        }
+    }
+
+    /// Runs an admin command; returns its output.
+    pub fn admin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).args(&self.admin_args);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(input) = stdin {
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn admin_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.admin(args, stdin);
+        assert!(out.status.success(), "ferry {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Creates an account with [`PASSWORD`] and a fresh client key; returns the key path.
+    pub fn account_with_key(&self, name: &str) -> PathBuf {
+        self.admin_ok(&["account", "add", name, "--password-stdin"], Some(&format!("{PASSWORD}\n")));
+        let key = client_key(self.dir.path(), &format!("{name}_key"));
+        let pubkey = key.with_extension("pub");
+        self.admin_ok(&["account", "key", "add", name, pubkey.to_str().unwrap()], None);
+        key
+    }
+
+    fn ssh_opts(&self) -> Vec<String> {
+        [
+            "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR",
+            "-o", "ConnectTimeout=10",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["-P".to_string(), self.sftp_port.to_string()])
+        .collect()
+    }
+
+    /// Runs an `sftp -b` batch with key authentication, in directory `cwd`.
+    pub fn sftp_key(&self, user: &str, key: &Path, batch: &str, cwd: &Path) -> Output {
+        let file = self.dir.path().join(format!("batch-{}", rand_suffix()));
+        std::fs::write(&file, batch).unwrap();
+        Command::new("sftp")
+            .args(self.ssh_opts())
+            .args(["-o", "PreferredAuthentications=publickey", "-o", "IdentitiesOnly=yes", "-i"])
+            .arg(key)
+            .arg("-b")
+            .arg(&file)
+            .arg(format!("{user}@127.0.0.1"))
+            .current_dir(cwd)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs an `sftp -b` batch with password authentication (via SSH_ASKPASS).
+    pub fn sftp_password(&self, user: &str, password: &str, batch: &str) -> Output {
+        let file = self.dir.path().join(format!("batch-{}", rand_suffix()));
+        std::fs::write(&file, batch).unwrap();
+        let askpass = self.dir.path().join(format!("askpass-{}", rand_suffix()));
+        std::fs::write(&askpass, format!("#!/bin/sh\nprintf '%s\\n' '{password}'\n")).unwrap();
+        std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
+        Command::new("sftp")
+            .args(self.ssh_opts())
+            .args(["-o", "PreferredAuthentications=password", "-o", "BatchMode=no", "-o", "NumberOfPasswordPrompts=1"])
+            .arg("-b")
+            .arg(&file)
+            .arg(format!("{user}@127.0.0.1"))
+            .env("SSH_ASKPASS", &askpass)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env("DISPLAY", ":0")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// The transfer log as JSON.
+    pub fn transfers(&self) -> Vec<serde_json::Value> {
+        let out = self.admin_ok(&["transfer", "list", "--json", "--limit", "1000"], None);
+        serde_json::from_str(&out).unwrap()
+    }
+}
+
+pub fn rand_suffix() -> String {
+    use rand::Rng;
+    format!("{:016x}", rand::rng().next_u64())
+}
+
+pub fn assert_ok(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "sftp failed ({:?})\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Polls `f` until it is true or `secs` pass.
+pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
