@@ -1,3 +1,227 @@
 //! End-to-end tests of separate `ferry server` and `ferry edge` processes.
+
 mod common;
+
+use std::path::Path;
+use std::process::Command;
+
 use common::*;
+
+fn ferry_ok(args: &[&str]) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ferry {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Writes PKI, token and configs into `dir`; returns (server.toml, edge.toml).
+fn setup(dir: &Path, internal_port: u16, servers: &[String]) -> (String, String) {
+    let pki = dir.join("pki");
+    let p = pki.to_str().unwrap();
+    ferry_ok(&["pki", "init", "--dir", p]);
+    ferry_ok(&["pki", "issue", "--dir", p, "--san", "127.0.0.1", "server1"]);
+    ferry_ok(&["pki", "issue", "--dir", p, "edge1"]);
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut tok = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(dir.join("admin.token"))
+        .unwrap();
+    std::io::Write::write_all(&mut tok, b"test-admin-token-0123456789\n").unwrap();
+    std::fs::create_dir_all(dir.join("repository")).unwrap();
+    let server = format!(
+        r#"node_id = "server1"
+state_dir = "state"
+repository = "repository"
+[internal]
+listen = "127.0.0.1:{internal_port}"
+ca = "pki/ca.crt"
+cert = "pki/server1.crt"
+key = "pki/server1.key"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "admin.token"
+"#
+    );
+    let servers = servers
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let edge = format!(
+        r#"node_id = "edge1"
+[sftp]
+listen = "127.0.0.1:0"
+host_key = "edge_host_key"
+auth_failure_delay_ms = 200
+[upstream]
+servers = [{servers}]
+ca = "pki/ca.crt"
+cert = "pki/edge1.crt"
+key = "pki/edge1.key"
+"#
+    );
+    let (s, e) = (dir.join("server.toml"), dir.join("edge.toml"));
+    std::fs::write(&s, server).unwrap();
+    std::fs::write(&e, edge).unwrap();
+    (
+        s.to_str().unwrap().to_owned(),
+        e.to_str().unwrap().to_owned(),
+    )
+}
+
+/// Server and edge as two processes; the edge lists a dead server first, so
+/// sessions also exercise moving on to the next server.
+fn split(internal_port: u16) -> (Ferry, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = if internal_port == 0 {
+        free_port()
+    } else {
+        internal_port
+    };
+    let dead = format!("127.0.0.1:{}", free_port());
+    let (server_cfg, edge_cfg) = setup(dir.path(), port, &[dead, format!("127.0.0.1:{port}")]);
+    let (server, v) = Proc::start(&["server", "--config", &server_cfg], &["internal", "admin"]);
+    let (edge, e) = Proc::start(&["edge", "--config", &edge_cfg], &["sftp"]);
+    let f = Ferry {
+        procs: vec![edge, server],
+        sftp_port: e[0].rsplit(':').next().unwrap().parse().unwrap(),
+        admin_args: vec![
+            "--admin".into(),
+            v[1].clone(),
+            "--token-file".into(),
+            dir.path().join("admin.token").to_str().unwrap().into(),
+            "--ca-file".into(),
+            dir.path().join("pki/ca.crt").to_str().unwrap().into(),
+        ],
+        repository: dir.path().join("repository"),
+        dir,
+    };
+    (f, server_cfg)
+}
+
+#[test]
+fn split_upload_and_download_20mib_past_a_dead_server() {
+    let (f, _) = split(0);
+    scenarios::roundtrip_20mib(&f, "server1");
+}
+
+#[test]
+fn split_reput_after_a_killed_transfer() {
+    let (f, _) = split(0);
+    scenarios::reput_after_kill(&f);
+}
+
+#[test]
+fn edge_survives_its_server_going_away_and_coming_back() {
+    let port = free_port();
+    let (mut f, server_cfg) = split(port);
+    let key = f.account_with_key("ivan");
+    let work = f.dir.path().to_path_buf();
+    assert_ok(&f.sftp_key("ivan", &key, "pwd\n", &work));
+
+    // Kill the server: the client gets a clear error, the edge keeps running.
+    f.procs.pop().unwrap().kill();
+    let out = f.sftp_key("ivan", &key, "pwd\n", &work);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("no back-end server is available"), "{err}");
+    assert!(
+        f.procs[0].child.try_wait().unwrap().is_none(),
+        "the edge died"
+    );
+
+    // The server comes back on the same address: new sessions work again.
+    let (server, _) = Proc::start(&["server", "--config", &server_cfg], &["internal", "admin"]);
+    f.procs.push(server);
+    assert_ok(&f.sftp_key("ivan", &key, "pwd\n", &work));
+}
+
+#[test]
+fn bad_config_files_are_named_with_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server_cfg, edge_cfg) = setup(dir.path(), 0, &["127.0.0.1:1".into()]);
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert!(!out.status.success(), "ferry {args:?} started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let missing = dir.path().join("nope.toml");
+    let err = run(&["server", "--config", missing.to_str().unwrap()]);
+    assert!(
+        err.contains("nope.toml") && err.contains("cannot read"),
+        "{err}"
+    );
+
+    let text = std::fs::read_to_string(&server_cfg).unwrap();
+    let bad = dir.path().join("bad-server.toml");
+    std::fs::write(&bad, text.replace("node_id", "node_idd")).unwrap();
+    let err = run(&["server", "--config", bad.to_str().unwrap()]);
+    assert!(
+        err.contains("bad-server.toml") && err.contains("node_idd"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &bad,
+        text.replace(
+            "repository = \"repository\"",
+            "repository = \"missing-dir\"",
+        ),
+    )
+    .unwrap();
+    let err = run(&["server", "--config", bad.to_str().unwrap()]);
+    assert!(
+        err.contains("repository") && err.contains("missing-dir"),
+        "{err}"
+    );
+
+    std::fs::write(&bad, text.replace("127.0.0.1:0", "not-an-address")).unwrap();
+    let err = run(&["server", "--config", bad.to_str().unwrap()]);
+    assert!(
+        err.contains("bad-server.toml") && err.contains("listen"),
+        "{err}"
+    );
+
+    std::fs::write(&bad, "node_id = [\n").unwrap();
+    let err = run(&["server", "--config", bad.to_str().unwrap()]);
+    assert!(err.contains("bad-server.toml"), "{err}");
+
+    let etext = std::fs::read_to_string(&edge_cfg).unwrap();
+    let bad_edge = dir.path().join("bad-edge.toml");
+    std::fs::write(
+        &bad_edge,
+        etext.replace("servers = [\"127.0.0.1:1\"]", "servers = []"),
+    )
+    .unwrap();
+    let err = run(&["edge", "--config", bad_edge.to_str().unwrap()]);
+    assert!(
+        err.contains("bad-edge.toml") && err.contains("upstream.servers"),
+        "{err}"
+    );
+
+    // A private key others can read is refused, naming the file.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.path().join("pki/server1.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let err = run(&["server", "--config", &server_cfg]);
+    assert!(
+        err.contains("server1.key") && err.contains("chmod 600"),
+        "{err}"
+    );
+}

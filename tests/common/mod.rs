@@ -6,7 +6,6 @@ pub mod scenarios;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -15,7 +14,7 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_ferry");
 pub const PASSWORD: &str = "correct horse battery staple";
 
-/// A running ferry process; killed (with its process group) on drop.
+/// A running ferry process; killed on drop.
 pub struct Proc {
     pub child: Child,
     pub lines: Vec<String>,
@@ -30,16 +29,14 @@ impl Proc {
             .env("FERRY_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .process_group(0)
             .spawn()
             .expect("spawn ferry");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            // Keep draining after the test stops listening, as a supervisor would.
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+                let _ = tx.send(line);
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -62,11 +59,13 @@ impl Proc {
                 }
             }
         }
-        (Self { child, lines }, values.into_iter().map(Option::unwrap).collect())
+        (
+            Self { child, lines },
+            values.into_iter().map(Option::unwrap).collect(),
+        )
     }
 
     pub fn kill(&mut self) {
-        let _ = Command::new("kill").args(["-KILL", &format!("-{}", self.child.id())]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -147,10 +146,17 @@ impl Ferry {
     pub fn admin(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut cmd = Command::new(BIN);
         cmd.args(args).args(&self.admin_args);
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         if let Some(input) = stdin {
-            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
         }
         drop(child.stdin.take());
         child.wait_with_output().unwrap()
@@ -158,25 +164,39 @@ impl Ferry {
 
     pub fn admin_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
         let out = self.admin(args, stdin);
-        assert!(out.status.success(), "ferry {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "ferry {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
     /// Creates an account with [`PASSWORD`] and a fresh client key; returns the key path.
     pub fn account_with_key(&self, name: &str) -> PathBuf {
-        self.admin_ok(&["account", "add", name, "--password-stdin"], Some(&format!("{PASSWORD}\n")));
+        self.admin_ok(
+            &["account", "add", name, "--password-stdin"],
+            Some(&format!("{PASSWORD}\n")),
+        );
         let key = client_key(self.dir.path(), &format!("{name}_key"));
         let pubkey = key.with_extension("pub");
-        self.admin_ok(&["account", "key", "add", name, pubkey.to_str().unwrap()], None);
+        self.admin_ok(
+            &["account", "key", "add", name, pubkey.to_str().unwrap()],
+            None,
+        );
         key
     }
 
     fn ssh_opts(&self) -> Vec<String> {
         [
-            "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "LogLevel=ERROR",
-            "-o", "ConnectTimeout=10",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=10",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -190,7 +210,13 @@ impl Ferry {
         std::fs::write(&file, batch).unwrap();
         Command::new("sftp")
             .args(self.ssh_opts())
-            .args(["-o", "PreferredAuthentications=publickey", "-o", "IdentitiesOnly=yes", "-i"])
+            .args([
+                "-o",
+                "PreferredAuthentications=publickey",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-i",
+            ])
             .arg(key)
             .arg("-b")
             .arg(&file)
@@ -205,11 +231,22 @@ impl Ferry {
         let file = self.dir.path().join(format!("batch-{}", rand_suffix()));
         std::fs::write(&file, batch).unwrap();
         let askpass = self.dir.path().join(format!("askpass-{}", rand_suffix()));
-        std::fs::write(&askpass, format!("#!/bin/sh\nprintf '%s\\n' '{password}'\n")).unwrap();
+        std::fs::write(
+            &askpass,
+            format!("#!/bin/sh\nprintf '%s\\n' '{password}'\n"),
+        )
+        .unwrap();
         std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
         Command::new("sftp")
             .args(self.ssh_opts())
-            .args(["-o", "PreferredAuthentications=password", "-o", "BatchMode=no", "-o", "NumberOfPasswordPrompts=1"])
+            .args([
+                "-o",
+                "PreferredAuthentications=password",
+                "-o",
+                "BatchMode=no",
+                "-o",
+                "NumberOfPasswordPrompts=1",
+            ])
             .arg("-b")
             .arg(&file)
             .arg(format!("{user}@127.0.0.1"))

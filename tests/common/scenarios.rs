@@ -13,12 +13,26 @@ pub fn roundtrip_20mib(f: &Ferry, expected_node: &str) {
     random_file(&work.join("big.bin"), 20 * 1024 * 1024);
     let sha = sha256_file(&work.join("big.bin"));
     assert_ok(&f.sftp_key("alice", &key, "put big.bin\nget big.bin back.bin\n", &work));
-    assert_eq!(sha256_file(&f.repository.join("alice/big.bin")), sha, "stored copy differs");
-    assert_eq!(sha256_file(&work.join("back.bin")), sha, "downloaded copy differs");
+    assert_eq!(
+        sha256_file(&f.repository.join("alice/big.bin")),
+        sha,
+        "stored copy differs"
+    );
+    assert_eq!(
+        sha256_file(&work.join("back.bin")),
+        sha,
+        "downloaded copy differs"
+    );
 
     let log = f.transfers();
-    let up = log.iter().find(|t| t["direction"] == "upload").expect("upload row");
-    let down = log.iter().find(|t| t["direction"] == "download").expect("download row");
+    let up = log
+        .iter()
+        .find(|t| t["direction"] == "upload")
+        .expect("upload row");
+    let down = log
+        .iter()
+        .find(|t| t["direction"] == "download")
+        .expect("download row");
     for row in [up, down] {
         assert_eq!(row["status"], "completed", "{row}");
         assert_eq!(row["bytes"], 20 * 1024 * 1024, "{row}");
@@ -27,7 +41,10 @@ pub fn roundtrip_20mib(f: &Ferry, expected_node: &str) {
         assert_eq!(row["protocol"], "sftp");
         assert_eq!(row["path"], "/big.bin");
         assert_eq!(row["node"], expected_node);
-        assert!(row["client_addr"].as_str().unwrap().starts_with("127.0.0.1:"));
+        assert!(row["client_addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"));
     }
     assert_eq!(log.len(), 2, "exactly the two transfers: {log:?}");
 }
@@ -45,27 +62,44 @@ pub fn reput_after_kill(f: &Ferry) {
     let batch = f.dir.path().join("batch-slow");
     std::fs::write(&batch, "put big.bin\n").unwrap();
     let mut slow = Command::new("sftp")
-        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+        ])
         .args(["-o", "IdentitiesOnly=yes", "-i"])
         .arg(&key)
         .args(["-l", "16000", "-P", &f.sftp_port.to_string(), "-b"])
         .arg(&batch)
         .arg("bob@127.0.0.1")
         .current_dir(&work)
-        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let partial = f.repository.join("bob/.ferry-partial.big.bin");
-    let arrived = wait_until(30, || std::fs::metadata(&partial).map(|m| m.len() > 1_000_000).unwrap_or(false));
-    let _ = Command::new("kill").args(["-KILL", &format!("-{}", slow.id())]).status();
+    let arrived = wait_until(30, || {
+        std::fs::metadata(&partial)
+            .map(|m| m.len() > 1_000_000)
+            .unwrap_or(false)
+    });
+    // Killing sftp leaves its ssh child reading EOF, which ends the session.
+    let _ = slow.kill();
     let _ = slow.wait();
     assert!(arrived, "no partial data arrived");
-    assert!(!f.repository.join("bob/big.bin").exists(), "partial upload visible under its final name");
+    assert!(
+        !f.repository.join("bob/big.bin").exists(),
+        "partial upload visible under its final name"
+    );
     // The server notices the session ended and logs the interruption.
     assert!(
-        wait_until(10, || f.transfers().iter().any(|t| t["status"] == "interrupted")),
+        wait_until(10, || f
+            .transfers()
+            .iter()
+            .any(|t| t["status"] == "interrupted")),
         "no interrupted row"
     );
     let kept = std::fs::metadata(&partial).unwrap().len();
@@ -83,8 +117,15 @@ pub fn reput_after_kill(f: &Ferry) {
         .iter()
         .find(|t| t["account"] == "bob" && t["status"] == "completed")
         .expect("completed row");
-    assert_eq!(done["sha256"], sha.as_str(), "the log has the hash of the whole file");
-    let interrupted = log.iter().find(|t| t["account"] == "bob" && t["status"] == "interrupted").unwrap();
+    assert_eq!(
+        done["sha256"],
+        sha.as_str(),
+        "the log has the hash of the whole file"
+    );
+    let interrupted = log
+        .iter()
+        .find(|t| t["account"] == "bob" && t["status"] == "interrupted")
+        .unwrap();
     assert_eq!(
         interrupted["bytes"].as_u64().unwrap() + done["bytes"].as_u64().unwrap(),
         20 * 1024 * 1024,

@@ -109,9 +109,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = ferry_server::ServerConfig::load(&config)?;
             let node = config.node_id.clone();
             let server = ferry_server::start(config).await?;
-            println!("Ferry server {node} is running.");
-            println!("  internal: {}", server.internal_addr);
-            println!("  admin: https://{}", server.admin_addr);
+            say(&format!(
+                "Ferry server {node} is running.\n  internal: {}\n  admin: https://{}",
+                server.internal_addr, server.admin_addr
+            ));
             wait_for_shutdown().await
         }
         Cmd::Edge { config } => {
@@ -119,8 +120,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = ferry_edge::EdgeConfig::load(&config)?;
             let node = config.node_id.clone();
             let edge = ferry_edge::start(config).await?;
-            println!("Ferry edge {node} is running.");
-            println!("  sftp: {}", edge.sftp_addr);
+            say(&format!(
+                "Ferry edge {node} is running.\n  sftp: {}",
+                edge.sftp_addr
+            ));
             wait_for_shutdown().await
         }
         Cmd::Up(args) => {
@@ -148,6 +151,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Account { admin, command } => admin_client::account(admin, command).await,
         Cmd::Transfer { admin, command } => admin_client::transfer(admin, command).await,
     }
+}
+
+/// Prints a status line of a long-running command. A closed stdout (the
+/// supervisor stopped reading) must not stop the service, so errors are ignored.
+pub(crate) fn say(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
 }
 
 async fn wait_for_shutdown() -> anyhow::Result<()> {

@@ -104,16 +104,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     std::fs::write(dir.join("admin.url"), format!("{admin_url}\n"))
         .with_context(|| format!("cannot write {}", dir.join("admin.url").display()))?;
     let shown = args.data_dir.display();
-    println!("Ferry is running (server and edge in one process, data in {shown}).");
-    println!("  sftp: {}", edge.sftp_addr);
-    println!("  admin: {admin_url}");
-    println!("  internal: {}", server.internal_addr);
-    println!("Add an account and log in:");
-    println!("  ferry account add alice --data-dir {shown} --password-stdin");
-    println!(
+    super::say(&format!(
+        "Ferry is running (server and edge in one process, data in {shown})."
+    ));
+    super::say(&format!("  sftp: {}", edge.sftp_addr));
+    super::say(&format!("  admin: {admin_url}"));
+    super::say(&format!("  internal: {}", server.internal_addr));
+    super::say("Add an account and log in:");
+    super::say(&format!(
+        "  ferry account add alice --data-dir {shown} --password-stdin"
+    ));
+    super::say(&format!(
         "  sftp -P {} alice@{}",
         edge.sftp_addr.port(),
         edge.sftp_addr.ip()
-    );
+    ));
     super::wait_for_shutdown().await
 }
