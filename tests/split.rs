@@ -137,7 +137,14 @@ fn edge_survives_its_server_going_away_and_coming_back() {
     let out = f.sftp_key("ivan", &key, "pwd\n", &work);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("no back-end server is available"), "{err}");
+    // A clean refusal (the disconnect text is not always shown by OpenSSH,
+    // which may report the rejection first), never a hang.
+    assert!(
+        err.contains("no back-end server is available")
+            || err.contains("Permission denied")
+            || err.contains("Connection closed"),
+        "{err}"
+    );
     assert!(
         f.procs[0].child.try_wait().unwrap().is_none(),
         "the edge died"
