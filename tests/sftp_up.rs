@@ -209,12 +209,7 @@ fn bad_logins_get_the_same_answer_and_nothing_else() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
     let out = Command::new("ssh")
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-        ])
+        .args(SSH_TEST_OPTS)
         .args([
             "-o",
             "PreferredAuthentications=password",
@@ -251,14 +246,8 @@ fn bad_logins_get_the_same_answer_and_nothing_else() {
     assert!(!f.sftp_password("frank", PASSWORD, "pwd\n").status.success());
     // A shell or command is never run.
     let out = Command::new("ssh")
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-        ])
+        .args(SSH_TEST_OPTS)
+        .args(["-o", "BatchMode=yes"])
         .args(["-p", &f.sftp_port.to_string(), "nobody@127.0.0.1", "id"])
         .output()
         .unwrap();

@@ -13,6 +13,15 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ferry");
 pub const PASSWORD: &str = "correct horse battery staple";
+/// OpenSSH options every test client uses: a fresh server, no prompts, quiet.
+pub const SSH_TEST_OPTS: [&str; 6] = [
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
+];
 
 /// A running ferry process; killed on drop.
 pub struct Proc {
@@ -188,20 +197,16 @@ impl Ferry {
     }
 
     fn ssh_opts(&self) -> Vec<String> {
-        [
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ConnectTimeout=10",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain(["-P".to_string(), self.sftp_port.to_string()])
-        .collect()
+        SSH_TEST_OPTS
+            .iter()
+            .map(|s| s.to_string())
+            .chain([
+                "-o".into(),
+                "ConnectTimeout=10".into(),
+                "-P".into(),
+                self.sftp_port.to_string(),
+            ])
+            .collect()
     }
 
     /// Runs an `sftp -b` batch with key authentication, in directory `cwd`.

@@ -62,14 +62,7 @@ pub fn reput_after_kill(f: &Ferry) {
     let batch = f.dir.path().join("batch-slow");
     std::fs::write(&batch, "put big.bin\n").unwrap();
     let mut slow = Command::new("sftp")
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-        ])
+        .args(SSH_TEST_OPTS)
         .args(["-o", "IdentitiesOnly=yes", "-i"])
         .arg(&key)
         .args(["-l", "16000", "-P", &f.sftp_port.to_string(), "-b"])

@@ -108,10 +108,7 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
 async fn run<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, FerryError> + Send + 'static,
 ) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| FerryError::internal(e.to_string()))?
-        .map_err(ApiError)
+    crate::session::blocking(f).await.map_err(ApiError)
 }
 
 /// An account as the API shows it (no password hash).

@@ -66,7 +66,8 @@ fn send(reply: &Reply, id: u64, result: Result<Response, FerryError>) {
     let _ = reply.send(Frame { id, body });
 }
 
-async fn blocking<T: Send + 'static>(
+/// Runs blocking work (filesystem, SQLite, argon2) off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, FerryError> + Send + 'static,
 ) -> Result<T, FerryError> {
     tokio::task::spawn_blocking(f)
