@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Account, AccountKey, TransferRecord};
+use crate::model::{Account, AccountKey, AccountToken, TransferRecord};
 
 /// Format version of [`Command`] as serialized. Bump it when a variant changes
 /// shape; nodes refuse commands newer than they understand.
@@ -30,6 +30,15 @@ pub enum Command {
     },
     /// Authorise a public key for an account.
     AddAccountKey(AccountKey),
+    /// Add an API token to an account.
+    AddAccountToken(AccountToken),
+    /// Revoke an API token.
+    RemoveAccountToken {
+        /// Account name.
+        account: String,
+        /// The token's public id.
+        id: String,
+    },
     /// Record a finished (completed, interrupted or failed) transfer.
     RecordTransfer(TransferRecord),
 }
@@ -42,6 +51,8 @@ impl Command {
             Command::SetAccountEnabled { .. } => "set_account_enabled",
             Command::RemoveAccount { .. } => "remove_account",
             Command::AddAccountKey(_) => "add_account_key",
+            Command::AddAccountToken(_) => "add_account_token",
+            Command::RemoveAccountToken { .. } => "remove_account_token",
             Command::RecordTransfer(_) => "record_transfer",
         }
     }

@@ -31,6 +31,11 @@ pub enum ErrorKind {
     Unavailable,
     /// The resource is busy (for instance an upload in progress elsewhere).
     Busy,
+    /// The request does not fit the current state (a resumable upload's
+    /// offset differs from the one the client sent).
+    Conflict,
+    /// Data did not match the checksum the client sent with it; none of it was kept.
+    ChecksumMismatch,
     /// Anything else; the message says what.
     Internal,
 }

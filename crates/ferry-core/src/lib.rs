@@ -14,7 +14,9 @@ pub mod secret;
 
 pub use command::{Command, Outcome, COMMAND_FORMAT_VERSION};
 pub use error::{ErrorKind, FerryError};
-pub use model::{Account, AccountKey, Direction, Protocol, TransferRecord, TransferStatus};
+pub use model::{
+    Account, AccountKey, AccountToken, Direction, Protocol, TransferRecord, TransferStatus,
+};
 pub use path::{PathError, VirtualPath};
 pub use secret::Secret;
 

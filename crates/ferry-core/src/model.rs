@@ -37,6 +37,24 @@ pub struct AccountKey {
     pub added_at: UnixMillis,
 }
 
+/// An API token of an account, for the HTTPS API (`Authorization: Bearer`).
+/// Only the SHA-256 of the secret part is stored; the token is shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountToken {
+    /// The account's name.
+    pub account: String,
+    /// Public id of the token (the part after `fy_`, before the secret).
+    pub id: String,
+    /// SHA-256 of the whole token string, hex.
+    pub sha256: String,
+    /// What the token is for, as the operator wrote it.
+    pub label: String,
+    /// When the token was created.
+    pub created_at: UnixMillis,
+    /// When it stops working, if ever.
+    pub expires_at: Option<UnixMillis>,
+}
+
 /// The protocol a transfer used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -75,6 +75,9 @@ pub enum Credential {
     /// A public key in OpenSSH one-line form whose signature the edge has
     /// verified (the SSH layer does that before asking).
     VerifiedPublicKey(String),
+    /// An account API token (`fy_…`), checked against its stored SHA-256. The
+    /// token names its account; the login name, if any, must match it.
+    Token(Secret),
 }
 
 /// Id of a logged-in session on one server connection.
@@ -174,6 +177,40 @@ pub struct FileStat {
     pub atime: u32,
     /// Modification time, seconds.
     pub mtime: u32,
+    /// Nanoseconds part of the modification time.
+    pub mtime_nanos: u32,
+    /// Inode number: a replaced file (every committed upload) gets a new one.
+    pub inode: u64,
+}
+
+impl FileStat {
+    /// A strong validator for HTTP: changes whenever the file is replaced or
+    /// modified (size, modification time to the nanosecond, inode).
+    pub fn etag(&self) -> String {
+        format!(
+            "\"{:x}-{:x}.{:x}-{:x}\"",
+            self.size, self.mtime, self.mtime_nanos, self.inode
+        )
+    }
+}
+
+/// State of a resumable (tus) upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadInfo {
+    /// The upload's id (32 hex digits).
+    pub id: String,
+    /// Where the file goes when complete, inside the home.
+    pub path: String,
+    /// Total length in bytes.
+    pub length: u64,
+    /// Bytes received and kept so far.
+    pub offset: u64,
+    /// The client's `Upload-Metadata`, returned as given.
+    pub metadata: String,
+    /// When the upload expires if nothing more arrives (unix milliseconds).
+    pub expires_at: i64,
+    /// SHA-256 of the whole file, hex, once the upload is complete and committed.
+    pub sha256: Option<String>,
 }
 
 /// One directory entry.
@@ -235,7 +272,8 @@ pub enum FsOp {
         /// Directory handle.
         handle: HandleId,
     },
-    /// Close a file or directory. Closing an upload commits it.
+    /// Close a file or directory. Closing an upload commits it and answers
+    /// [`Response::Committed`].
     Close {
         /// Handle.
         handle: HandleId,
@@ -270,6 +308,45 @@ pub enum FsOp {
         handle: HandleId,
         /// What to set.
         attrs: SetAttrs,
+    },
+    /// End a handle without committing: an upload keeps its partial data (a
+    /// resumable upload keeps what arrived, unless a checksum was expected)
+    /// and the transfer is logged as interrupted.
+    Abort {
+        /// Handle.
+        handle: HandleId,
+    },
+    /// Start a resumable upload to `path`; [`Response::Upload`].
+    UploadCreate {
+        /// Target path.
+        path: String,
+        /// Total length.
+        length: u64,
+        /// The client's metadata, kept and returned as given.
+        metadata: String,
+    },
+    /// State of a resumable upload; [`Response::Upload`].
+    UploadStatus {
+        /// Upload id.
+        id: String,
+    },
+    /// Open a resumable upload for appending at `offset`, which must equal the
+    /// upload's offset; [`Response::Handle`]. Writes must be sequential. The
+    /// close answers [`Response::Upload`]; when the offset reaches the length
+    /// the file is committed under its final name.
+    UploadOpen {
+        /// Upload id.
+        id: String,
+        /// Where the client resumes.
+        offset: u64,
+        /// SHA-256 the bytes written through this handle must have; on a
+        /// mismatch (or an abort) none of them are kept.
+        sha256: Option<[u8; 32]>,
+    },
+    /// Abandon a resumable upload and remove its data.
+    UploadDelete {
+        /// Upload id.
+        id: String,
     },
     /// Flush an open file to stable storage.
     Fsync {
@@ -359,6 +436,15 @@ pub enum Response {
     Path(String),
     /// Filesystem statistics.
     FsStats(FsStats),
+    /// An upload was committed under its final name.
+    Committed {
+        /// Its size.
+        size: u64,
+        /// SHA-256 of the file, hex.
+        sha256: String,
+    },
+    /// State of a resumable upload.
+    Upload(UploadInfo),
     /// The request failed.
     Error(FerryError),
 }

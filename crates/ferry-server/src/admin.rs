@@ -27,43 +27,7 @@ pub struct AdminState {
     pub(crate) token_digest: [u8; 32],
 }
 
-/// An error answered as JSON.
-pub struct ApiError(FerryError);
-
-impl From<FerryError> for ApiError {
-    fn from(e: FerryError) -> Self {
-        Self(e)
-    }
-}
-
-/// The HTTP status and stable code of an error kind.
-pub fn http_status(kind: ErrorKind) -> (StatusCode, &'static str) {
-    match kind {
-        ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-        ErrorKind::PermissionDenied => (StatusCode::FORBIDDEN, "forbidden"),
-        ErrorKind::AlreadyExists => (StatusCode::CONFLICT, "already_exists"),
-        ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, "invalid_input"),
-        ErrorKind::WrongType => (StatusCode::CONFLICT, "wrong_type"),
-        ErrorKind::NotEmpty => (StatusCode::CONFLICT, "not_empty"),
-        ErrorKind::AuthFailed => (StatusCode::UNAUTHORIZED, "unauthorized"),
-        ErrorKind::NoSpace => (StatusCode::INSUFFICIENT_STORAGE, "no_space"),
-        ErrorKind::Unsupported => (StatusCode::NOT_IMPLEMENTED, "unsupported"),
-        ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-        ErrorKind::Busy => (StatusCode::CONFLICT, "busy"),
-        ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = http_status(self.0.kind);
-        (
-            status,
-            Json(serde_json::json!({ "code": code, "message": self.0.message })),
-        )
-            .into_response()
-    }
-}
+pub use ferry_http::{error_status as http_status, ApiError};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -78,12 +42,20 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/accounts/{name}/enable", post(enable_account))
         .route("/api/v1/accounts/{name}/disable", post(disable_account))
         .route("/api/v1/accounts/{name}/keys", get(list_keys).post(add_key))
+        .route(
+            "/api/v1/accounts/{name}/tokens",
+            get(list_tokens).post(add_token),
+        )
+        .route(
+            "/api/v1/accounts/{name}/tokens/{id}",
+            axum::routing::delete(remove_token),
+        )
         .route("/api/v1/transfers", get(list_transfers))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(api)
-        .fallback(|| async { ApiError(FerryError::not_found("no such endpoint")) })
+        .fallback(|| async { ApiError::from(FerryError::not_found("no such endpoint")) })
         .with_state(state)
 }
 
@@ -97,7 +69,7 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
     // Comparing digests keeps the comparison's timing independent of the token.
     match presented {
         Some(d) if d.as_slice() == state.token_digest => next.run(req).await,
-        _ => ApiError(FerryError::new(
+        _ => ApiError::from(FerryError::new(
             ErrorKind::AuthFailed,
             "missing or wrong admin token",
         ))
@@ -108,7 +80,7 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
 async fn run<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, FerryError> + Send + 'static,
 ) -> ApiResult<T> {
-    crate::session::blocking(f).await.map_err(ApiError)
+    crate::session::blocking(f).await.map_err(ApiError::from)
 }
 
 /// An account as the API shows it (no password hash).
@@ -306,6 +278,103 @@ async fn list_keys(
     })
     .await
     .map(Json)
+}
+
+/// Body of `POST /api/v1/accounts/{name}/tokens`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    /// What the token is for.
+    #[serde(default)]
+    pub label: String,
+    /// Days until it stops working; none means never.
+    pub expires_in_days: Option<u32>,
+}
+
+/// A token as listed: everything but its digest.
+#[derive(Debug, Serialize)]
+pub struct TokenView {
+    /// Public id (the token text is `fy_ID_…`).
+    pub id: String,
+    /// Label.
+    pub label: String,
+    /// Created (unix milliseconds).
+    pub created_at: i64,
+    /// Expiry (unix milliseconds), if any.
+    pub expires_at: Option<i64>,
+    /// The token itself: only in the answer to its creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl From<ferry_core::AccountToken> for TokenView {
+    fn from(t: ferry_core::AccountToken) -> Self {
+        Self {
+            id: t.id,
+            label: t.label,
+            created_at: t.created_at,
+            expires_at: t.expires_at,
+            token: None,
+        }
+    }
+}
+
+async fn add_token(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    Json(body): Json<NewToken>,
+) -> ApiResult<(StatusCode, Json<TokenView>)> {
+    if body.label.len() > 200 || body.label.chars().any(char::is_control) {
+        return Err(FerryError::invalid("label: at most 200 printable characters").into());
+    }
+    let (token, id, sha256) = crate::auth::new_token();
+    let created_at = now_millis();
+    let record = ferry_core::AccountToken {
+        account: name,
+        id,
+        sha256,
+        label: body.label,
+        created_at,
+        expires_at: body
+            .expires_in_days
+            .map(|d| created_at + i64::from(d) * 86_400_000),
+    };
+    let stored = record.clone();
+    run(move || s.ctx.apply(&Command::AddAccountToken(stored))).await?;
+    let mut view = TokenView::from(record);
+    view.token = Some(token.expose().to_owned());
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn list_tokens(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<TokenView>>> {
+    run(move || {
+        if s.ctx
+            .store
+            .account(&name)
+            .map_err(FerryError::from)?
+            .is_none()
+        {
+            return Err(FerryError::not_found(format!("account {name:?} not found")));
+        }
+        s.ctx.store.account_tokens(&name).map_err(FerryError::from)
+    })
+    .await
+    .map(|tokens| Json(tokens.into_iter().map(TokenView::from).collect()))
+}
+
+async fn remove_token(
+    State(s): State<AdminState>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    run(move || {
+        s.ctx
+            .apply(&Command::RemoveAccountToken { account: name, id })
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Query of `GET /api/v1/transfers`.

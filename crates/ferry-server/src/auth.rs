@@ -91,6 +91,62 @@ pub fn check_key(store: &Store, user: &str, public_key: &str) -> Result<Account,
     }
 }
 
+/// Prefix of every account API token.
+pub const TOKEN_PREFIX: &str = "fy_";
+
+/// A new API token: `(token, public id, hex SHA-256 of the token)`. The token
+/// is `fy_ID_SECRET` with a 48-bit public id and a 256-bit secret.
+pub fn new_token() -> (Secret, String, String) {
+    let mut id = [0u8; 6];
+    let mut secret = [0u8; 32];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut id);
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut secret);
+    let id = hex::encode(id);
+    let token = format!("{TOKEN_PREFIX}{id}_{}", hex::encode(secret));
+    let digest = token_digest(&token);
+    (Secret::new(token), id, digest)
+}
+
+fn token_digest(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// Checks an API token; `user`, when not empty, must be its account.
+pub fn check_token(
+    store: &Store,
+    user: &str,
+    token: &Secret,
+    now_millis: i64,
+) -> Result<Account, FerryError> {
+    let text = token.expose();
+    let Some(id) = text
+        .strip_prefix(TOKEN_PREFIX)
+        .and_then(|rest| rest.split_once('_'))
+        .map(|(id, _)| id)
+        .filter(|id| id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+    else {
+        return refuse(user, "malformed token");
+    };
+    let Some(stored) = store.account_token(id).map_err(FerryError::from)? else {
+        return refuse(user, "unknown token");
+    };
+    // Both sides are digests, so comparing them leaks nothing about the token.
+    if stored.sha256 != token_digest(text) {
+        return refuse(&stored.account, "wrong token secret");
+    }
+    if stored.expires_at.is_some_and(|t| t <= now_millis) {
+        return refuse(&stored.account, "token expired");
+    }
+    if !user.is_empty() && user != stored.account {
+        return refuse(user, "token belongs to another account");
+    }
+    let Some(account) = store.account(&stored.account).map_err(FerryError::from)? else {
+        return refuse(user, "token of a removed account");
+    };
+    enabled(account)
+}
+
 fn enabled(account: Account) -> Result<Account, FerryError> {
     if account.enabled {
         Ok(account)

@@ -24,6 +24,30 @@ pub struct ServerConfig {
     pub internal: InternalConfig,
     /// The admin API listener (HTTPS, bearer token).
     pub admin: AdminConfig,
+    /// Resumable (tus) uploads.
+    #[serde(default)]
+    pub uploads: UploadsConfig,
+}
+
+/// Resumable uploads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadsConfig {
+    /// An unfinished upload that receives nothing for this long is removed.
+    #[serde(default = "default_upload_expiry")]
+    pub expire_after_secs: u64,
+}
+
+impl Default for UploadsConfig {
+    fn default() -> Self {
+        Self {
+            expire_after_secs: default_upload_expiry(),
+        }
+    }
+}
+
+fn default_upload_expiry() -> u64 {
+    86_400
 }
 
 /// The internal-protocol listener.

@@ -10,6 +10,7 @@ pub mod config;
 pub mod repository;
 pub mod session;
 pub mod transfer;
+pub mod uploads;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,12 +19,10 @@ use std::sync::Arc;
 use ferry_core::{Command, FerryError, Outcome};
 use ferry_proto::message::Role;
 use ferry_store::Store;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
 use sha2::Digest;
 use tokio::net::TcpListener;
 
-pub use config::{AdminConfig, ConfigError, InternalConfig, ServerConfig};
+pub use config::{AdminConfig, ConfigError, InternalConfig, ServerConfig, UploadsConfig};
 
 /// What every part of the server shares.
 #[derive(Debug)]
@@ -36,6 +35,8 @@ pub struct ServerCtx {
     pub repository: PathBuf,
     /// Flush uploads before acknowledging their close.
     pub fsync_uploads: bool,
+    /// Unfinished resumable uploads expire after this long without data.
+    pub upload_expiry_ms: i64,
 }
 
 impl ServerCtx {
@@ -115,6 +116,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         store: Arc::new(store),
         repository: config.repository.clone(),
         fsync_uploads: config.fsync_uploads,
+        upload_expiry_ms: i64::try_from(config.uploads.expire_after_secs)
+            .unwrap_or(i64::MAX / 2_000)
+            .max(1)
+            .saturating_mul(1000),
     });
 
     let bind = |addr: SocketAddr, what: &'static str| async move {
@@ -136,7 +141,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         ctx: ctx.clone(),
         token_digest: sha2::Sha256::digest(token.as_bytes()).into(),
     };
-    tokio::spawn(serve_admin(admin, admin_tls, admin::router(state)));
+    tokio::spawn(ferry_http::serve_tls(
+        admin,
+        admin_tls,
+        admin::router(state),
+        ferry_http::ServeLimits::default(),
+        "admin",
+    ));
+    tokio::spawn(expire_uploads(ctx.clone()));
     tracing::info!(node = %config.node_id, %internal_addr, %admin_addr, "server started");
     Ok(RunningServer {
         internal_addr,
@@ -181,29 +193,45 @@ async fn serve_internal(
     }
 }
 
-async fn serve_admin(listener: TcpListener, tls: Arc<rustls::ServerConfig>, router: axum::Router) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+/// Removes expired resumable uploads of every account, logging each as an
+/// interrupted transfer. Runs every minute, or more often for short expiries.
+async fn expire_uploads(ctx: Arc<ServerCtx>) {
+    let every =
+        std::time::Duration::from_millis((ctx.upload_expiry_ms / 2).clamp(500, 60_000) as u64);
     loop {
-        let Ok((tcp, peer)) = listener.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            continue;
-        };
-        let (acceptor, router) = (acceptor.clone(), router.clone());
-        tokio::spawn(async move {
-            let stream = match acceptor.accept(tcp).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "admin TLS handshake failed");
-                    return;
+        tokio::time::sleep(every).await;
+        let sweep_ctx = ctx.clone();
+        let expired = session::blocking(move || {
+            let accounts = sweep_ctx.store.accounts().map_err(FerryError::from)?;
+            let now = transfer::now_millis();
+            let mut expired = Vec::new();
+            for account in accounts {
+                let Ok(home) = repository::Home::open(&sweep_ctx.repository, &account.home) else {
+                    continue;
+                };
+                for record in uploads::sweep(&home, now) {
+                    expired.push((account.name.clone(), record));
                 }
-            };
-            let service = TowerToHyperService::new(router);
-            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "admin connection ended");
             }
-        });
+            Ok(expired)
+        })
+        .await;
+        match expired {
+            Ok(expired) => {
+                for (account, record) in expired {
+                    tracing::info!(%account, upload = %record.id, "resumable upload expired");
+                    let row = session::upload_row(
+                        &ctx,
+                        &account,
+                        &record,
+                        ferry_core::TransferStatus::Interrupted,
+                        None,
+                        Some("upload expired without being completed; its data was removed".into()),
+                    );
+                    let _ = session::log_transfer(&ctx, row).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not sweep expired uploads"),
+        }
     }
 }

@@ -70,6 +70,11 @@ impl Home {
         Ok(Self { root })
     }
 
+    /// The home's real path on disk.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// The real path of `v`, following symlinks only while they stay inside
     /// the home. Components past the first missing one are appended as they
     /// are (they will be created or reported missing by the caller).
@@ -319,6 +324,8 @@ pub fn file_stat(m: &Metadata) -> FileStat {
         permissions: m.mode() & 0o777,
         atime: secs(m.atime()),
         mtime: secs(m.mtime()),
+        mtime_nanos: u32::try_from(m.mtime_nsec()).unwrap_or(0),
+        inode: m.ino(),
     }
 }
 

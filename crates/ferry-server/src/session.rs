@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::repository::{apply_attrs, file_stat, io_error, Home};
 use crate::transfer::{now_millis, HashTracker};
-use crate::ServerCtx;
+use crate::{uploads, ServerCtx};
 
 /// Most handles one session may hold open.
 pub const MAX_HANDLES_PER_SESSION: usize = 256;
@@ -178,11 +178,13 @@ async fn login(
     let method = match credential {
         Credential::Password(_) => "password",
         Credential::VerifiedPublicKey(_) => "publickey",
+        Credential::Token(_) => "token",
     };
     let name = user.clone();
     let account = blocking(move || match credential {
         Credential::Password(pw) => crate::auth::check_password(&store, &name, &pw),
         Credential::VerifiedPublicKey(key) => crate::auth::check_key(&store, &name, &key),
+        Credential::Token(token) => crate::auth::check_token(&store, &name, &token, now_millis()),
     })
     .await?;
     let repository = ctx.repository.clone();
@@ -207,6 +209,7 @@ fn dispatch(ctx: &Arc<ServerCtx>, s: Arc<Session>, id: u64, op: FsOp, reply: &Re
     let handle = match &op {
         FsOp::ReadDir { handle }
         | FsOp::Close { handle }
+        | FsOp::Abort { handle }
         | FsOp::Read { handle, .. }
         | FsOp::Write { handle, .. }
         | FsOp::Fstat { handle }
@@ -217,7 +220,7 @@ fn dispatch(ctx: &Arc<ServerCtx>, s: Arc<Session>, id: u64, op: FsOp, reply: &Re
     if let Some(handle) = handle {
         let tx = {
             let mut handles = locked(&s.handles);
-            if matches!(op, FsOp::Close { .. }) {
+            if matches!(op, FsOp::Close { .. } | FsOp::Abort { .. }) {
                 handles.remove(&handle)
             } else {
                 handles.get(&handle).cloned()
@@ -240,6 +243,12 @@ fn dispatch(ctx: &Arc<ServerCtx>, s: Arc<Session>, id: u64, op: FsOp, reply: &Re
                 open_file(&ctx, &s, path, mode, attrs, &reply).await
             }
             FsOp::OpenDir { path } => open_dir(&s, path, &reply).await,
+            FsOp::UploadOpen { id, offset, sha256 } => {
+                open_chunk(&ctx, &s, id, offset, sha256, &reply).await
+            }
+            op @ (FsOp::UploadCreate { .. }
+            | FsOp::UploadStatus { .. }
+            | FsOp::UploadDelete { .. }) => upload_op(&ctx, s, op).await,
             op => path_op(s, op).await,
         };
         send(&reply, id, result);
@@ -529,7 +538,12 @@ async fn file_actor(
             }
             FsOp::Close { .. } => {
                 let result = finish(&ctx, &s, f, true).await;
-                send(&reply, id, result.map(|()| Response::Ok));
+                send(&reply, id, result);
+                return;
+            }
+            FsOp::Abort { .. } => {
+                let result = finish(&ctx, &s, f, false).await;
+                send(&reply, id, result.map(|_| Response::Ok));
                 return;
             }
             _ => Err(FerryError::invalid("not a directory handle")),
@@ -541,13 +555,14 @@ async fn file_actor(
 }
 
 /// Ends a transfer: commits an upload on a clean close, and writes the
-/// transfer-log row either way.
+/// transfer-log row either way. A committed upload answers
+/// [`Response::Committed`], anything else [`Response::Ok`].
 async fn finish(
     ctx: &Arc<ServerCtx>,
     s: &Session,
     f: OpenFile,
     closed: bool,
-) -> Result<(), FerryError> {
+) -> Result<Response, FerryError> {
     let OpenFile {
         file,
         path,
@@ -563,12 +578,13 @@ async fn finish(
         Direction::Download
     };
     let fsync = ctx.fsync_uploads;
-    let outcome: Result<Option<String>, FerryError> = if closed {
+    let outcome: Result<Option<(String, Option<u64>)>, FerryError> = if closed {
         blocking(move || {
             if let Some(up) = upload {
                 if fsync {
                     file.sync_all().map_err(io_error)?;
                 }
+                let size = file.metadata().map_err(io_error)?.len();
                 let sha = hash.finish(&file).map_err(io_error)?;
                 fs::rename(&up.partial, &up.final_path).map_err(|e| {
                     let err = io_error(e);
@@ -584,9 +600,11 @@ async fn finish(
                             .map_err(io_error)?;
                     }
                 }
-                Ok(Some(sha))
+                Ok(Some((sha, Some(size))))
             } else {
-                hash.finish(&file).map(Some).map_err(io_error)
+                hash.finish(&file)
+                    .map(|sha| Some((sha, None)))
+                    .map_err(io_error)
             }
         })
         .await
@@ -594,7 +612,11 @@ async fn finish(
         Ok(None)
     };
     let (status, sha256, error) = match (&outcome, closed) {
-        (Ok(sha), true) => (TransferStatus::Completed, sha.clone(), None),
+        (Ok(sha), true) => (
+            TransferStatus::Completed,
+            sha.as_ref().map(|(sha, _)| sha.clone()),
+            None,
+        ),
         (Ok(_), false) => (
             TransferStatus::Interrupted,
             None,
@@ -617,6 +639,20 @@ async fn finish(
         client_addr: s.client_addr.clone(),
         error,
     };
+    let logged = log_transfer(ctx, record).await;
+    let response = match outcome? {
+        Some((sha256, Some(size))) => Response::Committed { size, sha256 },
+        _ => Response::Ok,
+    };
+    logged.map(|()| response)
+}
+
+/// Writes a transfer-log row. The error says the log is unavailable; the
+/// caller must not acknowledge the transfer then.
+pub(crate) async fn log_transfer(
+    ctx: &Arc<ServerCtx>,
+    record: TransferRecord,
+) -> Result<(), FerryError> {
     tracing::info!(
         account = %record.account, path = %record.path, direction = %record.direction,
         bytes = record.bytes, status = %record.status, "transfer"
@@ -632,6 +668,169 @@ async fn finish(
     if let Err(e) = &logged {
         tracing::error!(error = %e, "could not write the transfer log");
     }
-    outcome?;
     logged.map_err(|e| FerryError::internal(format!("transfer log unavailable: {}", e.message)))
+}
+
+/// The transfer-log row of a resumable upload that ended (committed,
+/// cancelled or expired).
+pub(crate) fn upload_row(
+    ctx: &ServerCtx,
+    account: &str,
+    record: &uploads::Record,
+    status: TransferStatus,
+    sha256: Option<String>,
+    error: Option<String>,
+) -> TransferRecord {
+    TransferRecord {
+        id: record.transfer_id.clone(),
+        account: account.to_owned(),
+        protocol: Protocol::Https,
+        direction: Direction::Upload,
+        path: record.path.clone(),
+        bytes: record.offset,
+        sha256,
+        started_at: record.created_at,
+        ended_at: now_millis(),
+        status,
+        node: ctx.node_id.clone(),
+        client_addr: record.client_addr.clone(),
+        error,
+    }
+}
+
+/// Create, inspect or abandon a resumable upload.
+async fn upload_op(
+    ctx: &Arc<ServerCtx>,
+    s: Arc<Session>,
+    op: FsOp,
+) -> Result<Response, FerryError> {
+    let expire = ctx.upload_expiry_ms;
+    let session = s.clone();
+    let (record, cancelled) = blocking(move || {
+        let home = &session.home;
+        let now = now_millis();
+        match op {
+            FsOp::UploadCreate {
+                path,
+                length,
+                metadata,
+            } => uploads::create(
+                home,
+                &parse(&path)?,
+                length,
+                metadata,
+                &session.client_addr,
+                now,
+                expire,
+            )
+            .map(|r| (r, false)),
+            FsOp::UploadStatus { id } => uploads::status(home, &id, now).map(|r| (r, false)),
+            FsOp::UploadDelete { id } => uploads::delete(home, &id).map(|r| (r, true)),
+            _ => Err(FerryError::new(
+                ErrorKind::Unsupported,
+                "unsupported operation",
+            )),
+        }
+    })
+    .await?;
+    if cancelled {
+        let row = upload_row(
+            ctx,
+            &s.account,
+            &record,
+            TransferStatus::Interrupted,
+            None,
+            Some("upload cancelled by the client; its data was removed".into()),
+        );
+        log_transfer(ctx, row).await?;
+        return Ok(Response::Ok);
+    }
+    Ok(Response::Upload(record.info(None)))
+}
+
+async fn open_chunk(
+    ctx: &Arc<ServerCtx>,
+    s: &Arc<Session>,
+    id: String,
+    offset: u64,
+    sha256: Option<[u8; 32]>,
+    reply: &Reply,
+) -> Result<Response, FerryError> {
+    let session = s.clone();
+    let expire = ctx.upload_expiry_ms;
+    let chunk = blocking(move || {
+        uploads::Chunk::open(&session.home, &id, offset, sha256, now_millis(), expire)
+    })
+    .await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = register(s, tx)?;
+    tokio::spawn(chunk_actor(
+        ctx.clone(),
+        s.clone(),
+        chunk,
+        rx,
+        reply.clone(),
+    ));
+    Ok(Response::Handle(handle))
+}
+
+/// The actor of one resumable-upload handle (one tus `PATCH`).
+async fn chunk_actor(
+    ctx: Arc<ServerCtx>,
+    s: Arc<Session>,
+    mut chunk: uploads::Chunk,
+    mut rx: mpsc::UnboundedReceiver<(u64, FsOp)>,
+    reply: Reply,
+) {
+    let expire = ctx.upload_expiry_ms;
+    while let Some((id, op)) = rx.recv().await {
+        let result = match op {
+            FsOp::Write { offset, data, .. } => match chunk.reserve(offset, &data) {
+                Ok(file) => {
+                    let written =
+                        blocking(move || file.write_all_at(&data, offset).map_err(io_error)).await;
+                    if written.is_err() {
+                        chunk.mark_failed();
+                    }
+                    written.map(|()| Response::Ok)
+                }
+                Err(e) => Err(e),
+            },
+            FsOp::Close { .. } => {
+                let ended = blocking(move || chunk.close(now_millis(), expire)).await;
+                let result = match ended {
+                    Ok(uploads::ChunkEnd::Progress(record)) => {
+                        Ok(Response::Upload(record.info(None)))
+                    }
+                    Ok(uploads::ChunkEnd::Committed { record, sha256 }) => {
+                        let row = upload_row(
+                            &ctx,
+                            &s.account,
+                            &record,
+                            TransferStatus::Completed,
+                            Some(sha256.clone()),
+                            None,
+                        );
+                        log_transfer(&ctx, row)
+                            .await
+                            .map(|()| Response::Upload(record.info(Some(sha256))))
+                    }
+                    Err(e) => Err(e),
+                };
+                send(&reply, id, result);
+                return;
+            }
+            FsOp::Abort { .. } => {
+                let result = blocking(move || chunk.abort()).await;
+                send(&reply, id, result.map(|_| Response::Ok));
+                return;
+            }
+            _ => Err(FerryError::invalid("not a directory handle")),
+        };
+        send(&reply, id, result);
+    }
+    // The session ended in the middle of the request.
+    if let Err(e) = blocking(move || chunk.abort()).await {
+        tracing::warn!(error = %e, "could not save an interrupted resumable upload");
+    }
 }

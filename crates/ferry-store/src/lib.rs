@@ -11,8 +11,8 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use ferry_core::{
-    Account, AccountKey, Command, Direction, Outcome, Protocol, Secret, TransferRecord,
-    TransferStatus,
+    Account, AccountKey, AccountToken, Command, Direction, Outcome, Protocol, Secret,
+    TransferRecord, TransferStatus,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -181,6 +181,48 @@ impl Store {
                 }
                 n
             }
+            Command::AddAccountToken(t) => {
+                let id: Option<String> = tx
+                    .query_row(
+                        "SELECT id FROM accounts WHERE name = ?1",
+                        [&t.account],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let Some(account_id) = id else {
+                    return Err(StoreError::NotFound(format!("account {:?}", t.account)));
+                };
+                let n = tx.execute(
+                    "INSERT OR IGNORE INTO account_tokens
+                       (id, account_id, sha256, label, created_at, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        t.id,
+                        account_id,
+                        t.sha256,
+                        t.label,
+                        t.created_at,
+                        t.expires_at
+                    ],
+                )?;
+                if n == 0 {
+                    return Err(StoreError::AlreadyExists(format!("token {:?}", t.id)));
+                }
+                n
+            }
+            Command::RemoveAccountToken { account, id } => {
+                let n = tx.execute(
+                    "DELETE FROM account_tokens WHERE id = ?2
+                       AND account_id = (SELECT id FROM accounts WHERE name = ?1)",
+                    params![account, id],
+                )?;
+                if n == 0 {
+                    return Err(StoreError::NotFound(format!(
+                        "token {id:?} of account {account:?}"
+                    )));
+                }
+                n
+            }
             Command::RecordTransfer(t) => tx.execute(
                 // A transfer id is written once, by the node that served it; a
                 // replayed command leaves the first row as it was.
@@ -251,6 +293,32 @@ impl Store {
                 added_at: r.get(4)?,
             })
         })?;
+        rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
+    }
+
+    /// The token with public id `id`, if any (whatever its expiry).
+    pub fn account_token(&self, id: &str) -> Result<Option<AccountToken>> {
+        self.conn()
+            .query_row(
+                "SELECT a.name, t.id, t.sha256, t.label, t.created_at, t.expires_at
+                 FROM account_tokens t JOIN accounts a ON a.id = t.account_id
+                 WHERE t.id = ?1",
+                [id],
+                row_to_token,
+            )
+            .optional()
+            .map_err(Into::into)
+    }
+
+    /// The API tokens of account `name`, oldest first.
+    pub fn account_tokens(&self, name: &str) -> Result<Vec<AccountToken>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT a.name, t.id, t.sha256, t.label, t.created_at, t.expires_at
+             FROM account_tokens t JOIN accounts a ON a.id = t.account_id
+             WHERE a.name = ?1 ORDER BY t.created_at, t.id",
+        )?;
+        let rows = stmt.query_map([name], row_to_token)?;
         rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
     }
 
@@ -332,6 +400,17 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+fn row_to_token(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountToken> {
+    Ok(AccountToken {
+        account: r.get(0)?,
+        id: r.get(1)?,
+        sha256: r.get(2)?,
+        label: r.get(3)?,
+        created_at: r.get(4)?,
+        expires_at: r.get(5)?,
+    })
 }
 
 fn row_to_account(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {

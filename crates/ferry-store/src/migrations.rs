@@ -8,7 +8,10 @@ use rusqlite::Connection;
 use crate::{Result, StoreError};
 
 /// The migrations, in order. Index + 1 is the schema version each produces.
-const MIGRATIONS: &[&str] = &[include_str!("../../../schemas/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../schemas/0001_initial.sql"),
+    include_str!("../../../schemas/0002_account_tokens.sql"),
+];
 
 /// The schema version this build produces.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

@@ -84,6 +84,51 @@ fn keys_belong_to_accounts_and_go_with_them() {
 }
 
 #[test]
+fn tokens_are_found_by_id_revoked_and_go_with_their_account() {
+    let s = Store::open_in_memory().unwrap();
+    s.apply(&Command::CreateAccount(account("alice"))).unwrap();
+    s.apply(&Command::CreateAccount(account("bob"))).unwrap();
+    let token = AccountToken {
+        account: "alice".into(),
+        id: "a1b2c3d4".into(),
+        sha256: "00".repeat(32),
+        label: "ci".into(),
+        created_at: 5,
+        expires_at: Some(99),
+    };
+    s.apply(&Command::AddAccountToken(token.clone())).unwrap();
+    assert!(matches!(
+        s.apply(&Command::AddAccountToken(token.clone()))
+            .unwrap_err(),
+        StoreError::AlreadyExists(_)
+    ));
+    assert_eq!(s.account_token("a1b2c3d4").unwrap(), Some(token.clone()));
+    assert_eq!(s.account_tokens("alice").unwrap(), vec![token.clone()]);
+    assert!(s.account_tokens("bob").unwrap().is_empty());
+    // Another account cannot revoke it.
+    let wrong = Command::RemoveAccountToken {
+        account: "bob".into(),
+        id: token.id.clone(),
+    };
+    assert!(matches!(
+        s.apply(&wrong).unwrap_err(),
+        StoreError::NotFound(_)
+    ));
+    s.apply(&Command::RemoveAccountToken {
+        account: "alice".into(),
+        id: token.id.clone(),
+    })
+    .unwrap();
+    assert_eq!(s.account_token("a1b2c3d4").unwrap(), None);
+    s.apply(&Command::AddAccountToken(token.clone())).unwrap();
+    s.apply(&Command::RemoveAccount {
+        name: "alice".into(),
+    })
+    .unwrap();
+    assert_eq!(s.account_token("a1b2c3d4").unwrap(), None);
+}
+
+#[test]
 fn transfers_are_written_once_and_filtered() {
     let s = Store::open_in_memory().unwrap();
     s.apply(&Command::RecordTransfer(transfer("t1", "alice", 100)))

@@ -1,0 +1,163 @@
+//! HTTPS plumbing shared by the server's admin API and the edge's file API:
+//! the TLS accept loop (with the client's address on every request and a
+//! deadline for request headers) and JSON errors with stable codes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use ferry_core::{ErrorKind, FerryError};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// The TCP peer of a request, as seen by the listener (never taken from a
+/// header). Every request served by [`serve_tls`] carries it as an extension.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Limits of one HTTPS listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// Most connections open at once; more are closed at accept.
+    pub max_connections: usize,
+    /// Time a client has to send its request headers.
+    pub header_timeout: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1000,
+            header_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves `router` over TLS on `listener` until the process ends. `what`
+/// names the listener in logs.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    limits: ServeLimits,
+    what: &'static str,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(listener = what, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(listener = what, %peer, "too many connections; closed");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, router) = (acceptor.clone(), router.clone());
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await;
+            let stream = match handshake {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(listener = what, %peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(listener = what, %peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let service = TowerToHyperService::new(router.layer(axum::Extension(ClientAddr(peer))));
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(listener = what, %peer, error = %e, "connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// The HTTP status and stable code of an error kind.
+pub fn error_status(kind: ErrorKind) -> (StatusCode, &'static str) {
+    match kind {
+        ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        ErrorKind::PermissionDenied => (StatusCode::FORBIDDEN, "forbidden"),
+        ErrorKind::AlreadyExists => (StatusCode::CONFLICT, "already_exists"),
+        ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, "invalid_input"),
+        ErrorKind::WrongType => (StatusCode::CONFLICT, "wrong_type"),
+        ErrorKind::NotEmpty => (StatusCode::CONFLICT, "not_empty"),
+        ErrorKind::AuthFailed => (StatusCode::UNAUTHORIZED, "unauthorized"),
+        ErrorKind::NoSpace => (StatusCode::INSUFFICIENT_STORAGE, "no_space"),
+        ErrorKind::Unsupported => (StatusCode::NOT_IMPLEMENTED, "unsupported"),
+        ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        ErrorKind::Busy => (StatusCode::CONFLICT, "busy"),
+        ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
+        ErrorKind::ChecksumMismatch => (checksum_mismatch(), "checksum_mismatch"),
+        ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+/// tus's status for a chunk whose checksum does not match (460).
+pub fn checksum_mismatch() -> StatusCode {
+    StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST)
+}
+
+/// An error answered as JSON `{"code": …, "message": …}`.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// Human-readable message (no real paths, no secrets).
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with an explicit status and code.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<FerryError> for ApiError {
+    fn from(e: FerryError) -> Self {
+        let (status, code) = error_status(e.kind);
+        Self {
+            status,
+            code,
+            message: e.message,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "code": self.code, "message": self.message })),
+        )
+            .into_response()
+    }
+}

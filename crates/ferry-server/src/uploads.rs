@@ -1,0 +1,451 @@
+//! Resumable uploads: the server half of tus.
+//!
+//! An upload is two files in the home's reserved `.ferry-uploads/` folder: the
+//! data (`ID.data`) and a small JSON record (`ID.json`) holding the target
+//! path, the total length and the offset received so far. Both live in the
+//! repository, not in a server's memory or database, so any server that sees
+//! the repository can continue an upload that another one started.
+//!
+//! The offset in the record is the truth: it moves forward only after the
+//! data before it is on disk (and, with a checksum, verified). Bytes past it
+//! are dropped when the upload is next opened. The file appears under its
+//! final name, by rename, only when the offset reaches the length.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ferry_core::{ErrorKind, FerryError, VirtualPath};
+use ferry_proto::message::UploadInfo;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::repository::{io_error, Home};
+
+/// The reserved folder of a home that holds its unfinished uploads.
+pub const UPLOADS_DIR: &str = ".ferry-uploads";
+/// Longest `Upload-Metadata` kept, in bytes.
+pub const MAX_METADATA_LEN: usize = 4096;
+
+/// What is remembered about one upload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// Upload id, 32 hex digits.
+    pub id: String,
+    /// Target path inside the home.
+    pub path: String,
+    /// Total length.
+    pub length: u64,
+    /// Bytes received, on disk and verified.
+    pub offset: u64,
+    /// The client's metadata, as given.
+    pub metadata: String,
+    /// Id of the transfer-log row written when the upload ends.
+    pub transfer_id: String,
+    /// Where the upload came from (first request).
+    pub client_addr: String,
+    /// When it was created (unix milliseconds).
+    pub created_at: i64,
+    /// When it expires unless more data arrives (unix milliseconds).
+    pub expires_at: i64,
+}
+
+impl Record {
+    /// The client-facing view.
+    pub fn info(&self, sha256: Option<String>) -> UploadInfo {
+        UploadInfo {
+            id: self.id.clone(),
+            path: self.path.clone(),
+            length: self.length,
+            offset: self.offset,
+            metadata: self.metadata.clone(),
+            expires_at: self.expires_at,
+            sha256,
+        }
+    }
+}
+
+fn dir(home: &Home) -> PathBuf {
+    home.root().join(UPLOADS_DIR)
+}
+
+fn checked_id(id: &str) -> Result<&str, FerryError> {
+    if id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        Ok(id)
+    } else {
+        Err(FerryError::not_found("no such upload"))
+    }
+}
+
+fn data_path(home: &Home, id: &str) -> PathBuf {
+    dir(home).join(format!("{id}.data"))
+}
+
+fn record_path(home: &Home, id: &str) -> PathBuf {
+    dir(home).join(format!("{id}.json"))
+}
+
+fn load(home: &Home, id: &str) -> Result<Record, FerryError> {
+    let id = checked_id(id)?;
+    let text = match fs::read(record_path(home, id)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(FerryError::not_found("no such upload"))
+        }
+        Err(e) => return Err(io_error(e)),
+    };
+    serde_json::from_slice(&text)
+        .map_err(|e| FerryError::internal(format!("upload record {id} is unreadable: {e}")))
+}
+
+/// Writes the record atomically (temporary file, fsync, rename).
+fn save(home: &Home, record: &Record) -> Result<(), FerryError> {
+    let path = record_path(home, &record.id);
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec(record)
+        .map_err(|e| FerryError::internal(format!("cannot encode upload record: {e}")))?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_error)?;
+    f.write_all(&text).map_err(io_error)?;
+    f.sync_all().map_err(io_error)?;
+    fs::rename(&tmp, &path).map_err(io_error)?;
+    Ok(())
+}
+
+/// Checks that `path` can receive a file: its folder exists and it is not a
+/// folder itself. Returns its real path.
+fn target(home: &Home, path: &VirtualPath) -> Result<PathBuf, FerryError> {
+    if path.is_root() {
+        return Err(FerryError::new(ErrorKind::WrongType, "is a directory"));
+    }
+    let real = home.resolve(path)?;
+    match fs::metadata(&real) {
+        Ok(m) if m.is_dir() => return Err(FerryError::new(ErrorKind::WrongType, "is a directory")),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(e)),
+    }
+    match real.parent().map(fs::metadata) {
+        Some(Ok(m)) if m.is_dir() => Ok(real),
+        Some(Ok(_)) => Err(FerryError::new(ErrorKind::WrongType, "not a directory")),
+        _ => Err(FerryError::not_found("the target folder does not exist")),
+    }
+}
+
+/// Starts an upload of `length` bytes to `path`.
+pub fn create(
+    home: &Home,
+    path: &VirtualPath,
+    length: u64,
+    metadata: String,
+    client_addr: &str,
+    now: i64,
+    expire_after_ms: i64,
+) -> Result<Record, FerryError> {
+    if metadata.len() > MAX_METADATA_LEN {
+        return Err(FerryError::invalid("upload metadata is too long"));
+    }
+    target(home, path)?;
+    let dir = dir(home);
+    match fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_error(e)),
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(data_path(home, &id))
+        .map_err(io_error)?;
+    let record = Record {
+        id,
+        path: path.to_string(),
+        length,
+        offset: 0,
+        metadata,
+        transfer_id: uuid::Uuid::now_v7().to_string(),
+        client_addr: client_addr.to_owned(),
+        created_at: now,
+        expires_at: now + expire_after_ms,
+    };
+    save(home, &record)?;
+    Ok(record)
+}
+
+/// The upload `id`, unless it is missing or expired.
+pub fn status(home: &Home, id: &str, now: i64) -> Result<Record, FerryError> {
+    let record = load(home, id)?;
+    if record.expires_at <= now {
+        return Err(FerryError::not_found("no such upload (it expired)"));
+    }
+    Ok(record)
+}
+
+/// One `PATCH`: bytes appended from the upload's offset through an open handle.
+#[derive(Debug)]
+pub struct Chunk {
+    home: Home,
+    record: Record,
+    file: Arc<File>,
+    written: u64,
+    hasher: Sha256,
+    expect: Option<[u8; 32]>,
+    failed: bool,
+}
+
+/// How a chunk ended.
+#[derive(Debug)]
+pub enum ChunkEnd {
+    /// More data is needed; the record has the new offset.
+    Progress(Record),
+    /// The upload is complete and committed under its final name.
+    Committed {
+        /// The record as it was last.
+        record: Record,
+        /// SHA-256 of the whole file, hex.
+        sha256: String,
+    },
+}
+
+impl Chunk {
+    /// Opens upload `id` for appending at `offset` (which must be the
+    /// upload's offset). Only one chunk of an upload is open at a time.
+    pub fn open(
+        home: &Home,
+        id: &str,
+        offset: u64,
+        expect: Option<[u8; 32]>,
+        now: i64,
+        expire_after_ms: i64,
+    ) -> Result<Self, FerryError> {
+        let mut record = status(home, id, now)?;
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(data_path(home, &record.id))
+            .map_err(io_error)?;
+        if file.try_lock().is_err() {
+            return Err(FerryError::new(
+                ErrorKind::Busy,
+                "another request is writing to this upload",
+            ));
+        }
+        if offset != record.offset {
+            return Err(FerryError::new(
+                ErrorKind::Conflict,
+                format!("the upload's offset is {}, not {offset}", record.offset),
+            ));
+        }
+        // Bytes past the offset were never acknowledged: drop them.
+        file.set_len(record.offset).map_err(io_error)?;
+        record.expires_at = now + expire_after_ms;
+        save(home, &record)?;
+        Ok(Self {
+            home: home.clone(),
+            record,
+            file: Arc::new(file),
+            written: 0,
+            hasher: Sha256::new(),
+            expect,
+            failed: false,
+        })
+    }
+
+    /// Accounts for `data` arriving at `offset`, which must follow the bytes
+    /// written so far; returns the file to write it to. If that write fails,
+    /// call [`Chunk::mark_failed`] so that none of the chunk is kept.
+    pub fn reserve(&mut self, offset: u64, data: &[u8]) -> Result<Arc<File>, FerryError> {
+        let at = self.record.offset + self.written;
+        if offset != at {
+            self.failed = true;
+            return Err(FerryError::invalid(format!(
+                "resumable uploads are written in order: expected offset {at}, got {offset}"
+            )));
+        }
+        if at + data.len() as u64 > self.record.length {
+            self.failed = true;
+            return Err(FerryError::invalid("more data than the upload's length"));
+        }
+        self.hasher.update(data);
+        self.written += data.len() as u64;
+        Ok(self.file.clone())
+    }
+
+    /// A write of this chunk failed: nothing of it will be kept.
+    pub fn mark_failed(&mut self) {
+        self.failed = true;
+    }
+
+    /// Bytes written through this chunk.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The upload's record as it was when the chunk was opened.
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
+    /// Ends the chunk: checks the checksum, makes the new offset durable, and
+    /// commits the file when it is complete.
+    pub fn close(self, now: i64, expire_after_ms: i64) -> Result<ChunkEnd, FerryError> {
+        let Chunk {
+            home,
+            mut record,
+            file,
+            written,
+            hasher,
+            expect,
+            failed,
+        } = self;
+        if failed {
+            file.set_len(record.offset).map_err(io_error)?;
+            return Err(FerryError::internal(
+                "a write to the upload failed; none of this request's data was kept",
+            ));
+        }
+        if let Some(expected) = expect {
+            let got: [u8; 32] = hasher.finalize().into();
+            if got != expected {
+                file.set_len(record.offset).map_err(io_error)?;
+                return Err(FerryError::new(
+                    ErrorKind::ChecksumMismatch,
+                    "the data does not match its Upload-Checksum; none of it was kept",
+                ));
+            }
+        }
+        file.sync_data().map_err(io_error)?;
+        record.offset += written;
+        record.expires_at = now + expire_after_ms;
+        if record.offset < record.length {
+            save(&home, &record)?;
+            return Ok(ChunkEnd::Progress(record));
+        }
+        let sha256 = hash_file(&file)?;
+        let real = target(&home, &VirtualPath::parse_absolute(&record.path)?)?;
+        fs::rename(data_path(&home, &record.id), &real).map_err(|e| {
+            let err = io_error(e);
+            FerryError::new(
+                err.kind,
+                format!("could not commit the upload: {}", err.message),
+            )
+        })?;
+        if let Some(parent) = real.parent() {
+            File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(io_error)?;
+        }
+        // The file is committed; a leftover record only makes a later HEAD
+        // answer "not found" sooner or later, so its removal may fail quietly.
+        if let Err(e) = fs::remove_file(record_path(&home, &record.id)) {
+            tracing::warn!(upload = %record.id, error = %e, "could not remove upload record");
+        }
+        Ok(ChunkEnd::Committed { record, sha256 })
+    }
+
+    /// Ends the chunk without the client saying it is done (broken
+    /// connection): what arrived is kept, unless a checksum was expected.
+    pub fn abort(self) -> Result<Record, FerryError> {
+        let Chunk {
+            home,
+            mut record,
+            file,
+            written,
+            expect,
+            failed,
+            ..
+        } = self;
+        if expect.is_some() || failed || written == 0 {
+            file.set_len(record.offset).map_err(io_error)?;
+            return Ok(record);
+        }
+        file.sync_data().map_err(io_error)?;
+        record.offset += written;
+        save(&home, &record)?;
+        Ok(record)
+    }
+}
+
+fn hash_file(file: &File) -> Result<String, FerryError> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    loop {
+        let n = file.read_at(&mut buf, offset).map_err(io_error)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        offset += n as u64;
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Removes upload `id` and its data (tus termination).
+pub fn delete(home: &Home, id: &str) -> Result<Record, FerryError> {
+    let record = load(home, id)?;
+    remove(home, &record)?;
+    Ok(record)
+}
+
+fn remove(home: &Home, record: &Record) -> Result<(), FerryError> {
+    let data = data_path(home, &record.id);
+    match File::open(&data) {
+        Ok(f) => {
+            if f.try_lock().is_err() {
+                return Err(FerryError::new(
+                    ErrorKind::Busy,
+                    "a request is writing to this upload",
+                ));
+            }
+            fs::remove_file(&data).map_err(io_error)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(e)),
+    }
+    match fs::remove_file(record_path(home, &record.id)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error(e)),
+    }
+}
+
+/// Removes the expired uploads of `home`, returning their records. Uploads
+/// being written to are left for the next sweep.
+pub fn sweep(home: &Home, now: i64) -> Vec<Record> {
+    let dir = dir(home);
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+            continue;
+        };
+        let record = match load(home, id) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(upload = id, error = %e, "skipping unreadable upload record");
+                continue;
+            }
+        };
+        if record.expires_at > now {
+            continue;
+        }
+        match remove(home, &record) {
+            Ok(()) => removed.push(record),
+            Err(e) => tracing::debug!(upload = id, error = %e, "expired upload not removed yet"),
+        }
+    }
+    removed
+}
