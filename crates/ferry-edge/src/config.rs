@@ -13,8 +13,10 @@ use serde::Deserialize;
 pub struct EdgeConfig {
     /// This edge's id, sent to servers in the handshake.
     pub node_id: String,
-    /// The SFTP front.
-    pub sftp: SftpConfig,
+    /// The SFTP front, if this edge serves SFTP.
+    pub sftp: Option<SftpConfig>,
+    /// The HTTPS front, if this edge serves HTTPS.
+    pub https: Option<HttpsConfig>,
     /// The back-end servers.
     pub upstream: UpstreamConfig,
 }
@@ -39,6 +41,50 @@ pub struct SftpConfig {
     /// Most concurrent SSH connections.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
+}
+
+/// The HTTPS listener (file API, tus uploads, browser client).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpsConfig {
+    /// Address to listen on; port 0 picks a free port (printed at start).
+    pub listen: SocketAddr,
+    /// Certificate chain shown to clients (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM, mode 0600).
+    pub key: PathBuf,
+    /// Largest upload accepted, in bytes (`PUT` body or tus `Upload-Length`).
+    #[serde(default = "default_max_upload")]
+    pub max_upload_bytes: u64,
+    /// Delay of every failed login, in milliseconds.
+    #[serde(default = "default_auth_delay")]
+    pub auth_failure_delay_ms: u64,
+    /// Failed logins allowed per client address, and per account name, in
+    /// one window before further attempts are refused (429).
+    #[serde(default = "default_login_failures")]
+    pub max_login_failures: u32,
+    /// The window of `max_login_failures`, in seconds.
+    #[serde(default = "default_login_window")]
+    pub login_failure_window_secs: u64,
+    /// Browser sessions end after this many seconds without a request.
+    #[serde(default = "default_session_idle")]
+    pub session_idle_secs: u64,
+    /// Most HTTPS connections open at once.
+    #[serde(default = "default_max_sessions")]
+    pub max_connections: usize,
+}
+
+fn default_max_upload() -> u64 {
+    1 << 40
+}
+fn default_login_failures() -> u32 {
+    10
+}
+fn default_login_window() -> u64 {
+    300
+}
+fn default_session_idle() -> u64 {
+    1800
 }
 
 /// Where the servers are, and the TLS material to reach them.
@@ -86,7 +132,28 @@ impl EdgeConfig {
         let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
         let mut config: EdgeConfig = toml::from_str(&text).map_err(|e| error(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        config.sftp.host_key = base.join(&config.sftp.host_key);
+        if let Some(sftp) = &mut config.sftp {
+            sftp.host_key = base.join(&sftp.host_key);
+            if sftp.max_auth_attempts == 0 {
+                return Err(error(
+                    "field `sftp.max_auth_attempts`: must be at least 1".into(),
+                ));
+            }
+        }
+        if let Some(https) = &mut config.https {
+            https.cert = base.join(&https.cert);
+            https.key = base.join(&https.key);
+            if https.max_login_failures == 0 {
+                return Err(error(
+                    "field `https.max_login_failures`: must be at least 1".into(),
+                ));
+            }
+        }
+        if config.sftp.is_none() && config.https.is_none() {
+            return Err(error(
+                "an edge needs an `[sftp]` or an `[https]` section (or both)".into(),
+            ));
+        }
         config.upstream.tls = config.upstream.tls.resolved(base);
         if config.upstream.servers.is_empty() {
             return Err(error(
@@ -102,11 +169,6 @@ impl EdgeConfig {
                     "field `upstream.servers`: {s:?} is not host:port"
                 )));
             }
-        }
-        if config.sftp.max_auth_attempts == 0 {
-            return Err(error(
-                "field `sftp.max_auth_attempts`: must be at least 1".into(),
-            ));
         }
         Ok(config)
     }

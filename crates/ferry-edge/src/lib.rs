@@ -1,4 +1,4 @@
-//! Ferry's edge gateway: terminates SFTP (russh) in the DMZ and forwards every
+//! Ferry's edge gateway: terminates SFTP (russh) and HTTPS (rustls, axum) in the DMZ and forwards every
 //! credential and file operation to a back-end server over the internal
 //! protocol. It stores no file data and no secrets beyond its host key and
 //! TLS key.
@@ -6,8 +6,10 @@
 //! * [`upstream`] — the servers this edge knows, and which one a session uses.
 //! * [`ssh`] — the SSH server: authentication and channel handling.
 //! * [`sftp`] — the SFTP request loop: many requests in flight, replies in order.
+//! * [`https`] — the HTTPS front: file API, tus uploads, browser client.
 
 pub mod config;
+pub mod https;
 pub mod sftp;
 pub mod ssh;
 pub mod upstream;
@@ -20,8 +22,10 @@ use std::sync::Arc;
 /// A running edge.
 #[derive(Debug)]
 pub struct RunningEdge {
-    /// The SFTP listener's address.
-    pub sftp_addr: SocketAddr,
+    /// The SFTP listener's address, if SFTP is served.
+    pub sftp_addr: Option<SocketAddr>,
+    /// The HTTPS listener's address, if HTTPS is served.
+    pub https_addr: Option<SocketAddr>,
 }
 
 /// Errors starting an edge.
@@ -43,25 +47,38 @@ pub async fn start(config: EdgeConfig) -> Result<RunningEdge, StartError> {
         tls,
         config.node_id.clone(),
     ));
-    let host_key = ssh::load_or_create_host_key(&config.sftp.host_key)?;
-    let listener = tokio::net::TcpListener::bind(config.sftp.listen)
+    let https_addr = match config.https.clone() {
+        Some(https) => Some(https::start(upstreams.clone(), https).await?),
+        None => None,
+    };
+    let sftp_addr = match &config.sftp {
+        Some(sftp) => Some(start_sftp(sftp, upstreams).await?),
+        None => None,
+    };
+    tracing::info!(node = %config.node_id, ?sftp_addr, ?https_addr, "edge started");
+    Ok(RunningEdge {
+        sftp_addr,
+        https_addr,
+    })
+}
+
+async fn start_sftp(
+    sftp: &config::SftpConfig,
+    upstreams: Arc<upstream::Upstreams>,
+) -> Result<SocketAddr, StartError> {
+    let host_key = ssh::load_or_create_host_key(&sftp.host_key)?;
+    let listener = tokio::net::TcpListener::bind(sftp.listen)
         .await
-        .map_err(|e| {
-            StartError::Setup(format!(
-                "cannot listen on {} (sftp): {e}",
-                config.sftp.listen
-            ))
-        })?;
+        .map_err(|e| StartError::Setup(format!("cannot listen on {} (sftp): {e}", sftp.listen)))?;
     let sftp_addr = listener
         .local_addr()
         .map_err(|e| StartError::Setup(e.to_string()))?;
-    let ssh_config = Arc::new(ssh::russh_config(&config, host_key));
+    let ssh_config = Arc::new(ssh::russh_config(sftp, host_key));
     tokio::spawn(ssh::serve(
         listener,
         ssh_config,
         upstreams,
-        config.sftp.max_sessions,
+        sftp.max_sessions,
     ));
-    tracing::info!(node = %config.node_id, %sftp_addr, "edge started");
-    Ok(RunningEdge { sftp_addr })
+    Ok(sftp_addr)
 }

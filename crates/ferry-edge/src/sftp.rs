@@ -494,7 +494,9 @@ fn data_packet(id: u32, data: &[u8]) -> Bytes {
 fn translate_reply(id: u32, expect: Expect, reply: Response, owner: &str) -> Bytes {
     match (expect, reply) {
         (_, Response::Error(e)) => error_status(id, &e),
-        (Expect::Status, Response::Ok) => status(id, StatusCode::Ok, "ok"),
+        (Expect::Status, Response::Ok | Response::Committed { .. }) => {
+            status(id, StatusCode::Ok, "ok")
+        }
         (Expect::Handle, Response::Handle(h)) => encode(Packet::Handle(Handle {
             id,
             handle: h.to_string(),
@@ -591,6 +593,8 @@ mod tests {
             permissions: 0o640,
             atime: 0,
             mtime: 0,
+            mtime_nanos: 0,
+            inode: 1,
         };
         let l = longname("report.csv", &s, "alice");
         assert!(

@@ -22,8 +22,9 @@ use russh::{Channel, ChannelId, Disconnect, MethodKind, MethodSet};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::config::SftpConfig;
 use crate::upstream::Upstreams;
-use crate::{EdgeConfig, StartError};
+use crate::StartError;
 
 /// Loads the host key, or creates an Ed25519 one (mode 0600) if the file is missing.
 pub fn load_or_create_host_key(path: &Path) -> Result<PrivateKey, StartError> {
@@ -44,7 +45,7 @@ pub fn load_or_create_host_key(path: &Path) -> Result<PrivateKey, StartError> {
 
 /// russh settings: fast (nodelay, 8 MiB window, 64 KiB packets, AES-GCM
 /// first) and strict (constant rejection delay, capped attempts).
-pub fn russh_config(config: &EdgeConfig, host_key: PrivateKey) -> russh::server::Config {
+pub fn russh_config(config: &SftpConfig, host_key: PrivateKey) -> russh::server::Config {
     let mut preferred = russh::Preferred::default();
     preferred.cipher = std::borrow::Cow::Owned(vec![
         russh::cipher::AES_128_GCM,
@@ -59,15 +60,15 @@ pub fn russh_config(config: &EdgeConfig, host_key: PrivateKey) -> russh::server:
             format!("SSH-2.0-Ferry_{}", env!("CARGO_PKG_VERSION")).into(),
         ),
         methods,
-        auth_rejection_time: Duration::from_millis(config.sftp.auth_failure_delay_ms),
+        auth_rejection_time: Duration::from_millis(config.auth_failure_delay_ms),
         auth_rejection_time_initial: Some(Duration::ZERO),
-        max_auth_attempts: config.sftp.max_auth_attempts,
+        max_auth_attempts: config.max_auth_attempts,
         keys: vec![host_key],
         window_size: 8 * 1024 * 1024,
         maximum_packet_size: 65535,
         channel_buffer_size: 256,
         nodelay: true,
-        inactivity_timeout: Some(Duration::from_secs(config.sftp.idle_timeout_secs)),
+        inactivity_timeout: Some(Duration::from_secs(config.idle_timeout_secs)),
         keepalive_interval: Some(Duration::from_secs(60)),
         preferred,
         ..Default::default()

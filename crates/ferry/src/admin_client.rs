@@ -65,6 +65,40 @@ pub enum AccountCmd {
     /// Manage an account's public keys.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Manage an account's API tokens (HTTPS `Authorization: Bearer`).
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+/// `ferry account token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a token; it is printed once and stored only as a hash.
+    Add {
+        /// Login name.
+        name: String,
+        /// What the token is for.
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Days until the token stops working (default: never).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List an account's tokens (ids and labels, never the tokens).
+    List {
+        /// Login name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token.
+    Remove {
+        /// Login name.
+        name: String,
+        /// The token's id (as listed).
+        id: String,
+    },
 }
 
 /// `ferry account key …`
@@ -311,6 +345,59 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
                 "Key {} added to {name}.",
                 v["fingerprint"].as_str().unwrap_or_default()
             );
+        }
+        AccountCmd::Token(TokenCmd::Add {
+            name,
+            label,
+            expires_in_days,
+        }) => {
+            let body = serde_json::json!({ "label": label, "expires_in_days": expires_in_days });
+            let v = admin
+                .send(
+                    Method::POST,
+                    &format!("/api/v1/accounts/{}/tokens", enc(&name)),
+                    Some(body),
+                )
+                .await?;
+            eprintln!(
+                "Token {} created for {name}. It is shown only now; store it safely.",
+                v["id"].as_str().unwrap_or_default()
+            );
+            println!("{}", v["token"].as_str().unwrap_or_default());
+        }
+        AccountCmd::Token(TokenCmd::List { name, json }) => {
+            let v = admin
+                .send(
+                    Method::GET,
+                    &format!("/api/v1/accounts/{}/tokens", enc(&name)),
+                    None,
+                )
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for t in v.as_array().into_iter().flatten() {
+                    let expires = t["expires_at"]
+                        .as_i64()
+                        .and_then(chrono::DateTime::from_timestamp_millis)
+                        .map_or_else(|| "never".to_owned(), |d| d.to_rfc3339());
+                    println!(
+                        "{}  expires {expires}  {}",
+                        t["id"].as_str().unwrap_or_default(),
+                        t["label"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+        }
+        AccountCmd::Token(TokenCmd::Remove { name, id }) => {
+            admin
+                .send(
+                    Method::DELETE,
+                    &format!("/api/v1/accounts/{}/tokens/{}", enc(&name), enc(&id)),
+                    None,
+                )
+                .await?;
+            println!("Token {id} of {name} revoked.");
         }
         AccountCmd::Key(KeyCmd::List { name }) => {
             let v = admin

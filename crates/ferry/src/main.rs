@@ -120,10 +120,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = ferry_edge::EdgeConfig::load(&config)?;
             let node = config.node_id.clone();
             let edge = ferry_edge::start(config).await?;
-            say(&format!(
-                "Ferry edge {node} is running.\n  sftp: {}",
-                edge.sftp_addr
-            ));
+            say(&format!("Ferry edge {node} is running."));
+            if let Some(addr) = edge.sftp_addr {
+                say(&format!("  sftp: {addr}"));
+            }
+            if let Some(addr) = edge.https_addr {
+                say(&format!("  https: https://{addr}"));
+            }
             wait_for_shutdown().await
         }
         Cmd::Up(args) => {

@@ -17,6 +17,20 @@ pub struct UpArgs {
     /// SFTP listen address.
     #[arg(long, default_value = "127.0.0.1:2222")]
     pub sftp_listen: SocketAddr,
+    /// HTTPS listen address (file API, tus uploads, browser client).
+    #[arg(long, default_value = "127.0.0.1:8444")]
+    pub https_listen: SocketAddr,
+    /// Largest HTTPS upload accepted, in bytes.
+    #[arg(long, default_value_t = 1 << 40)]
+    pub max_upload_bytes: u64,
+    /// Unfinished resumable uploads are removed after this many seconds
+    /// without data.
+    #[arg(long, default_value_t = 86_400)]
+    pub upload_expiry_secs: u64,
+    /// Failed HTTPS logins allowed per client address and per account name
+    /// in five minutes.
+    #[arg(long, default_value_t = 10)]
+    pub max_login_failures: u32,
     /// Admin API listen address.
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub admin_listen: SocketAddr,
@@ -45,6 +59,16 @@ fn prepare(dir: &Path) -> anyhow::Result<()> {
         ];
         ferry_proto::pki::issue(&pki, &pki, "server", &sans)?;
         ferry_proto::pki::issue(&pki, &pki, "edge", &sans)?;
+    }
+    if !pki.join("https.crt").exists() {
+        // The certificate the HTTPS front shows to clients; replace it with
+        // one from a public CA for real use.
+        let sans = [
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
+        ferry_proto::pki::issue(&pki, &pki, "https", &sans)?;
     }
     let token = dir.join("admin.token");
     if !token.exists() {
@@ -82,18 +106,32 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             listen: args.admin_listen,
             token_file: dir.join("admin.token"),
         },
+        uploads: ferry_server::UploadsConfig {
+            expire_after_secs: args.upload_expiry_secs,
+        },
     })
     .await?;
     let edge = ferry_edge::start(ferry_edge::EdgeConfig {
         node_id: "edge".into(),
-        sftp: ferry_edge::config::SftpConfig {
+        sftp: Some(ferry_edge::config::SftpConfig {
             listen: args.sftp_listen,
             host_key: dir.join("ssh_host_ed25519_key"),
             auth_failure_delay_ms: args.auth_failure_delay_ms,
             max_auth_attempts: 6,
             idle_timeout_secs: 3600,
             max_sessions: 1000,
-        },
+        }),
+        https: Some(ferry_edge::config::HttpsConfig {
+            listen: args.https_listen,
+            cert: pki.join("https.crt"),
+            key: pki.join("https.key"),
+            max_upload_bytes: args.max_upload_bytes,
+            auth_failure_delay_ms: args.auth_failure_delay_ms,
+            max_login_failures: args.max_login_failures,
+            login_failure_window_secs: 300,
+            session_idle_secs: 1800,
+            max_connections: 1000,
+        }),
         upstream: ferry_edge::config::UpstreamConfig {
             servers: vec![server.internal_addr.to_string()],
             tls: tls("edge"),
@@ -107,17 +145,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     super::say(&format!(
         "Ferry is running (server and edge in one process, data in {shown})."
     ));
-    super::say(&format!("  sftp: {}", edge.sftp_addr));
+    let (Some(sftp), Some(https)) = (edge.sftp_addr, edge.https_addr) else {
+        anyhow::bail!("the edge did not start both listeners");
+    };
+    super::say(&format!("  sftp: {sftp}"));
+    super::say(&format!("  https: https://{https}"));
     super::say(&format!("  admin: {admin_url}"));
     super::say(&format!("  internal: {}", server.internal_addr));
     super::say("Add an account and log in:");
     super::say(&format!(
         "  ferry account add alice --data-dir {shown} --password-stdin"
     ));
+    super::say(&format!("  sftp -P {} alice@{}", sftp.port(), sftp.ip()));
     super::say(&format!(
-        "  sftp -P {} alice@{}",
-        edge.sftp_addr.port(),
-        edge.sftp_addr.ip()
+        "  curl --cacert {shown}/pki/ca.crt -u alice https://{https}/api/v1/dirs/"
     ));
+    super::say(&format!("  or open https://{https}/ in a browser"));
     super::wait_for_shutdown().await
 }

@@ -1,0 +1,428 @@
+//! Who is making an HTTP request.
+//!
+//! Three credentials lead to a server session ([`Lease`]): HTTP Basic (the
+//! account's password), a bearer API token, and the browser client's session
+//! cookie. Password and token logins are cached for a minute under a salted
+//! digest of the credential, so a client sending Basic with every request
+//! costs one argon2 check a minute, not one per request. The cookie maps to a
+//! session held here until it is idle for too long.
+//!
+//! Failed logins are throttled per client address and per account name (the
+//! same whether the account exists or not) and every failure is answered
+//! after the same delay.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use base64::Engine;
+use ferry_core::{ErrorKind, FerryError, Protocol, Secret};
+use ferry_http::ApiError;
+use ferry_proto::message::{Credential, Request, Response};
+use sha2::{Digest, Sha256};
+
+use super::lease::Lease;
+use crate::config::HttpsConfig;
+use crate::upstream::Upstreams;
+
+/// Name of the browser client's session cookie.
+pub const COOKIE: &str = "ferry_session";
+/// Header carrying the CSRF token of a cookie session.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// How long a password or token login is reused.
+const CACHE_TTL: Duration = Duration::from_secs(60);
+/// Most cookie sessions held at once (oldest idle ones go first).
+const MAX_WEB_SESSIONS: usize = 10_000;
+
+/// An authenticated request.
+#[derive(Debug, Clone)]
+pub struct Authed {
+    /// The server session.
+    pub lease: Arc<Lease>,
+}
+
+struct Cached {
+    lease: Arc<Lease>,
+    since: Instant,
+}
+
+struct WebSession {
+    lease: Arc<Lease>,
+    csrf: String,
+    last_used: Instant,
+}
+
+#[derive(Default)]
+struct Failures {
+    by_key: HashMap<String, (u32, Instant)>,
+}
+
+impl Failures {
+    /// Seconds until `key` may try again, if it is blocked now.
+    fn blocked(&mut self, key: &str, max: u32, window: Duration) -> Option<u64> {
+        let (count, first) = *self.by_key.get(key)?;
+        let elapsed = first.elapsed();
+        if elapsed >= window {
+            self.by_key.remove(key);
+            return None;
+        }
+        (count >= max).then(|| (window - elapsed).as_secs().max(1))
+    }
+
+    fn record(&mut self, key: String, window: Duration) {
+        if self.by_key.len() > 100_000 {
+            self.by_key.retain(|_, (_, first)| first.elapsed() < window);
+        }
+        let entry = self.by_key.entry(key).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= window {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+    }
+}
+
+/// The edge's HTTP authentication state.
+pub struct Auth {
+    upstreams: Arc<Upstreams>,
+    config: HttpsConfig,
+    salt: [u8; 32],
+    cache: Mutex<HashMap<[u8; 32], Cached>>,
+    web: Mutex<HashMap<[u8; 32], WebSession>>,
+    failures: Mutex<Failures>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn random_hex() -> String {
+    let mut bytes = [0u8; 32];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut bytes);
+    hex::encode(bytes)
+}
+
+/// The 401 answer. Browsers get no `WWW-Authenticate` challenge when the
+/// request comes from the browser client, so they do not pop up a dialog.
+pub fn unauthorized(headers: &HeaderMap, message: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut response =
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+    let from_web_client = headers
+        .get("x-requested-with")
+        .is_some_and(|v| v.as_bytes() == b"ferry-web");
+    if !from_web_client {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Basic realm=\"Ferry\", charset=\"UTF-8\""),
+        );
+    }
+    response
+}
+
+/// Why a request is not let through.
+pub enum Refusal {
+    /// 401 (with the challenge as [`unauthorized`] decides).
+    Unauthorized(&'static str),
+    /// Any other error.
+    Error(ApiError),
+}
+
+impl From<FerryError> for Refusal {
+    fn from(e: FerryError) -> Self {
+        Refusal::Error(e.into())
+    }
+}
+
+impl Refusal {
+    /// The answer.
+    pub fn respond(self, headers: &HeaderMap) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        match self {
+            Refusal::Unauthorized(message) => unauthorized(headers, message),
+            Refusal::Error(e) => e.into_response(),
+        }
+    }
+}
+
+enum Presented {
+    Basic { user: String, password: Secret },
+    Bearer(Secret),
+    Cookie(String),
+}
+
+fn presented(headers: &HeaderMap) -> Result<Option<Presented>, Refusal> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value
+            .to_str()
+            .map_err(|_| Refusal::Unauthorized("malformed Authorization header"))?;
+        let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(rest.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or(Refusal::Unauthorized("malformed Basic credentials"))?;
+            let (user, password) = decoded
+                .split_once(':')
+                .ok_or(Refusal::Unauthorized("malformed Basic credentials"))?;
+            return Ok(Some(Presented::Basic {
+                user: user.to_owned(),
+                password: Secret::new(password),
+            }));
+        }
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return Ok(Some(Presented::Bearer(Secret::new(rest.trim()))));
+        }
+        return Err(Refusal::Unauthorized(
+            "unsupported authorization scheme (use Basic or Bearer)",
+        ));
+    }
+    Ok(cookie(headers).map(Presented::Cookie))
+}
+
+/// The value of the session cookie, if the request has one.
+pub fn cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
+fn changes_state(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+impl Auth {
+    /// Authentication for an edge with these upstreams and settings.
+    pub fn new(upstreams: Arc<Upstreams>, config: HttpsConfig) -> Self {
+        let mut salt = [0u8; 32];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut salt);
+        Self {
+            upstreams,
+            config,
+            salt,
+            cache: Mutex::default(),
+            web: Mutex::default(),
+            failures: Mutex::default(),
+        }
+    }
+
+    fn digest(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.salt);
+        for p in parts {
+            h.update((p.len() as u64).to_be_bytes());
+            h.update(p);
+        }
+        h.finalize().into()
+    }
+
+    fn window(&self) -> Duration {
+        Duration::from_secs(self.config.login_failure_window_secs)
+    }
+
+    /// Refuses early when the address or the account name has failed too often.
+    fn check_throttle(&self, ip: IpAddr, user: &str) -> Result<(), Refusal> {
+        let (max, window) = (self.config.max_login_failures, self.window());
+        let mut failures = locked(&self.failures);
+        let by_ip = failures.blocked(&format!("ip:{ip}"), max, window);
+        let by_user = if user.is_empty() {
+            None
+        } else {
+            failures.blocked(&format!("user:{user}"), max, window)
+        };
+        match by_ip.max(by_user) {
+            Some(secs) => Err(Refusal::Error(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                format!("too many failed logins; try again in {secs} s"),
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    async fn failed(&self, ip: IpAddr, user: &str) -> Refusal {
+        {
+            let window = self.window();
+            let mut failures = locked(&self.failures);
+            failures.record(format!("ip:{ip}"), window);
+            if !user.is_empty() {
+                failures.record(format!("user:{user}"), window);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(self.config.auth_failure_delay_ms)).await;
+        Refusal::Unauthorized("authentication failed")
+    }
+
+    /// Logs in on a server; `Ok(None)` means the credential was refused.
+    async fn login(
+        &self,
+        user: &str,
+        credential: Credential,
+        ip: IpAddr,
+    ) -> Result<Option<Arc<Lease>>, FerryError> {
+        let conn = self.upstreams.pick().await?;
+        let request = Request::Login {
+            user: user.to_owned(),
+            credential,
+            client_addr: ip.to_string(),
+            protocol: Protocol::Https,
+        };
+        match conn.call(request).await {
+            Ok(Response::LoggedIn { session, account }) => {
+                Ok(Some(Lease::new(conn, session, account)))
+            }
+            Ok(Response::Error(e)) if e.kind == ErrorKind::AuthFailed => Ok(None),
+            Ok(Response::Error(e)) => Err(e),
+            Ok(other) => Err(super::lease::unexpected("login", &other)),
+            Err(e) => Err(FerryError::new(
+                ErrorKind::Unavailable,
+                format!("the back-end server was lost: {e}"),
+            )),
+        }
+    }
+
+    /// Logs in with a password or token, reusing a recent login.
+    async fn login_cached(
+        &self,
+        user: &str,
+        credential: Credential,
+        ip: IpAddr,
+    ) -> Result<Arc<Lease>, Refusal> {
+        let key = match &credential {
+            Credential::Password(p) => {
+                self.digest(&[b"basic", user.as_bytes(), p.expose().as_bytes()])
+            }
+            Credential::Token(t) => self.digest(&[b"bearer", t.expose().as_bytes()]),
+            Credential::VerifiedPublicKey(_) => {
+                return Err(Refusal::Unauthorized("unsupported credential"))
+            }
+        };
+        {
+            let mut cache = locked(&self.cache);
+            if let Some(c) = cache.get(&key) {
+                if c.since.elapsed() < CACHE_TTL && c.lease.is_alive() {
+                    return Ok(c.lease.clone());
+                }
+                cache.remove(&key);
+            }
+        }
+        self.check_throttle(ip, user)?;
+        match self.login(user, credential, ip).await? {
+            Some(lease) => {
+                let mut cache = locked(&self.cache);
+                cache.retain(|_, c| c.since.elapsed() < CACHE_TTL && c.lease.is_alive());
+                cache.insert(
+                    key,
+                    Cached {
+                        lease: lease.clone(),
+                        since: Instant::now(),
+                    },
+                );
+                Ok(lease)
+            }
+            None => Err(self.failed(ip, user).await),
+        }
+    }
+
+    /// Authenticates a request. Cookie sessions must carry their CSRF token
+    /// on requests that change something.
+    pub async fn authenticate(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        ip: IpAddr,
+    ) -> Result<Authed, Refusal> {
+        let lease = match presented(headers)? {
+            None => return Err(Refusal::Unauthorized("authentication required")),
+            Some(Presented::Basic { user, password }) => {
+                self.login_cached(&user, Credential::Password(password), ip)
+                    .await?
+            }
+            Some(Presented::Bearer(token)) => {
+                self.login_cached("", Credential::Token(token), ip).await?
+            }
+            Some(Presented::Cookie(value)) => {
+                let key = self.digest(&[b"cookie", value.as_bytes()]);
+                let idle = Duration::from_secs(self.config.session_idle_secs);
+                let mut web = locked(&self.web);
+                let Some(session) = web.get_mut(&key) else {
+                    return Err(Refusal::Unauthorized("session expired; log in again"));
+                };
+                if session.last_used.elapsed() >= idle || !session.lease.is_alive() {
+                    web.remove(&key);
+                    return Err(Refusal::Unauthorized("session expired; log in again"));
+                }
+                if changes_state(method) {
+                    let sent = headers.get(CSRF_HEADER).map(|v| v.as_bytes());
+                    if sent != Some(session.csrf.as_bytes()) {
+                        return Err(Refusal::Error(ApiError::new(
+                            StatusCode::FORBIDDEN,
+                            "csrf",
+                            "missing or wrong X-CSRF-Token header",
+                        )));
+                    }
+                }
+                session.last_used = Instant::now();
+                session.lease.clone()
+            }
+        };
+        Ok(Authed { lease })
+    }
+
+    /// Logs in with a password for the browser client: returns the cookie
+    /// value, the CSRF token and the account name.
+    pub async fn open_web_session(
+        &self,
+        user: &str,
+        password: Secret,
+        ip: IpAddr,
+    ) -> Result<(String, String, String), Refusal> {
+        self.check_throttle(ip, user)?;
+        let Some(lease) = self.login(user, Credential::Password(password), ip).await? else {
+            return Err(self.failed(ip, user).await);
+        };
+        let (value, csrf) = (random_hex(), random_hex());
+        let account = lease.account().to_owned();
+        let key = self.digest(&[b"cookie", value.as_bytes()]);
+        let idle = Duration::from_secs(self.config.session_idle_secs);
+        let mut web = locked(&self.web);
+        web.retain(|_, s| s.last_used.elapsed() < idle && s.lease.is_alive());
+        if web.len() >= MAX_WEB_SESSIONS {
+            if let Some(oldest) = web.iter().min_by_key(|(_, s)| s.last_used).map(|(k, _)| *k) {
+                web.remove(&oldest);
+            }
+        }
+        web.insert(
+            key,
+            WebSession {
+                lease,
+                csrf: csrf.clone(),
+                last_used: Instant::now(),
+            },
+        );
+        Ok((value, csrf, account))
+    }
+
+    /// The CSRF token and account of a live cookie session.
+    pub fn web_session(&self, value: &str) -> Option<(String, String)> {
+        let key = self.digest(&[b"cookie", value.as_bytes()]);
+        let idle = Duration::from_secs(self.config.session_idle_secs);
+        let web = locked(&self.web);
+        web.get(&key)
+            .filter(|s| s.last_used.elapsed() < idle && s.lease.is_alive())
+            .map(|s| (s.csrf.clone(), s.lease.account().to_owned()))
+    }
+
+    /// Ends a cookie session.
+    pub fn close_web_session(&self, value: &str) {
+        let key = self.digest(&[b"cookie", value.as_bytes()]);
+        locked(&self.web).remove(&key);
+    }
+}

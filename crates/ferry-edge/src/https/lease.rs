@@ -1,0 +1,106 @@
+//! A logged-in session on a back-end server, shared by the HTTP requests that
+//! use it. The server session ends (logout) when the last holder lets go, so
+//! a cached credential expiring never cuts off a transfer in progress.
+
+use std::sync::Arc;
+
+use ferry_core::{ErrorKind, FerryError};
+use ferry_proto::client::Connection;
+use ferry_proto::message::{FsOp, Request, Response, SessionId};
+use tokio::sync::oneshot;
+
+/// A server session and the connection it lives on.
+#[derive(Debug)]
+pub struct Lease {
+    conn: Arc<Connection>,
+    session: SessionId,
+    account: String,
+}
+
+fn lost(e: impl std::fmt::Display) -> FerryError {
+    FerryError::new(
+        ErrorKind::Unavailable,
+        format!("the back-end server was lost: {e}"),
+    )
+}
+
+impl Lease {
+    /// Wraps a session that `conn` answered a login with.
+    pub fn new(conn: Arc<Connection>, session: SessionId, account: String) -> Arc<Self> {
+        Arc::new(Self {
+            conn,
+            session,
+            account,
+        })
+    }
+
+    /// The account's canonical name.
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+
+    /// Is the server connection still up?
+    pub fn is_alive(&self) -> bool {
+        !self.conn.is_closed()
+    }
+
+    /// Runs one file operation; a server error becomes `Err`.
+    pub async fn fs(&self, op: FsOp) -> Result<Response, FerryError> {
+        let reply = self
+            .conn
+            .call(Request::Fs {
+                session: self.session,
+                op,
+            })
+            .await
+            .map_err(lost)?;
+        match reply {
+            Response::Error(e) => Err(e),
+            other => Ok(other),
+        }
+    }
+
+    /// Sends one file operation without waiting; the answer comes on the
+    /// receiver. Operations on one handle are applied in the order sent.
+    pub fn start_fs(&self, op: FsOp) -> Result<Pending, FerryError> {
+        self.conn
+            .start_call(Request::Fs {
+                session: self.session,
+                op,
+            })
+            .map(Pending)
+            .map_err(lost)
+    }
+}
+
+/// An operation in flight.
+#[derive(Debug)]
+pub struct Pending(oneshot::Receiver<Response>);
+
+impl Pending {
+    /// Waits for the answer; a server error becomes `Err`.
+    pub async fn done(self) -> Result<Response, FerryError> {
+        match self.0.await {
+            Ok(Response::Error(e)) => Err(e),
+            Ok(other) => Ok(other),
+            Err(_) => Err(lost("connection closed")),
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let (conn, session) = (self.conn.clone(), self.session);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = conn.call(Request::Logout { session }).await;
+            });
+        }
+    }
+}
+
+/// The answer expected from an operation, or an internal error naming it.
+pub fn unexpected(what: &str, reply: &Response) -> FerryError {
+    tracing::error!(?reply, what, "unexpected reply from server");
+    FerryError::internal(format!("unexpected reply from the server to {what}"))
+}
