@@ -31,6 +31,15 @@ fn setup(dir: &Path, internal_port: u16, servers: &[String]) -> (String, String)
     ferry_ok(&["pki", "init", "--dir", p]);
     ferry_ok(&["pki", "issue", "--dir", p, "--san", "127.0.0.1", "server1"]);
     ferry_ok(&["pki", "issue", "--dir", p, "edge1"]);
+    ferry_ok(&[
+        "pki",
+        "issue",
+        "--dir",
+        p,
+        "--san",
+        "127.0.0.1",
+        "edge1-https",
+    ]);
     use std::os::unix::fs::OpenOptionsExt;
     let mut tok = std::fs::OpenOptions::new()
         .write(true)
@@ -66,6 +75,11 @@ token_file = "admin.token"
 listen = "127.0.0.1:0"
 host_key = "edge_host_key"
 auth_failure_delay_ms = 200
+[https]
+listen = "127.0.0.1:0"
+cert = "pki/edge1-https.crt"
+key = "pki/edge1-https.key"
+auth_failure_delay_ms = 200
 [upstream]
 servers = [{servers}]
 ca = "pki/ca.crt"
@@ -94,7 +108,7 @@ fn split(internal_port: u16) -> (Ferry, String) {
     let dead = format!("127.0.0.1:{}", free_port());
     let (server_cfg, edge_cfg) = setup(dir.path(), port, &[dead, format!("127.0.0.1:{port}")]);
     let (server, v) = Proc::start(&["server", "--config", &server_cfg], &["internal", "admin"]);
-    let (edge, e) = Proc::start(&["edge", "--config", &edge_cfg], &["sftp"]);
+    let (edge, e) = Proc::start(&["edge", "--config", &edge_cfg], &["sftp", "https"]);
     let f = Ferry {
         procs: vec![edge, server],
         sftp_port: e[0].rsplit(':').next().unwrap().parse().unwrap(),
@@ -107,6 +121,8 @@ fn split(internal_port: u16) -> (Ferry, String) {
             dir.path().join("pki/ca.crt").to_str().unwrap().into(),
         ],
         repository: dir.path().join("repository"),
+        https_url: Some(e[1].clone()),
+        ca: dir.path().join("pki/ca.crt"),
         dir,
     };
     (f, server_cfg)

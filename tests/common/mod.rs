@@ -2,6 +2,7 @@
 //! ephemeral loopback ports and drives it with OpenSSH's `sftp`.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod scenarios;
 
 use std::io::{BufRead, BufReader, Write};
@@ -119,34 +120,46 @@ pub struct Ferry {
     pub admin_args: Vec<String>,
     /// Where account homes live on disk.
     pub repository: PathBuf,
+    /// The HTTPS front (`https://127.0.0.1:PORT`), when there is one.
+    pub https_url: Option<String>,
+    /// The CA that signed the HTTPS front's certificate.
+    pub ca: PathBuf,
 }
 
 impl Ferry {
     /// `ferry up` on a fresh data directory.
     pub fn up() -> Self {
+        Self::up_with(&[])
+    }
+
+    /// `ferry up` on a fresh data directory with extra arguments.
+    pub fn up_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let data_s = data.to_str().unwrap().to_owned();
-        let (proc, v) = Proc::start(
-            &[
-                "up",
-                "--data-dir",
-                &data_s,
-                "--sftp-listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--auth-failure-delay-ms",
-                "300",
-            ],
-            &["sftp", "admin"],
-        );
+        let mut args = vec![
+            "up",
+            "--data-dir",
+            &data_s,
+            "--sftp-listen",
+            "127.0.0.1:0",
+            "--https-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--auth-failure-delay-ms",
+            "300",
+        ];
+        args.extend_from_slice(extra);
+        let (proc, v) = Proc::start(&args, &["sftp", "admin", "https"]);
         let sftp_port = v[0].rsplit(':').next().unwrap().parse().unwrap();
         Ferry {
             procs: vec![proc],
             sftp_port,
             admin_args: vec!["--data-dir".into(), data_s],
             repository: data.join("repository"),
+            https_url: Some(v[2].clone()),
+            ca: data.join("pki").join("ca.crt"),
             dir,
         }
     }

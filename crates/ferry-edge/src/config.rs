@@ -66,6 +66,10 @@ pub struct HttpsConfig {
     /// The window of `max_login_failures`, in seconds.
     #[serde(default = "default_login_window")]
     pub login_failure_window_secs: u64,
+    /// A password or token login is reused for this many seconds (so a
+    /// revoked token or changed password takes at most this long to bite).
+    #[serde(default = "default_login_cache")]
+    pub login_cache_secs: u64,
     /// Browser sessions end after this many seconds without a request.
     #[serde(default = "default_session_idle")]
     pub session_idle_secs: u64,
@@ -82,6 +86,9 @@ fn default_login_failures() -> u32 {
 }
 fn default_login_window() -> u64 {
     300
+}
+fn default_login_cache() -> u64 {
+    60
 }
 fn default_session_idle() -> u64 {
     1800

@@ -31,6 +31,9 @@ pub struct UpArgs {
     /// in five minutes.
     #[arg(long, default_value_t = 10)]
     pub max_login_failures: u32,
+    /// Seconds an HTTPS password or token login is reused.
+    #[arg(long, default_value_t = 60)]
+    pub login_cache_secs: u64,
     /// Admin API listen address.
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub admin_listen: SocketAddr,
@@ -129,6 +132,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             auth_failure_delay_ms: args.auth_failure_delay_ms,
             max_login_failures: args.max_login_failures,
             login_failure_window_secs: 300,
+            login_cache_secs: args.login_cache_secs,
             session_idle_secs: 1800,
             max_connections: 1000,
         }),

@@ -4,7 +4,7 @@
 //! account's password), a bearer API token, and the browser client's session
 //! cookie. Password and token logins are cached for a minute under a salted
 //! digest of the credential, so a client sending Basic with every request
-//! costs one argon2 check a minute, not one per request. The cookie maps to a
+//! costs one argon2 check a minute, not one per request (`login_cache_secs`). The cookie maps to a
 //! session held here until it is idle for too long.
 //!
 //! Failed logins are throttled per client address and per account name (the
@@ -31,8 +31,6 @@ use crate::upstream::Upstreams;
 pub const COOKIE: &str = "ferry_session";
 /// Header carrying the CSRF token of a cookie session.
 pub const CSRF_HEADER: &str = "x-csrf-token";
-/// How long a password or token login is reused.
-const CACHE_TTL: Duration = Duration::from_secs(60);
 /// Most cookie sessions held at once (oldest idle ones go first).
 const MAX_WEB_SESSIONS: usize = 10_000;
 
@@ -125,6 +123,8 @@ pub fn unauthorized(headers: &HeaderMap, message: &str) -> axum::response::Respo
 pub enum Refusal {
     /// 401 (with the challenge as [`unauthorized`] decides).
     Unauthorized(&'static str),
+    /// 429 with `Retry-After`: too many failed logins.
+    Throttled(u64),
     /// Any other error.
     Error(ApiError),
 }
@@ -141,6 +141,17 @@ impl Refusal {
         use axum::response::IntoResponse;
         match self {
             Refusal::Unauthorized(message) => unauthorized(headers, message),
+            Refusal::Throttled(secs) => {
+                let mut r = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_attempts",
+                    format!("too many failed logins; try again in {secs} s"),
+                )
+                .into_response();
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+                r
+            }
             Refusal::Error(e) => e.into_response(),
         }
     }
@@ -238,11 +249,7 @@ impl Auth {
             failures.blocked(&format!("user:{user}"), max, window)
         };
         match by_ip.max(by_user) {
-            Some(secs) => Err(Refusal::Error(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_attempts",
-                format!("too many failed logins; try again in {secs} s"),
-            ))),
+            Some(secs) => Err(Refusal::Throttled(secs)),
             None => Ok(()),
         }
     }
@@ -304,10 +311,11 @@ impl Auth {
                 return Err(Refusal::Unauthorized("unsupported credential"))
             }
         };
+        let ttl = Duration::from_secs(self.config.login_cache_secs);
         {
             let mut cache = locked(&self.cache);
             if let Some(c) = cache.get(&key) {
-                if c.since.elapsed() < CACHE_TTL && c.lease.is_alive() {
+                if c.since.elapsed() < ttl && c.lease.is_alive() {
                     return Ok(c.lease.clone());
                 }
                 cache.remove(&key);
@@ -317,7 +325,7 @@ impl Auth {
         match self.login(user, credential, ip).await? {
             Some(lease) => {
                 let mut cache = locked(&self.cache);
-                cache.retain(|_, c| c.since.elapsed() < CACHE_TTL && c.lease.is_alive());
+                cache.retain(|_, c| c.since.elapsed() < ttl && c.lease.is_alive());
                 cache.insert(
                     key,
                     Cached {

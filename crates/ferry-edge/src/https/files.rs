@@ -13,7 +13,7 @@ use ferry_proto::message::{FileKind, FileStat, FsOp, OpenMode, Response as Reply
 use serde::Deserialize;
 
 use super::lease::{unexpected, Lease};
-use super::transfer::{read_body, write_body, WriteError};
+use super::transfer::{drain, read_body, write_body, WriteError};
 use super::{paths, HttpState};
 
 const FILES: &str = "/api/v1/files";
@@ -243,13 +243,28 @@ pub async fn download(State(state): State<Arc<HttpState>>, req: Request) -> Resp
 /// `PUT /api/v1/files/{path}`: streamed, committed only when complete.
 pub async fn upload(State(state): State<Arc<HttpState>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let lease = match super::files_login(&state, &parts).await {
+    match upload_body(&state, parts, body).await {
+        Ok(response) => response,
+        Err((response, body)) => {
+            drain(body).await;
+            response
+        }
+    }
+}
+
+/// The upload; an answer given before the body was read comes with the body.
+async fn upload_body(
+    state: &HttpState,
+    parts: axum::http::request::Parts,
+    body: axum::body::Body,
+) -> Result<Response, (Response, axum::body::Body)> {
+    let lease = match super::files_login(state, &parts).await {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return Err((r, body)),
     };
     let path = match paths::from_url(parts.uri.path(), FILES) {
         Ok(p) => p,
-        Err(e) => return fail(e),
+        Err(e) => return Err((fail(e), body)),
     };
     let limit = state.config.max_upload_bytes;
     let too_large = || {
@@ -259,27 +274,35 @@ pub async fn upload(State(state): State<Arc<HttpState>>, req: Request) -> Respon
             format!("uploads are limited to {limit} bytes"),
         ))
     };
+    let exists = || {
+        fail(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            "the file exists (If-None-Match: *)",
+        ))
+    };
     let headers = &parts.headers;
     if header_str(headers, header::CONTENT_LENGTH)
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|n| n > limit)
     {
-        return too_large();
+        return Err((too_large(), body));
     }
     let exclusive = header_str(headers, header::IF_NONE_MATCH).is_some_and(|v| v.trim() == "*");
     let existed = match lease.fs(FsOp::Stat { path: path.clone() }).await {
         Ok(Reply::Stat(s)) if s.kind == FileKind::File => true,
-        Ok(Reply::Stat(_)) => return fail(FerryError::new(ErrorKind::WrongType, "is a directory")),
-        Ok(other) => return fail(unexpected("stat", &other)),
+        Ok(Reply::Stat(_)) => {
+            return Err((
+                fail(FerryError::new(ErrorKind::WrongType, "is a directory")),
+                body,
+            ))
+        }
+        Ok(other) => return Err((fail(unexpected("stat", &other)), body)),
         Err(e) if e.kind == ErrorKind::NotFound => false,
-        Err(e) => return fail(e),
+        Err(e) => return Err((fail(e), body)),
     };
     if exclusive && existed {
-        return fail(ApiError::new(
-            StatusCode::PRECONDITION_FAILED,
-            "precondition_failed",
-            "the file exists (If-None-Match: *)",
-        ));
+        return Err((exists(), body));
     }
     let open = FsOp::Open {
         path: path.clone(),
@@ -294,20 +317,14 @@ pub async fn upload(State(state): State<Arc<HttpState>>, req: Request) -> Respon
     };
     let handle = match lease.fs(open).await {
         Ok(Reply::Handle(h)) => h,
-        Ok(other) => return fail(unexpected("open", &other)),
-        Err(e) if e.kind == ErrorKind::AlreadyExists && exclusive => {
-            return fail(ApiError::new(
-                StatusCode::PRECONDITION_FAILED,
-                "precondition_failed",
-                "the file exists (If-None-Match: *)",
-            ))
-        }
-        Err(e) => return fail(e),
+        Ok(other) => return Err((fail(unexpected("open", &other)), body)),
+        Err(e) if e.kind == ErrorKind::AlreadyExists && exclusive => return Err((exists(), body)),
+        Err(e) => return Err((fail(e), body)),
     };
     let written = write_body(&lease, handle, 0, body, limit).await;
     if let Err(e) = written {
         let _ = lease.fs(FsOp::Abort { handle }).await;
-        return match e {
+        return Ok(match e {
             WriteError::TooLarge => too_large(),
             WriteError::Server(e) => fail(e),
             WriteError::Client(reason) => {
@@ -318,9 +335,9 @@ pub async fn upload(State(state): State<Arc<HttpState>>, req: Request) -> Respon
                     "the request body ended early; nothing was committed",
                 ))
             }
-        };
+        });
     }
-    match lease.fs(FsOp::Close { handle }).await {
+    Ok(match lease.fs(FsOp::Close { handle }).await {
         Ok(Reply::Committed { size, sha256 }) => {
             let status = if existed {
                 StatusCode::OK
@@ -335,7 +352,7 @@ pub async fn upload(State(state): State<Arc<HttpState>>, req: Request) -> Respon
         }
         Ok(other) => fail(unexpected("close", &other)),
         Err(e) => fail(e),
-    }
+    })
 }
 
 /// `DELETE /api/v1/files/{path}`.

@@ -169,6 +169,7 @@ async fn guard(mut req: Request, next: Next) -> Response {
     let mut response = if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
         && cross_origin(&req)
     {
+        transfer::drain(req.into_body()).await;
         ApiError::new(
             StatusCode::FORBIDDEN,
             "cross_origin",

@@ -84,6 +84,27 @@ pub async fn write_body(
     Ok(total)
 }
 
+/// Most of a refused upload's body read and thrown away before answering.
+const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Reads and discards what is left of a refused request's body (up to 64 MiB
+/// and 30 s), so that the client reads the error instead of a reset stream:
+/// HTTP/2 servers reset the stream of an unread body, and some clients (curl
+/// before 8) then report a framing error rather than the answer.
+pub async fn drain(body: Body) {
+    let mut stream = body.into_data_stream();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        let mut total = 0u64;
+        while let Some(Ok(bytes)) = stream.next().await {
+            total += bytes.len() as u64;
+            if total > DRAIN_LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// A body that reads bytes `start..end` of `handle`, then closes it (a
 /// completed download in the transfer log). If the client goes away first,
 /// the handle is aborted instead (an interrupted one).

@@ -16,7 +16,7 @@ use ferry_http::ApiError;
 use ferry_proto::message::{FsOp, Response as Reply, UploadInfo};
 
 use super::lease::unexpected;
-use super::transfer::{write_body, WriteError};
+use super::transfer::{drain, write_body, WriteError};
 use super::{paths, HttpState};
 
 const PREFIX: &str = "/api/v1/uploads/";
@@ -223,18 +223,34 @@ fn info_headers(info: &UploadInfo, h: &mut HeaderMap) {
 /// `HEAD`, `PATCH` and `DELETE /api/v1/uploads/{id}`.
 pub async fn upload(State(state): State<Arc<HttpState>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    if let Err(r) = check_version(&parts.headers) {
-        return r;
+    match upload_request(&state, parts, body).await {
+        Ok(response) => response,
+        Err((response, body)) => {
+            drain(body).await;
+            response
+        }
     }
-    let lease = match super::files_login(&state, &parts).await {
+}
+
+/// One request on an upload; an answer given before a `PATCH` body was read
+/// comes back with the body.
+async fn upload_request(
+    state: &HttpState,
+    parts: Parts,
+    body: Body,
+) -> Result<Response, (Response, Body)> {
+    if let Err(r) = check_version(&parts.headers) {
+        return Err((r, body));
+    }
+    let lease = match super::files_login(state, &parts).await {
         Ok(l) => l,
-        Err(r) => return respond(r),
+        Err(r) => return Err((respond(r), body)),
     };
     let id = match upload_id(&parts) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return Err((r, body)),
     };
-    match parts.method {
+    Ok(match parts.method {
         Method::HEAD => match lease.fs(FsOp::UploadStatus { id }).await {
             Ok(Reply::Upload(info)) => {
                 let mut r = StatusCode::OK.into_response();
@@ -248,13 +264,13 @@ pub async fn upload(State(state): State<Arc<HttpState>>, req: Request) -> Respon
             Ok(_) => respond(StatusCode::NO_CONTENT.into_response()),
             Err(e) => fail(e),
         },
-        Method::PATCH => patch(&state, lease, id, parts, body).await,
+        Method::PATCH => return patch(state, lease, id, parts, body).await,
         _ => fail(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "use HEAD, PATCH or DELETE on an upload",
         )),
-    }
+    })
 }
 
 async fn patch(
@@ -263,28 +279,34 @@ async fn patch(
     id: String,
     parts: Parts,
     body: Body,
-) -> Response {
+) -> Result<Response, (Response, Body)> {
     let headers = &parts.headers;
     if headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes())
         != Some(b"application/offset+octet-stream")
     {
-        return fail(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "PATCH needs Content-Type: application/offset+octet-stream",
+        return Err((
+            fail(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "PATCH needs Content-Type: application/offset+octet-stream",
+            )),
+            body,
         ));
     }
     let offset = match header_u64(headers, "upload-offset") {
         Some(Ok(n)) => n,
-        Some(Err(r)) => return r,
-        None => return bad("Upload-Offset is required"),
+        Some(Err(r)) => return Err((r, body)),
+        None => return Err((bad("Upload-Offset is required"), body)),
     };
     let sha256 = match headers.get("upload-checksum").map(|v| v.to_str()) {
         None => None,
         Some(Ok(v)) => {
             let (algorithm, value) = v.trim().split_once(' ').unwrap_or((v, ""));
             if algorithm != "sha256" {
-                return bad("unsupported checksum algorithm (this server supports sha256)");
+                return Err((
+                    bad("unsupported checksum algorithm (this server supports sha256)"),
+                    body,
+                ));
             }
             match base64::engine::general_purpose::STANDARD
                 .decode(value.trim())
@@ -292,20 +314,20 @@ async fn patch(
                 .and_then(|b| <[u8; 32]>::try_from(b).ok())
             {
                 Some(d) => Some(d),
-                None => return bad("Upload-Checksum: not a base64 SHA-256 digest"),
+                None => return Err((bad("Upload-Checksum: not a base64 SHA-256 digest"), body)),
             }
         }
-        Some(Err(_)) => return bad("Upload-Checksum is not text"),
+        Some(Err(_)) => return Err((bad("Upload-Checksum is not text"), body)),
     };
     let handle = match lease.fs(FsOp::UploadOpen { id, offset, sha256 }).await {
         Ok(Reply::Handle(h)) => h,
-        Ok(other) => return fail(unexpected("upload open", &other)),
-        Err(e) => return fail(e),
+        Ok(other) => return Err((fail(unexpected("upload open", &other)), body)),
+        Err(e) => return Err((fail(e), body)),
     };
     let limit = state.config.max_upload_bytes;
     if let Err(e) = write_body(&lease, handle, offset, body, limit).await {
         let _ = lease.fs(FsOp::Abort { handle }).await;
-        return match e {
+        return Ok(match e {
             WriteError::Server(e) if e.kind == ErrorKind::InvalidInput => fail(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
@@ -321,9 +343,9 @@ async fn patch(
                 tracing::info!(%reason, "tus PATCH broke off; the bytes that arrived are kept");
                 bad("the request body ended early")
             }
-        };
+        });
     }
-    match lease.fs(FsOp::Close { handle }).await {
+    Ok(match lease.fs(FsOp::Close { handle }).await {
         Ok(Reply::Upload(info)) => {
             let mut r = StatusCode::NO_CONTENT.into_response();
             let h = r.headers_mut();
@@ -336,5 +358,5 @@ async fn patch(
         }
         Ok(other) => fail(unexpected("upload close", &other)),
         Err(e) => fail(e),
-    }
+    })
 }
