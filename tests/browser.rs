@@ -2,6 +2,9 @@
 //! playwright-core: log in, upload two files at once, see them listed,
 //! download one. The screenshot is kept in `target/test-artifacts/`.
 
+// Tests fail by panicking; unwrap is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::path::PathBuf;

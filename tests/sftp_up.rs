@@ -1,5 +1,8 @@
 //! End-to-end tests of `ferry up` with OpenSSH's sftp client.
 
+// Tests fail by panicking; unwrap is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

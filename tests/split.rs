@@ -1,5 +1,8 @@
 //! End-to-end tests of separate `ferry server` and `ferry edge` processes.
 
+// Tests fail by panicking; unwrap is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::path::Path;
@@ -132,6 +135,30 @@ fn split(internal_port: u16) -> (Ferry, String) {
 fn split_upload_and_download_20mib_past_a_dead_server() {
     let (f, _) = split(0);
     scenarios::roundtrip_20mib(&f, "server1");
+}
+
+#[test]
+fn split_https_upload_tus_and_download_past_a_dead_server() {
+    let (f, _) = split(0);
+    f.admin_ok(
+        &["account", "add", "alice", "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    let c = f.curl();
+    let [u, p] = common::http::basic("alice");
+    let local = f.dir.path().join("up.bin");
+    random_file(&local, 3 * 1024 * 1024 + 1);
+    let r = c.run(
+        &[u.as_str(), p.as_str(), "-T", local.to_str().unwrap()],
+        "/api/v1/files/up.bin",
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = c.run(&[u.as_str(), p.as_str()], "/api/v1/files/up.bin");
+    assert_eq!(r.body, std::fs::read(&local).unwrap());
+    let rows = f.transfers();
+    assert!(rows.iter().any(|r| r["protocol"] == "https"
+        && r["node"] == "server1"
+        && r["sha256"] == sha256_file(&local).as_str()));
 }
 
 #[test]

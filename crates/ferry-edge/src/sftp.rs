@@ -153,7 +153,7 @@ fn request_cost(raw: &Bytes) -> usize {
             return (b.get_u32().min(MAX_IO_LEN) as usize).max(SMALL_COST) + SMALL_COST;
         }
     }
-    raw.len().max(SMALL_COST).min(MAX_IN_FLIGHT_BYTES)
+    raw.len().clamp(SMALL_COST, MAX_IN_FLIGHT_BYTES)
 }
 
 fn encode(packet: Packet) -> Bytes {

@@ -46,14 +46,16 @@ pub fn load_or_create_host_key(path: &Path) -> Result<PrivateKey, StartError> {
 /// russh settings: fast (nodelay, 8 MiB window, 64 KiB packets, AES-GCM
 /// first) and strict (constant rejection delay, capped attempts).
 pub fn russh_config(config: &SftpConfig, host_key: PrivateKey) -> russh::server::Config {
-    let mut preferred = russh::Preferred::default();
-    preferred.cipher = std::borrow::Cow::Owned(vec![
-        russh::cipher::AES_128_GCM,
-        russh::cipher::AES_256_GCM,
-        russh::cipher::CHACHA20_POLY1305,
-        russh::cipher::AES_256_CTR,
-        russh::cipher::AES_128_CTR,
-    ]);
+    let preferred = russh::Preferred {
+        cipher: std::borrow::Cow::Owned(vec![
+            russh::cipher::AES_128_GCM,
+            russh::cipher::AES_256_GCM,
+            russh::cipher::CHACHA20_POLY1305,
+            russh::cipher::AES_256_CTR,
+            russh::cipher::AES_128_CTR,
+        ]),
+        ..Default::default()
+    };
     let methods = MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..]);
     russh::server::Config {
         server_id: russh::SshId::Standard(

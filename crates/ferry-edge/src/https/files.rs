@@ -113,7 +113,7 @@ fn wanted(range: Option<&str>, size: u64) -> Wanted {
     }
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -149,7 +149,7 @@ pub async fn download(State(state): State<Arc<HttpState>>, req: Request) -> Resp
         Err(e) => return fail(e),
     };
     let headers = &parts.headers;
-    if &parts.method == Method::HEAD {
+    if parts.method == Method::HEAD {
         return match lease.fs(FsOp::Stat { path: path.clone() }).await {
             Ok(Reply::Stat(stat)) if stat.kind == FileKind::File => {
                 let mut response = StatusCode::OK.into_response();
