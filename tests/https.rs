@@ -514,6 +514,16 @@ fn tus_with_curl_checksums_offsets_interruption_and_resume() {
     assert_eq!(done[0]["sha256"], sha.as_str());
     assert_eq!(done[0]["bytes"], total);
 
+    // An empty file is complete when announced.
+    let loc = tus_create(&c, &auth, 0, "empty.txt");
+    assert_eq!(tus_offset(&c, &auth, &loc).0, 404);
+    assert_eq!(
+        std::fs::metadata(user_home(&f, "alice").join("empty.txt"))
+            .unwrap()
+            .len(),
+        0
+    );
+
     // Termination removes the data.
     let loc = tus_create(&c, &auth, 10, "gone.bin");
     let r = c.run(

@@ -745,6 +745,29 @@ async fn upload_op(
         log_transfer(ctx, row).await?;
         return Ok(Response::Ok);
     }
+    if record.length == 0 && record.offset == 0 {
+        // An empty file is complete as soon as it is announced (tus sends no
+        // PATCH for it): commit it now.
+        let session = s.clone();
+        let id = record.id.clone();
+        let ended = blocking(move || {
+            uploads::Chunk::open(&session.home, &id, 0, None, now_millis(), expire)?
+                .close(now_millis(), expire)
+        })
+        .await?;
+        if let uploads::ChunkEnd::Committed { record, sha256 } = ended {
+            let row = upload_row(
+                ctx,
+                &s.account,
+                &record,
+                TransferStatus::Completed,
+                Some(sha256.clone()),
+                None,
+            );
+            log_transfer(ctx, row).await?;
+            return Ok(Response::Upload(record.info(Some(sha256))));
+        }
+    }
     Ok(Response::Upload(record.info(None)))
 }
 
