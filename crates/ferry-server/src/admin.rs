@@ -128,13 +128,20 @@ async fn list_accounts(State(s): State<AdminState>) -> ApiResult<Json<Vec<Accoun
     .map(Json)
 }
 
+/// The account called `name`, or a not-found error naming it.
+fn existing_account(ctx: &ServerCtx, name: &str) -> Result<Account, FerryError> {
+    ctx.store
+        .account(name)
+        .map_err(FerryError::from)?
+        .ok_or_else(|| FerryError::not_found(format!("account {name:?} not found")))
+}
+
 async fn show_account(
     State(s): State<AdminState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<AccountView>> {
     run(move || {
-        let a = s.ctx.store.account(&name).map_err(FerryError::from)?;
-        let a = a.ok_or_else(|| FerryError::not_found(format!("account {name:?} not found")))?;
+        let a = existing_account(&s.ctx, &name)?;
         view(&s.ctx, a)
     })
     .await
@@ -266,14 +273,7 @@ async fn list_keys(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Vec<AccountKey>>> {
     run(move || {
-        if s.ctx
-            .store
-            .account(&name)
-            .map_err(FerryError::from)?
-            .is_none()
-        {
-            return Err(FerryError::not_found(format!("account {name:?} not found")));
-        }
+        existing_account(&s.ctx, &name)?;
         s.ctx.store.account_keys(&name).map_err(FerryError::from)
     })
     .await
@@ -351,14 +351,7 @@ async fn list_tokens(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Vec<TokenView>>> {
     run(move || {
-        if s.ctx
-            .store
-            .account(&name)
-            .map_err(FerryError::from)?
-            .is_none()
-        {
-            return Err(FerryError::not_found(format!("account {name:?} not found")));
-        }
+        existing_account(&s.ctx, &name)?;
         s.ctx.store.account_tokens(&name).map_err(FerryError::from)
     })
     .await

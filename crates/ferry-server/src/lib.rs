@@ -206,6 +206,15 @@ async fn expire_uploads(ctx: Arc<ServerCtx>) {
             let now = transfer::now_millis();
             let mut expired = Vec::new();
             for account in accounts {
+                // Only homes that have resumable uploads; opening a home
+                // would create the homes of accounts that never logged in.
+                let uploads_dir = sweep_ctx
+                    .repository
+                    .join(&account.home)
+                    .join(uploads::UPLOADS_DIR);
+                if !uploads_dir.is_dir() {
+                    continue;
+                }
                 let Ok(home) = repository::Home::open(&sweep_ctx.repository, &account.home) else {
                     continue;
                 };

@@ -157,16 +157,7 @@ impl Store {
                 n
             }
             Command::AddAccountKey(k) => {
-                let id: Option<String> = tx
-                    .query_row(
-                        "SELECT id FROM accounts WHERE name = ?1",
-                        [&k.account],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let Some(id) = id else {
-                    return Err(StoreError::NotFound(format!("account {:?}", k.account)));
-                };
+                let id = account_id(&tx, &k.account)?;
                 let n = tx.execute(
                     "INSERT OR IGNORE INTO account_keys
                        (account_id, fingerprint, public_key, comment, added_at)
@@ -182,16 +173,7 @@ impl Store {
                 n
             }
             Command::AddAccountToken(t) => {
-                let id: Option<String> = tx
-                    .query_row(
-                        "SELECT id FROM accounts WHERE name = ?1",
-                        [&t.account],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let Some(account_id) = id else {
-                    return Err(StoreError::NotFound(format!("account {:?}", t.account)));
-                };
+                let account_id = account_id(&tx, &t.account)?;
                 let n = tx.execute(
                     "INSERT OR IGNORE INTO account_tokens
                        (id, account_id, sha256, label, created_at, expires_at)
@@ -400,6 +382,15 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// The id of the account called `name`, or `NotFound`.
+fn account_id(tx: &rusqlite::Transaction<'_>, name: &str) -> Result<String> {
+    tx.query_row("SELECT id FROM accounts WHERE name = ?1", [name], |r| {
+        r.get(0)
+    })
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound(format!("account {name:?}")))
 }
 
 fn row_to_token(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountToken> {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -24,11 +25,20 @@ fn fail(e: impl Into<ApiError>) -> Response {
     e.into().into_response()
 }
 
+/// Authenticates the request, then checks the path its URL names after
+/// `prefix`; the error is the answer to send.
+async fn login_at(
+    state: &HttpState,
+    parts: &Parts,
+    prefix: &str,
+) -> Result<(Arc<Lease>, String), Response> {
+    let lease = super::files_login(state, parts).await?;
+    let path = paths::from_url(parts.uri.path(), prefix).map_err(fail)?;
+    Ok((lease, path))
+}
+
 fn http_date(secs: u32) -> String {
-    chrono::DateTime::from_timestamp(i64::from(secs), 0)
-        .unwrap_or_default()
-        .format("%a, %d %b %Y %H:%M:%S GMT")
-        .to_string()
+    super::http_date_millis(i64::from(secs) * 1000)
 }
 
 fn rfc3339(secs: u32) -> String {
@@ -140,13 +150,9 @@ fn stat_headers(stat: &FileStat, path: &str, headers: &mut HeaderMap) {
 /// `GET` and `HEAD /api/v1/files/{path}`.
 pub async fn download(State(state): State<Arc<HttpState>>, req: Request) -> Response {
     let (parts, _body) = req.into_parts();
-    let lease = match super::files_login(&state, &parts).await {
-        Ok(l) => l,
+    let (lease, path) = match login_at(&state, &parts, FILES).await {
+        Ok(x) => x,
         Err(r) => return r,
-    };
-    let path = match paths::from_url(parts.uri.path(), FILES) {
-        Ok(p) => p,
-        Err(e) => return fail(e),
     };
     let headers = &parts.headers;
     if parts.method == Method::HEAD {
@@ -255,16 +261,12 @@ pub async fn upload(State(state): State<Arc<HttpState>>, req: Request) -> Respon
 /// The upload; an answer given before the body was read comes with the body.
 async fn upload_body(
     state: &HttpState,
-    parts: axum::http::request::Parts,
+    parts: Parts,
     body: axum::body::Body,
 ) -> Result<Response, (Response, axum::body::Body)> {
-    let lease = match super::files_login(state, &parts).await {
-        Ok(l) => l,
+    let (lease, path) = match login_at(state, &parts, FILES).await {
+        Ok(x) => x,
         Err(r) => return Err((r, body)),
-    };
-    let path = match paths::from_url(parts.uri.path(), FILES) {
-        Ok(p) => p,
-        Err(e) => return Err((fail(e), body)),
     };
     let limit = state.config.max_upload_bytes;
     let too_large = || {
@@ -402,13 +404,9 @@ async fn path_op(
     done: StatusCode,
 ) -> Response {
     let (parts, _body) = req.into_parts();
-    let lease = match super::files_login(state, &parts).await {
-        Ok(l) => l,
+    let (lease, path) = match login_at(state, &parts, prefix).await {
+        Ok(x) => x,
         Err(r) => return r,
-    };
-    let path = match paths::from_url(parts.uri.path(), prefix) {
-        Ok(p) => p,
-        Err(e) => return fail(e),
     };
     if path == "/" {
         return fail(ApiError::new(
@@ -428,13 +426,9 @@ async fn path_op(
 /// `GET /api/v1/dirs/{path}`.
 pub async fn list_dir(State(state): State<Arc<HttpState>>, req: Request) -> Response {
     let (parts, _body) = req.into_parts();
-    let lease = match super::files_login(&state, &parts).await {
-        Ok(l) => l,
+    let (lease, path) = match login_at(&state, &parts, DIRS).await {
+        Ok(x) => x,
         Err(r) => return r,
-    };
-    let path = match paths::from_url(parts.uri.path(), DIRS) {
-        Ok(p) => p,
-        Err(e) => return fail(e),
     };
     let handle = match lease.fs(FsOp::OpenDir { path: path.clone() }).await {
         Ok(Reply::Handle(h)) => h,

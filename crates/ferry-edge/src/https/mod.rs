@@ -45,6 +45,14 @@ pub(crate) fn client_ip(parts: &Parts) -> IpAddr {
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.0.ip())
 }
 
+/// An HTTP date (RFC 9110 IMF-fixdate) for unix milliseconds.
+pub(crate) fn http_date_millis(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string()
+}
+
 /// Authenticates `req`'s sender; the error is the answer to send.
 pub(crate) async fn files_login(state: &HttpState, parts: &Parts) -> Result<Arc<Lease>, Response> {
     let ip = client_ip(parts);

@@ -59,13 +59,6 @@ fn set(headers: &mut HeaderMap, name: &'static str, value: String) {
     }
 }
 
-fn expires(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .format("%a, %d %b %Y %H:%M:%S GMT")
-        .to_string()
-}
-
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<Result<u64, Response>> {
     headers.get(name).map(|v| {
         v.to_str()
@@ -206,7 +199,11 @@ pub async fn create(State(state): State<Arc<HttpState>>, req: Request) -> Respon
             let mut r = StatusCode::CREATED.into_response();
             let h = r.headers_mut();
             set(h, "location", format!("{PREFIX}{}", info.id));
-            set(h, "upload-expires", expires(info.expires_at));
+            set(
+                h,
+                "upload-expires",
+                super::http_date_millis(info.expires_at),
+            );
             set(h, "upload-offset", "0".into());
             respond(r)
         }
@@ -218,7 +215,11 @@ pub async fn create(State(state): State<Arc<HttpState>>, req: Request) -> Respon
 fn info_headers(info: &UploadInfo, h: &mut HeaderMap) {
     set(h, "upload-offset", info.offset.to_string());
     set(h, "upload-length", info.length.to_string());
-    set(h, "upload-expires", expires(info.expires_at));
+    set(
+        h,
+        "upload-expires",
+        super::http_date_millis(info.expires_at),
+    );
     if !info.metadata.is_empty() {
         set(h, "upload-metadata", info.metadata.clone());
     }
@@ -354,7 +355,11 @@ async fn patch(
             let mut r = StatusCode::NO_CONTENT.into_response();
             let h = r.headers_mut();
             set(h, "upload-offset", info.offset.to_string());
-            set(h, "upload-expires", expires(info.expires_at));
+            set(
+                h,
+                "upload-expires",
+                super::http_date_millis(info.expires_at),
+            );
             if let Some(sha) = &info.sha256 {
                 set(h, "upload-sha256", sha.clone());
             }
