@@ -27,10 +27,7 @@ fn browser_client_logs_in_uploads_lists_and_downloads() {
          or FERRY_SKIP_BROWSER=1"
     );
     let f = Ferry::up();
-    f.admin_ok(
-        &["account", "add", "alice", "--password-stdin"],
-        Some(&format!("{PASSWORD}\n")),
-    );
+    f.add_account("alice");
     let one = f.dir.path().join("report-2026.bin");
     random_file(&one, 9 * 1024 * 1024 + 5);
     let two = f.dir.path().join("notes ü.txt");

@@ -11,15 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::http::basic;
 use common::*;
-
-fn add_account(f: &Ferry, name: &str) {
-    f.admin_ok(
-        &["account", "add", name, "--password-stdin"],
-        Some(&format!("{PASSWORD}\n")),
-    );
-}
 
 const PAYLOAD: &[u8] = b"EVIL-PAYLOAD-0xFERRY";
 
@@ -42,11 +34,9 @@ fn files_under(root: &Path, skip: &Path, out: &mut Vec<std::path::PathBuf>) {
 #[test]
 fn traversal_hostile_paths_reserved_names_and_symlinks_are_refused() {
     let f = Ferry::up();
-    add_account(&f, "alice");
-    add_account(&f, "bob");
-    let c = f.curl();
-    let [u, p] = basic("alice");
-    let auth = [u.as_str(), p.as_str()];
+    f.add_account("alice");
+    f.add_account("bob");
+    let c = f.curl().user("alice");
     let home = f.repository.join("alice");
     let bob_home = f.repository.join("bob");
     std::fs::write(bob_home.join("secret.txt"), b"bob's").unwrap();
@@ -79,7 +69,7 @@ fn traversal_hostile_paths_reserved_names_and_symlinks_are_refused() {
             &["--path-as-is"][..],
             &["--path-as-is", "-T", payload_s][..],
         ] {
-            let r = c.run(&[&auth[..], method].concat(), path);
+            let r = c.run(method, path);
             assert_eq!(
                 r.status,
                 400,
@@ -89,47 +79,37 @@ fn traversal_hostile_paths_reserved_names_and_symlinks_are_refused() {
             );
             assert_eq!(r.code(), "invalid_path", "{path}");
         }
-        let r = c.run(
-            &[&auth[..], &["--path-as-is"]].concat(),
-            &path.replace("/files/", "/dirs/"),
-        );
+        let r = c.run(&["--path-as-is"], &path.replace("/files/", "/dirs/"));
         assert_eq!(r.status, 400, "dirs {path}");
     }
     // Bodies are checked the same way.
     let body = serde_json::json!({"from": "/x", "to": "../../outside"}).to_string();
-    let r = c.run(&[&auth[..], &["--data", &body]].concat(), "/api/v1/rename");
+    let r = c.run(&["--data", &body], "/api/v1/rename");
     assert_eq!((r.status, r.code().as_str()), (400, "invalid_path"));
     let r = c.run(
         &[
-            &auth[..],
-            &[
-                "-X",
-                "POST",
-                "-H",
-                "Tus-Resumable: 1.0.0",
-                "-H",
-                "Upload-Length: 5",
-            ],
-        ]
-        .concat(),
+            "-X",
+            "POST",
+            "-H",
+            "Tus-Resumable: 1.0.0",
+            "-H",
+            "Upload-Length: 5",
+        ],
         "/api/v1/uploads/",
     );
     assert_eq!(r.status, 400, "tus without a target");
     // base64("../../x") as the tus target.
     let r = c.run(
         &[
-            &auth[..],
-            &[
-                "-X",
-                "POST",
-                "-H",
-                "Tus-Resumable: 1.0.0",
-                "-H",
-                "Upload-Length: 5",
-            ],
-            &["-H", "Upload-Metadata: path Li4vLi4veA=="],
-        ]
-        .concat(),
+            "-X",
+            "POST",
+            "-H",
+            "Tus-Resumable: 1.0.0",
+            "-H",
+            "Upload-Length: 5",
+            "-H",
+            "Upload-Metadata: path Li4vLi4veA==",
+        ],
         "/api/v1/uploads/",
     );
     assert_eq!((r.status, r.code().as_str()), (400, "invalid_path"));
@@ -146,21 +126,15 @@ fn traversal_hostile_paths_reserved_names_and_symlinks_are_refused() {
         ("/api/v1/dirs/bob-link", false),
     ] {
         let args: Vec<&str> = if put { vec!["-T", payload_s] } else { vec![] };
-        let r = c.run(&[&auth[..], &args[..]].concat(), path);
+        let r = c.run(&args[..], path);
         assert_eq!(r.status, 403, "{path}: {}", r.text());
         assert_eq!(r.code(), "forbidden");
     }
-    let r = c.run(
-        &[&auth[..], &["-X", "DELETE"]].concat(),
-        "/api/v1/files/bob-link/secret.txt",
-    );
+    let r = c.run(&["-X", "DELETE"], "/api/v1/files/bob-link/secret.txt");
     assert_eq!(r.status, 403);
     assert!(bob_home.join("secret.txt").exists());
     // The same file name inside the home is fine.
-    let r = c.run(
-        &[&auth[..], &["-T", payload_s]].concat(),
-        "/api/v1/files/evil.txt",
-    );
+    let r = c.run(&["-T", payload_s], "/api/v1/files/evil.txt");
     assert_eq!(r.status, 201);
 
     // Nothing with the payload was written anywhere but alice's home.
@@ -183,10 +157,10 @@ fn traversal_hostile_paths_reserved_names_and_symlinks_are_refused() {
 #[test]
 fn credentials_tokens_throttling_and_the_same_answer_for_unknown_users() {
     let f = Ferry::up_with(&["--max-login-failures", "3", "--login-cache-secs", "2"]);
-    add_account(&f, "alice");
+    f.add_account("alice");
     let c = f.curl();
     // No credentials: 401 with a Basic challenge (none for the web client).
-    let r = c.run(&[], "/api/v1/dirs/");
+    let r = c.get("/api/v1/dirs/");
     assert_eq!((r.status, r.code().as_str()), (401, "unauthorized"));
     assert!(r.header("www-authenticate").unwrap().starts_with("Basic"));
     let r = c.run(&["-H", "X-Requested-With: ferry-web"], "/api/v1/dirs/");
@@ -235,7 +209,7 @@ fn credentials_tokens_throttling_and_the_same_answer_for_unknown_users() {
     assert_eq!(timed("127.0.0.11", "ghost", "x").0.status, 429);
 
     // Bearer tokens: created, used, listed without the secret, revoked.
-    add_account(&f, "carol");
+    f.add_account("carol");
     let token = f
         .admin_ok(
             &["account", "token", "add", "carol", "--label", "ci job"],
@@ -283,8 +257,9 @@ fn credentials_tokens_throttling_and_the_same_answer_for_unknown_users() {
 #[test]
 fn cookies_csrf_origins_internal_headers_and_no_admin_endpoints() {
     let f = Ferry::up();
-    add_account(&f, "alice");
+    f.add_account("alice");
     let c = f.curl();
+    let alice = f.curl().user("alice");
     let jar = f.dir.path().join("jar");
     let jar_s = jar.to_str().unwrap();
     let login = serde_json::json!({"user": "alice", "password": PASSWORD}).to_string();
@@ -340,11 +315,7 @@ fn cookies_csrf_origins_internal_headers_and_no_admin_endpoints() {
             (403, "cross_origin"),
             "{header}"
         );
-        let [u, pw] = basic("alice");
-        let r = c.run(
-            &[u.as_str(), pw.as_str(), "-H", header, "-X", "DELETE"],
-            "/api/v1/files/a.txt",
-        );
+        let r = alice.run(&["-H", header, "-X", "DELETE"], "/api/v1/files/a.txt");
         assert_eq!(r.status, 403, "{header}");
     }
     let same_origin = format!("Origin: {}", c.base);
@@ -365,12 +336,9 @@ fn cookies_csrf_origins_internal_headers_and_no_admin_endpoints() {
     assert_eq!(c.run(&["-b", jar_s], "/api/v1/dirs/").status, 401);
 
     // Forged internal headers change nothing: the log has the real peer and account.
-    add_account(&f, "bob");
-    let [u, pw] = basic("alice");
-    let r = c.run(
+    f.add_account("bob");
+    let r = alice.run(
         &[
-            u.as_str(),
-            pw.as_str(),
             "-H",
             "X-Forwarded-For: 203.0.113.66",
             "-H",
@@ -407,7 +375,7 @@ fn cookies_csrf_origins_internal_headers_and_no_admin_endpoints() {
         assert_eq!(r.status, 404, "{path}");
     }
     // Security headers on API answers.
-    let r = c.run(&[u.as_str(), pw.as_str()], "/api/v1/dirs/");
+    let r = alice.get("/api/v1/dirs/");
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
     assert!(r.header("strict-transport-security").is_some());
     assert!(r

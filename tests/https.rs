@@ -8,37 +8,25 @@ mod common;
 
 use std::time::Duration;
 
-use common::http::{basic, collect};
+use common::http::collect;
 use common::*;
 
 fn user_home(f: &Ferry, user: &str) -> std::path::PathBuf {
     f.repository.join(user)
 }
 
-fn add_account(f: &Ferry, name: &str) {
-    f.admin_ok(
-        &["account", "add", name, "--password-stdin"],
-        Some(&format!("{PASSWORD}\n")),
-    );
-}
-
 #[test]
 fn files_api_upload_download_ranges_and_the_transfer_log() {
     let f = Ferry::up();
-    add_account(&f, "alice");
-    let c = f.curl();
-    let [u, p] = basic("alice");
-    let auth = [u.as_str(), p.as_str()];
+    f.add_account("alice");
+    let c = f.curl().user("alice");
     let local = f.dir.path().join("five.bin");
     random_file(&local, 5 * 1024 * 1024 + 123);
     let sha = sha256_file(&local);
     let local_s = local.to_str().unwrap();
 
     // Upload with Content-Length (HTTP/2): 201 with size and SHA-256.
-    let r = c.run(
-        &[&auth[..], &["-T", local_s]].concat(),
-        "/api/v1/files/five.bin",
-    );
+    let r = c.run(&["-T", local_s], "/api/v1/files/five.bin");
     assert_eq!(r.status, 201, "{}", r.text());
     let j = r.json();
     assert_eq!(j["sha256"], sha.as_str());
@@ -48,62 +36,46 @@ fn files_api_upload_download_ranges_and_the_transfer_log() {
 
     // Download whole, HEAD, and single ranges.
     let out = f.dir.path().join("got.bin");
-    let r = c.run(
-        &[&auth[..], &["-o", out.to_str().unwrap()]].concat(),
-        "/api/v1/files/five.bin",
-    );
+    let r = c.run(&["-o", out.to_str().unwrap()], "/api/v1/files/five.bin");
     assert_eq!(r.status, 200);
-    let r2 = c.run(&auth, "/api/v1/files/five.bin");
+    let r2 = c.get("/api/v1/files/five.bin");
     assert_eq!(r2.body, std::fs::read(&local).unwrap());
     let etag = r2.header("etag").unwrap().to_owned();
     assert!(r2
         .header("content-disposition")
         .unwrap()
         .starts_with("attachment"));
-    let head = c.run(&[&auth[..], &["-I"]].concat(), "/api/v1/files/five.bin");
+    let head = c.run(&["-I"], "/api/v1/files/five.bin");
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-length"), Some("5243003"));
     assert_eq!(head.header("accept-ranges"), Some("bytes"));
     let data = std::fs::read(&local).unwrap();
-    let r = c.run(
-        &[&auth[..], &["-r", "1000-1999"]].concat(),
-        "/api/v1/files/five.bin",
-    );
+    let r = c.run(&["-r", "1000-1999"], "/api/v1/files/five.bin");
     assert_eq!(r.status, 206);
     assert_eq!(r.body, &data[1000..2000]);
     assert_eq!(r.header("content-range"), Some("bytes 1000-1999/5243003"));
-    let r = c.run(
-        &[&auth[..], &["-H", "Range: bytes=-10"]].concat(),
-        "/api/v1/files/five.bin",
-    );
+    let r = c.run(&["-H", "Range: bytes=-10"], "/api/v1/files/five.bin");
     assert_eq!(
         (r.status, r.body.as_slice()),
         (206, &data[data.len() - 10..])
     );
-    let r = c.run(
-        &[&auth[..], &["-r", "5243003-"]].concat(),
-        "/api/v1/files/five.bin",
-    );
+    let r = c.run(&["-r", "5243003-"], "/api/v1/files/five.bin");
     assert_eq!(r.status, 416);
     assert_eq!(r.header("content-range"), Some("bytes */5243003"));
     assert_eq!(r.code(), "range_not_satisfiable");
     // If-Range: the current ETag honours the range, another one gets it all.
     let r = c.run(
-        &[
-            &auth[..],
-            &["-r", "0-9", "-H", &format!("If-Range: {etag}")],
-        ]
-        .concat(),
+        &["-r", "0-9", "-H", &format!("If-Range: {etag}")],
         "/api/v1/files/five.bin",
     );
     assert_eq!((r.status, r.body.len()), (206, 10));
     let r = c.run(
-        &[&auth[..], &["-r", "0-9", "-H", "If-Range: \"stale\""]].concat(),
+        &["-r", "0-9", "-H", "If-Range: \"stale\""],
         "/api/v1/files/five.bin",
     );
     assert_eq!((r.status, r.body.len()), (200, data.len()));
     let r = c.run(
-        &[&auth[..], &["-H", &format!("If-None-Match: {etag}")]].concat(),
+        &["-H", &format!("If-None-Match: {etag}")],
         "/api/v1/files/five.bin",
     );
     assert_eq!(r.status, 304);
@@ -113,47 +85,37 @@ fn files_api_upload_download_ranges_and_the_transfer_log() {
     random_file(&second, 700_000);
     let r = c.run(
         &[
-            &auth[..],
-            &[
-                "--http1.1",
-                "-H",
-                "Transfer-Encoding: chunked",
-                "-T",
-                second.to_str().unwrap(),
-            ],
-        ]
-        .concat(),
+            "--http1.1",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "-T",
+            second.to_str().unwrap(),
+        ],
         "/api/v1/files/five.bin",
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(sha256_file(&disk), sha256_file(&second));
-    let r = c.run(&[&auth[..], &["-I"]].concat(), "/api/v1/files/five.bin");
+    let r = c.run(&["-I"], "/api/v1/files/five.bin");
     assert_ne!(r.header("etag").unwrap(), etag);
     // If-None-Match: * refuses to replace.
     let r = c.run(
-        &[&auth[..], &["-H", "If-None-Match: *", "-T", local_s]].concat(),
+        &["-H", "If-None-Match: *", "-T", local_s],
         "/api/v1/files/five.bin",
     );
     assert_eq!((r.status, r.code().as_str()), (412, "precondition_failed"));
     assert_eq!(sha256_file(&disk), sha256_file(&second));
 
     // Folders, listing, rename, delete.
-    let r = c.run(
-        &[&auth[..], &["-X", "POST"]].concat(),
-        "/api/v1/dirs/in%20box",
-    );
+    let r = c.run(&["-X", "POST"], "/api/v1/dirs/in%20box");
     assert_eq!(r.status, 201, "{}", r.text());
-    let r = c.run(
-        &[&auth[..], &["-X", "POST"]].concat(),
-        "/api/v1/dirs/in%20box",
-    );
+    let r = c.run(&["-X", "POST"], "/api/v1/dirs/in%20box");
     assert_eq!((r.status, r.code().as_str()), (409, "already_exists"));
     let r = c.run(
-        &[&auth[..], &["-T", local_s]].concat(),
+        &["-T", local_s],
         "/api/v1/files/in%20box/r%C3%A9sum%C3%A9.bin",
     );
     assert_eq!(r.status, 201);
-    let r = c.run(&auth, "/api/v1/dirs/");
+    let r = c.get("/api/v1/dirs/");
     assert_eq!(r.status, 200);
     let j = r.json();
     let names: Vec<_> = j["entries"]
@@ -174,26 +136,19 @@ fn files_api_upload_download_ranges_and_the_transfer_log() {
             ("in box".into(), "dir".into())
         ]
     );
-    let r = c.run(&auth, "/api/v1/dirs/in%20box");
+    let r = c.get("/api/v1/dirs/in%20box");
     assert_eq!(r.json()["entries"][0]["name"], "résumé.bin");
     assert_eq!(r.json()["entries"][0]["size"], 5 * 1024 * 1024 + 123);
     assert!(r.json()["entries"][0]["mtime"]
         .as_str()
         .unwrap()
         .ends_with('Z'));
-    let r = c.run(
-        &[&auth[..], &["-X", "DELETE"]].concat(),
-        "/api/v1/dirs/in%20box",
-    );
+    let r = c.run(&["-X", "DELETE"], "/api/v1/dirs/in%20box");
     assert_eq!((r.status, r.code().as_str()), (409, "not_empty"));
     let rename = |from: &str, to: &str, overwrite: bool| {
         let body = serde_json::json!({"from": from, "to": to, "overwrite": overwrite}).to_string();
         c.run(
-            &[
-                &auth[..],
-                &["-H", "Content-Type: application/json", "--data", &body],
-            ]
-            .concat(),
+            &["-H", "Content-Type: application/json", "--data", &body],
             "/api/v1/rename",
         )
     };
@@ -202,17 +157,11 @@ fn files_api_upload_download_ranges_and_the_transfer_log() {
     let r = rename("/in box/résumé.bin", "/moved.bin", false);
     assert_eq!(r.status, 204, "{}", r.text());
     assert_eq!(sha256_file(&user_home(&f, "alice").join("moved.bin")), sha);
-    let r = c.run(
-        &[&auth[..], &["-X", "DELETE"]].concat(),
-        "/api/v1/dirs/in%20box",
-    );
+    let r = c.run(&["-X", "DELETE"], "/api/v1/dirs/in%20box");
     assert_eq!(r.status, 204);
-    let r = c.run(
-        &[&auth[..], &["-X", "DELETE"]].concat(),
-        "/api/v1/files/moved.bin",
-    );
+    let r = c.run(&["-X", "DELETE"], "/api/v1/files/moved.bin");
     assert_eq!(r.status, 204);
-    let r = c.run(&auth, "/api/v1/files/moved.bin");
+    let r = c.get("/api/v1/files/moved.bin");
     assert_eq!((r.status, r.code().as_str()), (404, "not_found"));
     assert!(r.json()["message"].as_str().is_some());
 
@@ -237,27 +186,18 @@ fn files_api_upload_download_ranges_and_the_transfer_log() {
 #[test]
 fn an_interrupted_put_commits_nothing_and_oversized_uploads_are_refused() {
     let f = Ferry::up_with(&["--max-upload-bytes", "8000000"]);
-    add_account(&f, "alice");
-    let c = f.curl();
-    let [u, p] = basic("alice");
-    let auth = [u.as_str(), p.as_str()];
+    f.add_account("alice");
+    let c = f.curl().user("alice");
     let old = f.dir.path().join("old.bin");
     random_file(&old, 100_000);
-    let r = c.run(
-        &[&auth[..], &["-T", old.to_str().unwrap()]].concat(),
-        "/api/v1/files/data.bin",
-    );
+    let r = c.run(&["-T", old.to_str().unwrap()], "/api/v1/files/data.bin");
     assert_eq!(r.status, 201);
 
     // A slow replacement killed half-way leaves the old file as it was.
     let big = f.dir.path().join("big.bin");
     random_file(&big, 6_000_000);
     let (mut child, h, b) = c.spawn(
-        &[
-            &auth[..],
-            &["--limit-rate", "1M", "-T", big.to_str().unwrap()],
-        ]
-        .concat(),
+        &["--limit-rate", "1M", "-T", big.to_str().unwrap()],
         "/api/v1/files/data.bin",
     );
     std::thread::sleep(Duration::from_millis(1500));
@@ -269,7 +209,7 @@ fn an_interrupted_put_commits_nothing_and_oversized_uploads_are_refused() {
         .iter()
         .any(|r| r["status"] == "interrupted")));
     assert_eq!(sha256_file(&disk), sha256_file(&old));
-    let r = c.run(&auth, "/api/v1/dirs/");
+    let r = c.get("/api/v1/dirs/");
     assert_eq!(
         r.json()["entries"].as_array().unwrap().len(),
         1,
@@ -280,47 +220,37 @@ fn an_interrupted_put_commits_nothing_and_oversized_uploads_are_refused() {
     // Over the limit: refused by Content-Length, by a chunked body, and by tus.
     let huge = f.dir.path().join("huge.bin");
     random_file(&huge, 8_000_001);
-    let r = c.run(
-        &[&auth[..], &["-T", huge.to_str().unwrap()]].concat(),
-        "/api/v1/files/huge.bin",
-    );
+    let r = c.run(&["-T", huge.to_str().unwrap()], "/api/v1/files/huge.bin");
     assert_eq!((r.status, r.code().as_str()), (413, "too_large"));
     let r = c.run(
         &[
-            &auth[..],
-            &[
-                "--http1.1",
-                "-H",
-                "Transfer-Encoding: chunked",
-                "-T",
-                huge.to_str().unwrap(),
-            ],
-        ]
-        .concat(),
+            "--http1.1",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "-T",
+            huge.to_str().unwrap(),
+        ],
         "/api/v1/files/huge.bin",
     );
     assert_eq!(r.status, 413, "{}", r.text());
     let r = c.run(
         &[
-            &auth[..],
-            &[
-                "-X",
-                "POST",
-                "-H",
-                "Tus-Resumable: 1.0.0",
-                "-H",
-                "Upload-Length: 8000001",
-            ],
-            &["-H", "Upload-Metadata: filename aHVnZS5iaW4="],
-        ]
-        .concat(),
+            "-X",
+            "POST",
+            "-H",
+            "Tus-Resumable: 1.0.0",
+            "-H",
+            "Upload-Length: 8000001",
+            "-H",
+            "Upload-Metadata: filename aHVnZS5iaW4=",
+        ],
         "/api/v1/uploads/",
     );
     assert_eq!(r.status, 413);
     assert!(!user_home(&f, "alice").join("huge.bin").exists());
 }
 
-fn tus_create(c: &common::http::Curl, auth: &[&str], length: usize, name: &str) -> String {
+fn tus_create(c: &common::http::Curl, length: usize, name: &str) -> String {
     use base64::Engine;
     let meta = format!(
         "filename {}",
@@ -328,8 +258,7 @@ fn tus_create(c: &common::http::Curl, auth: &[&str], length: usize, name: &str) 
     );
     let r = c.run(
         &[
-            auth,
-            &["-X", "POST", "-H", "Tus-Resumable: 1.0.0"],
+            &["-X", "POST", "-H", "Tus-Resumable: 1.0.0"][..],
             &[
                 "-H",
                 &format!("Upload-Length: {length}"),
@@ -345,11 +274,8 @@ fn tus_create(c: &common::http::Curl, auth: &[&str], length: usize, name: &str) 
     r.header("location").unwrap().to_owned()
 }
 
-fn tus_offset(c: &common::http::Curl, auth: &[&str], location: &str) -> (u16, Option<u64>) {
-    let r = c.run(
-        &[auth, &["-I", "-H", "Tus-Resumable: 1.0.0"]].concat(),
-        location,
-    );
+fn tus_offset(c: &common::http::Curl, location: &str) -> (u16, Option<u64>) {
+    let r = c.run(&["-I", "-H", "Tus-Resumable: 1.0.0"], location);
     (
         r.status,
         r.header("upload-offset").map(|v| v.parse().unwrap()),
@@ -384,11 +310,9 @@ fn b64_sha256(data: &[u8]) -> String {
 #[test]
 fn tus_with_curl_checksums_offsets_interruption_and_resume() {
     let f = Ferry::up();
-    add_account(&f, "alice");
-    let c = f.curl();
-    let [u, p] = basic("alice");
-    let auth = [u.as_str(), p.as_str()];
-    let r = c.run(&["-X", "OPTIONS"], "/api/v1/uploads/");
+    f.add_account("alice");
+    let c = f.curl().user("alice");
+    let r = f.curl().run(&["-X", "OPTIONS"], "/api/v1/uploads/");
     assert_eq!(r.status, 204);
     assert_eq!(r.header("tus-version"), Some("1.0.0"));
     assert!(r.header("tus-extension").unwrap().contains("checksum"));
@@ -403,72 +327,39 @@ fn tus_with_curl_checksums_offsets_interruption_and_resume() {
         std::fs::write(&path, &data[from..to]).unwrap();
         path.to_str().unwrap().to_owned()
     };
-    let loc = tus_create(&c, &auth, total, "tus.bin");
+    let loc = tus_create(&c, total, "tus.bin");
     assert!(loc.starts_with("/api/v1/uploads/"));
-    assert_eq!(tus_offset(&c, &auth, &loc), (200, Some(0)));
+    assert_eq!(tus_offset(&c, &loc), (200, Some(0)));
     // Without Tus-Resumable: 412.
-    let r = c.run(&[&auth[..], &["-I"]].concat(), &loc);
+    let r = c.run(&["-I"], &loc);
     assert_eq!(r.status, 412);
 
     // First MiB with a good checksum.
     let first = part(0, 1 << 20);
     let args = tus_patch_args(0, &first, Some(b64_sha256(&data[..1 << 20])));
-    let r = c.run(
-        &[
-            &auth[..],
-            &args.iter().map(String::as_str).collect::<Vec<_>>()[..],
-        ]
-        .concat(),
-        &loc,
-    );
+    let r = c.run(&args, &loc);
     assert_eq!(r.status, 204, "{}", r.text());
     assert_eq!(r.header("upload-offset"), Some("1048576"));
 
     // A wrong checksum keeps nothing (460); a wrong offset is a conflict (409).
     let second = part(1 << 20, 2 << 20);
     let args = tus_patch_args(1 << 20, &second, Some(b64_sha256(b"something else")));
-    let r = c.run(
-        &[
-            &auth[..],
-            &args.iter().map(String::as_str).collect::<Vec<_>>()[..],
-        ]
-        .concat(),
-        &loc,
-    );
+    let r = c.run(&args, &loc);
     assert_eq!((r.status, r.code().as_str()), (460, "checksum_mismatch"));
-    assert_eq!(tus_offset(&c, &auth, &loc).1, Some(1 << 20));
+    assert_eq!(tus_offset(&c, &loc).1, Some(1 << 20));
     let args = tus_patch_args(5, &second, None);
-    let r = c.run(
-        &[
-            &auth[..],
-            &args.iter().map(String::as_str).collect::<Vec<_>>()[..],
-        ]
-        .concat(),
-        &loc,
-    );
+    let r = c.run(&args, &loc);
     assert_eq!((r.status, r.code().as_str()), (409, "offset_mismatch"));
     let mut bad_type = tus_patch_args(1 << 20, &second, None);
     bad_type[5] = "Content-Type: application/octet-stream".into();
-    let r = c.run(
-        &[
-            &auth[..],
-            &bad_type.iter().map(String::as_str).collect::<Vec<_>>()[..],
-        ]
-        .concat(),
-        &loc,
-    );
+    let r = c.run(&bad_type, &loc);
     assert_eq!(r.status, 415);
 
     // A slow PATCH of the rest, killed mid-body: what arrived is kept.
     let rest = part(1 << 20, total);
     let args = tus_patch_args(1 << 20, &rest, None);
     let (mut child, h, b) = c.spawn(
-        &[
-            &auth[..],
-            &["--limit-rate", "2M"],
-            &args.iter().map(String::as_str).collect::<Vec<_>>()[..],
-        ]
-        .concat(),
+        &[vec!["--limit-rate".into(), "2M".into()], args].concat(),
         &loc,
     );
     std::thread::sleep(Duration::from_millis(1500));
@@ -476,12 +367,12 @@ fn tus_with_curl_checksums_offsets_interruption_and_resume() {
     let _ = child.wait_with_output().map(|o| collect(o, &h, &b));
     let mut offset = 0;
     assert!(wait_until(10, || {
-        offset = tus_offset(&c, &auth, &loc).1.unwrap();
+        offset = tus_offset(&c, &loc).1.unwrap();
         offset > (1 << 20)
     }));
     assert!(offset < total as u64, "offset {offset}");
     assert!(!user_home(&f, "alice").join("tus.bin").exists());
-    let r = c.run(&auth, "/api/v1/dirs/");
+    let r = c.get("/api/v1/dirs/");
     assert!(
         r.json()["entries"].as_array().unwrap().is_empty(),
         "{}",
@@ -491,19 +382,12 @@ fn tus_with_curl_checksums_offsets_interruption_and_resume() {
     // Resume from the offset the server reports.
     let tail = part(offset as usize, total);
     let args = tus_patch_args(offset, &tail, Some(b64_sha256(&data[offset as usize..])));
-    let r = c.run(
-        &[
-            &auth[..],
-            &args.iter().map(String::as_str).collect::<Vec<_>>()[..],
-        ]
-        .concat(),
-        &loc,
-    );
+    let r = c.run(&args, &loc);
     assert_eq!(r.status, 204, "{}", r.text());
     let sha = sha256_file(&local);
     assert_eq!(r.header("upload-sha256"), Some(sha.as_str()));
     assert_eq!(sha256_file(&user_home(&f, "alice").join("tus.bin")), sha);
-    assert_eq!(tus_offset(&c, &auth, &loc).0, 404);
+    assert_eq!(tus_offset(&c, &loc).0, 404);
     let rows = f.transfers();
     let done: Vec<_> = rows
         .iter()
@@ -515,8 +399,8 @@ fn tus_with_curl_checksums_offsets_interruption_and_resume() {
     assert_eq!(done[0]["bytes"], total);
 
     // An empty file is complete when announced.
-    let loc = tus_create(&c, &auth, 0, "empty.txt");
-    assert_eq!(tus_offset(&c, &auth, &loc).0, 404);
+    let loc = tus_create(&c, 0, "empty.txt");
+    assert_eq!(tus_offset(&c, &loc).0, 404);
     assert_eq!(
         std::fs::metadata(user_home(&f, "alice").join("empty.txt"))
             .unwrap()
@@ -525,41 +409,28 @@ fn tus_with_curl_checksums_offsets_interruption_and_resume() {
     );
 
     // Termination removes the data.
-    let loc = tus_create(&c, &auth, 10, "gone.bin");
-    let r = c.run(
-        &[&auth[..], &["-X", "DELETE", "-H", "Tus-Resumable: 1.0.0"]].concat(),
-        &loc,
-    );
+    let loc = tus_create(&c, 10, "gone.bin");
+    let r = c.run(&["-X", "DELETE", "-H", "Tus-Resumable: 1.0.0"], &loc);
     assert_eq!(r.status, 204);
-    assert_eq!(tus_offset(&c, &auth, &loc).0, 404);
+    assert_eq!(tus_offset(&c, &loc).0, 404);
     let uploads = user_home(&f, "alice").join(".ferry-uploads");
     assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 0);
     // Another account cannot see alice's upload.
-    add_account(&f, "bob");
-    let loc = tus_create(&c, &auth, 10, "mine.bin");
-    let [bu, bp] = basic("bob");
-    assert_eq!(tus_offset(&c, &[bu.as_str(), bp.as_str()], &loc).0, 404);
+    f.add_account("bob");
+    let loc = tus_create(&c, 10, "mine.bin");
+    assert_eq!(tus_offset(&f.curl().user("bob"), &loc).0, 404);
 }
 
 #[test]
 fn abandoned_tus_uploads_expire_and_their_data_is_removed() {
     let f = Ferry::up_with(&["--upload-expiry-secs", "2"]);
-    add_account(&f, "alice");
-    let c = f.curl();
-    let [u, p] = basic("alice");
-    let auth = [u.as_str(), p.as_str()];
-    let loc = tus_create(&c, &auth, 1000, "later.bin");
+    f.add_account("alice");
+    let c = f.curl().user("alice");
+    let loc = tus_create(&c, 1000, "later.bin");
     let chunk = f.dir.path().join("chunk");
     std::fs::write(&chunk, [7u8; 300]).unwrap();
     let args = tus_patch_args(0, chunk.to_str().unwrap(), None);
-    let r = c.run(
-        &[
-            &auth[..],
-            &args.iter().map(String::as_str).collect::<Vec<_>>()[..],
-        ]
-        .concat(),
-        &loc,
-    );
+    let r = c.run(&args, &loc);
     assert_eq!(r.status, 204);
     let uploads = user_home(&f, "alice").join(".ferry-uploads");
     assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 2);
@@ -567,7 +438,7 @@ fn abandoned_tus_uploads_expire_and_their_data_is_removed() {
         .unwrap()
         .count()
         == 0));
-    assert_eq!(tus_offset(&c, &auth, &loc).0, 404);
+    assert_eq!(tus_offset(&c, &loc).0, 404);
     let rows = f.transfers();
     assert!(
         rows.iter().any(|r| r["path"] == "/later.bin"
@@ -581,7 +452,7 @@ fn abandoned_tus_uploads_expire_and_their_data_is_removed() {
 #[test]
 fn tuspy_uploads_50_mib_interrupted_and_resumed() {
     let f = Ferry::up();
-    add_account(&f, "alice");
+    f.add_account("alice");
     let local = f.dir.path().join("fifty.bin");
     random_file(&local, 50 * 1024 * 1024);
     let script = concat!(

@@ -140,20 +140,13 @@ fn split_upload_and_download_20mib_past_a_dead_server() {
 #[test]
 fn split_https_upload_tus_and_download_past_a_dead_server() {
     let (f, _) = split(0);
-    f.admin_ok(
-        &["account", "add", "alice", "--password-stdin"],
-        Some(&format!("{PASSWORD}\n")),
-    );
-    let c = f.curl();
-    let [u, p] = common::http::basic("alice");
+    f.add_account("alice");
+    let c = f.curl().user("alice");
     let local = f.dir.path().join("up.bin");
     random_file(&local, 3 * 1024 * 1024 + 1);
-    let r = c.run(
-        &[u.as_str(), p.as_str(), "-T", local.to_str().unwrap()],
-        "/api/v1/files/up.bin",
-    );
+    let r = c.run(&["-T", local.to_str().unwrap()], "/api/v1/files/up.bin");
     assert_eq!(r.status, 201, "{}", r.text());
-    let r = c.run(&[u.as_str(), p.as_str()], "/api/v1/files/up.bin");
+    let r = c.get("/api/v1/files/up.bin");
     assert_eq!(r.body, std::fs::read(&local).unwrap());
     let rows = f.transfers();
     assert!(rows.iter().any(|r| r["protocol"] == "https"

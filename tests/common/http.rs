@@ -1,5 +1,6 @@
 //! curl as the HTTPS client of end-to-end tests.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -53,11 +54,14 @@ impl Reply {
     }
 }
 
-/// A curl bound to one Ferry's HTTPS front.
+/// A curl bound to one Ferry's HTTPS front, optionally logged in.
+#[derive(Clone)]
 pub struct Curl {
     pub base: String,
     pub ca: PathBuf,
     pub tmp: PathBuf,
+    /// Arguments given to every run (the credentials of [`Curl::user`]).
+    pub auth: Vec<String>,
 }
 
 impl Ferry {
@@ -70,22 +74,24 @@ impl Ferry {
                 .expect("this Ferry has no HTTPS front"),
             ca: self.ca.clone(),
             tmp: self.dir.path().to_owned(),
+            auth: Vec::new(),
         }
     }
 }
 
-/// `-u user:PASSWORD` as curl arguments.
-pub fn basic(user: &str) -> [String; 2] {
-    ["-u".into(), format!("{user}:{PASSWORD}")]
-}
-
 impl Curl {
+    /// This curl, logging in as `user` with [`PASSWORD`] (HTTP Basic).
+    pub fn user(mut self, user: &str) -> Self {
+        self.auth = vec!["-u".into(), format!("{user}:{PASSWORD}")];
+        self
+    }
+
     /// The full URL of `path` (which starts with `/`).
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    fn command(&self, args: &[&str], path: &str) -> (Command, PathBuf, PathBuf) {
+    fn command<S: AsRef<OsStr>>(&self, args: &[S], path: &str) -> (Command, PathBuf, PathBuf) {
         let id = rand_suffix();
         let (head, body) = (
             self.tmp.join(format!("h-{id}")),
@@ -99,21 +105,27 @@ impl Curl {
             .arg("-o")
             .arg(&body)
             .args(["-w", "%{http_code}"])
+            .args(&self.auth)
             .args(args)
             .arg(self.url(path));
         (cmd, head, body)
     }
 
     /// Runs curl with `args` against `path` and collects the answer.
-    pub fn run(&self, args: &[&str], path: &str) -> Reply {
+    pub fn run<S: AsRef<OsStr>>(&self, args: &[S], path: &str) -> Reply {
         let (mut cmd, head, body) = self.command(args, path);
         let out = cmd.output().expect("curl");
         collect(out, &head, &body)
     }
 
+    /// A plain `GET` of `path`.
+    pub fn get(&self, path: &str) -> Reply {
+        self.run::<&str>(&[], path)
+    }
+
     /// Starts curl in the background (to be killed mid-transfer); its
     /// answer files are returned for [`collect`].
-    pub fn spawn(&self, args: &[&str], path: &str) -> (Child, PathBuf, PathBuf) {
+    pub fn spawn<S: AsRef<OsStr>>(&self, args: &[S], path: &str) -> (Child, PathBuf, PathBuf) {
         let (mut cmd, head, body) = self.command(args, path);
         let child = cmd
             .stdout(Stdio::null())

@@ -194,12 +194,17 @@ impl Ferry {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// Creates an account with [`PASSWORD`] and a fresh client key; returns the key path.
-    pub fn account_with_key(&self, name: &str) -> PathBuf {
+    /// Creates an account with [`PASSWORD`].
+    pub fn add_account(&self, name: &str) {
         self.admin_ok(
             &["account", "add", name, "--password-stdin"],
             Some(&format!("{PASSWORD}\n")),
         );
+    }
+
+    /// Creates an account with [`PASSWORD`] and a fresh client key; returns the key path.
+    pub fn account_with_key(&self, name: &str) -> PathBuf {
+        self.add_account(name);
         let key = client_key(self.dir.path(), &format!("{name}_key"));
         let pubkey = key.with_extension("pub");
         self.admin_ok(
