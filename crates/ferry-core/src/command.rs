@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::{AttemptResult, Event, Monitor, Partner, Route, Schedule};
 use crate::model::{Account, AccountKey, AccountToken, TransferRecord};
+use crate::UnixMillis;
 
 /// Format version of [`Command`] as serialized. Bump it when a variant changes
 /// shape; nodes refuse commands newer than they understand.
@@ -39,8 +41,113 @@ pub enum Command {
         /// The token's public id.
         id: String,
     },
-    /// Record a finished (completed, interrupted or failed) transfer.
+    /// Record a finished (completed, interrupted or failed) transfer. A
+    /// completed arrival also queues one event per matching route, with ids
+    /// derived from the transfer id and route name.
     RecordTransfer(TransferRecord),
+    /// Add a partner (fails if the name is taken).
+    AddPartner(Partner),
+    /// Remove a partner (refused while a route or schedule uses it).
+    RemovePartner {
+        /// Partner name.
+        name: String,
+    },
+    /// Add a route (fails if the name is taken).
+    AddRoute(Route),
+    /// Remove a route; its queued events fail when they run.
+    RemoveRoute {
+        /// Route name.
+        name: String,
+    },
+    /// Add a schedule (fails if the name is taken).
+    AddSchedule(Schedule),
+    /// Remove a schedule and its firing history.
+    RemoveSchedule {
+        /// Schedule name.
+        name: String,
+    },
+    /// Add a folder monitor (fails if the name is taken).
+    AddMonitor(Monitor),
+    /// Remove a folder monitor.
+    RemoveMonitor {
+        /// Monitor name.
+        name: String,
+    },
+    /// Record that a schedule fired for a slot and queue its event. A slot
+    /// that already fired changes nothing: each slot fires exactly once.
+    FireSchedule {
+        /// Schedule name.
+        schedule: String,
+        /// The slot, unix ms.
+        slot: UnixMillis,
+        /// The primary that fired it.
+        node: String,
+        /// The primary's term (checked by the cluster, 0 on a single node).
+        term: u64,
+        /// The event to queue.
+        event: Event,
+    },
+    /// Queue an event (a resubmit).
+    EnqueueEvent(Event),
+    /// Claim an event for an attempt: pending and due, or running with an
+    /// expired lease. Anything else is a conflict.
+    ClaimEvent {
+        /// Event id.
+        id: String,
+        /// Claiming node.
+        node: String,
+        /// The claimer's clock.
+        now: UnixMillis,
+        /// End of the lease.
+        lease_until: UnixMillis,
+    },
+    /// Extend the lease of a running attempt.
+    RenewLease {
+        /// Event id.
+        id: String,
+        /// Node holding the lease.
+        node: String,
+        /// The attempt number.
+        attempt: u32,
+        /// New end of the lease.
+        lease_until: UnixMillis,
+    },
+    /// Record that the first `steps_done` actions of an event are done.
+    EventProgress {
+        /// Event id.
+        id: String,
+        /// Node holding the lease.
+        node: String,
+        /// The attempt number.
+        attempt: u32,
+        /// Actions done so far.
+        steps_done: u32,
+        /// The file's path after them.
+        current_path: Option<String>,
+        /// When.
+        now: UnixMillis,
+    },
+    /// End an attempt. Refused unless `node` still holds the lease for `attempt`.
+    FinishAttempt {
+        /// Event id.
+        id: String,
+        /// Node holding the lease.
+        node: String,
+        /// The attempt number.
+        attempt: u32,
+        /// When it ended.
+        now: UnixMillis,
+        /// How.
+        result: AttemptResult,
+    },
+    /// A node started afresh: none of its leases can still be in use, so
+    /// they end now and their events can be claimed again at once.
+    ReleaseNodeLeases {
+        /// The node.
+        node: String,
+        /// Its clock.
+        now: UnixMillis,
+    },
 }
 
 impl Command {
@@ -54,6 +161,21 @@ impl Command {
             Command::AddAccountToken(_) => "add_account_token",
             Command::RemoveAccountToken { .. } => "remove_account_token",
             Command::RecordTransfer(_) => "record_transfer",
+            Command::AddPartner(_) => "add_partner",
+            Command::RemovePartner { .. } => "remove_partner",
+            Command::AddRoute(_) => "add_route",
+            Command::RemoveRoute { .. } => "remove_route",
+            Command::AddSchedule(_) => "add_schedule",
+            Command::RemoveSchedule { .. } => "remove_schedule",
+            Command::AddMonitor(_) => "add_monitor",
+            Command::RemoveMonitor { .. } => "remove_monitor",
+            Command::FireSchedule { .. } => "fire_schedule",
+            Command::EnqueueEvent(_) => "enqueue_event",
+            Command::ClaimEvent { .. } => "claim_event",
+            Command::RenewLease { .. } => "renew_lease",
+            Command::EventProgress { .. } => "event_progress",
+            Command::FinishAttempt { .. } => "finish_attempt",
+            Command::ReleaseNodeLeases { .. } => "release_node_leases",
         }
     }
 }

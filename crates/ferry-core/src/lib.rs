@@ -3,16 +3,22 @@
 //! * [`path`] — the one place where client paths are canonicalised.
 //! * [`command`] — every change to shared state, as a serializable value.
 //! * [`model`] — accounts, keys and transfer records as stored and replicated.
+//! * [`engine`] — partners, routes, schedules, monitors and queued events.
 //! * [`error`] — the error kinds every crate maps onto its wire answers.
 //! * [`secret`] — a newtype that never prints its content.
 
 pub mod command;
+pub mod engine;
 pub mod error;
 pub mod model;
 pub mod path;
 pub mod secret;
 
 pub use command::{Command, Outcome, COMMAND_FORMAT_VERSION};
+pub use engine::{
+    Action, AfterPull, AttemptResult, Event, EventAttempt, EventKind, EventStatus, Monitor,
+    Partner, Route, Schedule, ScheduleAction,
+};
 pub use error::{ErrorKind, FerryError};
 pub use model::{
     Account, AccountKey, AccountToken, Direction, Protocol, TransferRecord, TransferStatus,

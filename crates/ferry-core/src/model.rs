@@ -63,6 +63,10 @@ pub enum Protocol {
     Sftp,
     /// HTTPS through an edge.
     Https,
+    /// A folder monitor picked the file up from a local directory.
+    Monitor,
+    /// A route copied the file from another account's folder.
+    Route,
 }
 
 /// Which way the data went, seen from Ferry.
@@ -73,6 +77,10 @@ pub enum Direction {
     Upload,
     /// Ferry to client.
     Download,
+    /// Ferry to a partner's server (a route or scheduled push).
+    Push,
+    /// A partner's server to Ferry (a scheduled pull).
+    Pull,
 }
 
 /// How a transfer ended.
@@ -88,6 +96,7 @@ pub enum TransferStatus {
     Failed,
 }
 
+/// Implements `as_str`, `FromStr` and `Display` for a field-less enum.
 macro_rules! str_enum {
     ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
         impl $t {
@@ -110,8 +119,10 @@ macro_rules! str_enum {
     };
 }
 
-str_enum!(Protocol { Sftp => "sftp", Https => "https" });
-str_enum!(Direction { Upload => "upload", Download => "download" });
+pub(crate) use str_enum;
+
+str_enum!(Protocol { Sftp => "sftp", Https => "https", Monitor => "monitor", Route => "route" });
+str_enum!(Direction { Upload => "upload", Download => "download", Push => "push", Pull => "pull" });
 str_enum!(TransferStatus { Completed => "completed", Interrupted => "interrupted", Failed => "failed" });
 
 /// One row of the transfer log.
@@ -143,4 +154,21 @@ pub struct TransferRecord {
     pub client_addr: String,
     /// What went wrong, for failed or interrupted transfers.
     pub error: Option<String>,
+    /// The partner, for pushes and pulls.
+    #[serde(default)]
+    pub partner: Option<String>,
+    /// The event whose work this transfer was.
+    #[serde(default)]
+    pub event_id: Option<String>,
+}
+
+impl TransferRecord {
+    /// Whether this transfer brought a new file into an account's folder that
+    /// routes should act on: a completed upload, monitor ingest or pull.
+    /// Copies made by routes do not trigger routes again (no loops).
+    pub fn triggers_routes(&self) -> bool {
+        self.status == TransferStatus::Completed
+            && matches!(self.direction, Direction::Upload | Direction::Pull)
+            && self.protocol != Protocol::Route
+    }
 }

@@ -377,6 +377,7 @@ pub struct TransferQuery {
     account: Option<String>,
     status: Option<String>,
     since: Option<i64>,
+    partner: Option<String>,
     limit: Option<u32>,
 }
 
@@ -393,6 +394,7 @@ async fn list_transfers(
         account: q.account,
         status,
         since: q.since,
+        partner: q.partner,
         limit: q.limit,
     };
     run(move || {

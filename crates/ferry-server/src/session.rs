@@ -638,6 +638,8 @@ async fn finish(
         node: ctx.node_id.clone(),
         client_addr: s.client_addr.clone(),
         error,
+        partner: None,
+        event_id: None,
     };
     let logged = log_transfer(ctx, record).await;
     let response = match outcome? {
@@ -695,6 +697,8 @@ pub(crate) fn upload_row(
         node: ctx.node_id.clone(),
         client_addr: record.client_addr.clone(),
         error,
+        partner: None,
+        event_id: None,
     }
 }
 

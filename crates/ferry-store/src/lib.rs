@@ -5,7 +5,10 @@
 //! compiled in and applied on open. Shared state changes only through
 //! [`Store::apply`]; everything else here reads.
 
+mod engine;
 mod migrations;
+
+pub use engine::{EventFilter, Firing};
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -36,6 +39,9 @@ pub enum StoreError {
         /// Newest version this build knows.
         known: i64,
     },
+    /// The change conflicts with other records (a partner still in use).
+    #[error("{0}")]
+    Conflict(String),
     /// A stored value could not be read back.
     #[error("corrupt record: {0}")]
     Corrupt(String),
@@ -47,6 +53,7 @@ impl From<StoreError> for ferry_core::FerryError {
         let kind = match &e {
             StoreError::AlreadyExists(_) => ErrorKind::AlreadyExists,
             StoreError::NotFound(_) => ErrorKind::NotFound,
+            StoreError::Conflict(_) => ErrorKind::Conflict,
             _ => ErrorKind::Internal,
         };
         ferry_core::FerryError::new(kind, e.to_string())
@@ -65,6 +72,8 @@ pub struct TransferFilter {
     pub status: Option<TransferStatus>,
     /// Only transfers that started at or after this time (unix ms).
     pub since: Option<i64>,
+    /// Only pushes to and pulls from this partner.
+    pub partner: Option<String>,
     /// At most this many rows, newest first (default 1000).
     pub limit: Option<u32>,
 }
@@ -205,29 +214,7 @@ impl Store {
                 }
                 n
             }
-            Command::RecordTransfer(t) => tx.execute(
-                // A transfer id is written once, by the node that served it; a
-                // replayed command leaves the first row as it was.
-                "INSERT OR IGNORE INTO transfers
-                   (id, account, protocol, direction, path, bytes, sha256, started_at,
-                    ended_at, status, node, client_addr, error, format)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 1)",
-                params![
-                    t.id,
-                    t.account,
-                    t.protocol.as_str(),
-                    t.direction.as_str(),
-                    t.path,
-                    t.bytes as i64,
-                    t.sha256,
-                    t.started_at,
-                    t.ended_at,
-                    t.status.as_str(),
-                    t.node,
-                    t.client_addr,
-                    t.error
-                ],
-            )?,
+            _ => engine::apply(&tx, command)?,
         };
         tx.commit()?;
         tracing::debug!(command = command.name(), rows_changed, "applied");
@@ -307,80 +294,38 @@ impl Store {
     /// Transfer-log rows matching `filter`, newest first.
     pub fn list_transfers(&self, filter: &TransferFilter) -> Result<Vec<TransferRecord>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, account, protocol, direction, path, bytes, sha256, started_at,
-                    ended_at, status, node, client_addr, error
-             FROM transfers
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {TRANSFER_COLUMNS} FROM transfers
              WHERE (?1 IS NULL OR account = ?1)
                AND (?2 IS NULL OR status = ?2)
                AND (?3 IS NULL OR started_at >= ?3)
+               AND (?4 IS NULL OR partner = ?4)
              ORDER BY started_at DESC, id DESC
-             LIMIT ?4",
-        )?;
+             LIMIT ?5"
+        ))?;
         let rows = stmt.query_map(
             params![
                 filter.account,
                 filter.status.map(|s| s.as_str()),
                 filter.since,
+                filter.partner,
                 filter.limit.unwrap_or(1000)
             ],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                    r.get::<_, i64>(7)?,
-                    r.get::<_, i64>(8)?,
-                    r.get::<_, String>(9)?,
-                    r.get::<_, String>(10)?,
-                    r.get::<_, String>(11)?,
-                    r.get::<_, Option<String>>(12)?,
-                ))
-            },
+            row_to_transfer,
         )?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (
-                id,
-                account,
-                protocol,
-                direction,
-                path,
-                bytes,
-                sha256,
-                started_at,
-                ended_at,
-                status,
-                node,
-                client_addr,
-                error,
-            ) = row?;
-            out.push(TransferRecord {
-                protocol: protocol.parse::<Protocol>().map_err(StoreError::Corrupt)?,
-                direction: direction
-                    .parse::<Direction>()
-                    .map_err(StoreError::Corrupt)?,
-                status: status
-                    .parse::<TransferStatus>()
-                    .map_err(StoreError::Corrupt)?,
-                bytes: u64::try_from(bytes)
-                    .map_err(|_| StoreError::Corrupt(format!("bytes {bytes}")))?,
-                id,
-                account,
-                path,
-                sha256,
-                started_at,
-                ended_at,
-                node,
-                client_addr,
-                error,
-            });
-        }
-        Ok(out)
+        rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
+    }
+
+    /// The transfer-log row with this id.
+    pub fn transfer(&self, id: &str) -> Result<Option<TransferRecord>> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ?1"),
+                [id],
+                row_to_transfer,
+            )
+            .optional()
+            .map_err(Into::into)
     }
 }
 
@@ -401,6 +346,38 @@ fn row_to_token(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountToken> {
         label: r.get(3)?,
         created_at: r.get(4)?,
         expires_at: r.get(5)?,
+    })
+}
+
+const TRANSFER_COLUMNS: &str = "id, account, protocol, direction, path, bytes, sha256,
+    started_at, ended_at, status, node, client_addr, error, partner, event_id";
+
+fn parse_text<T: std::str::FromStr<Err = String>>(idx: usize, text: String) -> rusqlite::Result<T> {
+    text.parse::<T>().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e.into())
+    })
+}
+
+fn row_to_transfer(r: &rusqlite::Row<'_>) -> rusqlite::Result<TransferRecord> {
+    let bytes: i64 = r.get(5)?;
+    Ok(TransferRecord {
+        id: r.get(0)?,
+        account: r.get(1)?,
+        protocol: parse_text::<Protocol>(2, r.get(2)?)?,
+        direction: parse_text::<Direction>(3, r.get(3)?)?,
+        path: r.get(4)?,
+        bytes: u64::try_from(bytes).map_err(|_| {
+            rusqlite::Error::IntegralValueOutOfRange(5, bytes)
+        })?,
+        sha256: r.get(6)?,
+        started_at: r.get(7)?,
+        ended_at: r.get(8)?,
+        status: parse_text::<TransferStatus>(9, r.get(9)?)?,
+        node: r.get(10)?,
+        client_addr: r.get(11)?,
+        error: r.get(12)?,
+        partner: r.get(13)?,
+        event_id: r.get(14)?,
     })
 }
 

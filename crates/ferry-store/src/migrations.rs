@@ -11,6 +11,7 @@ use crate::{Result, StoreError};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../schemas/0001_initial.sql"),
     include_str!("../../../schemas/0002_account_tokens.sql"),
+    include_str!("../../../schemas/0003_transfer_engine.sql"),
 ];
 
 /// The schema version this build produces.

@@ -26,6 +26,8 @@ fn transfer(id: &str, account: &str, started_at: i64) -> TransferRecord {
         node: "n1".into(),
         client_addr: "127.0.0.1:1".into(),
         error: None,
+        partner: None,
+        event_id: None,
     }
 }
 
@@ -182,4 +184,241 @@ fn reopening_a_file_keeps_data_and_refuses_newer_schemas() {
         Store::open(&path).unwrap_err(),
         StoreError::TooNew { .. }
     ));
+}
+
+mod engine {
+    use super::*;
+    use ferry_core::{
+        Action, AfterPull, AttemptResult, Event, EventKind, EventStatus, Partner, Route,
+        Schedule, ScheduleAction,
+    };
+
+    fn partner(name: &str) -> Partner {
+        Partner {
+            name: name.into(),
+            host: "127.0.0.1".into(),
+            port: 22,
+            username: "u".into(),
+            password_sealed: Some("sealed".into()),
+            private_key_sealed: None,
+            host_key: "ssh-ed25519 AAAA".into(),
+            remote_dir: "/in".into(),
+            after_pull: AfterPull::Delete,
+            rate_limit: None,
+            created_at: 1,
+        }
+    }
+
+    fn setup() -> Store {
+        let s = Store::open_in_memory().unwrap();
+        s.apply(&Command::CreateAccount(account("alice"))).unwrap();
+        s.apply(&Command::AddPartner(partner("acme"))).unwrap();
+        s.apply(&Command::AddRoute(Route {
+            name: "csv-to-acme".into(),
+            account: "alice".into(),
+            pattern: "*.csv".into(),
+            actions: vec!["push:acme".parse().unwrap()],
+            max_attempts: 2,
+            retry_base_ms: 100,
+            created_at: 1,
+        }))
+        .unwrap();
+        s
+    }
+
+    fn claim(s: &Store, id: &str, node: &str, now: i64) -> usize {
+        s.apply(&Command::ClaimEvent {
+            id: id.into(),
+            node: node.into(),
+            now,
+            lease_until: now + 1000,
+        })
+        .unwrap()
+        .rows_changed
+    }
+
+    #[test]
+    fn a_completed_upload_queues_one_event_per_matching_route_once() {
+        let s = setup();
+        let mut t = transfer("t1", "alice", 10);
+        t.path = "/in/a.csv".into();
+        s.apply(&Command::RecordTransfer(t.clone())).unwrap();
+        // A replay of the same command queues nothing more.
+        s.apply(&Command::RecordTransfer(t)).unwrap();
+        let mut other = transfer("t2", "alice", 20);
+        other.path = "/in/a.txt".into();
+        s.apply(&Command::RecordTransfer(other)).unwrap();
+        let mut failed = transfer("t3", "alice", 30);
+        failed.path = "/b.csv".into();
+        failed.status = TransferStatus::Interrupted;
+        s.apply(&Command::RecordTransfer(failed)).unwrap();
+
+        let events = s.events(&EventFilter::default()).unwrap();
+        assert_eq!(events.len(), 1);
+        let e = &events[0];
+        assert_eq!(e.kind, EventKind::Upload);
+        assert_eq!(e.route.as_deref(), Some("csv-to-acme"));
+        assert_eq!(e.transfer_id.as_deref(), Some("t1"));
+        assert_eq!(e.partners, vec!["acme".to_owned()]);
+        assert_eq!(e.status, EventStatus::Pending);
+        let by_partner = EventFilter {
+            partner: Some("acme".into()),
+            ..Default::default()
+        };
+        assert_eq!(s.events(&by_partner).unwrap().len(), 1);
+        let by_other = EventFilter {
+            partner: Some("acm".into()),
+            ..Default::default()
+        };
+        assert!(s.events(&by_other).unwrap().is_empty());
+        assert_eq!(s.events_of_transfer("t1").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn leases_keep_an_event_with_one_node_until_they_expire() {
+        let s = setup();
+        let mut t = transfer("t1", "alice", 10);
+        t.path = "/a.csv".into();
+        s.apply(&Command::RecordTransfer(t)).unwrap();
+        let id = s.events(&EventFilter::default()).unwrap()[0].id.clone();
+        assert_eq!(s.claimable_events(11, 10).unwrap(), vec![id.clone()]);
+
+        assert_eq!(claim(&s, &id, "n1", 100), 1);
+        assert_eq!(claim(&s, &id, "n2", 200), 0, "lease held by n1");
+        assert!(s.claimable_events(200, 10).unwrap().is_empty());
+        // n1 goes quiet; after its lease n2 takes over, and n1's late finish is refused.
+        assert_eq!(claim(&s, &id, "n2", 1101), 1);
+        let late = s
+            .apply(&Command::FinishAttempt {
+                id: id.clone(),
+                node: "n1".into(),
+                attempt: 1,
+                now: 1200,
+                result: AttemptResult::Done,
+            })
+            .unwrap();
+        assert_eq!(late.rows_changed, 0);
+        let attempts = s.event_attempts(&id).unwrap();
+        assert_eq!(attempts.len(), 2);
+        assert_eq!(attempts[0].outcome.as_deref(), Some("lease expired"));
+        assert_eq!(attempts[1].node, "n2");
+
+        // n2 fails with a retry; it is pending again, due later.
+        s.apply(&Command::FinishAttempt {
+            id: id.clone(),
+            node: "n2".into(),
+            attempt: 2,
+            now: 1300,
+            result: AttemptResult::Retry {
+                next_at: 5000,
+                error: "partner down".into(),
+            },
+        })
+        .unwrap();
+        let e = s.event(&id).unwrap().unwrap();
+        assert_eq!(e.status, EventStatus::Pending);
+        assert_eq!(e.last_error.as_deref(), Some("partner down"));
+        assert_eq!(claim(&s, &id, "n1", 4999), 0, "not due yet");
+        assert_eq!(s.next_claimable_at().unwrap(), Some(5000));
+    }
+
+    #[test]
+    fn a_restarted_node_releases_its_leases_and_the_last_expired_lease_fails() {
+        let s = setup();
+        let mut t = transfer("t1", "alice", 10);
+        t.path = "/a.csv".into();
+        s.apply(&Command::RecordTransfer(t)).unwrap();
+        let id = s.events(&EventFilter::default()).unwrap()[0].id.clone();
+        assert_eq!(claim(&s, &id, "n1", 100), 1);
+        s.apply(&Command::ReleaseNodeLeases {
+            node: "n1".into(),
+            now: 150,
+        })
+        .unwrap();
+        assert_eq!(claim(&s, &id, "n1", 160), 1, "claimable at once");
+        // max_attempts is 2: an expired lease on the second attempt fails it.
+        assert_eq!(claim(&s, &id, "n2", 5000), 0);
+        let e = s.event(&id).unwrap().unwrap();
+        assert_eq!(e.status, EventStatus::Failed);
+    }
+
+    #[test]
+    fn each_schedule_slot_fires_once() {
+        let s = setup();
+        s.apply(&Command::AddSchedule(Schedule {
+            name: "pull".into(),
+            cron: "*/2 * * * * *".into(),
+            timezone: "UTC".into(),
+            action: "pull:acme:alice".parse::<ScheduleAction>().unwrap(),
+            catch_up: true,
+            max_attempts: 3,
+            retry_base_ms: 100,
+            created_at: 1,
+        }))
+        .unwrap();
+        let fire = |slot: i64, event: &str, node: &str| {
+            s.apply(&Command::FireSchedule {
+                schedule: "pull".into(),
+                slot,
+                node: node.into(),
+                term: 0,
+                event: Event {
+                    id: event.into(),
+                    kind: EventKind::Schedule,
+                    route: None,
+                    schedule: Some("pull".into()),
+                    slot: Some(slot),
+                    account: Some("alice".into()),
+                    path: None,
+                    transfer_id: None,
+                    partners: vec!["acme".into()],
+                    status: EventStatus::Pending,
+                    attempts: 0,
+                    max_attempts: 3,
+                    retry_base_ms: 100,
+                    next_at: slot,
+                    lease_node: None,
+                    lease_until: None,
+                    steps_done: 0,
+                    current_path: None,
+                    created_at: slot,
+                    updated_at: slot,
+                    last_error: None,
+                    resubmit_of: None,
+                },
+            })
+            .unwrap()
+            .rows_changed
+        };
+        assert_eq!(fire(2000, "e1", "n1"), 2);
+        assert_eq!(fire(2000, "e2", "n2"), 0, "same slot, other node");
+        assert_eq!(fire(4000, "e3", "n1"), 2);
+        assert_eq!(s.last_firing("pull").unwrap(), Some(4000));
+        assert_eq!(s.firings("pull", 10).unwrap().len(), 2);
+        assert_eq!(s.events(&EventFilter::default()).unwrap().len(), 2);
+        // A partner in use cannot be removed.
+        let err = s
+            .apply(&Command::RemovePartner {
+                name: "acme".into(),
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("route csv-to-acme"), "{err}");
+        assert!(err.to_string().contains("schedule pull"), "{err}");
+        // A route naming an unknown partner is refused.
+        let err = s
+            .apply(&Command::AddRoute(Route {
+                name: "r2".into(),
+                account: "alice".into(),
+                pattern: "*".into(),
+                actions: vec![Action::Push {
+                    partner: "nobody".into(),
+                    remote_dir: None,
+                }],
+                max_attempts: 1,
+                retry_base_ms: 1,
+                created_at: 1,
+            }))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    }
 }
