@@ -136,6 +136,34 @@ impl Ferry {
     pub fn up_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        let (proc, sftp_port, https_url) = Self::start_up(&data, extra);
+        let data_s = data.to_str().unwrap().to_owned();
+        Ferry {
+            procs: vec![proc],
+            sftp_port,
+            admin_args: vec!["--data-dir".into(), data_s],
+            repository: data.join("repository"),
+            https_url: Some(https_url),
+            ca: data.join("pki").join("ca.crt"),
+            dir,
+        }
+    }
+
+    /// Kills `ferry up` with SIGKILL (no shutdown of any kind) and starts it
+    /// again on the same data directory.
+    pub fn kill_and_restart(&mut self, extra: &[&str]) {
+        for p in &mut self.procs {
+            p.kill();
+        }
+        self.procs.clear();
+        let data = self.dir.path().join("data");
+        let (proc, sftp_port, https_url) = Self::start_up(&data, extra);
+        self.procs.push(proc);
+        self.sftp_port = sftp_port;
+        self.https_url = Some(https_url);
+    }
+
+    fn start_up(data: &Path, extra: &[&str]) -> (Proc, u16, String) {
         let data_s = data.to_str().unwrap().to_owned();
         let mut args = vec![
             "up",
@@ -153,15 +181,7 @@ impl Ferry {
         args.extend_from_slice(extra);
         let (proc, v) = Proc::start(&args, &["sftp", "admin", "https"]);
         let sftp_port = v[0].rsplit(':').next().unwrap().parse().unwrap();
-        Ferry {
-            procs: vec![proc],
-            sftp_port,
-            admin_args: vec!["--data-dir".into(), data_s],
-            repository: data.join("repository"),
-            https_url: Some(v[2].clone()),
-            ca: data.join("pki").join("ca.crt"),
-            dir,
-        }
+        (proc, sftp_port, v[2].clone())
     }
 
     /// Runs an admin command; returns its output.

@@ -74,6 +74,11 @@ impl FerryError {
         Self::new(ErrorKind::InvalidInput, message)
     }
 
+    /// Something needed is not reachable right now; a retry may succeed.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unavailable, message)
+    }
+
     /// An internal failure.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)

@@ -51,6 +51,7 @@ pub fn router(state: AdminState) -> Router {
             axum::routing::delete(remove_token),
         )
         .route("/api/v1/transfers", get(list_transfers))
+        .merge(crate::engine_api::routes())
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

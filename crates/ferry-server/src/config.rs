@@ -27,6 +27,9 @@ pub struct ServerConfig {
     /// Resumable (tus) uploads.
     #[serde(default)]
     pub uploads: UploadsConfig,
+    /// The transfer engine: queue workers, leases, partner credentials.
+    #[serde(default)]
+    pub engine: crate::engine::EngineConfig,
 }
 
 /// Resumable uploads.
@@ -100,6 +103,7 @@ impl ServerConfig {
         config.repository = base.join(&config.repository);
         config.internal.tls = config.internal.tls.resolved(base);
         config.admin.token_file = base.join(&config.admin.token_file);
+        config.engine.secret_key_file = config.engine.secret_key_file.map(|f| base.join(f));
         config.validate().map_err(error)?;
         Ok(config)
     }

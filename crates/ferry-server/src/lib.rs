@@ -7,7 +7,10 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod engine;
+pub mod engine_api;
 pub mod repository;
+pub mod secrets;
 pub mod session;
 pub mod transfer;
 pub mod uploads;
@@ -37,6 +40,19 @@ pub struct ServerCtx {
     pub fsync_uploads: bool,
     /// Unfinished resumable uploads expire after this long without data.
     pub upload_expiry_ms: i64,
+    /// Settings of the transfer engine.
+    pub engine: engine::EngineConfig,
+    /// The key that seals partner credentials.
+    pub secrets: secrets::SecretKey,
+    /// Wakes idle queue workers when an event is queued on this node.
+    pub engine_wake: tokio::sync::Notify,
+    /// Wakes the scheduler when schedules were added or removed.
+    pub schedules_changed: tokio::sync::Notify,
+    /// Whether this node runs the primary-only duties. A single node is
+    /// always the primary; the cluster moves the role.
+    pub primary: tokio::sync::watch::Sender<engine::PrimaryRole>,
+    /// The engine's wall clock.
+    pub clock: engine::Clock,
 }
 
 impl ServerCtx {
@@ -111,6 +127,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         &[b"h2", b"http/1.1"],
     )?;
 
+    let secret_key_file = config
+        .engine
+        .secret_key_file
+        .clone()
+        .unwrap_or_else(|| config.state_dir.join("secret.key"));
+    let secrets =
+        secrets::SecretKey::load_or_create(&secret_key_file).map_err(StartError::Setup)?;
     let ctx = Arc::new(ServerCtx {
         node_id: config.node_id.clone(),
         store: Arc::new(store),
@@ -120,7 +143,16 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             .unwrap_or(i64::MAX / 2_000)
             .max(1)
             .saturating_mul(1000),
+        engine: config.engine.clone(),
+        secrets,
+        engine_wake: tokio::sync::Notify::new(),
+        schedules_changed: tokio::sync::Notify::new(),
+        primary: tokio::sync::watch::Sender::new(engine::PrimaryRole::Primary { term: 0 }),
+        clock: engine::Clock::System,
     });
+    engine::start(ctx.clone())
+        .await
+        .map_err(|e| StartError::Setup(format!("cannot start the transfer engine: {e}")))?;
 
     let bind = |addr: SocketAddr, what: &'static str| async move {
         TcpListener::bind(addr)

@@ -667,8 +667,10 @@ pub(crate) async fn log_transfer(
             .map_err(FerryError::from)
     })
     .await;
-    if let Err(e) = &logged {
-        tracing::error!(error = %e, "could not write the transfer log");
+    match &logged {
+        // The row may have queued route events: let idle workers look.
+        Ok(()) => ctx.engine_wake.notify_waiters(),
+        Err(e) => tracing::error!(error = %e, "could not write the transfer log"),
     }
     logged.map_err(|e| FerryError::internal(format!("transfer log unavailable: {}", e.message)))
 }

@@ -406,7 +406,16 @@ fn claim(
             "SELECT status, attempts, max_attempts, next_at, lease_until, lease_node
              FROM events WHERE id = ?1",
             [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            },
         )
         .optional()?;
     let Some((status, attempts, max_attempts, next_at, lease, holder)) = row else {

@@ -366,9 +366,8 @@ fn row_to_transfer(r: &rusqlite::Row<'_>) -> rusqlite::Result<TransferRecord> {
         protocol: parse_text::<Protocol>(2, r.get(2)?)?,
         direction: parse_text::<Direction>(3, r.get(3)?)?,
         path: r.get(4)?,
-        bytes: u64::try_from(bytes).map_err(|_| {
-            rusqlite::Error::IntegralValueOutOfRange(5, bytes)
-        })?,
+        bytes: u64::try_from(bytes)
+            .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(5, bytes))?,
         sha256: r.get(6)?,
         started_at: r.get(7)?,
         ended_at: r.get(8)?,

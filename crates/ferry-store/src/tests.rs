@@ -189,8 +189,8 @@ fn reopening_a_file_keeps_data_and_refuses_newer_schemas() {
 mod engine {
     use super::*;
     use ferry_core::{
-        Action, AfterPull, AttemptResult, Event, EventKind, EventStatus, Partner, Route,
-        Schedule, ScheduleAction,
+        Action, AfterPull, AttemptResult, Event, EventKind, EventStatus, Partner, Route, Schedule,
+        ScheduleAction,
     };
 
     fn partner(name: &str) -> Partner {

@@ -132,13 +132,27 @@ pub enum TransferCmd {
         /// Only this status (completed, interrupted, failed).
         #[arg(long)]
         status: Option<String>,
+        /// Only pushes to and pulls from this partner.
+        #[arg(long)]
+        partner: Option<String>,
+        /// Only transfers since this time: RFC 3339, or an age such as 90s, 30m, 12h, 7d.
+        #[arg(long)]
+        since: Option<String>,
         /// At most this many rows.
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Show one transfer with the events it caused and every attempt.
+    Show {
+        /// Transfer id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-struct Admin {
+pub(crate) struct Admin {
     url: String,
     token: String,
     http: reqwest::Client,
@@ -151,7 +165,7 @@ fn read_secret_line(path: &std::path::Path) -> anyhow::Result<String> {
 }
 
 impl Admin {
-    fn connect(args: AdminArgs) -> anyhow::Result<Self> {
+    pub(crate) fn connect(args: AdminArgs) -> anyhow::Result<Self> {
         let from_dir = |name: &str| args.data_dir.as_ref().map(|d| d.join(name));
         let url = match (&args.admin, from_dir("admin.url")) {
             (Some(u), _) => u.clone(),
@@ -188,7 +202,7 @@ impl Admin {
         })
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -223,7 +237,7 @@ impl Admin {
     }
 }
 
-fn read_password(stdin: bool, file: Option<PathBuf>) -> anyhow::Result<Option<String>> {
+pub(crate) fn read_password(stdin: bool, file: Option<PathBuf>) -> anyhow::Result<Option<String>> {
     let pw = if stdin {
         let input = std::io::stdin();
         if input.is_terminal() {
@@ -245,7 +259,7 @@ fn read_password(stdin: bool, file: Option<PathBuf>) -> anyhow::Result<Option<St
     Ok(Some(pw))
 }
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -422,18 +436,34 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
 /// Runs a transfer command.
 pub async fn transfer(args: AdminArgs, cmd: TransferCmd) -> anyhow::Result<()> {
     let admin = Admin::connect(args)?;
-    let TransferCmd::List {
-        json,
-        account,
-        status,
-        limit,
-    } = cmd;
+    let (json, account, status, partner, since, limit) = match cmd {
+        TransferCmd::Show { id, json } => {
+            return crate::engine_client::show_transfer(&admin, &id, json).await
+        }
+        TransferCmd::List {
+            json,
+            account,
+            status,
+            partner,
+            since,
+            limit,
+        } => (json, account, status, partner, since, limit),
+    };
     let mut query = format!("?limit={limit}");
-    if let Some(a) = account {
-        query.push_str(&format!("&account={}", enc(&a)));
+    for (key, value) in [
+        ("account", account),
+        ("status", status),
+        ("partner", partner),
+    ] {
+        if let Some(v) = value {
+            query.push_str(&format!("&{key}={}", enc(&v)));
+        }
     }
-    if let Some(s) = status {
-        query.push_str(&format!("&status={}", enc(&s)));
+    if let Some(s) = since {
+        query.push_str(&format!(
+            "&since={}",
+            crate::engine_client::parse_since(&s)?
+        ));
     }
     let v = admin
         .send(
@@ -447,13 +477,18 @@ pub async fn transfer(args: AdminArgs, cmd: TransferCmd) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<20} {:<12} {:<9} {:<12} {:>12} {:<10} PATH",
-        "STARTED", "ACCOUNT", "DIRECTION", "STATUS", "BYTES", "SHA256"
+        "{:<36} {:<20} {:<12} {:<9} {:<12} {:>12} {:<10} PATH",
+        "ID", "STARTED", "ACCOUNT", "DIRECTION", "STATUS", "BYTES", "SHA256"
     );
     for t in v.as_array().into_iter().flatten() {
         let started = chrono_like(t["started_at"].as_i64().unwrap_or_default());
+        let mut path = t["path"].as_str().unwrap_or_default().to_owned();
+        if let Some(p) = t["partner"].as_str() {
+            path.push_str(&format!("  (partner {p})"));
+        }
         println!(
-            "{:<20} {:<12} {:<9} {:<12} {:>12} {:<10} {}",
+            "{:<36} {:<20} {:<12} {:<9} {:<12} {:>12} {:<10} {}",
+            t["id"].as_str().unwrap_or_default(),
             started,
             t["account"].as_str().unwrap_or_default(),
             t["direction"].as_str().unwrap_or_default(),
@@ -463,13 +498,13 @@ pub async fn transfer(args: AdminArgs, cmd: TransferCmd) -> anyhow::Result<()> {
                 .as_str()
                 .map(|s| &s[..s.len().min(10)])
                 .unwrap_or("-"),
-            t["path"].as_str().unwrap_or_default(),
+            path,
         );
     }
     Ok(())
 }
 
-fn chrono_like(ms: i64) -> String {
+pub(crate) fn chrono_like(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_default()

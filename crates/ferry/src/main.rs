@@ -1,6 +1,7 @@
 //! The `ferry` binary: parse arguments, load config, build, run.
 
 mod admin_client;
+mod engine_client;
 mod up;
 
 use std::path::PathBuf;
@@ -48,6 +49,41 @@ enum Cmd {
         admin: admin_client::AdminArgs,
         #[command(subcommand)]
         command: admin_client::TransferCmd,
+    },
+    /// Manage partners: remote SFTP servers to push to and pull from.
+    Partner {
+        #[command(flatten)]
+        admin: admin_client::AdminArgs,
+        #[command(subcommand)]
+        command: engine_client::PartnerCmd,
+    },
+    /// Manage routes: what happens to files that arrive.
+    Route {
+        #[command(flatten)]
+        admin: admin_client::AdminArgs,
+        #[command(subcommand)]
+        command: engine_client::RouteCmd,
+    },
+    /// Manage schedules: pulls and pushes on cron slots.
+    Schedule {
+        #[command(flatten)]
+        admin: admin_client::AdminArgs,
+        #[command(subcommand)]
+        command: engine_client::ScheduleCmd,
+    },
+    /// Manage folder monitors: directories whose files are ingested.
+    Monitor {
+        #[command(flatten)]
+        admin: admin_client::AdminArgs,
+        #[command(subcommand)]
+        command: engine_client::MonitorCmd,
+    },
+    /// Inspect and resubmit queued events.
+    Event {
+        #[command(flatten)]
+        admin: admin_client::AdminArgs,
+        #[command(subcommand)]
+        command: engine_client::EventCmd,
     },
 }
 
@@ -153,6 +189,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Account { admin, command } => admin_client::account(admin, command).await,
         Cmd::Transfer { admin, command } => admin_client::transfer(admin, command).await,
+        Cmd::Partner { admin, command } => engine_client::partner(admin, command).await,
+        Cmd::Route { admin, command } => engine_client::route(admin, command).await,
+        Cmd::Schedule { admin, command } => engine_client::schedule(admin, command).await,
+        Cmd::Monitor { admin, command } => engine_client::monitor(admin, command).await,
+        Cmd::Event { admin, command } => engine_client::event(admin, command).await,
     }
 }
 

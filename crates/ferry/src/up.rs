@@ -40,6 +40,12 @@ pub struct UpArgs {
     /// Delay of every failed login, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub auth_failure_delay_ms: u64,
+    /// Seconds a claimed event stays with this node without a lease renewal.
+    #[arg(long, default_value_t = 60)]
+    pub lease_secs: u64,
+    /// Folder monitors rescan their directories this often (seconds).
+    #[arg(long, default_value_t = 10)]
+    pub monitor_rescan_secs: u64,
 }
 
 /// Creates what a data directory needs, if it is not there yet.
@@ -111,6 +117,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         },
         uploads: ferry_server::UploadsConfig {
             expire_after_secs: args.upload_expiry_secs,
+        },
+        engine: ferry_server::engine::EngineConfig {
+            secret_key_file: Some(dir.join("secret.key")),
+            lease_secs: args.lease_secs,
+            monitor_rescan_secs: args.monitor_rescan_secs,
+            ..Default::default()
         },
     })
     .await?;

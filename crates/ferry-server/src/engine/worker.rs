@@ -1,0 +1,144 @@
+//! Queue workers: claim a due event with a lease, run it, record the outcome.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_core::engine::backoff_ms;
+use ferry_core::{AttemptResult, Command, Event, FerryError};
+
+use super::actions::{self, ActionError};
+use crate::session::blocking;
+use crate::ServerCtx;
+
+/// Longest sleep between looks at the queue (events queued by another node
+/// are seen this late at most).
+const POLL_MS: i64 = 1_000;
+
+/// Runs one worker until the server stops.
+pub async fn run(ctx: Arc<ServerCtx>, index: usize) {
+    loop {
+        // Register for wake-ups before looking, so a notification that
+        // arrives while we look is not lost.
+        let woken = ctx.engine_wake.notified();
+        match claim_next(&ctx).await {
+            Ok(Some(event)) => {
+                execute(&ctx, event).await;
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(worker = index, error = %e, "cannot read the event queue"),
+        }
+        let now = ctx.clock.now_ms();
+        let next = {
+            let store = ctx.store.clone();
+            blocking(move || store.next_claimable_at().map_err(FerryError::from))
+                .await
+                .ok()
+                .flatten()
+        };
+        let wait = next
+            .map(|at| (at - now).clamp(1, POLL_MS))
+            .unwrap_or(POLL_MS);
+        tokio::select! {
+            _ = woken => {}
+            _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+        }
+    }
+}
+
+/// Claims the first claimable event, if any.
+async fn claim_next(ctx: &Arc<ServerCtx>) -> Result<Option<Event>, FerryError> {
+    let ctx = ctx.clone();
+    blocking(move || {
+        let now = ctx.clock.now_ms();
+        for id in ctx
+            .store
+            .claimable_events(now, 16)
+            .map_err(FerryError::from)?
+        {
+            let claimed = ctx.apply(&Command::ClaimEvent {
+                id: id.clone(),
+                node: ctx.node_id.clone(),
+                now,
+                lease_until: now + ctx.engine.lease_ms(),
+            })?;
+            if claimed.rows_changed == 1 {
+                return ctx.store.event(&id).map_err(FerryError::from);
+            }
+        }
+        Ok(None)
+    })
+    .await
+}
+
+/// Runs a claimed event while renewing its lease; records how it ended.
+async fn execute(ctx: &Arc<ServerCtx>, event: Event) {
+    let attempt = event.attempts;
+    let id = event.id.clone();
+    tracing::info!(event = %id, attempt, kind = %event.kind, "event started");
+    let work = actions::run_event(ctx, &event);
+    let renew = keep_lease(ctx, &id, attempt);
+    let outcome = tokio::select! {
+        outcome = work => outcome,
+        () = renew => {
+            tracing::warn!(event = %id, attempt, "lease lost; another node owns the event now");
+            return;
+        }
+    };
+    let now = ctx.clock.now_ms();
+    let result = match outcome {
+        Ok(summary) => {
+            tracing::info!(event = %id, attempt, %summary, "event done");
+            AttemptResult::Done
+        }
+        Err(ActionError { message, transient }) => {
+            let retry = transient && attempt < event.max_attempts;
+            tracing::warn!(event = %id, attempt, max = event.max_attempts, retry, error = %message, "event attempt failed");
+            if retry {
+                AttemptResult::Retry {
+                    next_at: now + backoff_ms(event.retry_base_ms, attempt) as i64,
+                    error: message,
+                }
+            } else {
+                AttemptResult::Failed { error: message }
+            }
+        }
+    };
+    let command = Command::FinishAttempt {
+        id: id.clone(),
+        node: ctx.node_id.clone(),
+        attempt,
+        now,
+        result,
+    };
+    let ctx2 = ctx.clone();
+    match blocking(move || ctx2.apply(&command)).await {
+        Ok(o) if o.rows_changed == 0 => {
+            tracing::warn!(event = %id, attempt, "outcome not recorded: the lease had expired")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(event = %id, attempt, error = %e, "cannot record the outcome"),
+    }
+}
+
+/// Renews the lease every third of its length; returns when it is lost.
+async fn keep_lease(ctx: &Arc<ServerCtx>, id: &str, attempt: u32) {
+    let every = Duration::from_millis((ctx.engine.lease_ms() / 3).max(100) as u64);
+    loop {
+        tokio::time::sleep(every).await;
+        let command = Command::RenewLease {
+            id: id.to_owned(),
+            node: ctx.node_id.clone(),
+            attempt,
+            lease_until: ctx.clock.now_ms() + ctx.engine.lease_ms(),
+        };
+        let ctx = ctx.clone();
+        match blocking(move || ctx.apply(&command)).await {
+            Ok(o) if o.rows_changed == 0 => return,
+            Ok(_) => {}
+            // The store is briefly unavailable: keep working; the lease
+            // still runs and the next renewal may succeed.
+            Err(e) => tracing::warn!(event = %id, error = %e, "cannot renew the lease"),
+        }
+    }
+}
