@@ -394,6 +394,9 @@ fn insert_event(tx: &Transaction<'_>, e: &Event) -> Result<usize> {
     )?)
 }
 
+/// An event's status, attempts, max attempts, next_at, lease end and holder.
+type ClaimRow = (String, u32, u32, i64, Option<i64>, Option<String>);
+
 fn claim(
     tx: &Transaction<'_>,
     id: &str,
@@ -401,7 +404,7 @@ fn claim(
     now: UnixMillis,
     lease_until: UnixMillis,
 ) -> Result<usize> {
-    let row: Option<(String, u32, u32, i64, Option<i64>, Option<String>)> = tx
+    let row: Option<ClaimRow> = tx
         .query_row(
             "SELECT status, attempts, max_attempts, next_at, lease_until, lease_node
              FROM events WHERE id = ?1",
