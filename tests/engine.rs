@@ -266,6 +266,44 @@ fn routes_push_to_sshd_and_a_second_ferry_schedules_pull_and_a_monitor_ingests()
         .count();
     assert_eq!(pull_rows, 2);
 
+    // A scheduled push of a folder: each file version goes out once.
+    let outgoing = a.repository.join("alice/outgoing");
+    std::fs::create_dir_all(&outgoing).unwrap();
+    random_file(&outgoing.join("o1.bin"), 20_000);
+    std::fs::write(outgoing.join("o2.bin"), "two").unwrap();
+    a.admin_ok(
+        &[
+            "schedule",
+            "add",
+            "push-out",
+            "--cron",
+            "*/2 * * * * *",
+            "--action",
+            "push:acme:alice/outgoing",
+        ],
+        None,
+    );
+    assert!(
+        wait_until(30, || inbox.join("o1.bin").exists()
+            && inbox.join("o2.bin").exists()),
+        "{:?}",
+        names(&inbox)
+    );
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert_eq!(
+        sha256_file(&inbox.join("o1.bin")),
+        sha256_file(&outgoing.join("o1.bin"))
+    );
+    let folder_pushes = a
+        .transfers()
+        .into_iter()
+        .filter(|t| {
+            t["direction"] == "push" && t["path"].as_str().unwrap().starts_with("/outgoing/")
+        })
+        .count();
+    assert_eq!(folder_pushes, 2, "each file pushed once");
+    a.admin_ok(&["schedule", "remove", "push-out"], None);
+
     // A folder monitor: a file is ingested once it is stable; others stay.
     let drop = a.dir.path().join("drop");
     std::fs::create_dir(&drop).unwrap();

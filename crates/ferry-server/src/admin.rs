@@ -164,22 +164,7 @@ pub struct NewAccount {
 /// Checks an account name: letters, digits, `.`, `_`, `-`, starting with a
 /// letter or digit, at most 64 characters.
 pub fn validate_account_name(name: &str) -> Result<(), FerryError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(FerryError::invalid(format!(
-            "account name {name:?} must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )))
-    }
+    ferry_core::engine::check_name("account", name)
 }
 
 async fn create_account(

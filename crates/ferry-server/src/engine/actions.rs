@@ -232,21 +232,26 @@ fn locate(ctx: &ServerCtx, account: &str, path: &str) -> Result<(Home, PathBuf),
     Ok((home, real))
 }
 
-/// SHA-256 of a file, hex, and its size.
-fn hash_file(path: &Path) -> io::Result<(u64, String)> {
-    let mut file = File::open(path)?;
+/// Copies `input` to `output` while hashing it: (bytes, SHA-256 hex).
+fn copy_hashing(mut input: impl Read, mut output: impl Write) -> io::Result<(u64, String)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
-        let n = file.read(&mut buf)?;
+        let n = input.read(&mut buf)?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
+        output.write_all(&buf[..n])?;
         size += n as u64;
     }
     Ok((size, hex::encode(hasher.finalize())))
+}
+
+/// SHA-256 of a file, hex, and its size.
+fn hash_file(path: &Path) -> io::Result<(u64, String)> {
+    copy_hashing(File::open(path)?, io::sink())
 }
 
 /// Loads a partner and opens its sealed credentials.
@@ -417,26 +422,14 @@ pub(crate) fn copy_file_atomically(
     let partial = Home::partial_path(target)
         .ok_or_else(|| FerryError::invalid("the target has no file name"))?;
     let result = (|| {
-        let mut input = File::open(source)?;
         let mut output = File::create(&partial)?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = input.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            output.write_all(&buf[..n])?;
-            size += n as u64;
-        }
+        let copied = copy_hashing(File::open(source)?, &mut output)?;
         output.sync_all()?;
         fs::rename(&partial, target)?;
         if let Some(dir) = target.parent() {
             File::open(dir)?.sync_all()?;
         }
-        Ok::<_, io::Error>((size, hex::encode(hasher.finalize())))
+        Ok::<_, io::Error>(copied)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&partial);
@@ -575,6 +568,12 @@ async fn pull_with(
             || entry.name.starts_with('.')
             || !glob.is_none_or(|g| glob_matches(g, &entry.name))
         {
+            continue;
+        }
+        // Names come from the partner's server: only a plain file name may
+        // become a local path (dot names were skipped above).
+        if entry.name.contains(['/', '\\']) || entry.name.chars().any(char::is_control) {
+            tracing::warn!(partner = %partner.name, name = ?entry.name, "skipping a remote file with an unsafe name");
             continue;
         }
         let remote_path = join(&remote_dir, &entry.name);

@@ -63,27 +63,13 @@ impl CronSlots {
     /// has one.
     pub fn next_after(&self, after: i64) -> Option<i64> {
         let start = self.tz.from_utc_datetime(&utc(after).naive_utc());
-        let mut slots = self.cron.after(&start);
-        let mut previous_local = None;
-        loop {
-            let slot = slots.next()?;
-            let local = slot.naive_local();
-            // A wall-clock time that occurs twice (clocks going back) fires
-            // once: skip its second occurrence.
-            if previous_local == Some(local) {
-                continue;
-            }
-            let ms = slot.with_timezone(&Utc).timestamp_millis();
-            if ms <= after {
-                previous_local = Some(local);
-                continue;
-            }
-            if self.is_repeat(&slot) {
-                previous_local = Some(local);
-                continue;
-            }
-            return Some(ms);
-        }
+        // A wall-clock time that occurs twice (clocks going back) fires
+        // once: its second occurrence is skipped.
+        self.cron
+            .after(&start)
+            .map(|slot| (slot.with_timezone(&Utc).timestamp_millis(), slot))
+            .find(|(ms, slot)| *ms > after && !self.is_repeat(slot))
+            .map(|(ms, _)| ms)
     }
 
     /// Whether `slot` is the second occurrence of an ambiguous local time.
