@@ -118,30 +118,55 @@ pub enum KeyCmd {
     },
 }
 
+/// Filters of `ferry transfer list` and `ferry event list`.
+#[derive(Debug, Args)]
+pub struct ListFilter {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Only this account.
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Only this status (transfers: completed, interrupted, failed; events:
+    /// pending, running, done, failed).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only pushes to, pulls from or events involving this partner.
+    #[arg(long)]
+    pub partner: Option<String>,
+    /// Only since this time: RFC 3339, or an age such as 90s, 30m, 12h, 7d.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many rows.
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+}
+
+impl ListFilter {
+    /// The filter as an API query string (`?limit=…&…`).
+    pub fn query(&self) -> anyhow::Result<String> {
+        let mut query = format!("?limit={}", self.limit);
+        for (key, value) in [
+            ("account", &self.account),
+            ("status", &self.status),
+            ("partner", &self.partner),
+        ] {
+            if let Some(v) = value {
+                query.push_str(&format!("&{key}={}", enc(v)));
+            }
+        }
+        if let Some(s) = &self.since {
+            query.push_str(&format!("&since={}", crate::engine_client::parse_since(s)?));
+        }
+        Ok(query)
+    }
+}
+
 /// `ferry transfer …`
 #[derive(Debug, Subcommand)]
 pub enum TransferCmd {
     /// List transfer-log rows, newest first.
-    List {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-        /// Only this account.
-        #[arg(long)]
-        account: Option<String>,
-        /// Only this status (completed, interrupted, failed).
-        #[arg(long)]
-        status: Option<String>,
-        /// Only pushes to and pulls from this partner.
-        #[arg(long)]
-        partner: Option<String>,
-        /// Only transfers since this time: RFC 3339, or an age such as 90s, 30m, 12h, 7d.
-        #[arg(long)]
-        since: Option<String>,
-        /// At most this many rows.
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
-    },
+    List(#[command(flatten)] ListFilter),
     /// Show one transfer with the events it caused and every attempt.
     Show {
         /// Transfer id.
@@ -436,35 +461,13 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
 /// Runs a transfer command.
 pub async fn transfer(args: AdminArgs, cmd: TransferCmd) -> anyhow::Result<()> {
     let admin = Admin::connect(args)?;
-    let (json, account, status, partner, since, limit) = match cmd {
+    let filter = match cmd {
         TransferCmd::Show { id, json } => {
             return crate::engine_client::show_transfer(&admin, &id, json).await
         }
-        TransferCmd::List {
-            json,
-            account,
-            status,
-            partner,
-            since,
-            limit,
-        } => (json, account, status, partner, since, limit),
+        TransferCmd::List(filter) => filter,
     };
-    let mut query = format!("?limit={limit}");
-    for (key, value) in [
-        ("account", account),
-        ("status", status),
-        ("partner", partner),
-    ] {
-        if let Some(v) = value {
-            query.push_str(&format!("&{key}={}", enc(&v)));
-        }
-    }
-    if let Some(s) = since {
-        query.push_str(&format!(
-            "&since={}",
-            crate::engine_client::parse_since(&s)?
-        ));
-    }
+    let query = filter.query()?;
     let v = admin
         .send(
             reqwest::Method::GET,
@@ -472,7 +475,7 @@ pub async fn transfer(args: AdminArgs, cmd: TransferCmd) -> anyhow::Result<()> {
             None,
         )
         .await?;
-    if json {
+    if filter.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }

@@ -8,7 +8,7 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::admin_client::{chrono_like, enc, read_password, Admin, AdminArgs};
+use crate::admin_client::{chrono_like, enc, read_password, Admin, AdminArgs, ListFilter};
 
 /// `ferry partner …`
 // Parsed once per run; the size of a variant does not matter.
@@ -197,26 +197,7 @@ pub enum MonitorCmd {
 #[derive(Debug, Subcommand)]
 pub enum EventCmd {
     /// List events, newest first.
-    List {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-        /// Only this status (pending, running, done, failed).
-        #[arg(long)]
-        status: Option<String>,
-        /// Only this account.
-        #[arg(long)]
-        account: Option<String>,
-        /// Only events involving this partner.
-        #[arg(long)]
-        partner: Option<String>,
-        /// Only events since: RFC 3339, or an age such as 90s, 30m, 12h, 7d.
-        #[arg(long)]
-        since: Option<String>,
-        /// At most this many rows.
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
-    },
+    List(#[command(flatten)] ListFilter),
     /// Show one event with every attempt.
     Show {
         /// Event id.
@@ -608,31 +589,12 @@ fn print_attempts(e: &Value) {
 pub async fn event(args: AdminArgs, cmd: EventCmd) -> anyhow::Result<()> {
     let admin = Admin::connect(args)?;
     match cmd {
-        EventCmd::List {
-            json,
-            status,
-            account,
-            partner,
-            since,
-            limit,
-        } => {
-            let mut query = format!("?limit={limit}");
-            for (key, value) in [
-                ("status", status),
-                ("account", account),
-                ("partner", partner),
-            ] {
-                if let Some(v) = value {
-                    query.push_str(&format!("&{key}={}", enc(&v)));
-                }
-            }
-            if let Some(since) = since {
-                query.push_str(&format!("&since={}", parse_since(&since)?));
-            }
+        EventCmd::List(filter) => {
+            let query = filter.query()?;
             let v = admin
                 .send(Method::GET, &format!("/api/v1/events{query}"), None)
                 .await?;
-            if json {
+            if filter.json {
                 return print_json(&v);
             }
             println!(
