@@ -22,6 +22,27 @@ pub use session::PartnerSession;
 #[path = "../../../tests/common/sshd.rs"]
 mod test_sshd;
 
+/// A spec for the test sshd, logging in with its client key.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+fn test_spec(sshd: &test_sshd::Sshd, name: &str) -> PartnerSpec {
+    PartnerSpec {
+        name: name.to_owned(),
+        host: "127.0.0.1".to_owned(),
+        port: sshd.port,
+        username: sshd.user.clone(),
+        auth: PartnerAuth::PrivateKey {
+            openssh_pem: ferry_core::Secret::new(
+                std::fs::read_to_string(&sshd.client_key).unwrap(),
+            ),
+            passphrase: None,
+        },
+        host_key: sshd.host_key_pub.clone(),
+        connect_timeout: Duration::from_secs(10),
+        rate_limit: None,
+    }
+}
+
 /// Where and how to reach a partner's SFTP server.
 #[derive(Debug, Clone)]
 pub struct PartnerSpec {

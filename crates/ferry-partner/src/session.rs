@@ -662,21 +662,7 @@ mod tests {
     #[tokio::test]
     async fn lost_connection_is_transient() {
         let sshd = crate::test_sshd::start();
-        let spec = PartnerSpec {
-            name: "acme".to_owned(),
-            host: "127.0.0.1".to_owned(),
-            port: sshd.port,
-            username: sshd.user.clone(),
-            auth: PartnerAuth::PrivateKey {
-                openssh_pem: ferry_core::Secret::new(
-                    std::fs::read_to_string(&sshd.client_key).unwrap(),
-                ),
-                passphrase: None,
-            },
-            host_key: sshd.host_key_pub.clone(),
-            connect_timeout: Duration::from_secs(10),
-            rate_limit: None,
-        };
+        let spec = crate::test_spec(&sshd, "acme");
         let session = PartnerSession::connect(&spec).await.unwrap();
         let root = sshd.root.to_str().unwrap();
         session.list(root).await.unwrap();

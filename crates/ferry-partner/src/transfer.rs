@@ -456,21 +456,7 @@ mod tests {
     #[tokio::test]
     async fn put_file_replaces_without_posix_rename() {
         let sshd = crate::test_sshd::start();
-        let spec = crate::PartnerSpec {
-            name: "plain".to_owned(),
-            host: "127.0.0.1".to_owned(),
-            port: sshd.port,
-            username: sshd.user.clone(),
-            auth: crate::PartnerAuth::PrivateKey {
-                openssh_pem: ferry_core::Secret::new(
-                    std::fs::read_to_string(&sshd.client_key).unwrap(),
-                ),
-                passphrase: None,
-            },
-            host_key: sshd.host_key_pub.clone(),
-            connect_timeout: Duration::from_secs(10),
-            rate_limit: None,
-        };
+        let spec = crate::test_spec(&sshd, "plain");
         let mut session = PartnerSession::connect(&spec).await.unwrap();
         assert!(
             session.posix_rename && session.fsync,

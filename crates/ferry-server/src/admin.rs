@@ -78,7 +78,7 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
     }
 }
 
-async fn run<T: Send + 'static>(
+pub(crate) async fn run<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, FerryError> + Send + 'static,
 ) -> ApiResult<T> {
     crate::session::blocking(f).await.map_err(ApiError::from)
@@ -130,7 +130,7 @@ async fn list_accounts(State(s): State<AdminState>) -> ApiResult<Json<Vec<Accoun
 }
 
 /// The account called `name`, or a not-found error naming it.
-fn existing_account(ctx: &ServerCtx, name: &str) -> Result<Account, FerryError> {
+pub(crate) fn existing_account(ctx: &ServerCtx, name: &str) -> Result<Account, FerryError> {
     ctx.store
         .account(name)
         .map_err(FerryError::from)?

@@ -13,17 +13,11 @@ use ferry_core::{
 use ferry_store::EventFilter;
 use serde::{Deserialize, Serialize};
 
-use crate::admin::{AdminState, ApiError};
+use crate::admin::{run, AdminState, ApiError};
 use crate::engine::scheduler::CronSlots;
 use crate::transfer::now_millis;
 
 type ApiResult<T> = Result<T, ApiError>;
-
-async fn run<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, FerryError> + Send + 'static,
-) -> ApiResult<T> {
-    crate::session::blocking(f).await.map_err(ApiError::from)
-}
 
 /// The engine's routes, merged into the admin router (behind its token check).
 pub fn routes() -> Router<AdminState> {

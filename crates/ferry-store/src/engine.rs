@@ -77,7 +77,7 @@ fn require(tx: &Transaction<'_>, table: &str, what: &str, name: &str) -> Result<
     }
 }
 
-fn insert_named(tx: &Transaction<'_>, table: &str, what: &str, name: &str) -> Result<()> {
+fn ensure_absent(tx: &Transaction<'_>, table: &str, what: &str, name: &str) -> Result<()> {
     let sql = format!("SELECT 1 FROM {table} WHERE name = ?1");
     if exists(tx, &sql, name)? {
         return Err(StoreError::AlreadyExists(format!("{what} {name:?}")));
@@ -98,7 +98,7 @@ pub(crate) fn apply(tx: &Transaction<'_>, command: &Command) -> Result<usize> {
     match command {
         Command::RecordTransfer(t) => record_transfer(tx, t),
         Command::AddPartner(p) => {
-            insert_named(tx, "partners", "partner", &p.name)?;
+            ensure_absent(tx, "partners", "partner", &p.name)?;
             Ok(tx.execute(
                 "INSERT INTO partners (name, host, port, username, password_sealed,
                    private_key_sealed, host_key, remote_dir, after_pull, rate_limit, created_at)
@@ -139,7 +139,7 @@ pub(crate) fn apply(tx: &Transaction<'_>, command: &Command) -> Result<usize> {
             delete_named(tx, "partners", "partner", name)
         }
         Command::AddRoute(r) => {
-            insert_named(tx, "routes", "route", &r.name)?;
+            ensure_absent(tx, "routes", "route", &r.name)?;
             require(tx, "accounts", "account", &r.account)?;
             for action in &r.actions {
                 match action {
@@ -168,7 +168,7 @@ pub(crate) fn apply(tx: &Transaction<'_>, command: &Command) -> Result<usize> {
         }
         Command::RemoveRoute { name } => delete_named(tx, "routes", "route", name),
         Command::AddSchedule(s) => {
-            insert_named(tx, "schedules", "schedule", &s.name)?;
+            ensure_absent(tx, "schedules", "schedule", &s.name)?;
             require(tx, "partners", "partner", s.action.partner())?;
             require(tx, "accounts", "account", s.action.account())?;
             Ok(tx.execute(
@@ -188,7 +188,7 @@ pub(crate) fn apply(tx: &Transaction<'_>, command: &Command) -> Result<usize> {
         }
         Command::RemoveSchedule { name } => delete_named(tx, "schedules", "schedule", name),
         Command::AddMonitor(m) => {
-            insert_named(tx, "monitors", "monitor", &m.name)?;
+            ensure_absent(tx, "monitors", "monitor", &m.name)?;
             require(tx, "accounts", "account", &m.account)?;
             Ok(tx.execute(
                 "INSERT INTO monitors (name, dir, pattern, account, target_dir, stable_ms,

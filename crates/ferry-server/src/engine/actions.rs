@@ -219,17 +219,20 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
-/// The home of `account` and the real path of `path` in it.
-fn locate(ctx: &ServerCtx, account: &str, path: &str) -> Result<(Home, PathBuf), FerryError> {
-    let acc = ctx
-        .store
-        .account(account)
-        .map_err(FerryError::from)?
-        .ok_or_else(|| FerryError::not_found(format!("account {account:?} no longer exists")))?;
-    let home = Home::open(&ctx.repository, &acc.home)?;
-    let v = VirtualPath::parse_absolute(path)?;
-    let real = home.resolve(&v)?;
-    Ok((home, real))
+/// The home of `account`.
+pub(crate) fn account_home(ctx: &ServerCtx, account: &str) -> Result<Home, FerryError> {
+    let acc = crate::admin::existing_account(ctx, account)?;
+    Home::open(&ctx.repository, &acc.home)
+}
+
+/// The real path of `path` (a canonical path in the home) on disk.
+pub(crate) fn real_path(home: &Home, path: &str) -> Result<PathBuf, FerryError> {
+    home.resolve(&VirtualPath::parse_absolute(path)?)
+}
+
+/// The real path of `path` in `account`'s home.
+fn locate(ctx: &ServerCtx, account: &str, path: &str) -> Result<PathBuf, FerryError> {
+    real_path(&account_home(ctx, account)?, path)
 }
 
 /// Copies `input` to `output` while hashing it: (bytes, SHA-256 hex).
@@ -354,7 +357,7 @@ async fn push_one(
     let (acc, p) = (account.to_owned(), path.to_owned());
     let c = ctx.clone();
     let (local, size, sha) = blocking(move || {
-        let (_, real) = locate(&c, &acc, &p)?;
+        let real = locate(&c, &acc, &p)?;
         let (size, sha) = hash_file(&real).map_err(|e| {
             let e = io_error(e);
             FerryError::new(e.kind, format!("cannot read {p}: {}", e.message))
@@ -458,10 +461,10 @@ async fn copy_to_account(
         dest.clone(),
     );
     let (bytes, sha) = blocking(move || {
-        let (_, real) = locate(&c, &acc, &p)?;
-        let (_, target_dir) = locate(&c, &t, &d)?;
-        fs::create_dir_all(&target_dir).map_err(io_error)?;
-        let (_, dest_real) = locate(&c, &t, &dest2)?;
+        let real = locate(&c, &acc, &p)?;
+        let target_home = account_home(&c, &t)?;
+        fs::create_dir_all(real_path(&target_home, &d)?).map_err(io_error)?;
+        let dest_real = real_path(&target_home, &dest2)?;
         copy_file_atomically(&real, &dest_real)
     })
     .await?;
@@ -508,9 +511,10 @@ async fn move_in_home(
         dest.clone(),
     );
     blocking(move || {
-        let (_, real) = locate(&c, &acc, &p)?;
-        let (_, dir_real) = locate(&c, &acc, &d)?;
-        let (_, dest_real) = locate(&c, &acc, &dest2)?;
+        let home = account_home(&c, &acc)?;
+        let real = real_path(&home, &p)?;
+        let dir_real = real_path(&home, &d)?;
+        let dest_real = real_path(&home, &dest2)?;
         if real == dest_real {
             return Ok(());
         }
@@ -598,9 +602,9 @@ async fn pull_with(
                 local_path.clone(),
             );
             let (target, partial) = blocking(move || {
-                let (_, dir_real) = locate(&c, &acc, &d)?;
-                fs::create_dir_all(&dir_real).map_err(io_error)?;
-                let (_, target) = locate(&c, &acc, &lp)?;
+                let home = account_home(&c, &acc)?;
+                fs::create_dir_all(real_path(&home, &d)?).map_err(io_error)?;
+                let target = real_path(&home, &lp)?;
                 let partial = Home::partial_path(&target)
                     .ok_or_else(|| FerryError::invalid("no file name"))?;
                 Ok((target, partial))
@@ -650,7 +654,6 @@ async fn pull_with(
             }
         }
     }
-    ctx.engine_wake.notify_waiters();
     Ok(format!(
         "pulled {pulled} file(s) from {} ({skipped} already here)",
         partner.name
@@ -670,7 +673,7 @@ async fn push_folder(
     let (partner, spec) = partner_spec(ctx, partner_name).await?;
     let (c, acc, d) = (ctx.clone(), account.to_owned(), dir.to_owned());
     let files = blocking(move || {
-        let (_, real) = locate(&c, &acc, &d)?;
+        let real = locate(&c, &acc, &d)?;
         let mut files = Vec::new();
         for entry in fs::read_dir(&real).map_err(io_error)?.flatten() {
             let Ok(name) = entry.file_name().into_string() else {
@@ -718,7 +721,7 @@ async fn push_folder(
         let started = ctx.clock.now_ms();
         let (c, acc, p) = (ctx.clone(), account.to_owned(), path.clone());
         let (local, bytes, sha) = blocking(move || {
-            let (_, real) = locate(&c, &acc, &p)?;
+            let real = locate(&c, &acc, &p)?;
             let (bytes, sha) = hash_file(&real).map_err(io_error)?;
             Ok((real, bytes, sha))
         })

@@ -20,7 +20,7 @@ use ferry_core::{Direction, FerryError, Monitor, Protocol, TransferRecord, Trans
 use notify::Watcher;
 use tokio::sync::{mpsc, watch};
 
-use super::PrimaryRole;
+use super::{actions, PrimaryRole};
 use crate::session::blocking;
 use crate::ServerCtx;
 
@@ -220,18 +220,11 @@ async fn ingest(
             // Ingested before a crash or restart; only the removal is left.
             return Ok(None);
         }
-        let account = c
-            .store
-            .account(&m.account)
-            .map_err(FerryError::from)?
-            .ok_or_else(|| {
-                FerryError::not_found(format!("account {:?} does not exist", m.account))
-            })?;
-        let home = crate::repository::Home::open(&c.repository, &account.home)?;
-        let dir = home.resolve(&ferry_core::VirtualPath::parse_absolute(&m.target_dir)?)?;
+        let home = actions::account_home(&c, &m.account)?;
+        let dir = actions::real_path(&home, &m.target_dir)?;
         fs::create_dir_all(&dir).map_err(crate::repository::io_error)?;
-        let target = home.resolve(&ferry_core::VirtualPath::parse_absolute(&p)?)?;
-        super::actions::copy_file_atomically(&src, &target).map(Some)
+        let target = actions::real_path(&home, &p)?;
+        actions::copy_file_atomically(&src, &target).map(Some)
     })
     .await?;
     if let Some((bytes, sha256)) = copied {
@@ -258,8 +251,8 @@ async fn ingest(
             partner: None,
             event_id: None,
         };
+        // Logging the row queues its route events and wakes the workers.
         crate::session::log_transfer(ctx, row).await?;
-        ctx.engine_wake.notify_waiters();
         if bytes != size {
             return Ok(());
         }
