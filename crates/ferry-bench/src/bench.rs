@@ -1,0 +1,846 @@
+//! The workloads, and the loop that measures each of them on every target:
+//! one warm-up, then the runs, taking the sides in turn within each run so a
+//! drift of the machine touches all of them alike.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use sha2::{Digest, Sha256};
+
+use crate::clients::{Curl, Sftp, TLS_CIPHER};
+use crate::model::{Better, Goal, Machine, Measure, Report, Row};
+use crate::targets::{self, Side, Target};
+
+/// What to run and where.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Small sizes and one run: a smoke test, figures not comparable.
+    pub quick: bool,
+    /// Where results.json, results.md and the charts go.
+    pub out: PathBuf,
+    /// The `ferry` binary under test.
+    pub ferry: PathBuf,
+    /// Scratch directory for servers and data (a fresh temporary one if unset).
+    pub work: Option<PathBuf>,
+    /// Measured runs per figure (default 3, or 1 with `quick`).
+    pub runs: Option<usize>,
+    /// Only rows whose id contains one of these.
+    pub only: Vec<String>,
+}
+
+/// The SSH ciphers every SFTP row is measured with.
+pub const CIPHERS: [&str; 2] = ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"];
+
+/// Sizes of the workloads.
+struct Sizes {
+    big: u64,
+    small_count: usize,
+    small_size: u64,
+    sessions: usize,
+    session_file: u64,
+    concurrent: usize,
+    concurrent_size: u64,
+    idle: usize,
+    https: u64,
+}
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * 1024;
+
+impl Sizes {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Sizes {
+                big: 16 * MIB,
+                small_count: 50,
+                small_size: 16 * KIB,
+                sessions: 3,
+                session_file: MIB,
+                concurrent: 4,
+                concurrent_size: 4 * MIB,
+                idle: 10,
+                https: 16 * MIB,
+            }
+        } else {
+            Sizes {
+                big: 1024 * MIB,
+                small_count: 1000,
+                small_size: 16 * KIB,
+                sessions: 20,
+                session_file: MIB,
+                concurrent: 16,
+                concurrent_size: 100 * MIB,
+                idle: 200,
+                https: 1024 * MIB,
+            }
+        }
+    }
+
+    fn describe(&self) -> Vec<(String, String)> {
+        vec![
+            ("large file".into(), human(self.big)),
+            (
+                "small files".into(),
+                format!("{} × {}", self.small_count, human(self.small_size)),
+            ),
+            (
+                "sequential sessions".into(),
+                format!("{} × {}", self.sessions, human(self.session_file)),
+            ),
+            (
+                "concurrent sessions".into(),
+                format!("{} × {}", self.concurrent, human(self.concurrent_size)),
+            ),
+            ("idle sessions".into(), self.idle.to_string()),
+            ("HTTPS file".into(), human(self.https)),
+        ]
+    }
+}
+
+fn human(bytes: u64) -> String {
+    if bytes >= 1024 * MIB && bytes % (1024 * MIB) == 0 {
+        format!("{} GiB", bytes / (1024 * MIB))
+    } else if bytes >= MIB && bytes % MIB == 0 {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{} KiB", bytes / KIB)
+    }
+}
+
+/// The kinds of measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    BigUp,
+    BigDown,
+    SmallUp,
+    SmallDown,
+    Sessions,
+    ConcurrentUp,
+    ConcurrentDown,
+    Idle,
+    HttpsUp,
+    HttpsDown,
+}
+
+impl Workload {
+    const SFTP: [Workload; 7] = [
+        Workload::BigUp,
+        Workload::BigDown,
+        Workload::SmallUp,
+        Workload::SmallDown,
+        Workload::Sessions,
+        Workload::ConcurrentUp,
+        Workload::ConcurrentDown,
+    ];
+
+    fn slug(self) -> &'static str {
+        match self {
+            Workload::BigUp => "sftp-upload-large",
+            Workload::BigDown => "sftp-download-large",
+            Workload::SmallUp => "sftp-upload-small-files",
+            Workload::SmallDown => "sftp-download-small-files",
+            Workload::Sessions => "sftp-sequential-sessions",
+            Workload::ConcurrentUp => "sftp-concurrent-upload",
+            Workload::ConcurrentDown => "sftp-concurrent-download",
+            Workload::Idle => "sftp-idle-session-memory",
+            Workload::HttpsUp => "https-upload-large",
+            Workload::HttpsDown => "https-download-large",
+        }
+    }
+
+    fn title(self, s: &Sizes) -> String {
+        match self {
+            Workload::BigUp => format!("{} upload", human(s.big)),
+            Workload::BigDown => format!("{} download", human(s.big)),
+            Workload::SmallUp => format!(
+                "{} × {} upload, one session",
+                s.small_count,
+                human(s.small_size)
+            ),
+            Workload::SmallDown => format!(
+                "{} × {} download, one session",
+                s.small_count,
+                human(s.small_size)
+            ),
+            Workload::Sessions => format!(
+                "{} sessions in turn, login + {} get",
+                s.sessions,
+                human(s.session_file)
+            ),
+            Workload::ConcurrentUp => format!(
+                "{} concurrent sessions × {} upload",
+                s.concurrent,
+                human(s.concurrent_size)
+            ),
+            Workload::ConcurrentDown => format!(
+                "{} concurrent sessions × {} download",
+                s.concurrent,
+                human(s.concurrent_size)
+            ),
+            Workload::Idle => format!("memory of {} idle sessions", s.idle),
+            Workload::HttpsUp => format!("{} upload (PUT)", human(s.https)),
+            Workload::HttpsDown => format!("{} download (GET)", human(s.https)),
+        }
+    }
+
+    fn unit(self) -> &'static str {
+        match self {
+            Workload::SmallUp | Workload::SmallDown => "files/s",
+            Workload::Sessions => "ms/session",
+            Workload::Idle => "KiB/session",
+            _ => "MB/s",
+        }
+    }
+
+    fn better(self) -> Better {
+        match self {
+            Workload::Sessions | Workload::Idle => Better::Lower,
+            _ => Better::Higher,
+        }
+    }
+
+    fn goal(self) -> Goal {
+        let both = |r: f64| Goal {
+            single_ratio: Some(r),
+            split_ratio: Some(r),
+            absolute: None,
+        };
+        match self {
+            Workload::BigUp | Workload::BigDown => Goal {
+                single_ratio: Some(1.5),
+                split_ratio: Some(1.25),
+                absolute: None,
+            },
+            Workload::SmallUp
+            | Workload::SmallDown
+            | Workload::ConcurrentUp
+            | Workload::ConcurrentDown => both(2.0),
+            Workload::Sessions => both(0.5),
+            Workload::Idle => Goal {
+                absolute: Some(256.0),
+                ..Goal::default()
+            },
+            Workload::HttpsUp | Workload::HttpsDown => both(1.0),
+        }
+    }
+
+    fn is_https(self) -> bool {
+        matches!(self, Workload::HttpsUp | Workload::HttpsDown)
+    }
+}
+
+/// One planned row: a workload with a cipher.
+struct Plan {
+    workload: Workload,
+    cipher: &'static str,
+    id: String,
+}
+
+fn plan(only: &[String]) -> Vec<Plan> {
+    // Idle memory first, while no transfer has grown the servers' heaps:
+    // memory a server freed and kept would hide what a session costs.
+    let mut plans = vec![Plan {
+        workload: Workload::Idle,
+        cipher: CIPHERS[0],
+        id: Workload::Idle.slug().to_owned(),
+    }];
+    for cipher in CIPHERS {
+        let short = cipher.split('@').next().unwrap_or(cipher);
+        for w in Workload::SFTP {
+            plans.push(Plan {
+                workload: w,
+                cipher,
+                id: format!("{}-{short}", w.slug()),
+            });
+        }
+    }
+    for w in [Workload::HttpsUp, Workload::HttpsDown] {
+        plans.push(Plan {
+            workload: w,
+            cipher: TLS_CIPHER,
+            id: w.slug().to_owned(),
+        });
+    }
+    if !only.is_empty() {
+        plans.retain(|p| only.iter().any(|o| p.id.contains(o.as_str())));
+    }
+    plans
+}
+
+/// Local data every target is sent, with the SHA-256 of each file.
+struct Data {
+    dir: PathBuf,
+    big: (PathBuf, String),
+    small: Vec<(String, String)>,
+    session_file: (PathBuf, String),
+    concurrent: (PathBuf, String),
+    https: (PathBuf, String),
+}
+
+/// Writes `len` pseudo-random (incompressible) bytes to `path`; returns the SHA-256.
+fn random_file(path: &Path, len: u64, seed: u64) -> anyhow::Result<String> {
+    let mut f = std::io::BufWriter::with_capacity(
+        MIB as usize,
+        fs::File::create(path).with_context(|| format!("create {}", path.display()))?,
+    );
+    let mut hash = Sha256::new();
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut block = vec![0u8; 64 * KIB as usize];
+    let mut left = len;
+    while left > 0 {
+        for chunk in block.chunks_exact_mut(8) {
+            // xorshift64*: fast, and nothing a transport could compress.
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            chunk.copy_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+        }
+        let n = left.min(block.len() as u64) as usize;
+        f.write_all(&block[..n])?;
+        hash.update(&block[..n]);
+        left -= n as u64;
+    }
+    f.flush()?;
+    Ok(hex::encode(hash.finalize()))
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    let mut f = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; MIB as usize];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+    }
+    Ok(hex::encode(hash.finalize()))
+}
+
+impl Data {
+    fn create(dir: &Path, s: &Sizes, plans: &[Plan]) -> anyhow::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let needs = |f: &dyn Fn(Workload) -> bool| plans.iter().any(|p| f(p.workload));
+        let file =
+            |name: &str, len: u64, seed: u64, needed: bool| -> anyhow::Result<(PathBuf, String)> {
+                let path = dir.join(name);
+                let len = if needed { len } else { 0 };
+                let sha = random_file(&path, len, seed)?;
+                Ok((path, sha))
+            };
+        let need_big = needs(&|w| matches!(w, Workload::BigUp | Workload::BigDown));
+        let need_https = needs(&|w| w.is_https());
+        // One file serves both when the sizes agree (the full run).
+        let shared = s.https == s.big;
+        let big = file("large.bin", s.big, 1, need_big || (shared && need_https))?;
+        let https = if shared {
+            big.clone()
+        } else {
+            file("https.bin", s.https, 2, need_https)?
+        };
+        let small_dir = dir.join("small");
+        fs::create_dir_all(&small_dir)?;
+        let mut small = Vec::new();
+        if needs(&|w| matches!(w, Workload::SmallUp | Workload::SmallDown)) {
+            for i in 0..s.small_count {
+                let name = format!("f{i:04}.dat");
+                let sha = random_file(&small_dir.join(&name), s.small_size, 100 + i as u64)?;
+                small.push((name, sha));
+            }
+        }
+        Ok(Data {
+            dir: dir.to_path_buf(),
+            big,
+            small,
+            session_file: file("session.bin", s.session_file, 3, true)?,
+            concurrent: file(
+                "concurrent.bin",
+                s.concurrent_size,
+                4,
+                needs(&|w| matches!(w, Workload::ConcurrentUp | Workload::ConcurrentDown)),
+            )?,
+            https,
+        })
+    }
+}
+
+/// Prints where the run is, on one line when stderr is a terminal.
+struct Progress {
+    done: usize,
+    total: usize,
+    tty: bool,
+    started: Instant,
+}
+
+impl Progress {
+    fn step(&mut self, what: &str) {
+        self.done += 1;
+        let elapsed = self.started.elapsed().as_secs();
+        let line = format!(
+            "[{:>3}/{}] {:>3}:{:02} {what}",
+            self.done,
+            self.total,
+            elapsed / 60,
+            elapsed % 60
+        );
+        if self.tty {
+            eprint!("\r\x1b[2K{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    fn finish(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
+}
+
+/// Everything the measuring loop needs.
+struct Bench {
+    sizes: Sizes,
+    data: Data,
+    key: PathBuf,
+    scratch: PathBuf,
+    checked: u64,
+}
+
+impl Bench {
+    /// Fails unless `path` holds exactly the bytes with `sha`.
+    fn check(&mut self, path: &Path, sha: &str, what: &str) -> anyhow::Result<()> {
+        let got = sha256_file(path).with_context(|| format!("{what}: transferred file missing"))?;
+        if got != sha {
+            bail!(
+                "{what}: SHA-256 of {} is {got}, expected {sha}",
+                path.display()
+            );
+        }
+        self.checked += 1;
+        Ok(())
+    }
+
+    /// A fresh, empty scratch directory for downloads.
+    fn fresh_dir(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let dir = self.scratch.join(name);
+        if dir.exists() {
+            fs::remove_dir_all(&dir)?;
+        }
+        fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// Puts the files a download row reads into the target's directory
+    /// (directly on disk: what is measured is the download).
+    fn stage(&self, t: &Target, w: Workload) -> anyhow::Result<()> {
+        let root = &t.root;
+        fs::create_dir_all(root)?;
+        match w {
+            Workload::BigDown => {
+                fs::copy(&self.data.big.0, root.join("large.bin"))?;
+            }
+            Workload::SmallDown => {
+                let dir = root.join("small");
+                fs::create_dir_all(&dir)?;
+                for (name, _) in &self.data.small {
+                    fs::copy(self.data.dir.join("small").join(name), dir.join(name))?;
+                }
+            }
+            Workload::Sessions => {
+                fs::copy(&self.data.session_file.0, root.join("session.bin"))?;
+            }
+            Workload::ConcurrentDown => {
+                for i in 0..self.sizes.concurrent {
+                    fs::copy(&self.data.concurrent.0, root.join(format!("c{i:02}.bin")))?;
+                }
+            }
+            Workload::HttpsDown => {
+                fs::copy(&self.data.https.0, root.join("https.bin"))?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Removes what a row left in the target's directory.
+    fn clean(&self, t: &Target) -> anyhow::Result<()> {
+        if t.root.exists() {
+            for entry in fs::read_dir(&t.root)? {
+                let path = entry?.path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name.starts_with('.') {
+                    continue; // the server's own bookkeeping
+                }
+                if path.is_dir() {
+                    fs::remove_dir_all(&path)?;
+                } else {
+                    fs::remove_file(&path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sftp(&self, t: &Target, cipher: &str) -> anyhow::Result<Sftp> {
+        let access = t.sftp.as_ref().context("target serves no SFTP")?;
+        Ok(Sftp::new(access, cipher, &self.key, &self.scratch))
+    }
+
+    /// One run of `w` on `t`: the figure in the workload's unit.
+    fn measure(&mut self, t: &Target, w: Workload, cipher: &str) -> anyhow::Result<f64> {
+        let mb = |bytes: u64, d: Duration| bytes as f64 / 1e6 / d.as_secs_f64();
+        let what = format!("{} on {}", w.slug(), t.label);
+        match w {
+            Workload::BigUp => {
+                let _ = fs::remove_file(t.root.join("large.bin"));
+                let src = self.data.big.0.display().to_string();
+                let d = self
+                    .sftp(t, cipher)?
+                    .batch(&format!("put {src} large.bin\n"))?;
+                let sha = self.data.big.1.clone();
+                self.check(&t.root.join("large.bin"), &sha, &what)?;
+                Ok(mb(self.sizes.big, d))
+            }
+            Workload::BigDown => {
+                let dir = self.fresh_dir("download")?;
+                let local = dir.join("large.bin");
+                let d = self
+                    .sftp(t, cipher)?
+                    .batch(&format!("get large.bin {}\n", local.display()))?;
+                let sha = self.data.big.1.clone();
+                self.check(&local, &sha, &what)?;
+                Ok(mb(self.sizes.big, d))
+            }
+            Workload::SmallUp => {
+                let remote = t.root.join("small");
+                if remote.exists() {
+                    fs::remove_dir_all(&remote)?;
+                }
+                fs::create_dir_all(&remote)?;
+                let src = self.data.dir.join("small");
+                let d = self
+                    .sftp(t, cipher)?
+                    .batch(&format!("put {}/* small/\n", src.display()))?;
+                for (name, sha) in self.data.small.clone() {
+                    self.check(&remote.join(&name), &sha, &what)?;
+                }
+                Ok(self.sizes.small_count as f64 / d.as_secs_f64())
+            }
+            Workload::SmallDown => {
+                let dir = self.fresh_dir("download")?;
+                let d = self
+                    .sftp(t, cipher)?
+                    .batch(&format!("get small/* {}/\n", dir.display()))?;
+                for (name, sha) in self.data.small.clone() {
+                    self.check(&dir.join(&name), &sha, &what)?;
+                }
+                Ok(self.sizes.small_count as f64 / d.as_secs_f64())
+            }
+            Workload::Sessions => {
+                let dir = self.fresh_dir("download")?;
+                let sftp = self.sftp(t, cipher)?;
+                let mut total = Duration::ZERO;
+                for i in 0..self.sizes.sessions {
+                    let local = dir.join(format!("session-{i}.bin"));
+                    total += sftp.batch(&format!("get session.bin {}\n", local.display()))?;
+                }
+                let sha = self.data.session_file.1.clone();
+                for i in 0..self.sizes.sessions {
+                    self.check(&dir.join(format!("session-{i}.bin")), &sha, &what)?;
+                }
+                Ok(total.as_secs_f64() * 1000.0 / self.sizes.sessions as f64)
+            }
+            Workload::ConcurrentUp => {
+                let n = self.sizes.concurrent;
+                for i in 0..n {
+                    let _ = fs::remove_file(t.root.join(format!("c{i:02}.bin")));
+                }
+                let src = self.data.concurrent.0.display().to_string();
+                let batches: Vec<String> =
+                    (0..n).map(|i| format!("put {src} c{i:02}.bin\n")).collect();
+                let d = self.sftp(t, cipher)?.parallel(&batches)?;
+                let sha = self.data.concurrent.1.clone();
+                for i in 0..n {
+                    self.check(&t.root.join(format!("c{i:02}.bin")), &sha, &what)?;
+                }
+                Ok(mb(self.sizes.concurrent_size * n as u64, d))
+            }
+            Workload::ConcurrentDown => {
+                let n = self.sizes.concurrent;
+                let dir = self.fresh_dir("download")?;
+                let batches: Vec<String> = (0..n)
+                    .map(|i| {
+                        format!(
+                            "get c{i:02}.bin {}\n",
+                            dir.join(format!("c{i:02}.bin")).display()
+                        )
+                    })
+                    .collect();
+                let d = self.sftp(t, cipher)?.parallel(&batches)?;
+                let sha = self.data.concurrent.1.clone();
+                for i in 0..n {
+                    self.check(&dir.join(format!("c{i:02}.bin")), &sha, &what)?;
+                }
+                Ok(mb(self.sizes.concurrent_size * n as u64, d))
+            }
+            Workload::Idle => {
+                let sftp = self.sftp(t, cipher)?;
+                // One session first, so what the first login allocates once
+                // (key exchange tables, the internal connection) is in the baseline.
+                let warm = sftp.idle_sessions(1)?;
+                std::thread::sleep(Duration::from_millis(500));
+                let before = t.memory_kib();
+                let sessions = sftp.idle_sessions(self.sizes.idle)?;
+                std::thread::sleep(Duration::from_secs(1));
+                let after = t.memory_kib();
+                drop(sessions);
+                drop(warm);
+                Ok(after.saturating_sub(before) as f64 / self.sizes.idle as f64)
+            }
+            Workload::HttpsUp => {
+                let access = t.https.as_ref().context("target serves no HTTPS")?;
+                let _ = fs::remove_file(t.root.join("https.bin"));
+                let d = Curl::new(access).put(&self.data.https.0, "https.bin")?;
+                let sha = self.data.https.1.clone();
+                self.check(&t.root.join("https.bin"), &sha, &what)?;
+                Ok(mb(self.sizes.https, d))
+            }
+            Workload::HttpsDown => {
+                let access = t.https.as_ref().context("target serves no HTTPS")?;
+                let dir = self.fresh_dir("download")?;
+                let local = dir.join("https.bin");
+                let d = Curl::new(access).get("https.bin", &local)?;
+                let sha = self.data.https.1.clone();
+                self.check(&local, &sha, &what)?;
+                Ok(mb(self.sizes.https, d))
+            }
+        }
+    }
+}
+
+fn machine() -> Machine {
+    let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let memory_mib = read("/proc/meminfo")
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024);
+    Machine {
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu,
+        kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
+        memory_mib,
+    }
+}
+
+fn versions(ferry: &Path) -> Vec<(String, String)> {
+    use crate::procs::version_line;
+    vec![
+        (
+            "ferry".into(),
+            version_line(&ferry.to_string_lossy(), &["--version"], "ferry"),
+        ),
+        (
+            "sshd".into(),
+            version_line(targets::SSHD, &["-V"], "OpenSSH"),
+        ),
+        (
+            "sftp (client)".into(),
+            version_line("ssh", &["-V"], "OpenSSH"),
+        ),
+        (
+            "nginx".into(),
+            version_line(targets::NGINX, &["-v"], "nginx"),
+        ),
+        ("curl".into(), version_line("curl", &["--version"], "curl")),
+    ]
+}
+
+/// Runs the benchmark and writes its report into `opts.out`.
+pub fn run(opts: &Options) -> anyhow::Result<Report> {
+    let started_at = Instant::now();
+    let started = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let sizes = Sizes::new(opts.quick);
+    let runs = opts.runs.unwrap_or(if opts.quick { 1 } else { 3 }).max(1);
+    let warmup = !opts.quick;
+    let plans = plan(&opts.only);
+    if plans.is_empty() {
+        bail!("--only {:?} matches no row", opts.only);
+    }
+    for program in ["sftp", "ssh-keygen", "curl"] {
+        if which(program).is_none() {
+            bail!("{program} not found: install Debian's openssh-client and curl packages");
+        }
+    }
+
+    let tmp;
+    let work = match &opts.work {
+        Some(w) => {
+            fs::create_dir_all(w)?;
+            w.clone()
+        }
+        None => {
+            tmp = tempfile::Builder::new().prefix("ferry-bench-").tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let work = work.canonicalize()?;
+    eprintln!(
+        "ferry-bench: preparing data and servers in {}",
+        work.display()
+    );
+    let key = work.join("client_ed25519");
+    if !key.exists() {
+        targets::keygen(&key)?;
+    }
+    let key_pub = key.with_extension("pub");
+    let data = Data::create(&work.join("data"), &sizes, &plans)?;
+    let scratch = work.join("scratch");
+    fs::create_dir_all(&scratch)?;
+
+    let single = targets::ferry_single(&opts.ferry, &work, &key_pub)?;
+    let split = targets::ferry_split(&opts.ferry, &work, &key_pub)?;
+    let needs_sftp = plans.iter().any(|p| !p.workload.is_https());
+    let needs_https = plans.iter().any(|p| p.workload.is_https());
+    let sshd = if needs_sftp {
+        Some(targets::sshd(&work, &key_pub)?)
+    } else {
+        None
+    };
+    let pki = work.join("ferry-single").join("pki");
+    // nginx shows the same certificate (same key type) as Ferry's HTTPS front.
+    let nginx = if needs_https {
+        Some(targets::nginx(
+            &work,
+            &pki.join("https.crt"),
+            &pki.join("https.key"),
+            &pki.join("ca.crt"),
+        )?)
+    } else {
+        None
+    };
+
+    let mut bench = Bench {
+        sizes,
+        data,
+        key,
+        scratch,
+        checked: 0,
+    };
+    let sides_per_row = 3;
+    let mut progress = Progress {
+        done: 0,
+        total: plans.len() * sides_per_row * (runs + usize::from(warmup)),
+        tty: std::io::stderr().is_terminal(),
+        started: Instant::now(),
+    };
+
+    let mut rows = Vec::new();
+    for p in &plans {
+        let w = p.workload;
+        let peer = if w.is_https() {
+            nginx.as_ref()
+        } else {
+            sshd.as_ref()
+        }
+        .context("peer not started")?;
+        let targets: [&Target; 3] = [peer, &single, &split];
+        for t in targets {
+            bench.clean(t)?;
+            bench.stage(t, w)?;
+        }
+        let mut figures: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        let title = w.title(&bench.sizes);
+        for r in 0..runs + usize::from(warmup) {
+            let is_warmup = warmup && r == 0;
+            for t in targets {
+                let label = if is_warmup {
+                    "warm-up".to_owned()
+                } else {
+                    format!("run {}/{}", r + 1 - usize::from(warmup), runs)
+                };
+                progress.step(&format!(
+                    "{title} · {} · {} · {label}",
+                    short_cipher(p.cipher),
+                    t.label
+                ));
+                let figure = bench
+                    .measure(t, w, p.cipher)
+                    .with_context(|| format!("{title} with {} on {}", p.cipher, t.label))?;
+                if !is_warmup {
+                    figures.entry(side_key(t.side)).or_default().push(figure);
+                }
+            }
+        }
+        for t in targets {
+            bench.clean(t)?;
+        }
+        let mut take = |k: &str| figures.remove(k).and_then(Measure::of);
+        rows.push(Row {
+            id: p.id.clone(),
+            title,
+            protocol: if w.is_https() { "HTTPS" } else { "SFTP" }.into(),
+            cipher: if w == Workload::Idle {
+                "-".into()
+            } else {
+                p.cipher.into()
+            },
+            unit: w.unit().into(),
+            better: w.better(),
+            peer_name: if w.is_https() { "nginx" } else { "OpenSSH" }.into(),
+            single: take("single"),
+            split: take("split"),
+            peer: take("peer"),
+            goal: w.goal(),
+        });
+    }
+    progress.finish();
+
+    let report = Report {
+        started,
+        duration_secs: started_at.elapsed().as_secs_f64(),
+        quick: opts.quick,
+        runs,
+        warmup,
+        sizes: bench.sizes.describe(),
+        machine: machine(),
+        versions: versions(&opts.ferry),
+        checksums_verified: bench.checked,
+        rows,
+    };
+    crate::report::write_all(&report, &opts.out)?;
+    Ok(report)
+}
+
+fn side_key(side: Side) -> &'static str {
+    match side {
+        Side::Single => "single",
+        Side::Split => "split",
+        Side::Peer => "peer",
+    }
+}
+
+fn short_cipher(cipher: &str) -> &str {
+    cipher.split('@').next().unwrap_or(cipher)
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(program))
+            .find(|p| p.is_file())
+    })
+}

@@ -1,0 +1,96 @@
+//! `ferry-bench`: Ferry beside OpenSSH and nginx on this machine, as ratios.
+//!
+//! `cargo run --release -p ferry-bench -- [--quick] [--out DIR]`
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+/// Measures Ferry (one process, and edge + server) beside OpenSSH's sshd
+/// and nginx on loopback, and writes a table, results.json and SVG charts.
+#[derive(Debug, Parser)]
+#[command(name = "ferry-bench", version, about)]
+struct Args {
+    /// Small sizes and one run: checks that everything works in under three
+    /// minutes; the figures are not comparable.
+    #[arg(long)]
+    quick: bool,
+    /// Where the report goes [default: target/bench next to this binary].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The ferry binary to measure [default: built by cargo next to this binary].
+    #[arg(long)]
+    ferry: Option<PathBuf>,
+    /// Scratch directory for servers and data [default: a fresh temporary one].
+    #[arg(long)]
+    work: Option<PathBuf>,
+    /// Measured runs per figure, after one warm-up [default: 3; 1 with --quick].
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Run only rows whose id contains this (repeatable), e.g. `--only upload-large`.
+    #[arg(long)]
+    only: Vec<String>,
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("ferry-bench: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let exe = std::env::current_exe().context("where is this binary")?;
+    let exe_dir = exe
+        .parent()
+        .context("binary has no directory")?
+        .to_path_buf();
+    let ferry = match args.ferry {
+        Some(f) => f,
+        None => ferry_next_to(&exe_dir)?,
+    };
+    let out = match args.out {
+        Some(o) => o,
+        None => exe_dir.parent().unwrap_or(&exe_dir).join("bench"),
+    };
+    let opts = ferry_bench::Options {
+        quick: args.quick,
+        out: out.clone(),
+        ferry,
+        work: args.work,
+        runs: args.runs,
+        only: args.only,
+    };
+    let report = ferry_bench::run(&opts)?;
+    println!("{}", ferry_bench::report::markdown(&report));
+    println!("Report, results.json and charts: {}", out.display());
+    Ok(())
+}
+
+/// The `ferry` binary of the same profile; when started by `cargo run`, it
+/// is built first so the benchmark never measures a stale binary.
+fn ferry_next_to(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "ferry", "--bin", "ferry"]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        eprintln!("ferry-bench: building ferry ({})", dir.display());
+        let status = cmd.status().context("run cargo build")?;
+        if !status.success() {
+            bail!("cargo build -p ferry failed");
+        }
+    }
+    let ferry = dir.join("ferry");
+    if !ferry.is_file() {
+        bail!(
+            "{} not found: build it (cargo build --release -p ferry) or pass --ferry",
+            ferry.display()
+        );
+    }
+    Ok(ferry)
+}
