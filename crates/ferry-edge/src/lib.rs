@@ -42,11 +42,26 @@ pub enum StartError {
 /// Loads the host key, binds the SFTP listener and starts serving.
 pub async fn start(config: EdgeConfig) -> Result<RunningEdge, StartError> {
     let tls = ferry_proto::tls::internal_client_config(&config.upstream.tls)?;
-    let upstreams = Arc::new(upstream::Upstreams::new(
-        config.upstream.servers.clone(),
-        tls,
-        config.node_id.clone(),
-    ));
+    let upstreams =
+        upstream::Upstreams::new(config.upstream.servers.clone(), tls, config.node_id.clone());
+    start_with(config, Arc::new(upstreams)).await
+}
+
+/// Like [`start`], but every session goes to the server of this process
+/// through `link` instead of the configured servers (`ferry up`).
+pub async fn start_in_process(
+    config: EdgeConfig,
+    link: upstream::LocalLink,
+) -> Result<RunningEdge, StartError> {
+    let tls = ferry_proto::tls::internal_client_config(&config.upstream.tls)?;
+    let upstreams = upstream::Upstreams::in_process(link, tls, config.node_id.clone());
+    start_with(config, Arc::new(upstreams)).await
+}
+
+async fn start_with(
+    config: EdgeConfig,
+    upstreams: Arc<upstream::Upstreams>,
+) -> Result<RunningEdge, StartError> {
     let https_addr = match config.https.clone() {
         Some(https) => Some(https::start(upstreams.clone(), https).await?),
         None => None,

@@ -13,14 +13,26 @@ use ferry_proto::client::Connection;
 use ferry_proto::message::Role;
 use tokio::sync::Mutex;
 
+/// Opens a fresh in-memory link to a server in the same process.
+pub type LocalLink = Arc<dyn Fn() -> tokio::io::DuplexStream + Send + Sync>;
+
 /// The back-end servers of one edge.
-#[derive(Debug)]
 pub struct Upstreams {
     servers: Vec<String>,
     conns: Vec<Mutex<Option<Arc<Connection>>>>,
     tls: Arc<rustls::ClientConfig>,
     node_id: String,
     next: AtomicUsize,
+    local: Option<LocalLink>,
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstreams")
+            .field("servers", &self.servers)
+            .field("in_process", &self.local.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Upstreams {
@@ -33,6 +45,16 @@ impl Upstreams {
             tls,
             node_id,
             next: AtomicUsize::new(0),
+            local: None,
+        }
+    }
+
+    /// Upstreams that reach the one server of this process through `link`
+    /// (`ferry up`); no socket, no TLS.
+    pub fn in_process(link: LocalLink, tls: Arc<rustls::ClientConfig>, node_id: String) -> Self {
+        Self {
+            local: Some(link),
+            ..Self::new(vec!["in-process".into()], tls, node_id)
         }
     }
 
@@ -51,7 +73,15 @@ impl Upstreams {
                     return Ok(conn.clone());
                 }
             }
-            match Connection::connect(addr, self.tls.clone(), Role::Edge, &self.node_id).await {
+            let connected = match &self.local {
+                Some(link) => {
+                    Connection::over_stream(addr, link(), Role::Edge, &self.node_id).await
+                }
+                None => {
+                    Connection::connect(addr, self.tls.clone(), Role::Edge, &self.node_id).await
+                }
+            };
+            match connected {
                 Ok(conn) => {
                     tracing::info!(server = %addr, node = conn.peer_node_id(), "connected to server");
                     *slot = Some(conn.clone());

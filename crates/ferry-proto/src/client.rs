@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -76,8 +77,24 @@ impl Connection {
         let stream = tokio_rustls::TlsConnector::from(tls)
             .connect(name, tcp)
             .await?;
-        let (rd, wr) = tokio::io::split(stream);
+        Self::over_stream(addr, stream, role, node_id).await
+    }
 
+    /// Runs the handshake as `role`/`node_id` over an already authenticated
+    /// byte stream and starts the connection on it. `label` names the peer
+    /// in messages. [`Connection::connect`] uses it after mTLS; `ferry up`
+    /// uses it over an in-memory link to the server in the same process.
+    pub async fn over_stream<S>(
+        label: &str,
+        stream: S,
+        role: Role,
+        node_id: &str,
+    ) -> Result<Arc<Self>, ProtoError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let addr = label;
+        let (rd, wr) = tokio::io::split(stream);
         let mut hs_write = FramedWrite::new(wr, FrameCodec::<Hello, ()>::default());
         hs_write
             .send(Hello {

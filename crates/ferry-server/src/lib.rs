@@ -189,6 +189,32 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     })
 }
 
+/// Buffer of each direction of an in-process link: enough for several
+/// 255 KiB SFTP reads in flight without the writer waiting on the reader.
+const IN_PROCESS_BUFFER: usize = 4 << 20;
+
+impl RunningServer {
+    /// Opens an in-memory link to this server for an edge in the same
+    /// process (`ferry up`): the internal protocol, with its handshake and
+    /// role check, but without a socket or TLS — there is no network to
+    /// protect, and each byte would otherwise be encrypted and decrypted
+    /// once more on its way to disk.
+    pub fn in_process_link(&self) -> tokio::io::DuplexStream {
+        let (edge_end, server_end) = tokio::io::duplex(IN_PROCESS_BUFFER);
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            match ferry_proto::server::accept(server_end, &ctx.node_id, &[Role::Edge]).await {
+                Ok((hello, version, framed)) => {
+                    tracing::info!(edge = %hello.node_id, version, "edge connected in process");
+                    session::serve_connection(framed, ctx, "in-process".into()).await;
+                }
+                Err(e) => tracing::warn!(error = %e, "in-process handshake failed"),
+            }
+        });
+        edge_end
+    }
+}
+
 async fn serve_internal(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,

@@ -457,6 +457,13 @@ fn open_blocking(
     ))
 }
 
+/// Most bytes of queued reads or writes one blocking call serves.
+const BATCH_BYTES: usize = 8 << 20;
+
+/// From this many bytes in a write batch on, the running SHA-256 is fed on a
+/// second blocking thread while the first one writes.
+const PARALLEL_HASH_BYTES: usize = 512 << 10;
+
 async fn file_actor(
     ctx: Arc<ServerCtx>,
     s: Arc<Session>,
@@ -464,58 +471,46 @@ async fn file_actor(
     mut rx: mpsc::UnboundedReceiver<(u64, FsOp)>,
     reply: Reply,
 ) {
-    while let Some((id, op)) = rx.recv().await {
-        let result = match op {
-            FsOp::Read { offset, len, .. } => {
-                let file = f.file.clone();
-                let len = len.min(MAX_READ_LEN) as usize;
-                match blocking(move || {
-                    let mut buf = vec![0u8; len];
-                    let mut got = 0;
-                    while got < len {
-                        let n = file
-                            .read_at(&mut buf[got..], offset + got as u64)
-                            .map_err(io_error)?;
-                        if n == 0 {
-                            break;
-                        }
-                        got += n;
+    // An op taken off the queue while gathering a batch, to serve next.
+    let mut held: Option<(u64, FsOp)> = None;
+    loop {
+        let (id, op) = match held.take() {
+            Some(next) => next,
+            None => match rx.recv().await {
+                Some(next) => next,
+                None => break,
+            },
+        };
+        // Reads and writes that are already queued are served together:
+        // one trip to the blocking pool instead of one per SFTP packet.
+        if matches!(op, FsOp::Read { .. } | FsOp::Write { .. }) {
+            let writing = matches!(op, FsOp::Write { .. });
+            let mut bytes = op_bytes(&op);
+            let mut batch = vec![(id, op)];
+            while bytes < BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok((id, op))
+                        if matches!(op, FsOp::Write { .. }) == writing
+                            && matches!(op, FsOp::Read { .. } | FsOp::Write { .. }) =>
+                    {
+                        bytes += op_bytes(&op);
+                        batch.push((id, op));
                     }
-                    buf.truncate(got);
-                    Ok(buf)
-                })
-                .await
-                {
-                    Ok(data) if data.is_empty() => Ok(Response::Eof),
-                    Ok(data) => {
-                        if f.upload.is_none() {
-                            f.hash.record_read(offset, &data);
-                            f.bytes += data.len() as u64;
-                        }
-                        Ok(Response::Data(data))
+                    Ok(other) => {
+                        held = Some(other);
+                        break;
                     }
-                    Err(e) => Err(e),
+                    Err(_) => break,
                 }
             }
-            FsOp::Write { offset, data, .. } => match &mut f.upload {
-                None => Err(FerryError::denied("file is not open for writing")),
-                Some(up) => {
-                    let at = match &mut up.append_at {
-                        Some(end) => {
-                            let at = *end;
-                            *end += data.len() as u64;
-                            at
-                        }
-                        None => offset,
-                    };
-                    let file = f.file.clone();
-                    f.hash.record_write(at, &data);
-                    f.bytes += data.len() as u64;
-                    blocking(move || file.write_all_at(&data, at).map_err(io_error))
-                        .await
-                        .map(|()| Response::Ok)
-                }
-            },
+            if writing {
+                write_batch(&mut f, batch, &reply).await;
+            } else {
+                read_batch(&mut f, batch, &reply).await;
+            }
+            continue;
+        }
+        let result = match op {
             FsOp::Fstat { .. } => {
                 let file = f.file.clone();
                 blocking(move || {
@@ -552,6 +547,170 @@ async fn file_actor(
     }
     // The queue closed without a close: the session or connection ended.
     let _ = finish(&ctx, &s, f, false).await;
+}
+
+/// Payload size of a read or write, for sizing batches.
+fn op_bytes(op: &FsOp) -> usize {
+    match op {
+        FsOp::Write { data, .. } => data.len(),
+        FsOp::Read { len, .. } => (*len).min(MAX_READ_LEN) as usize,
+        _ => 0,
+    }
+}
+
+/// Writes a batch of queued writes in one blocking call while the running
+/// SHA-256 is fed in another, and answers each write: those before a
+/// failure succeeded, the failed one and the rest get the error.
+async fn write_batch(f: &mut OpenFile, batch: Vec<(u64, FsOp)>, reply: &Reply) {
+    let Some(up) = &mut f.upload else {
+        for (id, _) in batch {
+            send(
+                reply,
+                id,
+                Err(FerryError::denied("file is not open for writing")),
+            );
+        }
+        return;
+    };
+    let mut items = Vec::with_capacity(batch.len());
+    for (id, op) in batch {
+        if let FsOp::Write { offset, data, .. } = op {
+            let at = match &mut up.append_at {
+                Some(end) => {
+                    let at = *end;
+                    *end += data.len() as u64;
+                    at
+                }
+                None => offset,
+            };
+            f.bytes += data.len() as u64;
+            items.push((id, at, data));
+        }
+    }
+    let items = Arc::new(items);
+    let total: usize = items.iter().map(|(_, _, data)| data.len()).sum();
+    let write_all = |file: Arc<File>, items: Arc<Vec<(u64, u64, Vec<u8>)>>| {
+        move || {
+            for (i, (_, at, data)) in items.iter().enumerate() {
+                if let Err(e) = file.write_all_at(data, *at) {
+                    return Ok(Some((i, io_error(e))));
+                }
+            }
+            Ok(None)
+        }
+    };
+    let hash_all = |mut hash: HashTracker, items: Arc<Vec<(u64, u64, Vec<u8>)>>| {
+        move || {
+            for (_, at, data) in items.iter() {
+                hash.record_write(*at, data);
+            }
+            Ok(hash)
+        }
+    };
+    let hash = std::mem::take(&mut f.hash);
+    let (written, hashed) = if total >= PARALLEL_HASH_BYTES {
+        // Large batches: hash on a second thread while the first writes.
+        tokio::join!(
+            blocking(write_all(f.file.clone(), items.clone())),
+            blocking(hash_all(hash, items.clone()))
+        )
+    } else {
+        // Small ones are not worth a second thread hop.
+        let (write, hashing) = (
+            write_all(f.file.clone(), items.clone()),
+            hash_all(hash, items.clone()),
+        );
+        match blocking(move || Ok((write(), hashing()))).await {
+            Ok((written, hashed)) => (written, hashed),
+            Err(e) => (Err(e.clone()), Err(e)),
+        }
+    };
+    f.hash = hashed.unwrap_or_else(|_| {
+        let mut broken = HashTracker::default();
+        broken.invalidate();
+        broken
+    });
+    let failure = match written {
+        Ok(failure) => failure,
+        Err(e) => Some((0, e)),
+    };
+    for (i, (id, _, _)) in items.iter().enumerate() {
+        let result = match &failure {
+            Some((failed, e)) if i >= *failed => Err(e.clone()),
+            _ => Ok(Response::Ok),
+        };
+        send(reply, *id, result);
+    }
+}
+
+/// Serves a batch of queued reads in one blocking call; the running
+/// SHA-256 of a download is fed there too.
+async fn read_batch(f: &mut OpenFile, batch: Vec<(u64, FsOp)>, reply: &Reply) {
+    let wanted: Vec<(u64, u64, usize)> = batch
+        .iter()
+        .filter_map(|(id, op)| match op {
+            FsOp::Read { offset, len, .. } => {
+                Some((*id, *offset, (*len).min(MAX_READ_LEN) as usize))
+            }
+            _ => None,
+        })
+        .collect();
+    let file = f.file.clone();
+    let downloading = f.upload.is_none();
+    let mut hash = std::mem::take(&mut f.hash);
+    let served = blocking(move || {
+        let mut results = Vec::with_capacity(wanted.len());
+        for (id, offset, len) in wanted {
+            let mut buf = vec![0u8; len];
+            let mut got = 0;
+            let mut failed = None;
+            while got < len {
+                match file.read_at(&mut buf[got..], offset + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) => {
+                        failed = Some(io_error(e));
+                        break;
+                    }
+                }
+            }
+            buf.truncate(got);
+            if let Some(e) = failed {
+                results.push((id, Err(e)));
+                continue;
+            }
+            if downloading {
+                hash.record_read(offset, &buf);
+            }
+            results.push((id, Ok(buf)));
+        }
+        Ok((results, hash))
+    })
+    .await;
+    match served {
+        Ok((results, hash)) => {
+            f.hash = hash;
+            for (id, result) in results {
+                let result = match result {
+                    Ok(data) if data.is_empty() => Ok(Response::Eof),
+                    Ok(data) => {
+                        if downloading {
+                            f.bytes += data.len() as u64;
+                        }
+                        Ok(Response::Data(data))
+                    }
+                    Err(e) => Err(e),
+                };
+                send(reply, id, result);
+            }
+        }
+        Err(e) => {
+            f.hash.invalidate();
+            for (id, _) in batch {
+                send(reply, id, Err(e.clone()));
+            }
+        }
+    }
 }
 
 /// Ends a transfer: commits an upload on a clean close, and writes the
@@ -663,16 +822,20 @@ pub(crate) async fn log_transfer(
     let logged = blocking(move || {
         store
             .apply(&Command::RecordTransfer(record))
-            .map(|_| ())
+            .map(|outcome| outcome.rows_changed)
             .map_err(FerryError::from)
     })
     .await;
     match &logged {
-        // The row may have queued route events: let idle workers look.
-        Ok(()) => ctx.engine_wake.notify_waiters(),
+        // Rows beyond the transfer's own are route events: let idle
+        // workers look (and leave them asleep when no route matched).
+        Ok(rows) if *rows > 1 => ctx.engine_wake.notify_waiters(),
+        Ok(_) => {}
         Err(e) => tracing::error!(error = %e, "could not write the transfer log"),
     }
-    logged.map_err(|e| FerryError::internal(format!("transfer log unavailable: {}", e.message)))
+    logged
+        .map(|_| ())
+        .map_err(|e| FerryError::internal(format!("transfer log unavailable: {}", e.message)))
 }
 
 /// The transfer-log row of a resumable upload that ended (committed,

@@ -126,7 +126,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         },
     })
     .await?;
-    let edge = ferry_edge::start(ferry_edge::EdgeConfig {
+    let server = std::sync::Arc::new(server);
+    let link_server = server.clone();
+    let link: ferry_edge::upstream::LocalLink =
+        std::sync::Arc::new(move || link_server.in_process_link());
+    let edge_config = ferry_edge::EdgeConfig {
         node_id: "edge".into(),
         sftp: Some(ferry_edge::config::SftpConfig {
             listen: args.sftp_listen,
@@ -152,8 +156,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             servers: vec![server.internal_addr.to_string()],
             tls: tls("edge"),
         },
-    })
-    .await?;
+    };
+    // Edge and server share this process: the edge reaches the server
+    // through memory, not through loopback TLS.
+    let edge = ferry_edge::start_in_process(edge_config, link).await?;
     let admin_url = format!("https://{}", server.admin_addr);
     std::fs::write(dir.join("admin.url"), format!("{admin_url}\n"))
         .with_context(|| format!("cannot write {}", dir.join("admin.url").display()))?;
