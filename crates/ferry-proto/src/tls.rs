@@ -41,6 +41,18 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The provider of the internal protocol: the same suites, AES-128-GCM
+/// first. Every byte of a split deployment crosses this hop, and AES-128
+/// costs about 30% less per byte than AES-256 with the same AEAD security
+/// margin for our purposes.
+fn internal_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    Arc::new(provider)
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, ProtoError> {
     std::fs::read(path).map_err(|e| ProtoError::Tls(format!("cannot read {}: {e}", path.display())))
 }
@@ -97,10 +109,11 @@ fn roots(ca: &Path) -> Result<Arc<RootCertStore>, ProtoError> {
 /// Server side of the internal protocol: clients must present a certificate
 /// issued by the CA.
 pub fn internal_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, ProtoError> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(&files.ca)?, provider())
-        .build()
-        .map_err(|e| ProtoError::Tls(e.to_string()))?;
-    let config = ServerConfig::builder_with_provider(provider())
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(roots(&files.ca)?, internal_provider())
+            .build()
+            .map_err(|e| ProtoError::Tls(e.to_string()))?;
+    let config = ServerConfig::builder_with_provider(internal_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| ProtoError::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
@@ -112,7 +125,7 @@ pub fn internal_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, Pro
 /// Client side of the internal protocol: trusts only the CA, presents this
 /// node's certificate.
 pub fn internal_client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, ProtoError> {
-    let config = ClientConfig::builder_with_provider(provider())
+    let config = ClientConfig::builder_with_provider(internal_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| ProtoError::Tls(e.to_string()))?
         .with_root_certificates(roots(&files.ca)?)
@@ -144,4 +157,20 @@ pub fn ca_client_config(ca: &Path) -> Result<ClientConfig, ProtoError> {
         .map_err(|e| ProtoError::Tls(e.to_string()))?
         .with_root_certificates(roots(ca)?)
         .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_hop_prefers_aes_128_gcm_and_keeps_every_suite() {
+        let internal = internal_provider();
+        let default = provider();
+        assert_eq!(
+            internal.cipher_suites.first().map(|s| s.suite()),
+            Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+        );
+        assert_eq!(internal.cipher_suites.len(), default.cipher_suites.len());
+    }
 }
