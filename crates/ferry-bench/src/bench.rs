@@ -743,7 +743,13 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let sides_per_row = 3;
     let mut progress = Progress {
         done: 0,
-        total: plans.len() * sides_per_row * (runs + usize::from(warmup)),
+        total: plans
+            .iter()
+            .map(|p| {
+                let warm = warmup && p.workload != Workload::Idle;
+                sides_per_row * (runs + usize::from(warm))
+            })
+            .sum(),
         tty: std::io::stderr().is_terminal(),
         started: Instant::now(),
     };
@@ -757,20 +763,38 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             sshd.as_ref()
         }
         .context("peer not started")?;
-        let targets: [&Target; 3] = [peer, &single, &split];
-        for t in targets {
+        let fixed: [&Target; 3] = [peer, &single, &split];
+        for t in fixed {
             bench.clean(t)?;
             bench.stage(t, w)?;
         }
         let mut figures: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
         let title = w.title(&bench.sizes);
-        for r in 0..runs + usize::from(warmup) {
-            let is_warmup = warmup && r == 0;
+        // Idle memory is measured on fresh processes every run (and needs
+        // no warm-up): a heap grown by an earlier run would hide what a
+        // session costs.
+        let fresh_each_run = w == Workload::Idle;
+        let has_warmup = warmup && !fresh_each_run;
+        for r in 0..runs + usize::from(has_warmup) {
+            let is_warmup = has_warmup && r == 0;
+            let fresh;
+            let targets: [&Target; 3] = if fresh_each_run {
+                let dir = work.join(format!("idle-{r}"));
+                fs::create_dir_all(&dir)?;
+                fresh = [
+                    targets::sshd(&dir, &key_pub)?,
+                    targets::ferry_single(&opts.ferry, &dir, &key_pub)?,
+                    targets::ferry_split(&opts.ferry, &dir, &key_pub)?,
+                ];
+                [&fresh[0], &fresh[1], &fresh[2]]
+            } else {
+                fixed
+            };
             for t in targets {
                 let label = if is_warmup {
                     "warm-up".to_owned()
                 } else {
-                    format!("run {}/{}", r + 1 - usize::from(warmup), runs)
+                    format!("run {}/{}", r + 1 - usize::from(has_warmup), runs)
                 };
                 progress.step(&format!(
                     "{title} · {} · {} · {label}",
@@ -785,7 +809,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
                 }
             }
         }
-        for t in targets {
+        for t in fixed {
             bench.clean(t)?;
         }
         let mut take = |k: &str| figures.remove(k).and_then(Measure::of);

@@ -292,9 +292,14 @@ fn number(value: f64) -> String {
     }
 }
 
-/// A ratio as "1.23×".
+/// A ratio as "1.23×" (three decimals below 0.1, so small ratios do not
+/// print as zero).
 fn ratio_text(ratio: f64) -> String {
-    format!("{ratio:.2}×")
+    if ratio.abs() < 0.0995 {
+        format!("{ratio:.3}×")
+    } else {
+        format!("{ratio:.2}×")
+    }
 }
 
 /// `value` with at most `decimals` decimals and no trailing zeros:
