@@ -47,6 +47,33 @@ pub fn roundtrip_20mib(f: &Ferry, expected_node: &str) {
             .starts_with("127.0.0.1:"));
     }
     assert_eq!(log.len(), 2, "exactly the two transfers: {log:?}");
+
+    // That download was logged with the SHA-256 cached when the upload was
+    // committed. A file changed in place on disk (same size, new bytes) must
+    // be hashed again, never logged with the stale hash.
+    let stored = f.repository.join("alice/big.bin");
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&stored)
+            .unwrap();
+        file.write_all_at(b"changed on disk", 4096).unwrap();
+    }
+    let changed = sha256_file(&stored);
+    assert_ne!(changed, sha);
+    assert_ok(&f.sftp_key("alice", &key, "get big.bin again.bin\n", &work));
+    assert_eq!(sha256_file(&work.join("again.bin")), changed);
+    let log = f.transfers();
+    let downloads: Vec<_> = log
+        .iter()
+        .filter(|t| t["direction"] == "download")
+        .collect();
+    assert_eq!(downloads.len(), 2, "{log:?}");
+    assert!(
+        downloads.iter().any(|t| t["sha256"] == changed.as_str()),
+        "the second download must carry the new content's hash: {downloads:?}"
+    );
 }
 
 /// A transfer killed mid-way leaves no file under the final name; `reput`

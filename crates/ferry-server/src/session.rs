@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use crate::repository::{apply_attrs, file_stat, io_error, Home};
-use crate::transfer::{now_millis, HashTracker};
+use crate::transfer::{cache_sha256, cached_sha256, content_stamp, now_millis, HashTracker};
 use crate::{uploads, ServerCtx};
 
 /// Most handles one session may hold open.
@@ -348,6 +348,9 @@ struct OpenFile {
     path: VirtualPath,
     upload: Option<Upload>,
     hash: HashTracker,
+    /// For downloads: the file's content stamp when it was opened, so a hash
+    /// computed while reading is cached only if the file did not change.
+    stamp: Option<String>,
     bytes: u64,
     transfer_id: String,
     started_at: i64,
@@ -393,6 +396,7 @@ fn open_blocking(
         path: v.clone(),
         upload,
         hash: HashTracker::default(),
+        stamp: None,
         bytes: 0,
         transfer_id: uuid::Uuid::now_v7().to_string(),
         started_at: now_millis(),
@@ -402,7 +406,12 @@ fn open_blocking(
             return Err(FerryError::not_found("no such file"));
         }
         let file = File::open(&real).map_err(io_error)?;
-        return Ok(new(file, None));
+        let mut open = new(file, None);
+        if let Some(sha) = cached_sha256(&open.file) {
+            open.hash = HashTracker::known(sha);
+        }
+        open.stamp = content_stamp(&open.file);
+        return Ok(open);
     }
 
     let partial =
@@ -727,6 +736,7 @@ async fn finish(
         path,
         upload,
         hash,
+        stamp,
         bytes,
         transfer_id,
         started_at,
@@ -745,6 +755,10 @@ async fn finish(
                 }
                 let size = file.metadata().map_err(io_error)?.len();
                 let sha = hash.finish(&file).map_err(io_error)?;
+                // Later downloads of the committed file reuse this hash.
+                if let Some(stamp) = content_stamp(&file) {
+                    cache_sha256(&file, &stamp, &sha);
+                }
                 fs::rename(&up.partial, &up.final_path).map_err(|e| {
                     let err = io_error(e);
                     FerryError::new(
@@ -761,9 +775,12 @@ async fn finish(
                 }
                 Ok(Some((sha, Some(size))))
             } else {
-                hash.finish(&file)
-                    .map(|sha| Some((sha, None)))
-                    .map_err(io_error)
+                let was_known = hash.is_known();
+                let sha = hash.finish(&file).map_err(io_error)?;
+                if let (Some(stamp), false) = (&stamp, was_known) {
+                    cache_sha256(&file, stamp, &sha);
+                }
+                Ok(Some((sha, None)))
             }
         })
         .await

@@ -8,14 +8,30 @@ use sha2::{Digest, Sha256};
 
 /// Hashes a file as it is written or read in order; when access was not
 /// sequential from offset 0, [`HashTracker::finish`] re-reads what is missing.
+/// A file whose SHA-256 is already known (see [`cached_sha256`]) is not
+/// hashed again.
 #[derive(Debug, Default)]
 pub struct HashTracker {
     hasher: Sha256,
     upto: u64,
     broken: bool,
+    known: Option<String>,
 }
 
 impl HashTracker {
+    /// Whether the SHA-256 was known from the start (nothing was hashed).
+    pub fn is_known(&self) -> bool {
+        self.known.is_some()
+    }
+
+    /// A tracker for a file whose SHA-256 is `sha`: nothing is hashed.
+    pub fn known(sha: String) -> Self {
+        Self {
+            known: Some(sha),
+            ..Self::default()
+        }
+    }
+
     /// Records that `data` was written at `offset`: anything but the next
     /// bytes in order makes the running hash unusable.
     pub fn record_write(&mut self, offset: u64, data: &[u8]) {
@@ -28,7 +44,7 @@ impl HashTracker {
     /// Records that `data` was read from `offset`. Re-reading bytes already
     /// hashed is harmless; a gap makes the running hash unusable.
     pub fn record_read(&mut self, offset: u64, data: &[u8]) {
-        if self.broken {
+        if self.broken || self.known.is_some() {
             return;
         }
         let end = offset + data.len() as u64;
@@ -44,10 +60,14 @@ impl HashTracker {
     /// Marks the running hash unusable (the file was truncated or rewritten).
     pub fn invalidate(&mut self) {
         self.broken = true;
+        self.known = None;
     }
 
     /// The SHA-256 of the whole of `file`, hex.
     pub fn finish(self, file: &File) -> io::Result<String> {
+        if let Some(sha) = self.known {
+            return Ok(sha);
+        }
         let (mut hasher, mut offset) = if self.broken {
             (Sha256::new(), 0)
         } else {
@@ -69,6 +89,53 @@ impl HashTracker {
             offset += n as u64;
         }
         Ok(hex::encode(hasher.finalize()))
+    }
+}
+
+/// Extended attribute that keeps a file's SHA-256 with the stamp of the file
+/// it was computed for: "v1 SIZE MTIME_S.MTIME_NS INODE SHA256".
+const SHA_XATTR: &str = "user.ferry.sha256";
+
+/// What identifies a file's content for the SHA-256 cache: size,
+/// modification time (ns) and inode. Any write changes the mtime; an upload
+/// commits a new inode.
+pub fn content_stamp(file: &File) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = file.metadata().ok()?;
+    Some(format!(
+        "v1 {} {}.{:09} {}",
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ino()
+    ))
+}
+
+/// The SHA-256 recorded on `file` when it was committed or last read in
+/// full, if the file is still what it was then. Downloads of such a file
+/// are logged with it instead of hashing every byte again.
+pub fn cached_sha256(file: &File) -> Option<String> {
+    let stamp = content_stamp(file)?;
+    let mut buf = [0u8; 192];
+    let n = rustix::fs::fgetxattr(file, SHA_XATTR, &mut buf).ok()?;
+    let text = std::str::from_utf8(buf.get(..n)?).ok()?;
+    let (recorded, sha) = text.rsplit_once(' ')?;
+    let valid = recorded == stamp && sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit());
+    valid.then(|| sha.to_owned())
+}
+
+/// Records `sha` as the SHA-256 of `file`, provided the file still has
+/// `stamp` (taken before the bytes were hashed). Best effort: where the
+/// file system keeps no user attributes, files are simply hashed again.
+pub fn cache_sha256(file: &File, stamp: &str, sha: &str) {
+    if content_stamp(file).as_deref() == Some(stamp) {
+        let value = format!("{stamp} {sha}");
+        let _ = rustix::fs::fsetxattr(
+            file,
+            SHA_XATTR,
+            value.as_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        );
     }
 }
 
@@ -111,5 +178,35 @@ mod tests {
         rewrite.record_write(0, &[9; 100]);
         rewrite.record_write(0, &data[..100]);
         assert_eq!(rewrite.finish(&f).unwrap(), sha(&data));
+    }
+
+    #[test]
+    fn cached_hash_is_used_only_while_the_file_is_unchanged() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        std::fs::write(&path, b"first content").unwrap();
+        let file = File::open(&path).unwrap();
+        let stamp = content_stamp(&file).unwrap();
+        let sha = hex::encode(Sha256::digest(b"first content"));
+        cache_sha256(&file, &stamp, &sha);
+        if rustix::fs::fgetxattr(&file, SHA_XATTR, &mut [0u8; 192]).is_err() {
+            eprintln!("this file system keeps no user xattrs; the cache is off here");
+            return;
+        }
+        assert_eq!(cached_sha256(&file).as_deref(), Some(sha.as_str()));
+        // A stamp taken before a change is refused.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let mut w = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        w.write_all(b"FIRST").unwrap();
+        drop(w);
+        assert_eq!(cached_sha256(&file), None, "stale after a write in place");
+        cache_sha256(&file, &stamp, "0".repeat(64).as_str());
+        assert_eq!(cached_sha256(&file), None, "an old stamp is not recorded");
+        // A known hash skips hashing and finishes with it.
+        let mut t = HashTracker::known(sha.clone());
+        t.record_read(0, b"anything");
+        assert!(t.is_known());
+        assert_eq!(t.finish(&file).unwrap(), sha);
     }
 }
