@@ -32,6 +32,10 @@ struct Args {
     /// Run only rows whose id contains this (repeatable), e.g. `--only upload-large`.
     #[arg(long)]
     only: Vec<String>,
+    /// Measure nothing: write the table and charts of an earlier run's
+    /// results.json into --out again.
+    #[arg(long, value_name = "RESULTS_JSON")]
+    from: Option<PathBuf>,
 }
 
 fn main() {
@@ -48,6 +52,18 @@ fn real_main() -> anyhow::Result<()> {
         .parent()
         .context("binary has no directory")?
         .to_path_buf();
+    if let Some(from) = &args.from {
+        let text = std::fs::read_to_string(from)
+            .with_context(|| format!("cannot read {}", from.display()))?;
+        let report: ferry_bench::model::Report = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a ferry-bench results.json", from.display()))?;
+        let out = args
+            .out
+            .unwrap_or_else(|| exe_dir.parent().unwrap_or(&exe_dir).join("bench"));
+        ferry_bench::report::write_all(&report, &out)?;
+        println!("{}", ferry_bench::report::markdown(&report));
+        return Ok(());
+    }
     let ferry = match args.ferry {
         Some(f) => f,
         None => ferry_next_to(&exe_dir)?,

@@ -42,6 +42,10 @@ const RATIOS_WIDTH: u32 = 1200;
 const RATIOS_PX_PER_ROW: u32 = 48;
 const RATIOS_PX_FIXED: u32 = 160;
 
+/// The ratio chart's axis ends here; longer bars are cut (their label keeps
+/// the figure), so one 30× row does not flatten every other bar.
+const RATIO_AXIS_CAP: f64 = 5.0;
+
 /// Labels on the ratio chart's row axis are cut to this many characters.
 const MAX_LABEL_CHARS: usize = 48;
 
@@ -609,7 +613,7 @@ fn ratios_chart(rows: &[Row], path: &Path) -> Result<()> {
         bars.iter()
             .flatten()
             .flatten()
-            .flat_map(|p| [Some(p.value), p.goal])
+            .flat_map(|p| [Some(p.value.min(RATIO_AXIS_CAP)), p.goal])
             .flatten()
             .chain([1.0]),
         1.4,
@@ -666,16 +670,24 @@ fn ratios_chart(rows: &[Row], path: &Path) -> Result<()> {
         };
         chart
             .draw_series(plotted().map(|(y, p)| {
-                Rectangle::new([(0.0, y + low), (p.value, y + high)], colour.filled())
+                Rectangle::new(
+                    [(0.0, y + low), (p.value.min(RATIO_AXIS_CAP), y + high)],
+                    colour.filled(),
+                )
             }))
             .with_context(context)?
             .label(label)
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], colour.filled()));
         chart
             .draw_series(plotted().map(|(y, p)| {
-                EmptyElement::at((p.value, y + (low + high) / 2.0))
+                let clipped = p.value > RATIO_AXIS_CAP;
+                EmptyElement::at((p.value.min(RATIO_AXIS_CAP), y + (low + high) / 2.0))
                     + Text::new(
-                        ratio_text(p.value),
+                        if clipped {
+                            format!("{} (bar cut)", ratio_text(p.value))
+                        } else {
+                            ratio_text(p.value)
+                        },
                         (8, 0),
                         text_style(13.0, HPos::Left, VPos::Center),
                     )
