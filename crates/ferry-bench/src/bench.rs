@@ -249,12 +249,11 @@ fn plan(only: &[String]) -> Vec<Plan> {
         id: Workload::Idle.slug().to_owned(),
     }];
     for cipher in CIPHERS {
-        let short = cipher.split('@').next().unwrap_or(cipher);
         for w in Workload::SFTP {
             plans.push(Plan {
                 workload: w,
                 cipher,
-                id: format!("{}-{short}", w.slug()),
+                id: format!("{}-{}", w.slug(), short_cipher(cipher)),
             });
         }
     }

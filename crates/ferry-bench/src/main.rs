@@ -52,14 +52,14 @@ fn real_main() -> anyhow::Result<()> {
         .parent()
         .context("binary has no directory")?
         .to_path_buf();
+    let out = args
+        .out
+        .unwrap_or_else(|| exe_dir.parent().unwrap_or(&exe_dir).join("bench"));
     if let Some(from) = &args.from {
         let text = std::fs::read_to_string(from)
             .with_context(|| format!("cannot read {}", from.display()))?;
         let report: ferry_bench::model::Report = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a ferry-bench results.json", from.display()))?;
-        let out = args
-            .out
-            .unwrap_or_else(|| exe_dir.parent().unwrap_or(&exe_dir).join("bench"));
         ferry_bench::report::write_all(&report, &out)?;
         println!("{}", ferry_bench::report::markdown(&report));
         return Ok(());
@@ -67,10 +67,6 @@ fn real_main() -> anyhow::Result<()> {
     let ferry = match args.ferry {
         Some(f) => f,
         None => ferry_next_to(&exe_dir)?,
-    };
-    let out = match args.out {
-        Some(o) => o,
-        None => exe_dir.parent().unwrap_or(&exe_dir).join("bench"),
     };
     let opts = ferry_bench::Options {
         quick: args.quick,

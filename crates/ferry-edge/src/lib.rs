@@ -48,13 +48,12 @@ pub async fn start(config: EdgeConfig) -> Result<RunningEdge, StartError> {
 }
 
 /// Like [`start`], but every session goes to the server of this process
-/// through `link` instead of the configured servers (`ferry up`).
+/// through `link`; `config.upstream` is not used (`ferry up`).
 pub async fn start_in_process(
     config: EdgeConfig,
     link: upstream::LocalLink,
 ) -> Result<RunningEdge, StartError> {
-    let tls = ferry_proto::tls::internal_client_config(&config.upstream.tls)?;
-    let upstreams = upstream::Upstreams::in_process(link, tls, config.node_id.clone());
+    let upstreams = upstream::Upstreams::in_process(link, config.node_id.clone());
     start_with(config, Arc::new(upstreams)).await
 }
 

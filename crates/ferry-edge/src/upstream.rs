@@ -16,21 +16,28 @@ use tokio::sync::Mutex;
 /// Opens a fresh in-memory link to a server in the same process.
 pub type LocalLink = Arc<dyn Fn() -> tokio::io::DuplexStream + Send + Sync>;
 
+/// How the edge reaches its servers.
+enum Link {
+    /// Over TCP with mutual TLS.
+    Tls(Arc<rustls::ClientConfig>),
+    /// To the server of this process, in memory.
+    InProcess(LocalLink),
+}
+
 /// The back-end servers of one edge.
 pub struct Upstreams {
     servers: Vec<String>,
     conns: Vec<Mutex<Option<Arc<Connection>>>>,
-    tls: Arc<rustls::ClientConfig>,
+    link: Link,
     node_id: String,
     next: AtomicUsize,
-    local: Option<LocalLink>,
 }
 
 impl std::fmt::Debug for Upstreams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstreams")
             .field("servers", &self.servers)
-            .field("in_process", &self.local.is_some())
+            .field("in_process", &matches!(self.link, Link::InProcess(_)))
             .finish_non_exhaustive()
     }
 }
@@ -38,23 +45,23 @@ impl std::fmt::Debug for Upstreams {
 impl Upstreams {
     /// Upstreams for `servers` (host:port), reached with `tls`.
     pub fn new(servers: Vec<String>, tls: Arc<rustls::ClientConfig>, node_id: String) -> Self {
-        let conns = servers.iter().map(|_| Mutex::new(None)).collect();
-        Self {
-            servers,
-            conns,
-            tls,
-            node_id,
-            next: AtomicUsize::new(0),
-            local: None,
-        }
+        Self::with_link(servers, Link::Tls(tls), node_id)
     }
 
     /// Upstreams that reach the one server of this process through `link`
     /// (`ferry up`); no socket, no TLS.
-    pub fn in_process(link: LocalLink, tls: Arc<rustls::ClientConfig>, node_id: String) -> Self {
+    pub fn in_process(link: LocalLink, node_id: String) -> Self {
+        Self::with_link(vec!["in-process".into()], Link::InProcess(link), node_id)
+    }
+
+    fn with_link(servers: Vec<String>, link: Link, node_id: String) -> Self {
+        let conns = servers.iter().map(|_| Mutex::new(None)).collect();
         Self {
-            local: Some(link),
-            ..Self::new(vec!["in-process".into()], tls, node_id)
+            servers,
+            conns,
+            link,
+            node_id,
+            next: AtomicUsize::new(0),
         }
     }
 
@@ -73,12 +80,12 @@ impl Upstreams {
                     return Ok(conn.clone());
                 }
             }
-            let connected = match &self.local {
-                Some(link) => {
+            let connected = match &self.link {
+                Link::InProcess(link) => {
                     Connection::over_stream(addr, link(), Role::Edge, &self.node_id).await
                 }
-                None => {
-                    Connection::connect(addr, self.tls.clone(), Role::Edge, &self.node_id).await
+                Link::Tls(tls) => {
+                    Connection::connect(addr, tls.clone(), Role::Edge, &self.node_id).await
                 }
             };
             match connected {

@@ -81,11 +81,11 @@ impl Connection {
     }
 
     /// Runs the handshake as `role`/`node_id` over an already authenticated
-    /// byte stream and starts the connection on it. `label` names the peer
+    /// byte stream and starts the connection on it. `addr` names the peer
     /// in messages. [`Connection::connect`] uses it after mTLS; `ferry up`
     /// uses it over an in-memory link to the server in the same process.
     pub async fn over_stream<S>(
-        label: &str,
+        addr: &str,
         stream: S,
         role: Role,
         node_id: &str,
@@ -93,7 +93,6 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let addr = label;
         let (rd, wr) = tokio::io::split(stream);
         let mut hs_write = FramedWrite::new(wr, FrameCodec::<Hello, ()>::default());
         hs_write

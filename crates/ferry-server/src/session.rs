@@ -407,10 +407,13 @@ fn open_blocking(
         }
         let file = File::open(&real).map_err(io_error)?;
         let mut open = new(file, None);
-        if let Some(sha) = cached_sha256(&open.file) {
-            open.hash = HashTracker::known(sha);
+        if let Ok(meta) = open.file.metadata() {
+            let stamp = content_stamp(&meta);
+            if let Some(sha) = cached_sha256(&open.file, &stamp) {
+                open.hash = HashTracker::known(sha);
+            }
+            open.stamp = Some(stamp);
         }
-        open.stamp = content_stamp(&open.file);
         return Ok(open);
     }
 
@@ -753,12 +756,11 @@ async fn finish(
                 if fsync {
                     file.sync_all().map_err(io_error)?;
                 }
-                let size = file.metadata().map_err(io_error)?.len();
+                let meta = file.metadata().map_err(io_error)?;
+                let size = meta.len();
                 let sha = hash.finish(&file).map_err(io_error)?;
                 // Later downloads of the committed file reuse this hash.
-                if let Some(stamp) = content_stamp(&file) {
-                    cache_sha256(&file, &stamp, &sha);
-                }
+                cache_sha256(&file, &content_stamp(&meta), &sha);
                 fs::rename(&up.partial, &up.final_path).map_err(|e| {
                     let err = io_error(e);
                     FerryError::new(
@@ -777,8 +779,13 @@ async fn finish(
             } else {
                 let was_known = hash.is_known();
                 let sha = hash.finish(&file).map_err(io_error)?;
+                // Cache a hash computed while reading only if the file did
+                // not change since it was opened.
                 if let (Some(stamp), false) = (&stamp, was_known) {
-                    cache_sha256(&file, stamp, &sha);
+                    let now = file.metadata().map(|m| content_stamp(&m));
+                    if now.as_ref().ok() == Some(stamp) {
+                        cache_sha256(&file, stamp, &sha);
+                    }
                 }
                 Ok(Some((sha, None)))
             }

@@ -99,23 +99,22 @@ const SHA_XATTR: &str = "user.ferry.sha256";
 /// What identifies a file's content for the SHA-256 cache: size,
 /// modification time (ns) and inode. Any write changes the mtime; an upload
 /// commits a new inode.
-pub fn content_stamp(file: &File) -> Option<String> {
+pub fn content_stamp(meta: &std::fs::Metadata) -> String {
     use std::os::unix::fs::MetadataExt;
-    let m = file.metadata().ok()?;
-    Some(format!(
+    format!(
         "v1 {} {}.{:09} {}",
-        m.len(),
-        m.mtime(),
-        m.mtime_nsec(),
-        m.ino()
-    ))
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ino()
+    )
 }
 
 /// The SHA-256 recorded on `file` when it was committed or last read in
-/// full, if the file is still what it was then. Downloads of such a file
-/// are logged with it instead of hashing every byte again.
-pub fn cached_sha256(file: &File) -> Option<String> {
-    let stamp = content_stamp(file)?;
+/// full, if the file still has `stamp` (its [`content_stamp`] now).
+/// Downloads of such a file are logged with it instead of hashing every
+/// byte again.
+pub fn cached_sha256(file: &File, stamp: &str) -> Option<String> {
     let mut buf = [0u8; 192];
     let n = rustix::fs::fgetxattr(file, SHA_XATTR, &mut buf).ok()?;
     let text = std::str::from_utf8(buf.get(..n)?).ok()?;
@@ -124,19 +123,18 @@ pub fn cached_sha256(file: &File) -> Option<String> {
     valid.then(|| sha.to_owned())
 }
 
-/// Records `sha` as the SHA-256 of `file`, provided the file still has
-/// `stamp` (taken before the bytes were hashed). Best effort: where the
-/// file system keeps no user attributes, files are simply hashed again.
+/// Records `sha` as the SHA-256 of `file` with `stamp`, which the caller
+/// took before the bytes were hashed and knows to be still current. Best
+/// effort: where the file system keeps no user attributes, files are simply
+/// hashed again.
 pub fn cache_sha256(file: &File, stamp: &str, sha: &str) {
-    if content_stamp(file).as_deref() == Some(stamp) {
-        let value = format!("{stamp} {sha}");
-        let _ = rustix::fs::fsetxattr(
-            file,
-            SHA_XATTR,
-            value.as_bytes(),
-            rustix::fs::XattrFlags::empty(),
-        );
-    }
+    let value = format!("{stamp} {sha}");
+    let _ = rustix::fs::fsetxattr(
+        file,
+        SHA_XATTR,
+        value.as_bytes(),
+        rustix::fs::XattrFlags::empty(),
+    );
 }
 
 /// Milliseconds since the epoch, now.
@@ -187,22 +185,35 @@ mod tests {
         let path = dir.path().join("f.bin");
         std::fs::write(&path, b"first content").unwrap();
         let file = File::open(&path).unwrap();
-        let stamp = content_stamp(&file).unwrap();
+        let stamp_now = || content_stamp(&file.metadata().unwrap());
+        let stamp = stamp_now();
         let sha = hex::encode(Sha256::digest(b"first content"));
         cache_sha256(&file, &stamp, &sha);
         if rustix::fs::fgetxattr(&file, SHA_XATTR, &mut [0u8; 192]).is_err() {
             eprintln!("this file system keeps no user xattrs; the cache is off here");
             return;
         }
-        assert_eq!(cached_sha256(&file).as_deref(), Some(sha.as_str()));
-        // A stamp taken before a change is refused.
+        assert_eq!(
+            cached_sha256(&file, &stamp_now()).as_deref(),
+            Some(sha.as_str())
+        );
+        // After a write in place the recorded stamp no longer matches.
         std::thread::sleep(std::time::Duration::from_millis(5));
         let mut w = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         w.write_all(b"FIRST").unwrap();
         drop(w);
-        assert_eq!(cached_sha256(&file), None, "stale after a write in place");
+        assert_ne!(stamp_now(), stamp, "a write changes the stamp");
+        assert_eq!(
+            cached_sha256(&file, &stamp_now()),
+            None,
+            "stale after a write in place"
+        );
         cache_sha256(&file, &stamp, "0".repeat(64).as_str());
-        assert_eq!(cached_sha256(&file), None, "an old stamp is not recorded");
+        assert_eq!(
+            cached_sha256(&file, &stamp_now()),
+            None,
+            "a hash recorded for an old stamp is never served"
+        );
         // A known hash skips hashing and finishes with it.
         let mut t = HashTracker::known(sha.clone());
         t.record_read(0, b"anything");
