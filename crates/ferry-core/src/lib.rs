@@ -6,6 +6,7 @@
 //! * [`engine`] — partners, routes, schedules, monitors and queued events.
 //! * [`error`] — the error kinds every crate maps onto its wire answers.
 //! * [`secret`] — a newtype that never prints its content.
+//! * [`sync`] — tables and history rows moved between active/passive servers.
 
 pub mod command;
 pub mod engine;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod model;
 pub mod path;
 pub mod secret;
+pub mod sync;
 
 pub use command::{Command, Outcome, COMMAND_FORMAT_VERSION};
 pub use engine::{

@@ -6,8 +6,10 @@
 //! * [`client`] — one multiplexed connection: many requests in flight, matched
 //!   to replies by request id.
 //! * [`server`] — the accepting side of the handshake.
+//! * [`cluster`] — server-to-server requests of active/passive mode.
 
 pub mod client;
+pub mod cluster;
 pub mod codec;
 pub mod message;
 pub mod pki;

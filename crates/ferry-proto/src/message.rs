@@ -118,7 +118,8 @@ pub enum Request {
         session: SessionId,
         /// The operation.
         op: FsOp,
-    },
+    },    /// A server-to-server request (role [`Role::Server`] only).
+    Cluster(crate::cluster::ClusterRequest),
 }
 
 /// Open-mode bits, as in SFTP v3.
@@ -445,6 +446,8 @@ pub enum Response {
     },
     /// State of a resumable upload.
     Upload(UploadInfo),
+    /// Answer to a [`Request::Cluster`].
+    Cluster(crate::cluster::ClusterResponse),
     /// The request failed.
     Error(FerryError),
 }

@@ -27,6 +27,27 @@ pub async fn accept<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    accept_with(stream, node_id, |hello| {
+        if accepted_roles.contains(&hello.role) {
+            Ok(())
+        } else {
+            Err(format!("role {:?} is not accepted here", hello.role))
+        }
+    })
+    .await
+}
+
+/// Like [`accept`], with `admit` deciding whether this peer is welcome now;
+/// its error is sent to the peer as the reason of the refusal (a standby
+/// server refuses edges this way).
+pub async fn accept_with<S>(
+    stream: S,
+    node_id: &str,
+    admit: impl FnOnce(&Hello) -> Result<(), String>,
+) -> Result<(Hello, u16, ServerFramed<S>), ProtoError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut framed = Framed::new(stream, FrameCodec::<Welcome, Hello>::default());
     let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.next())
         .await
@@ -37,8 +58,8 @@ where
         .rev()
         .find(|v| hello.versions.contains(v))
         .copied();
-    let refusal = if !accepted_roles.contains(&hello.role) {
-        Some(format!("role {:?} is not accepted here", hello.role))
+    let refusal = if let Err(reason) = admit(&hello) {
+        Some(reason)
     } else if version.is_none() {
         Some(format!(
             "no common protocol version (peer speaks {:?}, this server {:?})",

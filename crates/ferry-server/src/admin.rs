@@ -52,9 +52,9 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/api/v1/transfers", get(list_transfers))
         .merge(crate::engine_api::routes())
+        .merge(crate::cluster_api::routes())
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+    crate::cluster_api::health_routes()
         .merge(api)
         .fallback(|| async { ApiError::from(FerryError::not_found("no such endpoint")) })
         .with_state(state)

@@ -30,6 +30,17 @@ pub struct ServerConfig {
     /// The transfer engine: queue workers, leases, partner credentials.
     #[serde(default)]
     pub engine: crate::engine::EngineConfig,
+    /// Working with other servers (`single` by default).
+    #[serde(default)]
+    pub cluster: ferry_cluster::ClusterConfig,
+    /// The config file this was read from (its directory is the config
+    /// directory the sync manifests are relative to).
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
+    /// Run as a witness (`ferry server --witness`): votes in promotions,
+    /// serves nothing, needs no repository.
+    #[serde(skip)]
+    pub witness: bool,
 }
 
 /// Resumable uploads.
@@ -92,6 +103,11 @@ impl ServerConfig {
     /// Reads and validates `path`; relative paths inside are resolved against
     /// the file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_as(path, false)
+    }
+
+    /// [`ServerConfig::load`], for a witness when `witness` is set.
+    pub fn load_as(path: &Path, witness: bool) -> Result<Self, ConfigError> {
         let error = |message: String| ConfigError {
             path: path.to_owned(),
             message,
@@ -104,6 +120,8 @@ impl ServerConfig {
         config.internal.tls = config.internal.tls.resolved(base);
         config.admin.token_file = base.join(&config.admin.token_file);
         config.engine.secret_key_file = config.engine.secret_key_file.map(|f| base.join(f));
+        config.config_file = Some(path.to_owned());
+        config.witness = witness;
         config.validate().map_err(error)?;
         Ok(config)
     }
@@ -120,6 +138,13 @@ impl ServerConfig {
                 "field `node_id`: {:?} must be non-empty letters, digits, '-', '_' or '.'",
                 self.node_id
             ));
+        }
+        self.cluster.validate(&self.node_id)?;
+        if self.witness {
+            if self.cluster.mode != ferry_cluster::Mode::ActivePassive {
+                return Err("--witness needs [cluster] mode = \"active-passive\" and its peers".into());
+            }
+            return Ok(());
         }
         if !self.repository.is_dir() {
             return Err(format!(

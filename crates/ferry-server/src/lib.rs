@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cluster_api;
 pub mod config;
 pub mod engine;
 pub mod engine_api;
@@ -53,13 +54,37 @@ pub struct ServerCtx {
     pub primary: tokio::sync::watch::Sender<engine::PrimaryRole>,
     /// The engine's wall clock.
     pub clock: engine::Clock,
+    /// This server's part in an active/passive cluster; `None` alone.
+    pub cluster: Option<Arc<ferry_cluster::Node>>,
+    /// Whether this server serves sessions and runs queue workers now
+    /// (always on a single node; only the active server in a cluster).
+    pub serving: tokio::sync::watch::Sender<bool>,
 }
 
 impl ServerCtx {
     /// Applies a command to shared state. The single write path: on a single
     /// node it goes straight to the store.
     pub fn apply(&self, command: &Command) -> Result<Outcome, FerryError> {
+        if let Some(cluster) = &self.cluster {
+            // Only the active server changes shared state; a standby takes
+            // it from `ferry sync` and the history merge.
+            cluster.check_writable()?;
+            if let Command::FireSchedule { term, .. } = command {
+                let epoch = cluster.view().epoch;
+                if *term != epoch {
+                    return Err(FerryError::new(
+                        ferry_core::ErrorKind::Conflict,
+                        format!("schedule firing of epoch {term} refused: this server is in epoch {epoch}"),
+                    ));
+                }
+            }
+        }
         self.store.apply(command).map_err(FerryError::from)
+    }
+
+    /// Why this server does not serve sessions now, if it does not.
+    pub fn not_serving_reason(&self) -> Option<String> {
+        self.cluster.as_ref().and_then(|c| c.not_serving_reason())
     }
 }
 
@@ -121,6 +146,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         )));
     }
     let internal_tls = ferry_proto::tls::internal_server_config(&config.internal.tls)?;
+    let peer_tls = ferry_proto::tls::internal_client_config(&config.internal.tls)?;
     let admin_tls = ferry_proto::tls::plain_server_config(
         &config.internal.tls.cert,
         &config.internal.tls.key,
@@ -134,9 +160,42 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         .unwrap_or_else(|| config.state_dir.join("secret.key"));
     let secrets =
         secrets::SecretKey::load_or_create(&secret_key_file).map_err(StartError::Setup)?;
+    let store = Arc::new(store);
+    let ctx_slot: Arc<std::sync::OnceLock<std::sync::Weak<ServerCtx>>> = Arc::default();
+    let cluster = if config.cluster.mode == ferry_cluster::Mode::ActivePassive {
+        let config_file = config.config_file.clone().unwrap_or_default();
+        let slot = ctx_slot.clone();
+        let node = ferry_cluster::Node::start(ferry_cluster::NodeOptions {
+            config: config.cluster.clone(),
+            node_id: config.node_id.clone(),
+            witness: config.witness,
+            store: store.clone(),
+            state_dir: config.state_dir.clone(),
+            config_dir: config_file
+                .parent()
+                .map(|p| p.to_owned())
+                .unwrap_or_else(|| PathBuf::from(".")),
+            own_config: config_file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            tls: peer_tls,
+            secret_key_id: secrets.key_id(),
+            on_merged: Box::new(move |_| {
+                if let Some(ctx) = slot.get().and_then(std::sync::Weak::upgrade) {
+                    ctx.engine_wake.notify_waiters();
+                }
+            }),
+        })
+        .await
+        .map_err(StartError::Setup)?;
+        Some(node)
+    } else {
+        None
+    };
     let ctx = Arc::new(ServerCtx {
         node_id: config.node_id.clone(),
-        store: Arc::new(store),
+        store,
         repository: config.repository.clone(),
         fsync_uploads: config.fsync_uploads,
         upload_expiry_ms: i64::try_from(config.uploads.expire_after_secs)
@@ -147,9 +206,18 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         secrets,
         engine_wake: tokio::sync::Notify::new(),
         schedules_changed: tokio::sync::Notify::new(),
-        primary: tokio::sync::watch::Sender::new(engine::PrimaryRole::Primary { term: 0 }),
+        primary: tokio::sync::watch::Sender::new(match &cluster {
+            None => engine::PrimaryRole::Primary { term: 0 },
+            Some(_) => engine::PrimaryRole::Secondary,
+        }),
         clock: engine::Clock::System,
+        serving: tokio::sync::watch::Sender::new(cluster.is_none()),
+        cluster,
     });
+    let _ = ctx_slot.set(Arc::downgrade(&ctx));
+    if let Some(node) = ctx.cluster.clone() {
+        tokio::spawn(follow_role(node, ctx.clone()));
+    }
     engine::start(ctx.clone())
         .await
         .map_err(|e| StartError::Setup(format!("cannot start the transfer engine: {e}")))?;
@@ -240,14 +308,58 @@ async fn serve_internal(
                     return;
                 }
             };
-            match ferry_proto::server::accept(stream, &ctx.node_id, &[Role::Edge]).await {
+            let admit = |hello: &ferry_proto::message::Hello| match hello.role {
+                Role::Edge => match ctx.not_serving_reason() {
+                    None => Ok(()),
+                    Some(why) => Err(format!("{} does not serve sessions now: {why}", ctx.node_id)),
+                },
+                Role::Server if ctx.cluster.is_some() => Ok(()),
+                Role::Server => Err(format!("{} is not in a cluster", ctx.node_id)),
+            };
+            match ferry_proto::server::accept_with(stream, &ctx.node_id, admit).await {
+                Ok((hello, version, framed)) if hello.role == Role::Server => {
+                    tracing::debug!(%peer, server = %hello.node_id, version, "server connected");
+                    if let Some(node) = ctx.cluster.clone() {
+                        ferry_cluster::peer::serve_peer(framed, node, peer.to_string()).await;
+                    }
+                }
                 Ok((hello, version, framed)) => {
                     tracing::info!(%peer, edge = %hello.node_id, version, "edge connected");
-                    session::serve_connection(framed, ctx, peer.to_string()).await;
+                    let mut serving = ctx.serving.subscribe();
+                    let node_id = ctx.node_id.clone();
+                    tokio::select! {
+                        _ = session::serve_connection(framed, ctx, peer.to_string()) => {}
+                        _ = serving.wait_for(|s| !*s) => {
+                            tracing::warn!(%peer, node = %node_id, "stopped serving: closed the edge connection");
+                        }
+                    }
                 }
-                Err(e) => tracing::warn!(%peer, error = %e, "internal handshake failed"),
+                Err(e) => tracing::info!(%peer, error = %e, "internal handshake refused or failed"),
             }
         });
+    }
+}
+
+/// Mirrors the cluster role onto the engine: the primary-only duties run
+/// while this server is the active one and serving, and so do the queue
+/// workers and edge sessions.
+async fn follow_role(node: Arc<ferry_cluster::Node>, ctx: Arc<ServerCtx>) {
+    let mut view = node.subscribe();
+    loop {
+        let v = *view.borrow_and_update();
+        let active = v.role == ferry_proto::cluster::NodeRole::Active && v.ready;
+        ctx.primary.send_replace(if active {
+            engine::PrimaryRole::Primary { term: v.epoch }
+        } else {
+            engine::PrimaryRole::Secondary
+        });
+        ctx.serving.send_replace(active);
+        if active {
+            ctx.engine_wake.notify_waiters();
+        }
+        if view.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -14,6 +14,7 @@ const PREFIX: &str = "v1:";
 /// The key that seals partner secrets.
 pub struct SecretKey {
     cipher: ChaCha20Poly1305,
+    id: String,
 }
 
 impl std::fmt::Debug for SecretKey {
@@ -50,9 +51,21 @@ impl SecretKey {
     }
 
     fn from_bytes(bytes: &[u8]) -> Self {
+        let mut hash = <sha2::Sha256 as sha2::Digest>::new();
+        sha2::Digest::update(&mut hash, b"ferry secret key id\0");
+        sha2::Digest::update(&mut hash, bytes);
+        let digest = sha2::Digest::finalize(hash);
         Self {
             cipher: ChaCha20Poly1305::new(Key::from_slice(bytes)),
+            id: hex::encode(&digest[..8]),
         }
+    }
+
+    /// Names this key without revealing it (a hash of it): servers
+    /// compare it before a sync, since partner credentials sealed with one
+    /// key do not open with another.
+    pub fn key_id(&self) -> String {
+        self.id.clone()
     }
 
     /// Seals `secret`, bound to `context` (which partner and field it is, so

@@ -157,6 +157,13 @@ where
                     None => send(&reply, id, Err(FerryError::invalid("no such session"))),
                 }
             }
+            Request::Cluster(_) => send(
+                &reply,
+                id,
+                Err(FerryError::invalid(
+                    "cluster requests are taken only from servers",
+                )),
+            ),
         }
     }
     for (_, s) in locked(&sessions).drain() {

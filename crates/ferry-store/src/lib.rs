@@ -7,8 +7,10 @@
 
 mod engine;
 mod migrations;
+pub mod sync;
 
 pub use engine::{EventFilter, Firing};
+pub use sync::{history_next_since, read_snapshot_tables, HISTORY_TABLES, SYNCABLE_TABLES};
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -45,6 +47,13 @@ pub enum StoreError {
     /// A stored value could not be read back.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// Tables sent by another server do not fit this one's (unknown table,
+    /// other columns): nothing was applied.
+    #[error("incompatible: {0}")]
+    Incompatible(String),
+    /// A file next to the database (a snapshot, a backup) could not be written.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 impl From<StoreError> for ferry_core::FerryError {
@@ -53,7 +62,7 @@ impl From<StoreError> for ferry_core::FerryError {
         let kind = match &e {
             StoreError::AlreadyExists(_) => ErrorKind::AlreadyExists,
             StoreError::NotFound(_) => ErrorKind::NotFound,
-            StoreError::Conflict(_) => ErrorKind::Conflict,
+            StoreError::Conflict(_) | StoreError::Incompatible(_) => ErrorKind::Conflict,
             _ => ErrorKind::Internal,
         };
         ferry_core::FerryError::new(kind, e.to_string())

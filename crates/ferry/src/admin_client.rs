@@ -227,6 +227,13 @@ impl Admin {
         })
     }
 
+    /// A request with the token, for callers that read the answer themselves.
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+    }
+
     pub(crate) async fn send(
         &self,
         method: reqwest::Method,

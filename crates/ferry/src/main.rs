@@ -1,6 +1,7 @@
 //! The `ferry` binary: parse arguments, load config, build, run.
 
 mod admin_client;
+mod cluster_client;
 mod engine_client;
 mod up;
 
@@ -24,6 +25,10 @@ enum Cmd {
         /// The server's config file (see etc/server.toml).
         #[arg(long)]
         config: PathBuf,
+        /// Run as a witness of an active/passive cluster: it votes in
+        /// promotions and serves nothing (no repository needed).
+        #[arg(long)]
+        witness: bool,
     },
     /// Run an edge gateway.
     Edge {
@@ -85,6 +90,28 @@ enum Cmd {
         #[command(subcommand)]
         command: engine_client::EventCmd,
     },
+    /// Active/passive cluster: status, events, promotion.
+    Cluster {
+        #[command(flatten)]
+        admin: admin_client::AdminArgs,
+        #[command(subcommand)]
+        command: cluster_client::ClusterCmd,
+    },
+    /// Copy the tables and files of sync/*.conf from the active server (the
+    /// one asked) to standbys.
+    Sync {
+        #[command(flatten)]
+        admin: admin_client::AdminArgs,
+        /// Only this standby (repeatable; default: every standby).
+        #[arg(long = "to")]
+        to: Vec<String>,
+        /// Show what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the reports as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,9 +167,9 @@ async fn main() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Cmd::Server { config } => {
+        Cmd::Server { config, witness } => {
             init_logging();
-            let config = ferry_server::ServerConfig::load(&config)?;
+            let config = ferry_server::ServerConfig::load_as(&config, witness)?;
             let node = config.node_id.clone();
             let server = ferry_server::start(config).await?;
             say(&format!(
@@ -194,6 +221,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Schedule { admin, command } => engine_client::schedule(admin, command).await,
         Cmd::Monitor { admin, command } => engine_client::monitor(admin, command).await,
         Cmd::Event { admin, command } => engine_client::event(admin, command).await,
+        Cmd::Cluster { admin, command } => cluster_client::cluster(admin, command).await,
+        Cmd::Sync {
+            admin,
+            to,
+            dry_run,
+            json,
+        } => cluster_client::sync(admin, to, dry_run, json).await,
     }
 }
 

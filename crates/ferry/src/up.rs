@@ -124,6 +124,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             monitor_rescan_secs: args.monitor_rescan_secs,
             ..Default::default()
         },
+        cluster: Default::default(),
+        config_file: None,
+        witness: false,
     })
     .await?;
     let server = std::sync::Arc::new(server);

@@ -138,7 +138,10 @@ pub async fn start(ctx: Arc<ServerCtx>) -> Result<(), ferry_core::FerryError> {
     };
     let released = {
         let ctx = ctx.clone();
-        crate::session::blocking(move || ctx.apply(&release)).await?
+        // The store directly: this is a fact about this node's own
+        // previous run, true whatever its role in a cluster is now.
+        crate::session::blocking(move || ctx.store.apply(&release).map_err(ferry_core::FerryError::from))
+            .await?
     };
     if released.rows_changed > 0 {
         tracing::info!(

@@ -468,6 +468,8 @@ mod tests {
             schedules_changed: tokio::sync::Notify::new(),
             primary: tokio::sync::watch::Sender::new(PrimaryRole::Primary { term: 1 }),
             clock: Clock::starting_at(start_ms),
+            cluster: None,
+            serving: tokio::sync::watch::Sender::new(true),
         });
         Rig {
             ctx,

@@ -16,7 +16,12 @@ const POLL_MS: i64 = 1_000;
 
 /// Runs one worker until the server stops.
 pub async fn run(ctx: Arc<ServerCtx>, index: usize) {
+    let mut serving = ctx.serving.subscribe();
     loop {
+        // A standby runs no worker: its queue is the active server's business.
+        if serving.wait_for(|s| *s).await.is_err() {
+            return;
+        }
         // Register for wake-ups before looking, so a notification that
         // arrives while we look is not lost.
         let woken = ctx.engine_wake.notified();

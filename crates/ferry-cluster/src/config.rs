@@ -1,0 +1,185 @@
+//! The `[cluster]` section of a server's configuration.
+
+use serde::Deserialize;
+
+/// How this server works with others.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// One server alone: always active.
+    #[default]
+    Single,
+    /// One active server and standbys that serve nothing; configuration is
+    /// copied on demand with `ferry sync`.
+    ActivePassive,
+}
+
+/// Another server (or witness) of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Its node id (its `node_id` setting).
+    pub id: String,
+    /// Its internal listener, `host:port`; its certificate must name `host`.
+    pub address: String,
+    /// A witness votes in promotions and serves nothing.
+    #[serde(default)]
+    pub witness: bool,
+}
+
+/// The `[cluster]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `single` (default) or `active-passive`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Preference for becoming active: when the active server is gone, the
+    /// standby with the highest priority asks first.
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+    /// The other servers and witnesses.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// The active server sends a heartbeat this often.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// A standby asks to become active when it has heard no heartbeat for
+    /// this long; the active server stops serving when it has not heard
+    /// from a majority for half of it.
+    #[serde(default = "default_failover_after_ms")]
+    pub failover_after_ms: u64,
+    /// Promote automatically (needs a witness or a third server). When
+    /// false, only `ferry cluster promote` changes the active server.
+    #[serde(default = "default_true")]
+    pub auto_promote: bool,
+    /// Where the sync manifests are, relative to the config directory.
+    #[serde(default = "default_sync_dir")]
+    pub sync_dir: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Single,
+            priority: default_priority(),
+            peers: Vec::new(),
+            heartbeat_ms: default_heartbeat_ms(),
+            failover_after_ms: default_failover_after_ms(),
+            auto_promote: true,
+            sync_dir: default_sync_dir(),
+        }
+    }
+}
+
+fn default_priority() -> u32 {
+    100
+}
+fn default_heartbeat_ms() -> u64 {
+    500
+}
+fn default_failover_after_ms() -> u64 {
+    5_000
+}
+fn default_true() -> bool {
+    true
+}
+fn default_sync_dir() -> String {
+    "sync".into()
+}
+
+impl ClusterConfig {
+    /// Voting members: this server and every peer.
+    pub fn voters(&self) -> usize {
+        self.peers.len() + 1
+    }
+
+    /// Votes needed to become active: a strict majority of the voters.
+    pub fn majority(&self) -> usize {
+        self.voters() / 2 + 1
+    }
+
+    /// Checks what serde cannot; `node_id` is this server's id.
+    pub fn validate(&self, node_id: &str) -> Result<(), String> {
+        if self.mode == Mode::Single {
+            if !self.peers.is_empty() {
+                return Err("[cluster] peers are listed but mode is \"single\"; set mode = \"active-passive\"".into());
+            }
+            return Ok(());
+        }
+        if self.peers.is_empty() {
+            return Err("[cluster] mode \"active-passive\" needs at least one entry in peers".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for peer in &self.peers {
+            if peer.id == node_id {
+                return Err(format!(
+                    "[cluster] peers: {:?} is this server's own node_id",
+                    peer.id
+                ));
+            }
+            if !seen.insert(peer.id.as_str()) {
+                return Err(format!("[cluster] peers: {:?} is listed twice", peer.id));
+            }
+            if peer.address.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+                return Err(format!(
+                    "[cluster] peers: address {:?} of {:?} is not host:port",
+                    peer.address, peer.id
+                ));
+            }
+        }
+        if self.heartbeat_ms == 0 || self.failover_after_ms < 4 * self.heartbeat_ms {
+            return Err(format!(
+                "[cluster] failover_after_ms ({}) must be at least 4 × heartbeat_ms ({}), and heartbeat_ms above 0",
+                self.failover_after_ms, self.heartbeat_ms
+            ));
+        }
+        if self.auto_promote && self.voters() < 3 {
+            return Err("[cluster] auto_promote needs a witness or a third server: two servers alone cannot tell a dead peer from a cut link. Add a witness to peers, or set auto_promote = false and promote with `ferry cluster promote`".into());
+        }
+        if self.sync_dir.starts_with('/') || self.sync_dir.split('/').any(|c| c == "..") {
+            return Err(format!(
+                "[cluster] sync_dir {:?} must be a path inside the config directory",
+                self.sync_dir
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> ClusterConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_single() {
+        let c = ClusterConfig::default();
+        assert_eq!(c.mode, Mode::Single);
+        assert!(c.validate("a").is_ok());
+    }
+
+    #[test]
+    fn two_servers_cannot_promote_automatically() {
+        let c = parse(
+            "mode = \"active-passive\"\n[[peers]]\nid = \"b\"\naddress = \"127.0.0.1:1\"\n",
+        );
+        assert!(c.validate("a").unwrap_err().contains("witness"));
+        let c = parse("mode = \"active-passive\"\nauto_promote = false\n[[peers]]\nid = \"b\"\naddress = \"127.0.0.1:1\"\n");
+        assert!(c.validate("a").is_ok());
+        assert_eq!(c.majority(), 2);
+    }
+
+    #[test]
+    fn rejects_bad_peers() {
+        let c = parse("mode = \"active-passive\"\n[[peers]]\nid = \"a\"\naddress = \"127.0.0.1:1\"\n[[peers]]\nid = \"w\"\naddress = \"x:1\"\nwitness = true\n");
+        assert!(c.validate("a").unwrap_err().contains("own node_id"));
+        let c = parse("mode = \"active-passive\"\n[[peers]]\nid = \"b\"\naddress = \"nowhere\"\n[[peers]]\nid = \"w\"\naddress = \"x:1\"\n");
+        assert!(c.validate("a").unwrap_err().contains("host:port"));
+        let c = parse("mode = \"active-passive\"\n[[peers]]\nid = \"b\"\naddress = \"h:1\"\n[[peers]]\nid = \"b\"\naddress = \"x:1\"\n");
+        assert!(c.validate("a").unwrap_err().contains("twice"));
+    }
+}

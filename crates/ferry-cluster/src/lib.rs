@@ -1,0 +1,26 @@
+//! Ferry's cluster modes. Today: active/passive (one active server,
+//! standbys that serve nothing, configuration copied with `ferry sync`).
+//!
+//! * [`config`] — the `[cluster]` section of the server config.
+//! * [`node`] — which server is active: epochs, heartbeats, votes, promotion,
+//!   status, and the merge of history rows between servers.
+//! * [`sync`] — `ferry sync`: snapshot, send, check, apply atomically.
+//! * [`peer`] — the accepting side of server-to-server connections.
+//! * [`manifest`] — `sync/sync.conf`, `sync/sync_tables.conf` and
+//!   `sync/sync.excl`: what `ferry sync` copies, validated line by line.
+//! * [`state`] — what a server remembers across restarts (`cluster.json`).
+//! * [`events`] — the cluster's event history and alerts.
+
+pub mod config;
+pub mod events;
+pub mod manifest;
+pub mod node;
+pub mod peer;
+pub mod state;
+pub mod sync;
+
+pub use config::{ClusterConfig, Mode, PeerConfig};
+pub use node::{ClusterStatus, Node, NodeOptions, RoleView};
+
+/// This release, as peers see it.
+pub const SOFTWARE: &str = concat!("ferry ", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,155 @@
+//! Cluster endpoints of the admin API.
+//!
+//! Unauthenticated, for load balancers: `GET /healthz` (the process is up),
+//! `GET /readyz` (200 while this server serves sessions and takes writes,
+//! 503 with the reason otherwise) and `GET /role` (JSON: node, role, ready,
+//! epoch). With the admin token: `GET /api/v1/cluster/status`,
+//! `GET /api/v1/cluster/events`, `POST /api/v1/cluster/promote` and
+//! `POST /api/v1/sync`, which streams progress as JSON lines and ends with
+//! a `{"result": …}` or `{"error": …}` line.
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ferry_core::FerryError;
+use serde::Deserialize;
+
+use crate::admin::{AdminState, ApiError};
+
+/// The load-balancer endpoints (no token).
+pub fn health_routes() -> Router<AdminState> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/role", get(role))
+}
+
+/// The token-protected cluster endpoints.
+pub fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/api/v1/cluster/status", get(status))
+        .route("/api/v1/cluster/events", get(events))
+        .route("/api/v1/cluster/promote", post(promote))
+        .route("/api/v1/sync", post(sync))
+}
+
+async fn readyz(State(s): State<AdminState>) -> Response {
+    match s.ctx.not_serving_reason() {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+    }
+}
+
+async fn role(State(s): State<AdminState>) -> Json<serde_json::Value> {
+    Json(match &s.ctx.cluster {
+        None => serde_json::json!({
+            "node": s.ctx.node_id, "mode": "single", "role": "active", "ready": true, "epoch": 0,
+        }),
+        Some(node) => {
+            let v = node.view();
+            serde_json::json!({
+                "node": s.ctx.node_id, "mode": "active-passive", "role": v.role.as_str(),
+                "ready": v.ready, "epoch": v.epoch,
+            })
+        }
+    })
+}
+
+fn not_clustered() -> ApiError {
+    ApiError::from(FerryError::invalid(
+        "this server runs alone ([cluster] mode = \"single\"); there is no cluster to act on",
+    ))
+}
+
+async fn status(State(s): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
+    match &s.ctx.cluster {
+        None => Ok(Json(serde_json::json!({
+            "mode": "single",
+            "this": {"node": s.ctx.node_id, "role": "active", "ready": true, "epoch": 0},
+            "peers": [],
+        }))),
+        Some(node) => {
+            let status = node.status().await;
+            serde_json::to_value(status)
+                .map(Json)
+                .map_err(|e| ApiError::from(FerryError::internal(e.to_string())))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    limit: Option<usize>,
+}
+
+async fn events(
+    State(s): State<AdminState>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<Vec<ferry_cluster::events::ClusterEvent>>, ApiError> {
+    let node = s.ctx.cluster.as_ref().ok_or_else(not_clustered)?;
+    Ok(Json(node.recent_events(q.limit.unwrap_or(100).min(500))))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromoteRequest {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn promote(
+    State(s): State<AdminState>,
+    Json(req): Json<PromoteRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let node = s.ctx.cluster.as_ref().ok_or_else(not_clustered)?;
+    let message = node.promote(req.force).await?;
+    Ok(Json(serde_json::json!({ "message": message })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncRequest {
+    #[serde(default)]
+    to: Vec<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn sync(
+    State(s): State<AdminState>,
+    Json(req): Json<SyncRequest>,
+) -> Result<Response, ApiError> {
+    let node = s.ctx.cluster.clone().ok_or_else(not_clustered)?;
+    let (lines, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (progress, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
+    let forward = lines.clone();
+    tokio::spawn(async move {
+        while let Some(p) = progress_rx.recv().await {
+            let line = serde_json::json!({ "progress": p }).to_string();
+            if forward.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let outcome = node.sync(req.to, req.dry_run, progress).await;
+        let line = match outcome {
+            Ok(targets) => serde_json::json!({ "result": targets }),
+            Err(e) => serde_json::json!({ "error": e.message }),
+        };
+        let _ = lines.send(line.to_string());
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|line| (Ok::<_, std::convert::Infallible>(format!("{line}\n")), rx))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}

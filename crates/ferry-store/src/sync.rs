@@ -1,0 +1,1797 @@
+//! Active/passive mode: copying configuration tables to a standby
+//! (`ferry sync`) and merging history rows between servers after a failover.
+//!
+//! A sync runs in three steps. The active server writes a consistent
+//! snapshot of its database ([`Store::snapshot_to`]) and reads the chosen
+//! tables out of it ([`read_snapshot_tables`]); the standby compares them
+//! with its own ([`Store::diff_tables`]) and applies them in one transaction
+//! after backing up its database ([`Store::apply_tables`]).
+//!
+//! History rows are never synced: after a failover both servers hold rows the
+//! other lacks, so they are exported in pages ([`Store::export_history`]) and
+//! merged by id ([`Store::merge_history`]) without losing any.
+//!
+//! Table and column names are interpolated into SQL only after they have been
+//! matched against [`SYNCABLE_TABLES`] / [`HISTORY_TABLES`] and the local
+//! schema (`pragma_table_info`), and they are quoted even then; every value
+//! is a bound parameter.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+
+use ferry_core::sync::{MergeCounts, SqlValue, TableData, TableDiff};
+use rusqlite::backup::{Backup, StepResult};
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::{params, params_from_iter, Connection, OpenFlags, TransactionBehavior};
+use sha2::{Digest, Sha256};
+
+use crate::{Result, Store, StoreError};
+
+/// Configuration tables `ferry sync` may copy, in foreign-key order (parents first).
+pub const SYNCABLE_TABLES: &[&str] = &[
+    "accounts",
+    "account_keys",
+    "account_tokens",
+    "partners",
+    "routes",
+    "schedules",
+    "monitors",
+];
+
+/// History tables: never synced, merged by id after a failover.
+pub const HISTORY_TABLES: &[&str] = &["transfers", "events", "event_attempts", "schedule_firings"];
+
+/// Per history table, the SQL expression of the time a row last changed, by
+/// which [`Store::export_history`] selects and orders rows.
+const HISTORY_CHANGED_AT: &[(&str, &str)] = &[
+    ("transfers", r#""ended_at""#),
+    ("events", r#""updated_at""#),
+    ("event_attempts", ATTEMPT_CHANGED_AT),
+    ("schedule_firings", r#""fired_at""#),
+];
+
+/// When an event attempt last changed: started, or ended.
+const ATTEMPT_CHANGED_AT: &str = r#"MAX("started_at", COALESCE("ended_at", "started_at"))"#;
+
+/// How often a snapshot retries its single backup step while the source is
+/// busy (a checkpoint, another process's write lock on a rollback journal).
+const SNAPSHOT_BUSY_RETRIES: u32 = 100;
+
+/// The rank of an event status in SQL: further along is higher. Unknown
+/// statuses are NULL, so they never win a comparison.
+fn status_rank(table: &str) -> String {
+    format!(
+        "(CASE {table}.\"status\" WHEN 'pending' THEN 0 WHEN 'running' THEN 1 \
+         WHEN 'done' THEN 2 WHEN 'failed' THEN 2 END)"
+    )
+}
+
+fn to_sql(v: &SqlValue) -> ToSqlOutput<'_> {
+    ToSqlOutput::Borrowed(match v {
+        SqlValue::Null => ValueRef::Null,
+        SqlValue::Integer(i) => ValueRef::Integer(*i),
+        SqlValue::Real(f) => ValueRef::Real(*f),
+        SqlValue::Text(s) => ValueRef::Text(s.as_bytes()),
+        SqlValue::Blob(b) => ValueRef::Blob(b),
+    })
+}
+
+fn from_sql(v: Value) -> SqlValue {
+    match v {
+        Value::Null => SqlValue::Null,
+        Value::Integer(i) => SqlValue::Integer(i),
+        Value::Real(f) => SqlValue::Real(f),
+        Value::Text(s) => SqlValue::Text(s),
+        Value::Blob(b) => SqlValue::Blob(b),
+    }
+}
+
+/// A primary-key value in a form that can be hashed and ordered.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum KeyPart {
+    Null,
+    Integer(i64),
+    Real(u64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+type Key = Vec<KeyPart>;
+
+fn key_of(row: &[SqlValue], pk: &[usize]) -> Key {
+    pk.iter()
+        .map(|&i| match row.get(i) {
+            None | Some(SqlValue::Null) => KeyPart::Null,
+            Some(SqlValue::Integer(v)) => KeyPart::Integer(*v),
+            Some(SqlValue::Real(v)) => KeyPart::Real(v.to_bits()),
+            Some(SqlValue::Text(v)) => KeyPart::Text(v.clone()),
+            Some(SqlValue::Blob(v)) => KeyPart::Blob(v.clone()),
+        })
+        .collect()
+}
+
+fn key_values(row: &[SqlValue], pk: &[usize]) -> Vec<SqlValue> {
+    pk.iter()
+        .map(|&i| row.get(i).cloned().unwrap_or(SqlValue::Null))
+        .collect()
+}
+
+fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+fn quoted_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    names.into_iter().map(quote).collect::<Vec<_>>().join(", ")
+}
+
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Io(std::io::Error::new(
+        e.kind(),
+        format!("{}: {e}", path.display()),
+    ))
+}
+
+/// The canonical (static) name of `name` if it is one of `allowed`.
+fn known(name: &str, allowed: &[&'static str], what: &str) -> Result<&'static str> {
+    allowed.iter().copied().find(|t| *t == name).ok_or_else(|| {
+        StoreError::Incompatible(format!(
+            "table {name:?} is not one of the {what} tables [{}]",
+            allowed.join(", ")
+        ))
+    })
+}
+
+/// Column names and primary-key flags of a local table, in table order.
+fn table_info(conn: &Connection, table: &str) -> Result<Vec<(String, i64)>> {
+    let mut stmt = conn.prepare("SELECT name, pk FROM pragma_table_info(?1) ORDER BY cid")?;
+    let rows = stmt.query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let info = rows.collect::<rusqlite::Result<Vec<(String, i64)>>>()?;
+    if info.is_empty() {
+        return Err(StoreError::NotFound(format!("table {table:?}")));
+    }
+    Ok(info)
+}
+
+/// The local shape of a table.
+#[derive(Debug)]
+struct Schema {
+    table: &'static str,
+    columns: Vec<String>,
+    /// Indexes into `columns` of the primary key, in key order.
+    pk: Vec<usize>,
+}
+
+impl Schema {
+    fn read(conn: &Connection, table: &'static str) -> Result<Self> {
+        let info = table_info(conn, table)?;
+        let mut pk: Vec<(i64, usize)> = info
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, k))| *k > 0)
+            .map(|(i, (_, k))| (*k, i))
+            .collect();
+        if pk.is_empty() {
+            return Err(StoreError::Incompatible(format!(
+                "table {table} has no primary key"
+            )));
+        }
+        pk.sort_unstable();
+        Ok(Self {
+            table,
+            columns: info.into_iter().map(|(name, _)| name).collect(),
+            pk: pk.into_iter().map(|(_, i)| i).collect(),
+        })
+    }
+
+    fn column_list(&self) -> String {
+        quoted_list(self.columns.iter().map(String::as_str))
+    }
+
+    fn pk_list(&self) -> String {
+        quoted_list(self.pk.iter().map(|&i| self.columns[i].as_str()))
+    }
+
+    fn index_of(&self, column: &str) -> Result<usize> {
+        self.columns
+            .iter()
+            .position(|c| c == column)
+            .ok_or_else(|| {
+                StoreError::Incompatible(format!("table {} has no column {column:?}", self.table))
+            })
+    }
+
+    /// `INSERT INTO t (cols) VALUES (?..) ON CONFLICT(pk)`, to be completed
+    /// with `DO NOTHING` or `DO UPDATE ...`.
+    fn insert_on_conflict(&self) -> String {
+        format!(
+            "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT({})",
+            quote(self.table),
+            self.column_list(),
+            placeholders(self.columns.len()),
+            self.pk_list()
+        )
+    }
+
+    /// `SET c = excluded.c, ...` over the non-key columns, if there are any.
+    fn update_from_excluded(&self) -> Option<String> {
+        let sets: Vec<String> = self
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.pk.contains(i))
+            .map(|(_, c)| format!("{q} = excluded.{q}", q = quote(c)))
+            .collect();
+        (!sets.is_empty()).then(|| format!("SET {}", sets.join(", ")))
+    }
+}
+
+/// Runs `sql` and reads `n` columns of each row as values.
+fn query_rows<P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    n: usize,
+) -> Result<Vec<Vec<SqlValue>>> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map(params, |r| {
+        (0..n)
+            .map(|i| r.get::<_, Value>(i).map(from_sql))
+            .collect::<rusqlite::Result<Vec<_>>>()
+    })?;
+    rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
+}
+
+/// Every row of a table, ordered by primary key.
+fn read_rows(conn: &Connection, schema: &Schema) -> Result<Vec<Vec<SqlValue>>> {
+    let sql = format!(
+        "SELECT {} FROM {} ORDER BY {}",
+        schema.column_list(),
+        quote(schema.table),
+        schema.pk_list()
+    );
+    query_rows(conn, &sql, [], schema.columns.len())
+}
+
+fn read_table(conn: &Connection, table: &'static str) -> Result<TableData> {
+    let schema = Schema::read(conn, table)?;
+    let rows = read_rows(conn, &schema)?;
+    Ok(TableData {
+        name: table.to_owned(),
+        columns: schema.columns,
+        rows,
+    })
+}
+
+/// An incoming table that passed the checks against the local schema.
+struct Checked<'a> {
+    schema: Schema,
+    data: &'a TableData,
+}
+
+/// Checks incoming tables against `allowed` and the local schema, and returns
+/// them in `allowed` order.
+fn check_incoming<'a>(
+    conn: &Connection,
+    incoming: &'a [TableData],
+    allowed: &[&'static str],
+    what: &str,
+) -> Result<Vec<Checked<'a>>> {
+    let mut out: Vec<Checked<'a>> = Vec::with_capacity(incoming.len());
+    for data in incoming {
+        let table = known(&data.name, allowed, what)?;
+        if out.iter().any(|c| c.schema.table == table) {
+            return Err(StoreError::Incompatible(format!(
+                "table {table} is sent twice"
+            )));
+        }
+        let schema = Schema::read(conn, table)?;
+        if data.columns != schema.columns {
+            return Err(StoreError::Incompatible(format!(
+                "table {table}: the sender has columns [{}], this server [{}]",
+                data.columns.join(", "),
+                schema.columns.join(", ")
+            )));
+        }
+        let mut keys = HashSet::with_capacity(data.rows.len());
+        for (i, row) in data.rows.iter().enumerate() {
+            if row.len() != schema.columns.len() {
+                return Err(StoreError::Incompatible(format!(
+                    "table {table}: row {i} has {} values for {} columns",
+                    row.len(),
+                    schema.columns.len()
+                )));
+            }
+            if !keys.insert(key_of(row, &schema.pk)) {
+                return Err(StoreError::Incompatible(format!(
+                    "table {table}: primary key {:?} is sent twice",
+                    key_values(row, &schema.pk)
+                )));
+            }
+        }
+        out.push(Checked { schema, data });
+    }
+    out.sort_by_key(|c| allowed.iter().position(|t| *t == c.schema.table));
+    Ok(out)
+}
+
+/// What applying one incoming table changes.
+struct Plan<'a> {
+    diff: TableDiff,
+    /// New and changed rows.
+    upserts: Vec<&'a [SqlValue]>,
+    /// Keys of local rows that are not sent.
+    deletes: Vec<Vec<SqlValue>>,
+}
+
+fn plan<'a>(conn: &Connection, checked: &[Checked<'a>]) -> Result<Vec<Plan<'a>>> {
+    let mut plans = Vec::with_capacity(checked.len());
+    for c in checked {
+        let pk = &c.schema.pk;
+        let local: BTreeMap<Key, Vec<SqlValue>> = read_rows(conn, &c.schema)?
+            .into_iter()
+            .map(|row| (key_of(&row, pk), row))
+            .collect();
+        let mut plan = Plan {
+            diff: TableDiff {
+                table: c.schema.table.to_owned(),
+                ..TableDiff::default()
+            },
+            upserts: Vec::new(),
+            deletes: Vec::new(),
+        };
+        let mut sent = HashSet::with_capacity(c.data.rows.len());
+        for row in &c.data.rows {
+            let key = key_of(row, pk);
+            match local.get(&key) {
+                None => {
+                    plan.diff.added += 1;
+                    plan.upserts.push(row);
+                }
+                Some(mine) if mine == row => plan.diff.unchanged += 1,
+                Some(_) => {
+                    plan.diff.changed += 1;
+                    plan.upserts.push(row);
+                }
+            }
+            sent.insert(key);
+        }
+        for (key, row) in &local {
+            if !sent.contains(key) {
+                plan.diff.removed += 1;
+                plan.deletes.push(key_values(row, pk));
+            }
+        }
+        plans.push(plan);
+    }
+    Ok(plans)
+}
+
+/// Wraps a constraint failure while applying `table` into a `Conflict` that
+/// names the table; other errors pass through.
+fn apply_error(table: &str, e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ConstraintViolation) => {
+            StoreError::Conflict(format!("table {table}: {e}; nothing was applied"))
+        }
+        _ => StoreError::Sqlite(e),
+    }
+}
+
+/// Copies the main database of `src` into the new file `dest` in one backup
+/// step, then makes the copy a self-contained rollback-journal file and
+/// fsyncs it. On failure the partial file is removed.
+fn snapshot_conn(src: &Connection, dest: &Path) -> Result<()> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        // The copy holds password hashes and sealed partner secrets.
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(dest) {
+        Ok(file) => drop(file),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(StoreError::AlreadyExists(format!(
+                "file {}",
+                dest.display()
+            )))
+        }
+        Err(e) => return Err(io_error(dest, e)),
+    }
+    let result = write_snapshot(src, dest);
+    if result.is_err() {
+        // Best effort: a half-written copy must not pass for a snapshot.
+        let _ = std::fs::remove_file(dest);
+    }
+    result
+}
+
+fn write_snapshot(src: &Connection, dest: &Path) -> Result<()> {
+    let mut out = Connection::open_with_flags(
+        dest,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    {
+        let backup = Backup::new(src, &mut out)?;
+        let mut retries = 0;
+        loop {
+            // All pages in one step: the copy is one read transaction on the
+            // source, so writers on other connections never restart it.
+            match backup.step(-1)? {
+                StepResult::Done => break,
+                StepResult::Busy | StepResult::Locked if retries < SNAPSHOT_BUSY_RETRIES => {
+                    retries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => {
+                    return Err(StoreError::Conflict(format!(
+                        "no snapshot was taken: the backup step ended with {other:?}"
+                    )))
+                }
+            }
+        }
+    }
+    // The copy carries the source's WAL flag; a snapshot is one file.
+    let mode: String = out.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("delete") {
+        return Err(StoreError::Corrupt(format!(
+            "snapshot {} stayed in journal mode {mode}",
+            dest.display()
+        )));
+    }
+    out.close().map_err(|(_, e)| e)?;
+    File::open(dest)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_error(dest, e))?;
+    #[cfg(unix)]
+    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error(dir, e))?;
+    }
+    Ok(())
+}
+
+/// Reads `tables` (each must be in [`SYNCABLE_TABLES`], else
+/// [`StoreError::Incompatible`]) from a snapshot file made by
+/// [`Store::snapshot_to`], opened read-only; rows are ordered by primary key.
+pub fn read_snapshot_tables(snapshot: &Path, tables: &[&str]) -> Result<Vec<TableData>> {
+    let names = tables
+        .iter()
+        .map(|t| known(t, SYNCABLE_TABLES, "syncable"))
+        .collect::<Result<Vec<_>>>()?;
+    let mut conn = Connection::open_with_flags(
+        snapshot,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let tx = conn.transaction()?;
+    let out = names
+        .into_iter()
+        .map(|t| read_table(&tx, t))
+        .collect::<Result<Vec<_>>>()?;
+    tx.commit()?;
+    Ok(out)
+}
+
+/// The time a history row last changed, as [`Store::export_history`] pages
+/// by it: `ended_at` of transfers, `updated_at` of events, the later of
+/// `started_at` and `ended_at` of event attempts, `fired_at` of schedule
+/// firings. `None` for other tables or rows without it.
+fn changed_at(table: &TableData, row: &[SqlValue]) -> Option<i64> {
+    let value = |column: &str| {
+        let i = table.columns.iter().position(|c| c == column)?;
+        match row.get(i)? {
+            SqlValue::Integer(v) => Some(*v),
+            _ => None,
+        }
+    };
+    match table.name.as_str() {
+        "transfers" => value("ended_at"),
+        "events" => value("updated_at"),
+        "event_attempts" => match (value("started_at"), value("ended_at")) {
+            (Some(s), Some(e)) => Some(s.max(e)),
+            (s, e) => s.or(e),
+        },
+        "schedule_firings" => value("fired_at"),
+        _ => None,
+    }
+}
+
+/// The `since` for the next [`Store::export_history`] call after a page that
+/// reported more rows: one past the latest change time in `page` (every row
+/// changed at or before that time was in the page). `None` for an empty page.
+pub fn history_next_since(page: &[TableData]) -> Option<i64> {
+    page.iter()
+        .flat_map(|t| t.rows.iter().filter_map(move |r| changed_at(t, r)))
+        .max()
+        .map(|t| t.saturating_add(1))
+}
+
+/// Rows of one history table for a page, each with its change time.
+struct HistoryPage {
+    schema: Schema,
+    rows: Vec<(i64, Vec<SqlValue>)>,
+}
+
+/// Runs `sql`, which selects a table's columns and then its change time.
+fn timed_rows<P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    n: usize,
+) -> Result<Vec<(i64, Vec<SqlValue>)>> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map(params, |r| {
+        let values = (0..n)
+            .map(|i| r.get::<_, Value>(i).map(from_sql))
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok((r.get::<_, i64>(n)?, values))
+    })?;
+    rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
+}
+
+impl Store {
+    /// The schema version (`PRAGMA user_version`) of this database.
+    pub fn schema_version(&self) -> Result<i64> {
+        self.conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(Into::into)
+    }
+
+    /// Writes a consistent copy of the whole database to `dest`, which must
+    /// not exist (else [`StoreError::AlreadyExists`]), with SQLite's online
+    /// backup API in one step, so writers on other connections never make it
+    /// restart and service does not pause (WAL): the copy is read through a
+    /// connection of its own, so this store's callers do not wait for it
+    /// either. The copy is a self-contained file (rollback journal, not WAL),
+    /// readable only by its owner on Unix, and fsynced before this returns.
+    /// On failure no file is left behind.
+    pub fn snapshot_to(&self, dest: &Path) -> Result<()> {
+        let file = self
+            .conn()
+            .path()
+            .filter(|p| !p.is_empty())
+            .map(std::path::PathBuf::from);
+        match file {
+            Some(file) => {
+                let src = Connection::open_with_flags(
+                    &file,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                src.busy_timeout(std::time::Duration::from_secs(5))?;
+                snapshot_conn(&src, dest)
+            }
+            // In memory: only this connection can read it.
+            None => snapshot_conn(&self.conn(), dest),
+        }
+    }
+
+    /// The column names of `table` in table order (`PRAGMA table_info`);
+    /// [`StoreError::NotFound`] if there is no such table.
+    pub fn table_columns(&self, table: &str) -> Result<Vec<String>> {
+        Ok(table_info(&self.conn(), table)?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    /// Compares incoming tables with the local ones without writing: per
+    /// table (in [`SYNCABLE_TABLES`] order), the rows added, changed, removed
+    /// and unchanged, keyed by the table's primary key.
+    ///
+    /// [`StoreError::Incompatible`] when a table is not in
+    /// [`SYNCABLE_TABLES`] or is sent twice, when its columns (names and
+    /// order) differ from the local table's (the message names the table and
+    /// both column lists), when a row has the wrong number of values, or when
+    /// a primary key is sent twice.
+    pub fn diff_tables(&self, incoming: &[TableData]) -> Result<Vec<TableDiff>> {
+        let mut conn = self.conn();
+        let checked = check_incoming(&conn, incoming, SYNCABLE_TABLES, "syncable")?;
+        let tx = conn.transaction()?;
+        let diffs = plan(&tx, &checked)?.into_iter().map(|p| p.diff).collect();
+        tx.commit()?;
+        Ok(diffs)
+    }
+
+    /// Applies incoming tables atomically and returns what changed (as
+    /// [`Store::diff_tables`] would have reported it).
+    ///
+    /// The tables are checked as by [`Store::diff_tables`] first; then a
+    /// backup of the current database is written to `backup_to` (see
+    /// [`Store::snapshot_to`]); then one transaction, with foreign keys
+    /// deferred to its end, makes each sent table equal to the incoming rows:
+    /// local rows whose key is not sent are deleted (children first, in
+    /// reverse [`SYNCABLE_TABLES`] order), then new and changed rows are
+    /// written parents first with `INSERT .. ON CONFLICT(key) DO UPDATE`. A
+    /// row is never replaced (a delete would cascade to its children), so
+    /// updating an account keeps its keys. Tables not sent are left alone,
+    /// except for rows that `ON DELETE CASCADE` removes with a deleted parent.
+    ///
+    /// Before committing, each sent table must hold exactly the sent rows
+    /// and none of its rows may refer to a missing parent; a violation, or
+    /// any other error, rolls everything back (the database is exactly as
+    /// before) and the error names the table and constraint.
+    pub fn apply_tables(&self, incoming: &[TableData], backup_to: &Path) -> Result<Vec<TableDiff>> {
+        let mut conn = self.conn();
+        let checked = check_incoming(&conn, incoming, SYNCABLE_TABLES, "syncable")?;
+        snapshot_conn(&conn, backup_to)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.pragma_update(None, "defer_foreign_keys", "ON")?;
+        let plans = plan(&tx, &checked)?;
+
+        // Deleting first lets a sent row take a unique value (an account
+        // name) that a removed row held.
+        for (c, p) in checked.iter().zip(&plans).rev() {
+            if p.deletes.is_empty() {
+                continue;
+            }
+            let s = &c.schema;
+            let condition =
+                s.pk.iter()
+                    .enumerate()
+                    .map(|(n, &i)| format!("{} IS ?{}", quote(&s.columns[i]), n + 1))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+            let sql = format!("DELETE FROM {} WHERE {condition}", quote(s.table));
+            let mut stmt = tx.prepare(&sql)?;
+            for key in &p.deletes {
+                stmt.execute(params_from_iter(key.iter().map(to_sql)))
+                    .map_err(|e| apply_error(s.table, e))?;
+            }
+        }
+        for (c, p) in checked.iter().zip(&plans) {
+            if p.upserts.is_empty() {
+                continue;
+            }
+            let s = &c.schema;
+            let sql = match s.update_from_excluded() {
+                Some(set) => format!("{} DO UPDATE {set}", s.insert_on_conflict()),
+                None => format!("{} DO NOTHING", s.insert_on_conflict()),
+            };
+            let mut stmt = tx.prepare(&sql)?;
+            for row in &p.upserts {
+                stmt.execute(params_from_iter(row.iter().map(to_sql)))
+                    .map_err(|e| apply_error(s.table, e))?;
+            }
+        }
+
+        for c in &checked {
+            let table = c.schema.table;
+            let count: i64 =
+                tx.query_row(&format!("SELECT COUNT(*) FROM {}", quote(table)), [], |r| {
+                    r.get(0)
+                })?;
+            if usize::try_from(count).ok() != Some(c.data.rows.len()) {
+                return Err(StoreError::Conflict(format!(
+                    "table {table}: {} rows were sent but {count} would be stored (rows \
+                     whose parent is not sent are removed with it); nothing was applied",
+                    c.data.rows.len()
+                )));
+            }
+            let mut stmt = tx.prepare(
+                "SELECT parent, COUNT(*) FROM pragma_foreign_key_check(?1)
+                 GROUP BY parent ORDER BY parent",
+            )?;
+            let broken = stmt
+                .query_map([table], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            if let Some((parent, n)) = broken.first() {
+                return Err(StoreError::Conflict(format!(
+                    "table {table}: {n} row(s) refer to rows of {parent} that would not \
+                     exist (FOREIGN KEY constraint); nothing was applied"
+                )));
+            }
+        }
+        tx.commit().map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                StoreError::Conflict(format!("{e} at commit; nothing was applied"))
+            }
+            _ => StoreError::Sqlite(e),
+        })?;
+        let diffs: Vec<TableDiff> = plans.into_iter().map(|p| p.diff).collect();
+        for d in &diffs {
+            tracing::info!(
+                table = %d.table,
+                added = d.added,
+                changed = d.changed,
+                removed = d.removed,
+                "applied synced table"
+            );
+        }
+        Ok(diffs)
+    }
+
+    /// A digest (hex SHA-256) of the given tables' names, columns and rows,
+    /// ordered by primary key: equal digests mean equal contents. Each table
+    /// must be in [`SYNCABLE_TABLES`] or [`HISTORY_TABLES`].
+    pub fn digest_tables(&self, tables: &[&str]) -> Result<String> {
+        fn put(hasher: &mut Sha256, bytes: &[u8]) {
+            hasher.update((bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+        }
+        let all: Vec<&'static str> = SYNCABLE_TABLES
+            .iter()
+            .chain(HISTORY_TABLES)
+            .copied()
+            .collect();
+        let names = tables
+            .iter()
+            .map(|t| known(t, &all, "syncable or history"))
+            .collect::<Result<Vec<_>>>()?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut hasher = Sha256::new();
+        for table in names {
+            let data = read_table(&tx, table)?;
+            put(&mut hasher, data.name.as_bytes());
+            hasher.update((data.columns.len() as u64).to_le_bytes());
+            for c in &data.columns {
+                put(&mut hasher, c.as_bytes());
+            }
+            hasher.update((data.rows.len() as u64).to_le_bytes());
+            for value in data.rows.iter().flatten() {
+                match value {
+                    SqlValue::Null => hasher.update([0]),
+                    SqlValue::Integer(v) => {
+                        hasher.update([1]);
+                        hasher.update(v.to_le_bytes());
+                    }
+                    SqlValue::Real(v) => {
+                        hasher.update([2]);
+                        hasher.update(v.to_bits().to_le_bytes());
+                    }
+                    SqlValue::Text(v) => {
+                        hasher.update([3]);
+                        put(&mut hasher, v.as_bytes());
+                    }
+                    SqlValue::Blob(v) => {
+                        hasher.update([4]);
+                        put(&mut hasher, v);
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(hex::encode(hasher.finalize()))
+    }
+
+    /// History rows changed at or after `since` (unix ms), as four tables in
+    /// [`HISTORY_TABLES`] order: transfers with `ended_at >= since`, events
+    /// with `updated_at >= since`, event attempts with `started_at >= since`
+    /// or `ended_at >= since` plus the earlier attempts of the events
+    /// returned, and schedule firings with `fired_at >= since`.
+    ///
+    /// Rows are oldest first (by that time, then key), at most `limit` per
+    /// table (at least 1). The boolean says whether more rows follow. A page
+    /// always holds every row of every table changed between `since` and its
+    /// latest change time, so the next page starts at
+    /// [`history_next_since`]`(&page)` without skipping or repeating a time.
+    /// Two exceptions to `limit`: when more than `limit` rows of a table
+    /// changed in the same millisecond they all come in one page, and the
+    /// earlier attempts of returned events come on top.
+    pub fn export_history(&self, since: i64, limit: u32) -> Result<(Vec<TableData>, bool)> {
+        let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
+        let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut pages = Vec::with_capacity(HISTORY_CHANGED_AT.len());
+        // Every table is complete up to this time; the earliest of those.
+        let mut complete_through: Option<i64> = None;
+        for &(table, ts) in HISTORY_CHANGED_AT {
+            let table = known(table, HISTORY_TABLES, "history")?;
+            let schema = Schema::read(&tx, table)?;
+            let n = schema.columns.len();
+            let select = format!(
+                "SELECT {}, {ts} FROM {}",
+                schema.column_list(),
+                quote(table)
+            );
+            let order = format!("ORDER BY {ts}, {}", schema.pk_list());
+            let mut rows = timed_rows(
+                &tx,
+                &format!("{select} WHERE {ts} >= ?1 {order} LIMIT ?2"),
+                params![since, fetch],
+                n,
+            )?;
+            if rows.len() > limit {
+                let next = rows[limit].0;
+                let through = if rows[0].0 < next {
+                    rows.retain(|(t, _)| *t < next);
+                    next - 1
+                } else {
+                    // More than `limit` rows share one time: take them all,
+                    // or paging would never get past it.
+                    rows =
+                        timed_rows(&tx, &format!("{select} WHERE {ts} = ?1 {order}"), [next], n)?;
+                    next
+                };
+                complete_through = Some(complete_through.map_or(through, |c| c.min(through)));
+            }
+            pages.push(HistoryPage { schema, rows });
+        }
+        if let Some(end) = complete_through {
+            for page in &mut pages {
+                page.rows.retain(|(t, _)| *t <= end);
+            }
+        }
+        // Earlier attempts of the events returned, so a page carries each
+        // event's whole history.
+        let event_ids: Vec<&str> = pages
+            .iter()
+            .filter(|p| p.schema.table == "events")
+            .flat_map(|p| {
+                let id = p.schema.pk.first().copied().unwrap_or(0);
+                p.rows.iter().filter_map(move |(_, r)| match r.get(id) {
+                    Some(SqlValue::Text(s)) => Some(s.as_str()),
+                    _ => None,
+                })
+            })
+            .collect();
+        let mut earlier = Vec::new();
+        if let Some(attempts) = pages.iter().find(|p| p.schema.table == "event_attempts") {
+            if !event_ids.is_empty() {
+                let ids = serde_json::to_string(&event_ids)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let ts = ATTEMPT_CHANGED_AT;
+                let s = &attempts.schema;
+                earlier = timed_rows(
+                    &tx,
+                    &format!(
+                        "SELECT {}, {ts} FROM {} WHERE {ts} < ?1
+                           AND \"event_id\" IN (SELECT value FROM json_each(?2))
+                         ORDER BY {ts}, {}",
+                        s.column_list(),
+                        quote(s.table),
+                        s.pk_list()
+                    ),
+                    params![since, ids],
+                    s.columns.len(),
+                )?;
+            }
+        }
+        tx.commit()?;
+        let tables = pages
+            .into_iter()
+            .map(|p| {
+                let extra = if p.schema.table == "event_attempts" {
+                    std::mem::take(&mut earlier)
+                } else {
+                    Vec::new()
+                };
+                TableData {
+                    name: p.schema.table.to_owned(),
+                    rows: extra.into_iter().chain(p.rows).map(|(_, r)| r).collect(),
+                    columns: p.schema.columns,
+                }
+            })
+            .collect();
+        Ok((tables, complete_through.is_some()))
+    }
+
+    /// Merges history rows from another server in one transaction, never
+    /// losing a row, and counts the rows written:
+    ///
+    /// * transfers: inserted when the id is new; a row written by one node is
+    ///   never overwritten;
+    /// * events: inserted when the id is new; an existing row takes the
+    ///   incoming columns only when the incoming row is further along (status
+    ///   rank pending < running < done = failed is higher, or equal and its
+    ///   `updated_at` is newer), so a done or failed event never goes back;
+    /// * event attempts (after events): inserted when `(event_id, attempt)`
+    ///   is new; an open local attempt (`ended_at` NULL) takes an ended
+    ///   incoming copy; rows whose event does not exist here are skipped;
+    /// * schedule firings: inserted when `(schedule, slot)` is new; rows
+    ///   whose schedule does not exist here are skipped.
+    ///
+    /// Tables are checked as by [`Store::diff_tables`], against
+    /// [`HISTORY_TABLES`]. Any error rolls back the whole batch.
+    pub fn merge_history(&self, batch: &[TableData]) -> Result<MergeCounts> {
+        let mut conn = self.conn();
+        let checked = check_incoming(&conn, batch, HISTORY_TABLES, "history")?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut counts = MergeCounts::default();
+        for c in &checked {
+            let s = &c.schema;
+            let table = quote(s.table);
+            let update = s.update_from_excluded();
+            let (sql, parent) = match (s.table, update) {
+                ("events", Some(set)) => (
+                    format!(
+                        "{} DO UPDATE {set} WHERE {new} > {old}
+                           OR ({new} = {old} AND excluded.\"updated_at\" > {table}.\"updated_at\")",
+                        s.insert_on_conflict(),
+                        new = status_rank("excluded"),
+                        old = status_rank(&table),
+                    ),
+                    None,
+                ),
+                ("event_attempts", Some(set)) => (
+                    format!(
+                        "{} DO UPDATE {set} WHERE {table}.\"ended_at\" IS NULL
+                           AND excluded.\"ended_at\" IS NOT NULL",
+                        s.insert_on_conflict()
+                    ),
+                    Some((
+                        s.index_of("event_id")?,
+                        r#"SELECT 1 FROM "events" WHERE "id" = ?1"#,
+                    )),
+                ),
+                ("schedule_firings", _) => (
+                    format!("{} DO NOTHING", s.insert_on_conflict()),
+                    Some((
+                        s.index_of("schedule")?,
+                        r#"SELECT 1 FROM "schedules" WHERE "name" = ?1"#,
+                    )),
+                ),
+                ("transfers", _) => (format!("{} DO NOTHING", s.insert_on_conflict()), None),
+                (other, _) => {
+                    return Err(StoreError::Incompatible(format!(
+                        "table {other} cannot be merged"
+                    )))
+                }
+            };
+            let mut insert = tx.prepare(&sql)?;
+            let mut parent_check = match parent {
+                Some((i, check)) => Some((i, tx.prepare(check)?)),
+                None => None,
+            };
+            let mut written = 0u64;
+            let mut skipped = 0u64;
+            for row in &c.data.rows {
+                if let Some((i, check)) = parent_check.as_mut() {
+                    let key = row
+                        .get(*i)
+                        .map_or(ToSqlOutput::Borrowed(ValueRef::Null), to_sql);
+                    if !check.exists([key])? {
+                        skipped += 1;
+                        continue;
+                    }
+                }
+                let n = insert
+                    .execute(params_from_iter(row.iter().map(to_sql)))
+                    .map_err(|e| match e.sqlite_error_code() {
+                        Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Conflict(
+                            format!("table {}: {e}; nothing was merged", s.table),
+                        ),
+                        _ => StoreError::Sqlite(e),
+                    })?;
+                written += n as u64;
+            }
+            if skipped > 0 {
+                tracing::warn!(
+                    table = s.table,
+                    skipped,
+                    "history rows skipped: the row they belong to does not exist here"
+                );
+            }
+            match s.table {
+                "transfers" => counts.transfers += written,
+                "events" => counts.events += written,
+                "event_attempts" => counts.attempts += written,
+                _ => counts.firings += written,
+            }
+        }
+        tx.commit()?;
+        tracing::info!(
+            transfers = counts.transfers,
+            events = counts.events,
+            attempts = counts.attempts,
+            firings = counts.firings,
+            "merged history"
+        );
+        Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_core::{
+        Account, AccountKey, AccountToken, AfterPull, AttemptResult, Command, Direction, ErrorKind,
+        Event, EventKind, EventStatus, FerryError, Partner, Protocol, Route, Schedule,
+        ScheduleAction, Secret, TransferRecord, TransferStatus,
+    };
+    use std::collections::BTreeSet;
+    use std::path::PathBuf;
+
+    fn account(name: &str) -> Account {
+        Account {
+            id: format!("id-{name}"),
+            name: name.into(),
+            home: name.into(),
+            password_hash: Some(Secret::new("$argon2id$fake")),
+            enabled: true,
+            created_at: 1,
+        }
+    }
+
+    fn key(account: &str, fingerprint: &str) -> AccountKey {
+        AccountKey {
+            account: account.into(),
+            fingerprint: fingerprint.into(),
+            public_key: "ssh-ed25519 AAAA".into(),
+            comment: "laptop".into(),
+            added_at: 2,
+        }
+    }
+
+    fn partner(name: &str) -> Partner {
+        Partner {
+            name: name.into(),
+            host: "127.0.0.1".into(),
+            port: 22,
+            username: "u".into(),
+            password_sealed: Some("sealed".into()),
+            private_key_sealed: None,
+            host_key: "ssh-ed25519 AAAA".into(),
+            remote_dir: "/in".into(),
+            after_pull: AfterPull::Delete,
+            rate_limit: None,
+            created_at: 1,
+        }
+    }
+
+    fn transfer(id: &str, ended_at: i64) -> TransferRecord {
+        TransferRecord {
+            id: id.into(),
+            account: "alice".into(),
+            protocol: Protocol::Sftp,
+            direction: Direction::Upload,
+            path: "/a".into(),
+            bytes: 10,
+            sha256: None,
+            started_at: ended_at - 1,
+            ended_at,
+            status: TransferStatus::Completed,
+            node: "n1".into(),
+            client_addr: "127.0.0.1:1".into(),
+            error: None,
+            partner: None,
+            event_id: None,
+        }
+    }
+
+    fn event(id: &str, at: i64) -> Event {
+        Event {
+            id: id.into(),
+            kind: EventKind::Upload,
+            route: None,
+            schedule: None,
+            slot: None,
+            account: Some("alice".into()),
+            path: Some("/a".into()),
+            transfer_id: None,
+            partners: vec![],
+            status: EventStatus::Pending,
+            attempts: 0,
+            max_attempts: 3,
+            retry_base_ms: 100,
+            next_at: at,
+            lease_node: None,
+            lease_until: None,
+            steps_done: 0,
+            current_path: None,
+            created_at: at,
+            updated_at: at,
+            last_error: None,
+            resubmit_of: None,
+        }
+    }
+
+    fn apply(s: &Store, command: Command) {
+        s.apply(&command).unwrap();
+    }
+
+    fn claim(s: &Store, id: &str, node: &str, now: i64) {
+        let out = s
+            .apply(&Command::ClaimEvent {
+                id: id.into(),
+                node: node.into(),
+                now,
+                lease_until: now + 1000,
+            })
+            .unwrap();
+        assert_eq!(out.rows_changed, 1, "claim of {id}");
+    }
+
+    fn finish(s: &Store, id: &str, node: &str, attempt: u32, now: i64, result: AttemptResult) {
+        let out = s
+            .apply(&Command::FinishAttempt {
+                id: id.into(),
+                node: node.into(),
+                attempt,
+                now,
+                result,
+            })
+            .unwrap();
+        assert_eq!(out.rows_changed, 1, "finish of {id}");
+    }
+
+    fn configure(s: &Store) {
+        apply(s, Command::CreateAccount(account("alice")));
+        apply(s, Command::CreateAccount(account("bob")));
+        apply(s, Command::AddAccountKey(key("alice", "SHA256:k1")));
+        apply(
+            s,
+            Command::AddAccountToken(AccountToken {
+                account: "alice".into(),
+                id: "tok1".into(),
+                sha256: "00".repeat(32),
+                label: "ci".into(),
+                created_at: 3,
+                expires_at: None,
+            }),
+        );
+        apply(s, Command::AddPartner(partner("acme")));
+        apply(
+            s,
+            Command::AddRoute(Route {
+                name: "to-acme".into(),
+                account: "alice".into(),
+                pattern: "*.csv".into(),
+                actions: vec!["push:acme".parse().unwrap()],
+                max_attempts: 2,
+                retry_base_ms: 100,
+                created_at: 1,
+            }),
+        );
+        apply(
+            s,
+            Command::AddSchedule(Schedule {
+                name: "pull".into(),
+                cron: "0 * * * * *".into(),
+                timezone: "UTC".into(),
+                action: "pull:acme:alice".parse::<ScheduleAction>().unwrap(),
+                catch_up: false,
+                max_attempts: 3,
+                retry_base_ms: 100,
+                created_at: 1,
+            }),
+        );
+    }
+
+    fn configured() -> Store {
+        let s = Store::open_in_memory().unwrap();
+        configure(&s);
+        s
+    }
+
+    fn config_digest(s: &Store) -> String {
+        s.digest_tables(SYNCABLE_TABLES).unwrap()
+    }
+
+    fn all_digest(s: &Store) -> String {
+        let all: Vec<&str> = SYNCABLE_TABLES
+            .iter()
+            .chain(HISTORY_TABLES)
+            .copied()
+            .collect();
+        s.digest_tables(&all).unwrap()
+    }
+
+    /// Snapshots `from` into `dir` and reads `tables` out of the snapshot.
+    fn tables_of(from: &Store, dir: &Path, tables: &[&str]) -> Vec<TableData> {
+        let snap = fresh_path(dir, "snap");
+        from.snapshot_to(&snap).unwrap();
+        read_snapshot_tables(&snap, tables).unwrap()
+    }
+
+    fn fresh_path(dir: &Path, stem: &str) -> PathBuf {
+        (0..)
+            .map(|n| dir.join(format!("{stem}-{n}.db")))
+            .find(|p| !p.exists())
+            .unwrap()
+    }
+
+    fn rows_of<'a>(tables: &'a [TableData], name: &str) -> &'a TableData {
+        tables.iter().find(|t| t.name == name).unwrap()
+    }
+
+    #[test]
+    fn a_snapshot_round_trips_through_read_snapshot_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("ferry.db")).unwrap();
+        configure(&s);
+        let snap = dir.path().join("snap.db");
+        s.snapshot_to(&snap).unwrap();
+
+        // One self-contained file, not a WAL database.
+        let header = std::fs::read(&snap).unwrap();
+        assert_eq!(&header[..16], b"SQLite format 3\0");
+        assert_eq!((header[18], header[19]), (1, 1), "rollback journal mode");
+        assert!(!dir.path().join("snap.db-wal").exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&snap).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "only the owner may read a snapshot");
+        }
+
+        let tables = read_snapshot_tables(&snap, SYNCABLE_TABLES).unwrap();
+        assert_eq!(
+            tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            SYNCABLE_TABLES
+        );
+        let accounts = rows_of(&tables, "accounts");
+        assert_eq!(accounts.columns, s.table_columns("accounts").unwrap());
+        assert_eq!(accounts.rows.len(), 2);
+        assert_eq!(accounts.rows[0][0], SqlValue::Text("id-alice".into()));
+        assert_eq!(accounts.rows[1][1], SqlValue::Text("bob".into()));
+        assert_eq!(rows_of(&tables, "account_keys").rows.len(), 1);
+        assert_eq!(rows_of(&tables, "monitors").rows.len(), 0);
+
+        // Applying the snapshot's tables to an empty store reproduces them.
+        let copy = Store::open_in_memory().unwrap();
+        copy.apply_tables(&tables, &dir.path().join("backup.db"))
+            .unwrap();
+        assert_eq!(config_digest(&copy), config_digest(&s));
+        let reopened = Store::open(&snap).unwrap();
+        assert_eq!(config_digest(&reopened), config_digest(&s));
+        assert_eq!(
+            reopened.schema_version().unwrap(),
+            s.schema_version().unwrap()
+        );
+        assert_eq!(s.schema_version().unwrap(), crate::migrations::LATEST);
+
+        // The destination must not exist; other tables cannot be read.
+        assert!(matches!(
+            s.snapshot_to(&snap).unwrap_err(),
+            StoreError::AlreadyExists(_)
+        ));
+        assert!(matches!(
+            read_snapshot_tables(&snap, &["transfers"]).unwrap_err(),
+            StoreError::Incompatible(_)
+        ));
+        assert!(matches!(
+            s.table_columns("nope").unwrap_err(),
+            StoreError::NotFound(_)
+        ));
+    }
+
+    #[test]
+    fn snapshots_are_taken_while_another_connection_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ferry.db");
+        let reader = Store::open(&db).unwrap();
+        let writer = Store::open(&db).unwrap();
+        std::thread::scope(|scope| {
+            let handle = scope.spawn(|| {
+                for i in 0..300 {
+                    apply(
+                        &writer,
+                        Command::RecordTransfer(transfer(&format!("t{i}"), i)),
+                    );
+                }
+            });
+            let mut seen = Vec::new();
+            for n in 0..5 {
+                let snap = dir.path().join(format!("snap-{n}.db"));
+                reader.snapshot_to(&snap).unwrap();
+                let copy = Store::open(&snap).unwrap();
+                let (page, _) = copy.export_history(0, 1000).unwrap();
+                seen.push(rows_of(&page, "transfers").rows.len());
+            }
+            handle.join().unwrap();
+            assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+        });
+        let snap = dir.path().join("final.db");
+        reader.snapshot_to(&snap).unwrap();
+        let copy = Store::open(&snap).unwrap();
+        assert_eq!(
+            copy.digest_tables(&["transfers"]).unwrap(),
+            writer.digest_tables(&["transfers"]).unwrap()
+        );
+    }
+
+    #[test]
+    fn diff_counts_added_changed_removed_and_unchanged_rows_without_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let active = Store::open_in_memory().unwrap();
+        for name in ["alice", "bob", "dave"] {
+            apply(&active, Command::CreateAccount(account(name)));
+        }
+        apply(&active, Command::AddAccountKey(key("alice", "SHA256:k1")));
+        let standby = Store::open_in_memory().unwrap();
+        apply(&standby, Command::CreateAccount(account("alice")));
+        let mut bob = account("bob");
+        bob.home = "elsewhere".into();
+        apply(&standby, Command::CreateAccount(bob));
+        apply(&standby, Command::CreateAccount(account("carol")));
+
+        let mut tables = tables_of(&active, dir.path(), &["accounts", "account_keys"]);
+        tables.reverse(); // results come in SYNCABLE_TABLES order anyway
+        let before = all_digest(&standby);
+        let diffs = standby.diff_tables(&tables).unwrap();
+        assert_eq!(
+            diffs,
+            vec![
+                TableDiff {
+                    table: "accounts".into(),
+                    added: 1,
+                    changed: 1,
+                    removed: 1,
+                    unchanged: 1,
+                },
+                TableDiff {
+                    table: "account_keys".into(),
+                    added: 1,
+                    changed: 0,
+                    removed: 0,
+                    unchanged: 0,
+                },
+            ]
+        );
+        assert_eq!(all_digest(&standby), before, "a diff writes nothing");
+        assert!(standby.account("carol").unwrap().is_some());
+    }
+
+    #[test]
+    fn apply_makes_the_standby_equal_and_backs_it_up_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let active = configured();
+        let standby = Store::open_in_memory().unwrap();
+        apply(&standby, Command::CreateAccount(account("zed")));
+        apply(&standby, Command::AddAccountKey(key("zed", "SHA256:z")));
+        apply(&standby, Command::RecordTransfer(transfer("t1", 5)));
+        let history = standby.digest_tables(HISTORY_TABLES).unwrap();
+        assert_ne!(config_digest(&standby), config_digest(&active));
+
+        let tables = tables_of(&active, dir.path(), SYNCABLE_TABLES);
+        let backup = dir.path().join("backup.db");
+        let diffs = standby.apply_tables(&tables, &backup).unwrap();
+        assert_eq!(config_digest(&standby), config_digest(&active));
+        assert_eq!(standby.digest_tables(HISTORY_TABLES).unwrap(), history);
+        let accounts = diffs.iter().find(|d| d.table == "accounts").unwrap();
+        assert_eq!((accounts.added, accounts.removed), (2, 1));
+        assert!(standby.account("zed").unwrap().is_none());
+        assert_eq!(standby.account_keys("alice").unwrap().len(), 1);
+        assert!(standby.route("to-acme").unwrap().is_some());
+
+        // The backup holds the standby as it was.
+        let old = Store::open(&backup).unwrap();
+        assert!(old.account("zed").unwrap().is_some());
+        assert!(old.account("alice").unwrap().is_none());
+        assert_eq!(old.digest_tables(HISTORY_TABLES).unwrap(), history);
+
+        // Applying the same tables again changes nothing.
+        let again = standby
+            .apply_tables(&tables, &dir.path().join("backup-2.db"))
+            .unwrap();
+        assert!(again.iter().all(TableDiff::is_empty), "{again:?}");
+        assert_eq!(again.len(), SYNCABLE_TABLES.len());
+
+        // An existing backup file is never overwritten, and nothing is applied.
+        apply(&active, Command::CreateAccount(account("erin")));
+        let newer = tables_of(&active, dir.path(), SYNCABLE_TABLES);
+        let before = all_digest(&standby);
+        assert!(matches!(
+            standby.apply_tables(&newer, &backup).unwrap_err(),
+            StoreError::AlreadyExists(_)
+        ));
+        assert_eq!(all_digest(&standby), before);
+    }
+
+    #[test]
+    fn apply_refuses_other_columns_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let active = configured();
+        let standby = configured();
+        apply(&standby, Command::CreateAccount(account("zed")));
+        let before = all_digest(&standby);
+        let mut tables = tables_of(&active, dir.path(), &["accounts", "account_keys"]);
+        let accounts = tables.iter_mut().find(|t| t.name == "accounts").unwrap();
+        accounts.columns.pop();
+        for row in &mut accounts.rows {
+            row.pop();
+        }
+        let backup = dir.path().join("backup.db");
+        let err = standby.apply_tables(&tables, &backup).unwrap_err();
+        assert!(matches!(err, StoreError::Incompatible(_)), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains(
+                "table accounts: the sender has columns [id, name, home, password_hash, \
+                 enabled], this server [id, name, home, password_hash, enabled, created_at]"
+            ),
+            "{message}"
+        );
+        assert_eq!(FerryError::from(err).kind, ErrorKind::Conflict);
+        assert!(matches!(
+            standby.diff_tables(&tables).unwrap_err(),
+            StoreError::Incompatible(_)
+        ));
+        assert_eq!(all_digest(&standby), before);
+        assert!(
+            !backup.exists(),
+            "nothing is written for incompatible tables"
+        );
+
+        // Tables that are not configuration, tables sent twice, rows of the
+        // wrong width and keys sent twice are refused the same way.
+        let good = tables_of(&active, dir.path(), &["accounts"]);
+        let transfers = TableData {
+            name: "transfers".into(),
+            columns: standby.table_columns("transfers").unwrap(),
+            rows: vec![],
+        };
+        let twice = vec![good[0].clone(), good[0].clone()];
+        let mut narrow = good.clone();
+        narrow[0].rows[0].pop();
+        let mut duplicate = good.clone();
+        let first = duplicate[0].rows[0].clone();
+        duplicate[0].rows.push(first);
+        for bad in [vec![transfers], twice, narrow, duplicate] {
+            let err = standby.apply_tables(&bad, &backup).unwrap_err();
+            assert!(matches!(err, StoreError::Incompatible(_)), "{err}");
+        }
+        assert_eq!(all_digest(&standby), before);
+        assert!(!backup.exists());
+    }
+
+    #[test]
+    fn keys_sent_without_their_account_are_refused_and_nothing_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let active = configured();
+        let standby = Store::open_in_memory().unwrap();
+        apply(&standby, Command::CreateAccount(account("bob")));
+        let before = all_digest(&standby);
+
+        // The partners would apply, but the keys' account does not exist here.
+        let tables = tables_of(&active, dir.path(), &["account_keys", "partners"]);
+        let err = standby
+            .apply_tables(&tables, &fresh_path(dir.path(), "backup"))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        let message = err.to_string();
+        assert!(message.contains("account_keys"), "{message}");
+        assert!(message.contains("accounts"), "{message}");
+        assert!(message.contains("FOREIGN KEY"), "{message}");
+        assert_eq!(all_digest(&standby), before);
+        assert!(standby.partners().unwrap().is_empty());
+
+        // Sending accounts without alice but her key unchanged contradicts
+        // itself: deleting alice would take the key with her.
+        let standby = configured();
+        let before = all_digest(&standby);
+        let mut tables = tables_of(&active, dir.path(), &["accounts", "account_keys"]);
+        tables[0]
+            .rows
+            .retain(|r| r[1] != SqlValue::Text("alice".into()));
+        let err = standby
+            .apply_tables(&tables, &fresh_path(dir.path(), "backup"))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        assert!(err.to_string().contains("account_keys"), "{err}");
+        assert_eq!(all_digest(&standby), before);
+    }
+
+    #[test]
+    fn updating_an_account_keeps_its_keys_and_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let active = configured();
+        let standby = configured();
+        apply(
+            &active,
+            Command::SetAccountEnabled {
+                name: "alice".into(),
+                enabled: false,
+            },
+        );
+        let tables = tables_of(&active, dir.path(), &["accounts"]);
+        let diffs = standby
+            .apply_tables(&tables, &fresh_path(dir.path(), "backup"))
+            .unwrap();
+        assert_eq!((diffs[0].changed, diffs[0].unchanged), (1, 1));
+        assert!(!standby.account("alice").unwrap().unwrap().enabled);
+        assert_eq!(standby.account_keys("alice").unwrap().len(), 1);
+        assert_eq!(standby.account_tokens("alice").unwrap().len(), 1);
+        assert_eq!(config_digest(&standby), config_digest(&active));
+    }
+
+    #[test]
+    fn an_account_created_on_both_servers_takes_the_senders_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let active = Store::open_in_memory().unwrap();
+        let mut alice = account("alice");
+        alice.id = "id-alice-2".into();
+        apply(&active, Command::CreateAccount(alice));
+        apply(&active, Command::AddAccountKey(key("alice", "SHA256:new")));
+        let standby = Store::open_in_memory().unwrap();
+        apply(&standby, Command::CreateAccount(account("alice")));
+        apply(&standby, Command::AddAccountKey(key("alice", "SHA256:old")));
+
+        let tables = tables_of(&active, dir.path(), &["accounts", "account_keys"]);
+        standby
+            .apply_tables(&tables, &fresh_path(dir.path(), "backup"))
+            .unwrap();
+        assert_eq!(standby.account("alice").unwrap().unwrap().id, "id-alice-2");
+        let keys = standby.account_keys("alice").unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].fingerprint, "SHA256:new");
+        assert_eq!(config_digest(&standby), config_digest(&active));
+    }
+
+    fn export_all(s: &Store) -> Vec<TableData> {
+        let (page, more) = s.export_history(0, 10_000).unwrap();
+        assert!(!more);
+        page
+    }
+
+    #[test]
+    fn transfers_merge_both_ways_and_are_never_overwritten() {
+        let a = Store::open_in_memory().unwrap();
+        let b = Store::open_in_memory().unwrap();
+        apply(&a, Command::RecordTransfer(transfer("t1", 100)));
+        apply(&b, Command::RecordTransfer(transfer("t2", 200)));
+        apply(&a, Command::RecordTransfer(transfer("t3", 300)));
+        let mut other = transfer("t3", 300);
+        other.node = "n2".into();
+        other.bytes = 99;
+        apply(&b, Command::RecordTransfer(other));
+
+        let counts = b.merge_history(&export_all(&a)).unwrap();
+        assert_eq!(counts.transfers, 1);
+        let counts = a.merge_history(&export_all(&b)).unwrap();
+        assert_eq!(counts.transfers, 1);
+        for s in [&a, &b] {
+            for id in ["t1", "t2", "t3"] {
+                assert!(s.transfer(id).unwrap().is_some(), "{id}");
+            }
+        }
+        assert_eq!(a.transfer("t3").unwrap().unwrap().node, "n1");
+        assert_eq!(b.transfer("t3").unwrap().unwrap().node, "n2");
+        assert_eq!(b.transfer("t3").unwrap().unwrap().bytes, 99);
+        // Merging again writes nothing.
+        assert_eq!(b.merge_history(&export_all(&a)).unwrap().total(), 0);
+        assert_eq!(a.merge_history(&export_all(&b)).unwrap().total(), 0);
+    }
+
+    #[test]
+    fn events_merge_by_progress_and_their_attempts_follow() {
+        let a = Store::open_in_memory().unwrap();
+        let b = Store::open_in_memory().unwrap();
+        for s in [&a, &b] {
+            for id in ["e1", "e2", "e3"] {
+                apply(s, Command::EnqueueEvent(event(id, 10)));
+            }
+        }
+        // e1: done on a, still pending on b.
+        claim(&a, "e1", "n1", 100);
+        finish(&a, "e1", "n1", 1, 200, AttemptResult::Done);
+        // e2: done on b early; on a a later attempt left it pending (newer).
+        claim(&b, "e2", "n2", 100);
+        finish(&b, "e2", "n2", 1, 150, AttemptResult::Done);
+        claim(&a, "e2", "n1", 300);
+        let retry = AttemptResult::Retry {
+            next_at: 1000,
+            error: "partner down".into(),
+        };
+        finish(&a, "e2", "n1", 1, 400, retry);
+        // e3: running on b (open attempt), done on a.
+        claim(&b, "e3", "n2", 100);
+        claim(&a, "e3", "n1", 100);
+        finish(&a, "e3", "n1", 1, 250, AttemptResult::Done);
+
+        let counts = b.merge_history(&export_all(&a)).unwrap();
+        assert_eq!(counts.events, 2, "e1 and e3 moved on; e2 did not go back");
+        assert_eq!(counts.attempts, 2, "e1's attempt is new, e3's ended");
+        let status = |s: &Store, id: &str| s.event(id).unwrap().unwrap().status;
+        assert_eq!(status(&b, "e1"), EventStatus::Done);
+        assert_eq!(status(&b, "e2"), EventStatus::Done);
+        assert_eq!(status(&b, "e3"), EventStatus::Done);
+        let e2 = b.event("e2").unwrap().unwrap();
+        assert_eq!(
+            e2.updated_at, 150,
+            "a done event is never replaced by a pending one"
+        );
+        let b_e1 = b.event_attempts("e1").unwrap();
+        assert_eq!(b_e1, a.event_attempts("e1").unwrap());
+        let b_e2 = b.event_attempts("e2").unwrap();
+        assert_eq!(b_e2.len(), 1);
+        assert_eq!(b_e2[0].node, "n2", "an ended attempt is kept");
+        let b_e3 = b.event_attempts("e3").unwrap();
+        assert_eq!((b_e3[0].ended_at, b_e3[0].node.as_str()), (Some(250), "n1"));
+
+        // The other way: a's pending e2 takes b's done copy; its own ended
+        // attempt stays.
+        let counts = a.merge_history(&export_all(&b)).unwrap();
+        assert_eq!(counts.events, 1);
+        assert_eq!(counts.attempts, 0);
+        assert_eq!(status(&a, "e2"), EventStatus::Done);
+        assert_eq!(a.event("e2").unwrap().unwrap().updated_at, 150);
+        assert_eq!(
+            a.event_attempts("e2").unwrap()[0].outcome.as_deref(),
+            Some("retry")
+        );
+        assert_eq!(
+            a.digest_tables(&["events"]).unwrap(),
+            b.digest_tables(&["events"]).unwrap()
+        );
+
+        // Attempts of events that do not exist here are skipped.
+        let mut attempts = export_all(&a)
+            .into_iter()
+            .find(|t| t.name == "event_attempts")
+            .unwrap();
+        for (i, row) in attempts.rows.iter_mut().enumerate() {
+            row[0] = SqlValue::Text(format!("ghost{i}"));
+        }
+        let before = all_digest(&b);
+        assert_eq!(b.merge_history(&[attempts]).unwrap().total(), 0);
+        assert_eq!(all_digest(&b), before);
+    }
+
+    #[test]
+    fn firings_merge_by_slot_and_skip_unknown_schedules() {
+        let a = configured();
+        let fire = |s: &Store, slot: i64, event_id: &str, node: &str| {
+            let mut e = event(event_id, slot);
+            e.kind = EventKind::Schedule;
+            e.schedule = Some("pull".into());
+            e.slot = Some(slot);
+            apply(
+                s,
+                Command::FireSchedule {
+                    schedule: "pull".into(),
+                    slot,
+                    node: node.into(),
+                    term: 0,
+                    event: e,
+                },
+            );
+        };
+        fire(&a, 60_000, "f1", "n1");
+        fire(&a, 120_000, "f2", "n1");
+        let b = configured();
+        fire(&b, 60_000, "g1", "n2");
+
+        let counts = b.merge_history(&export_all(&a)).unwrap();
+        assert_eq!((counts.firings, counts.events), (1, 2));
+        let firings = b.firings("pull", 10).unwrap();
+        assert_eq!(firings.len(), 2);
+        assert_eq!(firings[1].event_id, "g1", "the slot b fired stays b's");
+
+        let c = Store::open_in_memory().unwrap();
+        let counts = c.merge_history(&export_all(&a)).unwrap();
+        assert_eq!((counts.firings, counts.events), (0, 2));
+    }
+
+    #[test]
+    fn merge_refuses_other_columns_and_configuration_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = configured();
+        apply(&a, Command::RecordTransfer(transfer("t1", 100)));
+        apply(&a, Command::EnqueueEvent(event("e1", 100)));
+        let b = Store::open_in_memory().unwrap();
+        let before = all_digest(&b);
+
+        let mut page = export_all(&a);
+        let events = page.iter_mut().find(|t| t.name == "events").unwrap();
+        events.columns.swap(0, 1);
+        let err = b.merge_history(&page).unwrap_err();
+        assert!(matches!(err, StoreError::Incompatible(_)), "{err}");
+        assert!(err.to_string().contains("table events"), "{err}");
+
+        let config = tables_of(&a, dir.path(), &["accounts"]);
+        let err = b.merge_history(&config).unwrap_err();
+        assert!(matches!(err, StoreError::Incompatible(_)), "{err}");
+        assert_eq!(all_digest(&b), before, "transfers were not merged either");
+    }
+
+    #[test]
+    fn export_history_selects_by_change_time() {
+        let s = Store::open_in_memory().unwrap();
+        apply(&s, Command::RecordTransfer(transfer("old", 100)));
+        apply(&s, Command::RecordTransfer(transfer("new", 500)));
+        apply(&s, Command::EnqueueEvent(event("quiet", 100)));
+        apply(&s, Command::EnqueueEvent(event("busy", 100)));
+        claim(&s, "busy", "n1", 200);
+        let retry = AttemptResult::Retry {
+            next_at: 300,
+            error: "down".into(),
+        };
+        finish(&s, "busy", "n1", 1, 250, retry);
+        claim(&s, "busy", "n1", 600);
+
+        let (page, more) = s.export_history(400, 100).unwrap();
+        assert!(!more);
+        assert_eq!(
+            page.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            HISTORY_TABLES
+        );
+        let ids = |t: &TableData| t.rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&page[0]), vec![SqlValue::Text("new".into())]);
+        assert_eq!(ids(&page[1]), vec![SqlValue::Text("busy".into())]);
+        // Attempt 2 changed after `since`; attempt 1 comes with its event.
+        let attempts: Vec<_> = page[2].rows.iter().map(|r| r[1].clone()).collect();
+        assert_eq!(attempts, vec![SqlValue::Integer(1), SqlValue::Integer(2)]);
+        assert_eq!(history_next_since(&page), Some(601));
+
+        let (page, _) = s.export_history(700, 100).unwrap();
+        assert!(page.iter().all(|t| t.rows.is_empty()));
+        assert_eq!(history_next_since(&page), None);
+    }
+
+    #[test]
+    fn export_history_pages_oldest_first_without_missing_a_row() {
+        let s = Store::open_in_memory().unwrap();
+        let mut expected = BTreeSet::new();
+        for i in 1..=10 {
+            let id = format!("t{i:02}");
+            apply(&s, Command::RecordTransfer(transfer(&id, i * 10)));
+            expected.insert(id);
+        }
+        // More rows in one millisecond than a page holds.
+        for i in 0..5 {
+            let id = format!("same{i}");
+            apply(&s, Command::RecordTransfer(transfer(&id, 55)));
+            expected.insert(id);
+        }
+        for i in 1..=4 {
+            apply(&s, Command::EnqueueEvent(event(&format!("e{i}"), i * 25)));
+        }
+
+        let (first, more) = s.export_history(0, 3).unwrap();
+        assert!(more);
+        let transfer_ids = |page: &[TableData]| -> Vec<String> {
+            rows_of(page, "transfers")
+                .rows
+                .iter()
+                .map(|r| match &r[0] {
+                    SqlValue::Text(t) => t.clone(),
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        // Transfers stop before 40 (the 4th), events before 100: the page
+        // holds everything up to 39 and no more.
+        assert_eq!(transfer_ids(&first), ["t01", "t02", "t03"]);
+        assert_eq!(rows_of(&first, "events").rows.len(), 1);
+
+        let mut seen = BTreeSet::new();
+        let mut events = BTreeSet::new();
+        let mut since = 0;
+        for _ in 0..20 {
+            let (page, more) = s.export_history(since, 3).unwrap();
+            let ids = transfer_ids(&page);
+            let same = ids.iter().filter(|i| i.starts_with("same")).count();
+            assert!(
+                same == 0 || same == 5,
+                "a millisecond is never split: {ids:?}"
+            );
+            assert!(ids.len() <= 3 || same == 5, "{ids:?}");
+            let ends: Vec<i64> = rows_of(&page, "transfers")
+                .rows
+                .iter()
+                .map(|r| match r[8] {
+                    SqlValue::Integer(t) => t,
+                    ref other => panic!("{other:?}"),
+                })
+                .collect();
+            assert!(ends.windows(2).all(|w| w[0] <= w[1]), "oldest first");
+            for id in ids {
+                assert!(seen.insert(id.clone()), "{id} sent twice");
+            }
+            for r in &rows_of(&page, "events").rows {
+                events.insert(format!("{:?}", r[0]));
+            }
+            if !more {
+                break;
+            }
+            since = history_next_since(&page).unwrap();
+        }
+        assert_eq!(seen, expected);
+        assert_eq!(events.len(), 4);
+    }
+}

@@ -1,0 +1,279 @@
+//! `ferry cluster …` and `ferry sync`: active/passive operations through a
+//! server's admin API.
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use serde_json::Value;
+
+use crate::admin_client::{Admin, AdminArgs};
+
+/// `ferry cluster` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Every server's role, epoch, health, last sync and what is out of date.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The cluster's history: role changes, failed peers, syncs.
+    Events {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// How many, newest last.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Make the server asked (a standby) the active server. Needs votes from
+    /// a majority of servers and witnesses.
+    Promote {
+        /// Promote without a majority: only when the active server is down
+        /// for sure (two servers without a witness).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn text(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => "-".into(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn ago(ms: Option<u64>) -> String {
+    match ms {
+        None => "never".into(),
+        Some(ms) if ms < 1_000 => format!("{ms} ms ago"),
+        Some(ms) => format!("{:.1} s ago", ms as f64 / 1000.0),
+    }
+}
+
+fn last_sync(status: &Value) -> String {
+    match status.get("last_sync") {
+        Some(Value::Object(s)) => {
+            let at = s.get("at").and_then(Value::as_i64).unwrap_or(0);
+            let when = chrono::DateTime::from_timestamp_millis(at)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .unwrap_or_else(|| at.to_string());
+            format!(
+                "{when} from {} ({})",
+                s.get("from").and_then(Value::as_str).unwrap_or("?"),
+                s.get("sync_id").and_then(Value::as_str).unwrap_or("?")
+            )
+        }
+        _ => "never".into(),
+    }
+}
+
+fn print_status(v: &Value) {
+    let this = &v["this"];
+    println!("mode: {}", text(v, "mode"));
+    println!(
+        "{:<16} {:<8} {:<6} {:<6} {:<8} {:<22} LAST SYNC",
+        "NODE", "ROLE", "READY", "EPOCH", "HEALTH", "LAST CONTACT"
+    );
+    println!(
+        "{:<16} {:<8} {:<6} {:<6} {:<8} {:<22} {}",
+        format!("{} *", text(this, "node")),
+        text(this, "role"),
+        text(this, "ready"),
+        text(this, "epoch"),
+        "alive",
+        "(this server)",
+        last_sync(this)
+    );
+    let mut notes = Vec::new();
+    for p in v["peers"].as_array().into_iter().flatten() {
+        let status = &p["status"];
+        let known = status.is_object();
+        println!(
+            "{:<16} {:<8} {:<6} {:<6} {:<8} {:<22} {}",
+            text(p, "id"),
+            if known { text(status, "role") } else { "?".into() },
+            if known { text(status, "ready") } else { "?".into() },
+            if known { text(status, "epoch") } else { "?".into() },
+            text(p, "health"),
+            ago(p["last_contact_ms"].as_u64()),
+            if known { last_sync(status) } else { "-".into() },
+        );
+        if let Some(e) = p["error"].as_str() {
+            notes.push(format!("{}: {e}", text(p, "id")));
+        }
+        let stale: Vec<&str> = p["out_of_date"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if !stale.is_empty() {
+            notes.push(format!("{} is out of date: {}", text(p, "id"), stale.join(", ")));
+        } else if known && status["role"] == "standby" && this["role"] == "active" {
+            notes.push(format!("{} is up to date", text(p, "id")));
+        }
+    }
+    for n in notes {
+        println!("  {n}");
+    }
+}
+
+fn print_events(events: &Value) {
+    for e in events.as_array().into_iter().flatten() {
+        let at = e["at"].as_i64().unwrap_or(0);
+        let when = chrono::DateTime::from_timestamp_millis(at)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+            .unwrap_or_default();
+        println!(
+            "{when}  {:<10} {:<5} {:<8} {}",
+            text(e, "node"),
+            text(e, "severity"),
+            text(e, "kind"),
+            text(e, "message")
+        );
+    }
+}
+
+/// Runs a `ferry cluster` command.
+pub async fn cluster(args: AdminArgs, cmd: ClusterCmd) -> anyhow::Result<()> {
+    let admin = Admin::connect(args)?;
+    match cmd {
+        ClusterCmd::Status { json } => {
+            let v = admin
+                .send(reqwest::Method::GET, "/api/v1/cluster/status", None)
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_status(&v);
+            }
+        }
+        ClusterCmd::Events { json, limit } => {
+            let v = admin
+                .send(
+                    reqwest::Method::GET,
+                    &format!("/api/v1/cluster/events?limit={limit}"),
+                    None,
+                )
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_events(&v);
+            }
+        }
+        ClusterCmd::Promote { force } => {
+            let v = admin
+                .send(
+                    reqwest::Method::POST,
+                    "/api/v1/cluster/promote",
+                    Some(serde_json::json!({ "force": force })),
+                )
+                .await?;
+            println!("{}", text(&v, "message"));
+        }
+    }
+    Ok(())
+}
+
+/// `ferry sync`: runs on the active server; prints progress on stderr and a
+/// report per standby. Fails if any standby was not synced.
+pub async fn sync(args: AdminArgs, to: Vec<String>, dry_run: bool, json: bool) -> anyhow::Result<()> {
+    let admin = Admin::connect(args)?;
+    let mut resp = admin
+        .request(reqwest::Method::POST, "/api/v1/sync")
+        .timeout(std::time::Duration::from_secs(3600))
+        .json(&serde_json::json!({ "to": to, "dry_run": dry_run }))
+        .send()
+        .await
+        .context("cannot reach the admin API")?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        bail!(
+            "{} (HTTP {})",
+            body.get("message").and_then(Value::as_str).unwrap_or("sync refused"),
+            status.as_u16()
+        );
+    }
+    let mut pending = String::new();
+    let mut result = None;
+    while let Some(chunk) = resp.chunk().await.context("the sync's answer broke off")? {
+        pending.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = pending.find('\n') {
+            let line: String = pending.drain(..=end).collect();
+            let Ok(v) = serde_json::from_str::<Value>(line.trim()) else {
+                continue;
+            };
+            if let Some(p) = v.get("progress") {
+                eprintln!(
+                    "{}: {} {}/{}",
+                    text(p, "target"),
+                    text(p, "what"),
+                    text(p, "done"),
+                    text(p, "total")
+                );
+            } else if let Some(e) = v.get("error") {
+                bail!("sync failed: {}", e.as_str().unwrap_or("unknown error"));
+            } else if let Some(r) = v.get("result") {
+                result = Some(r.clone());
+            }
+        }
+    }
+    let Some(result) = result else {
+        bail!("the sync's answer ended without a result; check `ferry cluster status`");
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    }
+    let mut failed = Vec::new();
+    for target in result.as_array().into_iter().flatten() {
+        let node = text(target, "node");
+        if let Some(e) = target["error"].as_str() {
+            if !json {
+                println!("{node}: NOT synced: {e}");
+            }
+            failed.push(node);
+            continue;
+        }
+        if json {
+            continue;
+        }
+        let report = &target["report"];
+        let verb = if dry_run { "would change" } else { "changed" };
+        println!(
+            "{node}: {}{}",
+            if dry_run { "dry run, nothing written" } else { "synced" },
+            report["backup"]
+                .as_str()
+                .map(|b| format!(" (replaced data kept in {b})"))
+                .unwrap_or_default()
+        );
+        for t in report["tables"].as_array().into_iter().flatten() {
+            println!(
+                "  table {:<16} {verb}: +{} added, ~{} changed, -{} removed ({} unchanged)",
+                text(t, "table"),
+                text(t, "added"),
+                text(t, "changed"),
+                text(t, "removed"),
+                text(t, "unchanged")
+            );
+        }
+        let files: Vec<&str> = report["files_changed"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!(
+            "  files {verb}: {} ({} unchanged)",
+            if files.is_empty() { "none".to_owned() } else { files.join(", ") },
+            text(report, "files_unchanged")
+        );
+    }
+    if !failed.is_empty() {
+        bail!("not synced: {} (each is unchanged)", failed.join(", "));
+    }
+    Ok(())
+}
