@@ -2,6 +2,7 @@
 //! ephemeral loopback ports and drives it with OpenSSH's `sftp`.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod http;
 pub mod scenarios;
 

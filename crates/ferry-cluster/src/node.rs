@@ -266,7 +266,11 @@ impl Node {
     /// names the active server.
     pub fn check_writable(&self) -> Result<(), FerryError> {
         let inner = lock(&self.inner);
-        match (inner.role, inner.ready) {
+        // The lease is checked here, not only on the watchdog's tick: a
+        // process that was paused past its lease must not take one more
+        // write before the tick notices.
+        let serving = inner.ready && !inner.changing && self.lease_held(&inner);
+        match (inner.role, serving) {
             (NodeRole::Active, true) => Ok(()),
             (NodeRole::Active, false) => Err(unavailable(
                 "this server is active but cannot reach a majority of the cluster: read-only",
@@ -480,19 +484,24 @@ impl Node {
         }
     }
 
+    /// Whether a majority (this server included) acknowledged a heartbeat
+    /// within the lease; always true without automatic promotion.
+    fn lease_held(&self, inner: &Inner) -> bool {
+        if !self.config.auto_promote {
+            return true;
+        }
+        let lease = self.lease();
+        let heard = inner.acks.values().filter(|t| t.elapsed() < lease).count() + 1;
+        heard >= self.config.majority()
+    }
+
     /// An active server serves only while a majority heard it recently.
     fn check_lease(&self) {
         let mut inner = lock(&self.inner);
         if inner.role != NodeRole::Active || inner.changing {
             return;
         }
-        let ready = if self.config.auto_promote {
-            let lease = self.lease();
-            let heard = inner.acks.values().filter(|t| t.elapsed() < lease).count() + 1;
-            heard >= self.config.majority()
-        } else {
-            true
-        };
+        let ready = self.lease_held(&inner);
         if ready != inner.ready {
             inner.ready = ready;
             self.publish(&inner);
@@ -916,6 +925,7 @@ impl Node {
                 .await;
             (peer, answer)
         });
+        let synced = self.manifests().ok().map(|m| m.tables);
         let mut peers = Vec::new();
         for (peer, answer) in futures::future::join_all(asks).await {
             let contact = lock(&peer.contact);
@@ -926,7 +936,7 @@ impl Node {
             };
             let out_of_date = match (&status, this.role) {
                 (Some(s), NodeRole::Active) if s.role == NodeRole::Standby => {
-                    crate::sync::out_of_date(&this, s)
+                    crate::sync::out_of_date(&this, s, synced.as_deref())
                 }
                 _ => Vec::new(),
             };

@@ -35,7 +35,7 @@ where
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {
-                tracing::warn!(%peer, error = %e, "bad frame from a server; closing");
+                tracing::debug!(%peer, error = %e, "server connection ended");
                 break;
             }
         };

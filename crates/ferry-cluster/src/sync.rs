@@ -675,13 +675,21 @@ pub(crate) fn file_digests(node: &Node) -> Vec<(String, String)> {
         .collect()
 }
 
-/// What a standby lacks compared with the active server's status.
-pub(crate) fn out_of_date(active: &PeerStatus, standby: &PeerStatus) -> Vec<String> {
+/// What a standby lacks compared with the active server's status: the
+/// tables its manifests sync (all, when they cannot be read) and files.
+pub(crate) fn out_of_date(
+    active: &PeerStatus,
+    standby: &PeerStatus,
+    synced_tables: Option<&[String]>,
+) -> Vec<String> {
     let theirs = |list: &[(String, String)], name: &str| {
         list.iter().find(|(n, _)| n == name).map(|(_, d)| d.clone())
     };
     let mut out = Vec::new();
     for (name, digest) in &active.table_digests {
+        if synced_tables.is_some_and(|t| !t.contains(name)) {
+            continue;
+        }
         if theirs(&standby.table_digests, name).as_ref() != Some(digest) {
             out.push(format!("table {name}"));
         }

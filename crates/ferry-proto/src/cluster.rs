@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// What a server is in active/passive mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum NodeRole {
     /// Serves sessions and runs the workers.
     Active,

@@ -1,0 +1,570 @@
+//! Active/passive mode end to end: two `ferry server` processes sharing a
+//! repository, a witness, an edge that lists both servers, OpenSSH `sftp`
+//! as the client. Faults are real: SIGKILL, SIGSTOP, a TCP proxy that cuts
+//! a sync midway, a standby whose store differs, broken manifests.
+
+// Tests fail by panicking; unwrap is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::cluster::*;
+use common::*;
+
+const S1: usize = 0;
+const S2: usize = 1;
+const W1: usize = 2;
+
+fn names(v: &serde_json::Value, key: &str) -> Vec<String> {
+    let mut n: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a[key].as_str().unwrap().to_owned())
+        .collect();
+    n.sort();
+    n
+}
+
+fn upload(c: &Cluster, key: &Path, local: &Path, remote: &str) -> std::process::Output {
+    c.sftp(
+        "alice",
+        key,
+        &format!("put {} {remote}\n", local.display()),
+        c.root.path(),
+    )
+}
+
+#[test]
+fn sync_copies_what_the_manifests_list_and_refuses_what_it_must() {
+    let mut c = Cluster::start(false);
+    println!("faults: none until the manifest, incompatible-store and dead-standby steps");
+
+    // Roles as a load balancer sees them.
+    let (code, body) = c.get(S1, "/readyz");
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = c.get(S2, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("standby"), "{body}");
+    let (code, _) = c.get(W1, "/readyz");
+    assert_eq!(code, 503);
+    assert_eq!(c.role(W1).unwrap().0, "witness");
+
+    // Configuration made on the active server.
+    c.account_with_key(S1, "alice");
+    c.admin_ok(
+        S1,
+        &["account", "add", "bob", "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    c.admin_ok(S1, &["account", "token", "add", "alice"], None);
+    c.admin_ok(
+        S1,
+        &[
+            "route",
+            "add",
+            "to-bob",
+            "--account",
+            "alice",
+            "--match",
+            "*.csv",
+            "--action",
+            "copy:bob/in",
+        ],
+        None,
+    );
+    let s1 = c.nodes[S1].dir.clone();
+    let s2 = c.nodes[S2].dir.clone();
+    std::fs::create_dir_all(s1.join("shared/local")).unwrap();
+    std::fs::write(s1.join("shared/banner.txt"), "Authorised use only\n").unwrap();
+    std::fs::write(s1.join("shared/local/note.txt"), "only on s1\n").unwrap();
+    std::fs::write(s1.join("shared/partner.key"), "never copied\n").unwrap();
+    let s2_config = std::fs::read_to_string(s2.join("server.toml")).unwrap();
+
+    // The standby has none of it, and refuses changes made on it.
+    let before = c.table_digests(S2);
+    assert!(c
+        .json(S2, &["account", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let out = c.admin(
+        S2,
+        &["account", "add", "carol", "--password-stdin"],
+        Some("pw-pw-pw-pw\n"),
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("standby") && err.contains("s1"), "{err}");
+
+    // A dry run reports and writes nothing.
+    let dry = c.admin_ok(S1, &["sync", "--dry-run"], None);
+    println!("{dry}");
+    assert!(dry.contains("dry run, nothing written"), "{dry}");
+    assert!(
+        dry.contains("table accounts") && dry.contains("+2 added"),
+        "{dry}"
+    );
+    assert!(dry.contains("shared/banner.txt"), "{dry}");
+    assert_eq!(c.table_digests(S2), before);
+    assert!(!s2.join("shared/banner.txt").exists());
+
+    // The sync.
+    let out = c.admin_ok(S1, &["sync"], None);
+    println!("{out}");
+    assert!(out.contains("s2: synced"), "{out}");
+    assert_eq!(
+        names(&c.json(S2, &["account", "list", "--json"]), "name"),
+        ["alice", "bob"]
+    );
+    assert_eq!(
+        names(&c.json(S2, &["route", "list", "--json"]), "name"),
+        ["to-bob"]
+    );
+    let keys = c.admin_ok(S2, &["account", "key", "list", "alice"], None);
+    assert_eq!(keys.matches("SHA256:").count(), 1, "{keys}");
+    // Excluded: a table by sync.excl, files by sync.excl and by the built-in rules.
+    assert!(c
+        .json(S2, &["account", "token", "list", "alice", "--json"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        std::fs::read_to_string(s2.join("shared/banner.txt")).unwrap(),
+        "Authorised use only\n"
+    );
+    assert!(!s2.join("shared/local/note.txt").exists());
+    assert!(!s2.join("shared/partner.key").exists());
+    assert_eq!(
+        std::fs::read_to_string(s2.join("server.toml")).unwrap(),
+        s2_config
+    );
+    let status = c.admin_ok(S1, &["cluster", "status"], None);
+    println!("{status}");
+    assert!(status.contains("s2 is up to date"), "{status}");
+    let events = c.admin_ok(S2, &["cluster", "events"], None);
+    assert!(events.contains("applied sync"), "{events}");
+
+    // A change on the active server shows as out of date.
+    c.admin_ok(
+        S1,
+        &["account", "add", "dave", "--password-stdin"],
+        Some("pw-pw-pw-pw\n"),
+    );
+    let status = c.admin_ok(S1, &["cluster", "status"], None);
+    assert!(
+        status.contains("s2 is out of date: table accounts"),
+        "{status}"
+    );
+    let synced = c.table_digests(S2);
+
+    // Broken manifests: refused with file and line, nothing sent.
+    println!("fault: a path outside the config directory in sync.conf");
+    std::fs::write(
+        s1.join("sync/sync.conf"),
+        format!("{SYNC_CONF}../outside.toml\n"),
+    )
+    .unwrap();
+    let out = c.admin(S1, &["sync"], None);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("sync.conf:4"), "{err}");
+    println!("fault: an unknown table in sync_tables.conf");
+    std::fs::write(s1.join("sync/sync.conf"), SYNC_CONF).unwrap();
+    std::fs::write(
+        s1.join("sync/sync_tables.conf"),
+        format!("{SYNC_TABLES}acounts\n"),
+    )
+    .unwrap();
+    let out = c.admin(S1, &["sync"], None);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("sync_tables.conf:8") && err.contains("unknown table `acounts`"),
+        "{err}"
+    );
+    std::fs::write(s1.join("sync/sync_tables.conf"), SYNC_TABLES).unwrap();
+    assert_eq!(c.table_digests(S2), synced);
+
+    // A standby whose store is laid out differently (another release).
+    println!("fault: s2's routes table gains a column (as a newer release would)");
+    c.kill(S2);
+    let db = s2.join("state/ferry.db");
+    let st = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('ALTER TABLE routes ADD COLUMN priority INTEGER'); c.commit()",
+        ])
+        .arg(&db)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    c.start_node(S2);
+    assert!(c.wait_role(S2, "standby", false, 20));
+    let before = c.table_digests(S2);
+    let out = c.admin(S1, &["sync"], None);
+    assert!(!out.status.success());
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    println!("{all}");
+    assert!(
+        all.contains("incompatible releases") && all.contains("table routes"),
+        "{all}"
+    );
+    assert_eq!(c.table_digests(S2), before);
+
+    // An unreachable standby.
+    println!("fault: s2 killed");
+    c.kill(S2);
+    let out = c.admin(S1, &["sync"], None);
+    assert!(!out.status.success());
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(all.contains("s2: NOT synced"), "{all}");
+    assert!(all.contains("unreachable") || all.contains("did not answer"), "{all}");
+    let status = c.admin_ok(S1, &["cluster", "status"], None);
+    assert!(status.contains("failed"), "{status}");
+}
+
+#[test]
+fn a_sync_of_10000_accounts_runs_beside_uploads_and_a_cut_sync_changes_nothing() {
+    let c = Cluster::start(true);
+    let key = c.account_with_key(S1, "alice");
+    // 10,000 more accounts, written straight into the active server's
+    // database (hashing 10,000 passwords through the API would take minutes).
+    let db = c.nodes[S1].dir.join("state/ferry.db");
+    let st = std::process::Command::new("python3")
+        .args([
+            "-c",
+            r#"
+import sqlite3, sys, uuid, time
+c = sqlite3.connect(sys.argv[1], timeout=30)
+h = c.execute("SELECT password_hash FROM accounts WHERE name='alice'").fetchone()[0]
+now = int(time.time() * 1000)
+c.executemany("INSERT INTO accounts (id, name, home, password_hash, enabled, created_at) VALUES (?,?,?,?,1,?)",
+    [(str(uuid.uuid4()), "user%05d" % i, "user%05d" % i, h, now) for i in range(10000)])
+c.commit()
+"#,
+        ])
+        .arg(&db)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let empty = c.table_digests(S2);
+
+    // Cut the sync's connection after 300 KB.
+    println!("fault: proxy cuts s1->s2 sync connection after 300000 bytes");
+    let proxy = c.proxy.as_ref().unwrap();
+    proxy.cut_after.store(300_000, Ordering::SeqCst);
+    let out = c.admin(S1, &["sync"], None);
+    proxy.cut_after.store(0, Ordering::SeqCst);
+    assert!(!out.status.success());
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    println!("{all}");
+    assert!(all.contains("s2: NOT synced"), "{all}");
+    assert!(proxy.cuts.load(Ordering::SeqCst) >= 1);
+    assert_eq!(c.table_digests(S2), empty, "a cut sync changed the standby");
+    assert!(wait_until(10, || c
+        .admin_ok(S2, &["cluster", "events"], None)
+        .contains("nothing applied")));
+
+    // Uploads go on while the whole table is synced.
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let local = c.root.path().join("payload.bin");
+    random_file(&local, 256 * 1024);
+    let uploader = {
+        let (stop, done, failures) = (stop.clone(), done.clone(), failures.clone());
+        let (sftp_port, root) = (c.sftp_port, c.root.path().to_owned());
+        let (key, local) = (key.clone(), local.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let batch = root.join(format!("up-batch-{n}"));
+                std::fs::write(&batch, format!("put {} during-{n}.bin\n", local.display()))
+                    .unwrap();
+                let out = std::process::Command::new("sftp")
+                    .args(SSH_TEST_OPTS)
+                    .args(["-o", "IdentitiesOnly=yes", "-P", &sftp_port.to_string(), "-i"])
+                    .arg(&key)
+                    .arg("-b")
+                    .arg(&batch)
+                    .arg("alice@127.0.0.1")
+                    .output()
+                    .unwrap();
+                if out.status.success() {
+                    done.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    failures.lock().unwrap().push(stderr(&out));
+                }
+            }
+        })
+    };
+    assert!(wait_until(30, || done.load(Ordering::SeqCst) >= 1));
+    let started = Instant::now();
+    let before_sync = done.load(Ordering::SeqCst);
+    let out = c.admin_ok(S1, &["sync"], None);
+    let took = started.elapsed();
+    let during = done.load(Ordering::SeqCst) - before_sync;
+    assert!(wait_until(30, || done.load(Ordering::SeqCst) > before_sync + during));
+    stop.store(true, Ordering::SeqCst);
+    uploader.join().unwrap();
+    println!("{out}");
+    println!(
+        "sync of 10,001 accounts took {took:?}; {during} uploads completed meanwhile, {} in all",
+        done.load(Ordering::SeqCst)
+    );
+    assert!(failures.lock().unwrap().is_empty(), "{:?}", failures.lock().unwrap());
+    assert!(out.contains("+10001 added"), "{out}");
+    assert_eq!(
+        c.json(S2, &["account", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        10_001
+    );
+    // Every upload row reaches the standby too (history merge), with its hash.
+    let uploads = done.load(Ordering::SeqCst);
+    assert!(
+        wait_until(30, || c.transfer_ids(S2).len() >= uploads),
+        "s2 has {} transfer rows, {uploads} uploads done",
+        c.transfer_ids(S2).len()
+    );
+    assert!(c.transfer_ids(S2).iter().all(|(_, node, sha)| node == "s1" && sha.len() == 64));
+}
+
+#[test]
+fn failover_promotes_the_standby_and_failback_keeps_both_transfer_logs() {
+    let mut c = Cluster::start(false);
+    let key = c.account_with_key(S1, "alice");
+    // A partner nobody answers for, and a schedule pulling from it every 2 s:
+    // its firings show which server runs the scheduler.
+    let pw = c.root.path().join("partner.pw");
+    std::fs::write(&pw, "secret-partner-password\n").unwrap();
+    c.admin_ok(
+        S1,
+        &[
+            "partner",
+            "add",
+            "nobody",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &free_port().to_string(),
+            "--user",
+            "x",
+            "--password-file",
+            pw.to_str().unwrap(),
+            "--host-key-file",
+            key.with_extension("pub").to_str().unwrap(),
+        ],
+        None,
+    );
+    c.admin_ok(
+        S1,
+        &[
+            "schedule",
+            "add",
+            "tick",
+            "--cron",
+            "*/2 * * * * *",
+            "--action",
+            "pull:nobody:*.txt:alice/in",
+        ],
+        None,
+    );
+    c.admin_ok(S1, &["sync"], None);
+
+    let local = c.root.path().join("a.bin");
+    random_file(&local, 1 << 20);
+    for i in 0..3 {
+        assert_ok(&upload(&c, &key, &local, &format!("before-{i}.bin")));
+    }
+    println!("fault: SIGKILL s1 (the active server)");
+    let killed = Instant::now();
+    c.kill(S1);
+    assert!(
+        c.wait_role(S2, "active", true, 30),
+        "s2 was not promoted: {:?}",
+        c.role(S2)
+    );
+    println!("s2 active and serving {:?} after s1 was killed", killed.elapsed());
+    // The edge moves new sessions to s2; files written before are there (shared repository).
+    for i in 0..3 {
+        let mut last = None;
+        let ok = wait_until(30, || {
+            let out = upload(&c, &key, &local, &format!("after-{i}.bin"));
+            let ok = out.status.success();
+            last = Some(out);
+            ok
+        });
+        assert!(ok, "{}", stderr(last.as_ref().unwrap()));
+    }
+    let got = c.root.path().join("got.bin");
+    assert_ok(&c.sftp(
+        "alice",
+        &key,
+        &format!("get before-0.bin {}\n", got.display()),
+        c.root.path(),
+    ));
+    assert_eq!(sha256_file(&got), sha256_file(&local));
+    // s2 runs the scheduler now.
+    let s2_firings = |c: &Cluster| -> Vec<i64> {
+        c.json(S2, &["schedule", "firings", "tick", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["node"] == "s2")
+            .map(|f| f["slot"].as_i64().unwrap())
+            .collect()
+    };
+    assert!(wait_until(20, || s2_firings(&c).len() >= 2), "s2 fired {:?}", s2_firings(&c));
+
+    // The old active server comes back and stays standby.
+    println!("fault: s1 restarted");
+    c.start_node(S1);
+    let epoch2 = c.role(S2).unwrap().2;
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < deadline {
+        if let Some((role, ready, _)) = c.role(S1) {
+            assert!(!(role == "active" && ready), "s1 came back active");
+        }
+        sleep_ms(100);
+    }
+    assert_eq!(c.role(S1).unwrap(), ("standby".into(), false, epoch2));
+    assert!(c.role(S2).unwrap().1);
+
+    // Both transfer logs end up on both servers, with their hashes.
+    assert!(
+        wait_until(30, || {
+            let (a, b) = (c.transfer_ids(S1), c.transfer_ids(S2));
+            a == b && a.len() >= 7
+        }),
+        "s1 {:?}\ns2 {:?}",
+        c.transfer_ids(S1),
+        c.transfer_ids(S2)
+    );
+    let rows = c.transfer_ids(S1);
+    assert!(rows.iter().filter(|r| r.1 == "s1").count() >= 3);
+    assert!(rows.iter().filter(|r| r.1 == "s2").count() >= 4);
+    let uploads: Vec<_> = c
+        .json(S1, &["transfer", "list", "--json", "--limit", "1000"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["direction"] == "upload" && t["status"] == "completed")
+        .map(|t| t["sha256"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(uploads.len(), 6);
+    assert!(uploads.iter().all(|s| *s == sha256_file(&local)));
+
+    // Failback by hand: s1 takes over again, with everything s2 wrote.
+    let out = c.admin_ok(S1, &["cluster", "promote"], None);
+    println!("{out}");
+    assert!(c.wait_role(S1, "active", true, 20));
+    assert!(c.wait_role(S2, "standby", false, 20));
+    let slots = c.json(S1, &["schedule", "firings", "tick", "--json"]);
+    let mut seen: Vec<i64> = slots
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["slot"].as_i64().unwrap())
+        .collect();
+    let n = seen.len();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), n, "a slot fired twice");
+    let mut last = None;
+    assert!(
+        wait_until(30, || {
+            let out = upload(&c, &key, &local, "back-on-s1.bin");
+            let ok = out.status.success();
+            last = Some(out);
+            ok
+        }),
+        "{}",
+        stderr(last.as_ref().unwrap())
+    );
+    assert!(wait_until(10, || c
+        .transfer_ids(S1)
+        .iter()
+        .any(|r| r.1 == "s1" && c.transfer_ids(S1).len() >= 8)));
+    let events = c.admin_ok(S1, &["cluster", "events", "--limit", "200"], None);
+    println!("{events}");
+    assert!(events.contains("active in epoch"), "{events}");
+}
+
+#[test]
+fn a_paused_active_server_stops_serving_and_steps_down() {
+    let c = Cluster::start(false);
+    let epoch1 = c.role(S1).unwrap().2;
+    println!("fault: SIGSTOP s1 for {} ms", FAILOVER_MS * 3);
+    c.signal(S1, "-STOP");
+    assert!(
+        c.wait_role(S2, "active", true, 30),
+        "s2 not promoted: {:?}",
+        c.role(S2)
+    );
+    let epoch2 = c.role(S2).unwrap().2;
+    assert!(epoch2 > epoch1);
+    println!("fault: SIGCONT s1");
+    c.signal(S1, "-CONT");
+    // Straight away, and until it has stepped down, s1 takes no writes.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut samples = 0;
+    while Instant::now() < deadline {
+        let (code, body) = c.get(S1, "/readyz");
+        if code != 0 {
+            samples += 1;
+            assert_eq!(code, 503, "s1 ready again after its pause: {body}");
+        }
+        let both = [c.role(S1), c.role(S2)]
+            .iter()
+            .filter(|r| matches!(r, Some((role, true, _)) if role == "active"))
+            .count();
+        assert!(both <= 1, "two active servers");
+        sleep_ms(50);
+    }
+    assert!(samples > 10);
+    assert_eq!(c.role(S1).unwrap(), ("standby".into(), false, epoch2));
+}
+
+#[test]
+fn two_servers_without_a_witness_are_refused_automatic_promotion() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("repo")).unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        r#"node_id = "a"
+state_dir = "state"
+repository = "repo"
+[internal]
+listen = "127.0.0.1:0"
+ca = "ca.crt"
+cert = "a.crt"
+key = "a.key"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "t"
+[cluster]
+mode = "active-passive"
+[[cluster.peers]]
+id = "b"
+address = "127.0.0.1:1"
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["server", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("auto_promote needs a witness"), "{err}");
+}
