@@ -224,7 +224,10 @@ fn sync_copies_what_the_manifests_list_and_refuses_what_it_must() {
     assert!(!out.status.success());
     let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
     assert!(all.contains("s2: NOT synced"), "{all}");
-    assert!(all.contains("unreachable") || all.contains("did not answer"), "{all}");
+    assert!(
+        all.contains("unreachable") || all.contains("did not answer"),
+        "{all}"
+    );
     let status = c.admin_ok(S1, &["cluster", "status"], None);
     assert!(status.contains("failed"), "{status}");
 }
@@ -290,7 +293,13 @@ c.commit()
                     .unwrap();
                 let out = std::process::Command::new("sftp")
                     .args(SSH_TEST_OPTS)
-                    .args(["-o", "IdentitiesOnly=yes", "-P", &sftp_port.to_string(), "-i"])
+                    .args([
+                        "-o",
+                        "IdentitiesOnly=yes",
+                        "-P",
+                        &sftp_port.to_string(),
+                        "-i",
+                    ])
                     .arg(&key)
                     .arg("-b")
                     .arg(&batch)
@@ -319,7 +328,11 @@ c.commit()
         "sync of 10,001 accounts took {took:?}; {during} uploads completed meanwhile, {} in all",
         done.load(Ordering::SeqCst)
     );
-    assert!(failures.lock().unwrap().is_empty(), "{:?}", failures.lock().unwrap());
+    assert!(
+        failures.lock().unwrap().is_empty(),
+        "{:?}",
+        failures.lock().unwrap()
+    );
     assert!(out.contains("+10001 added"), "{out}");
     assert_eq!(
         c.json(S2, &["account", "list", "--json"])
@@ -335,7 +348,10 @@ c.commit()
         "s2 has {} transfer rows, {uploads} uploads done",
         c.transfer_ids(S2).len()
     );
-    assert!(c.transfer_ids(S2).iter().all(|(_, node, sha)| node == "s1" && sha.len() == 64));
+    assert!(c
+        .transfer_ids(S2)
+        .iter()
+        .all(|(_, node, sha)| node == "s1" && sha.len() == 64));
 }
 
 #[test]
@@ -393,7 +409,10 @@ fn failover_promotes_the_standby_and_failback_keeps_both_transfer_logs() {
         "s2 was not promoted: {:?}",
         c.role(S2)
     );
-    println!("s2 active and serving {:?} after s1 was killed", killed.elapsed());
+    println!(
+        "s2 active and serving {:?} after s1 was killed",
+        killed.elapsed()
+    );
     // The edge moves new sessions to s2; files written before are there (shared repository).
     for i in 0..3 {
         let mut last = None;
@@ -423,7 +442,11 @@ fn failover_promotes_the_standby_and_failback_keeps_both_transfer_logs() {
             .map(|f| f["slot"].as_i64().unwrap())
             .collect()
     };
-    assert!(wait_until(20, || s2_firings(&c).len() >= 2), "s2 fired {:?}", s2_firings(&c));
+    assert!(
+        wait_until(20, || s2_firings(&c).len() >= 2),
+        "s2 fired {:?}",
+        s2_firings(&c)
+    );
 
     // The old active server comes back and stays standby.
     println!("fault: s1 restarted");
@@ -503,7 +526,7 @@ fn failover_promotes_the_standby_and_failback_keeps_both_transfer_logs() {
 fn a_paused_active_server_stops_serving_and_steps_down() {
     let c = Cluster::start(false);
     let epoch1 = c.role(S1).unwrap().2;
-    println!("fault: SIGSTOP s1 for {} ms", FAILOVER_MS * 3);
+    println!("fault: SIGSTOP s1 (the active server) until s2 is promoted");
     c.signal(S1, "-STOP");
     assert!(
         c.wait_role(S2, "active", true, 30),

@@ -71,7 +71,8 @@ fn write_private(path: &Path, text: &str) {
 
 /// The manifests every test node starts with.
 pub const SYNC_CONF: &str = "# test manifest\nsync/*\nshared/**\n";
-pub const SYNC_TABLES: &str = "accounts\naccount_keys\naccount_tokens\npartners\nroutes\nschedules\nmonitors\n";
+pub const SYNC_TABLES: &str =
+    "accounts\naccount_keys\naccount_tokens\npartners\nroutes\nschedules\nmonitors\n";
 pub const SYNC_EXCL: &str = "table account_tokens\ntransfers\nshared/local/**\n";
 
 impl Cluster {

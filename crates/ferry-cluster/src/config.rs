@@ -108,7 +108,9 @@ impl ClusterConfig {
             return Ok(());
         }
         if self.peers.is_empty() {
-            return Err("[cluster] mode \"active-passive\" needs at least one entry in peers".into());
+            return Err(
+                "[cluster] mode \"active-passive\" needs at least one entry in peers".into(),
+            );
         }
         let mut seen = std::collections::BTreeSet::new();
         for peer in &self.peers {
@@ -121,7 +123,11 @@ impl ClusterConfig {
             if !seen.insert(peer.id.as_str()) {
                 return Err(format!("[cluster] peers: {:?} is listed twice", peer.id));
             }
-            if peer.address.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+            if peer
+                .address
+                .rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            {
                 return Err(format!(
                     "[cluster] peers: address {:?} of {:?} is not host:port",
                     peer.address, peer.id
@@ -164,9 +170,8 @@ mod tests {
 
     #[test]
     fn two_servers_cannot_promote_automatically() {
-        let c = parse(
-            "mode = \"active-passive\"\n[[peers]]\nid = \"b\"\naddress = \"127.0.0.1:1\"\n",
-        );
+        let c =
+            parse("mode = \"active-passive\"\n[[peers]]\nid = \"b\"\naddress = \"127.0.0.1:1\"\n");
         assert!(c.validate("a").unwrap_err().contains("witness"));
         let c = parse("mode = \"active-passive\"\nauto_promote = false\n[[peers]]\nid = \"b\"\naddress = \"127.0.0.1:1\"\n");
         assert!(c.validate("a").is_ok());

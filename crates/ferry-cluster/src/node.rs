@@ -474,7 +474,11 @@ impl Node {
             for (peer, answer) in futures::future::join_all(calls).await {
                 if let Ok(ClusterResponse::HeartbeatAck { epoch: theirs, .. }) = answer {
                     if theirs > epoch {
-                        self.step_down(theirs, None, &format!("{peer} knows the newer epoch {theirs}"));
+                        self.step_down(
+                            theirs,
+                            None,
+                            &format!("{peer} knows the newer epoch {theirs}"),
+                        );
                         break;
                     }
                     lock(&self.inner).acks.insert(peer, Instant::now());
@@ -510,7 +514,7 @@ impl Node {
                 self.events.record(
                     Severity::Info,
                     "majority",
-                    "reached a majority again: serving".into(),
+                    "a majority of the cluster hears this server: serving".into(),
                 );
             } else {
                 self.events.record(
@@ -560,9 +564,10 @@ impl Node {
     /// A server that was active before its restart: active again only if no
     /// peer knows a newer epoch.
     async fn resume_active(self: &Arc<Self>, epoch: u64) {
-        let probes = self.peers.iter().map(|peer| {
-            self.call(peer, ClusterRequest::Status, self.failover() / 2)
-        });
+        let probes = self
+            .peers
+            .iter()
+            .map(|peer| self.call(peer, ClusterRequest::Status, self.failover() / 2));
         let answers = futures::future::join_all(probes).await;
         let newer = answers.iter().find_map(|a| match a {
             Ok(ClusterResponse::Status(s)) if s.epoch > epoch => Some(s.clone()),
@@ -609,7 +614,10 @@ impl Node {
             inner.changing = false;
             let now = Instant::now();
             for peer in &self.peers {
-                if lock(&peer.contact).last_ok.is_some_and(|t| t.elapsed() < self.lease()) {
+                if lock(&peer.contact)
+                    .last_ok
+                    .is_some_and(|t| t.elapsed() < self.lease())
+                {
                     inner.acks.insert(peer.config.id.clone(), now);
                 }
             }
@@ -675,7 +683,10 @@ impl Node {
         match result {
             Ok(message) => {
                 self.become_active(epoch, &message).await;
-                Ok(format!("{} is active in epoch {epoch}: {message}", self.node_id))
+                Ok(format!(
+                    "{} is active in epoch {epoch}: {message}",
+                    self.node_id
+                ))
             }
             Err(e) => Err(e),
         }
@@ -703,11 +714,11 @@ impl Node {
         });
         let mut granted = vec![self.node_id.clone()];
         let mut refused = Vec::new();
-        for (peer, answer) in futures::future::join_all(calls).await {
+        let needed = self.config.majority();
+        let mut pending: futures::stream::FuturesUnordered<_> = calls.collect();
+        while let Some((peer, answer)) = futures::StreamExt::next(&mut pending).await {
             match answer {
-                Ok(ClusterResponse::Vote {
-                    granted: true, ..
-                }) => granted.push(peer),
+                Ok(ClusterResponse::Vote { granted: true, .. }) => granted.push(peer),
                 Ok(ClusterResponse::Vote {
                     epoch: theirs,
                     reason,
@@ -721,8 +732,13 @@ impl Node {
                 Ok(other) => refused.push(format!("{peer}: unexpected answer {other:?}")),
                 Err(e) => refused.push(e),
             }
+            // An automatic promotion need not wait for a dead peer's
+            // timeout once a majority agreed; an operator's promotion waits
+            // for every answer, so the old active server hears it.
+            if !manual && granted.len() >= needed {
+                break;
+            }
         }
-        let needed = self.config.majority();
         if granted.len() >= needed {
             Ok(format!("votes from {}", granted.join(", ")))
         } else if force {
@@ -770,7 +786,10 @@ impl Node {
         self.events.record(
             Severity::Info,
             "promote",
-            format!("operator asked for promotion{}", if force { " (forced)" } else { "" }),
+            format!(
+                "operator asked for promotion{}",
+                if force { " (forced)" } else { "" }
+            ),
         );
         self.run_election(true, force)
             .await
@@ -797,7 +816,11 @@ impl Node {
             )
         };
         if was_active && from != self.node_id {
-            self.step_down(epoch, Some(from.to_owned()), &format!("{from} is active in epoch {epoch}"));
+            self.step_down(
+                epoch,
+                Some(from.to_owned()),
+                &format!("{from} is active in epoch {epoch}"),
+            );
         } else if !known {
             if let Err(e) = self.update_state(|s| {
                 s.epoch = epoch;
@@ -964,11 +987,29 @@ impl Node {
 
     // ---- history --------------------------------------------------------
 
+    /// One loop per server peer, so a dead peer's timeouts never delay
+    /// the merge from the others.
     async fn history_loop(self: Arc<Self>) {
-        let every = Duration::from_secs(3);
-        loop {
-            tokio::time::sleep(every).await;
-            self.merge_from_peers(Duration::from_secs(30)).await;
+        for index in 0..self.peers.len() {
+            if self.peers[index].config.witness {
+                continue;
+            }
+            let node = self.clone();
+            tokio::spawn(async move {
+                let every = Duration::from_secs(3);
+                loop {
+                    tokio::time::sleep(every).await;
+                    let peer = &node.peers[index];
+                    let pulled =
+                        tokio::time::timeout(Duration::from_secs(30), node.pull_history(peer))
+                            .await;
+                    if let Ok(Ok(counts)) = pulled {
+                        if counts.total() > 0 {
+                            (node.on_merged)(&counts);
+                        }
+                    }
+                }
+            });
         }
     }
 
@@ -976,10 +1017,16 @@ impl Node {
     /// wrote since the last pull, and merges them here by id.
     pub(crate) async fn merge_from_peers(self: &Arc<Self>, deadline: Duration) -> MergeCounts {
         let mut total = MergeCounts::default();
+        // Only peers heard from lately: a dead one would only hold us up.
         let pulls = self
             .peers
             .iter()
             .filter(|p| !p.config.witness)
+            .filter(|p| {
+                lock(&p.contact)
+                    .last_ok
+                    .is_some_and(|t| t.elapsed() < self.failover())
+            })
             .map(|peer| tokio::time::timeout(deadline, self.pull_history(peer)));
         for result in futures::future::join_all(pulls).await {
             if let Ok(Ok(counts)) = result {
@@ -1011,7 +1058,10 @@ impl Node {
                 )
                 .await?;
             let ClusterResponse::History { tables, more } = answer else {
-                return Err(format!("{}: unexpected answer to PullHistory", peer.config.id));
+                return Err(format!(
+                    "{}: unexpected answer to PullHistory",
+                    peer.config.id
+                ));
             };
             let next = ferry_store::sync::history_next_since(&tables);
             let store = self.store.clone();

@@ -59,11 +59,15 @@ where
         match request {
             ClusterRequest::SyncBegin(begin) => {
                 let result = if incoming.is_some() {
-                    Err(FerryError::invalid("a sync is already open on this connection"))
+                    Err(FerryError::invalid(
+                        "a sync is already open on this connection",
+                    ))
                 } else {
                     let checking = node.clone();
                     let checked_begin = begin.clone();
-                    match tokio::task::spawn_blocking(move || checking.check_begin(&checked_begin)).await {
+                    match tokio::task::spawn_blocking(move || checking.check_begin(&checked_begin))
+                        .await
+                    {
                         Ok(Ok(manifests)) => {
                             tracing::info!(%peer, sync = %begin.sync_id, from = %begin.from, dry_run = begin.dry_run, "sync started");
                             incoming = Some(Incoming::new(begin, manifests));
@@ -73,7 +77,10 @@ where
                             node.events.record(
                                 crate::events::Severity::Alert,
                                 "sync",
-                                format!("refused sync {} from {}: {}", begin.sync_id, begin.from, e.message),
+                                format!(
+                                    "refused sync {} from {}: {}",
+                                    begin.sync_id, begin.from, e.message
+                                ),
                             );
                             Err(e)
                         }
@@ -84,7 +91,9 @@ where
             }
             ClusterRequest::SyncRows { table, rows } => {
                 let result = match incoming.as_mut() {
-                    Some(sync) => sync.add_rows(&table, rows).map(|()| ClusterResponse::SyncReceived),
+                    Some(sync) => sync
+                        .add_rows(&table, rows)
+                        .map(|()| ClusterResponse::SyncReceived),
                     None => Err(FerryError::invalid("no sync is open on this connection")),
                 };
                 if result.is_err() {
@@ -94,7 +103,9 @@ where
             }
             ClusterRequest::SyncFile { path, data } => {
                 let result = match incoming.as_mut() {
-                    Some(sync) => sync.add_file(path, data).map(|()| ClusterResponse::SyncReceived),
+                    Some(sync) => sync
+                        .add_file(path, data)
+                        .map(|()| ClusterResponse::SyncReceived),
                     None => Err(FerryError::invalid("no sync is open on this connection")),
                 };
                 if result.is_err() {
@@ -146,7 +157,10 @@ where
     let _ = writer.await;
 }
 
-async fn answer_request(node: &Arc<Node>, request: ClusterRequest) -> Result<ClusterResponse, FerryError> {
+async fn answer_request(
+    node: &Arc<Node>,
+    request: ClusterRequest,
+) -> Result<ClusterResponse, FerryError> {
     match request {
         ClusterRequest::Heartbeat { epoch, node: from } => Ok(node.on_heartbeat(epoch, &from)),
         ClusterRequest::RequestVote {
@@ -178,6 +192,8 @@ async fn answer_request(node: &Arc<Node>, request: ClusterRequest) -> Result<Clu
         ClusterRequest::SyncBegin(_)
         | ClusterRequest::SyncRows { .. }
         | ClusterRequest::SyncFile { .. }
-        | ClusterRequest::SyncCommit => Err(FerryError::internal("sync requests are handled in order")),
+        | ClusterRequest::SyncCommit => {
+            Err(FerryError::internal("sync requests are handled in order"))
+        }
     }
 }

@@ -90,6 +90,9 @@ mod tests {
         file.save(&state).unwrap();
         assert_eq!(file.load().unwrap(), state);
         std::fs::write(dir.path().join("cluster.json"), b"{nope").unwrap();
-        assert!(file.load().unwrap_err().contains("not a cluster state file"));
+        assert!(file
+            .load()
+            .unwrap_err()
+            .contains("not a cluster state file"));
     }
 }

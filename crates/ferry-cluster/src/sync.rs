@@ -272,7 +272,9 @@ impl Node {
             while let Some(row) = rows.next() {
                 bytes += row.iter().map(value_size).sum::<usize>();
                 chunk.push(row.clone());
-                if chunk.len() >= ROWS_PER_CHUNK || bytes >= BYTES_PER_CHUNK || rows.peek().is_none()
+                if chunk.len() >= ROWS_PER_CHUNK
+                    || bytes >= BYTES_PER_CHUNK
+                    || rows.peek().is_none()
                 {
                     sent += chunk.len() as u64;
                     ask(ClusterRequest::SyncRows {
@@ -318,7 +320,10 @@ impl Node {
         let view = self.view();
         let state = self.state();
         if self.witness {
-            return Err(sync_error(format!("{} is a witness: it takes no sync", self.node_id)));
+            return Err(sync_error(format!(
+                "{} is a witness: it takes no sync",
+                self.node_id
+            )));
         }
         if view.role == NodeRole::Active {
             return Err(sync_error(format!(
@@ -372,7 +377,8 @@ impl Node {
                 )));
             }
         }
-        if begin.tables.iter().any(|t| t.name == "partners") && begin.secret_key_id != self.secret_key_id
+        if begin.tables.iter().any(|t| t.name == "partners")
+            && begin.secret_key_id != self.secret_key_id
         {
             return Err(sync_error(format!(
                 "{} seals partner credentials with another key than {}; copy the active server's secret key file to this server first (partner passwords would not open here)",
@@ -385,7 +391,9 @@ impl Node {
                 .check_incoming_path(path)
                 .map_err(|e| sync_error(format!("file {path:?}: {e}")))?;
             if *size > MAX_FILE_BYTES {
-                return Err(sync_error(format!("file {path:?} is too large ({size} bytes)")));
+                return Err(sync_error(format!(
+                    "file {path:?} is too large ({size} bytes)"
+                )));
             }
         }
         Ok(manifests)
@@ -393,7 +401,12 @@ impl Node {
 
     /// Applies (or compares) a fully received sync.
     pub(crate) fn finish_sync(&self, incoming: Incoming) -> Result<SyncReport, FerryError> {
-        let Incoming { begin, tables, files, .. } = incoming;
+        let Incoming {
+            begin,
+            tables,
+            files,
+            ..
+        } = incoming;
         for header in &begin.tables {
             let got = tables.get(&header.name).map_or(0, |t| t.rows.len() as u64);
             if got != header.rows {
@@ -443,11 +456,18 @@ impl Node {
             .state_dir
             .join("sync-backups")
             .join(format!("{stamp}-{}", &begin.sync_id));
-        std::fs::create_dir_all(&backup_dir)
-            .map_err(|e| FerryError::internal(format!("cannot create {}: {e}", backup_dir.display())))?;
+        std::fs::create_dir_all(&backup_dir).map_err(|e| {
+            FerryError::internal(format!("cannot create {}: {e}", backup_dir.display()))
+        })?;
         // Stage the files first: a full disk fails here, before anything changed.
         let mut staged = Vec::new();
-        let staging = stage_files(&self.config_dir, &backup_dir, &files_changed, &files, &mut staged);
+        let staging = stage_files(
+            &self.config_dir,
+            &backup_dir,
+            &files_changed,
+            &files,
+            &mut staged,
+        );
         let applied = staging.and_then(|()| {
             self.store
                 .apply_tables(&tables, &backup_dir.join("store.db"))
@@ -495,7 +515,12 @@ impl Node {
         self.events.record(
             Severity::Info,
             "sync",
-            format!("applied sync {} from {}: {}", report.sync_id, begin.from, summary(&report)),
+            format!(
+                "applied sync {} from {}: {}",
+                report.sync_id,
+                begin.from,
+                summary(&report)
+            ),
         );
         Ok(report)
     }
@@ -511,7 +536,10 @@ fn stage_files(
     staged: &mut Vec<(PathBuf, PathBuf)>,
 ) -> Result<(), FerryError> {
     let fail = |what: &str, path: &Path, e: std::io::Error| {
-        FerryError::internal(format!("nothing applied: cannot {what} {}: {e}", path.display()))
+        FerryError::internal(format!(
+            "nothing applied: cannot {what} {}: {e}",
+            path.display()
+        ))
     };
     for (path, data) in files {
         if !changed.contains(path) {
@@ -572,23 +600,32 @@ impl Incoming {
         }
     }
 
-    pub(crate) fn add_rows(&mut self, table: &str, rows: Vec<Vec<SqlValue>>) -> Result<(), FerryError> {
+    pub(crate) fn add_rows(
+        &mut self,
+        table: &str,
+        rows: Vec<Vec<SqlValue>>,
+    ) -> Result<(), FerryError> {
         let announced = self
             .begin
             .tables
             .iter()
             .find(|h| h.name == table)
             .map(|h| h.rows)
-            .ok_or_else(|| sync_error(format!("rows for table {table}, which was not announced")))?;
-        let data = self
-            .tables
-            .get_mut(table)
-            .ok_or_else(|| sync_error(format!("rows for table {table}, which was not announced")))?;
+            .ok_or_else(|| {
+                sync_error(format!("rows for table {table}, which was not announced"))
+            })?;
+        let data = self.tables.get_mut(table).ok_or_else(|| {
+            sync_error(format!("rows for table {table}, which was not announced"))
+        })?;
         if rows.iter().any(|r| r.len() != data.columns.len()) {
-            return Err(sync_error(format!("table {table}: a row has the wrong number of values")));
+            return Err(sync_error(format!(
+                "table {table}: a row has the wrong number of values"
+            )));
         }
         if data.rows.len() as u64 + rows.len() as u64 > announced {
-            return Err(sync_error(format!("table {table}: more rows than announced")));
+            return Err(sync_error(format!(
+                "table {table}: more rows than announced"
+            )));
         }
         data.rows.extend(rows);
         Ok(())
@@ -603,7 +640,9 @@ impl Incoming {
             .map(|(_, s)| *s)
             .ok_or_else(|| sync_error(format!("file {path:?} was not announced")))?;
         if announced != data.len() as u64 || self.files.iter().any(|(p, _)| *p == path) {
-            return Err(sync_error(format!("file {path:?}: size differs from the announcement or sent twice")));
+            return Err(sync_error(format!(
+                "file {path:?}: size differs from the announcement or sent twice"
+            )));
         }
         self.manifests
             .check_incoming_path(&path)
@@ -640,7 +679,10 @@ fn summary(report: &SyncReport) -> String {
         .map(|d| format!("{} +{} ~{} -{}", d.table, d.added, d.changed, d.removed))
         .collect();
     if !report.files_changed.is_empty() {
-        parts.push(format!("files changed: {}", report.files_changed.join(", ")));
+        parts.push(format!(
+            "files changed: {}",
+            report.files_changed.join(", ")
+        ));
     }
     if parts.is_empty() {
         "already up to date".into()

@@ -118,7 +118,8 @@ pub enum Request {
         session: SessionId,
         /// The operation.
         op: FsOp,
-    },    /// A server-to-server request (role [`Role::Server`] only).
+    },
+    /// A server-to-server request (role [`Role::Server`] only).
     Cluster(crate::cluster::ClusterRequest),
 }
 

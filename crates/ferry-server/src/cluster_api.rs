@@ -39,7 +39,11 @@ pub fn routes() -> Router<AdminState> {
 async fn readyz(State(s): State<AdminState>) -> Response {
     match s.ctx.not_serving_reason() {
         None => (StatusCode::OK, "ready\n").into_response(),
-        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
     }
 }
 

@@ -142,7 +142,9 @@ impl ServerConfig {
         self.cluster.validate(&self.node_id)?;
         if self.witness {
             if self.cluster.mode != ferry_cluster::Mode::ActivePassive {
-                return Err("--witness needs [cluster] mode = \"active-passive\" and its peers".into());
+                return Err(
+                    "--witness needs [cluster] mode = \"active-passive\" and its peers".into(),
+                );
             }
             return Ok(());
         }

@@ -311,7 +311,10 @@ async fn serve_internal(
             let admit = |hello: &ferry_proto::message::Hello| match hello.role {
                 Role::Edge => match ctx.not_serving_reason() {
                     None => Ok(()),
-                    Some(why) => Err(format!("{} does not serve sessions now: {why}", ctx.node_id)),
+                    Some(why) => Err(format!(
+                        "{} does not serve sessions now: {why}",
+                        ctx.node_id
+                    )),
                 },
                 Role::Server if ctx.cluster.is_some() => Ok(()),
                 Role::Server => Err(format!("{} is not in a cluster", ctx.node_id)),

@@ -92,9 +92,21 @@ fn print_status(v: &Value) {
         println!(
             "{:<16} {:<8} {:<6} {:<6} {:<8} {:<22} {}",
             text(p, "id"),
-            if known { text(status, "role") } else { "?".into() },
-            if known { text(status, "ready") } else { "?".into() },
-            if known { text(status, "epoch") } else { "?".into() },
+            if known {
+                text(status, "role")
+            } else {
+                "?".into()
+            },
+            if known {
+                text(status, "ready")
+            } else {
+                "?".into()
+            },
+            if known {
+                text(status, "epoch")
+            } else {
+                "?".into()
+            },
             text(p, "health"),
             ago(p["last_contact_ms"].as_u64()),
             if known { last_sync(status) } else { "-".into() },
@@ -109,7 +121,11 @@ fn print_status(v: &Value) {
             .filter_map(Value::as_str)
             .collect();
         if !stale.is_empty() {
-            notes.push(format!("{} is out of date: {}", text(p, "id"), stale.join(", ")));
+            notes.push(format!(
+                "{} is out of date: {}",
+                text(p, "id"),
+                stale.join(", ")
+            ));
         } else if known && status["role"] == "standby" && this["role"] == "active" {
             notes.push(format!("{} is up to date", text(p, "id")));
         }
@@ -179,7 +195,12 @@ pub async fn cluster(args: AdminArgs, cmd: ClusterCmd) -> anyhow::Result<()> {
 
 /// `ferry sync`: runs on the active server; prints progress on stderr and a
 /// report per standby. Fails if any standby was not synced.
-pub async fn sync(args: AdminArgs, to: Vec<String>, dry_run: bool, json: bool) -> anyhow::Result<()> {
+pub async fn sync(
+    args: AdminArgs,
+    to: Vec<String>,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     let admin = Admin::connect(args)?;
     let mut resp = admin
         .request(reqwest::Method::POST, "/api/v1/sync")
@@ -193,7 +214,9 @@ pub async fn sync(args: AdminArgs, to: Vec<String>, dry_run: bool, json: bool) -
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         bail!(
             "{} (HTTP {})",
-            body.get("message").and_then(Value::as_str).unwrap_or("sync refused"),
+            body.get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("sync refused"),
             status.as_u16()
         );
     }
@@ -244,7 +267,11 @@ pub async fn sync(args: AdminArgs, to: Vec<String>, dry_run: bool, json: bool) -
         let verb = if dry_run { "would change" } else { "changed" };
         println!(
             "{node}: {}{}",
-            if dry_run { "dry run, nothing written" } else { "synced" },
+            if dry_run {
+                "dry run, nothing written"
+            } else {
+                "synced"
+            },
             report["backup"]
                 .as_str()
                 .map(|b| format!(" (replaced data kept in {b})"))
@@ -268,7 +295,11 @@ pub async fn sync(args: AdminArgs, to: Vec<String>, dry_run: bool, json: bool) -
             .collect();
         println!(
             "  files {verb}: {} ({} unchanged)",
-            if files.is_empty() { "none".to_owned() } else { files.join(", ") },
+            if files.is_empty() {
+                "none".to_owned()
+            } else {
+                files.join(", ")
+            },
             text(report, "files_unchanged")
         );
     }

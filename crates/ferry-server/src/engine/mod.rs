@@ -140,8 +140,12 @@ pub async fn start(ctx: Arc<ServerCtx>) -> Result<(), ferry_core::FerryError> {
         let ctx = ctx.clone();
         // The store directly: this is a fact about this node's own
         // previous run, true whatever its role in a cluster is now.
-        crate::session::blocking(move || ctx.store.apply(&release).map_err(ferry_core::FerryError::from))
-            .await?
+        crate::session::blocking(move || {
+            ctx.store
+                .apply(&release)
+                .map_err(ferry_core::FerryError::from)
+        })
+        .await?
     };
     if released.rows_changed > 0 {
         tracing::info!(
