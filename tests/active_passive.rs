@@ -395,6 +395,20 @@ fn failover_promotes_the_standby_and_failback_keeps_both_transfer_logs() {
         None,
     );
     c.admin_ok(S1, &["sync"], None);
+    // Partner credentials travel and rest sealed: the standby's database
+    // files never hold the password.
+    for name in ["ferry.db", "ferry.db-wal"] {
+        let path = c.nodes[S2].dir.join("state").join(name);
+        if let Ok(bytes) = std::fs::read(&path) {
+            let needle = b"secret-partner-password";
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{name} holds the partner password in clear"
+            );
+        }
+    }
+    let partners = c.json(S2, &["partner", "list", "--json"]);
+    assert_eq!(names(&partners, "name"), ["nobody"]);
 
     let local = c.root.path().join("a.bin");
     random_file(&local, 1 << 20);
