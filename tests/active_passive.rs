@@ -55,6 +55,15 @@ fn sync_copies_what_the_manifests_list_and_refuses_what_it_must() {
     assert_eq!(code, 503);
     assert_eq!(c.role(W1).unwrap().0, "witness");
 
+    // Only a configured peer, with its own certificate, may speak as a
+    // server: an edge's certificate (same CA) cannot push a sync or vote.
+    println!("attack: the edge's certificate connects to s2 claiming to be server s1");
+    let refused = server_handshake(&c, "edge1", "s1");
+    assert!(refused.contains("names \"edge1\""), "{refused}");
+    let refused = server_handshake(&c, "s1", "s9");
+    assert!(refused.contains("not a peer"), "{refused}");
+    assert_eq!(server_handshake(&c, "s1", "s1"), "accepted");
+
     // Configuration made on the active server.
     c.account_with_key(S1, "alice");
     c.admin_ok(
@@ -232,6 +241,32 @@ fn sync_copies_what_the_manifests_list_and_refuses_what_it_must() {
     assert!(status.contains("failed"), "{status}");
 }
 
+/// Opens an internal-protocol connection to s2 with `cert`'s certificate,
+/// saying it is server `claims`; returns "accepted" or the refusal.
+fn server_handshake(c: &Cluster, cert: &str, claims: &str) -> String {
+    let pki = c.root.path().join("pki");
+    let files = ferry_proto::tls::TlsFiles {
+        ca: pki.join("ca.crt"),
+        cert: pki.join(format!("{cert}.crt")),
+        key: pki.join(format!("{cert}.key")),
+    };
+    let tls = ferry_proto::tls::internal_client_config(&files).unwrap();
+    let addr = format!("127.0.0.1:{}", c.nodes[S2].internal_port);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        match ferry_proto::client::Connection::connect(
+            &addr,
+            tls,
+            ferry_proto::message::Role::Server,
+            claims,
+        )
+        .await
+        {
+            Ok(_) => "accepted".to_owned(),
+            Err(e) => e.to_string(),
+        }
+    })
+}
+
 #[test]
 fn a_sync_of_10000_accounts_runs_beside_uploads_and_a_cut_sync_changes_nothing() {
     let c = Cluster::start(true);
@@ -317,8 +352,19 @@ c.commit()
     assert!(wait_until(30, || done.load(Ordering::SeqCst) >= 1));
     let started = Instant::now();
     let before_sync = done.load(Ordering::SeqCst);
-    let out = c.admin_ok(S1, &["sync"], None);
+    let synced = c.admin(S1, &["sync"], None);
     let took = started.elapsed();
+    let progress = stderr(&synced);
+    let out = assert_ok(&synced);
+    // Progress for the large table, on stderr.
+    assert!(
+        progress.contains("s2: table accounts 2000/10001"),
+        "{progress}"
+    );
+    assert!(
+        progress.contains("s2: table accounts 10001/10001"),
+        "{progress}"
+    );
     let during = done.load(Ordering::SeqCst) - before_sync;
     assert!(wait_until(30, || done.load(Ordering::SeqCst) > before_sync + during));
     stop.store(true, Ordering::SeqCst);

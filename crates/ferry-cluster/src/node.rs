@@ -272,6 +272,9 @@ impl Node {
         let serving = inner.ready && !inner.changing && self.lease_held(&inner);
         match (inner.role, serving) {
             (NodeRole::Active, true) => Ok(()),
+            (NodeRole::Active, false) if inner.changing => Err(unavailable(
+                "this server is becoming active (taking in the other servers' history)",
+            )),
             (NodeRole::Active, false) => Err(unavailable(
                 "this server is active but cannot reach a majority of the cluster: read-only",
             )),
@@ -536,6 +539,9 @@ impl Node {
             inner.ready = false;
             inner.acks.clear();
             inner.last_heartbeat = active.as_ref().map(|_| Instant::now());
+            // Whoever deposed this server gets a failover period to take
+            // over before this one stands again.
+            inner.quiet_until = Instant::now() + self.failover();
             self.publish(&inner);
             was
         };
@@ -1095,6 +1101,11 @@ impl Node {
             );
         }
         Ok(total)
+    }
+
+    /// Whether `id` is one of the configured peers.
+    pub fn is_peer(&self, id: &str) -> bool {
+        self.peer(id).is_some()
     }
 
     pub(crate) fn peer(&self, id: &str) -> Option<&Peer> {

@@ -151,6 +151,11 @@ mod tests {
         };
         crate::tls::internal_server_config(&files).unwrap();
         crate::tls::internal_client_config(&files).unwrap();
+        let certs = crate::tls::load_certs(&files.cert).unwrap();
+        assert_eq!(
+            crate::tls::peer_common_name(&certs).as_deref(),
+            Some("server-1")
+        );
         // Never overwrites.
         assert!(create_ca(dir.path(), "test").is_err());
         assert!(issue(dir.path(), dir.path(), "bad/name", &[]).is_err());

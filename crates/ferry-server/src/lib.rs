@@ -308,6 +308,12 @@ async fn serve_internal(
                     return;
                 }
             };
+            // The certificate names the node: only a configured peer, with
+            // its own certificate, may speak as a server (an edge's
+            // certificate from the same CA must not push a sync or vote).
+            let cert_name = ferry_proto::tls::peer_common_name(
+                stream.get_ref().1.peer_certificates().unwrap_or_default(),
+            );
             let admit = |hello: &ferry_proto::message::Hello| match hello.role {
                 Role::Edge => match ctx.not_serving_reason() {
                     None => Ok(()),
@@ -316,8 +322,21 @@ async fn serve_internal(
                         ctx.node_id
                     )),
                 },
-                Role::Server if ctx.cluster.is_some() => Ok(()),
-                Role::Server => Err(format!("{} is not in a cluster", ctx.node_id)),
+                Role::Server => match &ctx.cluster {
+                    None => Err(format!("{} is not in a cluster", ctx.node_id)),
+                    Some(node) if !node.is_peer(&hello.node_id) => Err(format!(
+                        "{:?} is not a peer of {}",
+                        hello.node_id, ctx.node_id
+                    )),
+                    Some(_) if cert_name.as_deref() != Some(hello.node_id.as_str()) => {
+                        Err(format!(
+                            "the certificate of {peer} names {:?}, not {:?}",
+                            cert_name.as_deref().unwrap_or("nobody"),
+                            hello.node_id
+                        ))
+                    }
+                    Some(_) => Ok(()),
+                },
             };
             match ferry_proto::server::accept_with(stream, &ctx.node_id, admit).await {
                 Ok((hello, version, framed)) if hello.role == Role::Server => {
