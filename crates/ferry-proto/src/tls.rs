@@ -159,6 +159,21 @@ pub fn ca_client_config(ca: &Path) -> Result<ClientConfig, ProtoError> {
         .with_no_client_auth())
 }
 
+/// The common name of the first certificate a peer presented (the node
+/// name `ferry pki issue` puts there), if it has one.
+pub fn peer_common_name(certs: &[CertificateDer<'_>]) -> Option<String> {
+    let first = certs.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(first.as_ref()).ok()?;
+    let name = cert
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_owned();
+    Some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,19 +188,4 @@ mod tests {
         );
         assert_eq!(internal.cipher_suites.len(), default.cipher_suites.len());
     }
-}
-
-/// The common name of the first certificate a peer presented (the node
-/// name `ferry pki issue` puts there), if it has one.
-pub fn peer_common_name(certs: &[CertificateDer<'_>]) -> Option<String> {
-    let first = certs.first()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(first.as_ref()).ok()?;
-    let name = cert
-        .subject()
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_owned();
-    Some(name)
 }
