@@ -10,23 +10,6 @@ use std::process::Command;
 
 use common::*;
 
-fn ferry_ok(args: &[&str]) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ferry {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Writes PKI, token and configs into `dir`; returns (server.toml, edge.toml).
 fn setup(dir: &Path, internal_port: u16, servers: &[String]) -> (String, String) {
     let pki = dir.join("pki");

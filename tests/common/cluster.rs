@@ -6,36 +6,18 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{client_key, Proc, BIN, PASSWORD, SSH_TEST_OPTS};
+use super::{client_key, ferry_ok, free_port, Proc, PASSWORD, SSH_TEST_OPTS};
 
 /// Heartbeat and failover times of test clusters (short, so tests are quick).
 pub const HEARTBEAT_MS: u64 = 250;
 /// See [`HEARTBEAT_MS`].
 pub const FAILOVER_MS: u64 = 3_000;
 const TOKEN: &str = "cluster-admin-token-0123456789";
-
-pub fn ferry_ok(args: &[&str]) -> String {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ferry {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One server or witness.
 pub struct Node {
@@ -236,24 +218,7 @@ key = "pki/edge1.key"
 
     /// Runs `ferry ARGS` against node `i`'s admin API.
     pub fn admin(&self, i: usize, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .args(self.admin_args(i))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
-        }
-        drop(child.stdin.take());
-        child.wait_with_output().unwrap()
+        super::run_ferry(args, &self.admin_args(i), stdin)
     }
 
     pub fn admin_ok(&self, i: usize, args: &[&str], stdin: Option<&str>) -> String {

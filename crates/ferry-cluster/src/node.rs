@@ -354,15 +354,14 @@ impl Node {
 
     // ---- talking to peers -------------------------------------------------
 
-    async fn connection(&self, peer: &Peer) -> Result<Arc<Connection>, String> {
-        let mut slot = peer.conn.lock().await;
-        if let Some(conn) = slot.as_ref() {
-            if !conn.is_closed() {
-                return Ok(conn.clone());
-            }
-        }
+    /// A new connection to `peer`, checked to be the node configured there.
+    pub(crate) async fn connect(
+        &self,
+        peer: &Peer,
+        deadline: Duration,
+    ) -> Result<Arc<Connection>, String> {
         let conn = tokio::time::timeout(
-            self.failover(),
+            deadline,
             Connection::connect(
                 &peer.config.address,
                 self.tls.clone(),
@@ -371,8 +370,13 @@ impl Node {
             ),
         )
         .await
-        .map_err(|_| format!("{}: no answer", peer.config.address))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| {
+            format!(
+                "{} ({}) did not answer",
+                peer.config.id, peer.config.address
+            )
+        })?
+        .map_err(|e| format!("{} is unreachable: {e}", peer.config.id))?;
         if conn.peer_node_id() != peer.config.id {
             return Err(format!(
                 "{} answers as {:?}, expected {:?}",
@@ -381,6 +385,18 @@ impl Node {
                 peer.config.id
             ));
         }
+        Ok(conn)
+    }
+
+    /// The cached connection to `peer` (heartbeats, votes, status, history).
+    async fn connection(&self, peer: &Peer) -> Result<Arc<Connection>, String> {
+        let mut slot = peer.conn.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            if !conn.is_closed() {
+                return Ok(conn.clone());
+            }
+        }
+        let conn = self.connect(peer, self.failover()).await?;
         *slot = Some(conn.clone());
         Ok(conn)
     }

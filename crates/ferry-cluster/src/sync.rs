@@ -13,12 +13,11 @@ use std::time::Duration;
 
 use ferry_core::sync::{SqlValue, TableData, SYNC_FORMAT_VERSION};
 use ferry_core::{ErrorKind, FerryError};
-use ferry_proto::client::Connection;
 use ferry_proto::cluster::{
     ClusterRequest, ClusterResponse, NodeRole, PeerStatus, SyncBegin, SyncRecord, SyncReport,
     TableHeader,
 };
-use ferry_proto::message::{Request, Response, Role};
+use ferry_proto::message::{Request, Response};
 use ferry_store::sync::SYNCABLE_TABLES;
 use ferry_store::Store;
 use serde::Serialize;
@@ -233,18 +232,7 @@ impl Node {
             .peer(target)
             .ok_or_else(|| format!("{target} is not a peer"))?;
         // A connection of its own: heartbeats must not wait behind a sync.
-        let conn = tokio::time::timeout(
-            Duration::from_secs(10),
-            Connection::connect(
-                &peer.config.address,
-                self.tls.clone(),
-                Role::Server,
-                &self.node_id,
-            ),
-        )
-        .await
-        .map_err(|_| format!("{target} ({}) did not answer", peer.config.address))?
-        .map_err(|e| format!("{target} is unreachable: {e}"))?;
+        let conn = self.connect(peer, Duration::from_secs(10)).await?;
         let ask = |request: ClusterRequest| {
             let conn = conn.clone();
             async move {
