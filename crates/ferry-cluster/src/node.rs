@@ -1133,3 +1133,337 @@ impl Node {
 const HISTORY_PAGE: u32 = 2_000;
 /// How far before the last pull the next one starts.
 const HISTORY_OVERLAP_MS: i64 = 60_000;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::path::Path;
+
+    use ferry_proto::tls::TlsFiles;
+
+    use super::*;
+    use crate::config::Mode;
+
+    /// A TLS client config from a fresh CA in `dir/pki` (made once per dir).
+    fn tls(dir: &Path) -> Arc<rustls::ClientConfig> {
+        let pki = dir.join("pki");
+        if !pki.exists() {
+            std::fs::create_dir(&pki).unwrap();
+            ferry_proto::pki::create_ca(&pki, "test").unwrap();
+            ferry_proto::pki::issue(&pki, &pki, "a", &["127.0.0.1".into()]).unwrap();
+        }
+        ferry_proto::tls::internal_client_config(&TlsFiles {
+            ca: pki.join("ca.crt"),
+            cert: pki.join("a.crt"),
+            key: pki.join("a.key"),
+        })
+        .unwrap()
+    }
+
+    fn peer(id: &str, address: &str, witness: bool) -> PeerConfig {
+        PeerConfig {
+            id: id.into(),
+            address: address.into(),
+            witness,
+        }
+    }
+
+    /// Peers on ports nobody listens on; a failover time long enough that
+    /// the watchdog never starts an election during a test.
+    fn config(peers: Vec<PeerConfig>, auto_promote: bool) -> ClusterConfig {
+        ClusterConfig {
+            mode: Mode::ActivePassive,
+            peers,
+            heartbeat_ms: 500,
+            failover_after_ms: 60_000,
+            auto_promote,
+            ..ClusterConfig::default()
+        }
+    }
+
+    /// Server `a` with a peer server `b` and a witness `w`.
+    fn three_voters() -> ClusterConfig {
+        config(
+            vec![
+                peer("b", "127.0.0.1:1", false),
+                peer("w", "127.0.0.1:2", true),
+            ],
+            true,
+        )
+    }
+
+    async fn start_with(
+        dir: &Path,
+        config: ClusterConfig,
+        node_id: &str,
+        witness: bool,
+    ) -> Arc<Node> {
+        Node::start(NodeOptions {
+            config,
+            node_id: node_id.into(),
+            witness,
+            store: Arc::new(Store::open_in_memory().unwrap()),
+            state_dir: dir.to_path_buf(),
+            config_dir: dir.to_path_buf(),
+            own_config: "server.toml".into(),
+            tls: tls(dir),
+            secret_key_id: "k".into(),
+            on_merged: Box::new(|_| {}),
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn start(dir: &Path) -> Arc<Node> {
+        start_with(dir, three_voters(), "a", false).await
+    }
+
+    fn vote(answer: ClusterResponse) -> (bool, u64, String) {
+        match answer {
+            ClusterResponse::Vote {
+                granted,
+                epoch,
+                reason,
+            } => (granted, epoch, reason),
+            other => panic!("not a vote: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn fresh_node_is_a_read_only_standby_in_epoch_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = start(dir.path()).await;
+        let view = node.view();
+        assert_eq!(view.role, NodeRole::Standby);
+        assert!(!view.ready);
+        assert_eq!(view.epoch, 0);
+        assert_eq!(node.state(), NodeState::default());
+        let err = node.check_writable().unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unavailable);
+        assert!(err.message.contains("standby"), "{}", err.message);
+        assert!(
+            err.message.contains("no server is active"),
+            "{}",
+            err.message
+        );
+        assert!(node.not_serving_reason().is_some());
+    }
+
+    #[tokio::test]
+    async fn votes_once_per_epoch_and_persists_the_vote() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = start(dir.path()).await;
+        let (granted, epoch, reason) = vote(node.on_vote(1, "b", false));
+        assert!(granted, "refused: {reason}");
+        assert_eq!(epoch, 0);
+        assert_eq!(node.state().voted_epoch, 1);
+        assert_eq!(
+            StateFile::new(dir.path()).load().unwrap().voted_epoch,
+            1,
+            "the vote must be on disk"
+        );
+
+        let (granted, _, reason) = vote(node.on_vote(1, "w", false));
+        assert!(!granted, "voted twice in epoch 1");
+        assert!(reason.contains("already voted"), "{reason}");
+        // Manual or not, an epoch already voted in is never granted again.
+        let (granted, _, reason) = vote(node.on_vote(1, "w", true));
+        assert!(!granted, "voted twice in epoch 1 (manual)");
+        assert!(reason.contains("already voted"), "{reason}");
+        // Nor an older one.
+        let (granted, _, _) = vote(node.on_vote(0, "w", true));
+        assert!(!granted);
+        assert_eq!(StateFile::new(dir.path()).load().unwrap().voted_epoch, 1);
+        // A newer epoch is fine.
+        let (granted, _, reason) = vote(node.on_vote(2, "w", false));
+        assert!(granted, "refused: {reason}");
+        assert_eq!(StateFile::new(dir.path()).load().unwrap().voted_epoch, 2);
+        // Voting changes neither the role nor the known epoch.
+        assert_eq!(node.view().role, NodeRole::Standby);
+        assert_eq!(node.state().epoch, 0);
+    }
+
+    #[tokio::test]
+    async fn heartbeat_records_the_active_server_and_blocks_automatic_votes() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = start(dir.path()).await;
+        let ack = node.on_heartbeat(3, "b");
+        assert!(
+            matches!(
+                ack,
+                ClusterResponse::HeartbeatAck {
+                    epoch: 3,
+                    role: NodeRole::Standby
+                }
+            ),
+            "{ack:?}"
+        );
+        let state = node.state();
+        assert_eq!(state.epoch, 3);
+        assert_eq!(state.active.as_deref(), Some("b"));
+        assert_eq!(StateFile::new(dir.path()).load().unwrap(), state);
+        assert_eq!(node.view().epoch, 3);
+        let err = node.check_writable().unwrap_err();
+        assert!(err.message.contains("active server: b"), "{}", err.message);
+
+        let (granted, epoch, reason) = vote(node.on_vote(4, "c", false));
+        assert!(!granted, "granted while hearing the active server");
+        assert_eq!(epoch, 3);
+        assert!(reason.contains("heard the active server b"), "{reason}");
+        assert_eq!(
+            node.state().voted_epoch,
+            0,
+            "a refused vote is not recorded"
+        );
+
+        let (granted, _, reason) = vote(node.on_vote(4, "c", true));
+        assert!(granted, "manual vote refused: {reason}");
+        assert_eq!(node.state().voted_epoch, 4);
+        assert_eq!(StateFile::new(dir.path()).load().unwrap().voted_epoch, 4);
+    }
+
+    #[tokio::test]
+    async fn stale_heartbeat_is_answered_with_the_newer_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = start(dir.path()).await;
+        node.on_heartbeat(3, "b");
+        for from in ["b", "c"] {
+            let ack = node.on_heartbeat(2, from);
+            assert!(
+                matches!(ack, ClusterResponse::HeartbeatAck { epoch: 3, .. }),
+                "{from}: {ack:?}"
+            );
+            let state = node.state();
+            assert_eq!(state.epoch, 3);
+            assert_eq!(
+                state.active.as_deref(),
+                Some("b"),
+                "after a heartbeat from {from}"
+            );
+        }
+        assert_eq!(node.view().epoch, 3);
+        assert_eq!(
+            StateFile::new(dir.path()).load().unwrap().active.as_deref(),
+            Some("b")
+        );
+    }
+
+    #[tokio::test]
+    async fn restart_keeps_epoch_and_vote() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let node = start(dir.path()).await;
+            node.on_heartbeat(3, "b");
+            let (granted, _, reason) = vote(node.on_vote(5, "c", true));
+            assert!(granted, "{reason}");
+        }
+        let node = start(dir.path()).await;
+        let state = node.state();
+        assert_eq!(state.epoch, 3);
+        assert_eq!(state.voted_epoch, 5);
+        assert_eq!(state.active.as_deref(), Some("b"));
+        let view = node.view();
+        assert_eq!(view.epoch, 3);
+        assert_eq!(view.role, NodeRole::Standby);
+        // The vote from before the restart still counts.
+        for epoch in [4, 5] {
+            let (granted, _, reason) = vote(node.on_vote(epoch, "w", true));
+            assert!(!granted, "voted again in epoch {epoch} after a restart");
+            assert!(reason.contains("already voted"), "{reason}");
+        }
+        let (granted, _, reason) = vote(node.on_vote(6, "w", true));
+        assert!(granted, "{reason}");
+    }
+
+    #[tokio::test]
+    async fn promotion_needs_a_majority_unless_forced() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = start(dir.path()).await;
+        node.on_heartbeat(3, "b");
+
+        let err = node.promote(false).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Conflict);
+        assert!(
+            err.message.contains("got 1 of 2 votes needed"),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("--force"), "{}", err.message);
+        assert_eq!(node.view().role, NodeRole::Standby);
+        assert!(node.check_writable().is_err());
+        // A failed election still used up its epoch: the vote for itself.
+        let before = node.state();
+        assert_eq!(before.voted_epoch, 4);
+        assert_eq!(before.active.as_deref(), Some("b"));
+        let expected = before.epoch.max(before.voted_epoch) + 1;
+
+        let message = node.promote(true).await.unwrap();
+        assert!(message.contains("forced"), "{message}");
+        let view = node.view();
+        assert_eq!(view.role, NodeRole::Active);
+        assert_eq!(view.epoch, expected);
+        let state = node.state();
+        assert_eq!(state.epoch, expected);
+        assert_eq!(state.active.as_deref(), Some("a"));
+        assert_eq!(StateFile::new(dir.path()).load().unwrap().epoch, expected);
+        // No peer acknowledged: without a majority the lease is not held.
+        assert!(!view.ready);
+        let err = node.check_writable().unwrap_err();
+        assert!(err.message.contains("majority"), "{}", err.message);
+
+        // Already active: promote again is a no-op.
+        let again = node.promote(false).await.unwrap();
+        assert!(again.contains("already active"), "{again}");
+        assert_eq!(node.view().epoch, expected);
+    }
+
+    #[tokio::test]
+    async fn forced_promotion_without_auto_promote_is_writable() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(vec![peer("b", "127.0.0.1:1", false)], false);
+        assert_eq!(config.majority(), 2);
+        let node = start_with(dir.path(), config, "a", false).await;
+
+        let err = node.promote(false).await.unwrap_err();
+        assert!(
+            err.message.contains("got 1 of 2 votes needed"),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("--force"), "{}", err.message);
+        assert_eq!(node.view().role, NodeRole::Standby);
+
+        node.promote(true).await.unwrap();
+        let view = node.view();
+        assert_eq!(view.role, NodeRole::Active);
+        assert_eq!(view.epoch, 2);
+        assert!(view.ready);
+        node.check_writable().unwrap();
+        assert!(node.not_serving_reason().is_none());
+    }
+
+    #[tokio::test]
+    async fn witness_never_becomes_active() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(
+            vec![
+                peer("a", "127.0.0.1:1", false),
+                peer("b", "127.0.0.1:2", false),
+            ],
+            true,
+        );
+        let node = start_with(dir.path(), config, "w", true).await;
+        assert_eq!(node.view().role, NodeRole::Witness);
+        let err = node.check_writable().unwrap_err();
+        assert!(err.message.contains("witness"), "{}", err.message);
+        for force in [false, true] {
+            let err = node.promote(force).await.unwrap_err();
+            assert!(err.message.contains("witness"), "{}", err.message);
+            assert_eq!(node.view().role, NodeRole::Witness);
+        }
+        assert_eq!(node.state().voted_epoch, 0, "a witness does not stand");
+        // It still votes.
+        let (granted, _, reason) = vote(node.on_vote(1, "a", false));
+        assert!(granted, "{reason}");
+    }
+}
