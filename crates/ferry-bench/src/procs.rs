@@ -97,7 +97,19 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// SIGTERM first, so a master process (nginx) stops its workers too;
+    /// SIGKILL if it has not gone within 5 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -12,6 +12,9 @@ pub enum Mode {
     /// One active server and standbys that serve nothing; configuration is
     /// copied on demand with `ferry sync`.
     ActivePassive,
+    /// Every server serves; shared state is replicated through Raft, and
+    /// the leader is the primary.
+    ActiveActive,
 }
 
 /// Another server (or witness) of the cluster.
@@ -56,6 +59,18 @@ pub struct ClusterConfig {
     /// Where the sync manifests are, relative to the config directory.
     #[serde(default = "default_sync_dir")]
     pub sync_dir: String,
+    /// Active/active: the address other servers reach this one at
+    /// (`host:port` of its internal listener, as its certificate names it).
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Active/active: a follower that hears no leader for this long (up to
+    /// twice as long, at random) starts an election.
+    #[serde(default = "default_election_timeout_ms")]
+    pub election_timeout_ms: u64,
+    /// Active/active: a snapshot of the store is taken every this many
+    /// log entries, and older entries are dropped.
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u64,
 }
 
 impl Default for ClusterConfig {
@@ -68,6 +83,9 @@ impl Default for ClusterConfig {
             failover_after_ms: default_failover_after_ms(),
             auto_promote: true,
             sync_dir: default_sync_dir(),
+            advertise: None,
+            election_timeout_ms: default_election_timeout_ms(),
+            snapshot_every: default_snapshot_every(),
         }
     }
 }
@@ -83,6 +101,12 @@ fn default_failover_after_ms() -> u64 {
 }
 fn default_true() -> bool {
     true
+}
+fn default_election_timeout_ms() -> u64 {
+    1_000
+}
+fn default_snapshot_every() -> u64 {
+    5_000
 }
 fn default_sync_dir() -> String {
     "sync".into()
@@ -107,7 +131,24 @@ impl ClusterConfig {
             }
             return Ok(());
         }
-        if self.peers.is_empty() {
+        if self.mode == Mode::ActiveActive {
+            let advertise = self.advertise.as_deref().unwrap_or("");
+            if advertise
+                .rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            {
+                return Err("[cluster] mode \"active-active\" needs `advertise = \"host:port\"`: the internal address other servers reach this one at".into());
+            }
+            if self.heartbeat_ms == 0 || self.election_timeout_ms < 3 * self.heartbeat_ms {
+                return Err(format!(
+                    "[cluster] election_timeout_ms ({}) must be at least 3 × heartbeat_ms ({})",
+                    self.election_timeout_ms, self.heartbeat_ms
+                ));
+            }
+            if self.snapshot_every == 0 {
+                return Err("[cluster] snapshot_every must be above 0".into());
+            }
+        } else if self.peers.is_empty() {
             return Err(
                 "[cluster] mode \"active-passive\" needs at least one entry in peers".into(),
             );
@@ -133,6 +174,9 @@ impl ClusterConfig {
                     peer.address, peer.id
                 ));
             }
+        }
+        if self.mode == Mode::ActiveActive {
+            return Ok(());
         }
         if self.heartbeat_ms == 0 || self.failover_after_ms < 4 * self.heartbeat_ms {
             return Err(format!(

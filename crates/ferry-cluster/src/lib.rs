@@ -8,6 +8,7 @@
 //! * [`peer`] — the accepting side of server-to-server connections.
 //! * [`manifest`] — `sync/sync.conf`, `sync/sync_tables.conf` and
 //!   `sync/sync.excl`: what `ferry sync` copies, validated line by line.
+//! * [`raft`] — active/active: the Raft group (openraft) carrying commands.
 //! * [`state`] — what a server remembers across restarts (`cluster.json`).
 //! * [`events`] — the cluster's event history and alerts.
 
@@ -16,6 +17,7 @@ pub mod events;
 pub mod manifest;
 pub mod node;
 pub mod peer;
+pub mod raft;
 pub mod state;
 pub mod sync;
 

@@ -189,6 +189,11 @@ async fn answer_request(
                 .map(|(tables, more)| ClusterResponse::History { tables, more })
                 .map_err(FerryError::from)
         }
+        ClusterRequest::Raft { .. }
+        | ClusterRequest::Propose { .. }
+        | ClusterRequest::RaftStatus => Err(FerryError::invalid(
+            "this server is in active/passive mode; Raft requests are not taken",
+        )),
         ClusterRequest::SyncBegin(_)
         | ClusterRequest::SyncRows { .. }
         | ClusterRequest::SyncFile { .. }

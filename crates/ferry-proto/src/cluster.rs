@@ -113,6 +113,34 @@ pub enum ClusterRequest {
         /// At most this many rows per table.
         limit: u32,
     },
+    /// Active/active: a Raft RPC, serde-encoded (JSON) as openraft defines it.
+    Raft {
+        /// Which RPC.
+        rpc: RaftRpc,
+        /// The request.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// Active/active: a command for the leader to propose (JSON of the
+    /// proposal); answered with [`ClusterResponse::RaftReply`].
+    Propose {
+        /// The proposal.
+        #[serde(with = "serde_bytes")]
+        proposal: Vec<u8>,
+    },
+    /// Active/active: this node's Raft view, as JSON.
+    RaftStatus,
+}
+
+/// The Raft RPCs carried by [`ClusterRequest::Raft`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RaftRpc {
+    /// AppendEntries (also the heartbeat).
+    AppendEntries,
+    /// RequestVote.
+    Vote,
+    /// A snapshot chunk.
+    InstallSnapshot,
 }
 
 /// A server's view of itself, for status and failover decisions.
@@ -206,4 +234,6 @@ pub enum ClusterResponse {
     },
     /// Counts of a merge, for logs.
     Merged(MergeCounts),
+    /// Active/active: a serde-encoded (JSON) answer to a Raft request.
+    RaftReply(#[serde(with = "serde_bytes")] Vec<u8>),
 }

@@ -131,6 +131,57 @@ impl Store {
 
     /// Applies one command in one transaction. The only writer of shared state.
     pub fn apply(&self, command: &Command) -> Result<Outcome> {
+        self.apply_with(command, None)
+    }
+
+    /// Applies `command` and, in the same transaction, sets the node-local
+    /// value `key` (the replicated-log position a cluster node has applied),
+    /// so a crash leaves both or neither. A command that fails changes
+    /// nothing; the value is then set on its own and the error returned.
+    pub fn apply_marked(&self, command: &Command, key: &str, value: &str) -> Result<Outcome> {
+        match self.apply_with(command, Some((key, value))) {
+            Ok(outcome) => Ok(outcome),
+            Err(e) => {
+                self.set_local(key, value)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// A node-local value (never replicated or synced).
+    pub fn local(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM node_local WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Sets a node-local value.
+    pub fn set_local(&self, key: &str, value: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO node_local (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )?;
+        Ok(())
+    }
+
+    /// Replaces the whole database with a copy made by
+    /// [`Store::snapshot_to`] (SQLite's backup API in reverse), as a
+    /// cluster node does when it installs a snapshot from the leader.
+    pub fn restore_from(&self, snapshot: &Path) -> Result<()> {
+        let mut conn = self.conn();
+        conn.restore(
+            rusqlite::MAIN_DB,
+            snapshot,
+            None::<fn(rusqlite::backup::Progress)>,
+        )?;
+        Ok(())
+    }
+
+    fn apply_with(&self, command: &Command, marker: Option<(&str, &str)>) -> Result<Outcome> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let rows_changed = match command {
@@ -225,6 +276,13 @@ impl Store {
             }
             _ => engine::apply(&tx, command)?,
         };
+        if let Some((key, value)) = marker {
+            tx.execute(
+                "INSERT INTO node_local (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )?;
+        }
         tx.commit()?;
         tracing::debug!(command = command.name(), rows_changed, "applied");
         Ok(Outcome { rows_changed })

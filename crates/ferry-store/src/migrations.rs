@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../schemas/0001_initial.sql"),
     include_str!("../../../schemas/0002_account_tokens.sql"),
     include_str!("../../../schemas/0003_transfer_engine.sql"),
+    include_str!("../../../schemas/0004_node_local.sql"),
 ];
 
 /// The schema version this build produces.

@@ -1,0 +1,544 @@
+//! One server in an active/active cluster: its Raft instance, the write
+//! path (propose here, or forward to the leader), the primary role (the
+//! leader, while a majority hears it) and status.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_core::{Command, ErrorKind, FerryError, Outcome, COMMAND_FORMAT_VERSION};
+use ferry_proto::cluster::{ClusterRequest, ClusterResponse, RaftRpc};
+use ferry_store::Store;
+use openraft::error::{ClientWriteError, InstallSnapshotError, RaftError};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::{Config, Raft, ServerState, SnapshotPolicy};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::log_store::LogStore;
+use super::network::{CallError, Network};
+use super::state_machine::StateMachine;
+use super::{node_id_of, Member, NodeId, Proposal, TypeConfig};
+use crate::config::ClusterConfig;
+use crate::events::{EventLog, Severity};
+
+/// The message of every write refused for want of a majority.
+pub const NO_QUORUM: &str = "cluster has no quorum: read-only";
+
+/// What this server is in the Raft group now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftView {
+    /// Leader and heard by a majority lately: runs the primary-only duties.
+    pub primary: bool,
+    /// The current term.
+    pub term: u64,
+    /// A leader is known (writes can be made here or forwarded).
+    pub has_leader: bool,
+}
+
+/// What a Raft node needs from its server.
+pub struct RaftOptions {
+    /// The `[cluster]` settings (peers are the other initial members).
+    pub config: ClusterConfig,
+    /// This server's `node_id`.
+    pub name: String,
+    /// The address other servers reach this one at (`host:port`).
+    pub advertise: String,
+    /// The server's store (the state machine).
+    pub store: Arc<Store>,
+    /// Where `raft.db` and the event log live.
+    pub state_dir: PathBuf,
+    /// TLS to reach other servers.
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Called after entries were applied (wake the queue workers).
+    pub on_applied: Arc<dyn Fn() + Send + Sync>,
+}
+
+/// A server's membership in the Raft group.
+pub struct RaftNode {
+    /// The openraft instance.
+    pub raft: Raft<TypeConfig>,
+    /// Raft id.
+    pub id: NodeId,
+    /// `node_id`.
+    pub name: String,
+    /// Advertised address.
+    pub advertise: String,
+    config: ClusterConfig,
+    network: Network,
+    log: LogStore,
+    /// The cluster's event history.
+    pub events: EventLog,
+    view: watch::Sender<RaftView>,
+}
+
+impl std::fmt::Debug for RaftNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftNode")
+            .field("name", &self.name)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A member as `ferry cluster status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberStatus {
+    /// `node_id`.
+    pub name: String,
+    /// Address.
+    pub address: String,
+    /// leader, follower, candidate, learner, or unknown (not reachable).
+    pub role: String,
+    /// Its term.
+    pub term: Option<u64>,
+    /// Last log index it holds.
+    pub last_log_index: Option<u64>,
+    /// Last index it applied.
+    pub applied_index: Option<u64>,
+    /// Entries it is behind the leader (leader's view).
+    pub lag: Option<u64>,
+    /// Its release.
+    pub version: Option<String>,
+    /// Whether it runs the scheduler and folder monitors.
+    pub primary: Option<bool>,
+    /// Why it did not answer.
+    pub error: Option<String>,
+}
+
+/// What one node says of itself (the `RaftStatus` answer).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SelfStatus {
+    name: String,
+    role: String,
+    term: u64,
+    last_log_index: Option<u64>,
+    applied_index: Option<u64>,
+    leader: Option<String>,
+    version: String,
+    primary: bool,
+}
+
+fn role_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+fn no_quorum(detail: impl std::fmt::Display) -> FerryError {
+    FerryError::new(ErrorKind::Unavailable, format!("{NO_QUORUM} ({detail})"))
+}
+
+impl RaftNode {
+    /// Opens the log, starts Raft, and follows its metrics to keep the
+    /// primary role current.
+    pub async fn start(options: RaftOptions) -> Result<Arc<Self>, String> {
+        let log = LogStore::open(&options.state_dir.join("raft.db"))?;
+        let state_machine = StateMachine::new(
+            options.store.clone(),
+            options.state_dir.clone(),
+            options.on_applied.clone(),
+        );
+        let network = Network::new(options.tls.clone(), options.name.clone());
+        let hb = options.config.heartbeat_ms.max(20);
+        let raft_config = Config {
+            cluster_name: "ferry".into(),
+            heartbeat_interval: hb,
+            election_timeout_min: options.config.election_timeout_ms,
+            election_timeout_max: options.config.election_timeout_ms * 2,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(options.config.snapshot_every),
+            max_in_snapshot_log_to_keep: 1000,
+            purge_batch_size: 256,
+            install_snapshot_timeout: 10_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| format!("[cluster] timing: {e}"))?;
+        let id = node_id_of(&options.name);
+        let raft = Raft::new(
+            id,
+            Arc::new(raft_config),
+            network.clone(),
+            log.clone(),
+            state_machine,
+        )
+        .await
+        .map_err(|e| format!("cannot start Raft: {e}"))?;
+        let node = Arc::new(Self {
+            raft,
+            id,
+            name: options.name.clone(),
+            advertise: options.advertise,
+            config: options.config,
+            network,
+            log,
+            events: EventLog::open(&options.state_dir, &options.name),
+            view: watch::Sender::new(RaftView {
+                primary: false,
+                term: 0,
+                has_leader: false,
+            }),
+        });
+        tokio::spawn(node.clone().follow_metrics());
+        Ok(node)
+    }
+
+    /// Follows role changes.
+    pub fn subscribe(&self) -> watch::Receiver<RaftView> {
+        self.view.subscribe()
+    }
+
+    /// The view now.
+    pub fn view(&self) -> RaftView {
+        *self.view.borrow()
+    }
+
+    fn lease_ms(&self) -> u64 {
+        self.config.election_timeout_ms
+    }
+
+    /// Recomputes the view from metrics: on every change, and every
+    /// heartbeat so that a leader that stops hearing a majority drops the
+    /// primary role within one election timeout.
+    async fn follow_metrics(self: Arc<Self>) {
+        let mut metrics = self.raft.metrics();
+        let mut tick =
+            tokio::time::interval(Duration::from_millis(self.config.heartbeat_ms.max(20)));
+        let mut last = self.view();
+        loop {
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return },
+                _ = tick.tick() => {}
+            }
+            let m = metrics.borrow().clone();
+            let heard = m
+                .millis_since_quorum_ack
+                .is_some_and(|ms| ms < self.lease_ms());
+            let view = RaftView {
+                primary: m.state == ServerState::Leader && heard,
+                term: m.current_term,
+                has_leader: m.current_leader.is_some() && (m.state != ServerState::Leader || heard),
+            };
+            if view != last {
+                let (severity, message) =
+                    match (last.primary, view.primary, last.has_leader, view.has_leader) {
+                        (false, true, _, _) => (
+                            Severity::Alert,
+                            format!("became the primary (leader) in term {}", view.term),
+                        ),
+                        (true, false, _, _) => (
+                            Severity::Alert,
+                            format!("is no longer the primary (term {})", view.term),
+                        ),
+                        (_, _, true, false) => {
+                            (Severity::Alert, format!("lost the quorum: {NO_QUORUM}"))
+                        }
+                        (_, _, false, true) => (
+                            Severity::Info,
+                            format!("quorum regained; leader known in term {}", view.term),
+                        ),
+                        _ => (Severity::Info, format!("term {}", view.term)),
+                    };
+                if view.term != last.term
+                    || view.primary != last.primary
+                    || view.has_leader != last.has_leader
+                {
+                    self.events.record(severity, "role", message);
+                }
+                last = view;
+                self.view.send_replace(view);
+            }
+        }
+    }
+
+    fn members_from_config(&self) -> BTreeMap<NodeId, Member> {
+        let mut members = BTreeMap::new();
+        members.insert(
+            self.id,
+            Member {
+                name: self.name.clone(),
+                addr: self.advertise.clone(),
+            },
+        );
+        for peer in &self.config.peers {
+            members.insert(
+                node_id_of(&peer.id),
+                Member {
+                    name: peer.id.clone(),
+                    addr: peer.address.clone(),
+                },
+            );
+        }
+        members
+    }
+
+    /// `ferry cluster init`: makes this server and the configured peers the
+    /// group's members. Only once, on one server.
+    pub async fn initialize(&self) -> Result<String, FerryError> {
+        let members = self.members_from_config();
+        let names: Vec<String> = members.values().map(|m| m.name.clone()).collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => {
+                self.events.record(
+                    Severity::Info,
+                    "membership",
+                    format!("initialised the cluster with {}", names.join(", ")),
+                );
+                Ok(format!("cluster initialised with {}", names.join(", ")))
+            }
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Err(
+                FerryError::new(ErrorKind::Conflict, "this cluster is initialised already"),
+            ),
+            Err(e) => Err(FerryError::invalid(format!("cannot initialise: {e}"))),
+        }
+    }
+
+    /// Proposes `command` (here if this is the leader, else at the leader)
+    /// and waits until it is committed and applied here.
+    pub async fn write(&self, command: Command) -> Result<Outcome, FerryError> {
+        let proposal = Proposal {
+            format: COMMAND_FORMAT_VERSION,
+            command,
+        };
+        let deadline = Duration::from_millis(self.config.election_timeout_ms * 4);
+        match tokio::time::timeout(deadline, self.propose(proposal)).await {
+            Ok(result) => result,
+            Err(_) => Err(no_quorum("no majority answered in time")),
+        }
+    }
+
+    async fn propose(&self, proposal: Proposal) -> Result<Outcome, FerryError> {
+        if !self.view().has_leader {
+            // Wait a little for an election in progress.
+            let mut view = self.subscribe();
+            let waited = tokio::time::timeout(
+                Duration::from_millis(self.config.election_timeout_ms * 2),
+                view.wait_for(|v| v.has_leader),
+            )
+            .await;
+            if !matches!(waited, Ok(Ok(_))) {
+                return Err(no_quorum("no leader"));
+            }
+        }
+        match self.raft.client_write(proposal.clone()).await {
+            Ok(response) => response.data.result,
+            Err(e) => match e.forward_to_leader() {
+                Some(forward) => {
+                    let Some(leader) = forward.leader_node.clone() else {
+                        return Err(no_quorum("no leader"));
+                    };
+                    self.forward(&leader, &proposal).await
+                }
+                None => match e {
+                    RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                        Err(FerryError::invalid(e.to_string()))
+                    }
+                    other => Err(no_quorum(other)),
+                },
+            },
+        }
+    }
+
+    async fn forward(&self, leader: &Member, proposal: &Proposal) -> Result<Outcome, FerryError> {
+        let bytes =
+            serde_json::to_vec(proposal).map_err(|e| FerryError::internal(e.to_string()))?;
+        let ttl = Duration::from_millis(self.config.election_timeout_ms * 4);
+        match self
+            .network
+            .call(leader, ClusterRequest::Propose { proposal: bytes }, ttl)
+            .await
+        {
+            Ok(ClusterResponse::RaftReply(bytes)) => {
+                let result: Result<Outcome, FerryError> = serde_json::from_slice(&bytes)
+                    .map_err(|e| FerryError::internal(e.to_string()))?;
+                // Read-your-writes: wait until this node applied it too is
+                // not needed for correctness of the write itself; callers
+                // read their own result from the answer.
+                result
+            }
+            Ok(other) => Err(FerryError::internal(format!("leader answered {other:?}"))),
+            Err(CallError::Refused(e)) => Err(e),
+            Err(e) => Err(no_quorum(format!("leader {}: {e}", leader.name))),
+        }
+    }
+
+    /// [`RaftNode::write`] from a blocking thread (the store's callers run
+    /// there). Must not be called from an async task.
+    pub fn write_blocking(&self, command: Command) -> Result<Outcome, FerryError> {
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| FerryError::internal("no runtime for a cluster write"))?;
+        handle.block_on(self.write(command))
+    }
+
+    /// Ok when a write made here now would be committed.
+    pub fn check_writable(&self) -> Result<(), FerryError> {
+        if self.view().has_leader {
+            Ok(())
+        } else {
+            Err(FerryError::new(ErrorKind::Unavailable, NO_QUORUM))
+        }
+    }
+
+    /// Answers a Raft RPC or a forwarded proposal from another member.
+    pub async fn handle(&self, request: ClusterRequest) -> Result<ClusterResponse, FerryError> {
+        let decode = |e: serde_json::Error| FerryError::invalid(format!("bad Raft payload: {e}"));
+        let encode = |v: &dyn erased::Encode| v.encode();
+        let bytes = match request {
+            ClusterRequest::Raft {
+                rpc: RaftRpc::AppendEntries,
+                payload,
+            } => {
+                let req: AppendEntriesRequest<TypeConfig> =
+                    serde_json::from_slice(&payload).map_err(decode)?;
+                encode(&self.raft.append_entries(req).await)
+            }
+            ClusterRequest::Raft {
+                rpc: RaftRpc::Vote,
+                payload,
+            } => {
+                let req: VoteRequest<NodeId> = serde_json::from_slice(&payload).map_err(decode)?;
+                encode(&self.raft.vote(req).await)
+            }
+            ClusterRequest::Raft {
+                rpc: RaftRpc::InstallSnapshot,
+                payload,
+            } => {
+                let req: InstallSnapshotRequest<TypeConfig> =
+                    serde_json::from_slice(&payload).map_err(decode)?;
+                let result: Result<_, RaftError<NodeId, InstallSnapshotError>> =
+                    self.raft.install_snapshot(req).await;
+                encode(&result)
+            }
+            ClusterRequest::Propose { proposal } => {
+                let proposal: Proposal = serde_json::from_slice(&proposal).map_err(decode)?;
+                if proposal.format > COMMAND_FORMAT_VERSION {
+                    return Err(FerryError::new(
+                        ErrorKind::Conflict,
+                        format!(
+                            "command format {} is newer than this server's {COMMAND_FORMAT_VERSION}",
+                            proposal.format
+                        ),
+                    ));
+                }
+                let result: Result<Outcome, FerryError> =
+                    match self.raft.client_write(proposal).await {
+                        Ok(r) => r.data.result,
+                        Err(e) => Err(no_quorum(e)),
+                    };
+                encode(&result)
+            }
+            ClusterRequest::RaftStatus => encode(&self.self_status()),
+            _ => return Err(FerryError::invalid("not a Raft request")),
+        }?;
+        Ok(ClusterResponse::RaftReply(bytes))
+    }
+
+    fn self_status(&self) -> SelfStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader.and_then(|l| {
+            m.membership_config
+                .membership()
+                .get_node(&l)
+                .map(|n| n.name.clone())
+        });
+        SelfStatus {
+            name: self.name.clone(),
+            role: role_name(m.state).into(),
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            applied_index: m.last_applied.map(|l| l.index),
+            leader,
+            version: crate::SOFTWARE.into(),
+            primary: self.view().primary,
+        }
+    }
+
+    /// `ferry cluster status` as seen from here: every member's own view
+    /// (asked over the network), and the leader's replication lag.
+    pub async fn status(&self) -> serde_json::Value {
+        let m = self.raft.metrics().borrow().clone();
+        let members: Vec<(NodeId, Member)> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.clone()))
+            .collect();
+        let last = m.last_log_index.unwrap_or(0);
+        let mut rows = Vec::new();
+        for (id, member) in members {
+            let mut row = MemberStatus {
+                name: member.name.clone(),
+                address: member.addr.clone(),
+                role: "unknown".into(),
+                term: None,
+                last_log_index: None,
+                applied_index: None,
+                lag: m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id))
+                    .map(|matched| last.saturating_sub(matched.map(|l| l.index).unwrap_or(0))),
+                version: None,
+                primary: None,
+                error: None,
+            };
+            let own = if id == self.id {
+                Ok(self.self_status())
+            } else {
+                match self
+                    .network
+                    .call(&member, ClusterRequest::RaftStatus, Duration::from_secs(3))
+                    .await
+                {
+                    Ok(ClusterResponse::RaftReply(bytes)) => {
+                        serde_json::from_slice::<SelfStatus>(&bytes).map_err(|e| e.to_string())
+                    }
+                    Ok(other) => Err(format!("unexpected answer {other:?}")),
+                    Err(e) => Err(e.to_string()),
+                }
+            };
+            match own {
+                Ok(s) => {
+                    row.role = s.role;
+                    row.term = Some(s.term);
+                    row.last_log_index = s.last_log_index;
+                    row.applied_index = s.applied_index;
+                    row.version = Some(s.version);
+                    row.primary = Some(s.primary);
+                }
+                Err(e) => row.error = Some(e),
+            }
+            rows.push(row);
+        }
+        serde_json::json!({
+            "mode": "active-active",
+            "node": self.name,
+            "term": m.current_term,
+            "leader": m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.name.clone())),
+            "writable": self.check_writable().is_ok(),
+            "log_entries_kept": self.log.len(),
+            "members": rows,
+            "events": self.events.recent(20),
+        })
+    }
+}
+
+/// JSON encoding of the answers, behind one object-safe call.
+mod erased {
+    use ferry_core::FerryError;
+
+    pub trait Encode {
+        fn encode(&self) -> Result<Vec<u8>, FerryError>;
+    }
+
+    impl<T: serde::Serialize> Encode for T {
+        fn encode(&self) -> Result<Vec<u8>, FerryError> {
+            serde_json::to_vec(self).map_err(|e| FerryError::internal(e.to_string()))
+        }
+    }
+}
