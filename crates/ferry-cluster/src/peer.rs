@@ -202,3 +202,49 @@ async fn answer_request(
         }
     }
 }
+
+/// Serves one connection from another member of an active/active
+/// cluster: every request (Raft RPCs, forwarded proposals, status) is
+/// answered concurrently.
+pub async fn serve_raft_peer<S>(
+    framed: ServerFramed<S>,
+    node: Arc<crate::raft::node::RaftNode>,
+    peer: String,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut stream) = framed.split();
+    let (reply, mut replies) = mpsc::unbounded_channel::<Frame<Response>>();
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = replies.recv().await {
+            if sink.send(frame).await.is_err() {
+                return;
+            }
+        }
+    });
+    while let Some(frame) = stream.next().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "server connection ended");
+                break;
+            }
+        };
+        let id = frame.id;
+        let (node, reply) = (node.clone(), reply.clone());
+        tokio::spawn(async move {
+            let body = match frame.body {
+                Request::Cluster(request) => match node.handle(request).await {
+                    Ok(r) => Response::Cluster(r),
+                    Err(e) => Response::Error(e),
+                },
+                _ => Response::Error(FerryError::invalid(
+                    "a server connection carries cluster requests only",
+                )),
+            };
+            let _ = reply.send(Frame { id, body });
+        });
+    }
+    drop(reply);
+    let _ = writer.await;
+}

@@ -33,11 +33,18 @@ pub fn routes() -> Router<AdminState> {
         .route("/api/v1/cluster/status", get(status))
         .route("/api/v1/cluster/events", get(events))
         .route("/api/v1/cluster/promote", post(promote))
+        .route("/api/v1/cluster/init", post(init))
         .route("/api/v1/sync", post(sync))
 }
 
+/// Ready means serving writes: alone, always; active/passive, on the
+/// serving active server; active/active, while a majority is reachable.
 async fn readyz(State(s): State<AdminState>) -> Response {
-    match s.ctx.not_serving_reason() {
+    let why = s
+        .ctx
+        .not_serving_reason()
+        .or_else(|| s.ctx.check_writable().err().map(|e| e.message));
+    match why {
         None => (StatusCode::OK, "ready\n").into_response(),
         Some(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -48,6 +55,15 @@ async fn readyz(State(s): State<AdminState>) -> Response {
 }
 
 async fn role(State(s): State<AdminState>) -> Json<serde_json::Value> {
+    if let Some(raft) = &s.ctx.raft {
+        let v = raft.view();
+        let m = raft.raft.metrics().borrow().clone();
+        return Json(serde_json::json!({
+            "node": s.ctx.node_id, "mode": "active-active",
+            "role": if v.primary { "primary" } else if m.state == openraft::ServerState::Leader { "leader" } else { "follower" },
+            "primary": v.primary, "ready": v.has_leader, "epoch": v.term,
+        }));
+    }
     Json(match &s.ctx.cluster {
         None => serde_json::json!({
             "node": s.ctx.node_id, "mode": "single", "role": "active", "ready": true, "epoch": 0,
@@ -69,6 +85,9 @@ fn not_clustered() -> ApiError {
 }
 
 async fn status(State(s): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
+    if let Some(raft) = &s.ctx.raft {
+        return Ok(Json(raft.status().await));
+    }
     match &s.ctx.cluster {
         None => Ok(Json(serde_json::json!({
             "mode": "single",
@@ -93,8 +112,12 @@ async fn events(
     State(s): State<AdminState>,
     Query(q): Query<EventsQuery>,
 ) -> Result<Json<Vec<ferry_cluster::events::ClusterEvent>>, ApiError> {
+    let limit = q.limit.unwrap_or(100).min(500);
+    if let Some(raft) = &s.ctx.raft {
+        return Ok(Json(raft.events.recent(limit)));
+    }
     let node = s.ctx.cluster.as_ref().ok_or_else(not_clustered)?;
-    Ok(Json(node.recent_events(q.limit.unwrap_or(100).min(500))))
+    Ok(Json(node.recent_events(limit)))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -110,6 +133,18 @@ async fn promote(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let node = s.ctx.cluster.as_ref().ok_or_else(not_clustered)?;
     let message = node.promote(req.force).await?;
+    Ok(Json(serde_json::json!({ "message": message })))
+}
+
+/// `ferry cluster init` (active/active): this server and its configured
+/// peers become the Raft group.
+async fn init(State(s): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let raft = s.ctx.raft.as_ref().ok_or_else(|| {
+        ApiError::from(FerryError::invalid(
+            "`ferry cluster init` is for [cluster] mode = \"active-active\"",
+        ))
+    })?;
+    let message = raft.initialize().await?;
     Ok(Json(serde_json::json!({ "message": message })))
 }
 

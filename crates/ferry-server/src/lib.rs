@@ -54,8 +54,12 @@ pub struct ServerCtx {
     pub primary: tokio::sync::watch::Sender<engine::PrimaryRole>,
     /// The engine's wall clock.
     pub clock: engine::Clock,
-    /// This server's part in an active/passive cluster; `None` alone.
+    /// This server's part in an active/passive cluster; `None` otherwise.
     pub cluster: Option<Arc<ferry_cluster::Node>>,
+    /// The ids of `[cluster] peers`.
+    pub peer_ids: Vec<String>,
+    /// This server's part in an active/active (Raft) cluster; `None` otherwise.
+    pub raft: Option<Arc<ferry_cluster::raft::node::RaftNode>>,
     /// Whether this server serves sessions and runs queue workers now
     /// (always on a single node; only the active server in a cluster).
     pub serving: tokio::sync::watch::Sender<bool>,
@@ -65,6 +69,11 @@ impl ServerCtx {
     /// Applies a command to shared state. The single write path: on a single
     /// node it goes straight to the store.
     pub fn apply(&self, command: &Command) -> Result<Outcome, FerryError> {
+        if let Some(raft) = &self.raft {
+            // Proposed to the Raft log; every server applies it in order.
+            // Callers run on the blocking pool, where waiting is allowed.
+            return raft.write_blocking(command.clone());
+        }
         if let Some(cluster) = &self.cluster {
             // Only the active server changes shared state; a standby takes
             // it from `ferry sync` and the history merge.
@@ -82,9 +91,27 @@ impl ServerCtx {
         self.store.apply(command).map_err(FerryError::from)
     }
 
-    /// Why this server does not serve sessions now, if it does not.
+    /// Whether `id` is a server named in `[cluster] peers`.
+    pub fn is_configured_peer(&self, id: &str) -> bool {
+        self.peer_ids.iter().any(|p| p == id)
+    }
+
+    /// Why this server does not serve sessions now, if it does not. In
+    /// active/active mode every server serves (reads at least).
     pub fn not_serving_reason(&self) -> Option<String> {
         self.cluster.as_ref().and_then(|c| c.not_serving_reason())
+    }
+
+    /// Ok when a change made here now would be kept: always alone; on the
+    /// serving active server; in active/active, while a majority is reachable.
+    pub fn check_writable(&self) -> Result<(), FerryError> {
+        if let Some(raft) = &self.raft {
+            return raft.check_writable();
+        }
+        if let Some(cluster) = &self.cluster {
+            return cluster.check_writable();
+        }
+        Ok(())
     }
 }
 
@@ -179,7 +206,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            tls: peer_tls,
+            tls: peer_tls.clone(),
             secret_key_id: secrets.key_id(),
             on_merged: Box::new(move |_| {
                 if let Some(ctx) = slot.get().and_then(std::sync::Weak::upgrade) {
@@ -189,6 +216,29 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         })
         .await
         .map_err(StartError::Setup)?;
+        Some(node)
+    } else {
+        None
+    };
+    let raft = if config.cluster.mode == ferry_cluster::Mode::ActiveActive {
+        let slot = ctx_slot.clone();
+        let node =
+            ferry_cluster::raft::node::RaftNode::start(ferry_cluster::raft::node::RaftOptions {
+                config: config.cluster.clone(),
+                name: config.node_id.clone(),
+                advertise: config.cluster.advertise.clone().unwrap_or_default(),
+                store: store.clone(),
+                state_dir: config.state_dir.clone(),
+                tls: peer_tls.clone(),
+                on_applied: Arc::new(move || {
+                    if let Some(ctx) = slot.get().and_then(std::sync::Weak::upgrade) {
+                        ctx.engine_wake.notify_waiters();
+                        ctx.schedules_changed.notify_waiters();
+                    }
+                }),
+            })
+            .await
+            .map_err(StartError::Setup)?;
         Some(node)
     } else {
         None
@@ -206,17 +256,24 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         secrets,
         engine_wake: tokio::sync::Notify::new(),
         schedules_changed: tokio::sync::Notify::new(),
-        primary: tokio::sync::watch::Sender::new(match &cluster {
-            None => engine::PrimaryRole::Primary { term: 0 },
-            Some(_) => engine::PrimaryRole::Secondary,
+        primary: tokio::sync::watch::Sender::new(if cluster.is_none() && raft.is_none() {
+            engine::PrimaryRole::Primary { term: 0 }
+        } else {
+            engine::PrimaryRole::Secondary
         }),
         clock: engine::Clock::System,
         serving: tokio::sync::watch::Sender::new(cluster.is_none()),
         cluster,
+        raft,
+        peer_ids: config.cluster.peers.iter().map(|p| p.id.clone()).collect(),
     });
     let _ = ctx_slot.set(Arc::downgrade(&ctx));
     if let Some(node) = ctx.cluster.clone() {
         tokio::spawn(follow_role(node, ctx.clone()));
+    }
+    if let Some(node) = ctx.raft.clone() {
+        tokio::spawn(follow_leader(node, ctx.clone()));
+        tokio::spawn(session::flush_pending_rows(ctx.clone()));
     }
     engine::start(ctx.clone())
         .await
@@ -322,6 +379,22 @@ async fn serve_internal(
                         ctx.node_id
                     )),
                 },
+                Role::Server if ctx.raft.is_some() => {
+                    if !ctx.is_configured_peer(&hello.node_id) {
+                        Err(format!(
+                            "{:?} is not a peer of {}",
+                            hello.node_id, ctx.node_id
+                        ))
+                    } else if cert_name.as_deref() != Some(hello.node_id.as_str()) {
+                        Err(format!(
+                            "the certificate of {peer} names {:?}, not {:?}",
+                            cert_name.as_deref().unwrap_or("nobody"),
+                            hello.node_id
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                }
                 Role::Server => match &ctx.cluster {
                     None => Err(format!("{} is not in a cluster", ctx.node_id)),
                     Some(node) if !node.is_peer(&hello.node_id) => Err(format!(
@@ -343,6 +416,8 @@ async fn serve_internal(
                     tracing::debug!(%peer, server = %hello.node_id, version, "server connected");
                     if let Some(node) = ctx.cluster.clone() {
                         ferry_cluster::peer::serve_peer(framed, node, peer.to_string()).await;
+                    } else if let Some(node) = ctx.raft.clone() {
+                        ferry_cluster::peer::serve_raft_peer(framed, node, peer.to_string()).await;
                     }
                 }
                 Ok((hello, version, framed)) => {
@@ -377,6 +452,27 @@ async fn follow_role(node: Arc<ferry_cluster::Node>, ctx: Arc<ServerCtx>) {
         });
         ctx.serving.send_replace(active);
         if active {
+            ctx.engine_wake.notify_waiters();
+        }
+        if view.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Active/active: the leader, while a majority hears it, is the primary
+/// (scheduler and folder monitors, with the Raft term); every server runs
+/// queue workers and serves sessions.
+async fn follow_leader(node: Arc<ferry_cluster::raft::node::RaftNode>, ctx: Arc<ServerCtx>) {
+    let mut view = node.subscribe();
+    loop {
+        let v = *view.borrow_and_update();
+        ctx.primary.send_replace(if v.primary {
+            engine::PrimaryRole::Primary { term: v.term }
+        } else {
+            engine::PrimaryRole::Secondary
+        });
+        if v.has_leader {
             ctx.engine_wake.notify_waiters();
         }
         if view.changed().await.is_err() {

@@ -243,6 +243,26 @@ fn dispatch(ctx: &Arc<ServerCtx>, s: Arc<Session>, id: u64, op: FsOp, reply: &Re
         }
         return;
     }
+    // A server that cannot change shared state (no quorum) still serves
+    // listings and downloads, and refuses what would write.
+    let writes = match &op {
+        FsOp::Open { mode, .. } => mode.write || mode.create || mode.truncate || mode.append,
+        FsOp::SetStat { .. }
+        | FsOp::Remove { .. }
+        | FsOp::Mkdir { .. }
+        | FsOp::Rmdir { .. }
+        | FsOp::Rename { .. }
+        | FsOp::UploadCreate { .. }
+        | FsOp::UploadOpen { .. }
+        | FsOp::UploadDelete { .. } => true,
+        _ => false,
+    };
+    if writes {
+        if let Err(e) = ctx.check_writable() {
+            send(reply, id, Err(e));
+            return;
+        }
+    }
     let (ctx, reply) = (ctx.clone(), reply.clone());
     tokio::spawn(async move {
         let result = match op {
@@ -839,6 +859,49 @@ async fn finish(
     logged.map(|()| response)
 }
 
+/// Prefix of node-local keys holding transfer-log rows not yet replicated.
+pub(crate) const PENDING_ROW: &str = "pending-transfer:";
+
+/// Proposes the transfer-log rows that waited for a quorum (active/active),
+/// oldest first; each is removed once the cluster has it.
+pub(crate) async fn flush_pending_rows(ctx: Arc<ServerCtx>) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        if ctx.check_writable().is_err() {
+            continue;
+        }
+        let c = ctx.clone();
+        let flushed = blocking(move || {
+            let pending = c
+                .store
+                .locals_with_prefix(PENDING_ROW)
+                .map_err(FerryError::from)?;
+            let mut n = 0;
+            for (key, text) in pending {
+                let record: TransferRecord = serde_json::from_str(&text)
+                    .map_err(|e| FerryError::internal(format!("{key}: {e}")))?;
+                match c.apply(&Command::RecordTransfer(record)) {
+                    Ok(_) => {}
+                    Err(e) if e.kind == ferry_core::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+                c.store.remove_local(&key).map_err(FerryError::from)?;
+                n += 1;
+            }
+            Ok(n)
+        })
+        .await;
+        match flushed {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                rows = n,
+                "transfer-log rows that waited for a quorum are replicated"
+            ),
+            Err(e) => tracing::debug!(error = %e, "pending transfer-log rows wait"),
+        }
+    }
+}
+
 /// Writes a transfer-log row. The error says the log is unavailable; the
 /// caller must not acknowledge the transfer then.
 pub(crate) async fn log_transfer(
@@ -849,12 +912,27 @@ pub(crate) async fn log_transfer(
         account = %record.account, path = %record.path, direction = %record.direction,
         bytes = record.bytes, status = %record.status, "transfer"
     );
-    let store = ctx.store.clone();
+    let writer = ctx.clone();
     let logged = blocking(move || {
-        store
-            .apply(&Command::RecordTransfer(record))
-            .map(|outcome| outcome.rows_changed)
-            .map_err(FerryError::from)
+        match writer.apply(&Command::RecordTransfer(record.clone())) {
+            // Without a quorum a download still completes (read-only mode
+            // serves them); its row waits on this node's disk and is
+            // proposed when the quorum is back, never dropped.
+            Err(e)
+                if e.kind == ferry_core::ErrorKind::Unavailable
+                    && writer.raft.is_some()
+                    && record.direction == Direction::Download =>
+            {
+                let text = serde_json::to_string(&record).map_err(|e| FerryError::internal(e.to_string()))?;
+                writer
+                    .store
+                    .set_local(&format!("{PENDING_ROW}{}", record.id), &text)
+                    .map_err(FerryError::from)?;
+                tracing::warn!(transfer = %record.id, "no quorum: the transfer-log row waits on this node");
+                Ok(0)
+            }
+            other => other.map(|outcome| outcome.rows_changed),
+        }
     })
     .await;
     match &logged {

@@ -168,6 +168,25 @@ impl Store {
         Ok(())
     }
 
+    /// Node-local values whose key starts with `prefix`, in key order.
+    pub fn locals_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT key, value FROM node_local WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
+        )?;
+        let rows = stmt
+            .query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Removes a node-local value.
+    pub fn remove_local(&self, key: &str) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM node_local WHERE key = ?1", [key])?;
+        Ok(())
+    }
+
     /// Replaces the whole database with a copy made by
     /// [`Store::snapshot_to`] (SQLite's backup API in reverse), as a
     /// cluster node does when it installs a snapshot from the leader.

@@ -25,6 +25,9 @@ pub enum ClusterCmd {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Active/active: make the server asked and its configured peers the
+    /// Raft group (once, on one server).
+    Init,
     /// Make the server asked (a standby) the active server. Needs votes from
     /// a majority of servers and witnesses.
     Promote {
@@ -68,7 +71,40 @@ fn last_sync(status: &Value) -> String {
     }
 }
 
+fn print_raft_status(v: &Value) {
+    println!(
+        "mode: active-active   term: {}   leader: {}   writable here: {}",
+        text(v, "term"),
+        text(v, "leader"),
+        text(v, "writable")
+    );
+    println!(
+        "{:<16} {:<22} {:<10} {:<7} {:<6} {:<9} {:<8} {:<6} VERSION",
+        "NODE", "ADDRESS", "ROLE", "PRIMARY", "TERM", "LAST LOG", "APPLIED", "LAG"
+    );
+    for m in v["members"].as_array().into_iter().flatten() {
+        println!(
+            "{:<16} {:<22} {:<10} {:<7} {:<6} {:<9} {:<8} {:<6} {}",
+            text(m, "name"),
+            text(m, "address"),
+            text(m, "role"),
+            text(m, "primary"),
+            text(m, "term"),
+            text(m, "last_log_index"),
+            text(m, "applied_index"),
+            text(m, "lag"),
+            text(m, "version")
+        );
+        if let Some(e) = m["error"].as_str() {
+            println!("  {}: {e}", text(m, "name"));
+        }
+    }
+}
+
 fn print_status(v: &Value) {
+    if v["mode"] == "active-active" {
+        return print_raft_status(v);
+    }
     let this = &v["this"];
     println!("mode: {}", text(v, "mode"));
     println!(
@@ -178,6 +214,16 @@ pub async fn cluster(args: AdminArgs, cmd: ClusterCmd) -> anyhow::Result<()> {
             } else {
                 print_events(&v);
             }
+        }
+        ClusterCmd::Init => {
+            let v = admin
+                .send(
+                    reqwest::Method::POST,
+                    "/api/v1/cluster/init",
+                    Some(serde_json::json!({})),
+                )
+                .await?;
+            println!("{}", text(&v, "message"));
         }
         ClusterCmd::Promote { force } => {
             let v = admin

@@ -130,6 +130,14 @@ fn role_name(state: ServerState) -> &'static str {
     }
 }
 
+/// Why a proposal attempt did not produce a store answer.
+enum Attempt {
+    /// Nobody took it: it can be sent again.
+    NotDelivered(String),
+    /// It failed for good (or may have been taken: never sent twice).
+    Failed(FerryError),
+}
+
 fn no_quorum(detail: impl std::fmt::Display) -> FerryError {
     FerryError::new(ErrorKind::Unavailable, format!("{NO_QUORUM} ({detail})"))
 }
@@ -306,64 +314,81 @@ impl RaftNode {
             command,
         };
         let deadline = Duration::from_millis(self.config.election_timeout_ms * 4);
-        match tokio::time::timeout(deadline, self.propose(proposal)).await {
+        let attempts = async {
+            loop {
+                match self.propose_once(proposal.clone()).await {
+                    Ok(store_answer) => return store_answer,
+                    // Not delivered anywhere (no leader yet, or the leader we
+                    // knew is gone): safe to try again once one is elected.
+                    Err(Attempt::NotDelivered(why)) => {
+                        tracing::debug!(%why, "proposal not delivered; trying again");
+                        tokio::time::sleep(Duration::from_millis(self.config.heartbeat_ms.max(20)))
+                            .await;
+                    }
+                    Err(Attempt::Failed(e)) => return Err(e),
+                }
+            }
+        };
+        match tokio::time::timeout(deadline, attempts).await {
             Ok(result) => result,
             Err(_) => Err(no_quorum("no majority answered in time")),
         }
     }
 
-    async fn propose(&self, proposal: Proposal) -> Result<Outcome, FerryError> {
-        if !self.view().has_leader {
-            // Wait a little for an election in progress.
-            let mut view = self.subscribe();
-            let waited = tokio::time::timeout(
-                Duration::from_millis(self.config.election_timeout_ms * 2),
-                view.wait_for(|v| v.has_leader),
-            )
-            .await;
-            if !matches!(waited, Ok(Ok(_))) {
-                return Err(no_quorum("no leader"));
-            }
-        }
+    /// One attempt: `Ok` is the store's answer to the committed command.
+    async fn propose_once(
+        &self,
+        proposal: Proposal,
+    ) -> Result<Result<Outcome, FerryError>, Attempt> {
         match self.raft.client_write(proposal.clone()).await {
-            Ok(response) => response.data.result,
+            Ok(response) => Ok(response.data.result),
             Err(e) => match e.forward_to_leader() {
-                Some(forward) => {
-                    let Some(leader) = forward.leader_node.clone() else {
-                        return Err(no_quorum("no leader"));
-                    };
-                    self.forward(&leader, &proposal).await
-                }
+                Some(forward) => match forward.leader_node.clone() {
+                    Some(leader) if leader.name != self.name => {
+                        self.forward(&leader, &proposal).await
+                    }
+                    _ => Err(Attempt::NotDelivered("no leader".into())),
+                },
                 None => match e {
                     RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-                        Err(FerryError::invalid(e.to_string()))
+                        Err(Attempt::Failed(FerryError::invalid(e.to_string())))
                     }
-                    other => Err(no_quorum(other)),
+                    other => Err(Attempt::Failed(no_quorum(other))),
                 },
             },
         }
     }
 
-    async fn forward(&self, leader: &Member, proposal: &Proposal) -> Result<Outcome, FerryError> {
-        let bytes =
-            serde_json::to_vec(proposal).map_err(|e| FerryError::internal(e.to_string()))?;
+    async fn forward(
+        &self,
+        leader: &Member,
+        proposal: &Proposal,
+    ) -> Result<Result<Outcome, FerryError>, Attempt> {
+        let bytes = serde_json::to_vec(proposal)
+            .map_err(|e| Attempt::Failed(FerryError::internal(e.to_string())))?;
         let ttl = Duration::from_millis(self.config.election_timeout_ms * 4);
         match self
             .network
             .call(leader, ClusterRequest::Propose { proposal: bytes }, ttl)
             .await
         {
-            Ok(ClusterResponse::RaftReply(bytes)) => {
-                let result: Result<Outcome, FerryError> = serde_json::from_slice(&bytes)
-                    .map_err(|e| FerryError::internal(e.to_string()))?;
-                // Read-your-writes: wait until this node applied it too is
-                // not needed for correctness of the write itself; callers
-                // read their own result from the answer.
-                result
+            Ok(ClusterResponse::RaftReply(bytes)) => serde_json::from_slice(&bytes)
+                .map_err(|e| Attempt::Failed(FerryError::internal(e.to_string()))),
+            Ok(other) => Err(Attempt::Failed(FerryError::internal(format!(
+                "leader answered {other:?}"
+            )))),
+            // The leader could not take it (it lost the leadership meanwhile).
+            Err(CallError::Refused(e)) if e.kind == ErrorKind::Unavailable => {
+                Err(Attempt::NotDelivered(e.message))
             }
-            Ok(other) => Err(FerryError::internal(format!("leader answered {other:?}"))),
-            Err(CallError::Refused(e)) => Err(e),
-            Err(e) => Err(no_quorum(format!("leader {}: {e}", leader.name))),
+            Err(CallError::Refused(e)) => Err(Attempt::Failed(e)),
+            Err(CallError::Unreachable(e)) => Err(Attempt::NotDelivered(e)),
+            // Sent, but the answer was lost: it may have been committed, so
+            // it is not sent again; the caller sees the failure.
+            Err(e @ CallError::Broken(_)) => Err(Attempt::Failed(no_quorum(format!(
+                "leader {}: {e}",
+                leader.name
+            )))),
         }
     }
 

@@ -136,22 +136,45 @@ pub async fn start(ctx: Arc<ServerCtx>) -> Result<(), ferry_core::FerryError> {
         node: ctx.node_id.clone(),
         now: ctx.clock.now_ms(),
     };
-    let released = {
-        let ctx = ctx.clone();
-        // The store directly: this is a fact about this node's own
-        // previous run, true whatever its role in a cluster is now.
-        crate::session::blocking(move || {
-            ctx.store
-                .apply(&release)
-                .map_err(ferry_core::FerryError::from)
-        })
-        .await?
-    };
-    if released.rows_changed > 0 {
-        tracing::info!(
-            events = released.rows_changed,
-            "released the leases of this node's previous run"
-        );
+    if let Some(raft) = ctx.raft.clone() {
+        // Replicated state changes only through the log: propose the
+        // release once the group has a leader (it may not at start).
+        tokio::spawn(async move {
+            loop {
+                match raft.write(release.clone()).await {
+                    Ok(o) => {
+                        tracing::info!(
+                            events = o.rows_changed,
+                            "released the leases of this node's previous run"
+                        );
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "lease release waits for a quorum");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+    } else {
+        let released = {
+            let ctx = ctx.clone();
+            // The store directly: this is a fact about this node's own
+            // previous run, true whatever its role in an active/passive
+            // cluster is now.
+            crate::session::blocking(move || {
+                ctx.store
+                    .apply(&release)
+                    .map_err(ferry_core::FerryError::from)
+            })
+            .await?
+        };
+        if released.rows_changed > 0 {
+            tracing::info!(
+                events = released.rows_changed,
+                "released the leases of this node's previous run"
+            );
+        }
     }
     for index in 0..ctx.engine.workers.max(1) {
         tokio::spawn(worker::run(ctx.clone(), index));

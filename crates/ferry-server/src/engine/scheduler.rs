@@ -469,6 +469,8 @@ mod tests {
             primary: tokio::sync::watch::Sender::new(PrimaryRole::Primary { term: 1 }),
             clock: Clock::starting_at(start_ms),
             cluster: None,
+            raft: None,
+            peer_ids: Vec::new(),
             serving: tokio::sync::watch::Sender::new(true),
         });
         Rig {
