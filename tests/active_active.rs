@@ -4,7 +4,12 @@
 //! the majority, restarts that must catch up.
 
 // Tests fail by panicking; unwrap is the point.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::needless_range_loop)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::needless_range_loop
+)]
 
 mod common;
 
@@ -93,6 +98,8 @@ mode = "active-active"
 advertise = "127.0.0.1:{port}"
 heartbeat_ms = 100
 election_timeout_ms = 600
+# Small, so a server that was down catches up from a snapshot.
+snapshot_every = 20
 {peers}"#,
                     port = ports[i]
                 ),
@@ -412,18 +419,20 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
     }));
     // The download made without a quorum was logged after all, everywhere.
     for i in 0..3 {
-        let v: serde_json::Value = serde_json::from_str(&c.admin_ok(
-            i,
-            &["transfer", "list", "--json", "--limit", "10000"],
-            None,
-        ))
-        .unwrap();
+        let has_row = || {
+            let v: serde_json::Value = serde_json::from_str(&c.admin_ok(
+                i,
+                &["transfer", "list", "--json", "--limit", "10000"],
+                None,
+            ))
+            .unwrap();
+            v.as_array().unwrap().iter().any(|t| {
+                t["direction"] == "download"
+                    && t["path"].as_str().unwrap_or("").ends_with("w0-0.bin")
+            })
+        };
         assert!(
-            v.as_array()
-                .unwrap()
-                .iter()
-                .any(|t| t["direction"] == "download"
-                    && t["path"].as_str().unwrap_or("").ends_with("w0-0.bin")),
+            wait_until(30, has_row),
             "{} lacks the read-only download's row",
             NAMES[i]
         );

@@ -37,7 +37,7 @@ impl Proc {
     pub fn start(args: &[&str], keys: &[&str]) -> (Self, Vec<String>) {
         let mut child = Command::new(BIN)
             .args(args)
-            .env("FERRY_LOG", "info")
+            .env("FERRY_LOG", "info,openraft=warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -187,16 +187,33 @@ impl Store {
         Ok(())
     }
 
-    /// Replaces the whole database with a copy made by
-    /// [`Store::snapshot_to`] (SQLite's backup API in reverse), as a
-    /// cluster node does when it installs a snapshot from the leader.
+    /// Replaces the shared state with a copy made by [`Store::snapshot_to`]
+    /// (SQLite's backup API in reverse), as a cluster node does when it
+    /// installs a snapshot from the leader. This node's own `node_local`
+    /// values are kept: they are not the sender's to replace.
     pub fn restore_from(&self, snapshot: &Path) -> Result<()> {
         let mut conn = self.conn();
+        let own: Vec<(String, String)> = {
+            let mut stmt = conn.prepare("SELECT key, value FROM node_local")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows
+        };
         conn.restore(
             rusqlite::MAIN_DB,
             snapshot,
             None::<fn(rusqlite::backup::Progress)>,
         )?;
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM node_local", [])?;
+        for (key, value) in &own {
+            tx.execute(
+                "INSERT INTO node_local (key, value) VALUES (?1, ?2)",
+                [key, value],
+            )?;
+        }
+        tx.commit()?;
         Ok(())
     }
 

@@ -160,8 +160,11 @@ impl RaftNode {
             election_timeout_min: options.config.election_timeout_ms,
             election_timeout_max: options.config.election_timeout_ms * 2,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(options.config.snapshot_every),
-            max_in_snapshot_log_to_keep: 1000,
-            purge_batch_size: 256,
+            // Entries already in a snapshot are kept for one more period, so
+            // a follower a little behind catches up from the log; one
+            // further behind gets the snapshot.
+            max_in_snapshot_log_to_keep: options.config.snapshot_every.min(1000),
+            purge_batch_size: 1,
             install_snapshot_timeout: 10_000,
             ..Default::default()
         }
