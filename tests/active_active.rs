@@ -18,15 +18,30 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use common::cluster::Proxy;
 use common::*;
 
 const TOKEN: &str = "raft-admin-token-0123456789";
-const NAMES: [&str; 3] = ["s1", "s2", "s3"];
+
+/// Who is in a test cluster, and how they reach each other.
+struct Setup {
+    /// Names; a name starting with "w" is a witness.
+    names: &'static [&'static str],
+    /// Every server-to-server link goes through its own [`Proxy`].
+    proxied: bool,
+}
+
+const THREE: Setup = Setup {
+    names: &["s1", "s2", "s3"],
+    proxied: false,
+};
 
 struct Server {
+    name: &'static str,
     dir: PathBuf,
     proc: Option<Proc>,
     admin: String,
+    witness: bool,
 }
 
 struct Raft {
@@ -34,6 +49,8 @@ struct Raft {
     servers: Vec<Server>,
     _edge: Option<Proc>,
     sftp_port: u16,
+    /// `links[i][j]`: the proxy server i reaches server j through.
+    links: Vec<Vec<Option<Proxy>>>,
 }
 
 fn write_private(path: &Path, text: &str) {
@@ -49,30 +66,38 @@ fn write_private(path: &Path, text: &str) {
 }
 
 impl Raft {
-    fn start() -> Self {
+    fn start(setup: Setup) -> Self {
+        let names = setup.names;
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
         let pki = r.join("pki");
         let p = pki.to_str().unwrap();
         ferry_ok(&["pki", "init", "--dir", p]);
-        for name in NAMES.iter().chain(&["edge1-https"]) {
+        for name in names.iter().chain(&["edge1-https"]) {
             ferry_ok(&["pki", "issue", "--dir", p, "--san", "127.0.0.1", name]);
         }
         ferry_ok(&["pki", "issue", "--dir", p, "edge1"]);
         write_private(&r.join("admin.token"), &format!("{TOKEN}\n"));
         write_private(&r.join("secret.key"), &format!("{}\n", "cd".repeat(32)));
         std::fs::create_dir_all(r.join("repository")).unwrap();
-        let ports: Vec<u16> = NAMES.iter().map(|_| free_port()).collect();
+        let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+        let links: Vec<Vec<Option<Proxy>>> = (0..names.len())
+            .map(|i| {
+                (0..names.len())
+                    .map(|j| (setup.proxied && i != j).then(|| Proxy::start(ports[j])))
+                    .collect()
+            })
+            .collect();
         let mut servers = Vec::new();
-        for (i, name) in NAMES.iter().enumerate() {
+        for (i, name) in names.iter().enumerate() {
             let dir = r.join(name);
             std::fs::create_dir_all(&dir).unwrap();
             let mut peers = String::new();
-            for (j, other) in NAMES.iter().enumerate() {
+            for (j, other) in names.iter().enumerate() {
                 if i != j {
+                    let port = links[i][j].as_ref().map_or(ports[j], |px| px.port);
                     peers.push_str(&format!(
-                        "[[cluster.peers]]\nid = \"{other}\"\naddress = \"127.0.0.1:{}\"\n",
-                        ports[j]
+                        "[[cluster.peers]]\nid = \"{other}\"\naddress = \"127.0.0.1:{port}\"\n"
                     ));
                 }
             }
@@ -106,13 +131,20 @@ snapshot_every = 20
             )
             .unwrap();
             servers.push(Server {
+                name,
                 dir,
                 proc: None,
                 admin: String::new(),
+                witness: name.starts_with('w'),
             });
         }
         let edge_cfg = r.join("edge.toml");
-        let upstream: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+        let upstream: Vec<String> = ports
+            .iter()
+            .zip(names)
+            .filter(|(_, n)| !n.starts_with('w'))
+            .map(|(p, _)| format!("\"127.0.0.1:{p}\""))
+            .collect();
         std::fs::write(
             &edge_cfg,
             format!(
@@ -136,8 +168,9 @@ key = "pki/edge1.key"
             servers,
             _edge: None,
             sftp_port: 0,
+            links,
         };
-        for i in 0..NAMES.len() {
+        for i in 0..names.len() {
             raft.start_server(i);
         }
         let (edge, e) = Proc::start(&["edge", "--config", edge_cfg.to_str().unwrap()], &["sftp"]);
@@ -146,12 +179,26 @@ key = "pki/edge1.key"
         raft
     }
 
+    /// Cuts (or heals) every link to and from server `i`.
+    fn isolate(&self, i: usize, on: bool) {
+        for (a, row) in self.links.iter().enumerate() {
+            for (b, link) in row.iter().enumerate() {
+                if a == i || b == i {
+                    if let Some(px) = link {
+                        px.block(on);
+                    }
+                }
+            }
+        }
+    }
+
     fn start_server(&mut self, i: usize) {
         let config = self.servers[i].dir.join("server.toml");
-        let (proc, v) = Proc::start(
-            &["server", "--config", config.to_str().unwrap()],
-            &["admin"],
-        );
+        let mut args = vec!["server", "--config", config.to_str().unwrap()];
+        if self.servers[i].witness {
+            args.push("--witness");
+        }
+        let (proc, v) = Proc::start(&args, &["admin"]);
         self.servers[i].proc = Some(proc);
         self.servers[i].admin = v[0].clone();
     }
@@ -183,7 +230,7 @@ key = "pki/edge1.key"
         assert!(
             out.status.success(),
             "ferry {args:?} on {}: {}",
-            NAMES[i],
+            self.servers[i].name,
             stderr(&out)
         );
         String::from_utf8(out.stdout).unwrap()
@@ -203,7 +250,7 @@ key = "pki/edge1.key"
 
     /// The index of the primary, once exactly one server claims it.
     fn primary(&self) -> Option<usize> {
-        let primaries: Vec<usize> = (0..NAMES.len())
+        let primaries: Vec<usize> = (0..self.servers.len())
             .filter(|&i| self.role(i).is_some_and(|r| r["primary"] == true))
             .collect();
         (primaries.len() == 1).then(|| primaries[0])
@@ -256,7 +303,7 @@ key = "pki/edge1.key"
 
 #[test]
 fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
-    let mut c = Raft::start();
+    let mut c = Raft::start(THREE);
     let out = c.admin_ok(0, &["cluster", "init"], None);
     println!("{out}");
     assert!(
@@ -292,7 +339,7 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
                 .admin_ok(i, &["account", "list"], None)
                 .contains("alice")),
             "{} lacks alice",
-            NAMES[i]
+            c.servers[i].name
         );
     }
     let status = c.admin_ok(0, &["cluster", "status"], None);
@@ -334,14 +381,14 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
     assert!(wait_until(60, || results.lock().unwrap().len() >= 8));
     println!(
         "fault: SIGKILL {} (the leader) with uploads in flight",
-        NAMES[leader]
+        c.servers[leader].name
     );
     let killed = Instant::now();
     c.kill(leader);
     assert!(wait_until(20, || c.primary().is_some()), "no new primary");
     println!(
         "new primary {} after {:?}",
-        NAMES[c.primary().unwrap()],
+        c.servers[c.primary().unwrap()].name,
         killed.elapsed()
     );
     for w in workers {
@@ -365,18 +412,18 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
     assert!(rows.iter().all(|(_, s)| *s == sha), "{rows:?}");
 
     // The killed server comes back and catches up.
-    println!("fault: {} restarted", NAMES[leader]);
+    println!("fault: {} restarted", c.servers[leader].name);
     c.start_server(leader);
     assert!(
         wait_until(30, || c.transfers(leader) == c.transfers(survivors[0])),
         "{} did not catch up",
-        NAMES[leader]
+        c.servers[leader].name
     );
 
     // Losing the majority: the last server turns read-only.
     println!(
         "fault: SIGKILL {} and {}",
-        NAMES[survivors[0]], NAMES[survivors[1]]
+        c.servers[survivors[0]].name, c.servers[survivors[1]].name
     );
     c.kill(survivors[0]);
     c.kill(survivors[1]);
@@ -434,7 +481,283 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
         assert!(
             wait_until(30, has_row),
             "{} lacks the read-only download's row",
-            NAMES[i]
+            c.servers[i].name
         );
     }
+}
+
+/// SIGSTOP or SIGCONT to server `i`.
+fn signal(c: &Raft, i: usize, sig: &str) {
+    let pid = c.servers[i].proc.as_ref().unwrap().child.id().to_string();
+    assert!(Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Adds a partner nobody answers for and a schedule pulling from it every
+/// 2 s: its firings show which server runs the scheduler, and when.
+fn add_ticking_schedule(c: &Raft, i: usize) {
+    let key = client_key(c.root.path(), "hostkey");
+    let pw = c.root.path().join("partner.pw");
+    std::fs::write(&pw, "partner-password\n").unwrap();
+    c.admin_ok(
+        i,
+        &[
+            "partner",
+            "add",
+            "nobody",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &free_port().to_string(),
+            "--user",
+            "x",
+            "--password-file",
+            pw.to_str().unwrap(),
+            "--host-key-file",
+            key.with_extension("pub").to_str().unwrap(),
+        ],
+        None,
+    );
+    c.admin_ok(
+        i,
+        &["account", "add", "alice", "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    c.admin_ok(
+        i,
+        &[
+            "schedule",
+            "add",
+            "tick",
+            "--cron",
+            "*/2 * * * * *",
+            "--action",
+            "pull:nobody:*.txt:alice/in",
+        ],
+        None,
+    );
+}
+
+/// (slot, node, event id) of every firing of `tick`, as server `i` has them.
+fn firings(c: &Raft, i: usize) -> Vec<(i64, String, String)> {
+    let v: serde_json::Value =
+        serde_json::from_str(&c.admin_ok(i, &["schedule", "firings", "tick", "--json"], None))
+            .unwrap();
+    let mut f: Vec<(i64, String, String)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["slot"].as_i64().unwrap(),
+                f["node"].as_str().unwrap_or("").to_owned(),
+                f["event_id"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    f.sort();
+    f
+}
+
+#[test]
+fn schedule_slots_fire_exactly_once_across_five_leader_faults() {
+    let mut c = Raft::start(THREE);
+    c.admin_ok(0, &["cluster", "init"], None);
+    assert!(wait_until(20, || c.primary().is_some()));
+    add_ticking_schedule(&c, 0);
+    assert!(wait_until(20, || firings(&c, 0).len() >= 2));
+    for round in 0..5 {
+        let leader = c.primary().unwrap();
+        let name = c.servers[leader].name;
+        if round % 2 == 0 {
+            println!("fault {round}: SIGKILL {name} (leader), then restart");
+            c.kill(leader);
+            assert!(wait_until(20, || c.primary().is_some_and(|p| p != leader)));
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            c.start_server(leader);
+        } else {
+            println!("fault {round}: SIGSTOP {name} (leader) past its lease, then SIGCONT");
+            signal(&c, leader, "-STOP");
+            assert!(wait_until(20, || (0..3).any(
+                |i| i != leader && c.role(i).is_some_and(|r| r["primary"] == true)
+            )));
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            signal(&c, leader, "-CONT");
+        }
+        assert!(wait_until(20, || c.primary().is_some()));
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    // Let the last slots settle, then compare every server's history.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(wait_until(20, || {
+        let a = firings(&c, 0);
+        a == firings(&c, 1) && a == firings(&c, 2)
+    }));
+    let all = firings(&c, 0);
+    let slots: Vec<i64> = all.iter().map(|f| f.0).collect();
+    let mut unique = slots.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), slots.len(), "a slot fired twice: {all:?}");
+    // No slot was skipped either: missed slots are caught up on takeover.
+    for pair in slots.windows(2) {
+        assert_eq!(pair[1] - pair[0], 2000, "a slot is missing: {all:?}");
+    }
+    let nodes: std::collections::BTreeSet<&str> = all.iter().map(|f| f.1.as_str()).collect();
+    println!("{} slots fired once each, by {nodes:?}", slots.len());
+    assert!(nodes.len() >= 2, "{all:?}");
+}
+
+#[test]
+fn two_servers_and_a_witness_survive_the_loss_of_either_server() {
+    let mut c = Raft::start(Setup {
+        names: &["s1", "s2", "w1"],
+        proxied: false,
+    });
+    c.admin_ok(0, &["cluster", "init"], None);
+    assert!(wait_until(20, || c.primary().is_some()));
+    assert_ne!(c.primary(), Some(2), "the witness must never lead");
+    let (code, _) = {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(c.root.path().join("pki/ca.crt"))
+            .arg(format!("{}/readyz", c.servers[2].admin))
+            .output()
+            .unwrap();
+        (String::from_utf8_lossy(&out.stdout).into_owned(), ())
+    };
+    assert_eq!(code, "503", "a witness is never ready");
+    for victim in [0, 1] {
+        let leader = c.primary().unwrap();
+        let target = if victim == 0 { leader } else { 1 - leader };
+        println!("fault: SIGKILL {}", c.servers[target].name);
+        c.kill(target);
+        let other = 1 - target;
+        assert!(
+            wait_until(20, || c.role(other).is_some_and(|r| r["primary"] == true)),
+            "{} did not become primary",
+            c.servers[other].name
+        );
+        c.admin_ok(
+            other,
+            &["account", "add", &format!("u{victim}"), "--password-stdin"],
+            Some("pw-pw-pw-pw\n"),
+        );
+        c.start_server(target);
+        assert!(wait_until(20, || c
+            .admin_ok(target, &["account", "list"], None)
+            .contains(&format!("u{victim}"))));
+    }
+}
+
+#[test]
+fn a_partitioned_leader_turns_read_only_and_never_shares_a_term() {
+    let c = Raft::start(Setup {
+        names: &["s1", "s2", "s3"],
+        proxied: true,
+    });
+    c.admin_ok(0, &["cluster", "init"], None);
+    assert!(wait_until(20, || c.primary().is_some()));
+    c.admin_ok(
+        0,
+        &["account", "add", "alice", "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    let key = client_key(c.root.path(), "alice_key");
+    c.admin_ok(
+        0,
+        &[
+            "account",
+            "key",
+            "add",
+            "alice",
+            key.with_extension("pub").to_str().unwrap(),
+        ],
+        None,
+    );
+    let old = c.primary().unwrap();
+    let name = c.servers[old].name;
+    println!(
+        "fault: partition {name} (the leader) from the others (TCP proxies blocked both ways)"
+    );
+    c.isolate(old, true);
+    // Sample every role while partitioned: at most one primary per term.
+    let mut primaries: std::collections::BTreeMap<u64, std::collections::BTreeSet<usize>> =
+        Default::default();
+    let deadline = Instant::now() + std::time::Duration::from_secs(6);
+    while Instant::now() < deadline {
+        for i in 0..3 {
+            if let Some(r) = c.role(i) {
+                if r["primary"] == true {
+                    primaries
+                        .entry(r["epoch"].as_u64().unwrap())
+                        .or_default()
+                        .insert(i);
+                }
+            }
+        }
+    }
+    println!("primaries by term: {primaries:?}");
+    assert!(primaries.values().all(|p| p.len() == 1), "{primaries:?}");
+    let new = c.primary().expect("the majority elects a leader");
+    assert_ne!(new, old);
+    // The minority is read-only, with the clear message.
+    assert_eq!(c.role(old).unwrap()["ready"], false);
+    let out = c.admin(
+        old,
+        &["account", "add", "bob", "--password-stdin"],
+        Some("pw-pw-pw-pw\n"),
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cluster has no quorum: read-only"),
+        "{}",
+        stderr(&out)
+    );
+    // The majority takes writes, including uploads through the edge.
+    c.admin_ok(
+        new,
+        &["account", "add", "carol", "--password-stdin"],
+        Some("pw-pw-pw-pw\n"),
+    );
+    let local = c.root.path().join("p.bin");
+    random_file(&local, 64 * 1024);
+    let mut last = None;
+    assert!(
+        wait_until(30, || {
+            let out = c.sftp(&key, &format!("put {} during.bin\n", local.display()));
+            let ok = out.status.success();
+            last = Some(out);
+            ok
+        }),
+        "{}",
+        stderr(last.as_ref().unwrap())
+    );
+    println!("fault: heal the partition");
+    c.isolate(old, false);
+    // Every node ends with the same transfer log and event queue.
+    let digest = |i: usize| {
+        let t = c.admin_ok(i, &["transfer", "list", "--json", "--limit", "10000"], None);
+        let e = c.admin_ok(i, &["event", "list", "--json", "--limit", "10000"], None);
+        let a = c.admin_ok(i, &["account", "list"], None);
+        sha256_hex(&format!("{t}{e}{a}"))
+    };
+    assert!(
+        wait_until(30, || {
+            let d = digest(0);
+            d == digest(1) && d == digest(2)
+        }),
+        "logs differ after healing"
+    );
+    assert!(c
+        .admin_ok(old, &["account", "list"], None)
+        .contains("carol"));
+    assert!(!c.admin_ok(old, &["account", "list"], None).contains("bob"));
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }

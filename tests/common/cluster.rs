@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -355,6 +355,9 @@ pub struct Proxy {
     pub cut_after: Arc<AtomicU64>,
     /// Connections cut so far.
     pub cuts: Arc<AtomicU64>,
+    /// While set, every connection is dropped and new ones are closed at
+    /// once: a network partition.
+    pub blocked: Arc<AtomicBool>,
 }
 
 impl Proxy {
@@ -363,36 +366,69 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let cut_after = Arc::new(AtomicU64::new(0));
         let cuts = Arc::new(AtomicU64::new(0));
-        let (armed, counted) = (cut_after.clone(), cuts.clone());
+        let blocked = Arc::new(AtomicBool::new(false));
+        let (armed, counted, wall) = (cut_after.clone(), cuts.clone(), blocked.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
+                if wall.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
                     continue;
                 };
                 let budget = armed.load(Ordering::SeqCst);
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let counted = counted.clone();
-                std::thread::spawn(move || pump(client, server, budget, counted));
-                std::thread::spawn(move || pump(s2, c2, 0, Arc::default()));
+                let (counted, wall1, wall2) = (counted.clone(), wall.clone(), wall.clone());
+                std::thread::spawn(move || pump(client, server, budget, counted, wall1));
+                std::thread::spawn(move || pump(s2, c2, 0, Arc::default(), wall2));
             }
         });
         Self {
             port,
             cut_after,
             cuts,
+            blocked,
         }
+    }
+
+    /// Partitions (true) or heals (false) the link.
+    pub fn block(&self, on: bool) {
+        self.blocked.store(on, Ordering::SeqCst);
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, budget: u64, cuts: Arc<AtomicU64>) {
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    budget: u64,
+    cuts: Arc<AtomicU64>,
+    blocked: Arc<AtomicBool>,
+) {
+    let _ = from.set_read_timeout(Some(Duration::from_millis(100)));
     let mut buf = vec![0u8; 16 * 1024];
     let mut sent = 0u64;
     loop {
+        if blocked.load(Ordering::SeqCst) {
+            break;
+        }
         let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
             Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(_) => break,
         };
+        if blocked.load(Ordering::SeqCst) {
+            break;
+        }
         let n = if budget > 0 && sent + n as u64 >= budget {
             let rest = (budget - sent) as usize;
             let _ = to.write_all(&buf[..rest]);

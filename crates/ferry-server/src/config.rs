@@ -141,9 +141,9 @@ impl ServerConfig {
         }
         self.cluster.validate(&self.node_id)?;
         if self.witness {
-            if self.cluster.mode != ferry_cluster::Mode::ActivePassive {
+            if self.cluster.mode == ferry_cluster::Mode::Single {
                 return Err(
-                    "--witness needs [cluster] mode = \"active-passive\" and its peers".into(),
+                    "--witness needs [cluster] mode = \"active-passive\" or \"active-active\", and its peers".into(),
                 );
             }
             return Ok(());

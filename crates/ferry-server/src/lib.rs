@@ -70,6 +70,9 @@ impl ServerCtx {
     /// node it goes straight to the store.
     pub fn apply(&self, command: &Command) -> Result<Outcome, FerryError> {
         if let Some(raft) = &self.raft {
+            if raft.witness {
+                raft.check_writable()?;
+            }
             // Proposed to the Raft log; every server applies it in order.
             // Callers run on the blocking pool, where waiting is allowed.
             return raft.write_blocking(command.clone());
@@ -99,6 +102,11 @@ impl ServerCtx {
     /// Why this server does not serve sessions now, if it does not. In
     /// active/active mode every server serves (reads at least).
     pub fn not_serving_reason(&self) -> Option<String> {
+        if let Some(raft) = &self.raft {
+            return raft
+                .witness
+                .then(|| "this server is a witness: it votes and serves nothing".to_owned());
+        }
         self.cluster.as_ref().and_then(|c| c.not_serving_reason())
     }
 
@@ -230,6 +238,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
                 store: store.clone(),
                 state_dir: config.state_dir.clone(),
                 tls: peer_tls.clone(),
+                witness: config.witness,
                 on_applied: Arc::new(move || {
                     if let Some(ctx) = slot.get().and_then(std::sync::Weak::upgrade) {
                         ctx.engine_wake.notify_waiters();
@@ -262,7 +271,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             engine::PrimaryRole::Secondary
         }),
         clock: engine::Clock::System,
-        serving: tokio::sync::watch::Sender::new(cluster.is_none()),
+        serving: tokio::sync::watch::Sender::new(
+            cluster.is_none() && !(raft.is_some() && config.witness),
+        ),
         cluster,
         raft,
         peer_ids: config.cluster.peers.iter().map(|p| p.id.clone()).collect(),

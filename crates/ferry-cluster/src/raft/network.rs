@@ -31,6 +31,9 @@ use super::{Member, NodeId, TypeConfig};
 pub struct Network {
     tls: Arc<rustls::ClientConfig>,
     self_name: String,
+    /// How this server reaches a member, when its own configuration says
+    /// otherwise than the address the member advertised (a NAT, a proxy).
+    routes: Arc<HashMap<String, String>>,
     conns: Arc<Mutex<HashMap<String, Arc<Connection>>>>,
 }
 
@@ -63,45 +66,48 @@ impl std::fmt::Display for CallError {
 impl std::error::Error for CallError {}
 
 impl Network {
-    /// A network for the member called `self_name`, reaching others with `tls`.
-    pub fn new(tls: Arc<rustls::ClientConfig>, self_name: String) -> Self {
+    /// A network for the member called `self_name`, reaching others with
+    /// `tls`, at the addresses in `routes` (by name) or else the advertised one.
+    pub fn new(
+        tls: Arc<rustls::ClientConfig>,
+        self_name: String,
+        routes: HashMap<String, String>,
+    ) -> Self {
         Self {
             tls,
             self_name,
+            routes: Arc::new(routes),
             conns: Arc::default(),
         }
     }
 
     async fn connection(&self, member: &Member) -> Result<Arc<Connection>, CallError> {
+        let addr = self
+            .routes
+            .get(&member.name)
+            .unwrap_or(&member.addr)
+            .clone();
         let mut conns = self.conns.lock().await;
-        if let Some(conn) = conns.get(&member.addr) {
+        if let Some(conn) = conns.get(&addr) {
             if !conn.is_closed() {
                 return Ok(conn.clone());
             }
         }
         let conn = tokio::time::timeout(
             Duration::from_secs(3),
-            Connection::connect(
-                &member.addr,
-                self.tls.clone(),
-                Role::Server,
-                &self.self_name,
-            ),
+            Connection::connect(&addr, self.tls.clone(), Role::Server, &self.self_name),
         )
         .await
-        .map_err(|_| {
-            CallError::Unreachable(format!("{} ({}) did not answer", member.name, member.addr))
-        })?
+        .map_err(|_| CallError::Unreachable(format!("{} ({addr}) did not answer", member.name)))?
         .map_err(|e| CallError::Unreachable(format!("{} is unreachable: {e}", member.name)))?;
         if conn.peer_node_id() != member.name {
             return Err(CallError::Unreachable(format!(
-                "{} answers as {:?}, expected {:?}",
-                member.addr,
+                "{addr} answers as {:?}, expected {:?}",
                 conn.peer_node_id(),
                 member.name
             )));
         }
-        conns.insert(member.addr.clone(), conn.clone());
+        conns.insert(addr, conn.clone());
         Ok(conn)
     }
 

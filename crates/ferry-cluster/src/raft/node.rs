@@ -53,6 +53,9 @@ pub struct RaftOptions {
     pub tls: Arc<rustls::ClientConfig>,
     /// Called after entries were applied (wake the queue workers).
     pub on_applied: Arc<dyn Fn() + Send + Sync>,
+    /// A witness votes and keeps the log but never stands for election,
+    /// so it is never the leader; it serves nothing.
+    pub witness: bool,
 }
 
 /// A server's membership in the Raft group.
@@ -70,6 +73,8 @@ pub struct RaftNode {
     log: LogStore,
     /// The cluster's event history.
     pub events: EventLog,
+    /// Votes and keeps the log only.
+    pub witness: bool,
     view: watch::Sender<RaftView>,
 }
 
@@ -152,7 +157,13 @@ impl RaftNode {
             options.state_dir.clone(),
             options.on_applied.clone(),
         );
-        let network = Network::new(options.tls.clone(), options.name.clone());
+        let routes = options
+            .config
+            .peers
+            .iter()
+            .map(|p| (p.id.clone(), p.address.clone()))
+            .collect();
+        let network = Network::new(options.tls.clone(), options.name.clone(), routes);
         let hb = options.config.heartbeat_ms.max(20);
         let raft_config = Config {
             cluster_name: "ferry".into(),
@@ -189,12 +200,17 @@ impl RaftNode {
             network,
             log,
             events: EventLog::open(&options.state_dir, &options.name),
+            witness: options.witness,
             view: watch::Sender::new(RaftView {
                 primary: false,
                 term: 0,
                 has_leader: false,
             }),
         });
+        if node.witness {
+            // Never a candidate, so never the leader; it still votes.
+            node.raft.runtime_config().elect(false);
+        }
         tokio::spawn(node.clone().follow_metrics());
         Ok(node)
     }
@@ -405,6 +421,12 @@ impl RaftNode {
 
     /// Ok when a write made here now would be committed.
     pub fn check_writable(&self) -> Result<(), FerryError> {
+        if self.witness {
+            return Err(FerryError::new(
+                ErrorKind::Unavailable,
+                "this server is a witness: it votes and serves nothing",
+            ));
+        }
         if self.view().has_leader {
             Ok(())
         } else {
