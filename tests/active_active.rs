@@ -29,11 +29,15 @@ struct Setup {
     names: &'static [&'static str],
     /// Every server-to-server link goes through its own [`Proxy`].
     proxied: bool,
+    /// The first this many servers form the group at `cluster init`; the
+    /// others know them but join later.
+    initial: usize,
 }
 
 const THREE: Setup = Setup {
     names: &["s1", "s2", "s3"],
     proxied: false,
+    initial: 3,
 };
 
 struct Server {
@@ -94,7 +98,8 @@ impl Raft {
             std::fs::create_dir_all(&dir).unwrap();
             let mut peers = String::new();
             for (j, other) in names.iter().enumerate() {
-                if i != j {
+                // Founders list each other; a joiner lists the founders.
+                if i != j && j < setup.initial {
                     let port = links[i][j].as_ref().map_or(ports[j], |px| px.port);
                     peers.push_str(&format!(
                         "[[cluster.peers]]\nid = \"{other}\"\naddress = \"127.0.0.1:{port}\"\n"
@@ -615,6 +620,7 @@ fn two_servers_and_a_witness_survive_the_loss_of_either_server() {
     let mut c = Raft::start(Setup {
         names: &["s1", "s2", "w1"],
         proxied: false,
+        initial: 3,
     });
     c.admin_ok(0, &["cluster", "init"], None);
     assert!(wait_until(20, || c.primary().is_some()));
@@ -657,6 +663,7 @@ fn a_partitioned_leader_turns_read_only_and_never_shares_a_term() {
     let c = Raft::start(Setup {
         names: &["s1", "s2", "s3"],
         proxied: true,
+        initial: 3,
     });
     c.admin_ok(0, &["cluster", "init"], None);
     assert!(wait_until(20, || c.primary().is_some()));
@@ -760,4 +767,106 @@ fn a_partitioned_leader_turns_read_only_and_never_shares_a_term() {
 fn sha256_hex(text: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+#[test]
+fn a_server_joins_with_the_token_and_another_leaves() {
+    let c = Raft::start(Setup {
+        names: &["s1", "s2", "s3"],
+        proxied: false,
+        initial: 2,
+    });
+    let out = c.admin_ok(0, &["cluster", "init"], None);
+    println!("{out}");
+    let token = out
+        .split_whitespace()
+        .find(|w| w.starts_with("fyj_"))
+        .expect("init prints the join token")
+        .to_owned();
+    assert!(wait_until(20, || c.primary().is_some()));
+    c.admin_ok(
+        0,
+        &["account", "add", "alice", "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    let s1_addr = {
+        let config = std::fs::read_to_string(c.servers[0].dir.join("server.toml")).unwrap();
+        config
+            .lines()
+            .find_map(|l| l.strip_prefix("advertise = "))
+            .unwrap()
+            .trim_matches('"')
+            .to_owned()
+    };
+    // A wrong token is refused, and s3 stays outside.
+    let bad = c.root.path().join("bad.token");
+    std::fs::write(&bad, "fyj_0000\n").unwrap();
+    let out = c.admin(
+        2,
+        &[
+            "cluster",
+            "join",
+            &s1_addr,
+            "--join-token-file",
+            bad.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("wrong join token"),
+        "{}",
+        stderr(&out)
+    );
+    // With the token, s3 joins, catches up and takes writes.
+    let good = c.root.path().join("join.token");
+    std::fs::write(&good, format!("{token}\n")).unwrap();
+    let out = c.admin_ok(
+        2,
+        &[
+            "cluster",
+            "join",
+            &s1_addr,
+            "--join-token-file",
+            good.to_str().unwrap(),
+        ],
+        None,
+    );
+    println!("{out}");
+    assert!(out.contains("s3 joined"), "{out}");
+    assert!(wait_until(20, || c
+        .admin_ok(2, &["account", "list"], None)
+        .contains("alice")));
+    c.admin_ok(
+        2,
+        &["account", "add", "bob", "--password-stdin"],
+        Some("pw-pw-pw-pw\n"),
+    );
+    assert!(wait_until(20, || c
+        .admin_ok(1, &["account", "list"], None)
+        .contains("bob")));
+    let status = c.admin_ok(0, &["cluster", "status"], None);
+    println!("{status}");
+    assert_eq!(status.matches("ferry 0.1").count(), 3, "{status}");
+    // s2 leaves: the group is s1 and s3, and still takes writes.
+    let out = c.admin_ok(1, &["cluster", "leave"], None);
+    println!("{out}");
+    assert!(out.contains("s2 left"), "{out}");
+    c.admin_ok(
+        2,
+        &["account", "add", "carol", "--password-stdin"],
+        Some("pw-pw-pw-pw\n"),
+    );
+    let status = c.admin_ok(0, &["cluster", "status", "--json"], None);
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let names: Vec<&str> = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        !names.contains(&"s2") && names.contains(&"s1") && names.contains(&"s3"),
+        "{names:?}"
+    );
 }

@@ -191,7 +191,9 @@ async fn answer_request(
         }
         ClusterRequest::Raft { .. }
         | ClusterRequest::Propose { .. }
-        | ClusterRequest::RaftStatus => Err(FerryError::invalid(
+        | ClusterRequest::RaftStatus
+        | ClusterRequest::Join { .. }
+        | ClusterRequest::Leave { .. } => Err(FerryError::invalid(
             "this server is in active/passive mode; Raft requests are not taken",
         )),
         ClusterRequest::SyncBegin(_)
@@ -210,6 +212,7 @@ pub async fn serve_raft_peer<S>(
     framed: ServerFramed<S>,
     node: Arc<crate::raft::node::RaftNode>,
     peer: String,
+    from: String,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -231,10 +234,10 @@ pub async fn serve_raft_peer<S>(
             }
         };
         let id = frame.id;
-        let (node, reply) = (node.clone(), reply.clone());
+        let (node, reply, from) = (node.clone(), reply.clone(), from.clone());
         tokio::spawn(async move {
             let body = match frame.body {
-                Request::Cluster(request) => match node.handle(request).await {
+                Request::Cluster(request) => match node.handle(request, &from).await {
                     Ok(r) => Response::Cluster(r),
                     Err(e) => Response::Error(e),
                 },

@@ -148,6 +148,13 @@ pub enum Command {
         /// Its clock.
         now: UnixMillis,
     },
+    /// Set a cluster-wide setting (for instance the join token's hash).
+    SetSetting {
+        /// Its name.
+        key: String,
+        /// Its value (never a secret in clear).
+        value: String,
+    },
 }
 
 impl Command {
@@ -176,6 +183,7 @@ impl Command {
             Command::EventProgress { .. } => "event_progress",
             Command::FinishAttempt { .. } => "finish_attempt",
             Command::ReleaseNodeLeases { .. } => "release_node_leases",
+            Command::SetSetting { .. } => "set_setting",
         }
     }
 }

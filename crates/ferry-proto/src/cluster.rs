@@ -130,6 +130,20 @@ pub enum ClusterRequest {
     },
     /// Active/active: this node's Raft view, as JSON.
     RaftStatus,
+    /// Active/active: add the sending server to the group.
+    Join {
+        /// Its `node_id` (its certificate must name it).
+        name: String,
+        /// The address the others reach it at.
+        addr: String,
+        /// The join token `ferry cluster init` printed.
+        token: ferry_core::Secret,
+    },
+    /// Active/active: remove a server from the group.
+    Leave {
+        /// Its `node_id`.
+        name: String,
+    },
 }
 
 /// The Raft RPCs carried by [`ClusterRequest::Raft`].

@@ -34,6 +34,8 @@ pub fn routes() -> Router<AdminState> {
         .route("/api/v1/cluster/events", get(events))
         .route("/api/v1/cluster/promote", post(promote))
         .route("/api/v1/cluster/init", post(init))
+        .route("/api/v1/cluster/join", post(join))
+        .route("/api/v1/cluster/leave", post(leave))
         .route("/api/v1/sync", post(sync))
 }
 
@@ -145,6 +147,38 @@ async fn init(State(s): State<AdminState>) -> Result<Json<serde_json::Value>, Ap
         ))
     })?;
     let message = raft.initialize().await?;
+    Ok(Json(serde_json::json!({ "message": message })))
+}
+
+fn raft_of(
+    s: &AdminState,
+) -> Result<&std::sync::Arc<ferry_cluster::raft::node::RaftNode>, ApiError> {
+    s.ctx.raft.as_ref().ok_or_else(|| {
+        ApiError::from(FerryError::invalid(
+            "this is for [cluster] mode = \"active-active\"",
+        ))
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinRequest {
+    address: String,
+    token: ferry_core::Secret,
+}
+
+/// `ferry cluster join ADDR` (on the joining server).
+async fn join(
+    State(s): State<AdminState>,
+    Json(req): Json<JoinRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let message = raft_of(&s)?.join(&req.address, req.token).await?;
+    Ok(Json(serde_json::json!({ "message": message })))
+}
+
+/// `ferry cluster leave` (on the leaving server).
+async fn leave(State(s): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let message = raft_of(&s)?.leave().await?;
     Ok(Json(serde_json::json!({ "message": message })))
 }
 

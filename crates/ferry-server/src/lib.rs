@@ -390,13 +390,10 @@ async fn serve_internal(
                         ctx.node_id
                     )),
                 },
+                // Which requests a server may make is decided per request
+                // (members only, or a join with the token).
                 Role::Server if ctx.raft.is_some() => {
-                    if !ctx.is_configured_peer(&hello.node_id) {
-                        Err(format!(
-                            "{:?} is not a peer of {}",
-                            hello.node_id, ctx.node_id
-                        ))
-                    } else if cert_name.as_deref() != Some(hello.node_id.as_str()) {
+                    if cert_name.as_deref() != Some(hello.node_id.as_str()) {
                         Err(format!(
                             "the certificate of {peer} names {:?}, not {:?}",
                             cert_name.as_deref().unwrap_or("nobody"),
@@ -428,7 +425,13 @@ async fn serve_internal(
                     if let Some(node) = ctx.cluster.clone() {
                         ferry_cluster::peer::serve_peer(framed, node, peer.to_string()).await;
                     } else if let Some(node) = ctx.raft.clone() {
-                        ferry_cluster::peer::serve_raft_peer(framed, node, peer.to_string()).await;
+                        ferry_cluster::peer::serve_raft_peer(
+                            framed,
+                            node,
+                            peer.to_string(),
+                            hello.node_id.clone(),
+                        )
+                        .await;
                     }
                 }
                 Ok((hello, version, framed)) => {

@@ -168,6 +168,16 @@ impl Store {
         Ok(())
     }
 
+    /// A cluster-wide setting.
+    pub fn setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
     /// Node-local values whose key starts with `prefix`, in key order.
     pub fn locals_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>> {
         let conn = self.conn();
@@ -310,6 +320,11 @@ impl Store {
                 }
                 n
             }
+            Command::SetSetting { key, value } => tx.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?,
             _ => engine::apply(&tx, command)?,
         };
         if let Some((key, value)) = marker {

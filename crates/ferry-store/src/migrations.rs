@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../schemas/0002_account_tokens.sql"),
     include_str!("../../../schemas/0003_transfer_engine.sql"),
     include_str!("../../../schemas/0004_node_local.sql"),
+    include_str!("../../../schemas/0005_settings.sql"),
 ];
 
 /// The schema version this build produces.

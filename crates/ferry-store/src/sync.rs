@@ -37,6 +37,7 @@ pub const SYNCABLE_TABLES: &[&str] = &[
     "routes",
     "schedules",
     "monitors",
+    "settings",
 ];
 
 /// History tables: never synced, merged by id after a failover.

@@ -26,8 +26,19 @@ pub enum ClusterCmd {
         limit: usize,
     },
     /// Active/active: make the server asked and its configured peers the
-    /// Raft group (once, on one server).
+    /// Raft group (once, on one server). Prints the join token once.
     Init,
+    /// Active/active: add the server asked to the group that the member at
+    /// ADDR (host:port of its internal listener) belongs to.
+    Join {
+        /// A member's internal address.
+        address: String,
+        /// File holding the join token `ferry cluster init` printed.
+        #[arg(long, env = "FERRY_JOIN_TOKEN_FILE")]
+        join_token_file: std::path::PathBuf,
+    },
+    /// Active/active: remove the server asked from the group.
+    Leave,
     /// Make the server asked (a standby) the active server. Needs votes from
     /// a majority of servers and witnesses.
     Promote {
@@ -220,6 +231,36 @@ pub async fn cluster(args: AdminArgs, cmd: ClusterCmd) -> anyhow::Result<()> {
                 .send(
                     reqwest::Method::POST,
                     "/api/v1/cluster/init",
+                    Some(serde_json::json!({})),
+                )
+                .await?;
+            println!("{}", text(&v, "message"));
+        }
+        ClusterCmd::Join {
+            address,
+            join_token_file: token_file,
+        } => {
+            let token = std::fs::read_to_string(&token_file)
+                .with_context(|| format!("cannot read {}", token_file.display()))?;
+            let token = token
+                .split_whitespace()
+                .find(|w| w.starts_with("fyj_"))
+                .map(str::to_owned)
+                .unwrap_or_else(|| token.trim().to_owned());
+            let v = admin
+                .send(
+                    reqwest::Method::POST,
+                    "/api/v1/cluster/join",
+                    Some(serde_json::json!({ "address": address, "token": token })),
+                )
+                .await?;
+            println!("{}", text(&v, "message"));
+        }
+        ClusterCmd::Leave => {
+            let v = admin
+                .send(
+                    reqwest::Method::POST,
+                    "/api/v1/cluster/leave",
                     Some(serde_json::json!({})),
                 )
                 .await?;

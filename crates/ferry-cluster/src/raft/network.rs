@@ -81,6 +81,11 @@ impl Network {
         }
     }
 
+    /// The TLS client configuration (for a join, before membership).
+    pub fn tls(&self) -> Arc<rustls::ClientConfig> {
+        self.tls.clone()
+    }
+
     async fn connection(&self, member: &Member) -> Result<Arc<Connection>, CallError> {
         let addr = self
             .routes

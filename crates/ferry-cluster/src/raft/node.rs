@@ -7,13 +7,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_core::{Command, ErrorKind, FerryError, Outcome, COMMAND_FORMAT_VERSION};
+use ferry_core::{Command, ErrorKind, FerryError, Outcome, Secret, COMMAND_FORMAT_VERSION};
 use ferry_proto::cluster::{ClusterRequest, ClusterResponse, RaftRpc};
+use ferry_proto::message::{Request, Response, Role};
 use ferry_store::Store;
 use openraft::error::{ClientWriteError, InstallSnapshotError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::ChangeMembers;
 use openraft::{Config, Raft, ServerState, SnapshotPolicy};
 use serde::Serialize;
+use sha2::Digest;
 use tokio::sync::watch;
 
 use super::log_store::LogStore;
@@ -71,6 +74,7 @@ pub struct RaftNode {
     config: ClusterConfig,
     network: Network,
     log: LogStore,
+    store: Arc<Store>,
     /// The cluster's event history.
     pub events: EventLog,
     /// Votes and keeps the log only.
@@ -133,6 +137,17 @@ fn role_name(state: ServerState) -> &'static str {
         ServerState::Learner => "learner",
         ServerState::Shutdown => "shutdown",
     }
+}
+
+/// The setting holding the SHA-256 of the join token.
+const JOIN_TOKEN_SHA256: &str = "cluster.join_token_sha256";
+
+/// A change of the group's members.
+enum MembershipChange {
+    /// Add this server (with the token it presented).
+    Join(Member, Secret),
+    /// Remove the server called so.
+    Leave(String),
 }
 
 /// Why a proposal attempt did not produce a store answer.
@@ -199,6 +214,7 @@ impl RaftNode {
             config: options.config,
             network,
             log,
+            store: options.store.clone(),
             events: EventLog::open(&options.state_dir, &options.name),
             witness: options.witness,
             view: watch::Sender::new(RaftView {
@@ -310,19 +326,194 @@ impl RaftNode {
         let members = self.members_from_config();
         let names: Vec<String> = members.values().map(|m| m.name.clone()).collect();
         match self.raft.initialize(members).await {
-            Ok(()) => {
-                self.events.record(
-                    Severity::Info,
-                    "membership",
-                    format!("initialised the cluster with {}", names.join(", ")),
-                );
-                Ok(format!("cluster initialised with {}", names.join(", ")))
+            Ok(()) => {}
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {
+                return Err(FerryError::new(
+                    ErrorKind::Conflict,
+                    "this cluster is initialised already",
+                ))
             }
-            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Err(
-                FerryError::new(ErrorKind::Conflict, "this cluster is initialised already"),
-            ),
-            Err(e) => Err(FerryError::invalid(format!("cannot initialise: {e}"))),
+            Err(e) => return Err(FerryError::invalid(format!("cannot initialise: {e}"))),
         }
+        self.events.record(
+            Severity::Info,
+            "membership",
+            format!("initialised the cluster with {}", names.join(", ")),
+        );
+        // The join token: shown once, kept only as its SHA-256 in the
+        // replicated settings, so any member can check a join.
+        let mut bytes = [0u8; 24];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut bytes);
+        let token = format!("fyj_{}", hex::encode(bytes));
+        self.write(Command::SetSetting {
+            key: JOIN_TOKEN_SHA256.into(),
+            value: hex::encode(sha2::Sha256::digest(token.as_bytes())),
+        })
+        .await?;
+        Ok(format!(
+            "cluster initialised with {}\njoin token (shown once; other servers join with `ferry cluster join ADDR --join-token-file F`): {token}",
+            names.join(", ")
+        ))
+    }
+
+    /// `ferry cluster join ADDR`: asks the member at `addr` to add this
+    /// server to the group; it catches up from the leader afterwards.
+    pub async fn join(&self, addr: &str, token: Secret) -> Result<String, FerryError> {
+        let conn = tokio::time::timeout(
+            Duration::from_secs(10),
+            ferry_proto::client::Connection::connect(
+                addr,
+                self.network.tls(),
+                Role::Server,
+                &self.name,
+            ),
+        )
+        .await
+        .map_err(|_| FerryError::new(ErrorKind::Unavailable, format!("{addr} did not answer")))?
+        .map_err(|e| {
+            FerryError::new(ErrorKind::Unavailable, format!("cannot reach {addr}: {e}"))
+        })?;
+        let request = ClusterRequest::Join {
+            name: self.name.clone(),
+            addr: self.advertise.clone(),
+            token,
+        };
+        let answer = tokio::time::timeout(
+            Duration::from_secs(120),
+            conn.call(Request::Cluster(request)),
+        )
+        .await
+        .map_err(|_| FerryError::new(ErrorKind::Unavailable, "the join did not finish in time"))?
+        .map_err(|e| FerryError::new(ErrorKind::Unavailable, e.to_string()))?;
+        match answer {
+            Response::Cluster(ClusterResponse::RaftReply(bytes)) => {
+                let result: Result<String, FerryError> = serde_json::from_slice(&bytes)
+                    .map_err(|e| FerryError::internal(e.to_string()))?;
+                let message = result?;
+                self.events
+                    .record(Severity::Info, "membership", message.clone());
+                Ok(message)
+            }
+            Response::Error(e) => Err(e),
+            other => Err(FerryError::internal(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// `ferry cluster leave`: removes this server from the group.
+    pub async fn leave(&self) -> Result<String, FerryError> {
+        let message = self
+            .change_members(MembershipChange::Leave(self.name.clone()))
+            .await?;
+        self.events
+            .record(Severity::Alert, "membership", message.clone());
+        Ok(message)
+    }
+
+    /// Runs a membership change at the leader (here, or forwarded).
+    async fn change_members(&self, change: MembershipChange) -> Result<String, FerryError> {
+        let leader_id = self.raft.current_leader().await;
+        if leader_id == Some(self.id) {
+            return self.change_members_here(change).await;
+        }
+        let m = self.raft.metrics().borrow().clone();
+        let leader = leader_id
+            .and_then(|l| m.membership_config.membership().get_node(&l).cloned())
+            .ok_or_else(|| no_quorum("no leader"))?;
+        let request = match change {
+            MembershipChange::Join(member, token) => ClusterRequest::Join {
+                name: member.name,
+                addr: member.addr,
+                token,
+            },
+            MembershipChange::Leave(name) => ClusterRequest::Leave { name },
+        };
+        match self
+            .network
+            .call(&leader, request, Duration::from_secs(120))
+            .await
+        {
+            Ok(ClusterResponse::RaftReply(bytes)) => {
+                let result: Result<String, FerryError> = serde_json::from_slice(&bytes)
+                    .map_err(|e| FerryError::internal(e.to_string()))?;
+                result
+            }
+            Ok(other) => Err(FerryError::internal(format!("leader answered {other:?}"))),
+            Err(CallError::Refused(e)) => Err(e),
+            Err(e) => Err(no_quorum(e)),
+        }
+    }
+
+    async fn change_members_here(&self, change: MembershipChange) -> Result<String, FerryError> {
+        let failed = |e: &dyn std::fmt::Display| {
+            FerryError::new(
+                ErrorKind::Conflict,
+                format!("membership change failed: {e}"),
+            )
+        };
+        match change {
+            MembershipChange::Join(member, token) => {
+                let expected = self
+                    .store
+                    .setting(JOIN_TOKEN_SHA256)
+                    .map_err(FerryError::from)?
+                    .ok_or_else(|| {
+                        FerryError::new(ErrorKind::AuthFailed, "this cluster has no join token")
+                    })?;
+                let presented = hex::encode(sha2::Sha256::digest(token.expose().as_bytes()));
+                if presented != expected {
+                    self.events.record(
+                        Severity::Alert,
+                        "membership",
+                        format!("refused a join from {:?}: wrong token", member.name),
+                    );
+                    return Err(FerryError::new(ErrorKind::AuthFailed, "wrong join token"));
+                }
+                let id = node_id_of(&member.name);
+                let name = member.name.clone();
+                self.raft
+                    .add_learner(id, member, true)
+                    .await
+                    .map_err(|e| failed(&e))?;
+                self.raft
+                    .change_membership(
+                        ChangeMembers::AddVoterIds([id].into_iter().collect()),
+                        false,
+                    )
+                    .await
+                    .map_err(|e| failed(&e))?;
+                let message = format!("{name} joined the cluster");
+                self.events
+                    .record(Severity::Info, "membership", message.clone());
+                Ok(message)
+            }
+            MembershipChange::Leave(name) => {
+                let id = node_id_of(&name);
+                self.raft
+                    .change_membership(
+                        ChangeMembers::RemoveVoters([id].into_iter().collect()),
+                        false,
+                    )
+                    .await
+                    .map_err(|e| failed(&e))?;
+                let message = format!("{name} left the cluster; stop it now");
+                self.events
+                    .record(Severity::Info, "membership", message.clone());
+                Ok(message)
+            }
+        }
+    }
+
+    /// Whether `name` is a member (voter or learner) or a configured peer.
+    pub fn knows(&self, name: &str) -> bool {
+        self.config.peers.iter().any(|p| p.id == name)
+            || self
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .nodes()
+                .any(|(_, n)| n.name == name)
     }
 
     /// Proposes `command` (here if this is the leader, else at the leader)
@@ -435,7 +626,18 @@ impl RaftNode {
     }
 
     /// Answers a Raft RPC or a forwarded proposal from another member.
-    pub async fn handle(&self, request: ClusterRequest) -> Result<ClusterResponse, FerryError> {
+    pub async fn handle(
+        &self,
+        request: ClusterRequest,
+        from: &str,
+    ) -> Result<ClusterResponse, FerryError> {
+        // A server that is not (yet) a member may only ask to join.
+        if !matches!(request, ClusterRequest::Join { .. }) && !self.knows(from) {
+            return Err(FerryError::new(
+                ErrorKind::PermissionDenied,
+                format!("{from:?} is not a member of this cluster"),
+            ));
+        }
         let decode = |e: serde_json::Error| FerryError::invalid(format!("bad Raft payload: {e}"));
         let encode = |v: &dyn erased::Encode| v.encode();
         let bytes = match request {
@@ -483,6 +685,22 @@ impl RaftNode {
                 encode(&result)
             }
             ClusterRequest::RaftStatus => encode(&self.self_status()),
+            ClusterRequest::Join { name, addr, token } => {
+                if name != from {
+                    return Err(FerryError::new(
+                        ErrorKind::PermissionDenied,
+                        format!("{from:?} cannot ask for {name:?} to join"),
+                    ));
+                }
+                let result = self
+                    .change_members(MembershipChange::Join(Member { name, addr }, token))
+                    .await;
+                encode(&result)
+            }
+            ClusterRequest::Leave { name } => {
+                let result = self.change_members(MembershipChange::Leave(name)).await;
+                encode(&result)
+            }
             _ => return Err(FerryError::invalid("not a Raft request")),
         }?;
         Ok(ClusterResponse::RaftReply(bytes))
