@@ -55,6 +55,60 @@ struct Raft {
     sftp_port: u16,
     /// `links[i][j]`: the proxy server i reaches server j through.
     links: Vec<Vec<Option<Proxy>>>,
+    /// Bodies of the alerts the servers POSTed to the test's webhook.
+    alerts: Arc<Mutex<Vec<String>>>,
+}
+
+/// A minimal HTTP endpoint that keeps every request body and answers 204.
+fn webhook() -> (u16, Arc<Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies: Arc<Mutex<Vec<String>>> = Arc::default();
+    let kept = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let kept = kept.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let l = line.trim_end().to_ascii_lowercase();
+                        if l.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = l.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    kept.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&body).into_owned());
+                    let mut out = &stream;
+                    if out
+                        .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, bodies)
 }
 
 fn write_private(path: &Path, text: &str) {
@@ -85,6 +139,7 @@ impl Raft {
         write_private(&r.join("secret.key"), &format!("{}\n", "cd".repeat(32)));
         std::fs::create_dir_all(r.join("repository")).unwrap();
         let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+        let (hook_port, alerts) = webhook();
         let links: Vec<Vec<Option<Proxy>>> = (0..names.len())
             .map(|i| {
                 (0..names.len())
@@ -130,6 +185,7 @@ heartbeat_ms = 100
 election_timeout_ms = 600
 # Small, so a server that was down catches up from a snapshot.
 snapshot_every = 20
+alert_webhook = "http://127.0.0.1:{hook_port}/alerts"
 {peers}"#,
                     port = ports[i]
                 ),
@@ -174,6 +230,7 @@ key = "pki/edge1.key"
             _edge: None,
             sftp_port: 0,
             links,
+            alerts,
         };
         for i in 0..names.len() {
             raft.start_server(i);
@@ -356,16 +413,16 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
 
     // Uploads in flight while the leader is killed.
     let local = c.root.path().join("payload.bin");
-    random_file(&local, 256 * 1024);
+    random_file(&local, 64 * 1024);
     let sha = sha256_file(&local);
     let results: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
     let leader = c.primary().unwrap();
-    let workers: Vec<_> = (0..4)
+    let workers: Vec<_> = (0..8)
         .map(|w| {
             let (results, key, local) = (results.clone(), key.clone(), local.clone());
             let (port, root) = (c.sftp_port, c.root.path().to_owned());
             std::thread::spawn(move || {
-                for n in 0..10 {
+                for n in 0..25 {
                     let name = format!("w{w}-{n}.bin");
                     let batch = root.join(format!("b-{w}-{n}"));
                     std::fs::write(&batch, format!("put {} {name}\n", local.display())).unwrap();
@@ -383,7 +440,7 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
             })
         })
         .collect();
-    assert!(wait_until(60, || results.lock().unwrap().len() >= 8));
+    assert!(wait_until(60, || results.lock().unwrap().len() >= 40));
     println!(
         "fault: SIGKILL {} (the leader) with uploads in flight",
         c.servers[leader].name
@@ -399,10 +456,21 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
     for w in workers {
         w.join().unwrap();
     }
+    // The role change reached the alert webhook.
+    assert!(
+        wait_until(10, || c
+            .alerts
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|a| a.contains("became the primary"))),
+        "{:?}",
+        c.alerts.lock().unwrap()
+    );
     let results = results.lock().unwrap().clone();
     let ok: Vec<&String> = results.iter().filter(|r| r.1).map(|r| &r.0).collect();
     println!("{} of {} uploads succeeded", ok.len(), results.len());
-    assert!(ok.len() >= 30, "{results:?}");
+    assert!(ok.len() >= 150, "{results:?}");
     // Failed uploads can be made again on the surviving servers.
     for (name, _) in results.iter().filter(|r| !r.1) {
         assert_ok(&c.sftp(&key, &format!("put {} {name}\n", local.display())));
@@ -411,7 +479,7 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
     let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     assert!(wait_until(20, || {
         let a = c.transfers(survivors[0]);
-        a == c.transfers(survivors[1]) && a.len() >= 40
+        a == c.transfers(survivors[1]) && a.len() >= 200
     }));
     let rows = c.transfers(survivors[0]);
     assert!(rows.iter().all(|(_, s)| *s == sha), "{rows:?}");

@@ -71,6 +71,17 @@ pub struct ClusterConfig {
     /// log entries, and older entries are dropped.
     #[serde(default = "default_snapshot_every")]
     pub snapshot_every: u64,
+    /// Active/active: alert when a member is this many log entries behind
+    /// the leader.
+    #[serde(default = "default_lag_alert_entries")]
+    pub lag_alert_entries: u64,
+    /// Alerts (role changes, quorum lost or regained, failed peers, lag)
+    /// are also POSTed as JSON to this URL (`http://` or `https://`).
+    #[serde(default)]
+    pub alert_webhook: Option<String>,
+    /// CA certificate (PEM) to verify an `https://` webhook with.
+    #[serde(default)]
+    pub alert_webhook_ca: Option<std::path::PathBuf>,
 }
 
 impl Default for ClusterConfig {
@@ -86,6 +97,9 @@ impl Default for ClusterConfig {
             advertise: None,
             election_timeout_ms: default_election_timeout_ms(),
             snapshot_every: default_snapshot_every(),
+            lag_alert_entries: default_lag_alert_entries(),
+            alert_webhook: None,
+            alert_webhook_ca: None,
         }
     }
 }
@@ -108,6 +122,9 @@ fn default_election_timeout_ms() -> u64 {
 fn default_snapshot_every() -> u64 {
     5_000
 }
+fn default_lag_alert_entries() -> u64 {
+    1_000
+}
 fn default_sync_dir() -> String {
     "sync".into()
 }
@@ -125,6 +142,17 @@ impl ClusterConfig {
 
     /// Checks what serde cannot; `node_id` is this server's id.
     pub fn validate(&self, node_id: &str) -> Result<(), String> {
+        if let Some(url) = &self.alert_webhook {
+            if url.starts_with("https://") {
+                if self.alert_webhook_ca.is_none() {
+                    return Err("[cluster] an https:// alert_webhook needs alert_webhook_ca (the CA that signed its certificate)".into());
+                }
+            } else if !url.starts_with("http://") {
+                return Err(format!(
+                    "[cluster] alert_webhook {url:?} must start with http:// or https://"
+                ));
+            }
+        }
         if self.mode == Mode::Single {
             if !self.peers.is_empty() {
                 return Err("[cluster] peers are listed but mode is \"single\"; set mode = \"active-passive\"".into());

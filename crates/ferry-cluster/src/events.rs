@@ -44,6 +44,7 @@ pub struct EventLog {
     node: String,
     path: PathBuf,
     recent: Mutex<VecDeque<ClusterEvent>>,
+    webhook: Option<(String, reqwest::Client)>,
 }
 
 impl EventLog {
@@ -65,7 +66,30 @@ impl EventLog {
             node: node.to_owned(),
             path,
             recent: Mutex::new(recent),
+            webhook: None,
         }
+    }
+
+    /// Also POST every alert as JSON to `url`; `ca` verifies an https:// one.
+    pub fn with_webhook(
+        mut self,
+        url: Option<&str>,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
+        let Some(url) = url else {
+            return Ok(self);
+        };
+        let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10));
+        if let Some(ca) = ca {
+            let tls = ferry_proto::tls::ca_client_config(ca)
+                .map_err(|e| format!("[cluster] alert_webhook_ca: {e}"))?;
+            builder = builder.use_preconfigured_tls(tls);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| format!("[cluster] alert_webhook: {e}"))?;
+        self.webhook = Some((url.to_owned(), client));
+        Ok(self)
     }
 
     /// Records an event.
@@ -89,6 +113,18 @@ impl EventLog {
                 .and_then(|mut f| writeln!(f, "{line}"));
             if let Err(e) = appended {
                 tracing::warn!(error = %e, "cannot append to the cluster event log");
+            }
+        }
+        if let (Severity::Alert, Some((url, client))) = (severity, &self.webhook) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let (url, client, body) = (url.clone(), client.clone(), event.clone());
+                runtime.spawn(async move {
+                    match client.post(&url).json(&body).send().await {
+                        Ok(r) if r.status().is_success() => {}
+                        Ok(r) => tracing::warn!(status = %r.status(), "the alert webhook refused an alert"),
+                        Err(e) => tracing::warn!(error = %e, "cannot reach the alert webhook"),
+                    }
+                });
             }
         }
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());

@@ -174,7 +174,10 @@ impl Node {
     pub async fn start(options: NodeOptions) -> Result<Arc<Node>, String> {
         let state_file = StateFile::new(&options.state_dir);
         let state = state_file.load()?;
-        let events = EventLog::open(&options.state_dir, &options.node_id);
+        let events = EventLog::open(&options.state_dir, &options.node_id).with_webhook(
+            options.config.alert_webhook.as_deref(),
+            options.config.alert_webhook_ca.as_deref(),
+        )?;
         let role = if options.witness {
             NodeRole::Witness
         } else {

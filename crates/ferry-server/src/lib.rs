@@ -239,6 +239,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
                 state_dir: config.state_dir.clone(),
                 tls: peer_tls.clone(),
                 witness: config.witness,
+                queue_workers: config.engine.workers.max(1),
                 on_applied: Arc::new(move || {
                     if let Some(ctx) = slot.get().and_then(std::sync::Weak::upgrade) {
                         ctx.engine_wake.notify_waiters();

@@ -106,6 +106,12 @@ fn print_raft_status(v: &Value) {
             text(m, "lag"),
             text(m, "version")
         );
+        println!(
+            "  {:<14} workers: {}; last contact: {}",
+            "",
+            text(m, "workers"),
+            ago(m["last_contact_ms"].as_u64())
+        );
         if let Some(e) = m["error"].as_str() {
             println!("  {}: {e}", text(m, "name"));
         }

@@ -35,6 +35,8 @@ pub struct Network {
     /// otherwise than the address the member advertised (a NAT, a proxy).
     routes: Arc<HashMap<String, String>>,
     conns: Arc<Mutex<HashMap<String, Arc<Connection>>>>,
+    /// When each member last answered.
+    heard: Arc<std::sync::Mutex<HashMap<String, std::time::Instant>>>,
 }
 
 impl std::fmt::Debug for Network {
@@ -78,7 +80,16 @@ impl Network {
             self_name,
             routes: Arc::new(routes),
             conns: Arc::default(),
+            heard: Arc::default(),
         }
+    }
+
+    /// Milliseconds since `name` last answered, if it ever did.
+    pub fn last_contact_ms(&self, name: &str) -> Option<u64> {
+        let heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        heard
+            .get(name)
+            .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
     /// The TLS client configuration (for a join, before membership).
@@ -124,7 +135,14 @@ impl Network {
         ttl: Duration,
     ) -> Result<ClusterResponse, CallError> {
         let conn = self.connection(member).await?;
-        match tokio::time::timeout(ttl, conn.call(Request::Cluster(request))).await {
+        let answer = tokio::time::timeout(ttl, conn.call(Request::Cluster(request))).await;
+        if matches!(answer, Ok(Ok(_))) {
+            self.heard
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(member.name.clone(), std::time::Instant::now());
+        }
+        match answer {
             Err(_) => Err(CallError::Broken(format!(
                 "{} did not answer in time",
                 member.name

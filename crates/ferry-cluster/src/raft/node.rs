@@ -59,6 +59,8 @@ pub struct RaftOptions {
     /// A witness votes and keeps the log but never stands for election,
     /// so it is never the leader; it serves nothing.
     pub witness: bool,
+    /// Queue workers this server runs (for status).
+    pub queue_workers: usize,
 }
 
 /// A server's membership in the Raft group.
@@ -79,6 +81,7 @@ pub struct RaftNode {
     pub events: EventLog,
     /// Votes and keeps the log only.
     pub witness: bool,
+    queue_workers: usize,
     view: watch::Sender<RaftView>,
 }
 
@@ -112,6 +115,10 @@ pub struct MemberStatus {
     pub version: Option<String>,
     /// Whether it runs the scheduler and folder monitors.
     pub primary: Option<bool>,
+    /// Its workers: scheduler, folder monitors, queue workers.
+    pub workers: Option<String>,
+    /// Milliseconds since this node last heard from it.
+    pub last_contact_ms: Option<u64>,
     /// Why it did not answer.
     pub error: Option<String>,
 }
@@ -127,6 +134,7 @@ pub struct SelfStatus {
     leader: Option<String>,
     version: String,
     primary: bool,
+    workers: String,
 }
 
 fn role_name(state: ServerState) -> &'static str {
@@ -196,6 +204,10 @@ impl RaftNode {
         }
         .validate()
         .map_err(|e| format!("[cluster] timing: {e}"))?;
+        let events = EventLog::open(&options.state_dir, &options.name).with_webhook(
+            options.config.alert_webhook.as_deref(),
+            options.config.alert_webhook_ca.as_deref(),
+        )?;
         let id = node_id_of(&options.name);
         let raft = Raft::new(
             id,
@@ -215,7 +227,8 @@ impl RaftNode {
             network,
             log,
             store: options.store.clone(),
-            events: EventLog::open(&options.state_dir, &options.name),
+            events,
+            queue_workers: options.queue_workers,
             witness: options.witness,
             view: watch::Sender::new(RaftView {
                 primary: false,
@@ -253,12 +266,14 @@ impl RaftNode {
         let mut tick =
             tokio::time::interval(Duration::from_millis(self.config.heartbeat_ms.max(20)));
         let mut last = self.view();
+        let mut lagging: std::collections::BTreeSet<NodeId> = Default::default();
         loop {
             tokio::select! {
                 changed = metrics.changed() => if changed.is_err() { return },
                 _ = tick.tick() => {}
             }
             let m = metrics.borrow().clone();
+            self.check_lag(&m, &mut lagging);
             let heard = m
                 .millis_since_quorum_ack
                 .is_some_and(|ms| ms < self.lease_ms());
@@ -295,6 +310,42 @@ impl RaftNode {
                 }
                 last = view;
                 self.view.send_replace(view);
+            }
+        }
+    }
+
+    /// Alerts once when a member falls more than `lag_alert_entries`
+    /// behind the leader, and once when it has caught up.
+    fn check_lag(
+        &self,
+        m: &openraft::RaftMetrics<NodeId, Member>,
+        lagging: &mut std::collections::BTreeSet<NodeId>,
+    ) {
+        let Some(replication) = &m.replication else {
+            lagging.clear();
+            return;
+        };
+        let last = m.last_log_index.unwrap_or(0);
+        let name = |id: &NodeId| {
+            m.membership_config
+                .membership()
+                .get_node(id)
+                .map(|n| n.name.clone())
+                .unwrap_or_else(|| id.to_string())
+        };
+        for (id, matched) in replication {
+            let lag = last.saturating_sub(matched.map(|l| l.index).unwrap_or(0));
+            if lag > self.config.lag_alert_entries {
+                if lagging.insert(*id) {
+                    self.events.record(
+                        Severity::Alert,
+                        "lag",
+                        format!("{} is {lag} log entries behind the leader", name(id)),
+                    );
+                }
+            } else if lagging.remove(id) {
+                self.events
+                    .record(Severity::Info, "lag", format!("{} has caught up", name(id)));
             }
         }
     }
@@ -723,6 +774,16 @@ impl RaftNode {
             leader,
             version: crate::SOFTWARE.into(),
             primary: self.view().primary,
+            workers: if self.witness {
+                "none (witness)".into()
+            } else if self.view().primary {
+                format!(
+                    "scheduler, folder monitors, {} queue workers",
+                    self.queue_workers
+                )
+            } else {
+                format!("{} queue workers", self.queue_workers)
+            },
         }
     }
 
@@ -753,6 +814,12 @@ impl RaftNode {
                     .map(|matched| last.saturating_sub(matched.map(|l| l.index).unwrap_or(0))),
                 version: None,
                 primary: None,
+                workers: None,
+                last_contact_ms: if id == self.id {
+                    Some(0)
+                } else {
+                    self.network.last_contact_ms(&member.name)
+                },
                 error: None,
             };
             let own = if id == self.id {
@@ -778,6 +845,7 @@ impl RaftNode {
                     row.applied_index = s.applied_index;
                     row.version = Some(s.version);
                     row.primary = Some(s.primary);
+                    row.workers = Some(s.workers);
                 }
                 Err(e) => row.error = Some(e),
             }
