@@ -44,9 +44,11 @@ pub struct ClusterConfig {
     /// The other servers and witnesses.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
-    /// The active server sends a heartbeat this often.
-    #[serde(default = "default_heartbeat_ms")]
-    pub heartbeat_ms: u64,
+    /// Heartbeats are sent this often: by the active server (default
+    /// 500 ms), or by the Raft leader (default 150 ms). See
+    /// [`ClusterConfig::heartbeat_ms`].
+    #[serde(default, rename = "heartbeat_ms")]
+    pub heartbeat_ms_setting: Option<u64>,
     /// A standby asks to become active when it has heard no heartbeat for
     /// this long; the active server stops serving when it has not heard
     /// from a majority for half of it.
@@ -90,7 +92,7 @@ impl Default for ClusterConfig {
             mode: Mode::Single,
             priority: default_priority(),
             peers: Vec::new(),
-            heartbeat_ms: default_heartbeat_ms(),
+            heartbeat_ms_setting: None,
             failover_after_ms: default_failover_after_ms(),
             auto_promote: true,
             sync_dir: default_sync_dir(),
@@ -107,9 +109,6 @@ impl Default for ClusterConfig {
 fn default_priority() -> u32 {
     100
 }
-fn default_heartbeat_ms() -> u64 {
-    500
-}
 fn default_failover_after_ms() -> u64 {
     5_000
 }
@@ -117,7 +116,7 @@ fn default_true() -> bool {
     true
 }
 fn default_election_timeout_ms() -> u64 {
-    1_000
+    750
 }
 fn default_snapshot_every() -> u64 {
     5_000
@@ -130,6 +129,15 @@ fn default_sync_dir() -> String {
 }
 
 impl ClusterConfig {
+    /// The heartbeat interval in ms: as set, or 150 in active/active and
+    /// 500 in active/passive mode.
+    pub fn heartbeat_ms(&self) -> u64 {
+        self.heartbeat_ms_setting.unwrap_or(match self.mode {
+            Mode::ActiveActive => 150,
+            _ => 500,
+        })
+    }
+
     /// Voting members: this server and every peer.
     pub fn voters(&self) -> usize {
         self.peers.len() + 1
@@ -167,10 +175,10 @@ impl ClusterConfig {
             {
                 return Err("[cluster] mode \"active-active\" needs `advertise = \"host:port\"`: the internal address other servers reach this one at".into());
             }
-            if self.heartbeat_ms == 0 || self.election_timeout_ms < 3 * self.heartbeat_ms {
+            if self.heartbeat_ms() == 0 || self.election_timeout_ms < 3 * self.heartbeat_ms() {
                 return Err(format!(
                     "[cluster] election_timeout_ms ({}) must be at least 3 × heartbeat_ms ({})",
-                    self.election_timeout_ms, self.heartbeat_ms
+                    self.election_timeout_ms, self.heartbeat_ms()
                 ));
             }
             if self.snapshot_every == 0 {
@@ -206,10 +214,10 @@ impl ClusterConfig {
         if self.mode == Mode::ActiveActive {
             return Ok(());
         }
-        if self.heartbeat_ms == 0 || self.failover_after_ms < 4 * self.heartbeat_ms {
+        if self.heartbeat_ms() == 0 || self.failover_after_ms < 4 * self.heartbeat_ms() {
             return Err(format!(
                 "[cluster] failover_after_ms ({}) must be at least 4 × heartbeat_ms ({}), and heartbeat_ms above 0",
-                self.failover_after_ms, self.heartbeat_ms
+                self.failover_after_ms, self.heartbeat_ms()
             ));
         }
         if self.auto_promote && self.voters() < 3 {

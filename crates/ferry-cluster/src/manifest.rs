@@ -672,7 +672,7 @@ partners
         assert_eq!(
             e.message,
             "unknown table `foo` (known: accounts, account_keys, account_tokens, partners, \
-             routes, schedules, monitors)"
+             routes, schedules, monitors, settings)"
         );
     }
 

@@ -335,7 +335,7 @@ impl Node {
     }
 
     fn heartbeat(&self) -> Duration {
-        Duration::from_millis(self.config.heartbeat_ms)
+        Duration::from_millis(self.config.heartbeat_ms())
     }
 
     fn failover(&self) -> Duration {
@@ -1177,7 +1177,7 @@ mod tests {
         ClusterConfig {
             mode: Mode::ActivePassive,
             peers,
-            heartbeat_ms: 500,
+            heartbeat_ms_setting: Some(500),
             failover_after_ms: 60_000,
             auto_promote,
             ..ClusterConfig::default()

@@ -187,7 +187,7 @@ impl RaftNode {
             .map(|p| (p.id.clone(), p.address.clone()))
             .collect();
         let network = Network::new(options.tls.clone(), options.name.clone(), routes);
-        let hb = options.config.heartbeat_ms.max(20);
+        let hb = options.config.heartbeat_ms().max(20);
         let raft_config = Config {
             cluster_name: "ferry".into(),
             heartbeat_interval: hb,
@@ -264,7 +264,7 @@ impl RaftNode {
     async fn follow_metrics(self: Arc<Self>) {
         let mut metrics = self.raft.metrics();
         let mut tick =
-            tokio::time::interval(Duration::from_millis(self.config.heartbeat_ms.max(20)));
+            tokio::time::interval(Duration::from_millis(self.config.heartbeat_ms().max(20)));
         let mut last = self.view();
         let mut lagging: std::collections::BTreeSet<NodeId> = Default::default();
         loop {
@@ -583,7 +583,7 @@ impl RaftNode {
                     // knew is gone): safe to try again once one is elected.
                     Err(Attempt::NotDelivered(why)) => {
                         tracing::debug!(%why, "proposal not delivered; trying again");
-                        tokio::time::sleep(Duration::from_millis(self.config.heartbeat_ms.max(20)))
+                        tokio::time::sleep(Duration::from_millis(self.config.heartbeat_ms().max(20)))
                             .await;
                     }
                     Err(Attempt::Failed(e)) => return Err(e),
