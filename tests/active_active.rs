@@ -411,6 +411,31 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
         "{status}"
     );
 
+    // Each upload queues an event (a copy to bob): the events a killed
+    // server held are claimed again by the others after their lease.
+    c.admin_ok(
+        follower,
+        &["account", "add", "bob", "--password-stdin"],
+        Some("pw-pw-pw-pw\n"),
+    );
+    c.admin_ok(
+        follower,
+        &[
+            "route",
+            "add",
+            "to-bob",
+            "--account",
+            "alice",
+            "--match",
+            "*.bin",
+            "--action",
+            "copy:bob/in",
+            "--retry-base-ms",
+            "500",
+        ],
+        None,
+    );
+
     // Uploads in flight while the leader is killed.
     let local = c.root.path().join("payload.bin");
     random_file(&local, 64 * 1024);
@@ -483,6 +508,39 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
     }));
     let rows = c.transfers(survivors[0]);
     assert!(rows.iter().all(|(_, s)| *s == sha), "{rows:?}");
+
+    // No event stays with the dead server: all are done, by the survivors.
+    let events_done = || {
+        let v: serde_json::Value = serde_json::from_str(&c.admin_ok(
+            survivors[0],
+            &["event", "list", "--json", "--limit", "10000"],
+            None,
+        ))
+        .unwrap();
+        let all = v.as_array().unwrap();
+        all.len() >= 200 && all.iter().all(|e| e["status"] == "done")
+    };
+    assert!(wait_until(60, events_done), "events left undone: {}", {
+        let v: serde_json::Value = serde_json::from_str(&c.admin_ok(
+            survivors[0],
+            &["event", "list", "--json", "--limit", "10000"],
+            None,
+        ))
+        .unwrap();
+        let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+        for e in v.as_array().unwrap() {
+            *by.entry(format!(
+                "{} {} {}",
+                e["status"], e["lease_node"], e["last_error"]
+            ))
+            .or_default() += 1;
+        }
+        format!("{by:?}")
+    });
+    let copied = std::fs::read_dir(c.root.path().join("repository/bob/in"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(copied >= 200, "{copied} files copied to bob");
 
     // The killed server comes back and catches up.
     println!("fault: {} restarted", c.servers[leader].name);

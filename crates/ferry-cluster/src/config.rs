@@ -178,7 +178,8 @@ impl ClusterConfig {
             if self.heartbeat_ms() == 0 || self.election_timeout_ms < 3 * self.heartbeat_ms() {
                 return Err(format!(
                     "[cluster] election_timeout_ms ({}) must be at least 3 × heartbeat_ms ({})",
-                    self.election_timeout_ms, self.heartbeat_ms()
+                    self.election_timeout_ms,
+                    self.heartbeat_ms()
                 ));
             }
             if self.snapshot_every == 0 {

@@ -942,9 +942,16 @@ pub(crate) async fn log_transfer(
         Ok(_) => {}
         Err(e) => tracing::error!(error = %e, "could not write the transfer log"),
     }
-    logged
-        .map(|_| ())
-        .map_err(|e| FerryError::internal(format!("transfer log unavailable: {}", e.message)))
+    logged.map(|_| ()).map_err(|e| {
+        // A cluster without a quorum is a passing state: say so, so that
+        // an event's work is retried rather than failed.
+        let kind = if e.kind == ErrorKind::Unavailable {
+            ErrorKind::Unavailable
+        } else {
+            ErrorKind::Internal
+        };
+        FerryError::new(kind, format!("transfer log unavailable: {}", e.message))
+    })
 }
 
 /// The transfer-log row of a resumable upload that ended (committed,

@@ -162,7 +162,9 @@ enum MembershipChange {
 enum Attempt {
     /// Nobody took it: it can be sent again.
     NotDelivered(String),
-    /// It failed for good (or may have been taken: never sent twice).
+    /// It was sent but the answer was lost: it may have been committed.
+    Lost(String),
+    /// It failed for good.
     Failed(FerryError),
 }
 
@@ -574,7 +576,12 @@ impl RaftNode {
             format: COMMAND_FORMAT_VERSION,
             command,
         };
-        let deadline = Duration::from_millis(self.config.election_timeout_ms * 4);
+        // Long enough for an election or two (at most two election
+        // timeouts each) after a leader died.
+        let deadline = Duration::from_millis(self.config.election_timeout_ms * 8);
+        // A transfer-log row is inserted once by its id: sending it again
+        // when an answer was lost cannot make a second row.
+        let idempotent = matches!(proposal.command, Command::RecordTransfer(_));
         let attempts = async {
             loop {
                 match self.propose_once(proposal.clone()).await {
@@ -583,9 +590,19 @@ impl RaftNode {
                     // knew is gone): safe to try again once one is elected.
                     Err(Attempt::NotDelivered(why)) => {
                         tracing::debug!(%why, "proposal not delivered; trying again");
-                        tokio::time::sleep(Duration::from_millis(self.config.heartbeat_ms().max(20)))
-                            .await;
+                        tokio::time::sleep(Duration::from_millis(
+                            self.config.heartbeat_ms().max(20),
+                        ))
+                        .await;
                     }
+                    Err(Attempt::Lost(why)) if idempotent => {
+                        tracing::debug!(%why, "answer lost; sending the idempotent proposal again");
+                        tokio::time::sleep(Duration::from_millis(
+                            self.config.heartbeat_ms().max(20),
+                        ))
+                        .await;
+                    }
+                    Err(Attempt::Lost(why)) => return Err(no_quorum(why)),
                     Err(Attempt::Failed(e)) => return Err(e),
                 }
             }
@@ -645,11 +662,10 @@ impl RaftNode {
             Err(CallError::Refused(e)) => Err(Attempt::Failed(e)),
             Err(CallError::Unreachable(e)) => Err(Attempt::NotDelivered(e)),
             // Sent, but the answer was lost: it may have been committed, so
-            // it is not sent again; the caller sees the failure.
-            Err(e @ CallError::Broken(_)) => Err(Attempt::Failed(no_quorum(format!(
-                "leader {}: {e}",
-                leader.name
-            )))),
+            // it is sent again only when that is harmless.
+            Err(e @ CallError::Broken(_)) => {
+                Err(Attempt::Lost(format!("leader {}: {e}", leader.name)))
+            }
         }
     }
 
