@@ -4,9 +4,12 @@
 //! [`run`] starts every server as a foreground child on loopback, measures
 //! each workload (one warm-up, then the median of the runs), checks every
 //! transferred file by SHA-256 and writes [`report`]s into `--out`.
+//! [`failover`] measures the active/active failover time instead: the Raft
+//! leader of three servers killed with SIGKILL, until another is primary.
 
 mod bench;
 mod clients;
+pub mod failover;
 pub mod model;
 mod procs;
 pub mod report;

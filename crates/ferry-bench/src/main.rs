@@ -1,6 +1,7 @@
 //! `ferry-bench`: Ferry beside OpenSSH and nginx on this machine, as ratios.
 //!
 //! `cargo run --release -p ferry-bench -- [--quick] [--out DIR]`
+//! `cargo run --release -p ferry-bench -- --failover [--runs N]`
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -36,6 +37,11 @@ struct Args {
     /// results.json into --out again.
     #[arg(long, value_name = "RESULTS_JSON")]
     from: Option<PathBuf>,
+    /// Measure only the active/active failover time: three servers, the
+    /// leader killed with SIGKILL, until another runs the scheduler; --runs
+    /// times (default 5).
+    #[arg(long, conflicts_with_all = ["quick", "only", "from"])]
+    failover: bool,
 }
 
 fn main() {
@@ -68,6 +74,24 @@ fn real_main() -> anyhow::Result<()> {
         Some(f) => f,
         None => ferry_next_to(&exe_dir)?,
     };
+    if args.failover {
+        let tmp;
+        let work = match &args.work {
+            Some(w) => {
+                std::fs::create_dir_all(w)?;
+                w.clone()
+            }
+            None => {
+                tmp = tempfile::Builder::new().prefix("ferry-bench-").tempdir()?;
+                tmp.path().to_path_buf()
+            }
+        };
+        let report = ferry_bench::failover::measure(&ferry, &work, args.runs.unwrap_or(5))?;
+        ferry_bench::failover::write(&report, &out)?;
+        println!("{}", ferry_bench::failover::markdown(&report));
+        println!("failover.md and failover.json: {}", out.display());
+        return Ok(());
+    }
     let opts = ferry_bench::Options {
         quick: args.quick,
         out: out.clone(),

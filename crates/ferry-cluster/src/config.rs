@@ -66,7 +66,8 @@ pub struct ClusterConfig {
     #[serde(default)]
     pub advertise: Option<String>,
     /// Active/active: a follower that hears no leader for this long (up to
-    /// twice as long, at random) starts an election.
+    /// 1.5 times as long, at random, after a lease of 1.5 times) starts an
+    /// election.
     #[serde(default = "default_election_timeout_ms")]
     pub election_timeout_ms: u64,
     /// Active/active: a snapshot of the store is taken every this many
@@ -116,7 +117,7 @@ fn default_true() -> bool {
     true
 }
 fn default_election_timeout_ms() -> u64 {
-    750
+    600
 }
 fn default_snapshot_every() -> u64 {
     5_000

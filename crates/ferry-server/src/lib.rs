@@ -56,8 +56,6 @@ pub struct ServerCtx {
     pub clock: engine::Clock,
     /// This server's part in an active/passive cluster; `None` otherwise.
     pub cluster: Option<Arc<ferry_cluster::Node>>,
-    /// The ids of `[cluster] peers`.
-    pub peer_ids: Vec<String>,
     /// This server's part in an active/active (Raft) cluster; `None` otherwise.
     pub raft: Option<Arc<ferry_cluster::raft::node::RaftNode>>,
     /// Whether this server serves sessions and runs queue workers now
@@ -92,11 +90,6 @@ impl ServerCtx {
             }
         }
         self.store.apply(command).map_err(FerryError::from)
-    }
-
-    /// Whether `id` is a server named in `[cluster] peers`.
-    pub fn is_configured_peer(&self, id: &str) -> bool {
-        self.peer_ids.iter().any(|p| p == id)
     }
 
     /// Why this server does not serve sessions now, if it does not. In
@@ -277,7 +270,6 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         ),
         cluster,
         raft,
-        peer_ids: config.cluster.peers.iter().map(|p| p.id.clone()).collect(),
     });
     let _ = ctx_slot.set(Arc::downgrade(&ctx));
     if let Some(node) = ctx.cluster.clone() {

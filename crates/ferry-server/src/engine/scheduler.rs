@@ -470,7 +470,6 @@ mod tests {
             clock: Clock::starting_at(start_ms),
             cluster: None,
             raft: None,
-            peer_ids: Vec::new(),
             serving: tokio::sync::watch::Sender::new(true),
         });
         Rig {
