@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use ferry_core::{ErrorKind, FerryError};
 use ferry_proto::client::Connection;
-use ferry_proto::message::Role;
+use ferry_proto::message::{Request, Response, Role};
 use tokio::sync::Mutex;
 
 /// Opens a fresh in-memory link to a server in the same process.
@@ -65,44 +65,72 @@ impl Upstreams {
         }
     }
 
-    /// A live connection for a new session: the next server in turn that answers.
+    /// A live connection for a new session: the next server in turn that
+    /// answers and takes writes; when none takes writes (a cluster without
+    /// quorum), the first that answers, so reads still work.
     pub async fn pick(&self) -> Result<Arc<Connection>, FerryError> {
         let n = self.servers.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut read_only = None;
         for i in 0..n {
             let index = (start + i) % n;
-            let (Some(slot), Some(addr)) = (self.conns.get(index), self.servers.get(index)) else {
+            let Some(conn) = self.live(index).await else {
                 continue;
             };
-            let mut slot = slot.lock().await;
-            if let Some(conn) = slot.as_ref() {
-                if !conn.is_closed() {
-                    return Ok(conn.clone());
-                }
+            if n == 1 || takes_writes(&conn).await {
+                return Ok(conn);
             }
-            let connected = match &self.link {
-                Link::InProcess(link) => {
-                    Connection::over_stream(addr, link(), Role::Edge, &self.node_id).await
-                }
-                Link::Tls(tls) => {
-                    Connection::connect(addr, tls.clone(), Role::Edge, &self.node_id).await
-                }
-            };
-            match connected {
-                Ok(conn) => {
-                    tracing::info!(server = %addr, node = conn.peer_node_id(), "connected to server");
-                    *slot = Some(conn.clone());
-                    return Ok(conn);
-                }
-                Err(e) => {
-                    tracing::warn!(server = %addr, error = %e, "server unavailable");
-                    *slot = None;
-                }
+            read_only.get_or_insert(conn);
+        }
+        read_only.ok_or_else(|| {
+            FerryError::new(ErrorKind::Unavailable, "no back-end server is available")
+        })
+    }
+
+    /// The connection to server `index`, made if needed; `None` if it does
+    /// not answer.
+    async fn live(&self, index: usize) -> Option<Arc<Connection>> {
+        let (slot, addr) = (self.conns.get(index)?, self.servers.get(index)?);
+        let mut slot = slot.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            if !conn.is_closed() {
+                return Some(conn.clone());
             }
         }
-        Err(FerryError::new(
-            ErrorKind::Unavailable,
-            "no back-end server is available",
-        ))
+        let connected = match &self.link {
+            Link::InProcess(link) => {
+                Connection::over_stream(addr, link(), Role::Edge, &self.node_id).await
+            }
+            Link::Tls(tls) => {
+                Connection::connect(addr, tls.clone(), Role::Edge, &self.node_id).await
+            }
+        };
+        match connected {
+            Ok(conn) => {
+                tracing::info!(server = %addr, node = conn.peer_node_id(), "connected to server");
+                *slot = Some(conn.clone());
+                Some(conn)
+            }
+            Err(e) => {
+                tracing::warn!(server = %addr, error = %e, "server unavailable");
+                *slot = None;
+                None
+            }
+        }
+    }
+}
+
+/// Whether the server behind `conn` takes writes now (a cluster member
+/// with a quorum). A server too old to say is taken to.
+async fn takes_writes(conn: &Connection) -> bool {
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        conn.call(Request::Writable),
+    )
+    .await
+    {
+        Ok(Ok(Response::Writable(w))) => w,
+        Ok(Ok(Response::Error(_))) => true,
+        _ => false,
     }
 }

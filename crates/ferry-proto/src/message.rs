@@ -121,6 +121,9 @@ pub enum Request {
     },
     /// A server-to-server request (role [`Role::Server`] only).
     Cluster(crate::cluster::ClusterRequest),
+    /// Does this server take writes now? Answered with
+    /// [`Response::Writable`]; an edge prefers servers that do.
+    Writable,
 }
 
 /// Open-mode bits, as in SFTP v3.
@@ -449,6 +452,8 @@ pub enum Response {
     Upload(UploadInfo),
     /// Answer to a [`Request::Cluster`].
     Cluster(crate::cluster::ClusterResponse),
+    /// Answer to [`Request::Writable`].
+    Writable(bool),
     /// The request failed.
     Error(FerryError),
 }

@@ -157,6 +157,11 @@ where
                     None => send(&reply, id, Err(FerryError::invalid("no such session"))),
                 }
             }
+            Request::Writable => send(
+                &reply,
+                id,
+                Ok(Response::Writable(ctx.check_writable().is_ok())),
+            ),
             Request::Cluster(_) => send(
                 &reply,
                 id,
