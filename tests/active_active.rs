@@ -111,18 +111,6 @@ fn webhook() -> (u16, Arc<Mutex<Vec<String>>>) {
     (port, bodies)
 }
 
-fn write_private(path: &Path, text: &str) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
-}
-
 impl Raft {
     fn start(setup: Setup) -> Self {
         let names = setup.names;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{client_key, ferry_ok, free_port, Proc, PASSWORD, SSH_TEST_OPTS};
+use super::{client_key, ferry_ok, free_port, write_private, Proc, PASSWORD, SSH_TEST_OPTS};
 
 /// Heartbeat and failover times of test clusters (short, so tests are quick).
 pub const HEARTBEAT_MS: u64 = 250;
@@ -37,18 +37,6 @@ pub struct Cluster {
     pub edge: Option<Proc>,
     pub sftp_port: u16,
     pub proxy: Option<Proxy>,
-}
-
-fn write_private(path: &Path, text: &str) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
 }
 
 /// The manifests every test node starts with.

@@ -365,3 +365,16 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Writes `text` to a new file only its owner can read (tokens, keys).
+pub fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}

@@ -21,15 +21,8 @@ pub async fn serve_peer<S>(framed: ServerFramed<S>, node: Arc<Node>, peer: Strin
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sink, mut stream) = framed.split();
-    let (reply, mut replies) = mpsc::unbounded_channel::<Frame<Response>>();
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = replies.recv().await {
-            if sink.send(frame).await.is_err() {
-                return;
-            }
-        }
-    });
+    let (sink, mut stream) = framed.split();
+    let (reply, writer) = spawn_writer(sink);
     let mut incoming: Option<Incoming> = None;
     while let Some(frame) = stream.next().await {
         let frame = match frame {
@@ -216,15 +209,8 @@ pub async fn serve_raft_peer<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sink, mut stream) = framed.split();
-    let (reply, mut replies) = mpsc::unbounded_channel::<Frame<Response>>();
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = replies.recv().await {
-            if sink.send(frame).await.is_err() {
-                return;
-            }
-        }
-    });
+    let (sink, mut stream) = framed.split();
+    let (reply, writer) = spawn_writer(sink);
     while let Some(frame) = stream.next().await {
         let frame = match frame {
             Ok(f) => f,
@@ -250,4 +236,26 @@ pub async fn serve_raft_peer<S>(
     }
     drop(reply);
     let _ = writer.await;
+}
+
+/// Sends the answers queued on the returned channel, in order, until it
+/// closes or the connection breaks.
+fn spawn_writer<W>(
+    mut sink: W,
+) -> (
+    mpsc::UnboundedSender<Frame<Response>>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    W: futures::Sink<Frame<Response>> + Unpin + Send + 'static,
+{
+    let (reply, mut replies) = mpsc::unbounded_channel::<Frame<Response>>();
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = replies.recv().await {
+            if sink.send(frame).await.is_err() {
+                return;
+            }
+        }
+    });
+    (reply, writer)
 }
