@@ -369,9 +369,11 @@ async fn serve_internal(
                     return;
                 }
             };
-            // The certificate names the node: only a configured peer, with
-            // its own certificate, may speak as a server (an edge's
-            // certificate from the same CA must not push a sync or vote).
+            // The certificate names the node: a server must present its own
+            // (an edge's certificate from the same CA must not push a sync
+            // or vote). Active/passive admits configured peers only;
+            // active/active checks each request (members, or a join with
+            // the token).
             let cert_name = ferry_proto::tls::peer_common_name(
                 stream.get_ref().1.peer_certificates().unwrap_or_default(),
             );
