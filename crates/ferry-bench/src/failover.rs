@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use crate::procs::{free_port, run, Daemon};
+use crate::procs::{ferry_ok, free_port, Daemon};
 
 /// The goal: another server is primary within 2 s of the leader's crash.
 pub const GOAL_MS: f64 = 2000.0;
@@ -169,19 +169,12 @@ impl<'a> Cluster<'a> {
     fn create(ferry: &'a Path, dir: &Path) -> anyhow::Result<Self> {
         let pki = dir.join("pki");
         let p = pki.to_string_lossy().into_owned();
-        let ferry_cmd = |args: &[&str]| -> anyhow::Result<()> {
-            let mut cmd = Command::new(ferry);
-            cmd.args(args);
-            run(
-                &format!("ferry {}", args.join(" ")),
-                cmd,
-                Duration::from_secs(30),
-            )?;
-            Ok(())
-        };
-        ferry_cmd(&["pki", "init", "--dir", &p])?;
+        ferry_ok(ferry, &["pki", "init", "--dir", &p])?;
         for name in NAMES {
-            ferry_cmd(&["pki", "issue", "--dir", &p, "--san", "127.0.0.1", name])?;
+            ferry_ok(
+                ferry,
+                &["pki", "issue", "--dir", &p, "--san", "127.0.0.1", name],
+            )?;
         }
         write_private(&dir.join("admin.token"), &format!("{TOKEN}\n"))?;
         write_private(&dir.join("secret.key"), &format!("{}\n", "5a".repeat(32)))?;
@@ -254,13 +247,20 @@ impl<'a> Cluster<'a> {
 
     /// `ferry cluster init` on s1.
     fn init(&self) -> anyhow::Result<()> {
-        let mut cmd = Command::new(self.ferry);
-        cmd.args(["cluster", "init", "--admin", &self.nodes[0].admin])
-            .arg("--token-file")
-            .arg(self.dir.join("admin.token"))
-            .arg("--ca-file")
-            .arg(&self.ca);
-        run("ferry cluster init", cmd, Duration::from_secs(30))?;
+        let token = self.dir.join("admin.token");
+        ferry_ok(
+            self.ferry,
+            &[
+                "cluster",
+                "init",
+                "--admin",
+                &self.nodes[0].admin,
+                "--token-file",
+                &token.to_string_lossy(),
+                "--ca-file",
+                &self.ca.to_string_lossy(),
+            ],
+        )?;
         Ok(())
     }
 

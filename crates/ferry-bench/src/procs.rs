@@ -168,6 +168,17 @@ pub fn run(what: &str, mut cmd: Command, limit: Duration) -> anyhow::Result<Outp
     Ok(output)
 }
 
+/// Runs `ferry ARGS` (a setup command: `pki`, `cluster init`) within 30 s.
+pub fn ferry_ok(ferry: &Path, args: &[&str]) -> anyhow::Result<Output> {
+    let mut cmd = Command::new(ferry);
+    cmd.args(args);
+    run(
+        &format!("ferry {}", args.join(" ")),
+        cmd,
+        Duration::from_secs(30),
+    )
+}
+
 /// The first line of what `program args` prints (stdout, else stderr) that
 /// contains `marker`, or the first line; "unknown" when it cannot run.
 pub fn version_line(program: &str, args: &[&str], marker: &str) -> String {

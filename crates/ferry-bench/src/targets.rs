@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::procs::{free_port, run, Daemon};
+use crate::procs::{ferry_ok, free_port, run, Daemon};
 
 /// The SSH server that serves `/usr/sbin/sshd` must be started by absolute path.
 pub const SSHD: &str = "/usr/sbin/sshd";
@@ -120,29 +120,25 @@ pub fn ferry_split(ferry: &Path, work: &Path, client_key_pub: &Path) -> anyhow::
     let dir = work.join("ferry-split");
     let pki = dir.join("pki");
     fs::create_dir_all(dir.join("repository"))?;
-    let ferry_cmd = |args: &[&str]| -> anyhow::Result<()> {
-        let mut cmd = Command::new(ferry);
-        cmd.args(args);
-        run(
-            &format!("ferry {}", args.join(" ")),
-            cmd,
-            Duration::from_secs(30),
-        )?;
-        Ok(())
-    };
     let p = pki.to_string_lossy().into_owned();
-    ferry_cmd(&["pki", "init", "--dir", &p])?;
-    ferry_cmd(&["pki", "issue", "--dir", &p, "--san", "127.0.0.1", "server1"])?;
-    ferry_cmd(&["pki", "issue", "--dir", &p, "edge1"])?;
-    ferry_cmd(&[
-        "pki",
-        "issue",
-        "--dir",
-        &p,
-        "--san",
-        "127.0.0.1",
-        "edge1-https",
-    ])?;
+    ferry_ok(ferry, &["pki", "init", "--dir", &p])?;
+    ferry_ok(
+        ferry,
+        &["pki", "issue", "--dir", &p, "--san", "127.0.0.1", "server1"],
+    )?;
+    ferry_ok(ferry, &["pki", "issue", "--dir", &p, "edge1"])?;
+    ferry_ok(
+        ferry,
+        &[
+            "pki",
+            "issue",
+            "--dir",
+            &p,
+            "--san",
+            "127.0.0.1",
+            "edge1-https",
+        ],
+    )?;
     let token = dir.join("admin.token");
     fs::OpenOptions::new()
         .write(true)

@@ -1055,10 +1055,7 @@ impl Node {
             .map(|peer| tokio::time::timeout(deadline, self.pull_history(peer)));
         for result in futures::future::join_all(pulls).await {
             if let Ok(Ok(counts)) = result {
-                total.transfers += counts.transfers;
-                total.events += counts.events;
-                total.attempts += counts.attempts;
-                total.firings += counts.firings;
+                total.add(&counts);
             }
         }
         if total.total() > 0 {
@@ -1094,10 +1091,7 @@ impl Node {
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| format!("merging history from {}: {e}", peer.config.id))?;
-            total.transfers += counts.transfers;
-            total.events += counts.events;
-            total.attempts += counts.attempts;
-            total.firings += counts.firings;
+            total.add(&counts);
             if !more {
                 break;
             }

@@ -439,7 +439,7 @@ impl Node {
                 backup: None,
             });
         }
-        let stamp = chrono_stamp();
+        let stamp = now_ms();
         let backup_dir = self
             .state_dir
             .join("sync-backups")
@@ -652,11 +652,6 @@ fn wal_of(file: &Path, suffix: &str) -> PathBuf {
     let mut name = file.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
-}
-
-fn chrono_stamp() -> String {
-    let ms = now_ms();
-    format!("{ms}")
 }
 
 fn summary(report: &SyncReport) -> String {

@@ -72,6 +72,14 @@ pub struct MergeCounts {
 }
 
 impl MergeCounts {
+    /// Adds the counts of another merge to these.
+    pub fn add(&mut self, other: &MergeCounts) {
+        self.transfers += other.transfers;
+        self.events += other.events;
+        self.attempts += other.attempts;
+        self.firings += other.firings;
+    }
+
     /// Total rows written.
     pub fn total(&self) -> u64 {
         self.transfers + self.events + self.attempts + self.firings

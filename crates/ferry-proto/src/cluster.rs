@@ -3,7 +3,7 @@
 //! merge after a failover. They travel as [`crate::message::Request::Cluster`]
 //! on a connection whose handshake role is [`crate::message::Role::Server`].
 
-use ferry_core::sync::{MergeCounts, SqlValue, TableData, TableDiff};
+use ferry_core::sync::{SqlValue, TableData, TableDiff};
 use serde::{Deserialize, Serialize};
 
 /// What a server is in active/passive mode.
@@ -246,8 +246,6 @@ pub enum ClusterResponse {
         /// More rows remain.
         more: bool,
     },
-    /// Counts of a merge, for logs.
-    Merged(MergeCounts),
     /// Active/active: a serde-encoded (JSON) answer to a Raft request.
     RaftReply(#[serde(with = "serde_bytes")] Vec<u8>),
 }

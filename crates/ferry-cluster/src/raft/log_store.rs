@@ -8,12 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
-    AnyError, Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError,
-    StorageIOError, Vote,
+    Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError, Vote,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{NodeId, TypeConfig};
+use super::{storage_error as io, NodeId, TypeConfig};
 
 /// A handle on the log database; clones share it.
 #[derive(Clone)]
@@ -25,14 +24,6 @@ impl std::fmt::Debug for LogStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("LogStore")
     }
-}
-
-fn io(
-    subject: ErrorSubject<NodeId>,
-    verb: ErrorVerb,
-    e: impl std::fmt::Display,
-) -> StorageError<NodeId> {
-    StorageIOError::new(subject, verb, AnyError::error(e.to_string())).into()
 }
 
 impl LogStore {

@@ -56,6 +56,16 @@ openraft::declare_raft_types!(
     pub TypeConfig: D = Proposal, R = Applied, Node = Member
 );
 
+/// An I/O error of the log store or state machine, as openraft wants it
+/// (any such error stops the Raft instance).
+pub(crate) fn storage_error(
+    subject: openraft::ErrorSubject<NodeId>,
+    verb: openraft::ErrorVerb,
+    e: impl std::fmt::Display,
+) -> openraft::StorageError<NodeId> {
+    openraft::StorageIOError::new(subject, verb, openraft::AnyError::error(e.to_string())).into()
+}
+
 /// The Raft id of the server called `name`: the first 8 bytes of its
 /// SHA-256, so every server computes the same id from the configuration.
 pub fn node_id_of(name: &str) -> NodeId {

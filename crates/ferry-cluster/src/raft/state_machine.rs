@@ -13,12 +13,12 @@ use ferry_core::{Command, ErrorKind, FerryError, Outcome};
 use ferry_store::Store;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    AnyError, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend,
-    RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+    Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder,
+    SnapshotMeta, StorageError, StoredMembership,
 };
 use tokio::sync::Mutex;
 
-use super::{Applied, Member, NodeId, TypeConfig};
+use super::{storage_error as io, Applied, Member, NodeId, TypeConfig};
 
 const APPLIED: &str = "raft.applied";
 
@@ -27,14 +27,6 @@ type KeptSnapshot = (SnapshotMeta<NodeId, Member>, Vec<u8>);
 /// The last applied position and membership.
 type AppliedState = (Option<LogId<NodeId>>, StoredMembership<NodeId, Member>);
 const MEMBERSHIP: &str = "raft.membership";
-
-fn io(
-    subject: ErrorSubject<NodeId>,
-    verb: ErrorVerb,
-    e: impl std::fmt::Display,
-) -> StorageError<NodeId> {
-    StorageIOError::new(subject, verb, AnyError::error(e.to_string())).into()
-}
 
 /// The state machine over a node's store; clones share it.
 #[derive(Clone)]
