@@ -18,10 +18,8 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use common::cluster::Proxy;
+use common::cluster::{add_unreachable_partner, prepare_site, server_toml, start_edge, Proxy};
 use common::*;
-
-const TOKEN: &str = "raft-admin-token-0123456789";
 
 /// Who is in a test cluster, and how they reach each other.
 struct Setup {
@@ -116,16 +114,7 @@ impl Raft {
         let names = setup.names;
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
-        let pki = r.join("pki");
-        let p = pki.to_str().unwrap();
-        ferry_ok(&["pki", "init", "--dir", p]);
-        for name in names.iter().chain(&["edge1-https"]) {
-            ferry_ok(&["pki", "issue", "--dir", p, "--san", "127.0.0.1", name]);
-        }
-        ferry_ok(&["pki", "issue", "--dir", p, "edge1"]);
-        write_private(&r.join("admin.token"), &format!("{TOKEN}\n"));
-        write_private(&r.join("secret.key"), &format!("{}\n", "cd".repeat(32)));
-        std::fs::create_dir_all(r.join("repository")).unwrap();
+        prepare_site(r, names);
         let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
         let (hook_port, alerts) = webhook();
         let links: Vec<Vec<Option<Proxy>>> = (0..names.len())
@@ -151,23 +140,11 @@ impl Raft {
             }
             std::fs::write(
                 dir.join("server.toml"),
-                format!(
-                    r#"node_id = "{name}"
-state_dir = "state"
-repository = "../repository"
-[internal]
-listen = "127.0.0.1:{port}"
-ca = "../pki/ca.crt"
-cert = "../pki/{name}.crt"
-key = "../pki/{name}.key"
-[admin]
-listen = "127.0.0.1:0"
-token_file = "../admin.token"
-[engine]
-secret_key_file = "../secret.key"
-lease_secs = 6
-[cluster]
-mode = "active-active"
+                server_toml(
+                    name,
+                    ports[i],
+                    &format!(
+                        r#"mode = "active-active"
 advertise = "127.0.0.1:{port}"
 heartbeat_ms = 100
 election_timeout_ms = 600
@@ -175,7 +152,8 @@ election_timeout_ms = 600
 snapshot_every = 20
 alert_webhook = "http://127.0.0.1:{hook_port}/alerts"
 {peers}"#,
-                    port = ports[i]
+                        port = ports[i]
+                    ),
                 ),
             )
             .unwrap();
@@ -187,31 +165,6 @@ alert_webhook = "http://127.0.0.1:{hook_port}/alerts"
                 witness: name.starts_with('w'),
             });
         }
-        let edge_cfg = r.join("edge.toml");
-        let upstream: Vec<String> = ports
-            .iter()
-            .zip(names)
-            .filter(|(_, n)| !n.starts_with('w'))
-            .map(|(p, _)| format!("\"127.0.0.1:{p}\""))
-            .collect();
-        std::fs::write(
-            &edge_cfg,
-            format!(
-                r#"node_id = "edge1"
-[sftp]
-listen = "127.0.0.1:0"
-host_key = "edge_host_key"
-auth_failure_delay_ms = 100
-[upstream]
-servers = [{}]
-ca = "pki/ca.crt"
-cert = "pki/edge1.crt"
-key = "pki/edge1.key"
-"#,
-                upstream.join(", ")
-            ),
-        )
-        .unwrap();
         let mut raft = Self {
             root,
             servers,
@@ -223,9 +176,16 @@ key = "pki/edge1.key"
         for i in 0..names.len() {
             raft.start_server(i);
         }
-        let (edge, e) = Proc::start(&["edge", "--config", edge_cfg.to_str().unwrap()], &["sftp"]);
+        // Witnesses serve no sessions: the edge lists the servers only.
+        let serving: Vec<u16> = ports
+            .iter()
+            .zip(names)
+            .filter(|(_, n)| !n.starts_with('w'))
+            .map(|(p, _)| *p)
+            .collect();
+        let (edge, port) = start_edge(raft.root.path(), &serving);
         raft._edge = Some(edge);
-        raft.sftp_port = e[0].rsplit(':').next().unwrap().parse().unwrap();
+        raft.sftp_port = port;
         raft
     }
 
@@ -329,25 +289,8 @@ key = "pki/edge1.key"
     }
 
     fn sftp(&self, key: &Path, batch: &str) -> Output {
-        let file = self.root.path().join(format!("batch-{}", rand_suffix()));
-        std::fs::write(&file, batch).unwrap();
-        Command::new("sftp")
-            .args(SSH_TEST_OPTS)
-            .args([
-                "-o",
-                "ConnectTimeout=10",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-P",
-                &self.sftp_port.to_string(),
-                "-i",
-            ])
-            .arg(key)
-            .arg("-b")
-            .arg(&file)
-            .arg("alice@127.0.0.1")
-            .output()
-            .unwrap()
+        let scratch = self.root.path();
+        sftp_with_key(self.sftp_port, scratch, "alice", key, batch, scratch)
     }
 }
 
@@ -437,17 +380,8 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
             std::thread::spawn(move || {
                 for n in 0..25 {
                     let name = format!("w{w}-{n}.bin");
-                    let batch = root.join(format!("b-{w}-{n}"));
-                    std::fs::write(&batch, format!("put {} {name}\n", local.display())).unwrap();
-                    let out = Command::new("sftp")
-                        .args(SSH_TEST_OPTS)
-                        .args(["-o", "IdentitiesOnly=yes", "-P", &port.to_string(), "-i"])
-                        .arg(&key)
-                        .arg("-b")
-                        .arg(&batch)
-                        .arg("alice@127.0.0.1")
-                        .output()
-                        .unwrap();
+                    let batch = format!("put {} {name}\n", local.display());
+                    let out = sftp_with_key(port, &root, "alice", &key, &batch, &root);
                     results.lock().unwrap().push((name, out.status.success()));
                 }
             })
@@ -619,26 +553,12 @@ fn signal(c: &Raft, i: usize, sig: &str) {
 /// 2 s: its firings show which server runs the scheduler, and when.
 fn add_ticking_schedule(c: &Raft, i: usize) {
     let key = client_key(c.root.path(), "hostkey");
-    let pw = c.root.path().join("partner.pw");
-    std::fs::write(&pw, "partner-password\n").unwrap();
-    c.admin_ok(
-        i,
-        &[
-            "partner",
-            "add",
-            "nobody",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &free_port().to_string(),
-            "--user",
-            "x",
-            "--password-file",
-            pw.to_str().unwrap(),
-            "--host-key-file",
-            key.with_extension("pub").to_str().unwrap(),
-        ],
-        None,
+    add_unreachable_partner(
+        |args| {
+            c.admin_ok(i, args, None);
+        },
+        c.root.path(),
+        &key.with_extension("pub"),
     );
     c.admin_ok(
         i,

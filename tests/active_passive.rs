@@ -323,24 +323,8 @@ c.commit()
             let mut n = 0;
             while !stop.load(Ordering::SeqCst) {
                 n += 1;
-                let batch = root.join(format!("up-batch-{n}"));
-                std::fs::write(&batch, format!("put {} during-{n}.bin\n", local.display()))
-                    .unwrap();
-                let out = std::process::Command::new("sftp")
-                    .args(SSH_TEST_OPTS)
-                    .args([
-                        "-o",
-                        "IdentitiesOnly=yes",
-                        "-P",
-                        &sftp_port.to_string(),
-                        "-i",
-                    ])
-                    .arg(&key)
-                    .arg("-b")
-                    .arg(&batch)
-                    .arg("alice@127.0.0.1")
-                    .output()
-                    .unwrap();
+                let batch = format!("put {} during-{n}.bin\n", local.display());
+                let out = sftp_with_key(sftp_port, &root, "alice", &key, &batch, &root);
                 if out.status.success() {
                     done.fetch_add(1, Ordering::SeqCst);
                 } else {
@@ -406,26 +390,12 @@ fn failover_promotes_the_standby_and_failback_keeps_both_transfer_logs() {
     let key = c.account_with_key(S1, "alice");
     // A partner nobody answers for, and a schedule pulling from it every 2 s:
     // its firings show which server runs the scheduler.
-    let pw = c.root.path().join("partner.pw");
-    std::fs::write(&pw, "secret-partner-password\n").unwrap();
-    c.admin_ok(
-        S1,
-        &[
-            "partner",
-            "add",
-            "nobody",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &free_port().to_string(),
-            "--user",
-            "x",
-            "--password-file",
-            pw.to_str().unwrap(),
-            "--host-key-file",
-            key.with_extension("pub").to_str().unwrap(),
-        ],
-        None,
+    add_unreachable_partner(
+        |args| {
+            c.admin_ok(S1, args, None);
+        },
+        c.root.path(),
+        &key.with_extension("pub"),
     );
     c.admin_ok(
         S1,

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{client_key, ferry_ok, free_port, write_private, Proc, PASSWORD, SSH_TEST_OPTS};
+use super::{client_key, ferry_ok, free_port, write_private, Proc, PASSWORD};
 
 /// Heartbeat and failover times of test clusters (short, so tests are quick).
 pub const HEARTBEAT_MS: u64 = 250;
@@ -39,6 +39,99 @@ pub struct Cluster {
     pub proxy: Option<Proxy>,
 }
 
+/// The files a test site's servers share, in `root`: the cluster CA with a
+/// certificate for each of `servers` and the edge, the admin token, the
+/// secret key every server seals partner credentials with, the repository.
+pub fn prepare_site(root: &Path, servers: &[&str]) {
+    let pki = root.join("pki");
+    let p = pki.to_str().unwrap();
+    ferry_ok(&["pki", "init", "--dir", p]);
+    for name in servers.iter().chain(&["edge1-https"]) {
+        ferry_ok(&["pki", "issue", "--dir", p, "--san", "127.0.0.1", name]);
+    }
+    ferry_ok(&["pki", "issue", "--dir", p, "edge1"]);
+    write_private(&root.join("admin.token"), &format!("{TOKEN}\n"));
+    write_private(&root.join("secret.key"), &format!("{}\n", "ab".repeat(32)));
+    std::fs::create_dir_all(root.join("repository")).unwrap();
+}
+
+/// The config of server `name` in `ROOT/NAME/server.toml`, listening on
+/// `port`, with `cluster` as its `[cluster]` section.
+pub fn server_toml(name: &str, port: u16, cluster: &str) -> String {
+    format!(
+        r#"node_id = "{name}"
+state_dir = "state"
+repository = "../repository"
+[internal]
+listen = "127.0.0.1:{port}"
+ca = "../pki/ca.crt"
+cert = "../pki/{name}.crt"
+key = "../pki/{name}.key"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "../admin.token"
+[engine]
+secret_key_file = "../secret.key"
+lease_secs = 6
+[cluster]
+{cluster}"#
+    )
+}
+
+/// Starts an edge whose upstream servers are on `ports`; returns it and
+/// its SFTP port.
+pub fn start_edge(root: &Path, ports: &[u16]) -> (Proc, u16) {
+    let servers: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    let path = root.join("edge.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"node_id = "edge1"
+[sftp]
+listen = "127.0.0.1:0"
+host_key = "edge_host_key"
+auth_failure_delay_ms = 100
+[https]
+listen = "127.0.0.1:0"
+cert = "pki/edge1-https.crt"
+key = "pki/edge1-https.key"
+[upstream]
+servers = [{}]
+ca = "pki/ca.crt"
+cert = "pki/edge1.crt"
+key = "pki/edge1.key"
+"#,
+            servers.join(", ")
+        ),
+    )
+    .unwrap();
+    let (edge, e) = Proc::start(&["edge", "--config", path.to_str().unwrap()], &["sftp"]);
+    let port = e[0].rsplit(':').next().unwrap().parse().unwrap();
+    (edge, port)
+}
+
+/// Adds partner `nobody`: a port nothing listens on, password login, and
+/// `host_key_pub` pinned. Schedules pulling from it show who fires them.
+pub fn add_unreachable_partner(admin_ok: impl Fn(&[&str]), root: &Path, host_key_pub: &Path) {
+    let pw = root.join("partner.pw");
+    std::fs::write(&pw, "secret-partner-password\n").unwrap();
+    admin_ok(&[
+        "partner",
+        "add",
+        "nobody",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &free_port().to_string(),
+        "--user",
+        "x",
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--host-key-file",
+        host_key_pub.to_str().unwrap(),
+    ]);
+}
+
 /// The manifests every test node starts with.
 pub const SYNC_CONF: &str = "# test manifest\nsync/*\nshared/**\n";
 pub const SYNC_TABLES: &str =
@@ -51,17 +144,7 @@ impl Cluster {
     pub fn start(proxied: bool) -> Self {
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
-        let pki = r.join("pki");
-        let p = pki.to_str().unwrap();
-        ferry_ok(&["pki", "init", "--dir", p]);
-        for name in ["s1", "s2", "w1", "edge1-https"] {
-            ferry_ok(&["pki", "issue", "--dir", p, "--san", "127.0.0.1", name]);
-        }
-        ferry_ok(&["pki", "issue", "--dir", p, "edge1"]);
-        write_private(&r.join("admin.token"), &format!("{TOKEN}\n"));
-        // Every server of a cluster seals partner secrets with the same key.
-        write_private(&r.join("secret.key"), &format!("{}\n", "ab".repeat(32)));
-        std::fs::create_dir_all(r.join("repository")).unwrap();
+        prepare_site(r, &["s1", "s2", "w1"]);
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let proxy = proxied.then(|| Proxy::start(ports[1]));
         let mut nodes = Vec::new();
@@ -86,28 +169,13 @@ impl Cluster {
                 ));
             }
             let priority = if *name == "s1" { 100 } else { 90 };
-            let config = format!(
-                r#"node_id = "{name}"
-state_dir = "state"
-repository = "../repository"
-[internal]
-listen = "127.0.0.1:{port}"
-ca = "../pki/ca.crt"
-cert = "../pki/{name}.crt"
-key = "../pki/{name}.key"
-[admin]
-listen = "127.0.0.1:0"
-token_file = "../admin.token"
-[engine]
-secret_key_file = "../secret.key"
-lease_secs = 6
-[cluster]
-mode = "active-passive"
-priority = {priority}
-heartbeat_ms = {HEARTBEAT_MS}
-failover_after_ms = {FAILOVER_MS}
-{peers}"#,
-                port = ports[i]
+            let config = server_toml(
+                name,
+                ports[i],
+                &format!(
+                    "mode = \"active-passive\"\npriority = {priority}\nheartbeat_ms = {HEARTBEAT_MS}\n\
+                     failover_after_ms = {FAILOVER_MS}\n{peers}"
+                ),
             );
             std::fs::write(dir.join("server.toml"), config).unwrap();
             nodes.push(Node {
@@ -139,29 +207,11 @@ failover_after_ms = {FAILOVER_MS}
     }
 
     fn start_edge(&mut self) {
-        let r = self.root.path();
-        let edge = format!(
-            r#"node_id = "edge1"
-[sftp]
-listen = "127.0.0.1:0"
-host_key = "edge_host_key"
-auth_failure_delay_ms = 100
-[https]
-listen = "127.0.0.1:0"
-cert = "pki/edge1-https.crt"
-key = "pki/edge1-https.key"
-[upstream]
-servers = ["127.0.0.1:{}", "127.0.0.1:{}"]
-ca = "pki/ca.crt"
-cert = "pki/edge1.crt"
-key = "pki/edge1.key"
-"#,
-            self.nodes[0].internal_port, self.nodes[1].internal_port
+        let (edge, port) = start_edge(
+            self.root.path(),
+            &[self.nodes[0].internal_port, self.nodes[1].internal_port],
         );
-        let path = r.join("edge.toml");
-        std::fs::write(&path, edge).unwrap();
-        let (edge, e) = Proc::start(&["edge", "--config", path.to_str().unwrap()], &["sftp"]);
-        self.sftp_port = e[0].rsplit(':').next().unwrap().parse().unwrap();
+        self.sftp_port = port;
         self.edge = Some(edge);
     }
 
@@ -288,31 +338,7 @@ key = "pki/edge1.key"
 
     /// An `sftp -b` batch through the edge with key login.
     pub fn sftp(&self, user: &str, key: &Path, batch: &str, cwd: &Path) -> Output {
-        let file = self
-            .root
-            .path()
-            .join(format!("batch-{}", super::rand_suffix()));
-        std::fs::write(&file, batch).unwrap();
-        Command::new("sftp")
-            .args(SSH_TEST_OPTS)
-            .args([
-                "-o",
-                "ConnectTimeout=10",
-                "-o",
-                "PreferredAuthentications=publickey",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-P",
-                &self.sftp_port.to_string(),
-                "-i",
-            ])
-            .arg(key)
-            .arg("-b")
-            .arg(&file)
-            .arg(format!("{user}@127.0.0.1"))
-            .current_dir(cwd)
-            .output()
-            .unwrap()
+        super::sftp_with_key(self.sftp_port, self.root.path(), user, key, batch, cwd)
     }
 
     /// Transfer-log ids (with their SHA-256) on node `i`.

@@ -235,24 +235,7 @@ impl Ferry {
 
     /// Runs an `sftp -b` batch with key authentication, in directory `cwd`.
     pub fn sftp_key(&self, user: &str, key: &Path, batch: &str, cwd: &Path) -> Output {
-        let file = self.dir.path().join(format!("batch-{}", rand_suffix()));
-        std::fs::write(&file, batch).unwrap();
-        Command::new("sftp")
-            .args(self.ssh_opts())
-            .args([
-                "-o",
-                "PreferredAuthentications=publickey",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-i",
-            ])
-            .arg(key)
-            .arg("-b")
-            .arg(&file)
-            .arg(format!("{user}@127.0.0.1"))
-            .current_dir(cwd)
-            .output()
-            .unwrap()
+        sftp_with_key(self.sftp_port, self.dir.path(), user, key, batch, cwd)
     }
 
     /// Runs an `sftp -b` batch with password authentication (via SSH_ASKPASS).
@@ -377,4 +360,38 @@ pub fn write_private(path: &Path, text: &str) {
         .open(path)
         .unwrap();
     f.write_all(text.as_bytes()).unwrap();
+}
+
+/// Runs an `sftp -b` batch (written into `scratch`) against 127.0.0.1:`port`
+/// as `user` with key authentication, in directory `cwd`.
+pub fn sftp_with_key(
+    port: u16,
+    scratch: &Path,
+    user: &str,
+    key: &Path,
+    batch: &str,
+    cwd: &Path,
+) -> Output {
+    let file = scratch.join(format!("batch-{}", rand_suffix()));
+    std::fs::write(&file, batch).unwrap();
+    Command::new("sftp")
+        .args(SSH_TEST_OPTS)
+        .args([
+            "-o",
+            "ConnectTimeout=10",
+            "-P",
+            &port.to_string(),
+            "-o",
+            "PreferredAuthentications=publickey",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-i",
+        ])
+        .arg(key)
+        .arg("-b")
+        .arg(&file)
+        .arg(format!("{user}@127.0.0.1"))
+        .current_dir(cwd)
+        .output()
+        .unwrap()
 }
