@@ -35,11 +35,16 @@ impl Proc {
     /// Starts `ferry ARGS` and waits until stdout has printed every `keys` line
     /// (`  key: value`), returning the values.
     pub fn start(args: &[&str], keys: &[&str]) -> (Self, Vec<String>) {
+        Self::start_logging(args, keys, Stdio::inherit())
+    }
+
+    /// [`Proc::start`] with the process's log (stderr) going to `log`.
+    pub fn start_logging(args: &[&str], keys: &[&str], log: Stdio) -> (Self, Vec<String>) {
         let mut child = Command::new(BIN)
             .args(args)
             .env("FERRY_LOG", "info,openraft=warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("spawn ferry");
         let stdout = child.stdout.take().unwrap();
@@ -135,9 +140,24 @@ impl Ferry {
 
     /// `ferry up` on a fresh data directory with extra arguments.
     pub fn up_with(extra: &[&str]) -> Self {
+        Self::up_in(tempfile::tempdir().unwrap(), extra, Stdio::inherit())
+    }
+
+    /// `ferry up` whose log goes to a file, read back by [`Ferry::log`].
+    pub fn up_logged(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let log = std::fs::File::create(dir.path().join("ferry.log")).unwrap();
+        Self::up_in(dir, extra, Stdio::from(log))
+    }
+
+    /// What [`Ferry::up_logged`] has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ferry.log")).unwrap_or_default()
+    }
+
+    fn up_in(dir: tempfile::TempDir, extra: &[&str], log: Stdio) -> Self {
         let data = dir.path().join("data");
-        let (proc, sftp_port, https_url) = Self::start_up(&data, extra);
+        let (proc, sftp_port, https_url) = Self::start_up(&data, extra, log);
         let data_s = data.to_str().unwrap().to_owned();
         Ferry {
             procs: vec![proc],
@@ -158,13 +178,13 @@ impl Ferry {
         }
         self.procs.clear();
         let data = self.dir.path().join("data");
-        let (proc, sftp_port, https_url) = Self::start_up(&data, extra);
+        let (proc, sftp_port, https_url) = Self::start_up(&data, extra, Stdio::inherit());
         self.procs.push(proc);
         self.sftp_port = sftp_port;
         self.https_url = Some(https_url);
     }
 
-    fn start_up(data: &Path, extra: &[&str]) -> (Proc, u16, String) {
+    fn start_up(data: &Path, extra: &[&str], log: Stdio) -> (Proc, u16, String) {
         let data_s = data.to_str().unwrap().to_owned();
         let mut args = vec![
             "up",
@@ -180,7 +200,7 @@ impl Ferry {
             "300",
         ];
         args.extend_from_slice(extra);
-        let (proc, v) = Proc::start(&args, &["sftp", "admin", "https"]);
+        let (proc, v) = Proc::start_logging(&args, &["sftp", "admin", "https"], log);
         let sftp_port = v[0].rsplit(':').next().unwrap().parse().unwrap();
         (proc, sftp_port, v[2].clone())
     }

@@ -1,45 +1,93 @@
 //! The SFTP request loop of the edge.
 //!
 //! The stock russh-sftp server answers one request at a time, which stalls
-//! clients that pipeline (OpenSSH keeps 64 reads of up to 256 KiB in flight).
-//! Here intake keeps draining the channel: each request is decoded, turned
-//! into an internal-protocol request and sent to the server at once, in
-//! arrival order; a writer task answers them in the same order as their
-//! replies arrive. What is in flight is bounded by bytes (request data plus
-//! expected read data), not by count, so a slow server or client pushes back
-//! through the SSH window instead of growing memory.
+//! clients that pipeline (OpenSSH keeps 64 reads of up to 256 KiB in flight,
+//! paramiko queues one read per 32 KiB of the whole file at once). Three
+//! tasks serve a channel:
+//!
+//! * **intake** keeps draining the channel. russh hands channel data over
+//!   from its connection loop, so a channel that is not read blocks the
+//!   whole SSH connection, window adjustments included: a client then can
+//!   take no more replies and the session hangs. Intake therefore never
+//!   waits on the server; it decodes each request (a READ is ~40 bytes) and
+//!   queues it. Past [`MAX_QUEUED_REQUESTS`] unanswered requests a request is
+//!   refused with a FAILURE status saying so; intake only pauses for write
+//!   data beyond [`MAX_QUEUED_WRITE_BYTES`] (which the server drains on its
+//!   own) or for a client that reads no replies at all.
+//! * **dispatch** sends queued requests to the server in arrival order,
+//!   bounded by what is in flight to the server ([`MAX_IN_FLIGHT_BYTES`],
+//!   given back when the server answers) and by replies not yet written to
+//!   the client ([`MAX_UNWRITTEN_BYTES`]).
+//! * **the writer** answers requests in arrival order as replies arrive. A
+//!   client that takes no reply for the idle timeout is disconnected and
+//!   logged, never left hanging.
+//!
+//! When the client ends the channel, the writer finishes and the channel
+//! closes with exit-status 0, as OpenSSH's sftp-server does (`scp` and
+//! `ssh -s` report that status).
 //!
 //! Packets are decoded and encoded with russh-sftp's protocol types.
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use ferry_core::{ErrorKind, FerryError};
 use ferry_proto::client::Connection;
 use ferry_proto::message::{
     DirEntry, FileKind, FileStat, FsOp, FsStats, OpenMode, Request, Response, SessionId, SetAttrs,
 };
+use russh::server::{Handle, Msg};
+use russh::{Channel, Disconnect};
 use russh_sftp::extensions::{LimitsExtension, Statvfs};
 use russh_sftp::protocol::{
-    Attrs, ExtendedReply, File, FileAttributes, Handle, Name, OpenFlags, Packet, Status,
-    StatusCode, Version,
+    Attrs, ExtendedReply, File, FileAttributes, Handle as SftpHandle, Name, OpenFlags, Packet,
+    Status, StatusCode, Version,
 };
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Largest read or write served per request.
 pub const MAX_IO_LEN: u32 = 256 * 1024;
 /// Largest SFTP packet accepted from a client.
 pub const MAX_PACKET_LEN: u32 = MAX_IO_LEN + 4096;
-/// Bytes a session may have in flight towards the server and back.
+/// Bytes a session may have in flight to the server (request data plus
+/// expected read data); given back as the server answers.
 pub const MAX_IN_FLIGHT_BYTES: usize = 16 * 1024 * 1024;
+/// Bytes of replies a session may hold that the client has not taken yet.
+pub const MAX_UNWRITTEN_BYTES: usize = 16 * 1024 * 1024;
+/// Unanswered requests a session may have; further ones are refused.
+pub const MAX_QUEUED_REQUESTS: usize = 65_536;
+/// Refusals a session may have unanswered before intake stops reading (the
+/// client then reads no replies at all).
+const MAX_REFUSED: usize = 4096;
+/// Write data a session may have queued before intake waits for the server.
+pub const MAX_QUEUED_WRITE_BYTES: usize = 32 * 1024 * 1024;
 /// Cost charged for a request that moves no file data.
 const SMALL_COST: usize = 1024;
 
+/// A decoded request, waiting for dispatch.
+enum Item {
+    /// Answered already (a local error, INIT, limits).
+    Ready(Bytes),
+    /// To be sent to the server.
+    Forward {
+        id: u32,
+        op: FsOp,
+        expect: Expect,
+        /// Charged against [`MAX_IN_FLIGHT_BYTES`].
+        upstream_cost: usize,
+        /// Charged against [`MAX_UNWRITTEN_BYTES`].
+        reply_cost: usize,
+    },
+}
+
 /// What a queued request turns into once its reply arrives.
 enum Pending {
-    /// Already answered (a local error, or INIT).
+    /// Already answered.
     Ready(Bytes),
     /// Waiting for the server's reply.
     Upstream {
@@ -77,45 +125,252 @@ struct OneHandle {
     handle: String,
 }
 
-/// Serves one SFTP channel until the client closes it.
-pub async fn serve<S>(stream: S, upstream: Arc<Connection>, session: SessionId, account: &str)
-where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
-    let (mut rd, wr) = tokio::io::split(stream);
-    let budget = Arc::new(Semaphore::new(MAX_IN_FLIGHT_BYTES));
-    let (queue, pending) = mpsc::unbounded_channel::<(Pending, OwnedSemaphorePermit)>();
-    let writer = tokio::spawn(write_replies(wr, pending, account.to_owned()));
-    let ctx = Ctx { upstream, session };
-    loop {
-        let packet = match read_packet(&mut rd).await {
-            Ok(Some(p)) => p,
-            Ok(None) => break,
-            Err(e) => {
-                tracing::debug!(error = %e, "sftp channel read failed");
+#[derive(Deserialize)]
+struct CopyData {
+    read_handle: String,
+    read_offset: u64,
+    length: u64,
+    write_handle: String,
+    write_offset: u64,
+}
+
+/// Who a channel serves, and how long it may wait on the client.
+pub struct SftpSession {
+    /// The server this session lives on.
+    pub upstream: Arc<Connection>,
+    /// The session on that server.
+    pub session: SessionId,
+    /// The account, as the server named it (shown as owner in listings).
+    pub account: String,
+    /// The client's address, for logs.
+    pub peer: SocketAddr,
+    /// How long a client may leave replies untaken (or requests unsent
+    /// while write data waits) before it is disconnected.
+    pub idle: Duration,
+    /// The SSH connection, to disconnect a client that reads nothing.
+    pub ssh: Option<Handle>,
+}
+
+/// Counts shared by the three tasks of a channel.
+#[derive(Default)]
+struct Flow {
+    /// Requests read and not yet answered to the client.
+    unanswered: AtomicUsize,
+    /// Write data read and not yet handed to the server.
+    queued_write_bytes: AtomicUsize,
+    /// Woken whenever either count goes down.
+    drained: Notify,
+}
+
+impl Flow {
+    fn answered(&self) {
+        self.unanswered.fetch_sub(1, Ordering::AcqRel);
+        self.drained.notify_waiters();
+    }
+
+    /// May a request carrying `write_bytes` of data be taken now?
+    fn has_room(&self, write_bytes: usize) -> bool {
+        let queued = self.queued_write_bytes.load(Ordering::Acquire);
+        self.unanswered.load(Ordering::Acquire) < MAX_QUEUED_REQUESTS + MAX_REFUSED
+            && (write_bytes == 0 || queued == 0 || queued + write_bytes <= MAX_QUEUED_WRITE_BYTES)
+    }
+
+    /// Waits until a request carrying `write_bytes` may be taken, at most `idle`.
+    async fn room(&self, write_bytes: usize, idle: Duration) -> bool {
+        tokio::time::timeout(idle, async {
+            loop {
+                let drained = self.drained.notified();
+                if self.has_room(write_bytes) {
+                    return;
+                }
+                drained.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+}
+
+/// How a channel's service ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// The client closed the channel (or it broke).
+    Closed,
+    /// The client stopped taking replies for the idle timeout.
+    Stalled,
+}
+
+/// Serves one SFTP channel until the client closes it, then closes the
+/// channel with an exit status.
+pub async fn serve(channel: Channel<Msg>, s: SftpSession) {
+    let (mut read_half, write_half) = channel.split();
+    let flow = Arc::new(Flow::default());
+    let (to_dispatch, dispatch_rx) = mpsc::unbounded_channel::<Item>();
+    let (to_writer, writer_rx) = mpsc::unbounded_channel::<(Pending, OwnedSemaphorePermit)>();
+    let dispatcher = tokio::spawn(dispatch(
+        dispatch_rx,
+        to_writer,
+        s.upstream.clone(),
+        s.session,
+        flow.clone(),
+    ));
+    let writer = tokio::spawn(write_replies(
+        write_half.make_writer(),
+        writer_rx,
+        s.account.clone(),
+        flow.clone(),
+        s.idle,
+    ));
+    let ctx = Ctx {
+        upstream: s.upstream.clone(),
+        session: s.session,
+    };
+    let mut end = End::Closed;
+    {
+        let mut rd = read_half.make_reader();
+        loop {
+            let packet = match read_packet(&mut rd).await {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(peer = %s.peer, error = %e, "sftp channel read failed");
+                    break;
+                }
+            };
+            let write_bytes = write_len(&packet);
+            if !flow.has_room(write_bytes) && !flow.room(write_bytes, s.idle).await {
+                end = End::Stalled;
                 break;
             }
-        };
-        let cost = request_cost(&packet);
-        let Ok(permit) = budget.clone().acquire_many_owned(cost as u32).await else {
-            break;
-        };
-        let item = ctx.handle(packet);
-        if queue.send((item, permit)).is_err() {
-            break;
+            let queued = flow.unanswered.fetch_add(1, Ordering::AcqRel);
+            let item = if queued >= MAX_QUEUED_REQUESTS {
+                Item::Ready(status(
+                    request_id(&packet),
+                    StatusCode::Failure,
+                    &format!(
+                        "too many requests in flight (at most {MAX_QUEUED_REQUESTS}); request refused"
+                    ),
+                ))
+            } else {
+                let item = ctx.decode(packet);
+                if let Item::Forward {
+                    op: FsOp::Write { data, .. },
+                    ..
+                } = &item
+                {
+                    flow.queued_write_bytes
+                        .fetch_add(data.len(), Ordering::AcqRel);
+                }
+                item
+            };
+            if to_dispatch.send(item).is_err() {
+                break;
+            }
         }
     }
-    drop(queue);
-    let _ = writer.await;
-    // The channel is gone: end the server session so its open handles close
-    // now (an unfinished upload keeps its partial data for a resume) rather
-    // than when the SSH connection finally drops.
+    drop(to_dispatch);
+    if end == End::Closed {
+        let _ = dispatcher.await;
+        if let Ok(End::Stalled) = writer.await {
+            end = End::Stalled;
+        }
+    } else {
+        dispatcher.abort();
+        writer.abort();
+    }
+    // Nothing reads this channel any more: russh's loop must never wait on it.
+    drop(read_half);
+    match end {
+        End::Closed => {
+            let _ = write_half.exit_status(0).await;
+            let _ = write_half.eof().await;
+            let _ = write_half.close().await;
+        }
+        End::Stalled => {
+            tracing::warn!(
+                peer = %s.peer, account = %s.account, idle_secs = s.idle.as_secs(),
+                "sftp client took no replies for the idle timeout; disconnected"
+            );
+            if let Some(ssh) = &s.ssh {
+                let _ = ssh
+                    .disconnect(
+                        Disconnect::ByApplication,
+                        "Ferry: the client took no replies for the idle timeout".into(),
+                        String::new(),
+                    )
+                    .await;
+            }
+        }
+    }
+    // End the server session so its open handles close now (an unfinished
+    // upload keeps its partial data for a resume, with an `interrupted`
+    // row) rather than when the SSH connection finally drops.
     let _ = ctx
         .upstream
         .call(Request::Logout {
             session: ctx.session,
         })
         .await;
+}
+
+/// Sends queued requests to the server in order, within the budgets.
+async fn dispatch(
+    mut queue: mpsc::UnboundedReceiver<Item>,
+    writer: mpsc::UnboundedSender<(Pending, OwnedSemaphorePermit)>,
+    upstream: Arc<Connection>,
+    session: SessionId,
+    flow: Arc<Flow>,
+) {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT_BYTES));
+    let unwritten = Arc::new(Semaphore::new(MAX_UNWRITTEN_BYTES));
+    while let Some(item) = queue.recv().await {
+        let (pending, taken) = match item {
+            Item::Ready(bytes) => (
+                Pending::Ready(bytes),
+                unwritten.clone().acquire_many_owned(0).await,
+            ),
+            Item::Forward {
+                id,
+                op,
+                expect,
+                upstream_cost,
+                reply_cost,
+            } => {
+                let taken = unwritten
+                    .clone()
+                    .acquire_many_owned(reply_cost as u32)
+                    .await;
+                let Ok(sent) = in_flight
+                    .clone()
+                    .acquire_many_owned(upstream_cost as u32)
+                    .await
+                else {
+                    return;
+                };
+                if let FsOp::Write { data, .. } = &op {
+                    flow.queued_write_bytes
+                        .fetch_sub(data.len(), Ordering::AcqRel);
+                    flow.drained.notify_waiters();
+                }
+                let request = Request::Fs { session, op };
+                let pending = match upstream.start_call_releasing(request, sent) {
+                    Ok(reply) => Pending::Upstream { id, expect, reply },
+                    Err(_) => Pending::Ready(status(
+                        id,
+                        StatusCode::Failure,
+                        "connection to the server was lost",
+                    )),
+                };
+                (pending, taken)
+            }
+        };
+        let Ok(taken) = taken else {
+            return;
+        };
+        if writer.send((pending, taken)).is_err() {
+            return;
+        }
+    }
 }
 
 struct Ctx {
@@ -140,20 +395,35 @@ async fn read_packet<R: AsyncRead + Unpin>(rd: &mut R) -> std::io::Result<Option
     Ok(Some(Bytes::from(buf)))
 }
 
-/// What a raw packet costs against the in-flight budget.
-fn request_cost(raw: &Bytes) -> usize {
-    const SSH_FXP_READ: u8 = 5;
-    let mut b = raw.clone();
-    if b.first() == Some(&SSH_FXP_READ) && b.len() >= 9 {
-        // type, id, handle (string), offset, len
-        b.advance(5);
-        let hlen = b.get_u32() as usize;
-        if b.len() >= hlen + 12 {
-            b.advance(hlen + 8);
-            return (b.get_u32().min(MAX_IO_LEN) as usize).max(SMALL_COST) + SMALL_COST;
-        }
+/// The request id of a raw packet (0 if it is too short to have one).
+fn request_id(raw: &[u8]) -> u32 {
+    match raw.get(1..5) {
+        Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
+        _ => 0,
     }
-    raw.len().clamp(SMALL_COST, MAX_IN_FLIGHT_BYTES)
+}
+
+/// Bytes of file data a raw WRITE packet carries (0 for other packets).
+fn write_len(raw: &[u8]) -> usize {
+    const SSH_FXP_WRITE: u8 = 6;
+    if raw.first() == Some(&SSH_FXP_WRITE) {
+        raw.len()
+    } else {
+        0
+    }
+}
+
+/// What a decoded request costs: against the in-flight budget (data sent
+/// plus data expected back) and against the unwritten-replies budget.
+fn costs(op: &FsOp) -> (usize, usize) {
+    match op {
+        FsOp::Read { len, .. } => {
+            let back = (*len as usize).max(SMALL_COST) + SMALL_COST;
+            (back, back)
+        }
+        FsOp::Write { data, .. } => (data.len() + SMALL_COST, SMALL_COST),
+        _ => (SMALL_COST, SMALL_COST),
+    }
 }
 
 fn encode(packet: Packet) -> Bytes {
@@ -227,37 +497,30 @@ fn parse_handle(h: &str) -> Result<u64, FerryError> {
 }
 
 impl Ctx {
-    /// Decodes one request and sends it upstream; never waits for the reply.
-    fn handle(&self, raw: Bytes) -> Pending {
-        let id = if raw.len() >= 5 {
-            u32::from_be_bytes([raw[1], raw[2], raw[3], raw[4]])
-        } else {
-            0
-        };
+    /// Decodes one request into what dispatch does with it.
+    fn decode(&self, raw: Bytes) -> Item {
+        let id = request_id(&raw);
         let mut body = raw;
         let packet = match Packet::try_from(&mut body) {
             Ok(p) => p,
             Err(e) => {
                 tracing::debug!(error = %e, "undecodable sftp packet");
-                return Pending::Ready(status(id, StatusCode::BadMessage, "malformed request"));
+                return Item::Ready(status(id, StatusCode::BadMessage, "malformed request"));
             }
         };
         match self.translate(packet) {
-            Ok(Step::Reply(bytes)) => Pending::Ready(bytes),
+            Ok(Step::Reply(bytes)) => Item::Ready(bytes),
             Ok(Step::Forward(id, op, expect)) => {
-                match self.upstream.start_call(Request::Fs {
-                    session: self.session,
+                let (upstream_cost, reply_cost) = costs(&op);
+                Item::Forward {
+                    id,
                     op,
-                }) {
-                    Ok(reply) => Pending::Upstream { id, expect, reply },
-                    Err(_) => Pending::Ready(status(
-                        id,
-                        StatusCode::Failure,
-                        "connection to the server was lost",
-                    )),
+                    expect,
+                    upstream_cost,
+                    reply_cost,
                 }
             }
-            Err(e) => Pending::Ready(error_status(id, &e)),
+            Err(e) => Item::Ready(error_status(id, &e)),
         }
     }
 
@@ -497,7 +760,7 @@ fn translate_reply(id: u32, expect: Expect, reply: Response, owner: &str) -> Byt
         (Expect::Status, Response::Ok | Response::Committed { .. }) => {
             status(id, StatusCode::Ok, "ok")
         }
-        (Expect::Handle, Response::Handle(h)) => encode(Packet::Handle(Handle {
+        (Expect::Handle, Response::Handle(h)) => encode(Packet::Handle(SftpHandle {
             id,
             handle: h.to_string(),
         })),
@@ -547,11 +810,15 @@ fn statvfs_reply(id: u32, s: &FsStats) -> Bytes {
     }
 }
 
+/// Writes replies in request order as they arrive. A client that takes no
+/// reply for `idle` ends the session as [`End::Stalled`].
 async fn write_replies<W: AsyncWrite + Unpin>(
     mut wr: W,
     mut pending: mpsc::UnboundedReceiver<(Pending, OwnedSemaphorePermit)>,
     owner: String,
-) {
+    flow: Arc<Flow>,
+    idle: Duration,
+) -> End {
     while let Some((item, permit)) = pending.recv().await {
         let bytes = match item {
             Pending::Ready(b) => b,
@@ -560,16 +827,25 @@ async fn write_replies<W: AsyncWrite + Unpin>(
                 Err(_) => status(id, StatusCode::Failure, "connection to the server was lost"),
             },
         };
-        if wr.write_all(&bytes).await.is_err() {
-            return;
+        match tokio::time::timeout(idle, wr.write_all(&bytes)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return End::Closed,
+            Err(_) => return End::Stalled,
         }
         drop(permit);
-        if pending.is_empty() && wr.flush().await.is_err() {
-            return;
+        flow.answered();
+        if pending.is_empty() {
+            match tokio::time::timeout(idle, wr.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return End::Closed,
+                Err(_) => return End::Stalled,
+            }
         }
     }
-    let _ = wr.flush().await;
-    let _ = wr.shutdown().await;
+    match tokio::time::timeout(idle, wr.flush()).await {
+        Err(_) => End::Stalled,
+        Ok(_) => End::Closed,
+    }
 }
 
 #[cfg(test)]
@@ -606,13 +882,25 @@ mod tests {
 
     #[test]
     fn read_cost_counts_the_requested_length() {
-        let mut b = BytesMut::new();
-        b.put_u8(5);
-        b.put_u32(1);
-        b.put_u32(1);
-        b.put_slice(b"7");
-        b.put_u64(0);
-        b.put_u32(200_000);
-        assert_eq!(request_cost(&b.freeze()), 200_000 + SMALL_COST);
+        let read = FsOp::Read {
+            handle: 7,
+            offset: 0,
+            len: 200_000,
+        };
+        assert_eq!(costs(&read), (200_000 + SMALL_COST, 200_000 + SMALL_COST));
+        let write = FsOp::Write {
+            handle: 7,
+            offset: 0,
+            data: vec![0; 4000],
+        };
+        assert_eq!(costs(&write), (4000 + SMALL_COST, SMALL_COST));
+    }
+
+    #[test]
+    fn request_ids_and_write_lengths_come_from_raw_packets() {
+        assert_eq!(request_id(&[5, 0, 0, 1, 2, 9]), 258);
+        assert_eq!(request_id(&[5, 0]), 0);
+        assert_eq!(write_len(&[6, 0, 0, 0, 1, 0, 0]), 7);
+        assert_eq!(write_len(&[5, 0, 0, 0, 1]), 0);
     }
 }

@@ -100,11 +100,15 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let (config, upstreams) = (config.clone(), upstreams.clone());
+        let idle = config
+            .inactivity_timeout
+            .unwrap_or(Duration::from_secs(3600));
         tokio::spawn(async move {
             let handle_slot: Arc<OnceLock<Handle>> = Arc::default();
             let handler = SshSession {
                 upstreams,
                 peer,
+                idle,
                 upstream: None,
                 login: None,
                 channels: HashMap::new(),
@@ -127,6 +131,8 @@ pub async fn serve(
 struct SshSession {
     upstreams: Arc<Upstreams>,
     peer: SocketAddr,
+    /// How long a client may leave replies untaken.
+    idle: Duration,
     upstream: Option<Arc<Connection>>,
     login: Option<(SessionId, String)>,
     channels: HashMap<ChannelId, Channel<Msg>>,
@@ -279,11 +285,19 @@ impl Handler for SshSession {
             _ => None,
         };
         match ready {
-            Some((ch, sid, account, conn)) => {
+            Some((ch, session_id, account, upstream)) => {
                 session.channel_success(channel)?;
-                let peer = self.peer;
+                let sftp = crate::sftp::SftpSession {
+                    upstream,
+                    session: session_id,
+                    account,
+                    peer: self.peer,
+                    idle: self.idle,
+                    ssh: self.handle.get().cloned(),
+                };
                 tokio::spawn(async move {
-                    crate::sftp::serve(ch.into_stream(), conn, sid, &account).await;
+                    let (peer, account) = (sftp.peer, sftp.account.clone());
+                    crate::sftp::serve(ch, sftp).await;
                     tracing::debug!(%peer, %account, "sftp channel closed");
                 });
             }

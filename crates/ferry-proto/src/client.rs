@@ -22,13 +22,14 @@ use crate::codec::FrameCodec;
 use crate::message::{Frame, Hello, Request, Response, Role, Welcome, SUPPORTED_VERSIONS};
 use crate::ProtoError;
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+/// A waiter for a reply, and what to drop the moment the reply arrives.
+type Waiter = (oneshot::Sender<Response>, Option<Box<dyn Send>>);
+type Pending = Arc<Mutex<HashMap<u64, Waiter>>>;
 
 /// How long connecting and the handshake may take together.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A live connection to a server.
-#[derive(Debug)]
 pub struct Connection {
     addr: String,
     peer_node_id: String,
@@ -39,8 +40,19 @@ pub struct Connection {
     closed: Arc<AtomicBool>,
 }
 
-fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Response>>> {
+fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
     p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("addr", &self.addr)
+            .field("peer_node_id", &self.peer_node_id)
+            .field("version", &self.version)
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Connection {
@@ -167,7 +179,8 @@ impl Connection {
                 match reader.next().await {
                     Some(Ok(frame)) => {
                         let waiter = lock(&pending).remove(&frame.id);
-                        if let Some(waiter) = waiter {
+                        if let Some((waiter, guard)) = waiter {
+                            drop(guard);
                             let _ = waiter.send(frame.body);
                         }
                     }
@@ -199,12 +212,33 @@ impl Connection {
     /// keeps a session's writes and the close after them in order; the
     /// caller bounds how much it has in flight.
     pub fn start_call(&self, body: Request) -> Result<oneshot::Receiver<Response>, ProtoError> {
+        self.queue(body, None)
+    }
+
+    /// Like [`Connection::start_call`], and drops `guard` as soon as the
+    /// reply arrives (or the connection fails), however late the caller
+    /// takes the reply: what a caller charges against its in-flight budget
+    /// is given back when the server has answered, not when the answer has
+    /// been passed on.
+    pub fn start_call_releasing<G: Send + 'static>(
+        &self,
+        body: Request,
+        guard: G,
+    ) -> Result<oneshot::Receiver<Response>, ProtoError> {
+        self.queue(body, Some(Box::new(guard)))
+    }
+
+    fn queue(
+        &self,
+        body: Request,
+        guard: Option<Box<dyn Send>>,
+    ) -> Result<oneshot::Receiver<Response>, ProtoError> {
         if self.is_closed() {
             return Err(ProtoError::Closed(self.addr.clone()));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(id, tx);
+        lock(&self.pending).insert(id, (tx, guard));
         if self.is_closed() || self.out.send(Frame { id, body }).is_err() {
             lock(&self.pending).remove(&id);
             return Err(ProtoError::Closed(self.addr.clone()));

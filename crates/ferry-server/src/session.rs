@@ -1,10 +1,18 @@
 //! Edge connections: sessions, open handles, and every file operation.
 //!
-//! One task reads requests from an edge connection in order. Path operations
-//! run concurrently as tasks of their own. Each open file or directory is an
-//! actor: requests naming its handle are queued to it in arrival order, so
+//! One task reads requests from an edge connection in order and hands each
+//! to its session's sequencer. Each open file or directory is an actor:
+//! requests naming its handle are queued to it in arrival order, so
 //! pipelined writes land in order and a close comes after the writes before
 //! it, while different handles (and sessions) proceed in parallel.
+//!
+//! A request sees the effect of every earlier request of its session, as
+//! with OpenSSH's sftp-server: the sequencer lets handle operations run
+//! side by side, but a path operation (open, stat, setstat, rename, …)
+//! waits until every earlier request has been answered, and the requests
+//! after it wait for it. So an OPEN(CREAT) and an LSTAT of the same path
+//! sent together are answered in that order, and a close is committed
+//! before a rename sent right after it.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -21,9 +29,10 @@ use ferry_proto::message::{
     Credential, DirEntry, Frame, FsOp, HandleId, OpenMode, Request, Response, SessionId, SetAttrs,
 };
 use ferry_proto::server::ServerFramed;
+use futures::future::Either;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 use crate::repository::{apply_attrs, file_stat, io_error, Home};
 use crate::transfer::{cache_sha256, cached_sha256, content_stamp, now_millis, HashTracker};
@@ -37,7 +46,12 @@ pub const MAX_READ_LEN: u32 = 256 * 1024;
 const DIR_BATCH: usize = 128;
 
 type Reply = mpsc::UnboundedSender<Frame<Response>>;
-type HandleTx = mpsc::UnboundedSender<(u64, FsOp)>;
+/// Held while a request runs: shared by handle operations, exclusive for
+/// path operations (see the module documentation).
+type Turn = Either<OwnedRwLockReadGuard<()>, OwnedRwLockWriteGuard<()>>;
+/// A request for a handle's actor, with the turn it holds until answered.
+type HandleMsg = (u64, FsOp, Turn);
+type HandleTx = mpsc::UnboundedSender<HandleMsg>;
 
 struct Session {
     account: String,
@@ -45,7 +59,12 @@ struct Session {
     client_addr: String,
     protocol: Protocol,
     handles: Mutex<HashMap<HandleId, HandleTx>>,
+    /// Uploads this session has open, by virtual path: the session sees
+    /// them under their final names before they are committed.
+    uploads: Mutex<HashMap<String, (HandleId, Arc<File>)>>,
     next_handle: AtomicU64,
+    /// The sequencer's queue; taken when the session ends.
+    requests: Mutex<Option<mpsc::UnboundedSender<(u64, FsOp)>>>,
 }
 
 impl Session {
@@ -53,7 +72,49 @@ impl Session {
     /// recording unfinished transfers as interrupted. (Actors hold the
     /// session, so the queues must be dropped here, not left to `Drop`.)
     fn end(&self) {
+        locked(&self.requests).take();
         locked(&self.handles).clear();
+    }
+
+    /// Queues a request to the session's sequencer.
+    fn submit(&self, id: u64, op: FsOp) -> bool {
+        locked(&self.requests)
+            .as_ref()
+            .is_some_and(|q| q.send((id, op)).is_ok())
+    }
+}
+
+/// Which handle a request names, if it is a handle operation.
+fn handle_of(op: &FsOp) -> Option<HandleId> {
+    match op {
+        FsOp::ReadDir { handle }
+        | FsOp::Close { handle }
+        | FsOp::Abort { handle }
+        | FsOp::Read { handle, .. }
+        | FsOp::Write { handle, .. }
+        | FsOp::Fstat { handle }
+        | FsOp::Fsetstat { handle, .. }
+        | FsOp::Fsync { handle } => Some(*handle),
+        _ => None,
+    }
+}
+
+/// Runs a session's requests in arrival order: handle operations side by
+/// side, each path operation alone, after everything before it.
+async fn sequence(
+    ctx: Arc<ServerCtx>,
+    s: Arc<Session>,
+    mut requests: mpsc::UnboundedReceiver<(u64, FsOp)>,
+    reply: Reply,
+) {
+    let order = Arc::new(RwLock::new(()));
+    while let Some((id, op)) = requests.recv().await {
+        let turn = if handle_of(&op).is_some() {
+            Either::Left(order.clone().read_owned().await)
+        } else {
+            Either::Right(order.clone().write_owned().await)
+        };
+        dispatch(&ctx, s.clone(), id, op, turn, &reply);
     }
 }
 
@@ -132,10 +193,12 @@ where
                 tokio::spawn(async move {
                     let result = login(&ctx, user, credential, client_addr, protocol)
                         .await
-                        .map(|s| {
+                        .map(|(s, requests)| {
                             let account = s.account.clone();
                             let sid = next_session.fetch_add(1, Ordering::Relaxed);
-                            locked(&sessions).insert(sid, Arc::new(s));
+                            let s = Arc::new(s);
+                            tokio::spawn(sequence(ctx.clone(), s.clone(), requests, reply.clone()));
+                            locked(&sessions).insert(sid, s);
                             Response::LoggedIn {
                                 session: sid,
                                 account,
@@ -152,9 +215,8 @@ where
             }
             Request::Fs { session, op } => {
                 let found = locked(&sessions).get(&session).cloned();
-                match found {
-                    Some(s) => dispatch(&ctx, s, id, op, &reply),
-                    None => send(&reply, id, Err(FerryError::invalid("no such session"))),
+                if !found.is_some_and(|s| s.submit(id, op)) {
+                    send(&reply, id, Err(FerryError::invalid("no such session")));
                 }
             }
             Request::Writable => send(
@@ -185,7 +247,7 @@ async fn login(
     credential: Credential,
     client_addr: String,
     protocol: Protocol,
-) -> Result<Session, FerryError> {
+) -> Result<(Session, mpsc::UnboundedReceiver<(u64, FsOp)>), FerryError> {
     let store = ctx.store.clone();
     let method = match credential {
         Credential::Password(_) => "password",
@@ -203,50 +265,68 @@ async fn login(
     let home_rel = account.home.clone();
     let home = blocking(move || Home::open(&repository, &home_rel)).await?;
     tracing::info!(account = %account.name, %client_addr, method, %protocol, "login");
-    Ok(Session {
+    let (requests, queue) = mpsc::unbounded_channel();
+    let session = Session {
         account: account.name,
         home,
         client_addr,
         protocol,
         handles: Mutex::default(),
+        uploads: Mutex::default(),
         next_handle: AtomicU64::new(1),
-    })
+        requests: Mutex::new(Some(requests)),
+    };
+    Ok((session, queue))
 }
 
 fn parse(path: &str) -> Result<VirtualPath, FerryError> {
     VirtualPath::parse_absolute(path).map_err(FerryError::from)
 }
 
-fn dispatch(ctx: &Arc<ServerCtx>, s: Arc<Session>, id: u64, op: FsOp, reply: &Reply) {
-    let handle = match &op {
-        FsOp::ReadDir { handle }
-        | FsOp::Close { handle }
-        | FsOp::Abort { handle }
-        | FsOp::Read { handle, .. }
-        | FsOp::Write { handle, .. }
-        | FsOp::Fstat { handle }
-        | FsOp::Fsetstat { handle, .. }
-        | FsOp::Fsync { handle } => Some(*handle),
-        _ => None,
+/// Queues a request to a handle's actor; `false` if the handle is unknown.
+fn to_handle(s: &Session, handle: HandleId, id: u64, op: FsOp, turn: Turn, reply: &Reply) -> bool {
+    let tx = {
+        let mut handles = locked(&s.handles);
+        if matches!(op, FsOp::Close { .. } | FsOp::Abort { .. }) {
+            handles.remove(&handle)
+        } else {
+            handles.get(&handle).cloned()
+        }
     };
-    if let Some(handle) = handle {
-        let tx = {
-            let mut handles = locked(&s.handles);
-            if matches!(op, FsOp::Close { .. } | FsOp::Abort { .. }) {
-                handles.remove(&handle)
-            } else {
-                handles.get(&handle).cloned()
+    match tx {
+        Some(tx) => {
+            if let Err(mpsc::error::SendError((id, _, _))) = tx.send((id, op, turn)) {
+                send(reply, id, Err(FerryError::internal("handle is closing")));
             }
-        };
-        match tx {
-            Some(tx) => {
-                if let Err(mpsc::error::SendError((id, _))) = tx.send((id, op)) {
-                    send(reply, id, Err(FerryError::internal("handle is closing")));
-                }
-            }
-            None => send(reply, id, Err(FerryError::invalid("invalid handle"))),
+            true
+        }
+        None => false,
+    }
+}
+
+fn dispatch(ctx: &Arc<ServerCtx>, s: Arc<Session>, id: u64, op: FsOp, turn: Turn, reply: &Reply) {
+    if let Some(handle) = handle_of(&op) {
+        if !to_handle(&s, handle, id, op, turn, reply) {
+            send(reply, id, Err(FerryError::invalid("invalid handle")));
         }
         return;
+    }
+    // Attributes set by path on a file this session is uploading go to the
+    // open upload, which becomes that file on close.
+    if let FsOp::SetStat { path, attrs } = &op {
+        let open = parse(path)
+            .ok()
+            .and_then(|v| locked(&s.uploads).get(&v.to_string()).map(|(h, _)| *h));
+        if let Some(handle) = open {
+            let op = FsOp::Fsetstat {
+                handle,
+                attrs: *attrs,
+            };
+            if to_handle(&s, handle, id, op, turn, reply) {
+                return;
+            }
+            return send(reply, id, Err(FerryError::internal("handle is closing")));
+        }
     }
     // A server that cannot change shared state (no quorum) still serves
     // listings and downloads, and refuses what would write.
@@ -270,6 +350,7 @@ fn dispatch(ctx: &Arc<ServerCtx>, s: Arc<Session>, id: u64, op: FsOp, reply: &Re
     }
     let (ctx, reply) = (ctx.clone(), reply.clone());
     tokio::spawn(async move {
+        let _turn = turn;
         let result = match op {
             FsOp::Open { path, mode, attrs } => {
                 open_file(&ctx, &s, path, mode, attrs, &reply).await
@@ -334,7 +415,31 @@ fn register(s: &Session, tx: HandleTx) -> Result<HandleId, FerryError> {
 
 async fn open_dir(s: &Arc<Session>, path: String, reply: &Reply) -> Result<Response, FerryError> {
     let session = s.clone();
-    let entries = blocking(move || session.home.list(&parse(&path)?)).await?;
+    let entries = blocking(move || {
+        let dir = parse(&path)?;
+        let mut entries = session.home.list(&dir)?;
+        // The session's own uploads show under their final names.
+        let open: Vec<(String, Arc<File>)> = locked(&session.uploads)
+            .iter()
+            .filter_map(|(p, (_, file))| {
+                let v = parse(p).ok()?;
+                (v.parent() == dir).then(|| Some((v.file_name()?.to_owned(), file.clone())))?
+            })
+            .collect();
+        for (name, file) in open {
+            let Ok(meta) = file.metadata() else { continue };
+            let entry = DirEntry {
+                name,
+                stat: file_stat(&meta),
+            };
+            match entries.binary_search_by(|e| e.name.cmp(&entry.name)) {
+                Ok(i) => entries[i] = entry,
+                Err(i) => entries.insert(i, entry),
+            }
+        }
+        Ok(entries)
+    })
+    .await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = register(s, tx)?;
     tokio::spawn(dir_actor(entries, rx, reply.clone()));
@@ -343,11 +448,11 @@ async fn open_dir(s: &Arc<Session>, path: String, reply: &Reply) -> Result<Respo
 
 async fn dir_actor(
     entries: Vec<DirEntry>,
-    mut rx: mpsc::UnboundedReceiver<(u64, FsOp)>,
+    mut rx: mpsc::UnboundedReceiver<HandleMsg>,
     reply: Reply,
 ) {
     let mut rest = entries.into_iter();
-    while let Some((id, op)) = rx.recv().await {
+    while let Some((id, op, _turn)) = rx.recv().await {
         let result = match op {
             FsOp::ReadDir { .. } => {
                 let batch: Vec<DirEntry> = rest.by_ref().take(DIR_BATCH).collect();
@@ -400,6 +505,9 @@ async fn open_file(
     let open = blocking(move || open_blocking(&session.home, &path, mode, &attrs)).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = register(s, tx)?;
+    if open.upload.is_some() {
+        locked(&s.uploads).insert(open.path.to_string(), (handle, open.file.clone()));
+    }
     tokio::spawn(file_actor(ctx.clone(), s.clone(), open, rx, reply.clone()));
     Ok(Response::Handle(handle))
 }
@@ -512,13 +620,13 @@ async fn file_actor(
     ctx: Arc<ServerCtx>,
     s: Arc<Session>,
     mut f: OpenFile,
-    mut rx: mpsc::UnboundedReceiver<(u64, FsOp)>,
+    mut rx: mpsc::UnboundedReceiver<HandleMsg>,
     reply: Reply,
 ) {
     // An op taken off the queue while gathering a batch, to serve next.
-    let mut held: Option<(u64, FsOp)> = None;
+    let mut held: Option<HandleMsg> = None;
     loop {
-        let (id, op) = match held.take() {
+        let (id, op, _turn) = match held.take() {
             Some(next) => next,
             None => match rx.recv().await {
                 Some(next) => next,
@@ -531,14 +639,17 @@ async fn file_actor(
             let writing = matches!(op, FsOp::Write { .. });
             let mut bytes = op_bytes(&op);
             let mut batch = vec![(id, op)];
+            // Answered requests give their turns back together, after the batch.
+            let mut turns = vec![_turn];
             while bytes < BATCH_BYTES {
                 match rx.try_recv() {
-                    Ok((id, op))
+                    Ok((id, op, turn))
                         if matches!(op, FsOp::Write { .. }) == writing
                             && matches!(op, FsOp::Read { .. } | FsOp::Write { .. }) =>
                     {
                         bytes += op_bytes(&op);
                         batch.push((id, op));
+                        turns.push(turn);
                     }
                     Ok(other) => {
                         held = Some(other);
@@ -552,6 +663,7 @@ async fn file_actor(
             } else {
                 read_batch(&mut f, batch, &reply).await;
             }
+            drop(turns);
             continue;
         }
         let result = match op {
@@ -776,6 +888,15 @@ async fn finish(
         transfer_id,
         started_at,
     } = f;
+    if upload.is_some() {
+        let mut uploads = locked(&s.uploads);
+        if uploads
+            .get(&path.to_string())
+            .is_some_and(|(_, open)| Arc::ptr_eq(open, &file))
+        {
+            uploads.remove(&path.to_string());
+        }
+    }
     let direction = if upload.is_some() {
         Direction::Upload
     } else {
@@ -1092,11 +1213,11 @@ async fn chunk_actor(
     ctx: Arc<ServerCtx>,
     s: Arc<Session>,
     mut chunk: uploads::Chunk,
-    mut rx: mpsc::UnboundedReceiver<(u64, FsOp)>,
+    mut rx: mpsc::UnboundedReceiver<HandleMsg>,
     reply: Reply,
 ) {
     let expire = ctx.upload_expiry_ms;
-    while let Some((id, op)) = rx.recv().await {
+    while let Some((id, op, _turn)) = rx.recv().await {
         let result = match op {
             FsOp::Write { offset, data, .. } => match chunk.reserve(offset, &data) {
                 Ok(file) => {

@@ -46,6 +46,10 @@ pub struct UpArgs {
     /// Folder monitors rescan their directories this often (seconds).
     #[arg(long, default_value_t = 10)]
     pub monitor_rescan_secs: u64,
+    /// SSH sessions idle this long (or whose client takes no replies this
+    /// long) are closed, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub idle_timeout_secs: u64,
 }
 
 /// Creates what a data directory needs, if it is not there yet.
@@ -140,7 +144,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             host_key: dir.join("ssh_host_ed25519_key"),
             auth_failure_delay_ms: args.auth_failure_delay_ms,
             max_auth_attempts: 6,
-            idle_timeout_secs: 3600,
+            idle_timeout_secs: args.idle_timeout_secs,
             max_sessions: 1000,
         }),
         https: Some(ferry_edge::config::HttpsConfig {

@@ -1,0 +1,242 @@
+//! The SFTP front under the request patterns real clients produce: many
+//! requests in flight, requests that depend on the one before, a client
+//! that floods requests and reads nothing, and the exit status every
+//! script checks.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const RAW: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/clients/sftp_raw.py"
+);
+
+fn ssh_args(port: u16, key: &Path) -> Vec<String> {
+    let mut args: Vec<String> = SSH_TEST_OPTS.iter().map(|s| s.to_string()).collect();
+    args.extend([
+        "-o".into(),
+        "IdentitiesOnly=yes".into(),
+        "-o".into(),
+        "BatchMode=yes".into(),
+        "-i".into(),
+        key.to_str().unwrap().into(),
+    ]);
+    let _ = port;
+    args
+}
+
+fn raw(f: &Ferry, key: &Path, args: &[&str]) -> serde_json::Value {
+    let out = Command::new("python3")
+        .arg(RAW)
+        .args([
+            args[0],
+            &f.sftp_port.to_string(),
+            "alice",
+            key.to_str().unwrap(),
+        ])
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sftp_raw.py {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// OPEN(CREAT) and LSTAT of one path sent in one write, SETSTAT by path
+/// while the file is open, CLOSE and STAT sent together: answered as
+/// OpenSSH's sftp-server answers them, 100 times in a row.
+#[test]
+fn requests_on_one_path_are_answered_in_order() {
+    let f = Ferry::up();
+    let key = f.account_with_key("alice");
+    let result = raw(&f, &key, &["order", "100"]);
+    assert_eq!(result["bad"], serde_json::json!([]), "{result}");
+    // Every one was committed with the time set while it was open.
+    for i in [0, 57, 99] {
+        let meta = std::fs::metadata(f.repository.join(format!("alice/order-{i}.txt"))).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(meta.mtime(), 1_000_000_000 + i);
+    }
+    let rows = f.transfers();
+    assert_eq!(rows.len(), 100, "one row per file");
+    assert!(rows.iter().all(|r| r["status"] == "completed"));
+}
+
+/// `ssh -s sftp` and `scp` (SFTP mode, OpenSSH 9+) exit 0 after a
+/// successful session, as with OpenSSH's sshd.
+#[test]
+fn sftp_channels_close_with_exit_status_zero() {
+    let f = Ferry::up();
+    let key = f.account_with_key("alice");
+    let work = f.dir.path().join("work");
+    std::fs::create_dir_all(work.join("tree/sub")).unwrap();
+    random_file(&work.join("a.bin"), 300_000);
+    random_file(&work.join("tree/sub/b.bin"), 1000);
+    let port = f.sftp_port.to_string();
+
+    let st = Command::new("ssh")
+        .args(ssh_args(f.sftp_port, &key))
+        .args(["-p", &port, "-s", "alice@127.0.0.1", "sftp"])
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(st.code(), Some(0), "ssh -s sftp");
+
+    let scp = |args: &[&str]| {
+        Command::new("scp")
+            .args(ssh_args(f.sftp_port, &key))
+            .args(["-P", &port])
+            .args(args)
+            .current_dir(&work)
+            .status()
+            .unwrap()
+    };
+    assert_eq!(scp(&["a.bin", "alice@127.0.0.1:a.bin"]).code(), Some(0));
+    assert_eq!(scp(&["alice@127.0.0.1:a.bin", "back.bin"]).code(), Some(0));
+    assert_eq!(
+        sha256_file(&work.join("back.bin")),
+        sha256_file(&work.join("a.bin"))
+    );
+    assert_eq!(scp(&["-r", "tree", "alice@127.0.0.1:"]).code(), Some(0));
+    assert_eq!(
+        sha256_file(&f.repository.join("alice/tree/sub/b.bin")),
+        sha256_file(&work.join("tree/sub/b.bin"))
+    );
+    // A failed copy still says so.
+    assert_ne!(
+        scp(&["alice@127.0.0.1:missing.bin", "x.bin"]).code(),
+        Some(0)
+    );
+}
+
+/// OpenSSH `sftp -R 4096 -B 261120`: 4096 reads of 255 KiB asked at once
+/// (about 1 GiB) on a 64 MiB file, then the same upload back.
+#[test]
+fn thousands_of_large_requests_in_flight() {
+    let f = Ferry::up();
+    let key = f.account_with_key("alice");
+    let work = f.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    random_file(&f.repository.join("alice/big.bin"), 64 << 20);
+    let sha = sha256_file(&f.repository.join("alice/big.bin"));
+    let batch = work.join("batch");
+    std::fs::write(&batch, "get big.bin got.bin\nput got.bin again.bin\n").unwrap();
+    let mut child = Command::new("sftp")
+        .args(ssh_args(f.sftp_port, &key))
+        .args([
+            "-P",
+            &f.sftp_port.to_string(),
+            "-R",
+            "4096",
+            "-B",
+            "261120",
+            "-b",
+        ])
+        .arg(&batch)
+        .arg("alice@127.0.0.1")
+        .current_dir(&work)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sftp -R 4096 -B 261120 hung for 180 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success());
+    assert_eq!(sha256_file(&work.join("got.bin")), sha);
+    assert_eq!(sha256_file(&f.repository.join("alice/again.bin")), sha);
+    let rows = f.transfers();
+    for direction in ["download", "upload"] {
+        let row = rows.iter().find(|r| r["direction"] == direction).unwrap();
+        assert_eq!(row["status"], "completed", "{row}");
+        assert_eq!(row["bytes"], 64 << 20, "{row}");
+    }
+}
+
+/// A client sends 100,000 READs and reads no reply at all: the edge keeps
+/// its memory bounded, serves other sessions meanwhile, and disconnects
+/// the client with a log line once the idle timeout has passed.
+#[test]
+fn a_client_that_reads_nothing_is_bounded_and_disconnected() {
+    let f = Ferry::up_logged(&["--idle-timeout-secs", "6"]);
+    let key = f.account_with_key("alice");
+    random_file(&f.repository.join("alice/src.bin"), 4 << 20);
+    let pid = f.procs[0].child.id();
+    let before = rss_kib(pid);
+
+    let flood = {
+        let port = f.sftp_port.to_string();
+        let key = key.to_str().unwrap().to_owned();
+        std::thread::spawn(move || {
+            Command::new("python3")
+                .args([
+                    RAW, "flood", &port, "alice", &key, "100000", "/src.bin", "60",
+                ])
+                .output()
+                .unwrap()
+        })
+    };
+    // Meanwhile another session works normally.
+    std::thread::sleep(Duration::from_secs(2));
+    let work = f.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    random_file(&work.join("other.bin"), 1 << 20);
+    assert_ok(&f.sftp_key("alice", &key, "put other.bin\nget src.bin src.bin\n", &work));
+    let peak = rss_kib(pid);
+
+    let out = flood.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("flood: {result}; RSS {before} KiB before, {peak} KiB during");
+    let closed = result["closed_after_secs"]
+        .as_f64()
+        .expect("the edge never closed the connection");
+    assert!(closed < 30.0, "closed only after {closed} s: {result}");
+    assert!(
+        peak.saturating_sub(before) < 200 * 1024,
+        "RSS grew from {before} KiB to {peak} KiB"
+    );
+    assert!(
+        wait_until(10, || f
+            .log()
+            .contains("took no replies for the idle timeout")),
+        "no log line for the disconnect:\n{}",
+        f.log()
+    );
+    // The download the flooding client had open is logged, not lost.
+    assert!(wait_until(10, || f
+        .transfers()
+        .iter()
+        .any(
+            |r| r["direction"] == "download" && r["status"] == "interrupted"
+        )));
+}
