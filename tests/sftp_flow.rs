@@ -240,3 +240,53 @@ fn a_client_that_reads_nothing_is_bounded_and_disconnected() {
             |r| r["direction"] == "download" && r["status"] == "interrupted"
         )));
 }
+
+/// sftp's `cp` (copy-data) and `ln` (hardlink@openssh.com) work inside
+/// the home, and names with backslashes are ordinary names: what a listing
+/// shows can be fetched, renamed and removed, while a `..` between
+/// backslashes is refused.
+#[test]
+fn copy_data_hardlinks_and_backslash_names() {
+    let f = Ferry::up();
+    let key = f.account_with_key("alice");
+    let work = f.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let home = f.repository.join("alice");
+    random_file(&home.join("src.bin"), 3 << 20);
+    std::fs::write(work.join("we\\ird.txt"), b"backslash").unwrap();
+    let batch = "cp src.bin copy.bin\nln src.bin link.bin\nput \"we\\\\ird.txt\"\n\
+                 rename \"we\\\\ird.txt\" \"b\\\\c.txt\"\nget \"b\\\\c.txt\" back.txt\nls -1\n";
+    let out = assert_ok(&f.sftp_key("alice", &key, batch, &work));
+    assert!(out.contains("b\\c.txt"), "{out}");
+    assert_eq!(
+        sha256_file(&home.join("copy.bin")),
+        sha256_file(&home.join("src.bin"))
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(home.join("link.bin")).unwrap().nlink(), 2);
+    assert_eq!(std::fs::read(work.join("back.txt")).unwrap(), b"backslash");
+    assert_ok(&f.sftp_key("alice", &key, "rm \"b\\\\c.txt\"\n", &work));
+    assert!(!home.join("b\\c.txt").exists());
+
+    // The copy is an upload with its row and SHA-256.
+    let rows = f.transfers();
+    let copy = rows.iter().find(|r| r["path"] == "/copy.bin").unwrap();
+    assert_eq!(copy["status"], "completed");
+    assert_eq!(copy["sha256"], sha256_file(&home.join("src.bin")).as_str());
+
+    // Links cannot point out of the home or over a file.
+    let out = f.sftp_key("alice", &key, "ln src.bin ../../outside.bin\n", &work);
+    assert!(
+        !f.repository.parent().unwrap().join("outside.bin").exists(),
+        "{out:?}"
+    );
+    assert!(!f
+        .sftp_key("alice", &key, "ln src.bin copy.bin\n", &work)
+        .status
+        .success());
+    // A Windows-style traversal is a refused name, not a path.
+    std::fs::write(work.join("t.txt"), b"x").unwrap();
+    let out = f.sftp_key("alice", &key, "put t.txt \"..\\\\..\\\\t.txt\"\n", &work);
+    assert!(!out.status.success());
+    assert!(!home.join("..\\..\\t.txt").exists());
+}

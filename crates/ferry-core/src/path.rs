@@ -3,7 +3,8 @@
 //! A [`VirtualPath`] is a path inside an account's home, where `/` is the home
 //! itself. Parsing never fails open: `..` stops at the home (as in a chroot),
 //! absolute paths are taken relative to the home, and components that could be
-//! misread further down (NUL and other control characters, backslashes, names
+//! misread further down (NUL and other control characters, `..` hidden
+//! between backslashes, names
 //! reserved for Ferry's own bookkeeping, over-long names) are refused.
 //! Symlinks are the repository's business: it checks each resolved component
 //! against the home on disk.
@@ -28,8 +29,10 @@ pub enum PathError {
     /// The path contains a NUL or another control character.
     #[error("path contains a control character")]
     ControlCharacter,
-    /// The path contains a backslash, which Ferry does not accept in names.
-    #[error("path contains a backslash")]
+    /// A name whose backslash-separated parts include `..` (a traversal to
+    /// any tool that reads `\\` as a separator). Other backslashes are
+    /// ordinary characters: the repository is POSIX.
+    #[error("a name may not contain '..' between backslashes")]
     Backslash,
     /// The path names a file reserved for Ferry itself.
     #[error("name {0:?} is reserved")]
@@ -130,7 +133,9 @@ pub fn is_reserved(name: &str) -> bool {
     name.starts_with(RESERVED_PREFIX)
 }
 
-fn check_component(name: &str) -> Result<(), PathError> {
+/// Checks one name as [`VirtualPath::parse`] checks each component: what a
+/// listing shows must pass this, so that every listed name can be used.
+pub fn check_component(name: &str) -> Result<(), PathError> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') {
         return Err(PathError::NotAName(name.to_owned()));
     }
@@ -140,7 +145,7 @@ fn check_component(name: &str) -> Result<(), PathError> {
     if name.chars().any(char::is_control) {
         return Err(PathError::ControlCharacter);
     }
-    if name.contains('\\') {
+    if name.contains('\\') && name.split('\\').any(|part| part == "..") {
         return Err(PathError::Backslash);
     }
     if is_reserved(name) {
@@ -189,6 +194,20 @@ mod tests {
             VirtualPath::parse_absolute(&"a/".repeat(3000)),
             Err(PathError::TooLong)
         );
+    }
+
+    #[test]
+    fn backslashes_are_ordinary_characters() {
+        // POSIX names: a backslash separates nothing.
+        assert_eq!(p("/dir/a\\b.txt"), "/dir/a\\b.txt");
+        assert_eq!(p("C:\\Users\\x"), "/C:\\Users\\x");
+        for bad in ["..\\x", "a\\..", "a\\..\\b"] {
+            assert_eq!(
+                VirtualPath::parse_absolute(bad),
+                Err(PathError::Backslash),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -126,6 +126,11 @@ struct OneHandle {
 }
 
 #[derive(Deserialize)]
+struct OneUser {
+    username: String,
+}
+
+#[derive(Deserialize)]
 struct CopyData {
     read_handle: String,
     read_offset: u64,
@@ -224,6 +229,7 @@ pub async fn serve(channel: Channel<Msg>, s: SftpSession) {
     let ctx = Ctx {
         upstream: s.upstream.clone(),
         session: s.session,
+        account: s.account.clone(),
     };
     let mut end = End::Closed;
     {
@@ -376,6 +382,7 @@ async fn dispatch(
 struct Ctx {
     upstream: Arc<Connection>,
     session: SessionId,
+    account: String,
 }
 
 async fn read_packet<R: AsyncRead + Unpin>(rd: &mut R) -> std::io::Result<Option<Bytes>> {
@@ -497,6 +504,21 @@ fn parse_handle(h: &str) -> Result<u64, FerryError> {
 }
 
 impl Ctx {
+    /// A path with a leading `~` or `~ACCOUNT` taken from the home (which
+    /// clients see as `/`); another user's home is not known here.
+    fn expand_home(&self, path: &str) -> Result<String, FerryError> {
+        let Some(rest) = path.strip_prefix('~') else {
+            return Ok(path.to_owned());
+        };
+        let (user, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        if !user.is_empty() && user != self.account {
+            return Err(FerryError::not_found(format!(
+                "no home directory for {user:?}"
+            )));
+        }
+        Ok(format!("/{tail}"))
+    }
+
     /// Decodes one request into what dispatch does with it.
     fn decode(&self, raw: Bytes) -> Item {
         let id = request_id(&raw);
@@ -535,6 +557,10 @@ impl Ctx {
                     ("statvfs@openssh.com", "2"),
                     ("fsync@openssh.com", "1"),
                     ("limits@openssh.com", "1"),
+                    ("hardlink@openssh.com", "1"),
+                    ("expand-path@openssh.com", "1"),
+                    ("home-directory", "1"),
+                    ("copy-data", "1"),
                 ] {
                     v.extensions.insert(name.to_owned(), ver.to_owned());
                 }
@@ -669,6 +695,41 @@ impl Ctx {
                             E::Status,
                         )
                     }
+                    "hardlink@openssh.com" => {
+                        let p: TwoPaths = russh_sftp::de::from_bytes(&mut data).map_err(bad)?;
+                        fwd(
+                            x.id,
+                            FsOp::Hardlink {
+                                from: p.oldpath,
+                                to: p.newpath,
+                            },
+                            E::Status,
+                        )
+                    }
+                    "expand-path@openssh.com" => {
+                        let p: OnePath = russh_sftp::de::from_bytes(&mut data).map_err(bad)?;
+                        let path = self.expand_home(&p.path)?;
+                        fwd(x.id, FsOp::RealPath { path }, E::Path)
+                    }
+                    "home-directory" => {
+                        let p: OneUser = russh_sftp::de::from_bytes(&mut data).map_err(bad)?;
+                        self.expand_home(&format!("~{}", p.username))?;
+                        Ok(Step::Reply(path_reply(x.id, "/".to_owned())))
+                    }
+                    "copy-data" => {
+                        let c: CopyData = russh_sftp::de::from_bytes(&mut data).map_err(bad)?;
+                        fwd(
+                            x.id,
+                            FsOp::CopyData {
+                                from: parse_handle(&c.read_handle)?,
+                                from_offset: c.read_offset,
+                                length: c.length,
+                                to: parse_handle(&c.write_handle)?,
+                                to_offset: c.write_offset,
+                            },
+                            E::Status,
+                        )
+                    }
                     "limits@openssh.com" => {
                         let limits = LimitsExtension {
                             max_packet_len: u64::from(MAX_PACKET_LEN),
@@ -771,20 +832,25 @@ fn translate_reply(id: u32, expect: Expect, reply: Response, owner: &str) -> Byt
             attrs: attrs_to(&s),
         })),
         (Expect::Name, Response::Entries(e)) => dir_entries(id, e, owner),
-        (Expect::Path, Response::Path(p)) => encode(Packet::Name(Name {
-            id,
-            files: vec![File {
-                filename: p.clone(),
-                longname: p,
-                attrs: FileAttributes::empty(),
-            }],
-        })),
+        (Expect::Path, Response::Path(p)) => path_reply(id, p),
         (Expect::Statvfs, Response::FsStats(s)) => statvfs_reply(id, &s),
         (_, other) => {
             tracing::error!(reply = ?other, "unexpected reply from server");
             status(id, StatusCode::Failure, "unexpected reply from server")
         }
     }
+}
+
+/// A NAME reply with one path (REALPATH, READLINK, expand-path).
+fn path_reply(id: u32, path: String) -> Bytes {
+    encode(Packet::Name(Name {
+        id,
+        files: vec![File {
+            filename: path.clone(),
+            longname: path,
+            attrs: FileAttributes::empty(),
+        }],
+    }))
 }
 
 fn statvfs_reply(id: u32, s: &FsStats) -> Bytes {

@@ -396,6 +396,28 @@ pub enum FsOp {
         /// Replace an existing target.
         overwrite: bool,
     },
+    /// A second name for a file (`hardlink@openssh.com`); both names
+    /// inside the home, the new one must not exist.
+    Hardlink {
+        /// The existing file.
+        from: String,
+        /// The new name.
+        to: String,
+    },
+    /// Copy bytes from one open file to another on the server (`copy-data`,
+    /// sftp's `cp`). Sent to the handle being written.
+    CopyData {
+        /// Handle read from.
+        from: HandleId,
+        /// Offset read from.
+        from_offset: u64,
+        /// Bytes to copy; 0 copies to the end of the source.
+        length: u64,
+        /// Handle written to (open for writing).
+        to: HandleId,
+        /// Offset written to.
+        to_offset: u64,
+    },
     /// Canonical form of a path; [`Response::Path`].
     RealPath {
         /// Path.

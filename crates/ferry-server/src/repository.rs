@@ -130,8 +130,10 @@ impl Home {
         fs::metadata(&real).map(|m| file_stat(&m)).map_err(io_error)
     }
 
-    /// The directory listing of `v`, without Ferry's own files and without
-    /// symlinks that lead outside the home.
+    /// The directory listing of `v`, without Ferry's own files, without
+    /// symlinks that lead outside the home, and without names no client
+    /// could use (control characters, `..` between backslashes): every
+    /// name listed can be opened, renamed and removed.
     pub fn list(&self, v: &VirtualPath) -> Result<Vec<DirEntry>, FerryError> {
         let real = self.resolve(v)?;
         let mut out = Vec::new();
@@ -140,7 +142,9 @@ impl Home {
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
-            if name.starts_with(RESERVED_PREFIX) {
+            if name.starts_with(RESERVED_PREFIX)
+                || ferry_core::path::check_component(&name).is_err()
+            {
                 continue;
             }
             let path = entry.path();
@@ -219,6 +223,20 @@ impl Home {
             return Err(FerryError::new(ErrorKind::AlreadyExists, "target exists"));
         }
         fs::rename(&src, &dst).map_err(io_error)
+    }
+
+    /// Makes `to` a second name of the regular file `from`
+    /// (`hardlink@openssh.com`). Both are inside the home; `to` must not exist.
+    pub fn hard_link(&self, from: &VirtualPath, to: &VirtualPath) -> Result<(), FerryError> {
+        if from.is_root() || to.is_root() {
+            return Err(FerryError::denied("the home directory cannot be linked"));
+        }
+        let src = self.resolve(from)?;
+        let dst = self.resolve(to)?;
+        if !fs::symlink_metadata(&src).map_err(io_error)?.is_file() {
+            return Err(FerryError::new(ErrorKind::WrongType, "not a regular file"));
+        }
+        fs::hard_link(&src, &dst).map_err(io_error)
     }
 
     /// Applies attributes to a path.

@@ -59,6 +59,9 @@ struct Session {
     client_addr: String,
     protocol: Protocol,
     handles: Mutex<HashMap<HandleId, HandleTx>>,
+    /// The open files behind file handles (a `copy-data` reads one while
+    /// another's actor writes).
+    files: Mutex<HashMap<HandleId, Arc<File>>>,
     /// Uploads this session has open, by virtual path: the session sees
     /// them under their final names before they are committed.
     uploads: Mutex<HashMap<String, (HandleId, Arc<File>)>>,
@@ -74,6 +77,7 @@ impl Session {
     fn end(&self) {
         locked(&self.requests).take();
         locked(&self.handles).clear();
+        locked(&self.files).clear();
     }
 
     /// Queues a request to the session's sequencer.
@@ -94,7 +98,8 @@ fn handle_of(op: &FsOp) -> Option<HandleId> {
         | FsOp::Write { handle, .. }
         | FsOp::Fstat { handle }
         | FsOp::Fsetstat { handle, .. }
-        | FsOp::Fsync { handle } => Some(*handle),
+        | FsOp::Fsync { handle }
+        | FsOp::CopyData { to: handle, .. } => Some(*handle),
         _ => None,
     }
 }
@@ -272,6 +277,7 @@ async fn login(
         client_addr,
         protocol,
         handles: Mutex::default(),
+        files: Mutex::default(),
         uploads: Mutex::default(),
         next_handle: AtomicU64::new(1),
         requests: Mutex::new(Some(requests)),
@@ -288,6 +294,7 @@ fn to_handle(s: &Session, handle: HandleId, id: u64, op: FsOp, turn: Turn, reply
     let tx = {
         let mut handles = locked(&s.handles);
         if matches!(op, FsOp::Close { .. } | FsOp::Abort { .. }) {
+            locked(&s.files).remove(&handle);
             handles.remove(&handle)
         } else {
             handles.get(&handle).cloned()
@@ -337,6 +344,7 @@ fn dispatch(ctx: &Arc<ServerCtx>, s: Arc<Session>, id: u64, op: FsOp, turn: Turn
         | FsOp::Mkdir { .. }
         | FsOp::Rmdir { .. }
         | FsOp::Rename { .. }
+        | FsOp::Hardlink { .. }
         | FsOp::UploadCreate { .. }
         | FsOp::UploadOpen { .. }
         | FsOp::UploadDelete { .. } => true,
@@ -387,6 +395,9 @@ async fn path_op(s: Arc<Session>, op: FsOp) -> Result<Response, FerryError> {
                 overwrite,
             } => home
                 .rename(&parse(&from)?, &parse(&to)?, overwrite)
+                .map(|()| Response::Ok),
+            FsOp::Hardlink { from, to } => home
+                .hard_link(&parse(&from)?, &parse(&to)?)
                 .map(|()| Response::Ok),
             FsOp::RealPath { path } => Ok(Response::Path(parse(&path)?.to_string())),
             FsOp::ReadLink { path } => home.read_link(&parse(&path)?).map(Response::Path),
@@ -505,6 +516,7 @@ async fn open_file(
     let open = blocking(move || open_blocking(&session.home, &path, mode, &attrs)).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = register(s, tx)?;
+    locked(&s.files).insert(handle, open.file.clone());
     if open.upload.is_some() {
         locked(&s.uploads).insert(open.path.to_string(), (handle, open.file.clone()));
     }
@@ -687,6 +699,19 @@ async fn file_actor(
                 let file = f.file.clone();
                 blocking(move || file.sync_all().map(|()| Response::Ok).map_err(io_error)).await
             }
+            FsOp::CopyData {
+                from,
+                from_offset,
+                length,
+                to_offset,
+                ..
+            } => {
+                let src = locked(&s.files).get(&from).cloned();
+                match src {
+                    Some(src) => copy_data(&mut f, src, from_offset, length, to_offset).await,
+                    None => Err(FerryError::invalid("invalid handle")),
+                }
+            }
             FsOp::Close { .. } => {
                 let result = finish(&ctx, &s, f, true).await;
                 send(&reply, id, result);
@@ -703,6 +728,57 @@ async fn file_actor(
     }
     // The queue closed without a close: the session or connection ended.
     let _ = finish(&ctx, &s, f, false).await;
+}
+
+/// Copies `length` bytes (0: to the end) of `src` from `from` into the
+/// upload `f` at `to`, in 256 KiB steps on the blocking pool, feeding the
+/// upload's SHA-256 as writes do.
+async fn copy_data(
+    f: &mut OpenFile,
+    src: Arc<File>,
+    from: u64,
+    length: u64,
+    to: u64,
+) -> Result<Response, FerryError> {
+    if f.upload.is_none() {
+        return Err(FerryError::denied("file is not open for writing"));
+    }
+    let dst = f.file.clone();
+    let mut hash = std::mem::take(&mut f.hash);
+    let copied = blocking(move || {
+        let mut buf = vec![0u8; MAX_READ_LEN as usize];
+        let mut done = 0u64;
+        while length == 0 || done < length {
+            let want = if length == 0 {
+                buf.len()
+            } else {
+                (length - done).min(buf.len() as u64) as usize
+            };
+            let n = src
+                .read_at(&mut buf[..want], from + done)
+                .map_err(io_error)?;
+            if n == 0 {
+                break;
+            }
+            let chunk = &buf[..n];
+            dst.write_all_at(chunk, to + done).map_err(io_error)?;
+            hash.record_write(to + done, chunk);
+            done += n as u64;
+        }
+        Ok((done, hash))
+    })
+    .await;
+    match copied {
+        Ok((done, hash)) => {
+            f.hash = hash;
+            f.bytes += done;
+            Ok(Response::Ok)
+        }
+        Err(e) => {
+            f.hash.invalidate();
+            Err(e)
+        }
+    }
 }
 
 /// Payload size of a read or write, for sizing batches.

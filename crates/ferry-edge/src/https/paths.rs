@@ -1,8 +1,8 @@
 //! Paths from URLs and JSON bodies, checked before anything is forwarded.
 //!
 //! The server canonicalises and confines every path again; this layer only
-//! refuses, with a clear `400`, what no honest client sends: dot segments,
-//! backslashes, control characters, invalid or overlong UTF-8, percent
+//! refuses, with a clear `400`, what no honest client sends: dot segments
+//! (also between backslashes), control characters, invalid or overlong UTF-8, percent
 //! escapes left after decoding once (double encoding), and paths or names
 //! longer than the limits.
 
@@ -64,10 +64,14 @@ pub fn checked(path: &str) -> Result<String, ApiError> {
         if segment.len() > MAX_COMPONENT_LEN {
             return Err(invalid("a name in the path is too long"));
         }
-        if segment.chars().any(|c| c == '\\' || c.is_control()) {
-            return Err(invalid(
-                "backslashes and control characters are not allowed in paths",
-            ));
+        if segment.chars().any(char::is_control) {
+            return Err(invalid("control characters are not allowed in paths"));
+        }
+        // A backslash is an ordinary character (the repository is POSIX),
+        // as over SFTP, but never around a '..'.
+        if ferry_core::path::check_component(segment) == Err(ferry_core::path::PathError::Backslash)
+        {
+            return Err(invalid("a name may not contain '..' between backslashes"));
         }
         let lower = segment.to_ascii_lowercase();
         if ["%2e", "%2f", "%5c", "%00", "%25"]
