@@ -290,3 +290,98 @@ fn copy_data_hardlinks_and_backslash_names() {
     assert!(!out.status.success());
     assert!(!home.join("..\\..\\t.txt").exists());
 }
+
+/// `reput` right after the client vanished (sftp and its ssh killed
+/// together, no waiting) continues the partial; a second live writer is
+/// told that another session is writing, and a resume by the same account
+/// takes over once that writer has been idle for the takeover time.
+#[test]
+fn a_resume_takes_over_from_a_vanished_or_idle_writer() {
+    let f = Ferry::up();
+    let key = f.account_with_key("alice");
+    let work = f.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    random_file(&work.join("big.bin"), 16 << 20);
+    let sha = sha256_file(&work.join("big.bin"));
+    let batch = work.join("slow");
+    std::fs::write(&batch, "put big.bin\n").unwrap();
+    use std::os::unix::process::CommandExt;
+    let mut slow = Command::new("sftp")
+        .args(ssh_args(f.sftp_port, &key))
+        .args(["-l", "16000", "-P", &f.sftp_port.to_string(), "-b"])
+        .arg(&batch)
+        .arg("alice@127.0.0.1")
+        .current_dir(&work)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let partial = f.repository.join("alice/.ferry-partial.big.bin");
+    assert!(wait_until(30, || std::fs::metadata(&partial)
+        .map(|m| m.len() > 500_000)
+        .unwrap_or(false)));
+    // The whole client vanishes at once, and is back at once.
+    let _ = Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{}", slow.id())])
+        .status();
+    let _ = slow.wait();
+    assert_ok(&f.sftp_key("alice", &key, "reput big.bin\n", &work));
+    assert_eq!(sha256_file(&f.repository.join("alice/big.bin")), sha);
+
+    // A live writer that went quiet, holding its upload open after the
+    // first 100,000 bytes of the file.
+    random_file(&work.join("held.bin"), 300_000);
+    let holder = Command::new("python3")
+        .args([
+            "-c",
+            "import paramiko,sys,time\n\
+             t=paramiko.Transport(('127.0.0.1',int(sys.argv[1])))\n\
+             t.connect(username='alice',pkey=paramiko.Ed25519Key.from_private_key_file(sys.argv[2]))\n\
+             s=paramiko.SFTPClient.from_transport(t)\n\
+             f=s.open('held.bin','w'); f.write(open(sys.argv[3],'rb').read(100000)); f.flush()\n\
+             print('holding',flush=True); time.sleep(60)",
+            &f.sftp_port.to_string(),
+            key.to_str().unwrap(),
+            work.join("held.bin").to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut holder = scopeguard(holder);
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(holder.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "holding");
+    let started = Instant::now();
+    let out = f.sftp_key("alice", &key, "put held.bin\n", &work);
+    assert!(!out.status.success(), "two live writers of one file");
+    assert!(started.elapsed() < Duration::from_secs(14));
+    // Idle past the takeover time: the resume takes the upload over.
+    std::thread::sleep(Duration::from_secs(16).saturating_sub(started.elapsed()));
+    assert_ok(&f.sftp_key("alice", &key, "reput held.bin\n", &work));
+    assert_eq!(
+        sha256_file(&f.repository.join("alice/held.bin")),
+        sha256_file(&work.join("held.bin"))
+    );
+    assert!(f
+        .transfers()
+        .iter()
+        .any(|r| r["path"] == "/held.bin" && r["status"] == "interrupted"));
+}
+
+/// Kills the child when dropped.
+struct Guard(std::process::Child);
+
+fn scopeguard(child: std::process::Child) -> Guard {
+    Guard(child)
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

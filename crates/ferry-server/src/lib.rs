@@ -61,6 +61,9 @@ pub struct ServerCtx {
     /// Whether this server serves sessions and runs queue workers now
     /// (always on a single node; only the active server in a cluster).
     pub serving: tokio::sync::watch::Sender<bool>,
+    /// SFTP uploads open on this server, so that a resume can take over a
+    /// partial file from a session that is gone or idle.
+    pub(crate) open_uploads: session::OpenUploads,
 }
 
 impl ServerCtx {
@@ -270,6 +273,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         ),
         cluster,
         raft,
+        open_uploads: session::OpenUploads::default(),
     });
     let _ = ctx_slot.set(Arc::downgrade(&ctx));
     if let Some(node) = ctx.cluster.clone() {

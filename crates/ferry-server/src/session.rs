@@ -17,8 +17,8 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ferry_core::{
@@ -32,11 +32,90 @@ use ferry_proto::server::ServerFramed;
 use futures::future::Either;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
+use tokio::sync::{mpsc, Notify, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 use crate::repository::{apply_attrs, file_stat, io_error, Home};
 use crate::transfer::{cache_sha256, cached_sha256, content_stamp, now_millis, HashTracker};
 use crate::{uploads, ServerCtx};
+
+/// An upload idle this long may be taken over by a resume of the same
+/// account (its client is most likely gone; a live one writes).
+pub const TAKEOVER_IDLE_MS: i64 = 15_000;
+/// How long an open waits for a partial file another session is letting go.
+const TAKEOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Who is writing each partial file on this server.
+#[derive(Default)]
+pub(crate) struct OpenUploads(Mutex<HashMap<PathBuf, UploadHolder>>);
+
+/// The session writing one partial file.
+struct UploadHolder {
+    account: String,
+    /// When it last wrote (or opened), unix milliseconds.
+    active_at: Arc<AtomicI64>,
+    /// Tells its actor to let the upload go (kept partial, `interrupted` row).
+    release: Arc<Notify>,
+}
+
+impl std::fmt::Debug for OpenUploads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OpenUploads({} open)", locked(&self.0).len())
+    }
+}
+
+impl OpenUploads {
+    fn hold(
+        &self,
+        partial: PathBuf,
+        account: &str,
+        active_at: Arc<AtomicI64>,
+        release: Arc<Notify>,
+    ) {
+        locked(&self.0).insert(
+            partial,
+            UploadHolder {
+                account: account.to_owned(),
+                active_at,
+                release,
+            },
+        );
+    }
+
+    fn let_go(&self, partial: &Path, release: &Arc<Notify>) {
+        let mut held = locked(&self.0);
+        if held
+            .get(partial)
+            .is_some_and(|h| Arc::ptr_eq(&h.release, release))
+        {
+            held.remove(partial);
+        }
+    }
+
+    /// Asks the holder of `partial` to let go if it belongs to `account` and
+    /// has been idle for [`TAKEOVER_IDLE_MS`]; otherwise says why not.
+    fn take_over(&self, partial: &Path, account: &str) -> Result<(), FerryError> {
+        let held = locked(&self.0);
+        let Some(holder) = held.get(partial) else {
+            // Held by a session that is ending, or on another server.
+            return Ok(());
+        };
+        let idle_ms = now_millis() - holder.active_at.load(Ordering::Relaxed);
+        if holder.account == account && idle_ms >= TAKEOVER_IDLE_MS {
+            tracing::info!(account, idle_ms, "a resume takes over an idle upload");
+            holder.release.notify_one();
+            return Ok(());
+        }
+        Err(FerryError::new(
+            ErrorKind::Busy,
+            format!(
+                "another live session is uploading this file (last write {} s ago); \
+                 a resume by the same account takes over after {} s without writes",
+                idle_ms / 1000,
+                TAKEOVER_IDLE_MS / 1000
+            ),
+        ))
+    }
+}
 
 /// Most handles one session may hold open.
 pub const MAX_HANDLES_PER_SESSION: usize = 256;
@@ -512,15 +591,59 @@ async fn open_file(
     attrs: SetAttrs,
     reply: &Reply,
 ) -> Result<Response, FerryError> {
-    let session = s.clone();
-    let open = blocking(move || open_blocking(&session.home, &path, mode, &attrs)).await?;
+    let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
+    let mut asked = false;
+    let open = loop {
+        let (session, wanted) = (s.clone(), path.clone());
+        match blocking(move || open_blocking(&session.home, &wanted, mode, &attrs)).await {
+            // The partial is locked: wait for a session that is ending, and
+            // take over from an idle one of the same account.
+            Err(e) if e.kind == ErrorKind::Busy && tokio::time::Instant::now() < deadline => {
+                if !asked {
+                    let partial = parse(&path)
+                        .and_then(|v| s.home.resolve(&v))
+                        .ok()
+                        .and_then(|real| Home::partial_path(&real));
+                    if let Some(partial) = partial {
+                        ctx.open_uploads.take_over(&partial, &s.account)?;
+                    }
+                    asked = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e),
+            Ok(open) => break open,
+        }
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = register(s, tx)?;
     locked(&s.files).insert(handle, open.file.clone());
-    if open.upload.is_some() {
+    let holder = open.upload.as_ref().map(|up| {
         locked(&s.uploads).insert(open.path.to_string(), (handle, open.file.clone()));
-    }
-    tokio::spawn(file_actor(ctx.clone(), s.clone(), open, rx, reply.clone()));
+        let claim = Claim {
+            partial: up.partial.clone(),
+            active_at: Arc::new(AtomicI64::new(now_millis())),
+            release: Arc::new(Notify::new()),
+        };
+        ctx.open_uploads.hold(
+            claim.partial.clone(),
+            &s.account,
+            claim.active_at.clone(),
+            claim.release.clone(),
+        );
+        claim
+    });
+    let (ctx, s, reply) = (ctx.clone(), s.clone(), reply.clone());
+    tokio::spawn(async move {
+        file_actor(ctx.clone(), s.clone(), open, rx, reply, holder.as_ref()).await;
+        // The actor may end on its own (handed over): the handle is gone,
+        // and so must be every reference to its file (and its lock).
+        locked(&s.handles).remove(&handle);
+        locked(&s.files).remove(&handle);
+        if let Some(claim) = holder {
+            ctx.open_uploads.let_go(&claim.partial, &claim.release);
+        }
+    });
     Ok(Response::Handle(handle))
 }
 
@@ -628,23 +751,48 @@ const BATCH_BYTES: usize = 8 << 20;
 /// second blocking thread while the first one writes.
 const PARALLEL_HASH_BYTES: usize = 512 << 10;
 
+/// An upload's entry in [`OpenUploads`], as its actor sees it.
+struct Claim {
+    partial: PathBuf,
+    active_at: Arc<AtomicI64>,
+    release: Arc<Notify>,
+}
+
 async fn file_actor(
     ctx: Arc<ServerCtx>,
     s: Arc<Session>,
     mut f: OpenFile,
     mut rx: mpsc::UnboundedReceiver<HandleMsg>,
     reply: Reply,
+    claim: Option<&Claim>,
 ) {
     // An op taken off the queue while gathering a batch, to serve next.
     let mut held: Option<HandleMsg> = None;
     loop {
         let (id, op, _turn) = match held.take() {
             Some(next) => next,
-            None => match rx.recv().await {
-                Some(next) => next,
-                None => break,
-            },
+            None => {
+                let released = async {
+                    match claim {
+                        Some(c) => c.release.notified().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    next = rx.recv() => match next {
+                        Some(next) => next,
+                        None => break,
+                    },
+                    () = released => {
+                        tracing::info!(account = %s.account, path = %f.path, "upload handed over to a resuming session");
+                        break;
+                    }
+                }
+            }
         };
+        if let Some(c) = claim {
+            c.active_at.store(now_millis(), Ordering::Relaxed);
+        }
         // Reads and writes that are already queued are served together:
         // one trip to the blocking pool instead of one per SFTP packet.
         if matches!(op, FsOp::Read { .. } | FsOp::Write { .. }) {
