@@ -175,7 +175,37 @@ fn thousands_of_large_requests_in_flight() {
         let row = rows.iter().find(|r| r["direction"] == direction).unwrap();
         assert_eq!(row["status"], "completed", "{row}");
         assert_eq!(row["bytes"], 64 << 20, "{row}");
+        assert_eq!(row["size"], 64 << 20, "{row}");
     }
+}
+
+/// A client that reads a file twice moved twice its bytes: the log keeps
+/// the bytes moved and the file's size apart.
+#[test]
+fn the_log_keeps_bytes_moved_and_file_size_apart() {
+    let f = Ferry::up();
+    let key = f.account_with_key("alice");
+    random_file(&f.repository.join("alice/twice.bin"), 1 << 20);
+    let st = Command::new("python3")
+        .args([
+            "-c",
+            "import paramiko,sys\n\
+             t=paramiko.Transport(('127.0.0.1',int(sys.argv[1])))\n\
+             t.connect(username='alice',pkey=paramiko.Ed25519Key.from_private_key_file(sys.argv[2]))\n\
+             s=paramiko.SFTPClient.from_transport(t)\n\
+             f=s.open('twice.bin','r'); a=f.read(); f.seek(0); b=f.read(); f.close()\n\
+             assert a==b and len(a)==1<<20",
+            &f.sftp_port.to_string(),
+            key.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let rows = f.transfers();
+    let row = rows.iter().find(|r| r["path"] == "/twice.bin").unwrap();
+    assert_eq!(row["bytes"], 2 << 20, "{row}");
+    assert_eq!(row["size"], 1 << 20, "{row}");
+    assert_eq!(row["status"], "completed");
 }
 
 /// A client sends 100,000 READs and reads no reply at all: the edge keeps

@@ -138,8 +138,13 @@ pub struct TransferRecord {
     pub direction: Direction,
     /// The path inside the account's home.
     pub path: String,
-    /// Bytes moved in this transfer.
+    /// Bytes moved in this transfer (a download that re-reads ranges moves
+    /// more than the file has).
     pub bytes: u64,
+    /// Size of the file when the transfer ended: the committed upload, the
+    /// file downloaded. `None` where it is not known (older rows, failures).
+    #[serde(default)]
+    pub size: Option<u64>,
     /// SHA-256 of the whole file, hex, when the transfer completed.
     pub sha256: Option<String>,
     /// When the file was opened.

@@ -1156,6 +1156,7 @@ async fn finish(
             } else {
                 let was_known = hash.is_known();
                 let sha = hash.finish(&file).map_err(io_error)?;
+                let size = file.metadata().map(|m| m.len()).ok();
                 // Cache a hash computed while reading only if the file did
                 // not change since it was opened.
                 if let (Some(stamp), false) = (&stamp, was_known) {
@@ -1164,7 +1165,7 @@ async fn finish(
                         cache_sha256(&file, stamp, &sha);
                     }
                 }
-                Ok(Some((sha, None)))
+                Ok(Some((sha, size)))
             }
         })
         .await
@@ -1184,6 +1185,10 @@ async fn finish(
         ),
         (Err(e), _) => (TransferStatus::Failed, None, Some(e.message.clone())),
     };
+    let size = match &outcome {
+        Ok(Some((_, size))) => *size,
+        _ => None,
+    };
     let record = TransferRecord {
         id: transfer_id,
         account: s.account.clone(),
@@ -1191,6 +1196,7 @@ async fn finish(
         direction,
         path: path.to_string(),
         bytes,
+        size,
         sha256,
         started_at,
         ended_at: now_millis(),
@@ -1203,7 +1209,9 @@ async fn finish(
     };
     let logged = log_transfer(ctx, record).await;
     let response = match outcome? {
-        Some((sha256, Some(size))) => Response::Committed { size, sha256 },
+        Some((sha256, Some(size))) if direction == Direction::Upload => {
+            Response::Committed { size, sha256 }
+        }
         _ => Response::Ok,
     };
     logged.map(|()| response)
@@ -1321,6 +1329,7 @@ pub(crate) fn upload_row(
         direction: Direction::Upload,
         path: record.path.clone(),
         bytes: record.offset,
+        size: sha256.as_ref().map(|_| record.length),
         sha256,
         started_at: record.created_at,
         ended_at: now_millis(),

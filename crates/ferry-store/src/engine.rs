@@ -293,8 +293,8 @@ fn record_transfer(tx: &Transaction<'_>, t: &TransferRecord) -> Result<usize> {
     let n = tx.execute(
         "INSERT OR IGNORE INTO transfers
            (id, account, protocol, direction, path, bytes, sha256, started_at,
-            ended_at, status, node, client_addr, error, partner, event_id, format)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1)",
+            ended_at, status, node, client_addr, error, partner, event_id, format, size)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1, ?16)",
         params![
             t.id,
             t.account,
@@ -310,7 +310,8 @@ fn record_transfer(tx: &Transaction<'_>, t: &TransferRecord) -> Result<usize> {
             t.client_addr,
             t.error,
             t.partner,
-            t.event_id
+            t.event_id,
+            t.size.map(|n| n as i64)
         ],
     )?;
     if n == 0 || !t.triggers_routes() {

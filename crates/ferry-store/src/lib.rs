@@ -468,7 +468,7 @@ fn row_to_token(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountToken> {
 }
 
 const TRANSFER_COLUMNS: &str = "id, account, protocol, direction, path, bytes, sha256,
-    started_at, ended_at, status, node, client_addr, error, partner, event_id";
+    started_at, ended_at, status, node, client_addr, error, partner, event_id, size";
 
 fn parse_text<T: std::str::FromStr<Err = String>>(idx: usize, text: String) -> rusqlite::Result<T> {
     text.parse::<T>().map_err(|e| {
@@ -495,6 +495,10 @@ fn row_to_transfer(r: &rusqlite::Row<'_>) -> rusqlite::Result<TransferRecord> {
         error: r.get(12)?,
         partner: r.get(13)?,
         event_id: r.get(14)?,
+        size: r
+            .get::<_, Option<i64>>(15)?
+            .map(|n| u64::try_from(n).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(15, n)))
+            .transpose()?,
     })
 }
 

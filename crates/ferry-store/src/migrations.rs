@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../schemas/0003_transfer_engine.sql"),
     include_str!("../../../schemas/0004_node_local.sql"),
     include_str!("../../../schemas/0005_settings.sql"),
+    include_str!("../../../schemas/0006_transfer_size.sql"),
 ];
 
 /// The schema version this build produces.

@@ -1051,6 +1051,7 @@ mod tests {
             direction: Direction::Upload,
             path: "/a".into(),
             bytes: 10,
+            size: None,
             sha256: None,
             started_at: ended_at - 1,
             ended_at,

@@ -19,6 +19,7 @@ fn transfer(id: &str, account: &str, started_at: i64) -> TransferRecord {
         direction: Direction::Upload,
         path: "/a".into(),
         bytes: 10,
+        size: None,
         sha256: Some("ab".into()),
         started_at,
         ended_at: started_at + 1,

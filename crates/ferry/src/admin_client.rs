@@ -487,8 +487,8 @@ pub async fn transfer(args: AdminArgs, cmd: TransferCmd) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<36} {:<20} {:<12} {:<9} {:<12} {:>12} {:<10} PATH",
-        "ID", "STARTED", "ACCOUNT", "DIRECTION", "STATUS", "BYTES", "SHA256"
+        "{:<36} {:<20} {:<12} {:<9} {:<12} {:>12} {:>12} {:<10} PATH",
+        "ID", "STARTED", "ACCOUNT", "DIRECTION", "STATUS", "SIZE", "MOVED", "SHA256"
     );
     for t in v.as_array().into_iter().flatten() {
         let started = chrono_like(t["started_at"].as_i64().unwrap_or_default());
@@ -496,13 +496,17 @@ pub async fn transfer(args: AdminArgs, cmd: TransferCmd) -> anyhow::Result<()> {
         if let Some(p) = t["partner"].as_str() {
             path.push_str(&format!("  (partner {p})"));
         }
+        let size = t["size"]
+            .as_u64()
+            .map_or_else(|| "-".to_owned(), |n| n.to_string());
         println!(
-            "{:<36} {:<20} {:<12} {:<9} {:<12} {:>12} {:<10} {}",
+            "{:<36} {:<20} {:<12} {:<9} {:<12} {:>12} {:>12} {:<10} {}",
             t["id"].as_str().unwrap_or_default(),
             started,
             t["account"].as_str().unwrap_or_default(),
             t["direction"].as_str().unwrap_or_default(),
             t["status"].as_str().unwrap_or_default(),
+            size,
             t["bytes"].as_u64().unwrap_or_default(),
             t["sha256"]
                 .as_str()

@@ -241,6 +241,7 @@ async fn ingest(
             direction: Direction::Upload,
             path: path.clone(),
             bytes,
+            size: Some(bytes),
             sha256: Some(sha256),
             started_at: started,
             ended_at: ctx.clock.now_ms(),

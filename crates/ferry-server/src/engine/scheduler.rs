@@ -468,6 +468,7 @@ mod tests {
             schedules_changed: tokio::sync::Notify::new(),
             primary: tokio::sync::watch::Sender::new(PrimaryRole::Primary { term: 1 }),
             clock: Clock::starting_at(start_ms),
+            open_uploads: Default::default(),
             cluster: None,
             raft: None,
             serving: tokio::sync::watch::Sender::new(true),
