@@ -301,6 +301,22 @@ fn tus_patch_args(offset: u64, file: &str, checksum: Option<String>) -> Vec<Stri
     a
 }
 
+/// `Upload-Checksum` value for `data` in `algorithm` (sha256, sha1 or md5).
+fn checksum_header(algorithm: &str, data: &[u8]) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let digest = match algorithm {
+        "sha256" => sha2::Sha256::digest(data).to_vec(),
+        "sha1" => sha1::Sha1::digest(data).to_vec(),
+        "md5" => md5::Md5::digest(data).to_vec(),
+        other => panic!("no digest for {other}"),
+    };
+    format!(
+        "Upload-Checksum: {algorithm} {}",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
 fn b64_sha256(data: &[u8]) -> String {
     use base64::Engine;
     use sha2::Digest;
@@ -316,7 +332,7 @@ fn tus_with_curl_checksums_offsets_interruption_and_resume() {
     assert_eq!(r.status, 204);
     assert_eq!(r.header("tus-version"), Some("1.0.0"));
     assert!(r.header("tus-extension").unwrap().contains("checksum"));
-    assert_eq!(r.header("tus-checksum-algorithm"), Some("sha256"));
+    assert_eq!(r.header("tus-checksum-algorithm"), Some("sha256,sha1,md5"));
 
     let total = 6 * 1024 * 1024 + 17;
     let local = f.dir.path().join("tus.bin");
@@ -439,13 +455,19 @@ fn abandoned_tus_uploads_expire_and_their_data_is_removed() {
         .count()
         == 0));
     assert_eq!(tus_offset(&c, &loc).0, 404);
-    let rows = f.transfers();
+    // The sweep removes the files first and writes the row after them.
+    let expired_row = |rows: &[serde_json::Value]| {
+        rows.iter().any(|r| {
+            r["path"] == "/later.bin"
+                && r["status"] == "interrupted"
+                && r["bytes"] == 300
+                && r["error"].as_str().unwrap().contains("expired")
+        })
+    };
     assert!(
-        rows.iter().any(|r| r["path"] == "/later.bin"
-            && r["status"] == "interrupted"
-            && r["bytes"] == 300
-            && r["error"].as_str().unwrap().contains("expired")),
-        "{rows:#?}"
+        wait_until(10, || expired_row(&f.transfers())),
+        "{:#?}",
+        f.transfers()
     );
 }
 
@@ -482,7 +504,9 @@ fn tuspy_uploads_50_mib_interrupted_and_resumed() {
         text
     };
     // First run: a process that dies (os._exit) after 23,456,789 bytes.
+    // Both runs send tuspy's default checksum, sha1, with every chunk.
     let first = run(Some(23_456_789));
+    assert!(first.contains("CHECKSUM sha1"), "{first}");
     assert!(first.contains("STOPPED 23456789"), "{first}");
     assert!(!user_home(&f, "alice").join("fifty.bin").exists());
     // Second run: a new process finds the upload URL in its store, asks the
@@ -508,4 +532,120 @@ fn tuspy_uploads_50_mib_interrupted_and_resumed() {
         (row["status"].as_str(), row["sha256"].as_str()),
         (Some("completed"), Some(sha.as_str()))
     );
+}
+
+#[test]
+fn tus_checksums_in_sha1_md5_and_sha256_and_a_mismatch_keeps_nothing() {
+    let f = Ferry::up();
+    f.add_account("alice");
+    let c = f.curl().user("alice");
+    let chunk = 256 * 1024;
+    let total = 4 * chunk;
+    let local = f.dir.path().join("sums.bin");
+    random_file(&local, total);
+    let data = std::fs::read(&local).unwrap();
+    let part = |i: usize| {
+        let path = f.dir.path().join(format!("sums-{i}"));
+        std::fs::write(&path, &data[i * chunk..(i + 1) * chunk]).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let patch = |i: usize, header: String| {
+        let mut args = tus_patch_args((i * chunk) as u64, &part(i), None);
+        args.extend(["-H".into(), header]);
+        args
+    };
+    let loc = tus_create(&c, total, "sums.bin");
+    let offset = || tus_offset(&c, &loc).1;
+    // Each algorithm's good digest moves the offset.
+    for (i, algorithm) in ["md5", "sha1"].into_iter().enumerate() {
+        let header = checksum_header(algorithm, &data[i * chunk..(i + 1) * chunk]);
+        let r = c.run(&patch(i, header), &loc);
+        assert_eq!(r.status, 204, "{algorithm}: {}", r.text());
+        assert_eq!(offset(), Some(((i + 1) * chunk) as u64));
+    }
+    // A wrong digest, in each algorithm: 460 and none of the bytes kept.
+    for algorithm in ["md5", "sha1", "sha256"] {
+        let header = checksum_header(algorithm, b"other bytes");
+        let r = c.run(&patch(2, header), &loc);
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (460, "checksum_mismatch"),
+            "{algorithm}"
+        );
+        assert_eq!(offset(), Some(2 * chunk as u64), "{algorithm}");
+    }
+    // Unknown algorithms and digests of the wrong length are bad requests.
+    let sha1_of_chunk = checksum_header("sha1", &data[2 * chunk..3 * chunk]);
+    for header in [
+        "Upload-Checksum: crc32 AAAAAA==".to_owned(),
+        sha1_of_chunk.replace("sha1", "md5"),
+        "Upload-Checksum: sha1 not-base64!".to_owned(),
+    ] {
+        let r = c.run(&patch(2, header.clone()), &loc);
+        assert_eq!(r.status, 400, "{header}: {}", r.text());
+        assert_eq!(offset(), Some(2 * chunk as u64));
+    }
+    // The last two chunks with sha256 and sha1 commit the file.
+    let r = c.run(
+        &patch(2, checksum_header("sha256", &data[2 * chunk..3 * chunk])),
+        &loc,
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = c.run(&patch(3, checksum_header("sha1", &data[3 * chunk..])), &loc);
+    assert_eq!(r.status, 204, "{}", r.text());
+    let sha = sha256_file(&local);
+    assert_eq!(sha256_file(&user_home(&f, "alice").join("sums.bin")), sha);
+    let rows = f.transfers();
+    let row = rows
+        .iter()
+        .find(|r| r["path"] == "/sums.bin")
+        .expect("transfer row");
+    assert_eq!(
+        (
+            row["status"].as_str(),
+            row["sha256"].as_str(),
+            row["bytes"].as_u64()
+        ),
+        (Some("completed"), Some(sha.as_str()), Some(total as u64))
+    );
+
+    // Stock tuspy with its default sha1, and with md5.
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/tus/tuspy_upload.py"
+    );
+    for checksum in [None, Some("md5")] {
+        let name = format!("tuspy-{}.bin", checksum.unwrap_or("default"));
+        let file = f.dir.path().join(&name);
+        random_file(&file, 9 * 1024 * 1024 + 5);
+        let mut cmd = std::process::Command::new("python3");
+        cmd.arg(script)
+            .env("FERRY_URL", f.https_url.as_ref().unwrap())
+            .env("FERRY_CA", &f.ca)
+            .env("FERRY_USER", "alice")
+            .env("FERRY_PASSWORD", PASSWORD)
+            .env("FERRY_FILE", &file)
+            .env("FERRY_URL_STORE", f.dir.path().join(format!("{name}.urls")));
+        if let Some(algorithm) = checksum {
+            cmd.env("FERRY_CHECKSUM", algorithm);
+        }
+        let out = cmd.output().expect("python3");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && text.contains("DONE"),
+            "tuspy failed: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let want = format!("CHECKSUM {}", checksum.unwrap_or("sha1"));
+        assert!(text.contains(&want), "{text}");
+        let sha = sha256_file(&file);
+        assert_eq!(sha256_file(&user_home(&f, "alice").join(&name)), sha);
+        let rows = f.transfers();
+        assert!(
+            rows.iter().any(|r| r["path"] == format!("/{name}").as_str()
+                && r["status"] == "completed"
+                && r["sha256"] == sha.as_str()),
+            "{rows:#?}"
+        );
+    }
 }

@@ -27,8 +27,20 @@ pub struct EdgeConfig {
 pub struct SftpConfig {
     /// Address to listen on; port 0 picks a free port (printed at start).
     pub listen: SocketAddr,
-    /// The SSH host key (OpenSSH format); created on first start if missing.
-    pub host_key: PathBuf,
+    /// The SSH host keys, one file per algorithm (OpenSSH format, mode
+    /// 0600), each created on first start if missing. Left out: all three,
+    /// as `ssh_host_{ed25519,rsa,ecdsa}_key` beside the config file.
+    #[serde(default)]
+    pub host_keys: Option<HostKeyFiles>,
+    /// The older single-key form: this one file is the only host key served
+    /// (created as Ed25519 if missing). Not allowed with `host_keys`.
+    #[serde(default)]
+    pub host_key: Option<PathBuf>,
+    /// Offer zlib compression (`zlib@openssh.com`, `zlib`) besides `none`.
+    /// Off by default: file data is mostly compressed already, and
+    /// compression costs CPU on every packet.
+    #[serde(default)]
+    pub compression: bool,
     /// Delay of every failed login, in milliseconds (the same for all reasons).
     #[serde(default = "default_auth_delay")]
     pub auth_failure_delay_ms: u64,
@@ -41,6 +53,38 @@ pub struct SftpConfig {
     /// Most concurrent SSH connections.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
+}
+
+/// SSH host key files by algorithm; a field left out is not served.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostKeyFiles {
+    /// Ed25519 key, the one modern clients pick.
+    pub ed25519: Option<PathBuf>,
+    /// RSA key (3072 bits when created, at least 2048), signed with
+    /// rsa-sha2-512 or rsa-sha2-256; SHA-1 `ssh-rsa` signatures are not offered.
+    pub rsa: Option<PathBuf>,
+    /// ECDSA key on NIST P-256.
+    pub ecdsa: Option<PathBuf>,
+}
+
+impl HostKeyFiles {
+    /// All three keys in `dir`, named as OpenSSH names its own.
+    pub fn in_dir(dir: &Path) -> Self {
+        HostKeyFiles {
+            ed25519: Some(dir.join("ssh_host_ed25519_key")),
+            rsa: Some(dir.join("ssh_host_rsa_key")),
+            ecdsa: Some(dir.join("ssh_host_ecdsa_key")),
+        }
+    }
+
+    fn resolved(self, base: &Path) -> Self {
+        HostKeyFiles {
+            ed25519: self.ed25519.map(|p| base.join(p)),
+            rsa: self.rsa.map(|p| base.join(p)),
+            ecdsa: self.ecdsa.map(|p| base.join(p)),
+        }
+    }
 }
 
 /// The HTTPS listener (file API, tus uploads, browser client).
@@ -140,7 +184,27 @@ impl EdgeConfig {
         let mut config: EdgeConfig = toml::from_str(&text).map_err(|e| error(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         if let Some(sftp) = &mut config.sftp {
-            sftp.host_key = base.join(&sftp.host_key);
+            match (sftp.host_key.take(), sftp.host_keys.take()) {
+                (Some(_), Some(_)) => {
+                    return Err(error(
+                        "`sftp.host_key` and `sftp.host_keys` both given: use `[sftp.host_keys]` \
+                         (ed25519, rsa, ecdsa) alone"
+                            .into(),
+                    ))
+                }
+                (Some(one), None) => sftp.host_key = Some(base.join(one)),
+                (None, Some(keys)) => {
+                    let keys = keys.resolved(base);
+                    if keys.ed25519.is_none() && keys.rsa.is_none() && keys.ecdsa.is_none() {
+                        return Err(error(
+                            "field `sftp.host_keys`: name at least one of ed25519, rsa, ecdsa"
+                                .into(),
+                        ));
+                    }
+                    sftp.host_keys = Some(keys);
+                }
+                (None, None) => sftp.host_keys = Some(HostKeyFiles::in_dir(base)),
+            }
             if sftp.max_auth_attempts == 0 {
                 return Err(error(
                     "field `sftp.max_auth_attempts`: must be at least 1".into(),
@@ -178,5 +242,69 @@ impl EdgeConfig {
             }
         }
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn load(sftp: &str) -> (tempfile::TempDir, Result<EdgeConfig, ConfigError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.toml");
+        let text = format!(
+            "node_id = \"e\"\n[sftp]\nlisten = \"127.0.0.1:0\"\n{sftp}\n\
+             [upstream]\nservers = [\"s:7401\"]\nca = \"ca.crt\"\ncert = \"e.crt\"\nkey = \"e.key\"\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        let config = EdgeConfig::load(&path);
+        (dir, config)
+    }
+
+    #[test]
+    fn without_host_key_settings_all_three_keys_sit_beside_the_config() {
+        let (dir, config) = load("");
+        let sftp = config.unwrap().sftp.unwrap();
+        assert!(sftp.host_key.is_none());
+        let keys = sftp.host_keys.unwrap();
+        assert_eq!(keys.rsa.unwrap(), dir.path().join("ssh_host_rsa_key"));
+        assert_eq!(keys.ecdsa.unwrap(), dir.path().join("ssh_host_ecdsa_key"));
+        assert_eq!(
+            keys.ed25519.unwrap(),
+            dir.path().join("ssh_host_ed25519_key")
+        );
+        assert!(!sftp.compression);
+    }
+
+    #[test]
+    fn the_single_host_key_form_still_loads_and_serves_one_key() {
+        let (dir, config) = load("host_key = \"old_key\"");
+        let sftp = config.unwrap().sftp.unwrap();
+        assert_eq!(sftp.host_key.unwrap(), dir.path().join("old_key"));
+        assert!(sftp.host_keys.is_none());
+    }
+
+    #[test]
+    fn a_partial_table_serves_only_what_it_names() {
+        let (dir, config) = load("[sftp.host_keys]\necdsa = \"k\"");
+        let keys = config.unwrap().sftp.unwrap().host_keys.unwrap();
+        assert_eq!(keys.ecdsa.unwrap(), dir.path().join("k"));
+        assert!(keys.rsa.is_none() && keys.ed25519.is_none());
+    }
+
+    #[test]
+    fn both_forms_or_an_empty_table_are_refused_clearly() {
+        let (_d, both) = load("host_key = \"a\"\n[sftp.host_keys]\nrsa = \"b\"");
+        let err = both.unwrap_err().to_string();
+        assert!(
+            err.contains("`sftp.host_key` and `sftp.host_keys`"),
+            "{err}"
+        );
+        let (_d, empty) = load("[sftp.host_keys]");
+        let err = empty.unwrap_err().to_string();
+        assert!(err.contains("name at least one"), "{err}");
+        let (_d, typo) = load("[sftp.host_keys]\ndsa = \"x\"");
+        assert!(typo.unwrap_err().to_string().contains("unknown field"));
     }
 }

@@ -4,11 +4,13 @@
 //! TLS key.
 //!
 //! * [`upstream`] — the servers this edge knows, and which one a session uses.
-//! * [`ssh`] — the SSH server: authentication and channel handling.
+//! * [`ssh`] — the SSH server: algorithms, authentication and channel handling.
+//! * [`host_keys`] — the SSH host keys (Ed25519, RSA, ECDSA), created on first start.
 //! * [`sftp`] — the SFTP request loop: many requests in flight, replies in order.
 //! * [`https`] — the HTTPS front: file API, tus uploads, browser client.
 
 pub mod config;
+pub mod host_keys;
 pub mod https;
 pub mod sftp;
 pub mod ssh;
@@ -39,7 +41,7 @@ pub enum StartError {
     Tls(#[from] ferry_proto::ProtoError),
 }
 
-/// Loads the host key, binds the SFTP listener and starts serving.
+/// Loads the host keys, binds the SFTP listener and starts serving.
 pub async fn start(config: EdgeConfig) -> Result<RunningEdge, StartError> {
     let tls = ferry_proto::tls::internal_client_config(&config.upstream.tls)?;
     let upstreams =
@@ -80,14 +82,14 @@ async fn start_sftp(
     sftp: &config::SftpConfig,
     upstreams: Arc<upstream::Upstreams>,
 ) -> Result<SocketAddr, StartError> {
-    let host_key = ssh::load_or_create_host_key(&sftp.host_key)?;
+    let host_keys = host_keys::load_or_create_all(sftp)?;
     let listener = tokio::net::TcpListener::bind(sftp.listen)
         .await
         .map_err(|e| StartError::Setup(format!("cannot listen on {} (sftp): {e}", sftp.listen)))?;
     let sftp_addr = listener
         .local_addr()
         .map_err(|e| StartError::Setup(e.to_string()))?;
-    let ssh_config = Arc::new(ssh::russh_config(sftp, host_key));
+    let ssh_config = Arc::new(ssh::russh_config(sftp, host_keys));
     tokio::spawn(ssh::serve(
         listener,
         ssh_config,

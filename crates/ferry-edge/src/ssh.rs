@@ -6,17 +6,16 @@
 //! are capped per connection. Only the `sftp` subsystem is offered; shells,
 //! commands and forwarding are refused.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ferry_core::{ErrorKind, FerryError, Protocol, Secret};
 use ferry_proto::client::Connection;
 use ferry_proto::message::{Credential, Request, Response, SessionId};
-use russh::keys::ssh_key::LineEnding;
-use russh::keys::{Algorithm, PrivateKey};
+use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey};
 use russh::server::{Auth, ChannelOpenHandle, Handle, Handler, Msg, Session};
 use russh::{Channel, ChannelId, Disconnect, MethodKind, MethodSet};
 use tokio::net::TcpListener;
@@ -24,36 +23,71 @@ use tokio::sync::Semaphore;
 
 use crate::config::SftpConfig;
 use crate::upstream::Upstreams;
-use crate::StartError;
 
-/// Loads the host key, or creates an Ed25519 one (mode 0600) if the file is missing.
-pub fn load_or_create_host_key(path: &Path) -> Result<PrivateKey, StartError> {
-    if path.exists() {
-        ferry_proto::tls::check_private(path)?;
-        return russh::keys::load_secret_key(path, None)
-            .map_err(|e| StartError::Setup(format!("host key {}: {e}", path.display())));
-    }
-    let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
-        .map_err(|e| StartError::Setup(format!("cannot generate host key: {e}")))?;
-    let text = key
-        .to_openssh(LineEnding::LF)
-        .map_err(|e| StartError::Setup(format!("cannot encode host key: {e}")))?;
-    ferry_proto::pki::write_new(path, text.as_bytes(), true)?;
-    tracing::info!(path = %path.display(), "created SSH host key");
-    Ok(key)
-}
+/// Key exchanges, best first: the post-quantum hybrid, then X25519, then
+/// NIST ECDH and finite-field groups for clients that lack both (older JSch
+/// knows only ECDH and group exchange). No SHA-1 exchange is offered. The
+/// last entries are protocol extensions (ext-info, strict kex), not exchanges.
+const KEX_ORDER: &[russh::kex::Name] = &[
+    russh::kex::MLKEM768X25519_SHA256,
+    russh::kex::CURVE25519,
+    russh::kex::CURVE25519_PRE_RFC_8731,
+    russh::kex::ECDH_SHA2_NISTP256,
+    russh::kex::ECDH_SHA2_NISTP384,
+    russh::kex::ECDH_SHA2_NISTP521,
+    russh::kex::DH_GEX_SHA256,
+    russh::kex::DH_G16_SHA512,
+    russh::kex::DH_G18_SHA512,
+    russh::kex::DH_G14_SHA256,
+    russh::kex::EXTENSION_SUPPORT_AS_SERVER,
+    russh::kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+];
+
+/// Host key signature algorithms, best first. RSA keys sign with SHA-2
+/// only: `ssh-rsa` (SHA-1) is left out, unlike russh's default list.
+const HOST_KEY_ORDER: &[Algorithm] = &[
+    Algorithm::Ed25519,
+    Algorithm::Ecdsa {
+        curve: EcdsaCurve::NistP256,
+    },
+    Algorithm::Ecdsa {
+        curve: EcdsaCurve::NistP384,
+    },
+    Algorithm::Ecdsa {
+        curve: EcdsaCurve::NistP521,
+    },
+    Algorithm::Rsa {
+        hash: Some(HashAlg::Sha512),
+    },
+    Algorithm::Rsa {
+        hash: Some(HashAlg::Sha256),
+    },
+];
 
 /// russh settings: fast (nodelay, 8 MiB window, 64 KiB packets, AES-GCM
-/// first) and strict (constant rejection delay, capped attempts).
-pub fn russh_config(config: &SftpConfig, host_key: PrivateKey) -> russh::server::Config {
+/// first, no compression unless configured) and strict (constant rejection
+/// delay, capped attempts, no SHA-1 key exchange or signature).
+pub fn russh_config(config: &SftpConfig, host_keys: Vec<PrivateKey>) -> russh::server::Config {
+    let compression: &[russh::compression::Name] = if config.compression {
+        &[
+            russh::compression::ZLIB_LEGACY,
+            russh::compression::ZLIB,
+            russh::compression::NONE,
+        ]
+    } else {
+        &[russh::compression::NONE]
+    };
     let preferred = russh::Preferred {
-        cipher: std::borrow::Cow::Owned(vec![
+        kex: Cow::Borrowed(KEX_ORDER),
+        key: Cow::Borrowed(HOST_KEY_ORDER),
+        cipher: Cow::Owned(vec![
             russh::cipher::AES_128_GCM,
             russh::cipher::AES_256_GCM,
             russh::cipher::CHACHA20_POLY1305,
             russh::cipher::AES_256_CTR,
             russh::cipher::AES_128_CTR,
         ]),
+        compression: Cow::Borrowed(compression),
         ..Default::default()
     };
     let methods = MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..]);
@@ -65,7 +99,7 @@ pub fn russh_config(config: &SftpConfig, host_key: PrivateKey) -> russh::server:
         auth_rejection_time: Duration::from_millis(config.auth_failure_delay_ms),
         auth_rejection_time_initial: Some(Duration::ZERO),
         max_auth_attempts: config.max_auth_attempts,
-        keys: vec![host_key],
+        keys: host_keys,
         window_size: 8 * 1024 * 1024,
         maximum_packet_size: 65535,
         channel_buffer_size: 256,
@@ -323,5 +357,48 @@ impl Handler for SshSession {
     ) -> Result<(), Self::Error> {
         session.channel_failure(channel)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sftp_config(compression: bool) -> SftpConfig {
+        SftpConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            host_keys: None,
+            host_key: None,
+            compression,
+            auth_failure_delay_ms: 0,
+            max_auth_attempts: 1,
+            idle_timeout_secs: 1,
+            max_sessions: 1,
+        }
+    }
+
+    #[test]
+    fn compression_is_offered_only_when_configured() {
+        let names = |c: bool| -> Vec<String> {
+            russh_config(&sftp_config(c), Vec::new())
+                .preferred
+                .compression
+                .iter()
+                .map(|n| n.as_ref().to_owned())
+                .collect()
+        };
+        assert_eq!(names(false), ["none"]);
+        assert!(names(true).contains(&"zlib@openssh.com".to_owned()));
+        assert!(names(true).contains(&"none".to_owned()));
+    }
+
+    #[test]
+    fn the_post_quantum_exchange_comes_first_and_sha1_never() {
+        let config = russh_config(&sftp_config(false), Vec::new());
+        let kex: Vec<&str> = config.preferred.kex.iter().map(|n| n.as_ref()).collect();
+        assert_eq!(kex.first(), Some(&"mlkem768x25519-sha256"));
+        assert!(kex.iter().all(|k| !k.contains("sha1")), "{kex:?}");
+        let keys: Vec<&str> = config.preferred.key.iter().map(|a| a.as_str()).collect();
+        assert!(!keys.contains(&"ssh-rsa"), "{keys:?}");
     }
 }

@@ -199,6 +199,67 @@ impl FileStat {
     }
 }
 
+/// A digest the bytes of one request must have (tus `Upload-Checksum`):
+/// the algorithm and its digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Checksum {
+    /// SHA-256.
+    Sha256([u8; 32]),
+    /// SHA-1: weak, but what stock tus clients (tuspy) send by default.
+    Sha1([u8; 20]),
+    /// MD5: weak, but common among tus clients.
+    Md5([u8; 16]),
+}
+
+/// Why a client's checksum could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChecksumError {
+    /// An algorithm not in [`Checksum::ALGORITHMS`].
+    #[error("unsupported checksum algorithm (this server supports {})", Checksum::ALGORITHMS.join(", "))]
+    Unsupported,
+    /// A digest of the wrong length for its algorithm.
+    #[error("not a {0} digest")]
+    BadDigest(&'static str),
+}
+
+impl Checksum {
+    /// The algorithms' names as tus spells them, strongest first.
+    pub const ALGORITHMS: &'static [&'static str] = &["sha256", "sha1", "md5"];
+
+    /// The checksum of `algorithm` (a name in [`Checksum::ALGORITHMS`],
+    /// any case) with `digest`.
+    pub fn new(algorithm: &str, digest: &[u8]) -> Result<Self, ChecksumError> {
+        let algorithm = algorithm.to_ascii_lowercase();
+        let bad = |name| ChecksumError::BadDigest(name);
+        match algorithm.as_str() {
+            "sha256" => Ok(Checksum::Sha256(
+                digest.try_into().map_err(|_| bad("SHA-256"))?,
+            )),
+            "sha1" => Ok(Checksum::Sha1(digest.try_into().map_err(|_| bad("SHA-1"))?)),
+            "md5" => Ok(Checksum::Md5(digest.try_into().map_err(|_| bad("MD5"))?)),
+            _ => Err(ChecksumError::Unsupported),
+        }
+    }
+
+    /// The algorithm's name, as in [`Checksum::ALGORITHMS`].
+    pub fn algorithm(&self) -> &'static str {
+        match self {
+            Checksum::Sha256(_) => "sha256",
+            Checksum::Sha1(_) => "sha1",
+            Checksum::Md5(_) => "md5",
+        }
+    }
+
+    /// The expected digest.
+    pub fn digest(&self) -> &[u8] {
+        match self {
+            Checksum::Sha256(d) => d,
+            Checksum::Sha1(d) => d,
+            Checksum::Md5(d) => d,
+        }
+    }
+}
+
 /// State of a resumable (tus) upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadInfo {
@@ -344,9 +405,9 @@ pub enum FsOp {
         id: String,
         /// Where the client resumes.
         offset: u64,
-        /// SHA-256 the bytes written through this handle must have; on a
-        /// mismatch (or an abort) none of them are kept.
-        sha256: Option<[u8; 32]>,
+        /// The checksum the bytes written through this handle must have; on
+        /// a mismatch (or an abort) none of them are kept.
+        checksum: Option<Checksum>,
     },
     /// Abandon a resumable upload and remove its data.
     UploadDelete {

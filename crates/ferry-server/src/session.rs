@@ -443,9 +443,11 @@ fn dispatch(ctx: &Arc<ServerCtx>, s: Arc<Session>, id: u64, op: FsOp, turn: Turn
                 open_file(&ctx, &s, path, mode, attrs, &reply).await
             }
             FsOp::OpenDir { path } => open_dir(&s, path, &reply).await,
-            FsOp::UploadOpen { id, offset, sha256 } => {
-                open_chunk(&ctx, &s, id, offset, sha256, &reply).await
-            }
+            FsOp::UploadOpen {
+                id,
+                offset,
+                checksum,
+            } => open_chunk(&ctx, &s, id, offset, checksum, &reply).await,
             op @ (FsOp::UploadCreate { .. }
             | FsOp::UploadStatus { .. }
             | FsOp::UploadDelete { .. }) => upload_op(&ctx, s, op).await,
@@ -1420,13 +1422,13 @@ async fn open_chunk(
     s: &Arc<Session>,
     id: String,
     offset: u64,
-    sha256: Option<[u8; 32]>,
+    checksum: Option<ferry_proto::message::Checksum>,
     reply: &Reply,
 ) -> Result<Response, FerryError> {
     let session = s.clone();
     let expire = ctx.upload_expiry_ms;
     let chunk = blocking(move || {
-        uploads::Chunk::open(&session.home, &id, offset, sha256, now_millis(), expire)
+        uploads::Chunk::open(&session.home, &id, offset, checksum, now_millis(), expire)
     })
     .await?;
     let (tx, rx) = mpsc::unbounded_channel();

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ferry_core::{ErrorKind, FerryError, VirtualPath};
-use ferry_proto::message::UploadInfo;
+use ferry_proto::message::{Checksum, UploadInfo};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -197,8 +197,7 @@ pub struct Chunk {
     record: Record,
     file: Arc<File>,
     written: u64,
-    hasher: Sha256,
-    expect: Option<[u8; 32]>,
+    check: Option<(Checksum, ChunkHasher)>,
     failed: bool,
 }
 
@@ -223,7 +222,7 @@ impl Chunk {
         home: &Home,
         id: &str,
         offset: u64,
-        expect: Option<[u8; 32]>,
+        expect: Option<Checksum>,
         now: i64,
         expire_after_ms: i64,
     ) -> Result<Self, FerryError> {
@@ -254,8 +253,7 @@ impl Chunk {
             record,
             file: Arc::new(file),
             written: 0,
-            hasher: Sha256::new(),
-            expect,
+            check: expect.map(|c| (c, ChunkHasher::new(&c))),
             failed: false,
         })
     }
@@ -275,7 +273,9 @@ impl Chunk {
             self.failed = true;
             return Err(FerryError::invalid("more data than the upload's length"));
         }
-        self.hasher.update(data);
+        if let Some((_, hasher)) = &mut self.check {
+            hasher.update(data);
+        }
         self.written += data.len() as u64;
         Ok(self.file.clone())
     }
@@ -303,8 +303,7 @@ impl Chunk {
             mut record,
             file,
             written,
-            hasher,
-            expect,
+            check,
             failed,
         } = self;
         if failed {
@@ -313,9 +312,8 @@ impl Chunk {
                 "a write to the upload failed; none of this request's data was kept",
             ));
         }
-        if let Some(expected) = expect {
-            let got: [u8; 32] = hasher.finalize().into();
-            if got != expected {
+        if let Some((expected, hasher)) = check {
+            if !hasher.matches(&expected) {
                 file.set_len(record.offset).map_err(io_error)?;
                 return Err(FerryError::new(
                     ErrorKind::ChecksumMismatch,
@@ -360,11 +358,11 @@ impl Chunk {
             mut record,
             file,
             written,
-            expect,
+            check,
             failed,
             ..
         } = self;
-        if expect.is_some() || failed || written == 0 {
+        if check.is_some() || failed || written == 0 {
             file.set_len(record.offset).map_err(io_error)?;
             return Ok(record);
         }
@@ -372,6 +370,42 @@ impl Chunk {
         record.offset += written;
         save(&home, &record)?;
         Ok(record)
+    }
+}
+
+/// The running digest of one chunk, in the algorithm its client chose.
+#[derive(Debug)]
+enum ChunkHasher {
+    Sha256(Sha256),
+    Sha1(sha1::Sha1),
+    Md5(md5::Md5),
+}
+
+impl ChunkHasher {
+    fn new(checksum: &Checksum) -> Self {
+        match checksum {
+            Checksum::Sha256(_) => ChunkHasher::Sha256(Sha256::new()),
+            Checksum::Sha1(_) => ChunkHasher::Sha1(sha1::Sha1::new()),
+            Checksum::Md5(_) => ChunkHasher::Md5(md5::Md5::new()),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            ChunkHasher::Sha256(h) => h.update(data),
+            ChunkHasher::Sha1(h) => h.update(data),
+            ChunkHasher::Md5(h) => h.update(data),
+        }
+    }
+
+    /// Whether the bytes seen have `expected`'s digest (in its algorithm).
+    fn matches(self, expected: &Checksum) -> bool {
+        let got: Vec<u8> = match self {
+            ChunkHasher::Sha256(h) => h.finalize().to_vec(),
+            ChunkHasher::Sha1(h) => h.finalize().to_vec(),
+            ChunkHasher::Md5(h) => h.finalize().to_vec(),
+        };
+        got == expected.digest()
     }
 }
 

@@ -141,7 +141,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         node_id: "edge".into(),
         sftp: Some(ferry_edge::config::SftpConfig {
             listen: args.sftp_listen,
-            host_key: dir.join("ssh_host_ed25519_key"),
+            host_keys: Some(ferry_edge::config::HostKeyFiles::in_dir(&dir)),
+            host_key: None,
+            compression: false,
             auth_failure_delay_ms: args.auth_failure_delay_ms,
             max_auth_attempts: 6,
             idle_timeout_secs: args.idle_timeout_secs,

@@ -1,5 +1,5 @@
 //! tus 1.0 resumable uploads at `/api/v1/uploads/`: core, creation,
-//! termination, checksum (sha256) and expiration. The upload's state lives on
+//! termination, checksum (sha256, sha1, md5) and expiration. The upload's state lives on
 //! the server side (see ferry-server's `uploads`), so an upload started
 //! through one edge can continue through another.
 //!
@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use ferry_core::{ErrorKind, FerryError};
 use ferry_http::ApiError;
-use ferry_proto::message::{FsOp, Response as Reply, UploadInfo};
+use ferry_proto::message::{Checksum, FsOp, Response as Reply, UploadInfo};
 
 use super::lease::unexpected;
 use super::transfer::{drain, write_body, WriteError};
@@ -51,6 +51,16 @@ fn fail(e: impl Into<ApiError>) -> Response {
 
 fn bad(message: impl Into<String>) -> Response {
     fail(FerryError::invalid(message))
+}
+
+/// `Upload-Checksum: ALGORITHM BASE64-DIGEST` → the checksum, or why not.
+fn parse_checksum(value: &str) -> Result<Checksum, String> {
+    let value = value.trim();
+    let (algorithm, digest) = value.split_once(' ').unwrap_or((value, ""));
+    let digest = base64::engine::general_purpose::STANDARD
+        .decode(digest.trim())
+        .map_err(|_| "Upload-Checksum: the digest is not base64".to_owned())?;
+    Checksum::new(algorithm, &digest).map_err(|e| format!("Upload-Checksum: {e}"))
 }
 
 fn set(headers: &mut HeaderMap, name: &'static str, value: String) {
@@ -148,7 +158,7 @@ pub async fn options(State(state): State<Arc<HttpState>>) -> Response {
     set(h, "tus-version", VERSION.into());
     set(h, "tus-extension", EXTENSIONS.into());
     set(h, "tus-max-size", state.config.max_upload_bytes.to_string());
-    set(h, "tus-checksum-algorithm", "sha256".into());
+    set(h, "tus-checksum-algorithm", Checksum::ALGORITHMS.join(","));
     respond(r)
 }
 
@@ -303,28 +313,22 @@ async fn patch(
         Some(Err(r)) => return Err((r, body)),
         None => return Err((bad("Upload-Offset is required"), body)),
     };
-    let sha256 = match headers.get("upload-checksum").map(|v| v.to_str()) {
+    let checksum = match headers.get("upload-checksum").map(|v| v.to_str()) {
         None => None,
-        Some(Ok(v)) => {
-            let (algorithm, value) = v.trim().split_once(' ').unwrap_or((v, ""));
-            if algorithm != "sha256" {
-                return Err((
-                    bad("unsupported checksum algorithm (this server supports sha256)"),
-                    body,
-                ));
-            }
-            match base64::engine::general_purpose::STANDARD
-                .decode(value.trim())
-                .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            {
-                Some(d) => Some(d),
-                None => return Err((bad("Upload-Checksum: not a base64 SHA-256 digest"), body)),
-            }
-        }
+        Some(Ok(v)) => match parse_checksum(v) {
+            Ok(c) => Some(c),
+            Err(message) => return Err((bad(&message), body)),
+        },
         Some(Err(_)) => return Err((bad("Upload-Checksum is not text"), body)),
     };
-    let handle = match lease.fs(FsOp::UploadOpen { id, offset, sha256 }).await {
+    let handle = match lease
+        .fs(FsOp::UploadOpen {
+            id,
+            offset,
+            checksum,
+        })
+        .await
+    {
         Ok(Reply::Handle(h)) => h,
         Ok(other) => return Err((fail(unexpected("upload open", &other)), body)),
         Err(e) => return Err((fail(e), body)),
@@ -368,4 +372,33 @@ async fn patch(
         Ok(other) => fail(unexpected("upload close", &other)),
         Err(e) => fail(e),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn checksum_headers_of_each_algorithm_parse() {
+        let b64 = |n: usize| base64::engine::general_purpose::STANDARD.encode(vec![7u8; n]);
+        assert_eq!(
+            parse_checksum(&format!("sha1 {}", b64(20))).unwrap(),
+            Checksum::Sha1([7; 20])
+        );
+        assert_eq!(
+            parse_checksum(&format!("md5 {}", b64(16))).unwrap(),
+            Checksum::Md5([7; 16])
+        );
+        assert_eq!(
+            parse_checksum(&format!(" SHA256  {} ", b64(32))).unwrap(),
+            Checksum::Sha256([7; 32])
+        );
+        let err = parse_checksum(&format!("sha1 {}", b64(32))).unwrap_err();
+        assert_eq!(err, "Upload-Checksum: not a SHA-1 digest");
+        let err = parse_checksum(&format!("crc32 {}", b64(4))).unwrap_err();
+        assert!(err.contains("supports sha256, sha1, md5"), "{err}");
+        assert!(parse_checksum("sha1 !!!").unwrap_err().contains("base64"));
+        assert!(parse_checksum("sha1").is_err());
+    }
 }
