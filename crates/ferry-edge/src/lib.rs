@@ -6,10 +6,13 @@
 //! * [`upstream`] — the servers this edge knows, and which one a session uses.
 //! * [`ssh`] — the SSH server: authentication and channel handling.
 //! * [`sftp`] — the SFTP request loop: many requests in flight, replies in order.
+//! * [`exec`] — SSH exec requests: legacy scp ([`scp`]) and `sha256sum`/`sha1sum`/`md5sum`.
 //! * [`https`] — the HTTPS front: file API, tus uploads, browser client.
 
 pub mod config;
+pub mod exec;
 pub mod https;
+pub mod scp;
 pub mod sftp;
 pub mod ssh;
 pub mod upstream;

@@ -3,8 +3,9 @@
 //! Authentication is decided by the back-end server: the edge forwards the
 //! password, or the public key whose signature russh has verified. Every
 //! rejection takes the same configured delay (russh enforces it) and attempts
-//! are capped per connection. Only the `sftp` subsystem is offered; shells,
-//! commands and forwarding are refused.
+//! are capped per connection. The `sftp` subsystem is offered, and exec
+//! requests for legacy scp and the hash commands ([`crate::exec`]); a shell
+//! request is answered with a message, and forwarding is refused.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -100,11 +101,13 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let (config, upstreams) = (config.clone(), upstreams.clone());
+        let idle = config.inactivity_timeout.unwrap_or(DEFAULT_IDLE);
         tokio::spawn(async move {
             let handle_slot: Arc<OnceLock<Handle>> = Arc::default();
             let handler = SshSession {
                 upstreams,
                 peer,
+                idle,
                 upstream: None,
                 login: None,
                 channels: HashMap::new(),
@@ -124,9 +127,14 @@ pub async fn serve(
     }
 }
 
+/// The bound on waits inside exec channels when russh has no idle timeout.
+const DEFAULT_IDLE: Duration = Duration::from_secs(3600);
+
 struct SshSession {
     upstreams: Arc<Upstreams>,
     peer: SocketAddr,
+    /// Every wait of an exec channel (client or server) is bounded by this.
+    idle: Duration,
     upstream: Option<Arc<Connection>>,
     login: Option<(SessionId, String)>,
     channels: HashMap<ChannelId, Channel<Msg>>,
@@ -162,6 +170,21 @@ impl SshSession {
                 Err(e)
             }
         }
+    }
+
+    /// The channel `id` with what an exec or shell request needs, if the
+    /// session is logged in; the channel is taken out of the waiting set.
+    fn take_for_exec(&mut self, id: ChannelId) -> Option<(Channel<Msg>, crate::exec::ExecCtx)> {
+        let (Some((session, account)), Some(upstream)) = (&self.login, &self.upstream) else {
+            return None;
+        };
+        let ctx = crate::exec::ExecCtx {
+            upstream: upstream.clone(),
+            session: *session,
+            account: account.clone(),
+            idle: self.idle,
+        };
+        self.channels.remove(&id).map(|ch| (ch, ctx))
     }
 
     async fn login(&mut self, user: &str, credential: Credential) -> Auth {
@@ -297,17 +320,30 @@ impl Handler for SshSession {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)?;
+        match self.take_for_exec(channel) {
+            Some((ch, ctx)) => {
+                session.channel_success(channel)?;
+                tokio::spawn(crate::exec::refuse_shell(ch, ctx.idle));
+            }
+            None => session.channel_failure(channel)?,
+        }
         Ok(())
     }
 
     async fn exec_request(
         &mut self,
         channel: ChannelId,
-        _data: &[u8],
+        data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)?;
+        match self.take_for_exec(channel) {
+            Some((ch, ctx)) => {
+                session.channel_success(channel)?;
+                let command = data.to_vec();
+                tokio::spawn(crate::exec::serve(ch, command, ctx));
+            }
+            None => session.channel_failure(channel)?,
+        }
         Ok(())
     }
 }
