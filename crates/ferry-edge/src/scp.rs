@@ -504,6 +504,13 @@ where
                 Ok(c) => c,
                 Err(why) => return Err(self.protocol_error(why).await),
             };
+            if std::str::from_utf8(&raw).is_err() {
+                // Refusing the item makes the client skip it.
+                self.warn(&format!("{}: file name is not UTF-8", control.name))
+                    .await?;
+                times = None;
+                continue;
+            }
             if let Some(why) = bad_name(&control.name) {
                 self.warn(&format!("error: {why}: {}", control.name))
                     .await?;
