@@ -7,11 +7,14 @@
 //! * [`ssh`] — the SSH server: algorithms, authentication and channel handling.
 //! * [`host_keys`] — the SSH host keys (Ed25519, RSA, ECDSA), created on first start.
 //! * [`sftp`] — the SFTP request loop: many requests in flight, replies in order.
+//! * [`exec`] — SSH exec requests: legacy scp ([`scp`]) and `sha256sum`/`sha1sum`/`md5sum`.
 //! * [`https`] — the HTTPS front: file API, tus uploads, browser client.
 
 pub mod config;
+pub mod exec;
 pub mod host_keys;
 pub mod https;
+pub mod scp;
 pub mod sftp;
 pub mod ssh;
 pub mod upstream;

@@ -3,8 +3,9 @@
 //! Authentication is decided by the back-end server: the edge forwards the
 //! password, or the public key whose signature russh has verified. Every
 //! rejection takes the same configured delay (russh enforces it) and attempts
-//! are capped per connection. Only the `sftp` subsystem is offered; shells,
-//! commands and forwarding are refused.
+//! are capped per connection. The `sftp` subsystem is offered, and exec
+//! requests for legacy scp and the hash commands ([`crate::exec`]); a shell
+//! request is answered with a message, and forwarding is refused.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -134,9 +135,7 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let (config, upstreams) = (config.clone(), upstreams.clone());
-        let idle = config
-            .inactivity_timeout
-            .unwrap_or(Duration::from_secs(3600));
+        let idle = config.inactivity_timeout.unwrap_or(DEFAULT_IDLE);
         tokio::spawn(async move {
             let handle_slot: Arc<OnceLock<Handle>> = Arc::default();
             let handler = SshSession {
@@ -162,10 +161,14 @@ pub async fn serve(
     }
 }
 
+/// The bound on waits inside exec channels when russh has no idle timeout.
+const DEFAULT_IDLE: Duration = Duration::from_secs(3600);
+
 struct SshSession {
     upstreams: Arc<Upstreams>,
     peer: SocketAddr,
-    /// How long a client may leave replies untaken.
+    /// How long a client may leave replies untaken (SFTP), and the bound
+    /// of every wait of an exec channel (client or server).
     idle: Duration,
     upstream: Option<Arc<Connection>>,
     login: Option<(SessionId, String)>,
@@ -202,6 +205,21 @@ impl SshSession {
                 Err(e)
             }
         }
+    }
+
+    /// The channel `id` with what an exec or shell request needs, if the
+    /// session is logged in; the channel is taken out of the waiting set.
+    fn take_for_exec(&mut self, id: ChannelId) -> Option<(Channel<Msg>, crate::exec::ExecCtx)> {
+        let (Some((session, account)), Some(upstream)) = (&self.login, &self.upstream) else {
+            return None;
+        };
+        let ctx = crate::exec::ExecCtx {
+            upstream: upstream.clone(),
+            session: *session,
+            account: account.clone(),
+            idle: self.idle,
+        };
+        self.channels.remove(&id).map(|ch| (ch, ctx))
     }
 
     async fn login(&mut self, user: &str, credential: Credential) -> Auth {
@@ -345,17 +363,30 @@ impl Handler for SshSession {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)?;
+        match self.take_for_exec(channel) {
+            Some((ch, ctx)) => {
+                session.channel_success(channel)?;
+                tokio::spawn(crate::exec::refuse_shell(ch, ctx.idle));
+            }
+            None => session.channel_failure(channel)?,
+        }
         Ok(())
     }
 
     async fn exec_request(
         &mut self,
         channel: ChannelId,
-        _data: &[u8],
+        data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)?;
+        match self.take_for_exec(channel) {
+            Some((ch, ctx)) => {
+                session.channel_success(channel)?;
+                let command = data.to_vec();
+                tokio::spawn(crate::exec::serve(ch, command, ctx));
+            }
+            None => session.channel_failure(channel)?,
+        }
         Ok(())
     }
 }

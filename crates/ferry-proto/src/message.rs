@@ -494,6 +494,25 @@ pub enum FsOp {
         /// Path.
         path: String,
     },
+    /// Digest of a regular file, computed on the server; [`Response::Hash`].
+    /// A read, not a transfer: nothing is logged.
+    Hash {
+        /// Path.
+        path: String,
+        /// Which digest.
+        algorithm: HashAlgorithm,
+    },
+}
+
+/// Digests [`FsOp::Hash`] computes (those of `sha256sum`, `sha1sum`, `md5sum`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HashAlgorithm {
+    /// SHA-256 (the one the transfer log keeps).
+    Sha256,
+    /// SHA-1.
+    Sha1,
+    /// MD5.
+    Md5,
 }
 
 /// Answers from a server.
@@ -539,4 +558,7 @@ pub enum Response {
     Writable(bool),
     /// The request failed.
     Error(FerryError),
+    /// Answer to [`FsOp::Hash`]: the digest, lowercase hex. (Last, like
+    /// every addition, so that older peers keep decoding the others.)
+    Hash(String),
 }

@@ -26,7 +26,8 @@ use ferry_core::{
     VirtualPath,
 };
 use ferry_proto::message::{
-    Credential, DirEntry, Frame, FsOp, HandleId, OpenMode, Request, Response, SessionId, SetAttrs,
+    Credential, DirEntry, Frame, FsOp, HandleId, HashAlgorithm, OpenMode, Request, Response,
+    SessionId, SetAttrs,
 };
 use ferry_proto::server::ServerFramed;
 use futures::future::Either;
@@ -35,7 +36,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, Notify, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 use crate::repository::{apply_attrs, file_stat, io_error, Home};
-use crate::transfer::{cache_sha256, cached_sha256, content_stamp, now_millis, HashTracker};
+use crate::transfer::{
+    cache_sha256, cached_sha256, content_stamp, file_digest, now_millis, HashTracker,
+};
 use crate::{uploads, ServerCtx};
 
 /// An upload idle this long may be taken over by a resume of the same
@@ -483,6 +486,7 @@ async fn path_op(s: Arc<Session>, op: FsOp) -> Result<Response, FerryError> {
             FsOp::RealPath { path } => Ok(Response::Path(parse(&path)?.to_string())),
             FsOp::ReadLink { path } => home.read_link(&parse(&path)?).map(Response::Path),
             FsOp::Statvfs { path } => home.statvfs(&parse(&path)?).map(Response::FsStats),
+            FsOp::Hash { path, algorithm } => hash_file(home, &parse(&path)?, algorithm),
             _ => Err(FerryError::new(
                 ErrorKind::Unsupported,
                 "unsupported operation",
@@ -490,6 +494,33 @@ async fn path_op(s: Arc<Session>, op: FsOp) -> Result<Response, FerryError> {
         }
     })
     .await
+}
+
+/// The digest of a regular file in the home (`sha256sum` and friends over
+/// SSH exec). A read that moves no file data to the client: no transfer row.
+fn hash_file(
+    home: &Home,
+    v: &VirtualPath,
+    algorithm: HashAlgorithm,
+) -> Result<Response, FerryError> {
+    let real = home.resolve(v)?;
+    // Non-blocking, so that a FIFO put there meanwhile cannot stall the
+    // open; what was opened is checked below.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(&real)
+        .map_err(io_error)?;
+    let meta = file.metadata().map_err(io_error)?;
+    if meta.is_dir() {
+        return Err(FerryError::new(ErrorKind::WrongType, "is a directory"));
+    }
+    if !meta.is_file() {
+        return Err(FerryError::new(ErrorKind::WrongType, "not a regular file"));
+    }
+    file_digest(&file, algorithm)
+        .map(Response::Hash)
+        .map_err(io_error)
 }
 
 fn register(s: &Session, tx: HandleTx) -> Result<HandleId, FerryError> {

@@ -4,6 +4,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
+use ferry_proto::message::HashAlgorithm;
 use sha2::{Digest, Sha256};
 
 /// Hashes a file as it is written or read in order; when access was not
@@ -137,6 +138,44 @@ pub fn cache_sha256(file: &File, stamp: &str, sha: &str) {
     );
 }
 
+/// The digest of the whole of `file`, lowercase hex, as `sha256sum`,
+/// `sha1sum` or `md5sum` print it. A current cached SHA-256 (see
+/// [`cached_sha256`]) is used as it is, and a SHA-256 computed here is
+/// cached if the file did not change meanwhile; the other digests are always
+/// computed, reading 1 MiB at a time.
+pub fn file_digest(file: &File, algorithm: HashAlgorithm) -> io::Result<String> {
+    match algorithm {
+        HashAlgorithm::Sha256 => {
+            let stamp = content_stamp(&file.metadata()?);
+            if let Some(sha) = cached_sha256(file, &stamp) {
+                return Ok(sha);
+            }
+            let sha = stream_digest::<Sha256>(file)?;
+            if file.metadata().map(|m| content_stamp(&m)).ok().as_ref() == Some(&stamp) {
+                cache_sha256(file, &stamp, &sha);
+            }
+            Ok(sha)
+        }
+        HashAlgorithm::Sha1 => stream_digest::<sha1::Sha1>(file),
+        HashAlgorithm::Md5 => stream_digest::<md5::Md5>(file),
+    }
+}
+
+fn stream_digest<D: Digest>(file: &File) -> io::Result<String> {
+    let mut hasher = D::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    loop {
+        let n = file.read_at(&mut buf, offset)?;
+        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+            break;
+        };
+        hasher.update(chunk);
+        offset += n as u64;
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
 /// Milliseconds since the epoch, now.
 pub fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -176,6 +215,31 @@ mod tests {
         rewrite.record_write(0, &[9; 100]);
         rewrite.record_write(0, &data[..100]);
         assert_eq!(rewrite.finish(&f).unwrap(), sha(&data));
+    }
+
+    #[test]
+    fn digests_match_the_coreutils_values() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"abc").unwrap();
+        let cases = [
+            (
+                HashAlgorithm::Sha256,
+                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            ),
+            (
+                HashAlgorithm::Sha1,
+                "a9993e364706816aba3e25717850c26c9cd0d89d",
+            ),
+            (HashAlgorithm::Md5, "900150983cd24fb0d6963f7d28e17f72"),
+        ];
+        for (algorithm, want) in cases {
+            assert_eq!(file_digest(&f, algorithm).unwrap(), want, "{algorithm:?}");
+        }
+        let empty = tempfile::tempfile().unwrap();
+        assert_eq!(
+            file_digest(&empty, HashAlgorithm::Md5).unwrap(),
+            "d41d8cd98f00b204e9800998ecf8427e"
+        );
     }
 
     #[test]
