@@ -47,7 +47,9 @@ pub struct SftpConfig {
     /// Authentication attempts allowed per connection.
     #[serde(default = "default_auth_attempts")]
     pub max_auth_attempts: usize,
-    /// Idle sessions are closed after this many seconds.
+    /// Idle sessions are closed after this many seconds, and so are
+    /// sessions whose client takes no replies (or sends no data an exec
+    /// command waits for) for as long.
     #[serde(default = "default_idle")]
     pub idle_timeout_secs: u64,
     /// Most concurrent SSH connections.
