@@ -2,6 +2,7 @@
 //! requests in flight, requests that depend on the one before, a client
 //! that floods requests and reads nothing, and the exit status every
 //! script checks.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
@@ -16,7 +17,8 @@ const RAW: &str = concat!(
     "/../../tests/clients/sftp_raw.py"
 );
 
-fn ssh_args(port: u16, key: &Path) -> Vec<String> {
+/// OpenSSH options for a key login without prompts.
+fn ssh_args(key: &Path) -> Vec<String> {
     let mut args: Vec<String> = SSH_TEST_OPTS.iter().map(|s| s.to_string()).collect();
     args.extend([
         "-o".into(),
@@ -26,7 +28,6 @@ fn ssh_args(port: u16, key: &Path) -> Vec<String> {
         "-i".into(),
         key.to_str().unwrap().into(),
     ]);
-    let _ = port;
     args
 }
 
@@ -93,7 +94,7 @@ fn sftp_channels_close_with_exit_status_zero() {
     let port = f.sftp_port.to_string();
 
     let st = Command::new("ssh")
-        .args(ssh_args(f.sftp_port, &key))
+        .args(ssh_args(&key))
         .args(["-p", &port, "-s", "alice@127.0.0.1", "sftp"])
         .stdin(Stdio::null())
         .status()
@@ -102,7 +103,7 @@ fn sftp_channels_close_with_exit_status_zero() {
 
     let scp = |args: &[&str]| {
         Command::new("scp")
-            .args(ssh_args(f.sftp_port, &key))
+            .args(ssh_args(&key))
             .args(["-P", &port])
             .args(args)
             .current_dir(&work)
@@ -140,7 +141,7 @@ fn thousands_of_large_requests_in_flight() {
     let batch = work.join("batch");
     std::fs::write(&batch, "get big.bin got.bin\nput got.bin again.bin\n").unwrap();
     let mut child = Command::new("sftp")
-        .args(ssh_args(f.sftp_port, &key))
+        .args(ssh_args(&key))
         .args([
             "-P",
             &f.sftp_port.to_string(),
@@ -337,7 +338,7 @@ fn a_resume_takes_over_from_a_vanished_or_idle_writer() {
     std::fs::write(&batch, "put big.bin\n").unwrap();
     use std::os::unix::process::CommandExt;
     let mut slow = Command::new("sftp")
-        .args(ssh_args(f.sftp_port, &key))
+        .args(ssh_args(&key))
         .args(["-l", "16000", "-P", &f.sftp_port.to_string(), "-b"])
         .arg(&batch)
         .arg("alice@127.0.0.1")
