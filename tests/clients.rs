@@ -181,27 +181,6 @@ fn assert_row(f: &Ferry, path: &str, direction: &str, bytes: usize, sha256: &str
     );
 }
 
-/// OpenSSH options for a client logging in with `key`, host key not checked.
-fn openssh_opts(key: &Path) -> Vec<String> {
-    let mut v: Vec<String> = SSH_TEST_OPTS.iter().map(|s| s.to_string()).collect();
-    v.extend(
-        [
-            "-o",
-            "ConnectTimeout=10",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "PreferredAuthentications=publickey",
-            "-o",
-            "BatchMode=yes",
-            "-i",
-        ]
-        .map(String::from),
-    );
-    v.push(key.to_str().unwrap().to_owned());
-    v
-}
-
 #[test]
 fn openssh_sftp_moves_64_mib_with_4096_requests_of_255_kib() {
     let (f, key, work) = setup("osftp");
@@ -210,7 +189,7 @@ fn openssh_sftp_moves_64_mib_with_4096_requests_of_255_kib() {
     std::fs::write(&batch, "put big.bin big.bin\nget big.bin back.bin\n").unwrap();
     run_ok(
         Command::new("sftp")
-            .args(openssh_opts(&key))
+            .args(key_login_opts(&key))
             .args(["-P", &f.sftp_port.to_string(), "-R", "4096", "-B", "261120"])
             .arg("-b")
             .arg(&batch)
@@ -232,7 +211,7 @@ fn scp_uploads_downloads_and_copies_trees_recursively() {
     let scp = |args: &[&str], what: &str| {
         run_ok(
             Command::new("scp")
-                .args(openssh_opts(&key))
+                .args(key_login_opts(&key))
                 .args(["-P", &port])
                 .args(args)
                 .current_dir(&work),

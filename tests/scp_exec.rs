@@ -30,31 +30,10 @@ fn setup(user: &str) -> Setup {
     Setup { f, key, work, home }
 }
 
-/// OpenSSH options for key login to this Ferry.
-fn key_opts(s: &Setup) -> Vec<String> {
-    let mut v: Vec<String> = SSH_TEST_OPTS.iter().map(|s| s.to_string()).collect();
-    v.extend(
-        [
-            "-o",
-            "ConnectTimeout=10",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "PreferredAuthentications=publickey",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-i",
-        ]
-        .map(String::from),
-    );
-    v.push(s.key.to_str().unwrap().to_owned());
-    v
-}
-
 /// Runs `scp ARGS` (add `-O` for the legacy protocol) in the work directory.
 fn scp(s: &Setup, args: &[&str]) -> Output {
     Command::new("scp")
-        .args(key_opts(s))
+        .args(key_login_opts(&s.key))
         .args(["-P", &s.f.sftp_port.to_string()])
         .args(args)
         .current_dir(&s.work)
@@ -67,7 +46,7 @@ fn scp(s: &Setup, args: &[&str]) -> Output {
 fn ssh(s: &Setup, user: &str, command: &str, stdin: &[u8]) -> Output {
     use std::io::Write;
     let mut child = Command::new("ssh")
-        .args(key_opts(s))
+        .args(key_login_opts(&s.key))
         .args(["-p", &s.f.sftp_port.to_string(), "-T"])
         .arg(format!("{user}@127.0.0.1"))
         .arg(command)
@@ -184,7 +163,7 @@ fn legacy_scp_upload_killed_midway_is_logged_interrupted() {
     random_file(&s.work.join("big.bin"), 32 * 1024 * 1024);
     // -l 16384 Kbit/s: about 2 MB/s, so the copy is still running when killed.
     let mut child = Command::new("scp")
-        .args(key_opts(&s))
+        .args(key_login_opts(&s.key))
         .args(["-P", &s.f.sftp_port.to_string(), "-O", "-l", "16384"])
         .args(["big.bin", &remote("kurt", "big.bin")])
         .current_dir(&s.work)

@@ -17,20 +17,6 @@ const RAW: &str = concat!(
     "/../../tests/clients/sftp_raw.py"
 );
 
-/// OpenSSH options for a key login without prompts.
-fn ssh_args(key: &Path) -> Vec<String> {
-    let mut args: Vec<String> = SSH_TEST_OPTS.iter().map(|s| s.to_string()).collect();
-    args.extend([
-        "-o".into(),
-        "IdentitiesOnly=yes".into(),
-        "-o".into(),
-        "BatchMode=yes".into(),
-        "-i".into(),
-        key.to_str().unwrap().into(),
-    ]);
-    args
-}
-
 fn raw(f: &Ferry, key: &Path, args: &[&str]) -> serde_json::Value {
     let out = Command::new("python3")
         .arg(RAW)
@@ -94,7 +80,7 @@ fn sftp_channels_close_with_exit_status_zero() {
     let port = f.sftp_port.to_string();
 
     let st = Command::new("ssh")
-        .args(ssh_args(&key))
+        .args(key_login_opts(&key))
         .args(["-p", &port, "-s", "alice@127.0.0.1", "sftp"])
         .stdin(Stdio::null())
         .status()
@@ -103,7 +89,7 @@ fn sftp_channels_close_with_exit_status_zero() {
 
     let scp = |args: &[&str]| {
         Command::new("scp")
-            .args(ssh_args(&key))
+            .args(key_login_opts(&key))
             .args(["-P", &port])
             .args(args)
             .current_dir(&work)
@@ -141,7 +127,7 @@ fn thousands_of_large_requests_in_flight() {
     let batch = work.join("batch");
     std::fs::write(&batch, "get big.bin got.bin\nput got.bin again.bin\n").unwrap();
     let mut child = Command::new("sftp")
-        .args(ssh_args(&key))
+        .args(key_login_opts(&key))
         .args([
             "-P",
             &f.sftp_port.to_string(),
@@ -338,7 +324,7 @@ fn a_resume_takes_over_from_a_vanished_or_idle_writer() {
     std::fs::write(&batch, "put big.bin\n").unwrap();
     use std::os::unix::process::CommandExt;
     let mut slow = Command::new("sftp")
-        .args(ssh_args(&key))
+        .args(key_login_opts(&key))
         .args(["-l", "16000", "-P", &f.sftp_port.to_string(), "-b"])
         .arg(&batch)
         .arg("alice@127.0.0.1")

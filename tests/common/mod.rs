@@ -93,6 +93,28 @@ impl Drop for Proc {
     }
 }
 
+/// OpenSSH options (ssh, sftp, scp) for a login with `key` alone, no
+/// prompts, host key not checked.
+pub fn key_login_opts(key: &Path) -> Vec<String> {
+    let mut v: Vec<String> = SSH_TEST_OPTS.iter().map(|s| s.to_string()).collect();
+    v.extend(
+        [
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "PreferredAuthentications=publickey",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-i",
+        ]
+        .map(String::from),
+    );
+    v.push(key.to_str().unwrap().to_owned());
+    v
+}
+
 /// Runs ssh-keygen to make a client key pair in `dir`.
 pub fn client_key(dir: &Path, name: &str) -> PathBuf {
     let key = dir.join(name);

@@ -74,15 +74,7 @@ enum Item {
     /// Answered already (a local error, INIT, limits).
     Ready(Bytes),
     /// To be sent to the server.
-    Forward {
-        id: u32,
-        op: FsOp,
-        expect: Expect,
-        /// Charged against [`MAX_IN_FLIGHT_BYTES`].
-        upstream_cost: usize,
-        /// Charged against [`MAX_UNWRITTEN_BYTES`].
-        reply_cost: usize,
-    },
+    Forward { id: u32, op: FsOp, expect: Expect },
 }
 
 /// What a queued request turns into once its reply arrives.
@@ -335,13 +327,8 @@ async fn dispatch(
                 Pending::Ready(bytes),
                 unwritten.clone().acquire_many_owned(0).await,
             ),
-            Item::Forward {
-                id,
-                op,
-                expect,
-                upstream_cost,
-                reply_cost,
-            } => {
+            Item::Forward { id, op, expect } => {
+                let (upstream_cost, reply_cost) = costs(&op);
                 let taken = unwritten
                     .clone()
                     .acquire_many_owned(reply_cost as u32)
@@ -532,16 +519,7 @@ impl Ctx {
         };
         match self.translate(packet) {
             Ok(Step::Reply(bytes)) => Item::Ready(bytes),
-            Ok(Step::Forward(id, op, expect)) => {
-                let (upstream_cost, reply_cost) = costs(&op);
-                Item::Forward {
-                    id,
-                    op,
-                    expect,
-                    upstream_cost,
-                    reply_cost,
-                }
-            }
+            Ok(Step::Forward(id, op, expect)) => Item::Forward { id, op, expect },
             Err(e) => Item::Ready(error_status(id, &e)),
         }
     }
