@@ -402,3 +402,62 @@ impl Drop for Guard {
         let _ = self.0.wait();
     }
 }
+
+/// Uploads to a temporary name then renamed (rsync's `.NAME.XXXXXX`,
+/// WinSCP's `NAME.filepart`) are logged and routed under the final name;
+/// one never renamed triggers no route.
+#[test]
+fn upload_then_rename_is_logged_and_routed_under_the_final_name() {
+    let f = Ferry::up();
+    let key = f.account_with_key("alice");
+    f.add_account("bob");
+    f.admin_ok(
+        &[
+            "route",
+            "add",
+            "csv-to-bob",
+            "--account",
+            "alice",
+            "--match",
+            "*.csv",
+            "--action",
+            "copy:bob/in",
+        ],
+        None,
+    );
+    let work = f.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    for name in ["data.csv", "w.csv", "never.csv"] {
+        random_file(&work.join(name), 50_000);
+    }
+    let batch = "put data.csv .data.csv.Ab12Cd\nrename .data.csv.Ab12Cd data.csv\n\
+                 put w.csv w.csv.filepart\nrename w.csv.filepart w.csv\n\
+                 put never.csv never.csv.part\n";
+    assert_ok(&f.sftp_key("alice", &key, batch, &work));
+    let bob = f.repository.join("bob/in");
+    assert!(
+        wait_until(30, || bob.join("data.csv").exists()
+            && bob.join("w.csv").exists()),
+        "the routes did not run under the final names"
+    );
+    assert_eq!(
+        sha256_file(&bob.join("data.csv")),
+        sha256_file(&work.join("data.csv"))
+    );
+    let rows = f.transfers();
+    let uploads: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["account"] == "alice" && r["direction"] == "upload")
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    for path in ["/data.csv", "/w.csv", "/never.csv.part"] {
+        assert!(uploads.contains(&path), "{path} not in {uploads:?}");
+    }
+    assert!(!uploads
+        .iter()
+        .any(|p| p.contains("Ab12Cd") || p.ends_with(".filepart")));
+    let events: Vec<serde_json::Value> =
+        serde_json::from_str(&f.admin_ok(&["event", "list", "--json"], None)).unwrap();
+    assert_eq!(events.len(), 2, "one event per renamed upload: {events:#?}");
+    assert!(!bob.join("never.csv.part").exists() && !bob.join("never.csv").exists());
+}

@@ -155,6 +155,17 @@ pub enum Command {
         /// Its value (never a secret in clear).
         value: String,
     },
+    /// The session that uploaded a file under a temporary name
+    /// ([`crate::path::is_temporary_upload_name`]) renamed it: the row moves
+    /// to the final name, and the routes that match it queue their events
+    /// now (none were queued for the temporary name). A row whose path is
+    /// not temporary, or already moved, is left alone.
+    RenameTransfer {
+        /// The upload's transfer id.
+        id: String,
+        /// Its final path inside the home.
+        path: String,
+    },
 }
 
 impl Command {
@@ -184,6 +195,7 @@ impl Command {
             Command::FinishAttempt { .. } => "finish_attempt",
             Command::ReleaseNodeLeases { .. } => "release_node_leases",
             Command::SetSetting { .. } => "set_setting",
+            Command::RenameTransfer { .. } => "rename_transfer",
         }
     }
 }

@@ -133,6 +133,30 @@ pub fn is_reserved(name: &str) -> bool {
     name.starts_with(RESERVED_PREFIX)
 }
 
+/// Whether `name` is the temporary name of an upload that clients rename
+/// once it is complete: WinSCP's `NAME.filepart`, `NAME.part`, `NAME.tmp`,
+/// `NAME.partial`, and rsync's (also through sshfs) `.NAME.XXXXXX`. Routes
+/// act on such an upload only once its session renames it.
+pub fn is_temporary_upload_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    if [".filepart", ".part", ".tmp", ".partial"]
+        .iter()
+        .any(|suffix| lower.len() > suffix.len() && lower.ends_with(suffix))
+    {
+        return true;
+    }
+    // rsync: a dot, the final name, a dot and six random letters or digits.
+    match name
+        .strip_prefix('.')
+        .and_then(|rest| rest.rsplit_once('.'))
+    {
+        Some((base, tail)) => {
+            !base.is_empty() && tail.len() == 6 && tail.chars().all(|c| c.is_ascii_alphanumeric())
+        }
+        None => false,
+    }
+}
+
 /// Checks one name as [`VirtualPath::parse`] checks each component: what a
 /// listing shows must pass this, so that every listed name can be used.
 pub fn check_component(name: &str) -> Result<(), PathError> {
@@ -194,6 +218,29 @@ mod tests {
             VirtualPath::parse_absolute(&"a/".repeat(3000)),
             Err(PathError::TooLong)
         );
+    }
+
+    #[test]
+    fn temporary_upload_names() {
+        for t in [
+            "a.csv.filepart",
+            "a.PART",
+            "x.tmp",
+            "b.partial",
+            ".data.csv.Ab12Cd",
+        ] {
+            assert!(is_temporary_upload_name(t), "{t}");
+        }
+        for f in [
+            "a.csv",
+            ".part",
+            "partial",
+            ".profile",
+            "report.tar.gz",
+            ".a.csv",
+        ] {
+            assert!(!is_temporary_upload_name(f), "{f}");
+        }
     }
 
     #[test]

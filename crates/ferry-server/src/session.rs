@@ -144,6 +144,10 @@ struct Session {
     /// The open files behind file handles (a `copy-data` reads one while
     /// another's actor writes).
     files: Mutex<HashMap<HandleId, Arc<File>>>,
+    /// Uploads this session committed under a temporary name
+    /// (`NAME.filepart`, rsync's `.NAME.XXXXXX`), by path, with their
+    /// transfer ids: renaming one moves its row and queues its routes.
+    renamable: Mutex<HashMap<String, String>>,
     /// Uploads this session has open, by virtual path: the session sees
     /// them under their final names before they are committed.
     uploads: Mutex<HashMap<String, (HandleId, Arc<File>)>>,
@@ -360,6 +364,7 @@ async fn login(
         protocol,
         handles: Mutex::default(),
         files: Mutex::default(),
+        renamable: Mutex::default(),
         uploads: Mutex::default(),
         next_handle: AtomicU64::new(1),
         requests: Mutex::new(Some(requests)),
@@ -454,13 +459,14 @@ fn dispatch(ctx: &Arc<ServerCtx>, s: Arc<Session>, id: u64, op: FsOp, turn: Turn
             op @ (FsOp::UploadCreate { .. }
             | FsOp::UploadStatus { .. }
             | FsOp::UploadDelete { .. }) => upload_op(&ctx, s, op).await,
-            op => path_op(s, op).await,
+            op => path_op(&ctx, s, op).await,
         };
         send(&reply, id, result);
     });
 }
 
-async fn path_op(s: Arc<Session>, op: FsOp) -> Result<Response, FerryError> {
+async fn path_op(ctx: &Arc<ServerCtx>, s: Arc<Session>, op: FsOp) -> Result<Response, FerryError> {
+    let ctx = ctx.clone();
     blocking(move || {
         let home = &s.home;
         match op {
@@ -477,9 +483,15 @@ async fn path_op(s: Arc<Session>, op: FsOp) -> Result<Response, FerryError> {
                 from,
                 to,
                 overwrite,
-            } => home
-                .rename(&parse(&from)?, &parse(&to)?, overwrite)
-                .map(|()| Response::Ok),
+            } => {
+                let (from, to) = (parse(&from)?, parse(&to)?);
+                home.rename(&from, &to, overwrite)?;
+                let uploaded = locked(&s.renamable).remove(&from.to_string());
+                if let Some(id) = uploaded {
+                    repoint_upload(&ctx, id, &to);
+                }
+                Ok(Response::Ok)
+            }
             FsOp::Hardlink { from, to } => home
                 .hard_link(&parse(&from)?, &parse(&to)?)
                 .map(|()| Response::Ok),
@@ -1240,7 +1252,20 @@ async fn finish(
         partner: None,
         event_id: None,
     };
+    let renamable = record.status == TransferStatus::Completed
+        && direction == Direction::Upload
+        && path
+            .file_name()
+            .is_some_and(ferry_core::path::is_temporary_upload_name);
+    let transfer_id = record.id.clone();
     let logged = log_transfer(ctx, record).await;
+    if renamable && logged.is_ok() {
+        let mut waiting = locked(&s.renamable);
+        if waiting.len() >= MAX_RENAMABLE {
+            waiting.clear();
+        }
+        waiting.insert(path.to_string(), transfer_id);
+    }
     let response = match outcome? {
         Some((sha256, Some(size))) if direction == Direction::Upload => {
             Response::Committed { size, sha256 }
@@ -1249,6 +1274,28 @@ async fn finish(
     };
     logged.map(|()| response)
 }
+
+/// Moves the row of an upload this session made under a temporary name to
+/// the name the session renamed it to, which queues its routes. The rename
+/// has happened: a failure here is logged, not answered.
+fn repoint_upload(ctx: &ServerCtx, id: String, to: &VirtualPath) {
+    let command = Command::RenameTransfer {
+        id: id.clone(),
+        path: to.to_string(),
+    };
+    match ctx.apply(&command) {
+        Ok(outcome) if outcome.rows_changed > 1 => ctx.engine_wake.notify_waiters(),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            transfer = %id, path = %to, error = %e,
+            "an upload renamed from its temporary name keeps that name in the log"
+        ),
+    }
+}
+
+/// Uploads committed under a temporary name a session remembers, waiting
+/// for its rename.
+const MAX_RENAMABLE: usize = 1024;
 
 /// Prefix of node-local keys holding transfer-log rows not yet replicated.
 pub(crate) const PENDING_ROW: &str = "pending-transfer:";

@@ -97,6 +97,7 @@ fn delete_named(tx: &Transaction<'_>, table: &str, what: &str, name: &str) -> Re
 pub(crate) fn apply(tx: &Transaction<'_>, command: &Command) -> Result<usize> {
     match command {
         Command::RecordTransfer(t) => record_transfer(tx, t),
+        Command::RenameTransfer { id, path } => rename_transfer(tx, id, path),
         Command::AddPartner(p) => {
             ensure_absent(tx, "partners", "partner", &p.name)?;
             Ok(tx.execute(
@@ -314,15 +315,60 @@ fn record_transfer(tx: &Transaction<'_>, t: &TransferRecord) -> Result<usize> {
             t.size.map(|n| n as i64)
         ],
     )?;
-    if n == 0 || !t.triggers_routes() {
+    if n == 0 || !t.triggers_routes() || waits_for_rename(t) {
         return Ok(n);
     }
+    Ok(n + queue_route_events(tx, t)?)
+}
+
+/// An upload under a temporary name: its routes wait for the rename.
+fn waits_for_rename(t: &TransferRecord) -> bool {
+    t.direction == ferry_core::Direction::Upload
+        && t.path
+            .rsplit('/')
+            .next()
+            .is_some_and(ferry_core::path::is_temporary_upload_name)
+}
+
+/// Moves an upload's row from its temporary name to its final one and
+/// queues the events of the routes that match the final name.
+fn rename_transfer(tx: &Transaction<'_>, id: &str, path: &str) -> Result<usize> {
+    let Some(mut t) = tx
+        .query_row(
+            &format!(
+                "SELECT {} FROM transfers WHERE id = ?1",
+                crate::TRANSFER_COLUMNS
+            ),
+            params![id],
+            crate::row_to_transfer,
+        )
+        .optional()?
+    else {
+        return Err(StoreError::NotFound(format!("transfer {id:?}")));
+    };
+    if !waits_for_rename(&t) || t.path == path {
+        return Ok(0);
+    }
+    tx.execute(
+        "UPDATE transfers SET path = ?2 WHERE id = ?1",
+        params![id, path],
+    )?;
+    t.path = path.to_owned();
+    if !t.triggers_routes() || waits_for_rename(&t) {
+        return Ok(1);
+    }
+    Ok(1 + queue_route_events(tx, &t)?)
+}
+
+/// Queues one event per route that matches a completed arrival, with ids
+/// derived from the transfer and route (a replay changes nothing).
+fn queue_route_events(tx: &Transaction<'_>, t: &TransferRecord) -> Result<usize> {
     let kind = match (t.protocol, t.direction) {
         (_, ferry_core::Direction::Pull) => EventKind::Pull,
         (Protocol::Monitor, _) => EventKind::Monitor,
         _ => EventKind::Upload,
     };
-    let mut rows = n;
+    let mut rows = 0;
     for route in routes_in(tx)? {
         if route.account != t.account || !glob_matches(&route.pattern, &t.path) {
             continue;

@@ -467,7 +467,7 @@ fn row_to_token(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountToken> {
     })
 }
 
-const TRANSFER_COLUMNS: &str = "id, account, protocol, direction, path, bytes, sha256,
+pub(crate) const TRANSFER_COLUMNS: &str = "id, account, protocol, direction, path, bytes, sha256,
     started_at, ended_at, status, node, client_addr, error, partner, event_id, size";
 
 fn parse_text<T: std::str::FromStr<Err = String>>(idx: usize, text: String) -> rusqlite::Result<T> {
@@ -476,7 +476,7 @@ fn parse_text<T: std::str::FromStr<Err = String>>(idx: usize, text: String) -> r
     })
 }
 
-fn row_to_transfer(r: &rusqlite::Row<'_>) -> rusqlite::Result<TransferRecord> {
+pub(crate) fn row_to_transfer(r: &rusqlite::Row<'_>) -> rusqlite::Result<TransferRecord> {
     let bytes: i64 = r.get(5)?;
     Ok(TransferRecord {
         id: r.get(0)?,
