@@ -461,3 +461,41 @@ fn upload_then_rename_is_logged_and_routed_under_the_final_name() {
     assert_eq!(events.len(), 2, "one event per renamed upload: {events:#?}");
     assert!(!bob.join("never.csv.part").exists() && !bob.join("never.csv").exists());
 }
+
+/// A download read to the end of the file is completed even when the
+/// client drops the connection before its CLOSE arrives (lftp does); one
+/// read halfway is interrupted.
+#[test]
+fn a_download_read_to_the_end_is_completed_without_its_close() {
+    let f = Ferry::up();
+    let key = f.account_with_key("alice");
+    random_file(&f.repository.join("alice/whole.bin"), 100_000);
+    random_file(&f.repository.join("alice/half.bin"), 100_000);
+    assert_eq!(
+        raw(&f, &key, &["read", "/whole.bin", "-1"])["read"],
+        100_000
+    );
+    assert_eq!(
+        raw(&f, &key, &["read", "/half.bin", "50000"])["read"],
+        50_000
+    );
+    let status = |path: &str| {
+        f.transfers()
+            .iter()
+            .find(|r| r["path"] == path)
+            .map(|r| r["status"].as_str().unwrap().to_owned())
+    };
+    assert!(wait_until(10, || status("/whole.bin").is_some()
+        && status("/half.bin").is_some()));
+    assert_eq!(status("/whole.bin").unwrap(), "completed");
+    assert_eq!(status("/half.bin").unwrap(), "interrupted");
+    let whole = f
+        .transfers()
+        .into_iter()
+        .find(|r| r["path"] == "/whole.bin")
+        .unwrap();
+    assert_eq!(
+        whole["sha256"],
+        sha256_file(&f.repository.join("alice/whole.bin")).as_str()
+    );
+}

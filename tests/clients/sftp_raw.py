@@ -9,6 +9,8 @@ usage: sftp_raw.py MODE PORT USER KEYFILE [ARGS]
   flood N PATH    opens PATH, sends N READ requests without reading any
                   reply, then waits; prints JSON with how many were sent
                   and whether (and when) the server closed the connection
+  read PATH N     opens PATH, reads N bytes (-1: until EOF) in 32 KiB
+                  requests, and drops the connection without a CLOSE
 """
 import json
 import socket
@@ -153,11 +155,32 @@ def flood(s, n, path):
     print(json.dumps({"requests": n, "sent": sent[0], "closed_after_secs": closed_at}))
 
 
+def read(s, path, n):
+    o = s.rid()
+    s.ch.sendall(packet(FXP_OPEN, struct.pack(">I", o) + string(path) + struct.pack(">II", READ, 0)))
+    rid, kind, rest = s.reply()
+    assert kind == FXP_HANDLE, kind
+    handle = rest[4 : 4 + struct.unpack(">I", rest[:4])[0]]
+    got = 0
+    while n < 0 or got < n:
+        r = s.rid()
+        want = 32768 if n < 0 else min(32768, n - got)
+        s.ch.sendall(packet(FXP_READ, struct.pack(">I", r) + string(handle) + struct.pack(">QI", got, want)))
+        rid, kind, rest = s.reply()
+        if kind == FXP_STATUS:
+            break
+        got += struct.unpack(">I", rest[:4])[0]
+    s.t.close()
+    print(json.dumps({"read": got}))
+
+
 def main():
     mode, port, user, keyfile = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     s = Sftp(port, user, keyfile)
     if mode == "order":
         order(s, int(sys.argv[5]))
+    elif mode == "read":
+        read(s, sys.argv[5], int(sys.argv[6]))
     elif mode == "flood":
         flood(s, int(sys.argv[5]), sys.argv[6])
     else:

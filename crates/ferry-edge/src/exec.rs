@@ -45,6 +45,8 @@ pub struct ExecCtx {
     pub upstream: Arc<Connection>,
     /// The session there.
     pub session: SessionId,
+    /// Keeps that session logged in while the channel runs.
+    pub lease: Arc<crate::upstream::SessionLease>,
     /// The account, for logs.
     pub account: String,
     /// How long any wait on the client or the server may last.

@@ -137,6 +137,9 @@ pub struct SftpSession {
     pub upstream: Arc<Connection>,
     /// The session on that server.
     pub session: SessionId,
+    /// Keeps that session logged in while the channel runs; the last
+    /// holder's drop logs it out.
+    pub lease: Arc<crate::upstream::SessionLease>,
     /// The account, as the server named it (shown as owner in listings).
     pub account: String,
     /// The client's address, for logs.
@@ -219,8 +222,6 @@ pub async fn serve(channel: Channel<Msg>, s: SftpSession) {
         s.idle,
     ));
     let ctx = Ctx {
-        upstream: s.upstream.clone(),
-        session: s.session,
         account: s.account.clone(),
     };
     let mut end = End::Closed;
@@ -300,15 +301,10 @@ pub async fn serve(channel: Channel<Msg>, s: SftpSession) {
             }
         }
     }
-    // End the server session so its open handles close now (an unfinished
-    // upload keeps its partial data for a resume, with an `interrupted`
-    // row) rather than when the SSH connection finally drops.
-    let _ = ctx
-        .upstream
-        .call(Request::Logout {
-            session: ctx.session,
-        })
-        .await;
+    // The server session ends once the SSH connection and its other
+    // channels are done too (`SessionLease`); an unfinished upload then
+    // keeps its partial data for a resume, with an `interrupted` row.
+    drop(s.lease);
 }
 
 /// Sends queued requests to the server in order, within the budgets.
@@ -327,6 +323,13 @@ async fn dispatch(
                 Pending::Ready(bytes),
                 unwritten.clone().acquire_many_owned(0).await,
             ),
+            // Without a client to answer, reads are pointless; everything
+            // else the client sent (a last WRITE, the CLOSE that commits)
+            // still goes to the server.
+            Item::Forward {
+                op: FsOp::Read { .. },
+                ..
+            } if writer.is_closed() => continue,
             Item::Forward { id, op, expect } => {
                 let (upstream_cost, reply_cost) = costs(&op);
                 let taken = unwritten
@@ -360,15 +363,13 @@ async fn dispatch(
         let Ok(taken) = taken else {
             return;
         };
-        if writer.send((pending, taken)).is_err() {
-            return;
-        }
+        // A writer that is gone (the client left) drops the answer.
+        let _ = writer.send((pending, taken));
     }
 }
 
+/// What decoding a request needs.
 struct Ctx {
-    upstream: Arc<Connection>,
-    session: SessionId,
     account: String,
 }
 

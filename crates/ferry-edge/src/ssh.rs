@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use ferry_core::{ErrorKind, FerryError, Protocol, Secret};
 use ferry_proto::client::Connection;
-use ferry_proto::message::{Credential, Request, Response, SessionId};
+use ferry_proto::message::{Credential, Request, Response};
 use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey};
 use russh::server::{Auth, ChannelOpenHandle, Handle, Handler, Msg, Session};
 use russh::{Channel, ChannelId, Disconnect, MethodKind, MethodSet};
@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::config::SftpConfig;
-use crate::upstream::Upstreams;
+use crate::upstream::{SessionLease, Upstreams};
 
 /// Key exchanges, best first: the post-quantum hybrid, then X25519, then
 /// NIST ECDH and finite-field groups for clients that lack both (older JSch
@@ -171,7 +171,7 @@ struct SshSession {
     /// of every wait of an exec channel (client or server).
     idle: Duration,
     upstream: Option<Arc<Connection>>,
-    login: Option<(SessionId, String)>,
+    login: Option<(Arc<SessionLease>, String)>,
     channels: HashMap<ChannelId, Channel<Msg>>,
     handle: Arc<OnceLock<Handle>>,
 }
@@ -210,12 +210,13 @@ impl SshSession {
     /// The channel `id` with what an exec or shell request needs, if the
     /// session is logged in; the channel is taken out of the waiting set.
     fn take_for_exec(&mut self, id: ChannelId) -> Option<(Channel<Msg>, crate::exec::ExecCtx)> {
-        let (Some((session, account)), Some(upstream)) = (&self.login, &self.upstream) else {
+        let Some((lease, account)) = &self.login else {
             return None;
         };
         let ctx = crate::exec::ExecCtx {
-            upstream: upstream.clone(),
-            session: *session,
+            upstream: lease.upstream.clone(),
+            session: lease.session,
+            lease: lease.clone(),
             account: account.clone(),
             idle: self.idle,
         };
@@ -235,7 +236,11 @@ impl SshSession {
         match conn.call(request).await {
             Ok(Response::LoggedIn { session, account }) => {
                 tracing::info!(peer = %self.peer, %account, "login");
-                self.login = Some((session, account));
+                let lease = SessionLease {
+                    session,
+                    upstream: conn.clone(),
+                };
+                self.login = Some((Arc::new(lease), account));
                 Auth::Accept
             }
             Ok(Response::Error(e)) if e.kind == ErrorKind::AuthFailed => Auth::reject(),
@@ -247,16 +252,6 @@ impl SshSession {
                 tracing::warn!(peer = %self.peer, error = %e, "server lost during login");
                 Auth::reject()
             }
-        }
-    }
-}
-
-impl Drop for SshSession {
-    fn drop(&mut self) {
-        if let (Some((session, _)), Some(conn)) = (self.login.take(), self.upstream.take()) {
-            tokio::spawn(async move {
-                let _ = conn.call(Request::Logout { session }).await;
-            });
         }
     }
 }
@@ -325,23 +320,19 @@ impl Handler for SshSession {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let ready = match (
-            name,
-            self.channels.remove(&channel),
-            &self.login,
-            &self.upstream,
-        ) {
-            ("sftp", Some(ch), Some((sid, account)), Some(conn)) => {
-                Some((ch, *sid, account.clone(), conn.clone()))
+        let ready = match (name, self.channels.remove(&channel), &self.login) {
+            ("sftp", Some(ch), Some((lease, account))) => {
+                Some((ch, lease.clone(), account.clone()))
             }
             _ => None,
         };
         match ready {
-            Some((ch, session_id, account, upstream)) => {
+            Some((ch, lease, account)) => {
                 session.channel_success(channel)?;
                 let sftp = crate::sftp::SftpSession {
-                    upstream,
-                    session: session_id,
+                    upstream: lease.upstream.clone(),
+                    session: lease.session,
+                    lease,
                     account,
                     peer: self.peer,
                     idle: self.idle,

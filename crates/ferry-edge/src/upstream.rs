@@ -134,3 +134,28 @@ async fn takes_writes(conn: &Connection) -> bool {
         _ => false,
     }
 }
+
+/// A session logged in on a server, shared by the SSH connection and every
+/// channel task that uses it: the server session ends (`Logout`) when the
+/// last of them is done, so a request a channel still has to send (the
+/// CLOSE that commits a file) is never overtaken by the logout.
+#[derive(Debug)]
+pub struct SessionLease {
+    /// The session's id on that server.
+    pub session: ferry_proto::message::SessionId,
+    /// The server.
+    pub upstream: Arc<Connection>,
+}
+
+impl Drop for SessionLease {
+    fn drop(&mut self) {
+        let (session, upstream) = (self.session, self.upstream.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = upstream
+                    .call(ferry_proto::message::Request::Logout { session })
+                    .await;
+            });
+        }
+    }
+}

@@ -152,8 +152,9 @@ struct Session {
     /// them under their final names before they are committed.
     uploads: Mutex<HashMap<String, (HandleId, Arc<File>)>>,
     next_handle: AtomicU64,
-    /// The sequencer's queue; taken when the session ends.
-    requests: Mutex<Option<mpsc::UnboundedSender<(u64, FsOp)>>>,
+    /// The sequencer's queue (`None` is the logout); taken when the
+    /// session ends.
+    requests: Mutex<Option<mpsc::UnboundedSender<(u64, Option<FsOp>)>>>,
 }
 
 impl Session {
@@ -166,11 +167,16 @@ impl Session {
         locked(&self.files).clear();
     }
 
-    /// Queues a request to the session's sequencer.
-    fn submit(&self, id: u64, op: FsOp) -> bool {
-        locked(&self.requests)
-            .as_ref()
-            .is_some_and(|q| q.send((id, op)).is_ok())
+    /// Queues a request (`None`: the logout) to the session's sequencer.
+    fn submit(&self, id: u64, op: Option<FsOp>) -> bool {
+        let logout = op.is_none();
+        let mut requests = locked(&self.requests);
+        let sent = requests.as_ref().is_some_and(|q| q.send((id, op)).is_ok());
+        if logout {
+            // Nothing comes after the logout.
+            requests.take();
+        }
+        sent
     }
 }
 
@@ -195,11 +201,18 @@ fn handle_of(op: &FsOp) -> Option<HandleId> {
 async fn sequence(
     ctx: Arc<ServerCtx>,
     s: Arc<Session>,
-    mut requests: mpsc::UnboundedReceiver<(u64, FsOp)>,
+    mut requests: mpsc::UnboundedReceiver<(u64, Option<FsOp>)>,
     reply: Reply,
 ) {
     let order = Arc::new(RwLock::new(()));
     while let Some((id, op)) = requests.recv().await {
+        let Some(op) = op else {
+            // The logout waits until everything before it was answered.
+            let _all = order.clone().write_owned().await;
+            s.end();
+            send(&reply, id, Ok(Response::Ok));
+            return;
+        };
         let turn = if handle_of(&op).is_some() {
             Either::Left(order.clone().read_owned().await)
         } else {
@@ -299,14 +312,21 @@ where
                 });
             }
             Request::Logout { session } => {
-                if let Some(s) = locked(&sessions).remove(&session) {
-                    s.end();
+                // After every request the session sent before it: a CLOSE
+                // the client sent just before it vanished still commits.
+                let found = locked(&sessions).remove(&session);
+                match found {
+                    Some(s) if s.submit(id, None) => {}
+                    Some(s) => {
+                        s.end();
+                        send(&reply, id, Ok(Response::Ok));
+                    }
+                    None => send(&reply, id, Ok(Response::Ok)),
                 }
-                send(&reply, id, Ok(Response::Ok));
             }
             Request::Fs { session, op } => {
                 let found = locked(&sessions).get(&session).cloned();
-                if !found.is_some_and(|s| s.submit(id, op)) {
+                if !found.is_some_and(|s| s.submit(id, Some(op))) {
                     send(&reply, id, Err(FerryError::invalid("no such session")));
                 }
             }
@@ -338,7 +358,7 @@ async fn login(
     credential: Credential,
     client_addr: String,
     protocol: Protocol,
-) -> Result<(Session, mpsc::UnboundedReceiver<(u64, FsOp)>), FerryError> {
+) -> Result<(Session, mpsc::UnboundedReceiver<(u64, Option<FsOp>)>), FerryError> {
     let store = ctx.store.clone();
     let method = match credential {
         Credential::Password(_) => "password",
@@ -624,6 +644,11 @@ struct OpenFile {
     /// computed while reading is cached only if the file did not change.
     stamp: Option<String>,
     bytes: u64,
+    /// For downloads: the end of the part served from offset 0 without a gap.
+    served_prefix: u64,
+    /// For downloads: a read past that part's end met the end of the file,
+    /// so the client has had every byte.
+    read_to_end: bool,
     transfer_id: String,
     started_at: i64,
 }
@@ -718,6 +743,8 @@ fn open_blocking(
         hash: HashTracker::default(),
         stamp: None,
         bytes: 0,
+        served_prefix: 0,
+        read_to_end: false,
         transfer_id: uuid::Uuid::now_v7().to_string(),
         started_at: now_millis(),
     };
@@ -1101,13 +1128,13 @@ async fn read_batch(f: &mut OpenFile, batch: Vec<(u64, FsOp)>, reply: &Reply) {
             }
             buf.truncate(got);
             if let Some(e) = failed {
-                results.push((id, Err(e)));
+                results.push((id, offset, Err(e)));
                 continue;
             }
             if downloading {
                 hash.record_read(offset, &buf);
             }
-            results.push((id, Ok(buf)));
+            results.push((id, offset, Ok(buf)));
         }
         Ok((results, hash))
     })
@@ -1115,12 +1142,21 @@ async fn read_batch(f: &mut OpenFile, batch: Vec<(u64, FsOp)>, reply: &Reply) {
     match served {
         Ok((results, hash)) => {
             f.hash = hash;
-            for (id, result) in results {
+            for (id, offset, result) in results {
                 let result = match result {
-                    Ok(data) if data.is_empty() => Ok(Response::Eof),
+                    Ok(data) if data.is_empty() => {
+                        // The client read on from the end of the whole file.
+                        if offset == f.served_prefix {
+                            f.read_to_end = true;
+                        }
+                        Ok(Response::Eof)
+                    }
                     Ok(data) => {
                         if downloading {
                             f.bytes += data.len() as u64;
+                        }
+                        if offset <= f.served_prefix {
+                            f.served_prefix = f.served_prefix.max(offset + data.len() as u64);
                         }
                         Ok(Response::Data(data))
                     }
@@ -1140,7 +1176,9 @@ async fn read_batch(f: &mut OpenFile, batch: Vec<(u64, FsOp)>, reply: &Reply) {
 
 /// Ends a transfer: commits an upload on a clean close, and writes the
 /// transfer-log row either way. A committed upload answers
-/// [`Response::Committed`], anything else [`Response::Ok`].
+/// [`Response::Committed`], anything else [`Response::Ok`]. A download the
+/// client read to the end of the file counts as completed even if its
+/// CLOSE never arrived (lftp quits right after sending it).
 async fn finish(
     ctx: &Arc<ServerCtx>,
     s: &Session,
@@ -1154,9 +1192,12 @@ async fn finish(
         hash,
         stamp,
         bytes,
+        served_prefix: _,
+        read_to_end,
         transfer_id,
         started_at,
     } = f;
+    let closed = closed || (upload.is_none() && read_to_end);
     if upload.is_some() {
         let mut uploads = locked(&s.uploads);
         if uploads
