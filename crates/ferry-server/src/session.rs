@@ -134,6 +134,8 @@ type Turn = Either<OwnedRwLockReadGuard<()>, OwnedRwLockWriteGuard<()>>;
 /// A request for a handle's actor, with the turn it holds until answered.
 type HandleMsg = (u64, FsOp, Turn);
 type HandleTx = mpsc::UnboundedSender<HandleMsg>;
+/// A request for the session's sequencer; `None` is the logout.
+type SeqMsg = (u64, Option<FsOp>);
 
 struct Session {
     account: String,
@@ -154,7 +156,7 @@ struct Session {
     next_handle: AtomicU64,
     /// The sequencer's queue (`None` is the logout); taken when the
     /// session ends.
-    requests: Mutex<Option<mpsc::UnboundedSender<(u64, Option<FsOp>)>>>,
+    requests: Mutex<Option<mpsc::UnboundedSender<SeqMsg>>>,
 }
 
 impl Session {
@@ -201,7 +203,7 @@ fn handle_of(op: &FsOp) -> Option<HandleId> {
 async fn sequence(
     ctx: Arc<ServerCtx>,
     s: Arc<Session>,
-    mut requests: mpsc::UnboundedReceiver<(u64, Option<FsOp>)>,
+    mut requests: mpsc::UnboundedReceiver<SeqMsg>,
     reply: Reply,
 ) {
     let order = Arc::new(RwLock::new(()));
@@ -358,7 +360,7 @@ async fn login(
     credential: Credential,
     client_addr: String,
     protocol: Protocol,
-) -> Result<(Session, mpsc::UnboundedReceiver<(u64, Option<FsOp>)>), FerryError> {
+) -> Result<(Session, mpsc::UnboundedReceiver<SeqMsg>), FerryError> {
     let store = ctx.store.clone();
     let method = match credential {
         Credential::Password(_) => "password",
