@@ -499,3 +499,25 @@ fn a_download_read_to_the_end_is_completed_without_its_close() {
         sha256_file(&f.repository.join("alice/whole.bin")).as_str()
     );
 }
+
+/// A client with a few hundred reads in flight that stops reading (its
+/// window fills, nothing more arrives from it) is disconnected with a log
+/// line once the idle timeout has passed, not left hanging.
+#[test]
+fn a_client_that_stops_reading_midway_is_disconnected() {
+    let f = Ferry::up_logged(&["--idle-timeout-secs", "4"]);
+    let key = f.account_with_key("alice");
+    random_file(&f.repository.join("alice/src.bin"), 16 << 20);
+    let result = raw(&f, &key, &["flood", "300", "/src.bin", "40"]);
+    let closed = result["closed_after_secs"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("the edge never closed the connection: {result}"));
+    assert!(closed < 20.0, "closed only after {closed} s: {result}");
+    assert!(
+        wait_until(10, || f
+            .log()
+            .contains("took no replies for the idle timeout")),
+        "no log line for the disconnect:\n{}",
+        f.log()
+    );
+}

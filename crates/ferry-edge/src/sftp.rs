@@ -214,7 +214,7 @@ pub async fn serve(channel: Channel<Msg>, s: SftpSession) {
         s.session,
         flow.clone(),
     ));
-    let writer = tokio::spawn(write_replies(
+    let mut writer = tokio::spawn(write_replies(
         write_half.make_writer(),
         writer_rx,
         s.account.clone(),
@@ -225,10 +225,25 @@ pub async fn serve(channel: Channel<Msg>, s: SftpSession) {
         account: s.account.clone(),
     };
     let mut end = End::Closed;
+    // Set when the writer ended first: the client left (keep reading what
+    // it sent before it went) or took no reply for the idle timeout.
+    let mut writer_end: Option<End> = None;
     {
         let mut rd = read_half.make_reader();
         loop {
-            let packet = match read_packet(&mut rd).await {
+            let read = tokio::select! {
+                read = read_packet(&mut rd) => read,
+                done = &mut writer, if writer_end.is_none() => {
+                    let done = done.unwrap_or(End::Closed);
+                    if done == End::Stalled {
+                        end = End::Stalled;
+                        break;
+                    }
+                    writer_end = Some(done);
+                    continue;
+                }
+            };
+            let packet = match read {
                 Ok(Some(p)) => p,
                 Ok(None) => break,
                 Err(e) => {
@@ -270,7 +285,7 @@ pub async fn serve(channel: Channel<Msg>, s: SftpSession) {
     drop(to_dispatch);
     if end == End::Closed {
         let _ = dispatcher.await;
-        if let Ok(End::Stalled) = writer.await {
+        if writer_end.is_none() && matches!(writer.await, Ok(End::Stalled)) {
             end = End::Stalled;
         }
     } else {
