@@ -55,6 +55,20 @@ pub struct SftpConfig {
     /// Most concurrent SSH connections.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
+    /// A connection that has not logged in after this many seconds is
+    /// closed (OpenSSH's `LoginGraceTime`).
+    #[serde(default = "default_login_grace")]
+    pub login_grace_secs: u64,
+    /// Most connections not yet logged in. From half of this on, new ones
+    /// are dropped at random, 30 % rising to all at the limit (OpenSSH's
+    /// `MaxStartups`, as 128:30:256 with the default).
+    #[serde(default = "default_max_unauthenticated")]
+    pub max_unauthenticated: usize,
+    /// Most connections not yet logged in from one address
+    /// (OpenSSH's `PerSourceMaxStartups`): a flood from one address never
+    /// shuts out the others.
+    #[serde(default = "default_max_unauthenticated_per_address")]
+    pub max_unauthenticated_per_address: usize,
 }
 
 /// SSH host key files by algorithm; a field left out is not served.
@@ -163,6 +177,24 @@ fn default_idle() -> u64 {
 }
 fn default_max_sessions() -> usize {
     1000
+}
+/// Default of [`SftpConfig::login_grace_secs`].
+pub const DEFAULT_LOGIN_GRACE_SECS: u64 = 60;
+/// Default of [`SftpConfig::max_unauthenticated`].
+pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 256;
+/// Default of [`SftpConfig::max_unauthenticated_per_address`]: room for a
+/// burst of logins from one address (a NAT, a proxy), while one address
+/// alone never reaches the early drop of the overall cap.
+pub const DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS: usize = 64;
+
+fn default_login_grace() -> u64 {
+    DEFAULT_LOGIN_GRACE_SECS
+}
+fn default_max_unauthenticated() -> usize {
+    DEFAULT_MAX_UNAUTHENTICATED
+}
+fn default_max_unauthenticated_per_address() -> usize {
+    DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS
 }
 
 /// A config file that could not be used; the message names the file and field.

@@ -98,6 +98,7 @@ async fn start_sftp(
         ssh_config,
         upstreams,
         sftp.max_sessions,
+        Arc::new(ssh::PreAuth::new(sftp)),
     ));
     Ok(sftp_addr)
 }

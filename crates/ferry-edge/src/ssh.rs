@@ -6,10 +6,16 @@
 //! are capped per connection. The `sftp` subsystem is offered, and exec
 //! requests for legacy scp and the hash commands ([`crate::exec`]); a shell
 //! request is answered with a message, and forwarding is refused.
+//!
+//! Before login a connection holds one of few places ([`PreAuth`]): a
+//! grace time closes it, whatever stage it stopped at, and caps overall
+//! (with random early drop) and per address keep a flood of connections
+//! that never log in from shutting real clients out.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -112,12 +118,86 @@ pub fn russh_config(config: &SftpConfig, host_keys: Vec<PrivateKey>) -> russh::s
     }
 }
 
+/// Who may be connected without having logged in yet: a grace time, a
+/// cap with random early drop, and a cap per address (OpenSSH's
+/// `LoginGraceTime`, `MaxStartups`, `PerSourceMaxStartups`).
+#[derive(Debug)]
+pub struct PreAuth {
+    grace: Duration,
+    max: usize,
+    per_address: usize,
+    waiting: std::sync::Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PreAuth {
+    /// The limits of an SFTP listener.
+    pub fn new(config: &SftpConfig) -> Self {
+        Self {
+            grace: Duration::from_secs(config.login_grace_secs.max(1)),
+            max: config.max_unauthenticated.max(1),
+            per_address: config.max_unauthenticated_per_address.max(1),
+            waiting: std::sync::Mutex::default(),
+        }
+    }
+
+    /// A place for a new connection from `ip`, or why there is none.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<PreAuthSlot, &'static str> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = waiting.values().sum();
+        let from_ip = waiting.get(&ip).copied().unwrap_or(0);
+        if from_ip >= self.per_address {
+            return Err("too many connections from this address without a login");
+        }
+        if total >= self.max {
+            return Err("too many connections without a login");
+        }
+        // Random early drop: from half the cap on, refuse 30 % of new
+        // connections, rising to all of them at the cap. (Half, not
+        // OpenSSH's tenth: one address, held to its own cap, must not
+        // start dropping everybody else's connections.)
+        let start = self.max / 2;
+        if total >= start {
+            let span = (self.max - start).max(1) as f64;
+            let p = 0.3 + 0.7 * (total - start) as f64 / span;
+            if rand::random::<f64>() < p {
+                return Err("too many connections without a login (early drop)");
+            }
+        }
+        *waiting.entry(ip).or_default() += 1;
+        Ok(PreAuthSlot {
+            pre: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// A connection's place among those not yet logged in; given back when it
+/// logs in or ends.
+#[derive(Debug)]
+struct PreAuthSlot {
+    pre: Arc<PreAuth>,
+    ip: IpAddr,
+}
+
+impl Drop for PreAuthSlot {
+    fn drop(&mut self) {
+        let mut waiting = self.pre.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = waiting.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                waiting.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Accepts SSH connections until the process ends.
 pub async fn serve(
     listener: TcpListener,
     config: Arc<russh::server::Config>,
     upstreams: Arc<Upstreams>,
     max_sessions: usize,
+    pre_auth: Arc<PreAuth>,
 ) {
     let limit = Arc::new(Semaphore::new(max_sessions.max(1)));
     loop {
@@ -133,32 +213,84 @@ pub async fn serve(
             tracing::warn!(%peer, "too many sessions; connection refused");
             continue;
         };
+        let slot = match pre_auth.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::warn!(%peer, "{why}; connection refused");
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
+        // A second handle on the socket, to shut it down after the grace time.
+        let (tcp, socket) = match second_handle(tcp) {
+            Ok((tcp, socket)) => (tcp, Some(socket)),
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot set up the connection");
+                continue;
+            }
+        };
         let (config, upstreams) = (config.clone(), upstreams.clone());
         let idle = config.inactivity_timeout.unwrap_or(DEFAULT_IDLE);
+        let grace = pre_auth.grace;
         tokio::spawn(async move {
             let handle_slot: Arc<OnceLock<Handle>> = Arc::default();
+            let logged_in = Arc::new(AtomicBool::new(false));
             let handler = SshSession {
                 upstreams,
                 peer,
                 idle,
                 upstream: None,
                 login: None,
+                pre_auth: Some(slot),
+                logged_in: logged_in.clone(),
                 channels: HashMap::new(),
                 handle: handle_slot.clone(),
             };
-            match russh::server::run_stream(config, tcp, handler).await {
-                Ok(running) => {
-                    let _ = handle_slot.set(running.handle());
-                    if let Err(e) = running.await {
-                        tracing::debug!(%peer, error = %e, "ssh session ended with error");
+            let session = async {
+                match russh::server::run_stream(config, tcp, handler).await {
+                    Ok(running) => {
+                        let _ = handle_slot.set(running.handle());
+                        if let Err(e) = running.await {
+                            tracing::debug!(%peer, error = %e, "ssh session ended with error");
+                        }
+                    }
+                    Err(e) => tracing::debug!(%peer, error = %e, "ssh handshake failed"),
+                }
+            };
+            // A connection that has not logged in within the grace time is
+            // dropped, whatever stage it stopped at (banner, key exchange,
+            // authentication).
+            let grace_over = async {
+                tokio::time::sleep(grace).await;
+                if logged_in.load(Ordering::Acquire) {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                () = session => {}
+                () = grace_over => {
+                    tracing::warn!(%peer, grace_secs = grace.as_secs(), "no login within the grace time; connection closed");
+                    // Past its banner the session runs in a task of its own,
+                    // which may wait on the client in any state: shutting
+                    // the socket down ends it wherever it is.
+                    if let Some(socket) = &socket {
+                        let _ = socket.shutdown(std::net::Shutdown::Both);
                     }
                 }
-                Err(e) => tracing::debug!(%peer, error = %e, "ssh handshake failed"),
             }
             drop(permit);
         });
     }
+}
+
+/// The accepted socket, and a second handle on it (a duplicated descriptor)
+/// that can shut it down while russh owns the first.
+fn second_handle(
+    tcp: tokio::net::TcpStream,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::TcpStream)> {
+    let std = tcp.into_std()?;
+    let second = std.try_clone()?;
+    Ok((tokio::net::TcpStream::from_std(std)?, second))
 }
 
 /// The bound on waits inside exec channels when russh has no idle timeout.
@@ -172,6 +304,10 @@ struct SshSession {
     idle: Duration,
     upstream: Option<Arc<Connection>>,
     login: Option<(Arc<SessionLease>, String)>,
+    /// This connection's place among those not logged in, until it logs in.
+    pre_auth: Option<PreAuthSlot>,
+    /// Set once it has logged in (the grace timer reads it).
+    logged_in: Arc<AtomicBool>,
     channels: HashMap<ChannelId, Channel<Msg>>,
     handle: Arc<OnceLock<Handle>>,
 }
@@ -241,6 +377,8 @@ impl SshSession {
                     upstream: conn.clone(),
                 };
                 self.login = Some((Arc::new(lease), account));
+                self.logged_in.store(true, Ordering::Release);
+                self.pre_auth = None;
                 Auth::Accept
             }
             Ok(Response::Error(e)) if e.kind == ErrorKind::AuthFailed => Auth::reject(),
@@ -386,6 +524,20 @@ impl Handler for SshSession {
 mod tests {
     use super::*;
 
+    #[test]
+    fn pre_auth_caps_each_address_and_gives_places_back() {
+        let mut config = sftp_config(false);
+        config.max_unauthenticated_per_address = 2;
+        let pre = Arc::new(PreAuth::new(&config));
+        let (a, b): (IpAddr, IpAddr) = ("127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap());
+        let first = pre.admit(a).unwrap();
+        let _second = pre.admit(a).unwrap();
+        assert!(pre.admit(a).is_err(), "a third from one address");
+        let _other = pre.admit(b).expect("another address still gets in");
+        drop(first);
+        assert!(pre.admit(a).is_ok(), "a place given back is free again");
+    }
+
     fn sftp_config(compression: bool) -> SftpConfig {
         SftpConfig {
             listen: ([127, 0, 0, 1], 0).into(),
@@ -396,6 +548,9 @@ mod tests {
             max_auth_attempts: 1,
             idle_timeout_secs: 1,
             max_sessions: 1,
+            login_grace_secs: 60,
+            max_unauthenticated: 256,
+            max_unauthenticated_per_address: 64,
         }
     }
 

@@ -50,6 +50,10 @@ pub struct UpArgs {
     /// long) are closed, in seconds.
     #[arg(long, default_value_t = 3600)]
     pub idle_timeout_secs: u64,
+    /// SSH connections that have not logged in after this many seconds are
+    /// closed.
+    #[arg(long, default_value_t = ferry_edge::config::DEFAULT_LOGIN_GRACE_SECS)]
+    pub login_grace_secs: u64,
 }
 
 /// Creates what a data directory needs, if it is not there yet.
@@ -148,6 +152,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             max_auth_attempts: 6,
             idle_timeout_secs: args.idle_timeout_secs,
             max_sessions: 1000,
+            login_grace_secs: args.login_grace_secs,
+            max_unauthenticated: ferry_edge::config::DEFAULT_MAX_UNAUTHENTICATED,
+            max_unauthenticated_per_address:
+                ferry_edge::config::DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
         }),
         https: Some(ferry_edge::config::HttpsConfig {
             listen: args.https_listen,

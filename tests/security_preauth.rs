@@ -1,0 +1,83 @@
+//! Connections that never log in cannot shut real clients out of the SFTP
+//! front: a grace time closes them, and caps (overall, with random early
+//! drop, and per address) keep a flood from one address from taking the
+//! places of others.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const FLOOD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/clients/preauth_flood.py"
+);
+
+#[test]
+fn connections_that_never_log_in_are_capped_per_address_and_closed_after_the_grace_time() {
+    let f = Ferry::up_logged(&["--login-grace-secs", "3"]);
+    let key = f.account_with_key("alice");
+    let port = f.sftp_port.to_string();
+    // 120 silent or stalled connections from another loopback address.
+    let flood = std::thread::spawn(move || {
+        Command::new("python3")
+            .args([FLOOD, "127.0.0.2", &port, "120", "6"])
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    // A real client logs in meanwhile, at once.
+    let work = f.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("a.txt"), b"hello").unwrap();
+    let started = Instant::now();
+    assert_ok(&f.sftp_key("alice", &key, "put a.txt\n", &work));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "login took {:?}",
+        started.elapsed()
+    );
+
+    let out = flood.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("flood from 127.0.0.2: {r}");
+    // At most the per-address cap got in (the rest were refused at once).
+    assert!(r["admitted"].as_u64().unwrap() <= 64, "{r}");
+    assert!(r["refused"].as_u64().unwrap() >= 56, "{r}");
+    assert_eq!(
+        r["open_after_wait"], 0,
+        "still open after the grace time: {r}"
+    );
+    let log = f.log();
+    assert!(log.contains("no login within the grace time"), "{log}");
+    assert!(
+        log.contains("too many connections from this address"),
+        "{log}"
+    );
+    // A logged-in session outlives the grace time.
+    let mut sftp = Command::new("sftp")
+        .args(key_login_opts(&key))
+        .args(["-P", &f.sftp_port.to_string(), "alice@127.0.0.1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    {
+        use std::io::Write;
+        let mut stdin = sftp.stdin.take().unwrap();
+        writeln!(stdin, "ls").unwrap();
+        writeln!(stdin, "bye").unwrap();
+    }
+    let out = sftp.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("a.txt"));
+}
