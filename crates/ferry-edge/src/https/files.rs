@@ -116,7 +116,8 @@ fn wanted(range: Option<&str>, size: u64) -> Wanted {
             if start >= size {
                 return Wanted::Unsatisfiable;
             }
-            let end = end.map_or(size, |e| (e + 1).min(size));
+            // The last byte may be any u64 (u64::MAX + 1 must not wrap).
+            let end = end.map_or(size, |e| e.saturating_add(1).min(size));
             Wanted::Part(start, end)
         }
         _ => Wanted::Whole,
@@ -540,6 +541,11 @@ mod tests {
         assert_eq!(wanted(Some("bytes=5-2"), 10), Wanted::Whole);
         assert_eq!(wanted(Some("items=0-1"), 10), Wanted::Whole);
         assert_eq!(wanted(Some("bytes=x-1"), 10), Wanted::Whole);
+        // The largest last byte a client can send: no wrapped length.
+        assert_eq!(
+            wanted(Some("bytes=5-18446744073709551615"), 10),
+            Wanted::Part(5, 10)
+        );
     }
 
     #[test]
