@@ -615,12 +615,8 @@ where
                 ..SetAttrs::default()
             },
         };
-        let handle = match self.fs.call(open).await {
-            Ok(Response::Handle(h)) => h,
-            Ok(other) => {
-                let e = unexpected(&other);
-                return self.warn(&format!("{path}: {}", describe(&e))).await;
-            }
+        let handle = match self.open(open).await {
+            Ok(h) => h,
             Err(e) => return self.warn(&format!("{path}: {}", describe(&e))).await,
         };
         if let Err(stop) = self.wire.ok().await {
@@ -774,12 +770,8 @@ where
             },
             attrs: SetAttrs::default(),
         };
-        let handle = match self.fs.call(open).await {
-            Ok(Response::Handle(h)) => h,
-            Ok(other) => {
-                let e = unexpected(&other);
-                return self.warn(&format!("{path}: {}", describe(&e))).await;
-            }
+        let handle = match self.open(open).await {
+            Ok(h) => h,
             Err(e) => return self.warn(&format!("{path}: {}", describe(&e))).await,
         };
         let sent = self.send_opened(path, handle).await;
@@ -913,18 +905,21 @@ where
         self.accepted().await.map(|_| ())
     }
 
+    /// Sends an open (file or directory) and returns its handle.
+    async fn open(&self, op: FsOp) -> Result<HandleId, FerryError> {
+        match self.fs.call(op).await? {
+            Response::Handle(h) => Ok(h),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// The names in a directory.
     async fn list(&self, path: &str) -> Result<Vec<String>, FerryError> {
-        let handle = match self
-            .fs
-            .call(FsOp::OpenDir {
+        let handle = self
+            .open(FsOp::OpenDir {
                 path: path.to_owned(),
             })
-            .await?
-        {
-            Response::Handle(h) => h,
-            other => return Err(unexpected(&other)),
-        };
+            .await?;
         let mut names = Vec::new();
         let listed = loop {
             match self.fs.call(FsOp::ReadDir { handle }).await {
