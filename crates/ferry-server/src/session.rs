@@ -651,6 +651,10 @@ struct OpenFile {
     /// For downloads: a read past that part's end met the end of the file,
     /// so the client has had every byte.
     read_to_end: bool,
+    /// For downloads: the file's size when it was opened. A client that was
+    /// served that many bytes from offset 0 has the whole file, even if it
+    /// never read on to the end (it knew the size from a STAT).
+    size_at_open: Option<u64>,
     transfer_id: String,
     started_at: i64,
 }
@@ -747,6 +751,7 @@ fn open_blocking(
         bytes: 0,
         served_prefix: 0,
         read_to_end: false,
+        size_at_open: None,
         transfer_id: uuid::Uuid::now_v7().to_string(),
         started_at: now_millis(),
     };
@@ -757,6 +762,7 @@ fn open_blocking(
         let file = File::open(&real).map_err(io_error)?;
         let mut open = new(file, None);
         if let Ok(meta) = open.file.metadata() {
+            open.size_at_open = Some(meta.len());
             let stamp = content_stamp(&meta);
             if let Some(sha) = cached_sha256(&open.file, &stamp) {
                 open.hash = HashTracker::known(sha);
@@ -1179,8 +1185,9 @@ async fn read_batch(f: &mut OpenFile, batch: Vec<(u64, FsOp)>, reply: &Reply) {
 /// Ends a transfer: commits an upload on a clean close, and writes the
 /// transfer-log row either way. A committed upload answers
 /// [`Response::Committed`], anything else [`Response::Ok`]. A download the
-/// client read to the end of the file counts as completed even if its
-/// CLOSE never arrived (lftp quits right after sending it).
+/// client read to the end of the file (or was served as many bytes as the
+/// file had when opened) counts as completed even if its CLOSE never arrived
+/// (lftp quits right after sending it).
 async fn finish(
     ctx: &Arc<ServerCtx>,
     s: &Session,
@@ -1194,12 +1201,14 @@ async fn finish(
         hash,
         stamp,
         bytes,
-        served_prefix: _,
+        served_prefix,
         read_to_end,
+        size_at_open,
         transfer_id,
         started_at,
     } = f;
-    let closed = closed || (upload.is_none() && read_to_end);
+    let had_every_byte = read_to_end || size_at_open.is_some_and(|n| served_prefix >= n);
+    let closed = closed || (upload.is_none() && had_every_byte);
     if upload.is_some() {
         let mut uploads = locked(&s.uploads);
         if uploads
