@@ -57,8 +57,9 @@ rmdir in
         stdout.contains("Remote working directory: /in\n"),
         "{stdout}"
     );
+    // `put -p` of a 0644 file: at most 0640 (no access for others).
     assert!(
-        stdout.contains("-rw-r--r--    1 carol    carol           6 "),
+        stdout.contains("-rw-r-----    1 carol    carol           6 "),
         "ls -l long form: {stdout}"
     );
     assert!(

@@ -9,7 +9,7 @@ use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{Data, FileAttributes, OpenFlags, StatusCode};
 use sha2::{Digest, Sha256};
 use tokio::fs::File;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -46,6 +46,23 @@ impl PartnerSession {
         tag: &str,
         sha256: &str,
     ) -> Result<PutOutcome, PartnerError> {
+        let file = std::fs::File::open(local).map_err(local_error("open", local))?;
+        self.put_open_file(file, local, dir, name, tag, sha256)
+            .await
+    }
+
+    /// [`PartnerSession::put_file`] of a file the caller has opened (read
+    /// from its start); `label` names it in errors.
+    pub async fn put_open_file(
+        &self,
+        file: std::fs::File,
+        label: &Path,
+        dir: &str,
+        name: &str,
+        tag: &str,
+        sha256: &str,
+    ) -> Result<PutOutcome, PartnerError> {
+        let local = label;
         check_name(name)?;
         check_tag(tag)?;
         let expected = sha256.trim().to_ascii_lowercase();
@@ -56,10 +73,7 @@ impl PartnerSession {
         }
         let target = join(dir, name);
         let temp = join(dir, &format!(".{tag}.filepart"));
-        let size = tokio::fs::metadata(local)
-            .await
-            .map_err(local_error("stat", local))?
-            .len();
+        let size = file.metadata().map_err(local_error("stat", local))?.len();
 
         if let Some(attrs) = self.stat(&target).await? {
             if !attrs.is_dir() && attrs.size == Some(size) {
@@ -71,7 +85,10 @@ impl PartnerSession {
             }
         }
 
-        let uploaded = match self.upload(local, &temp, &expected).await {
+        let uploaded = match self
+            .upload(File::from_std(file), local, &temp, &expected)
+            .await
+        {
             Ok(bytes) => self.replace(&temp, &target).await.map(|()| bytes),
             Err(e) => Err(e),
         };
@@ -93,9 +110,22 @@ impl PartnerSession {
     /// truncated), fsyncs it, returns (bytes, SHA-256 hex). On error the local
     /// file may hold partial data.
     pub async fn get_file(&self, path: &str, local: &Path) -> Result<(u64, String), PartnerError> {
-        let mut file = File::create(local)
+        let file = File::create(local)
             .await
             .map_err(local_error("create", local))?;
+        self.get_into(path, file.into_std().await, local).await
+    }
+
+    /// [`PartnerSession::get_file`] into a file the caller has created
+    /// (written from its current position); `label` names it in errors.
+    pub async fn get_into(
+        &self,
+        path: &str,
+        file: std::fs::File,
+        label: &Path,
+    ) -> Result<(u64, String), PartnerError> {
+        let local = label;
+        let mut file = File::from_std(file);
         let result = self.download(path, Some((&mut file, local))).await?;
         file.flush().await.map_err(local_error("write", local))?;
         file.sync_all().await.map_err(local_error("fsync", local))?;
@@ -116,10 +146,16 @@ impl PartnerSession {
 
     /// Writes `local` to a created/truncated `temp`, checks the hash, fsyncs
     /// and closes. Returns the bytes sent.
-    async fn upload(&self, local: &Path, temp: &str, expected: &str) -> Result<u64, PartnerError> {
-        let mut file = File::open(local)
+    async fn upload(
+        &self,
+        mut file: File,
+        local: &Path,
+        temp: &str,
+        expected: &str,
+    ) -> Result<u64, PartnerError> {
+        file.seek(io::SeekFrom::Start(0))
             .await
-            .map_err(local_error("open", local))?;
+            .map_err(local_error("seek", local))?;
         let flags = OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE;
         let handle = self
             .sftp

@@ -1,21 +1,43 @@
 //! An account's home in the repository, and every filesystem operation on it.
 //!
-//! [`Home::resolve`] is the confinement wrapper: it maps a canonical
-//! [`VirtualPath`] onto the disk one component at a time, and a symlink is
-//! followed only if its target stays inside the home. Everything else here
-//! checks, then delegates to `std::fs`.
+//! The home is held open as a directory descriptor, and every path is
+//! resolved by the kernel beneath it (`openat2` with `RESOLVE_BENEATH` and
+//! `RESOLVE_NO_MAGICLINKS`): a symlink is followed only while it stays
+//! inside the home, `..` never climbs out of it, and absolute symlinks are
+//! refused. Because the check and the use are one system call, a client that
+//! renames directories while another opens through them cannot lead an
+//! operation outside the home.
+//!
+//! Operations on a name (create, rename, remove, link, the partial file of an
+//! upload) open its directory once ([`Home::place`]) and act on the name in
+//! it with the `*at` calls; the final name itself is never followed.
 
 use std::fs::{self, File, Metadata};
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ferry_core::path::RESERVED_PREFIX;
 use ferry_core::{ErrorKind, FerryError, VirtualPath};
 use ferry_proto::message::{DirEntry, FileKind, FileStat, FsStats, SetAttrs};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags, Stat};
+use rustix::io::Errno;
 
 /// Prefix of partial-upload files, inside [`RESERVED_PREFIX`].
 const PARTIAL_PREFIX: &str = ".ferry-partial.";
+
+/// The most a client may set on a file with SETSTAT (or an open's
+/// attributes): no group write, nothing for others, no setuid, setgid or
+/// sticky bit.
+pub const FILE_MODE_MASK: u32 = 0o640;
+
+/// The most a client may set on a directory.
+pub const DIR_MODE_MASK: u32 = 0o750;
+
+/// How every path is resolved beneath the home.
+const BENEATH: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_MAGICLINKS);
 
 /// Translates an I/O error into a [`FerryError`] whose message never names a
 /// real path.
@@ -45,10 +67,32 @@ pub fn io_error(e: io::Error) -> FerryError {
     FerryError::new(kind, message)
 }
 
-/// An account's home directory, canonical on disk.
+/// The [`FerryError`] of a failed system call on a path of the home.
+fn errno_error(e: Errno) -> FerryError {
+    match e {
+        Errno::XDEV => FerryError::denied("path leads outside the home directory"),
+        Errno::LOOP => {
+            FerryError::new(ErrorKind::InvalidInput, "too many levels of symbolic links")
+        }
+        e => io_error(e.into()),
+    }
+}
+
+/// An account's home directory, held open.
 #[derive(Debug, Clone)]
 pub struct Home {
+    /// The home's canonical path: for messages and keys only, never opened
+    /// again after [`Home::open`].
     root: PathBuf,
+    dir: Arc<OwnedFd>,
+}
+
+/// A name in a directory of the home, the directory held open: what is done
+/// to the name never resolves a path again.
+#[derive(Debug)]
+pub struct Place {
+    dir: Arc<OwnedFd>,
+    name: String,
 }
 
 impl Home {
@@ -67,67 +111,114 @@ impl Home {
         }
         fs::create_dir_all(&path).map_err(io_error)?;
         let root = fs::canonicalize(&path).map_err(io_error)?;
-        Ok(Self { root })
+        let dir = rustix::fs::open(
+            &root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno_error)?;
+        Ok(Self {
+            root,
+            dir: Arc::new(dir),
+        })
     }
 
-    /// The home's real path on disk.
+    /// The home's real path on disk (for messages; never to be opened).
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    /// The real path of `v`, following symlinks only while they stay inside
-    /// the home. Components past the first missing one are appended as they
-    /// are (they will be created or reported missing by the caller).
-    pub fn resolve(&self, v: &VirtualPath) -> Result<PathBuf, FerryError> {
-        let mut real = self.root.clone();
-        let mut rest = v.components().iter();
-        for c in rest.by_ref() {
-            real.push(c);
-            match fs::symlink_metadata(&real) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    let target = fs::canonicalize(&real).map_err(io_error)?;
-                    if !target.starts_with(&self.root) {
-                        return Err(FerryError::denied("path leads outside the home directory"));
-                    }
-                    real = target;
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                Err(e) => return Err(io_error(e)),
-            }
-        }
-        for c in rest {
-            real.push(c);
-        }
-        Ok(real)
+    /// Opens `v` beneath the home with `flags`, following symlinks only
+    /// while they stay inside it.
+    pub fn open_at(
+        &self,
+        v: &VirtualPath,
+        flags: OFlags,
+        mode: Mode,
+    ) -> Result<OwnedFd, FerryError> {
+        beneath(&self.dir, &relative(v.components()), flags, mode)
     }
 
-    /// The partial-upload file of the upload to `final_path`.
-    pub fn partial_path(final_path: &Path) -> Option<PathBuf> {
-        let name = final_path.file_name()?.to_str()?;
-        let partial = if name.len() + PARTIAL_PREFIX.len() <= 255 {
-            format!("{PARTIAL_PREFIX}{name}")
-        } else {
-            use sha2::Digest;
-            format!(
-                "{PARTIAL_PREFIX}{}",
-                hex::encode(&sha2::Sha256::digest(name)[..16])
-            )
+    /// Opens the regular file `v` for reading. Non-blocking, so that a FIFO
+    /// cannot stall the open; anything but a regular file is refused.
+    pub fn read_file(&self, v: &VirtualPath) -> Result<(File, Metadata), FerryError> {
+        let file = File::from(self.open_at(v, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())?);
+        let meta = file.metadata().map_err(io_error)?;
+        if meta.is_dir() {
+            return Err(FerryError::new(ErrorKind::WrongType, "is a directory"));
+        }
+        if !meta.is_file() {
+            return Err(FerryError::new(ErrorKind::WrongType, "not a regular file"));
+        }
+        Ok((file, meta))
+    }
+
+    /// Attributes of `v`, following symlinks inside the home; `None` if it
+    /// does not exist.
+    pub fn metadata(&self, v: &VirtualPath) -> Result<Option<Metadata>, FerryError> {
+        match self.open_at(v, OFlags::PATH, Mode::empty()) {
+            Ok(fd) => File::from(fd).metadata().map(Some).map_err(io_error),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The directory that holds `v`, opened beneath the home, and `v`'s
+    /// name in it. The home itself has no place.
+    pub fn place(&self, v: &VirtualPath) -> Result<Place, FerryError> {
+        let (parent, name) = match v.components().split_last() {
+            Some((name, parent)) => (parent, name),
+            None => return Err(FerryError::denied("the home directory itself")),
         };
-        Some(final_path.with_file_name(partial))
+        let dir = if parent.is_empty() {
+            self.dir.clone()
+        } else {
+            Arc::new(beneath(
+                &self.dir,
+                &relative(parent),
+                OFlags::RDONLY | OFlags::DIRECTORY,
+                Mode::empty(),
+            )?)
+        };
+        Ok(Place {
+            dir,
+            name: name.clone(),
+        })
+    }
+
+    /// Creates the directory `v` and its missing parents.
+    pub fn create_dir_all(&self, v: &VirtualPath) -> Result<(), FerryError> {
+        let mut at = self.dir.clone();
+        for c in v.components() {
+            match rustix::fs::mkdirat(&*at, c.as_str(), Mode::from_raw_mode(0o750)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(errno_error(e)),
+            }
+            at = Arc::new(beneath(
+                &at,
+                c,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+                Mode::empty(),
+            )?);
+        }
+        Ok(())
     }
 
     /// Attributes of `v` as clients see them. While an upload to `v` is
     /// unfinished, its partial file is reported, so that a resuming client
     /// (`reput`) learns how much has arrived.
     pub fn stat(&self, v: &VirtualPath) -> Result<FileStat, FerryError> {
-        let real = self.resolve(v)?;
-        if let Some(partial) = Self::partial_path(&real) {
-            if let Ok(m) = fs::metadata(&partial) {
-                return Ok(file_stat(&m));
+        if !v.is_root() {
+            if let Ok(place) = self.place(v) {
+                if let Some(partial) = place.partial_stat() {
+                    return Ok(stat_of(&partial));
+                }
             }
         }
-        fs::metadata(&real).map(|m| file_stat(&m)).map_err(io_error)
+        match self.metadata(v)? {
+            Some(m) => Ok(file_stat(&m)),
+            None => Err(FerryError::not_found("no such file or directory")),
+        }
     }
 
     /// The directory listing of `v`, without Ferry's own files, without
@@ -135,32 +226,45 @@ impl Home {
     /// could use (control characters, `..` between backslashes): every
     /// name listed can be opened, renamed and removed.
     pub fn list(&self, v: &VirtualPath) -> Result<Vec<DirEntry>, FerryError> {
-        let real = self.resolve(v)?;
+        let dir = self.open_at(v, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
+        let entries = rustix::fs::Dir::read_from(&dir).map_err(errno_error)?;
+        let base = relative(v.components());
         let mut out = Vec::new();
-        for entry in fs::read_dir(&real).map_err(io_error)? {
-            let entry = entry.map_err(io_error)?;
-            let Ok(name) = entry.file_name().into_string() else {
+        for entry in entries {
+            let entry = entry.map_err(errno_error)?;
+            let Ok(name) = entry.file_name().to_str() else {
                 continue;
             };
-            if name.starts_with(RESERVED_PREFIX)
-                || ferry_core::path::check_component(&name).is_err()
+            if name == "."
+                || name == ".."
+                || name.starts_with(RESERVED_PREFIX)
+                || ferry_core::path::check_component(name).is_err()
             {
                 continue;
             }
-            let path = entry.path();
-            let meta = match entry.file_type() {
-                Ok(t) if t.is_symlink() => match fs::canonicalize(&path) {
-                    Ok(target) if target.starts_with(&self.root) => fs::metadata(&target),
-                    _ => continue,
-                },
-                _ => fs::metadata(&path),
+            let Ok(stat) = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
+                continue;
             };
-            if let Ok(meta) = meta {
-                out.push(DirEntry {
-                    name,
-                    stat: file_stat(&meta),
-                });
-            }
+            let stat = if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
+                // Followed from the home, so it may not lead out of it.
+                let path = if base == "." {
+                    name.to_owned()
+                } else {
+                    format!("{base}/{name}")
+                };
+                match beneath(&self.dir, &path, OFlags::PATH, Mode::empty())
+                    .and_then(|fd| rustix::fs::fstat(&fd).map_err(errno_error))
+                {
+                    Ok(target) => target,
+                    Err(_) => continue,
+                }
+            } else {
+                stat
+            };
+            out.push(DirEntry {
+                name: name.to_owned(),
+                stat: stat_of(&stat),
+            });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -174,10 +278,14 @@ impl Home {
                 "the home directory exists",
             ));
         }
-        let real = self.resolve(v)?;
-        fs::create_dir(&real).map_err(io_error)?;
-        if let Some(p) = attrs.permissions {
-            fs::set_permissions(&real, fs::Permissions::from_mode(p & 0o777)).map_err(io_error)?;
+        let place = self.place(v)?;
+        let mode = attrs.permissions.unwrap_or(0o750) & DIR_MODE_MASK;
+        rustix::fs::mkdirat(&*place.dir, place.name.as_str(), Mode::from_raw_mode(mode))
+            .map_err(errno_error)?;
+        if attrs.permissions.is_some() {
+            // Exactly what was asked (within the mask), whatever the umask.
+            let made = place.open_nofollow(OFlags::RDONLY | OFlags::DIRECTORY)?;
+            rustix::fs::fchmod(&made, Mode::from_raw_mode(mode)).map_err(errno_error)?;
         }
         Ok(())
     }
@@ -187,26 +295,32 @@ impl Home {
         if v.is_root() {
             return Err(FerryError::denied("the home directory cannot be removed"));
         }
-        fs::remove_dir(self.resolve(v)?).map_err(io_error)
+        let place = self.place(v)?;
+        rustix::fs::unlinkat(&*place.dir, place.name.as_str(), AtFlags::REMOVEDIR)
+            .map_err(errno_error)
     }
 
     /// Removes a file. Removing a path whose upload is unfinished discards
     /// the partial data.
     pub fn remove(&self, v: &VirtualPath) -> Result<(), FerryError> {
-        let real = self.resolve(v)?;
-        match fs::symlink_metadata(&real) {
-            Ok(m) if m.is_dir() => Err(FerryError::new(ErrorKind::WrongType, "is a directory")),
-            Ok(_) => fs::remove_file(&real).map_err(io_error),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match Self::partial_path(&real) {
-                Some(partial) if partial.exists() => fs::remove_file(partial).map_err(io_error),
-                _ => Err(io_error(e)),
-            },
-            Err(e) => Err(io_error(e)),
+        if v.is_root() {
+            return Err(FerryError::new(ErrorKind::WrongType, "is a directory"));
+        }
+        let place = self.place(v)?;
+        match place.stat_nofollow()? {
+            Some(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                Err(FerryError::new(ErrorKind::WrongType, "is a directory"))
+            }
+            Some(_) => rustix::fs::unlinkat(&*place.dir, place.name.as_str(), AtFlags::empty())
+                .map_err(errno_error),
+            None if place.partial_stat().is_some() => place.remove_partial().map_err(io_error),
+            None => Err(FerryError::not_found("no such file or directory")),
         }
     }
 
     /// Renames `from` to `to`. Without `overwrite` an existing target is an
-    /// error (SFTP v3 semantics); with it the target is atomically replaced.
+    /// error (SFTP v3 semantics), checked atomically by the kernel; with it
+    /// the target is atomically replaced.
     pub fn rename(
         &self,
         from: &VirtualPath,
@@ -216,13 +330,8 @@ impl Home {
         if from.is_root() || to.is_root() {
             return Err(FerryError::denied("the home directory cannot be renamed"));
         }
-        let src = self.resolve(from)?;
-        let dst = self.resolve(to)?;
-        fs::symlink_metadata(&src).map_err(io_error)?;
-        if !overwrite && fs::symlink_metadata(&dst).is_ok() {
-            return Err(FerryError::new(ErrorKind::AlreadyExists, "target exists"));
-        }
-        fs::rename(&src, &dst).map_err(io_error)
+        let (src, dst) = (self.place(from)?, self.place(to)?);
+        src.rename_to(&dst, overwrite)
     }
 
     /// Makes `to` a second name of the regular file `from`
@@ -231,34 +340,37 @@ impl Home {
         if from.is_root() || to.is_root() {
             return Err(FerryError::denied("the home directory cannot be linked"));
         }
-        let src = self.resolve(from)?;
-        let dst = self.resolve(to)?;
-        if !fs::symlink_metadata(&src).map_err(io_error)?.is_file() {
-            return Err(FerryError::new(ErrorKind::WrongType, "not a regular file"));
+        let (src, dst) = (self.place(from)?, self.place(to)?);
+        match src.stat_nofollow()? {
+            Some(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {}
+            Some(_) => return Err(FerryError::new(ErrorKind::WrongType, "not a regular file")),
+            None => return Err(FerryError::not_found("no such file or directory")),
         }
-        fs::hard_link(&src, &dst).map_err(io_error)
+        rustix::fs::linkat(
+            &*src.dir,
+            src.name.as_str(),
+            &*dst.dir,
+            dst.name.as_str(),
+            AtFlags::empty(),
+        )
+        .map_err(errno_error)
     }
 
     /// Applies attributes to a path.
     pub fn set_attrs(&self, v: &VirtualPath, attrs: &SetAttrs) -> Result<(), FerryError> {
-        let real = self.resolve(v)?;
-        let meta = fs::metadata(&real).map_err(io_error)?;
-        let file = if attrs.size.is_some() {
-            if meta.is_dir() {
-                return Err(FerryError::new(ErrorKind::WrongType, "is a directory"));
-            }
-            fs::OpenOptions::new().write(true).open(&real)
+        let flags = if attrs.size.is_some() {
+            OFlags::WRONLY
         } else {
-            File::open(&real)
-        }
-        .map_err(io_error)?;
+            OFlags::RDONLY
+        };
+        let file = File::from(self.open_at(v, flags | OFlags::NONBLOCK, Mode::empty())?);
         apply_attrs(&file, attrs)
     }
 
     /// Filesystem statistics of the repository volume.
     pub fn statvfs(&self, v: &VirtualPath) -> Result<FsStats, FerryError> {
-        let real = self.resolve(v)?;
-        let s = rustix::fs::statvfs(&real).map_err(|e| io_error(e.into()))?;
+        let fd = self.open_at(v, OFlags::PATH, Mode::empty())?;
+        let s = rustix::fs::fstatvfs(&fd).map_err(errno_error)?;
         Ok(FsStats {
             block_size: s.f_bsize,
             fragment_size: s.f_frsize,
@@ -274,33 +386,220 @@ impl Home {
         })
     }
 
-    /// The virtual path a symlink inside the home points to.
+    /// The virtual path a symlink inside the home points to. A link that
+    /// leads outside the home, or nowhere, is answered as a missing file:
+    /// the answer says nothing about what exists outside.
     pub fn read_link(&self, v: &VirtualPath) -> Result<String, FerryError> {
-        let mut link = self.root.clone();
-        for c in v.parent().components() {
-            link.push(c);
+        let missing = || FerryError::not_found("no such file or directory");
+        let place = self.place(v)?;
+        match place.stat_nofollow()? {
+            Some(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {}
+            Some(_) => return Err(FerryError::invalid("not a symlink")),
+            None => return Err(missing()),
         }
-        let parent = fs::canonicalize(&link).map_err(io_error)?;
-        let name = v
-            .file_name()
-            .ok_or_else(|| FerryError::invalid("not a symlink"))?;
-        let link = parent.join(name);
-        if !fs::symlink_metadata(&link)
-            .map_err(io_error)?
-            .file_type()
-            .is_symlink()
-        {
-            return Err(FerryError::invalid("not a symlink"));
+        let target = rustix::fs::readlinkat(&*place.dir, place.name.as_str(), Vec::new())
+            .map_err(errno_error)?;
+        let target = target.to_str().map_err(|_| missing())?;
+        if target.starts_with('/') {
+            return Err(missing());
         }
-        let target = fs::canonicalize(&link).map_err(io_error)?;
-        let inside = target
-            .strip_prefix(&self.root)
-            .map_err(|_| FerryError::denied("link leads outside the home directory"))?;
-        Ok(format!("/{}", inside.display()))
+        // The target, relative to the link's directory, as a virtual path
+        // (VirtualPath keeps `..` from climbing above the home).
+        let parent = v.parent();
+        let mut joined: Vec<&str> = parent.components().iter().map(String::as_str).collect();
+        for c in target.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => {
+                    if joined.pop().is_none() {
+                        return Err(missing());
+                    }
+                }
+                c => joined.push(c),
+            }
+        }
+        let path = VirtualPath::parse_absolute(&format!("/{}", joined.join("/")))
+            .map_err(|_| missing())?;
+        // It must lead somewhere inside the home.
+        self.open_at(v, OFlags::PATH, Mode::empty())
+            .map_err(|_| missing())?;
+        Ok(path.to_string())
     }
 }
 
-/// Applies size, permissions and times to an open file.
+impl Place {
+    /// The name in its directory.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The name of the partial file of an upload to this name.
+    pub fn partial_name(&self) -> String {
+        let name = &self.name;
+        if name.len() + PARTIAL_PREFIX.len() <= 255 {
+            format!("{PARTIAL_PREFIX}{name}")
+        } else {
+            use sha2::Digest;
+            format!(
+                "{PARTIAL_PREFIX}{}",
+                hex::encode(&sha2::Sha256::digest(name)[..16])
+            )
+        }
+    }
+
+    /// What identifies this place's partial file on this server, whatever
+    /// path led to it: its directory's device and inode, and its name.
+    pub fn partial_key(&self) -> PathBuf {
+        let (dev, ino) = rustix::fs::fstat(&*self.dir)
+            .map(|st| (st.st_dev, st.st_ino))
+            .unwrap_or_default();
+        PathBuf::from(format!("{dev}:{ino}")).join(self.partial_name())
+    }
+
+    /// Attributes of the name itself (a symlink is not followed); `None` if
+    /// it does not exist.
+    pub fn stat_nofollow(&self) -> Result<Option<Stat>, FerryError> {
+        match rustix::fs::statat(&*self.dir, self.name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(st)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(errno_error(e)),
+        }
+    }
+
+    /// Attributes of the partial file, if there is one.
+    pub fn partial_stat(&self) -> Option<Stat> {
+        rustix::fs::statat(
+            &*self.dir,
+            self.partial_name().as_str(),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .ok()
+    }
+
+    /// Opens the name itself; a symlink is refused.
+    fn open_nofollow(&self, flags: OFlags) -> Result<OwnedFd, FerryError> {
+        rustix::fs::openat(
+            &*self.dir,
+            self.name.as_str(),
+            flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno_error)
+    }
+
+    /// Opens (creating it with `mode`, within [`FILE_MODE_MASK`]) the
+    /// partial file for reading and writing.
+    pub fn open_partial(&self, mode: u32) -> io::Result<File> {
+        let fd = rustix::fs::openat(
+            &*self.dir,
+            self.partial_name().as_str(),
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode & FILE_MODE_MASK),
+        )?;
+        Ok(File::from(fd))
+    }
+
+    /// Creates the partial file anew (truncating what was there).
+    pub fn create_partial(&self) -> io::Result<File> {
+        let file = self.open_partial(0o640)?;
+        file.set_len(0)?;
+        Ok(file)
+    }
+
+    /// Replaces the name by the partial file, atomically; with `fsync` the
+    /// directory is synced so that the rename survives a crash.
+    pub fn commit_partial(&self, fsync: bool) -> io::Result<()> {
+        rustix::fs::renameat(
+            &*self.dir,
+            self.partial_name().as_str(),
+            &*self.dir,
+            self.name.as_str(),
+        )?;
+        if fsync {
+            rustix::fs::fsync(&*self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Moves Ferry's own file `from` (outside any client's reach) to the
+    /// name, replacing it atomically, and syncs the directory.
+    pub fn receive(&self, from: &Path) -> io::Result<()> {
+        rustix::fs::renameat(rustix::fs::CWD, from, &*self.dir, self.name.as_str())?;
+        rustix::fs::fsync(&*self.dir)?;
+        Ok(())
+    }
+
+    /// Removes the partial file.
+    pub fn remove_partial(&self) -> io::Result<()> {
+        rustix::fs::unlinkat(&*self.dir, self.partial_name().as_str(), AtFlags::empty())?;
+        Ok(())
+    }
+
+    /// Syncs the directory (after a rename into it).
+    pub fn sync_dir(&self) -> io::Result<()> {
+        Ok(rustix::fs::fsync(&*self.dir)?)
+    }
+
+    /// Renames this name to `to`. Without `overwrite` an existing target is
+    /// refused atomically.
+    pub fn rename_to(&self, to: &Place, overwrite: bool) -> Result<(), FerryError> {
+        if self.stat_nofollow()?.is_none() {
+            return Err(FerryError::not_found("no such file or directory"));
+        }
+        let flags = if overwrite {
+            RenameFlags::empty()
+        } else {
+            RenameFlags::NOREPLACE
+        };
+        match rustix::fs::renameat_with(
+            &*self.dir,
+            self.name.as_str(),
+            &*to.dir,
+            to.name.as_str(),
+            flags,
+        ) {
+            Ok(()) => Ok(()),
+            Err(Errno::EXIST) => Err(FerryError::new(ErrorKind::AlreadyExists, "target exists")),
+            // A filesystem without RENAME_NOREPLACE: check, then rename.
+            Err(Errno::INVAL) if !overwrite => {
+                if to.stat_nofollow()?.is_some() {
+                    return Err(FerryError::new(ErrorKind::AlreadyExists, "target exists"));
+                }
+                rustix::fs::renameat(&*self.dir, self.name.as_str(), &*to.dir, to.name.as_str())
+                    .map_err(errno_error)
+            }
+            Err(e) => Err(errno_error(e)),
+        }
+    }
+}
+
+/// `a/b/c` for the components, `.` for none.
+fn relative(components: &[String]) -> String {
+    if components.is_empty() {
+        ".".to_owned()
+    } else {
+        components.join("/")
+    }
+}
+
+/// Opens `path` beneath `dir`. The kernel refuses to leave `dir` (and
+/// answers EAGAIN when a rename elsewhere raced with a `..`: retried).
+fn beneath(dir: &impl AsFd, path: &str, flags: OFlags, mode: Mode) -> Result<OwnedFd, FerryError> {
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(dir, path, flags | OFlags::CLOEXEC, mode, BENEATH) {
+            Err(Errno::AGAIN | Errno::INTR) if tries < 32 => tries += 1,
+            Err(Errno::NOSYS) => {
+                return Err(FerryError::unavailable(
+                    "this kernel has no openat2 (Linux 5.6 or later is required)",
+                ))
+            }
+            other => return other.map_err(errno_error),
+        }
+    }
+}
+
+/// Applies size, permissions (within the masks) and times to an open file.
 pub fn apply_attrs(file: &File, attrs: &SetAttrs) -> Result<(), FerryError> {
     if attrs.chown {
         return Err(FerryError::denied("changing owner or group is not allowed"));
@@ -309,7 +608,13 @@ pub fn apply_attrs(file: &File, attrs: &SetAttrs) -> Result<(), FerryError> {
         file.set_len(size).map_err(io_error)?;
     }
     if let Some(p) = attrs.permissions {
-        file.set_permissions(fs::Permissions::from_mode(p & 0o777))
+        let is_dir = file.metadata().map_err(io_error)?.is_dir();
+        let mask = if is_dir {
+            DIR_MODE_MASK
+        } else {
+            FILE_MODE_MASK
+        };
+        file.set_permissions(fs::Permissions::from_mode(p & mask))
             .map_err(io_error)?;
     }
     if attrs.atime.is_some() || attrs.mtime.is_some() {
@@ -324,6 +629,25 @@ pub fn apply_attrs(file: &File, attrs: &SetAttrs) -> Result<(), FerryError> {
         file.set_times(times).map_err(io_error)?;
     }
     Ok(())
+}
+
+/// Client-visible attributes from a `stat` result.
+fn stat_of(st: &Stat) -> FileStat {
+    let kind = match FileType::from_raw_mode(st.st_mode) {
+        FileType::Directory => FileKind::Dir,
+        FileType::RegularFile => FileKind::File,
+        _ => FileKind::Other,
+    };
+    let secs = |t: i64| u32::try_from(t.max(0)).unwrap_or(u32::MAX);
+    FileStat {
+        kind,
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        permissions: st.st_mode & 0o777,
+        atime: secs(st.st_atime),
+        mtime: secs(st.st_mtime),
+        mtime_nanos: u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+        inode: st.st_ino,
+    }
 }
 
 /// Client-visible attributes of a file.
@@ -364,21 +688,24 @@ mod tests {
         let root = repo.path().join("alice");
         std::os::unix::fs::symlink(outside.path(), root.join("escape")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", root.join("passwd")).unwrap();
-        std::fs::create_dir(root.join("in")).unwrap();
-        std::os::unix::fs::symlink(root.join("in"), root.join("inlink")).unwrap();
+        std::os::unix::fs::symlink("../../../../../../etc", root.join("up")).unwrap();
+        std::fs::create_dir_all(root.join("in/deep")).unwrap();
+        std::fs::write(root.join("in/f"), "inside").unwrap();
+        std::os::unix::fs::symlink("in", root.join("inlink")).unwrap();
+        std::os::unix::fs::symlink("../f", root.join("in/deep/back")).unwrap();
+        // Absolute, even though it names a place inside: not followed.
+        std::os::unix::fs::symlink(root.join("in"), root.join("abs")).unwrap();
 
-        assert_eq!(
-            home.resolve(&v("/escape/secret")).unwrap_err().kind,
-            ErrorKind::PermissionDenied
-        );
-        assert_eq!(
-            home.stat(&v("/passwd")).unwrap_err().kind,
-            ErrorKind::PermissionDenied
-        );
-        assert!(home
-            .resolve(&v("/inlink/x"))
-            .unwrap()
-            .starts_with(root.canonicalize().unwrap()));
+        for p in ["/escape/secret", "/passwd", "/up/passwd", "/abs/f"] {
+            let err = home.read_file(&v(p)).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::PermissionDenied, "{p}: {err}");
+            assert!(home.stat(&v(p)).is_err(), "{p}");
+        }
+        assert!(home.place(&v("/escape/new")).is_err());
+        assert!(home.mkdir(&v("/escape/d"), &SetAttrs::default()).is_err());
+        assert!(!outside.path().join("d").exists());
+        assert_eq!(home.read_file(&v("/inlink/f")).unwrap().1.len(), 6);
+        assert_eq!(home.read_file(&v("/in/deep/back")).unwrap().1.len(), 6);
         let names: Vec<_> = home
             .list(&v("/"))
             .unwrap()
@@ -387,10 +714,70 @@ mod tests {
             .collect();
         assert_eq!(names, ["in", "inlink"]);
         assert_eq!(home.read_link(&v("/inlink")).unwrap(), "/in");
+        assert_eq!(home.read_link(&v("/in/deep/back")).unwrap(), "/in/f");
+        // Out-pointing links read as missing files: nothing is learned
+        // about what exists outside.
+        for p in ["/passwd", "/escape", "/up", "/abs"] {
+            assert_eq!(
+                home.read_link(&v(p)).unwrap_err().kind,
+                ErrorKind::NotFound,
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_relative_link_moved_up_cannot_lead_out() {
+        let repo = tempfile::tempdir().unwrap();
+        let home = Home::open(repo.path(), "carol").unwrap();
+        let root = repo.path().join("carol");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(repo.path().join("secret"), "outside").unwrap();
+        // Inside while it sits in /a/b; two levels up once /a/b is /b.
+        std::os::unix::fs::symlink("../../secret", root.join("a/b/link")).unwrap();
+        home.rename(&v("/a/b"), &v("/b"), false).unwrap();
         assert_eq!(
-            home.read_link(&v("/passwd")).unwrap_err().kind,
+            home.read_file(&v("/b/link")).unwrap_err().kind,
             ErrorKind::PermissionDenied
         );
+    }
+
+    #[test]
+    fn modes_are_masked() {
+        let repo = tempfile::tempdir().unwrap();
+        let home = Home::open(repo.path(), "dave").unwrap();
+        let attrs = SetAttrs {
+            permissions: Some(0o7777),
+            ..SetAttrs::default()
+        };
+        home.mkdir(&v("/d"), &attrs).unwrap();
+        let place = home.place(&v("/d/f")).unwrap();
+        place.create_partial().unwrap();
+        place.commit_partial(false).unwrap();
+        home.set_attrs(&v("/d/f"), &attrs).unwrap();
+        home.set_attrs(&v("/"), &attrs).unwrap();
+        let mode = |p: &str| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let root = home.root().to_str().unwrap().to_owned();
+        assert_eq!(mode(&format!("{root}/d")), 0o750);
+        assert_eq!(mode(&format!("{root}/d/f")), 0o640);
+        assert_eq!(mode(&root), 0o750);
+    }
+
+    #[test]
+    fn rename_without_overwrite_refuses_an_existing_target() {
+        let repo = tempfile::tempdir().unwrap();
+        let home = Home::open(repo.path(), "erin").unwrap();
+        for name in ["/x", "/y"] {
+            let place = home.place(&v(name)).unwrap();
+            place.create_partial().unwrap();
+            place.commit_partial(false).unwrap();
+        }
+        assert_eq!(
+            home.rename(&v("/x"), &v("/y"), false).unwrap_err().kind,
+            ErrorKind::AlreadyExists
+        );
+        home.rename(&v("/x"), &v("/y"), true).unwrap();
+        assert!(home.metadata(&v("/x")).unwrap().is_none());
     }
 
     #[test]

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,7 +35,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, Notify, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
-use crate::repository::{apply_attrs, file_stat, io_error, Home};
+use crate::repository::{apply_attrs, file_stat, io_error, Home, Place, FILE_MODE_MASK};
 use crate::transfer::{
     cache_sha256, cached_sha256, content_stamp, file_digest, now_millis, HashTracker,
 };
@@ -537,21 +537,7 @@ fn hash_file(
     v: &VirtualPath,
     algorithm: HashAlgorithm,
 ) -> Result<Response, FerryError> {
-    let real = home.resolve(v)?;
-    // Non-blocking, so that a FIFO put there meanwhile cannot stall the
-    // open; what was opened is checked below.
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(&real)
-        .map_err(io_error)?;
-    let meta = file.metadata().map_err(io_error)?;
-    if meta.is_dir() {
-        return Err(FerryError::new(ErrorKind::WrongType, "is a directory"));
-    }
-    if !meta.is_file() {
-        return Err(FerryError::new(ErrorKind::WrongType, "not a regular file"));
-    }
+    let (file, _) = home.read_file(v)?;
     file_digest(&file, algorithm)
         .map(Response::Hash)
         .map_err(io_error)
@@ -632,8 +618,9 @@ async fn dir_actor(
 /// An open upload: data goes to the partial file, which replaces the final
 /// name when the client closes the handle.
 struct Upload {
-    partial: PathBuf,
-    final_path: PathBuf,
+    /// The final name, its directory held open; the partial file sits
+    /// beside it.
+    place: Place,
     append_at: Option<u64>,
 }
 
@@ -677,10 +664,9 @@ async fn open_file(
             Err(e) if e.kind == ErrorKind::Busy && tokio::time::Instant::now() < deadline => {
                 if !asked {
                     let partial = parse(&path)
-                        .and_then(|v| s.home.resolve(&v))
-                        .ok()
-                        .and_then(|real| Home::partial_path(&real));
-                    if let Some(partial) = partial {
+                        .and_then(|v| s.home.place(&v))
+                        .map(|place| place.partial_key());
+                    if let Ok(partial) = partial {
                         ctx.open_uploads.take_over(&partial, &s.account)?;
                     }
                     asked = true;
@@ -697,7 +683,7 @@ async fn open_file(
     let holder = open.upload.as_ref().map(|up| {
         locked(&s.uploads).insert(open.path.to_string(), (handle, open.file.clone()));
         let claim = Claim {
-            partial: up.partial.clone(),
+            partial: up.place.partial_key(),
             active_at: Arc::new(AtomicI64::new(now_millis())),
             release: Arc::new(Notify::new()),
         };
@@ -733,15 +719,6 @@ fn open_blocking(
     if v.is_root() {
         return Err(FerryError::new(ErrorKind::WrongType, "is a directory"));
     }
-    let real = home.resolve(&v)?;
-    let final_meta = match fs::metadata(&real) {
-        Ok(m) => Some(m),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io_error(e)),
-    };
-    if final_meta.as_ref().is_some_and(|m| m.is_dir()) {
-        return Err(FerryError::new(ErrorKind::WrongType, "is a directory"));
-    }
     let new = |file: File, upload| OpenFile {
         file: Arc::new(file),
         path: v.clone(),
@@ -756,37 +733,34 @@ fn open_blocking(
         started_at: now_millis(),
     };
     if !mode.write {
-        if final_meta.is_none() {
-            return Err(FerryError::not_found("no such file"));
-        }
-        let file = File::open(&real).map_err(io_error)?;
+        let (file, meta) = home.read_file(&v)?;
         let mut open = new(file, None);
-        if let Ok(meta) = open.file.metadata() {
-            open.size_at_open = Some(meta.len());
-            let stamp = content_stamp(&meta);
-            if let Some(sha) = cached_sha256(&open.file, &stamp) {
-                open.hash = HashTracker::known(sha);
-            }
-            open.stamp = Some(stamp);
+        open.size_at_open = Some(meta.len());
+        let stamp = content_stamp(&meta);
+        if let Some(sha) = cached_sha256(&open.file, &stamp) {
+            open.hash = HashTracker::known(sha);
         }
+        open.stamp = Some(stamp);
         return Ok(open);
     }
 
-    let partial =
-        Home::partial_path(&real).ok_or_else(|| FerryError::invalid("not a file name"))?;
-    let had_partial = partial.exists();
-    if mode.exclusive && (final_meta.is_some() || had_partial) {
+    // The final name is looked at (not followed: a symlink there is
+    // replaced by the upload, never written through).
+    let place = home.place(&v)?;
+    let final_stat = place.stat_nofollow()?;
+    let final_kind = final_stat.map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode));
+    if final_kind == Some(rustix::fs::FileType::Directory) {
+        return Err(FerryError::new(ErrorKind::WrongType, "is a directory"));
+    }
+    let had_partial = place.partial_stat().is_some();
+    if mode.exclusive && (final_stat.is_some() || had_partial) {
         return Err(FerryError::new(ErrorKind::AlreadyExists, "file exists"));
     }
-    if !mode.create && final_meta.is_none() && !had_partial {
+    if !mode.create && final_stat.is_none() && !had_partial {
         return Err(FerryError::not_found("no such file"));
     }
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(attrs.permissions.map_or(0o644, |p| p & 0o777))
-        .open(&partial)
+    let file = place
+        .open_partial(attrs.permissions.unwrap_or(0o640))
         .map_err(io_error)?;
     // The lock keeps two sessions from writing the same upload; it is taken
     // before anything is truncated.
@@ -798,30 +772,28 @@ fn open_blocking(
     }
     if mode.truncate {
         file.set_len(0).map_err(io_error)?;
-    } else if !had_partial {
-        if let Some(m) = &final_meta {
-            // Modifying a committed file: start from its contents, still
-            // replacing it atomically on close.
-            let mut src = File::open(&real).map_err(io_error)?;
-            let mut dst = &file;
-            std::io::copy(&mut src, &mut dst).map_err(io_error)?;
-            file.set_permissions(fs::Permissions::from_mode(m.permissions().mode() & 0o777))
-                .map_err(io_error)?;
-        }
+    } else if !had_partial
+        && matches!(
+            final_kind,
+            Some(rustix::fs::FileType::RegularFile | rustix::fs::FileType::Symlink)
+        )
+    {
+        // Modifying a committed file: start from its contents, still
+        // replacing it atomically on close.
+        let (mut src, meta) = home.read_file(&v)?;
+        let mut dst = &file;
+        std::io::copy(&mut src, &mut dst).map_err(io_error)?;
+        file.set_permissions(fs::Permissions::from_mode(
+            meta.permissions().mode() & FILE_MODE_MASK,
+        ))
+        .map_err(io_error)?;
     }
     let append_at = if mode.append {
         Some(file.metadata().map_err(io_error)?.len())
     } else {
         None
     };
-    Ok(new(
-        file,
-        Some(Upload {
-            partial,
-            final_path: real,
-            append_at,
-        }),
-    ))
+    Ok(new(file, Some(Upload { place, append_at })))
 }
 
 /// Most bytes of queued reads or writes one blocking call serves.
@@ -1235,20 +1207,13 @@ async fn finish(
                 let sha = hash.finish(&file).map_err(io_error)?;
                 // Later downloads of the committed file reuse this hash.
                 cache_sha256(&file, &content_stamp(&meta), &sha);
-                fs::rename(&up.partial, &up.final_path).map_err(|e| {
+                up.place.commit_partial(fsync).map_err(|e| {
                     let err = io_error(e);
                     FerryError::new(
                         err.kind,
                         format!("could not commit the upload: {}", err.message),
                     )
                 })?;
-                if fsync {
-                    if let Some(dir) = up.final_path.parent() {
-                        File::open(dir)
-                            .and_then(|d| d.sync_all())
-                            .map_err(io_error)?;
-                    }
-                }
                 Ok(Some((sha, Some(size))))
             } else {
                 let was_known = hash.is_known();

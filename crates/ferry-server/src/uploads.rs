@@ -22,7 +22,7 @@ use ferry_proto::message::{Checksum, UploadInfo};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::repository::{io_error, Home};
+use crate::repository::{io_error, Home, Place};
 
 /// The reserved folder of a home that holds its unfinished uploads.
 pub const UPLOADS_DIR: &str = ".ferry-uploads";
@@ -120,22 +120,26 @@ fn save(home: &Home, record: &Record) -> Result<(), FerryError> {
 }
 
 /// Checks that `path` can receive a file: its folder exists and it is not a
-/// folder itself. Returns its real path.
-fn target(home: &Home, path: &VirtualPath) -> Result<PathBuf, FerryError> {
+/// folder itself. Returns its place, the folder held open.
+fn target(home: &Home, path: &VirtualPath) -> Result<Place, FerryError> {
     if path.is_root() {
         return Err(FerryError::new(ErrorKind::WrongType, "is a directory"));
     }
-    let real = home.resolve(path)?;
-    match fs::metadata(&real) {
-        Ok(m) if m.is_dir() => return Err(FerryError::new(ErrorKind::WrongType, "is a directory")),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_error(e)),
-    }
-    match real.parent().map(fs::metadata) {
-        Some(Ok(m)) if m.is_dir() => Ok(real),
-        Some(Ok(_)) => Err(FerryError::new(ErrorKind::WrongType, "not a directory")),
-        _ => Err(FerryError::not_found("the target folder does not exist")),
+    let place = match home.place(path) {
+        Ok(place) => place,
+        Err(e) if e.kind == ErrorKind::NotFound => {
+            return Err(FerryError::not_found("the target folder does not exist"))
+        }
+        Err(e) => return Err(e),
+    };
+    match place.stat_nofollow()? {
+        Some(st)
+            if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                == rustix::fs::FileType::Directory =>
+        {
+            Err(FerryError::new(ErrorKind::WrongType, "is a directory"))
+        }
+        _ => Ok(place),
     }
 }
 
@@ -329,19 +333,14 @@ impl Chunk {
             return Ok(ChunkEnd::Progress(record));
         }
         let sha256 = hash_file(&file)?;
-        let real = target(&home, &VirtualPath::parse_absolute(&record.path)?)?;
-        fs::rename(data_path(&home, &record.id), &real).map_err(|e| {
+        let place = target(&home, &VirtualPath::parse_absolute(&record.path)?)?;
+        place.receive(&data_path(&home, &record.id)).map_err(|e| {
             let err = io_error(e);
             FerryError::new(
                 err.kind,
                 format!("could not commit the upload: {}", err.message),
             )
         })?;
-        if let Some(parent) = real.parent() {
-            File::open(parent)
-                .and_then(|d| d.sync_all())
-                .map_err(io_error)?;
-        }
         // The file is committed; a leftover record only makes a later HEAD
         // answer "not found" sooner or later, so its removal may fail quietly.
         if let Err(e) = fs::remove_file(record_path(&home, &record.id)) {

@@ -159,6 +159,9 @@ fn init_logging() {
 
 #[tokio::main]
 async fn main() {
+    // Everything Ferry creates (state, keys, repository, uploads) is private
+    // to its user unless made otherwise on purpose.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     if let Err(e) = run(cli).await {
         eprintln!("ferry: error: {e:#}");

@@ -5,9 +5,9 @@
 //! they already happened, and transfer-log rows have ids derived from the
 //! event and step, so a repeated step writes no second row.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{Datelike, Timelike};
@@ -19,7 +19,7 @@ use ferry_core::{
 use ferry_partner::{PartnerAuth, PartnerError, PartnerSession, PartnerSpec, PutOutcome};
 use sha2::{Digest, Sha256};
 
-use crate::repository::{io_error, Home};
+use crate::repository::{io_error, Home, Place};
 use crate::session::blocking;
 use crate::ServerCtx;
 
@@ -225,14 +225,22 @@ pub(crate) fn account_home(ctx: &ServerCtx, account: &str) -> Result<Home, Ferry
     Home::open(&ctx.repository, &acc.home)
 }
 
-/// The real path of `path` (a canonical path in the home) on disk.
-pub(crate) fn real_path(home: &Home, path: &str) -> Result<PathBuf, FerryError> {
-    home.resolve(&VirtualPath::parse_absolute(path)?)
+/// `path` (a canonical path in a home) as a [`VirtualPath`].
+pub(crate) fn virtual_path(path: &str) -> Result<VirtualPath, FerryError> {
+    Ok(VirtualPath::parse_absolute(path)?)
 }
 
-/// The real path of `path` in `account`'s home.
-fn locate(ctx: &ServerCtx, account: &str, path: &str) -> Result<PathBuf, FerryError> {
-    real_path(&account_home(ctx, account)?, path)
+/// Opens the regular file `path` of `account`'s home for reading.
+fn open_in_home(ctx: &ServerCtx, account: &str, path: &str) -> Result<File, FerryError> {
+    let (file, _) = account_home(ctx, account)?.read_file(&virtual_path(path)?)?;
+    Ok(file)
+}
+
+/// The place of `path` in `home`, its folder created first if needed.
+pub(crate) fn place_in_home(home: &Home, path: &str) -> Result<Place, FerryError> {
+    let v = virtual_path(path)?;
+    home.create_dir_all(&v.parent())?;
+    home.place(&v)
 }
 
 /// Copies `input` to `output` while hashing it: (bytes, SHA-256 hex).
@@ -253,8 +261,10 @@ fn copy_hashing(mut input: impl Read, mut output: impl Write) -> io::Result<(u64
 }
 
 /// SHA-256 of a file, hex, and its size.
-fn hash_file(path: &Path) -> io::Result<(u64, String)> {
-    copy_hashing(File::open(path)?, io::sink())
+fn hash_file(mut file: &File) -> io::Result<(u64, String)> {
+    use std::io::Seek;
+    file.seek(io::SeekFrom::Start(0))?;
+    copy_hashing(file, io::sink())
 }
 
 /// Loads a partner and opens its sealed credentials.
@@ -358,12 +368,12 @@ async fn push_one(
     let (acc, p) = (account.to_owned(), path.to_owned());
     let c = ctx.clone();
     let (local, size, sha) = blocking(move || {
-        let real = locate(&c, &acc, &p)?;
-        let (size, sha) = hash_file(&real).map_err(|e| {
+        let file = open_in_home(&c, &acc, &p)?;
+        let (size, sha) = hash_file(&file).map_err(|e| {
             let e = io_error(e);
             FerryError::new(e.kind, format!("cannot read {p}: {}", e.message))
         })?;
-        Ok((real, size, sha))
+        Ok((file, size, sha))
     })
     .await?;
     let dir = remote_dir.unwrap_or(&partner.remote_dir).to_owned();
@@ -371,7 +381,9 @@ async fn push_one(
     let tag = format!("{}-{step}", event.id);
     let pushed: Result<PutOutcome, PartnerError> = async {
         let session = PartnerSession::connect(&spec).await?;
-        let put = session.put_file(&local, &dir, &name, &tag, &sha).await;
+        let put = session
+            .put_open_file(local, Path::new(path), &dir, &name, &tag, &sha)
+            .await;
         session.close().await;
         put
     }
@@ -417,26 +429,21 @@ async fn push_one(
     }
 }
 
-/// Copies `source` (a file of a home) to `target` through a reserved
-/// partial name in the target's directory, synced, then renamed into place.
+/// Copies `source` to `target` through its partial file, synced, then
+/// renamed into place.
 pub(crate) fn copy_file_atomically(
-    source: &Path,
-    target: &Path,
+    source: File,
+    target: &Place,
 ) -> Result<(u64, String), FerryError> {
-    let partial = Home::partial_path(target)
-        .ok_or_else(|| FerryError::invalid("the target has no file name"))?;
     let result = (|| {
-        let mut output = File::create(&partial)?;
-        let copied = copy_hashing(File::open(source)?, &mut output)?;
+        let mut output = target.create_partial()?;
+        let copied = copy_hashing(source, &mut output)?;
         output.sync_all()?;
-        fs::rename(&partial, target)?;
-        if let Some(dir) = target.parent() {
-            File::open(dir)?.sync_all()?;
-        }
+        target.commit_partial(true)?;
         Ok::<_, io::Error>(copied)
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&partial);
+        let _ = target.remove_partial();
     }
     result.map_err(io_error)
 }
@@ -462,11 +469,10 @@ async fn copy_to_account(
         dest.clone(),
     );
     let (bytes, sha) = blocking(move || {
-        let real = locate(&c, &acc, &p)?;
+        let source = open_in_home(&c, &acc, &p)?;
         let target_home = account_home(&c, &t)?;
-        fs::create_dir_all(real_path(&target_home, &d)?).map_err(io_error)?;
-        let dest_real = real_path(&target_home, &dest2)?;
-        copy_file_atomically(&real, &dest_real)
+        target_home.create_dir_all(&virtual_path(&d)?)?;
+        copy_file_atomically(source, &target_home.place(&virtual_path(&dest2)?)?)
     })
     .await?;
     let row = TransferRecord {
@@ -514,25 +520,23 @@ async fn move_in_home(
     );
     blocking(move || {
         let home = account_home(&c, &acc)?;
-        let real = real_path(&home, &p)?;
-        let dir_real = real_path(&home, &d)?;
-        let dest_real = real_path(&home, &dest2)?;
-        if real == dest_real {
+        if p == dest2 {
             return Ok(());
         }
-        match fs::symlink_metadata(&real) {
-            Ok(m) if m.is_file() => {}
-            Ok(_) => return Err(FerryError::invalid(format!("{p} is not a regular file"))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && dest_real.is_file() => {
-                return Ok(());
-            }
-            Err(_) => return Err(FerryError::not_found(format!("{p} no longer exists"))),
+        let source = home.place(&virtual_path(&p)?)?;
+        home.create_dir_all(&virtual_path(&d)?)?;
+        let target = home.place(&virtual_path(&dest2)?)?;
+        let is_file = |st: &rustix::fs::Stat| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+        };
+        match source.stat_nofollow()? {
+            Some(st) if is_file(&st) => {}
+            Some(_) => return Err(FerryError::invalid(format!("{p} is not a regular file"))),
+            None if target.stat_nofollow()?.as_ref().is_some_and(is_file) => return Ok(()),
+            None => return Err(FerryError::not_found(format!("{p} no longer exists"))),
         }
-        fs::create_dir_all(&dir_real).map_err(io_error)?;
-        fs::rename(&real, &dest_real).map_err(io_error)?;
-        File::open(&dir_real)
-            .and_then(|d| d.sync_all())
-            .map_err(io_error)
+        source.rename_to(&target, true)?;
+        target.sync_dir().map_err(io_error)
     })
     .await?;
     Ok(dest)
@@ -603,34 +607,27 @@ async fn pull_with(
                 dir.to_owned(),
                 local_path.clone(),
             );
-            let (target, partial) = blocking(move || {
+            let (place, file) = blocking(move || {
                 let home = account_home(&c, &acc)?;
-                fs::create_dir_all(real_path(&home, &d)?).map_err(io_error)?;
-                let target = real_path(&home, &lp)?;
-                let partial = Home::partial_path(&target)
-                    .ok_or_else(|| FerryError::invalid("no file name"))?;
-                Ok((target, partial))
+                home.create_dir_all(&virtual_path(&d)?)?;
+                let place = home.place(&virtual_path(&lp)?)?;
+                let file = place.create_partial().map_err(io_error)?;
+                Ok((place, file))
             })
             .await?;
-            let got = session.get_file(&remote_path, &partial).await;
+            let got = session
+                .get_into(&remote_path, file, Path::new(&local_path))
+                .await;
+            let place = Arc::new(place);
             let (bytes, sha) = match got {
                 Ok(v) => v,
                 Err(e) => {
-                    let _ = fs::remove_file(&partial);
+                    let _ = place.remove_partial();
                     return Err(e.into());
                 }
             };
-            let (p2, t2) = (partial.clone(), target.clone());
-            blocking(move || {
-                fs::rename(&p2, &t2).map_err(io_error)?;
-                if let Some(parent) = t2.parent() {
-                    File::open(parent)
-                        .and_then(|d| d.sync_all())
-                        .map_err(io_error)?;
-                }
-                Ok(())
-            })
-            .await?;
+            let committing = place.clone();
+            blocking(move || committing.commit_partial(true).map_err(io_error)).await?;
             let row = partner_row(
                 ctx,
                 id,
@@ -675,22 +672,17 @@ async fn push_folder(
     let (partner, spec) = partner_spec(ctx, partner_name).await?;
     let (c, acc, d) = (ctx.clone(), account.to_owned(), dir.to_owned());
     let files = blocking(move || {
-        let real = locate(&c, &acc, &d)?;
+        let home = account_home(&c, &acc)?;
         let mut files = Vec::new();
-        for entry in fs::read_dir(&real).map_err(io_error)?.flatten() {
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
-            };
-            let Ok(meta) = entry.metadata() else { continue };
-            if name.starts_with('.') || !meta.is_file() {
+        for entry in home.list(&virtual_path(&d)?)? {
+            if entry.name.starts_with('.')
+                || entry.stat.kind != ferry_proto::message::FileKind::File
+            {
                 continue;
             }
-            let mtime = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos());
-            files.push((name, meta.len(), mtime));
+            let mtime =
+                u128::from(entry.stat.mtime) * 1_000_000_000 + u128::from(entry.stat.mtime_nanos);
+            files.push((entry.name, entry.stat.size, mtime));
         }
         files.sort();
         Ok(files)
@@ -723,13 +715,14 @@ async fn push_folder(
         let started = ctx.clock.now_ms();
         let (c, acc, p) = (ctx.clone(), account.to_owned(), path.clone());
         let (local, bytes, sha) = blocking(move || {
-            let real = locate(&c, &acc, &p)?;
-            let (bytes, sha) = hash_file(&real).map_err(io_error)?;
-            Ok((real, bytes, sha))
+            let file = open_in_home(&c, &acc, &p)?;
+            let (bytes, sha) = hash_file(&file).map_err(io_error)?;
+            Ok((file, bytes, sha))
         })
         .await?;
         let tag = format!("{}-{step}", &id[..8]);
-        s.put_file(&local, &target_dir, &name, &tag, &sha).await?;
+        s.put_open_file(local, Path::new(&path), &target_dir, &name, &tag, &sha)
+            .await?;
         let row = partner_row(
             ctx,
             id,

@@ -221,10 +221,9 @@ async fn ingest(
             return Ok(None);
         }
         let home = actions::account_home(&c, &m.account)?;
-        let dir = actions::real_path(&home, &m.target_dir)?;
-        fs::create_dir_all(&dir).map_err(crate::repository::io_error)?;
-        let target = actions::real_path(&home, &p)?;
-        actions::copy_file_atomically(&src, &target).map(Some)
+        let target = actions::place_in_home(&home, &p)?;
+        let source = fs::File::open(&src).map_err(crate::repository::io_error)?;
+        actions::copy_file_atomically(source, &target).map(Some)
     })
     .await?;
     if let Some((bytes, sha256)) = copied {
