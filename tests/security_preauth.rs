@@ -81,3 +81,40 @@ fn connections_that_never_log_in_are_capped_per_address_and_closed_after_the_gra
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("a.txt"));
 }
+
+#[test]
+fn finite_field_diffie_hellman_is_not_offered() {
+    let f = Ferry::up();
+    let key = f.account_with_key("dh");
+    let ssh = |kex: &str| {
+        // Not key_login_opts: its LogLevel=ERROR hides the negotiation
+        // failure.
+        Command::new("ssh")
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i"])
+            .arg(&key)
+            .args(["-o", &format!("KexAlgorithms={kex}")])
+            .args(["-p", &f.sftp_port.to_string(), "-s", "dh@127.0.0.1", "sftp"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // The groups a DHEat attacker asks for: refused before any math.
+    let out = ssh(
+        "diffie-hellman-group-exchange-sha256,diffie-hellman-group16-sha512,\
+                   diffie-hellman-group18-sha512,diffie-hellman-group14-sha256",
+    );
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("no matching key exchange method"), "{err}");
+    // Elliptic-curve exchanges, the old JSch one included, log in.
+    for kex in ["curve25519-sha256", "ecdh-sha2-nistp256"] {
+        let out = ssh(kex);
+        assert!(out.status.success(), "{kex}: {}", stderr(&out));
+    }
+}

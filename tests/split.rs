@@ -11,7 +11,12 @@ use std::process::Command;
 use common::*;
 
 /// Writes PKI, token and configs into `dir`; returns (server.toml, edge.toml).
-fn setup(dir: &Path, internal_port: u16, servers: &[String]) -> (String, String) {
+fn setup(
+    dir: &Path,
+    internal_port: u16,
+    internal_extra: &str,
+    servers: &[String],
+) -> (String, String) {
     let pki = dir.join("pki");
     let p = pki.to_str().unwrap();
     ferry_ok(&["pki", "init", "--dir", p]);
@@ -45,6 +50,7 @@ listen = "127.0.0.1:{internal_port}"
 ca = "pki/ca.crt"
 cert = "pki/server1.crt"
 key = "pki/server1.key"
+{internal_extra}
 [admin]
 listen = "127.0.0.1:0"
 token_file = "admin.token"
@@ -85,6 +91,11 @@ key = "pki/edge1.key"
 /// Server and edge as two processes; the edge lists a dead server first, so
 /// sessions also exercise moving on to the next server.
 fn split(internal_port: u16) -> (Ferry, String) {
+    split_with(internal_port, "")
+}
+
+/// [`split`] with extra lines in the server's `[internal]` section.
+fn split_with(internal_port: u16, internal_extra: &str) -> (Ferry, String) {
     let dir = tempfile::tempdir().unwrap();
     let port = if internal_port == 0 {
         free_port()
@@ -92,7 +103,12 @@ fn split(internal_port: u16) -> (Ferry, String) {
         internal_port
     };
     let dead = format!("127.0.0.1:{}", free_port());
-    let (server_cfg, edge_cfg) = setup(dir.path(), port, &[dead, format!("127.0.0.1:{port}")]);
+    let (server_cfg, edge_cfg) = setup(
+        dir.path(),
+        port,
+        internal_extra,
+        &[dead, format!("127.0.0.1:{port}")],
+    );
     let (server, v) = Proc::start(&["server", "--config", &server_cfg], &["internal", "admin"]);
     let (edge, e) = Proc::start(&["edge", "--config", &edge_cfg], &["sftp", "https"]);
     let f = Ferry {
@@ -112,6 +128,63 @@ fn split(internal_port: u16) -> (Ferry, String) {
         dir,
     };
     (f, server_cfg)
+}
+
+/// The internal port of a server started by [`split_with`].
+fn internal_port(server_cfg: &str) -> u16 {
+    let text = std::fs::read_to_string(server_cfg).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("listen = \"127.0.0.1:") && !l.ends_with(":0\""))
+        .unwrap();
+    line.trim_end_matches('"')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn internal_listener_closes_silent_connections_and_caps_each_address() {
+    let port = free_port();
+    let (f, server_cfg) = split_with(
+        port,
+        "handshake_timeout_secs = 3\nmax_connections_per_address = 32",
+    );
+    assert_eq!(internal_port(&server_cfg), port);
+    // 100 connections from another address that never start TLS.
+    let flood = std::thread::spawn(move || {
+        Command::new("python3")
+            .args([
+                concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../../tests/clients/silent_flood.py"
+                ),
+                "127.0.0.2",
+                &port.to_string(),
+                "100",
+                "4",
+            ])
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Real sessions go on meanwhile.
+    scenarios::roundtrip_20mib(&f, "server1");
+    let out = flood.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("100 silent connections to the internal port from 127.0.0.2: {r}");
+    assert_eq!(r["connected"], 100, "{r}");
+    // Past the per-address cap: closed at once.
+    assert!(r["refused_at_once"].as_u64().unwrap() >= 68, "{r}");
+    // The rest: closed after the handshake timeout.
+    assert_eq!(r["open_after_wait"], 0, "{r}");
 }
 
 #[test]
@@ -178,7 +251,7 @@ fn edge_survives_its_server_going_away_and_coming_back() {
 #[test]
 fn bad_config_files_are_named_with_the_field() {
     let dir = tempfile::tempdir().unwrap();
-    let (server_cfg, edge_cfg) = setup(dir.path(), 0, &["127.0.0.1:1".into()]);
+    let (server_cfg, edge_cfg) = setup(dir.path(), 0, "", &["127.0.0.1:1".into()]);
     let run = |args: &[&str]| {
         let out = Command::new(BIN).args(args).output().unwrap();
         assert!(!out.status.success(), "ferry {args:?} started");

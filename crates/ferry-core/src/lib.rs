@@ -11,6 +11,7 @@
 pub mod command;
 pub mod engine;
 pub mod error;
+pub mod limits;
 pub mod model;
 pub mod path;
 pub mod secret;

@@ -36,11 +36,16 @@ pub struct SftpConfig {
     /// (created as Ed25519 if missing). Not allowed with `host_keys`.
     #[serde(default)]
     pub host_key: Option<PathBuf>,
-    /// Offer zlib compression (`zlib@openssh.com`, `zlib`) besides `none`.
+    /// Offer zlib compression (`zlib@openssh.com`, from the login on) besides `none`.
     /// Off by default: file data is mostly compressed already, and
     /// compression costs CPU on every packet.
     #[serde(default)]
     pub compression: bool,
+    /// Also offer finite-field Diffie-Hellman (group 14, SHA-256) for
+    /// partners whose clients know no elliptic-curve exchange. Off by
+    /// default: its math is expensive for the server ("DHEat").
+    #[serde(default)]
+    pub finite_field_dh: bool,
     /// Delay of every failed login, in milliseconds (the same for all reasons).
     #[serde(default = "default_auth_delay")]
     pub auth_failure_delay_ms: u64,

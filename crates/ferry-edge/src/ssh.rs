@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use ferry_core::limits::{AddressCaps, Refused, Slot};
 use ferry_core::{ErrorKind, FerryError, Protocol, Secret};
 use ferry_proto::client::Connection;
 use ferry_proto::message::{Credential, Request, Response};
@@ -32,9 +33,10 @@ use crate::config::SftpConfig;
 use crate::upstream::{SessionLease, Upstreams};
 
 /// Key exchanges, best first: the post-quantum hybrid, then X25519, then
-/// NIST ECDH and finite-field groups for clients that lack both (older JSch
-/// knows only ECDH and group exchange). No SHA-1 exchange is offered. The
-/// last entries are protocol extensions (ext-info, strict kex), not exchanges.
+/// NIST ECDH for clients that lack both (older JSch). No SHA-1 exchange is
+/// offered, and no finite-field Diffie-Hellman: its big-number math costs
+/// the server far more than the client (the "DHEat" denial of service).
+/// The last entries are protocol extensions (ext-info, strict kex).
 const KEX_ORDER: &[russh::kex::Name] = &[
     russh::kex::MLKEM768X25519_SHA256,
     russh::kex::CURVE25519,
@@ -42,9 +44,20 @@ const KEX_ORDER: &[russh::kex::Name] = &[
     russh::kex::ECDH_SHA2_NISTP256,
     russh::kex::ECDH_SHA2_NISTP384,
     russh::kex::ECDH_SHA2_NISTP521,
-    russh::kex::DH_GEX_SHA256,
-    russh::kex::DH_G16_SHA512,
-    russh::kex::DH_G18_SHA512,
+    russh::kex::EXTENSION_SUPPORT_AS_SERVER,
+    russh::kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+];
+
+/// [`KEX_ORDER`] with finite-field group 14 (SHA-256) before the
+/// extensions, for partners whose clients know nothing else
+/// (`finite_field_dh = true`).
+const KEX_ORDER_WITH_DH: &[russh::kex::Name] = &[
+    russh::kex::MLKEM768X25519_SHA256,
+    russh::kex::CURVE25519,
+    russh::kex::CURVE25519_PRE_RFC_8731,
+    russh::kex::ECDH_SHA2_NISTP256,
+    russh::kex::ECDH_SHA2_NISTP384,
+    russh::kex::ECDH_SHA2_NISTP521,
     russh::kex::DH_G14_SHA256,
     russh::kex::EXTENSION_SUPPORT_AS_SERVER,
     russh::kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
@@ -75,17 +88,18 @@ const HOST_KEY_ORDER: &[Algorithm] = &[
 /// first, no compression unless configured) and strict (constant rejection
 /// delay, capped attempts, no SHA-1 key exchange or signature).
 pub fn russh_config(config: &SftpConfig, host_keys: Vec<PrivateKey>) -> russh::server::Config {
+    // Only the delayed form: nothing is decompressed before a login.
     let compression: &[russh::compression::Name] = if config.compression {
-        &[
-            russh::compression::ZLIB_LEGACY,
-            russh::compression::ZLIB,
-            russh::compression::NONE,
-        ]
+        &[russh::compression::ZLIB_LEGACY, russh::compression::NONE]
     } else {
         &[russh::compression::NONE]
     };
     let preferred = russh::Preferred {
-        kex: Cow::Borrowed(KEX_ORDER),
+        kex: Cow::Borrowed(if config.finite_field_dh {
+            KEX_ORDER_WITH_DH
+        } else {
+            KEX_ORDER
+        }),
         key: Cow::Borrowed(HOST_KEY_ORDER),
         cipher: Cow::Owned(vec![
             russh::cipher::AES_128_GCM,
@@ -124,9 +138,7 @@ pub fn russh_config(config: &SftpConfig, host_keys: Vec<PrivateKey>) -> russh::s
 #[derive(Debug)]
 pub struct PreAuth {
     grace: Duration,
-    max: usize,
-    per_address: usize,
-    waiting: std::sync::Mutex<HashMap<IpAddr, usize>>,
+    waiting: Arc<AddressCaps>,
 }
 
 impl PreAuth {
@@ -134,60 +146,35 @@ impl PreAuth {
     pub fn new(config: &SftpConfig) -> Self {
         Self {
             grace: Duration::from_secs(config.login_grace_secs.max(1)),
-            max: config.max_unauthenticated.max(1),
-            per_address: config.max_unauthenticated_per_address.max(1),
-            waiting: std::sync::Mutex::default(),
+            waiting: AddressCaps::new(
+                config.max_unauthenticated,
+                config.max_unauthenticated_per_address,
+            ),
         }
     }
 
-    /// A place for a new connection from `ip`, or why there is none.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<PreAuthSlot, &'static str> {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        let total: usize = waiting.values().sum();
-        let from_ip = waiting.get(&ip).copied().unwrap_or(0);
-        if from_ip >= self.per_address {
-            return Err("too many connections from this address without a login");
-        }
-        if total >= self.max {
-            return Err("too many connections without a login");
-        }
+    /// A place for a new connection from `ip`, or why there is none. It is
+    /// given back when the connection logs in or ends.
+    fn admit(&self, ip: IpAddr) -> Result<Slot, &'static str> {
+        let max = self.waiting.max();
         // Random early drop: from half the cap on, refuse 30 % of new
         // connections, rising to all of them at the cap. (Half, not
         // OpenSSH's tenth: one address, held to its own cap, must not
         // start dropping everybody else's connections.)
-        let start = self.max / 2;
-        if total >= start {
-            let span = (self.max - start).max(1) as f64;
+        let start = max / 2;
+        let early_drop = |total: usize| {
+            if total < start {
+                return true;
+            }
+            let span = (max - start).max(1) as f64;
             let p = 0.3 + 0.7 * (total - start) as f64 / span;
-            if rand::random::<f64>() < p {
-                return Err("too many connections without a login (early drop)");
-            }
-        }
-        *waiting.entry(ip).or_default() += 1;
-        Ok(PreAuthSlot {
-            pre: self.clone(),
-            ip,
+            rand::random::<f64>() >= p
+        };
+        self.waiting.admit_if(ip, early_drop).map_err(|r| match r {
+            Refused::PerAddress => "too many connections from this address without a login",
+            Refused::Total => "too many connections without a login",
+            Refused::Policy => "too many connections without a login (early drop)",
         })
-    }
-}
-
-/// A connection's place among those not yet logged in; given back when it
-/// logs in or ends.
-#[derive(Debug)]
-struct PreAuthSlot {
-    pre: Arc<PreAuth>,
-    ip: IpAddr,
-}
-
-impl Drop for PreAuthSlot {
-    fn drop(&mut self) {
-        let mut waiting = self.pre.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = waiting.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                waiting.remove(&self.ip);
-            }
-        }
     }
 }
 
@@ -305,7 +292,7 @@ struct SshSession {
     upstream: Option<Arc<Connection>>,
     login: Option<(Arc<SessionLease>, String)>,
     /// This connection's place among those not logged in, until it logs in.
-    pre_auth: Option<PreAuthSlot>,
+    pre_auth: Option<Slot>,
     /// Set once it has logged in (the grace timer reads it).
     logged_in: Arc<AtomicBool>,
     channels: HashMap<ChannelId, Channel<Msg>>,
@@ -544,6 +531,7 @@ mod tests {
             host_keys: None,
             host_key: None,
             compression,
+            finite_field_dh: false,
             auth_failure_delay_ms: 0,
             max_auth_attempts: 1,
             idle_timeout_secs: 1,
@@ -566,6 +554,8 @@ mod tests {
         };
         assert_eq!(names(false), ["none"]);
         assert!(names(true).contains(&"zlib@openssh.com".to_owned()));
+        // Never the form that inflates data before a login.
+        assert!(!names(true).contains(&"zlib".to_owned()));
         assert!(names(true).contains(&"none".to_owned()));
     }
 
@@ -575,6 +565,21 @@ mod tests {
         let kex: Vec<&str> = config.preferred.kex.iter().map(|n| n.as_ref()).collect();
         assert_eq!(kex.first(), Some(&"mlkem768x25519-sha256"));
         assert!(kex.iter().all(|k| !k.contains("sha1")), "{kex:?}");
+        assert!(
+            kex.iter().all(|k| !k.starts_with("diffie-hellman")),
+            "{kex:?}"
+        );
+        let mut with_dh = sftp_config(false);
+        with_dh.finite_field_dh = true;
+        let config = russh_config(&with_dh, Vec::new());
+        let dh: Vec<&str> = config
+            .preferred
+            .kex
+            .iter()
+            .map(|n| n.as_ref())
+            .filter(|k| k.starts_with("diffie-hellman"))
+            .collect();
+        assert_eq!(dh, ["diffie-hellman-group14-sha256"]);
         let keys: Vec<&str> = config.preferred.key.iter().map(|a| a.as_str()).collect();
         assert!(!keys.contains(&"ssh-rsa"), "{keys:?}");
     }

@@ -73,6 +73,28 @@ pub struct InternalConfig {
     /// CA, certificate and key of this node.
     #[serde(flatten)]
     pub tls: TlsFiles,
+    /// A connection that has not finished TLS and the hello within this
+    /// many seconds is closed.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: u64,
+    /// Most internal connections (edges and peers) at once.
+    #[serde(default = "default_internal_max")]
+    pub max_connections: usize,
+    /// Most internal connections from one address.
+    #[serde(default = "default_internal_per_address")]
+    pub max_connections_per_address: usize,
+}
+
+fn default_handshake_timeout() -> u64 {
+    10
+}
+
+fn default_internal_max() -> usize {
+    1024
+}
+
+fn default_internal_per_address() -> usize {
+    128
 }
 
 /// The admin API listener.

@@ -301,7 +301,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         .local_addr()
         .map_err(|e| StartError::Setup(e.to_string()))?;
 
-    tokio::spawn(serve_internal(internal, internal_tls, ctx.clone()));
+    tokio::spawn(serve_internal(
+        internal,
+        internal_tls,
+        InternalLimits::of(&config.internal),
+        ctx.clone(),
+    ));
     let state = admin::AdminState {
         ctx: ctx.clone(),
         token_digest: sha2::Sha256::digest(token.as_bytes()).into(),
@@ -348,9 +353,29 @@ impl RunningServer {
     }
 }
 
+/// The internal listener's bounds on connections that have not proved
+/// who they are.
+struct InternalLimits {
+    handshake: std::time::Duration,
+    caps: Arc<ferry_core::limits::AddressCaps>,
+}
+
+impl InternalLimits {
+    fn of(config: &InternalConfig) -> Self {
+        Self {
+            handshake: std::time::Duration::from_secs(config.handshake_timeout_secs.max(1)),
+            caps: ferry_core::limits::AddressCaps::new(
+                config.max_connections,
+                config.max_connections_per_address,
+            ),
+        }
+    }
+}
+
 async fn serve_internal(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
+    limits: InternalLimits,
     ctx: Arc<ServerCtx>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -363,13 +388,28 @@ async fn serve_internal(
                 continue;
             }
         };
+        // Held for the connection's life; refused connections are closed
+        // at once.
+        let slot = match limits.caps.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::warn!(%peer, ?why, "too many internal connections; refused");
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let (acceptor, ctx) = (acceptor.clone(), ctx.clone());
+        let handshake = limits.handshake;
         tokio::spawn(async move {
-            let stream = match acceptor.accept(tcp).await {
-                Ok(s) => s,
-                Err(e) => {
+            let _slot = slot;
+            let stream = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
                     tracing::warn!(%peer, error = %e, "internal TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "no internal TLS handshake in time; closed");
                     return;
                 }
             };

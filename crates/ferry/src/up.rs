@@ -118,6 +118,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         internal: ferry_server::InternalConfig {
             listen: "127.0.0.1:0".parse()?,
             tls: tls("server"),
+            handshake_timeout_secs: 10,
+            max_connections: 1024,
+            max_connections_per_address: 128,
         },
         admin: ferry_server::AdminConfig {
             listen: args.admin_listen,
@@ -148,6 +151,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             host_keys: Some(ferry_edge::config::HostKeyFiles::in_dir(&dir)),
             host_key: None,
             compression: false,
+            finite_field_dh: false,
             auth_failure_delay_ms: args.auth_failure_delay_ms,
             max_auth_attempts: 6,
             idle_timeout_secs: args.idle_timeout_secs,
