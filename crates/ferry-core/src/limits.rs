@@ -1,9 +1,11 @@
 //! Caps on connections, overall and per client address, shared by every
-//! listener (SFTP before login, HTTPS, the internal protocol).
+//! listener (SFTP before login, HTTPS, the internal protocol), and the
+//! count of failed logins behind the login throttles.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Counts open connections overall and per address, within two caps.
 #[derive(Debug)]
@@ -100,6 +102,64 @@ impl Drop for Slot {
     }
 }
 
+/// Failed logins per key (an address, an account name) within a window.
+#[derive(Debug, Default)]
+pub struct Failures {
+    by_key: HashMap<String, (u32, Instant)>,
+}
+
+impl Failures {
+    /// Seconds until `key` may try again, if it has failed `max` times in
+    /// the current window.
+    pub fn blocked(&mut self, key: &str, max: u32, window: Duration) -> Option<u64> {
+        let (count, first) = *self.by_key.get(key)?;
+        let elapsed = first.elapsed();
+        if elapsed >= window {
+            self.by_key.remove(key);
+            return None;
+        }
+        (count >= max).then(|| (window - elapsed).as_secs().max(1))
+    }
+
+    /// Counts one failure of `key`.
+    pub fn record(&mut self, key: String, window: Duration) {
+        if self.by_key.len() > 100_000 {
+            self.by_key.retain(|_, (_, first)| first.elapsed() < window);
+        }
+        let entry = self.by_key.entry(key).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= window {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+    }
+
+    /// Takes back one failure of `key`: an attempt counted before its
+    /// outcome was known that succeeded, or never reached a check.
+    pub fn forgive(&mut self, key: &str) {
+        if let Some(entry) = self.by_key.get_mut(key) {
+            entry.0 = entry.0.saturating_sub(1);
+        }
+    }
+
+    /// If none of `keys` is blocked, counts a failure of each (taken back
+    /// with [`Failures::forgive`] when the attempt succeeds); otherwise the
+    /// seconds until they may try again. Checking and counting in one step
+    /// keeps parallel attempts from all passing before the first fails.
+    pub fn begin(&mut self, keys: &[String], max: u32, window: Duration) -> Result<(), u64> {
+        if let Some(secs) = keys
+            .iter()
+            .filter_map(|k| self.blocked(k, max, window))
+            .max()
+        {
+            return Err(secs);
+        }
+        for k in keys {
+            self.record(k.clone(), window);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +179,20 @@ mod tests {
         assert_eq!(caps.admit_if(c, |n| n < 2).unwrap_err(), Refused::Policy);
         let _c1 = caps.admit(c).unwrap();
         assert_eq!(caps.open(), 3);
+    }
+
+    #[test]
+    fn attempts_count_before_their_outcome() {
+        let mut f = Failures::default();
+        let keys = ["ip:a".to_owned(), "user:u".to_owned()];
+        let window = Duration::from_secs(60);
+        assert!(f.begin(&keys, 2, window).is_ok());
+        assert!(f.begin(&keys, 2, window).is_ok());
+        // Two in flight: a third waits, whatever their outcome will be.
+        assert!(f.begin(&keys, 2, window).is_err());
+        for k in &keys {
+            f.forgive(k);
+        }
+        assert!(f.begin(&keys, 2, window).is_ok());
     }
 }

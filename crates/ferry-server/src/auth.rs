@@ -3,8 +3,16 @@
 //! Every failure looks the same to the caller ([`FerryError::auth_failed`]);
 //! the reason goes to the log only. An unknown user costs the same argon2
 //! verification as a known one, so timing does not tell them apart.
+//!
+//! Password checks run on a few dedicated threads, one per core (at most
+//! four), fed by a bounded queue: each argon2 check takes about 19 MiB, and
+//! a crowd of wrong passwords must neither run them all at once nor leave
+//! that memory behind in hundreds of thread arenas. A check that finds the
+//! queue full, or waits past [`HASH_WAIT`], fails like a wrong password.
 
-use std::sync::OnceLock;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -49,6 +57,81 @@ fn dummy_hash() -> &'static str {
     })
 }
 
+/// Most password checks waiting for a hashing thread (a waiting check holds
+/// only its strings; the memory of argon2 is taken by running ones).
+const HASH_QUEUE: usize = 1024;
+
+/// How long a password check may wait for its turn.
+pub const HASH_WAIT: Duration = Duration::from_secs(10);
+
+/// One password check for the hashing threads.
+struct HashJob {
+    hash: String,
+    password: Secret,
+    deadline: Instant,
+    reply: SyncSender<bool>,
+}
+
+/// The queue of the hashing threads, started on first use.
+fn hashers() -> &'static SyncSender<HashJob> {
+    static QUEUE: OnceLock<SyncSender<HashJob>> = OnceLock::new();
+    QUEUE.get_or_init(|| {
+        let (tx, rx) = sync_channel::<HashJob>(HASH_QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4);
+        for i in 0..threads {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("ferry-argon2-{i}"))
+                .spawn(move || hash_thread(&rx));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a password-hashing thread");
+            }
+        }
+        tx
+    })
+}
+
+fn hash_thread(rx: &Mutex<Receiver<HashJob>>) {
+    loop {
+        let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        // Its caller has given up: no need to spend the memory and time.
+        if Instant::now() >= job.deadline {
+            continue;
+        }
+        let ok = verify(&job.hash, job.password.expose());
+        let _ = job.reply.try_send(ok);
+    }
+}
+
+/// [`verify`] on the hashing threads, within [`HASH_QUEUE`] and
+/// [`HASH_WAIT`]; a check that cannot run in time fails.
+fn verify_bounded(hash: &str, password: &Secret) -> bool {
+    let (reply, answer) = sync_channel(1);
+    let job = HashJob {
+        hash: hash.to_owned(),
+        password: password.clone(),
+        deadline: Instant::now() + HASH_WAIT,
+        reply,
+    };
+    if hashers().try_send(job).is_err() {
+        tracing::warn!("too many password checks waiting; login refused");
+        return false;
+    }
+    match answer.recv_timeout(HASH_WAIT) {
+        Ok(ok) => ok,
+        Err(_) => {
+            tracing::warn!("a password check waited too long for its turn; login refused");
+            false
+        }
+    }
+}
+
 fn verify(hash: &str, password: &str) -> bool {
     match PasswordHash::new(hash) {
         Ok(parsed) => Argon2::default()
@@ -58,7 +141,8 @@ fn verify(hash: &str, password: &str) -> bool {
     }
 }
 
-/// Checks a password login. Blocking (argon2): call from a blocking task.
+/// Checks a password login. Blocking (it waits for a hashing thread): call
+/// from a blocking task.
 pub fn check_password(store: &Store, user: &str, password: &Secret) -> Result<Account, FerryError> {
     let account = store.account(user).map_err(FerryError::from)?;
     let hash = account
@@ -66,11 +150,75 @@ pub fn check_password(store: &Store, user: &str, password: &Secret) -> Result<Ac
         .and_then(|a| a.password_hash.as_ref())
         .map(|h| h.expose().to_owned());
     let pw = password.expose();
-    let ok = pw.len() <= MAX_PASSWORD_LEN && verify(hash.as_deref().unwrap_or(dummy_hash()), pw);
+    let ok = pw.len() <= MAX_PASSWORD_LEN
+        && verify_bounded(hash.as_deref().unwrap_or(dummy_hash()), password);
     match account {
         Some(a) if ok && hash.is_some() => enabled(a),
         Some(_) => refuse(user, "wrong password"),
         None => refuse(user, "unknown user"),
+    }
+}
+
+/// Failed password logins allowed per client address, and per account,
+/// within [`FAILURE_WINDOW`]; past them a password is refused without
+/// being checked.
+pub const MAX_PASSWORD_FAILURES: u32 = 20;
+
+/// The window of [`MAX_PASSWORD_FAILURES`].
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// The server's throttle of password logins, applied before any hashing.
+#[derive(Debug, Default)]
+pub struct LoginThrottle {
+    failures: Mutex<ferry_core::limits::Failures>,
+}
+
+/// A password attempt, counted as failed until [`Attempt::succeeded`].
+#[derive(Debug)]
+pub struct Attempt<'a> {
+    throttle: &'a LoginThrottle,
+    keys: Vec<String>,
+}
+
+impl LoginThrottle {
+    /// Counts an attempt from `client_addr` (an address, with or without
+    /// a port) on `user`, or refuses it (with the answer of any failed
+    /// login) if either has failed too often.
+    pub fn begin(&self, client_addr: &str, user: &str) -> Result<Attempt<'_>, FerryError> {
+        let ip = client_addr
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_else(|_| client_addr.to_owned());
+        let keys = vec![format!("ip:{ip}"), format!("user:{user}")];
+        let begun = self
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .begin(&keys, MAX_PASSWORD_FAILURES, FAILURE_WINDOW);
+        match begun {
+            Ok(()) => Ok(Attempt {
+                throttle: self,
+                keys,
+            }),
+            Err(secs) => {
+                tracing::warn!(user, %ip, retry_in_secs = secs, "too many failed passwords; refused without a check");
+                Err(FerryError::auth_failed())
+            }
+        }
+    }
+}
+
+impl Attempt<'_> {
+    /// The password was right: the attempt no longer counts as a failure.
+    pub fn succeeded(self) {
+        let mut failures = self
+            .throttle
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for k in &self.keys {
+            failures.forgive(k);
+        }
     }
 }
 

@@ -33,6 +33,8 @@ pub use config::{AdminConfig, ConfigError, InternalConfig, ServerConfig, Uploads
 pub struct ServerCtx {
     /// This node's id.
     pub node_id: String,
+    /// Failed password logins, checked before any hashing.
+    pub login_throttle: auth::LoginThrottle,
     /// The store.
     pub store: Arc<Store>,
     /// The repository root.
@@ -254,6 +256,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         store,
         repository: config.repository.clone(),
         fsync_uploads: config.fsync_uploads,
+        login_throttle: auth::LoginThrottle::default(),
         upload_expiry_ms: i64::try_from(config.uploads.expire_after_secs)
             .unwrap_or(i64::MAX / 2_000)
             .max(1)

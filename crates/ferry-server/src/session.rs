@@ -368,12 +368,19 @@ async fn login(
         Credential::Token(_) => "token",
     };
     let name = user.clone();
+    let attempt = match &credential {
+        Credential::Password(_) => Some(ctx.login_throttle.begin(&client_addr, &user)?),
+        _ => None,
+    };
     let account = blocking(move || match credential {
         Credential::Password(pw) => crate::auth::check_password(&store, &name, &pw),
         Credential::VerifiedPublicKey(key) => crate::auth::check_key(&store, &name, &key),
         Credential::Token(token) => crate::auth::check_token(&store, &name, &token, now_millis()),
     })
     .await?;
+    if let Some(attempt) = attempt {
+        attempt.succeeded();
+    }
     let repository = ctx.repository.clone();
     let home_rel = account.home.clone();
     let home = blocking(move || Home::open(&repository, &home_rel)).await?;

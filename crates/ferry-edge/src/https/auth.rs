@@ -52,32 +52,22 @@ struct WebSession {
     last_used: Instant,
 }
 
-#[derive(Default)]
-struct Failures {
-    by_key: HashMap<String, (u32, Instant)>,
+/// A login attempt counted as a failure in advance; given back when it
+/// is dropped without having failed (it succeeded, or no server answered).
+struct Attempt<'a> {
+    auth: &'a Auth,
+    keys: Vec<String>,
+    failed: bool,
 }
 
-impl Failures {
-    /// Seconds until `key` may try again, if it is blocked now.
-    fn blocked(&mut self, key: &str, max: u32, window: Duration) -> Option<u64> {
-        let (count, first) = *self.by_key.get(key)?;
-        let elapsed = first.elapsed();
-        if elapsed >= window {
-            self.by_key.remove(key);
-            return None;
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.failed {
+            let mut failures = locked(&self.auth.failures);
+            for k in &self.keys {
+                failures.forgive(k);
+            }
         }
-        (count >= max).then(|| (window - elapsed).as_secs().max(1))
-    }
-
-    fn record(&mut self, key: String, window: Duration) {
-        if self.by_key.len() > 100_000 {
-            self.by_key.retain(|_, (_, first)| first.elapsed() < window);
-        }
-        let entry = self.by_key.entry(key).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= window {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
     }
 }
 
@@ -88,7 +78,7 @@ pub struct Auth {
     salt: [u8; 32],
     cache: Mutex<HashMap<[u8; 32], Cached>>,
     web: Mutex<HashMap<[u8; 32], WebSession>>,
-    failures: Mutex<Failures>,
+    failures: Mutex<ferry_core::limits::Failures>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -238,31 +228,29 @@ impl Auth {
         Duration::from_secs(self.config.login_failure_window_secs)
     }
 
-    /// Refuses early when the address or the account name has failed too often.
-    fn check_throttle(&self, ip: IpAddr, user: &str) -> Result<(), Refusal> {
+    /// Refuses early when the address or the account name has failed too
+    /// often; otherwise counts this attempt as a failure until it proves
+    /// otherwise, in the same step, so that parallel attempts cannot all
+    /// pass the check before the first failure is recorded.
+    fn begin_attempt(&self, ip: IpAddr, user: &str) -> Result<Attempt<'_>, Refusal> {
         let (max, window) = (self.config.max_login_failures, self.window());
-        let mut failures = locked(&self.failures);
-        let by_ip = failures.blocked(&format!("ip:{ip}"), max, window);
-        let by_user = if user.is_empty() {
-            None
-        } else {
-            failures.blocked(&format!("user:{user}"), max, window)
-        };
-        match by_ip.max(by_user) {
-            Some(secs) => Err(Refusal::Throttled(secs)),
-            None => Ok(()),
+        let mut keys = vec![format!("ip:{ip}")];
+        if !user.is_empty() {
+            keys.push(format!("user:{user}"));
         }
+        locked(&self.failures)
+            .begin(&keys, max, window)
+            .map_err(Refusal::Throttled)?;
+        Ok(Attempt {
+            auth: self,
+            keys,
+            failed: false,
+        })
     }
 
-    async fn failed(&self, ip: IpAddr, user: &str) -> Refusal {
-        {
-            let window = self.window();
-            let mut failures = locked(&self.failures);
-            failures.record(format!("ip:{ip}"), window);
-            if !user.is_empty() {
-                failures.record(format!("user:{user}"), window);
-            }
-        }
+    async fn failed(&self, mut attempt: Attempt<'_>) -> Refusal {
+        attempt.failed = true;
+        drop(attempt);
         tokio::time::sleep(Duration::from_millis(self.config.auth_failure_delay_ms)).await;
         Refusal::Unauthorized("authentication failed")
     }
@@ -321,7 +309,7 @@ impl Auth {
                 cache.remove(&key);
             }
         }
-        self.check_throttle(ip, user)?;
+        let attempt = self.begin_attempt(ip, user)?;
         match self.login(user, credential, ip).await? {
             Some(lease) => {
                 let mut cache = locked(&self.cache);
@@ -335,7 +323,7 @@ impl Auth {
                 );
                 Ok(lease)
             }
-            None => Err(self.failed(ip, user).await),
+            None => Err(self.failed(attempt).await),
         }
     }
 
@@ -392,9 +380,9 @@ impl Auth {
         password: Secret,
         ip: IpAddr,
     ) -> Result<(String, String, String), Refusal> {
-        self.check_throttle(ip, user)?;
+        let attempt = self.begin_attempt(ip, user)?;
         let Some(lease) = self.login(user, Credential::Password(password), ip).await? else {
-            return Err(self.failed(ip, user).await);
+            return Err(self.failed(attempt).await);
         };
         let (value, csrf) = (random_hex(), random_hex());
         let account = lease.account().to_owned();

@@ -457,6 +457,7 @@ mod tests {
             .unwrap();
         let (role, _) = watch::channel(PrimaryRole::Primary { term: 1 });
         let ctx = Arc::new(ServerCtx {
+            login_throttle: crate::auth::LoginThrottle::default(),
             node_id: "n1".into(),
             store: Arc::new(store),
             repository: dir.path().to_owned(),

@@ -1,0 +1,99 @@
+//! A crowd of wrong passwords can neither exhaust the server's memory nor
+//! keep others out: password checks run on a few threads from a bounded
+//! queue, and the per-address and per-account throttle is applied, and
+//! counted, before any hashing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const FLOOD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/clients/password_flood.py"
+);
+
+/// Peak resident memory of process `pid`, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib / 1024
+}
+
+#[test]
+fn a_hundred_and_twenty_wrong_passwords_at_once_keep_memory_bounded_and_others_logging_in() {
+    let f = Ferry::up_logged(&[]);
+    f.add_account("victim");
+    f.add_account("alice");
+    let pid = f.procs[0].child.id();
+    let before = peak_rss_mib(pid);
+    let port = f.sftp_port.to_string();
+    let flood = std::thread::spawn(move || {
+        Command::new("python3")
+            .args([FLOOD, &port, "victim", "60", "127.0.0.2,127.0.0.3"])
+            .output()
+            .unwrap()
+    });
+    let port = f.sftp_port.to_string();
+    // And 60 more on 60 names (unknown users cost a check too), from five
+    // addresses that stay under their own limit: every one is checked.
+    // (120 connections in all stay under the edge's random early drop,
+    // which would otherwise turn away alice's connection too.)
+    let spread = std::thread::spawn(move || {
+        Command::new("python3")
+            .args([
+                FLOOD,
+                &port,
+                "nobody{}",
+                "60",
+                "127.0.1.1,127.0.1.2,127.0.1.3,127.0.1.4,127.0.1.5",
+            ])
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    // Another account logs in with its password meanwhile.
+    let started = Instant::now();
+    let out = f.sftp_password("alice", PASSWORD, "pwd\n");
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "alice could not log in after {took:?}: {}\n{}",
+        stderr(&out),
+        f.log()
+    );
+
+    let out = flood.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = spread.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let spread: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(spread["refused"], 60, "{spread}");
+    let peak = peak_rss_mib(pid);
+    eprintln!(
+        "60 wrong passwords on one account: {r}; 60 on 60 names: {spread}; \
+         peak RSS {before} -> {peak} MiB; alice logged in in {took:?}"
+    );
+    assert_eq!(r["accepted"], 0, "{r}");
+    assert_eq!(r["refused"], 60, "{r}");
+    assert!(took < Duration::from_secs(8), "alice waited {took:?}");
+    // Each argon2 check takes ~19 MiB; 250 at once took 6.2 GB before.
+    assert!(peak < before + 400, "peak RSS {before} -> {peak} MiB");
+    // Past the throttle, passwords were refused without being checked.
+    let log = f.log();
+    let unchecked = log.matches("refused without a check").count();
+    assert!(unchecked >= 30, "{unchecked} refused before hashing\n{log}");
+}
