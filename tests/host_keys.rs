@@ -126,7 +126,8 @@ fn ferry_up_serves_ed25519_rsa_and_ecdsa_with_sha2_signatures() {
     );
 
     // A transfer under each host key algorithm, each with another key
-    // exchange, as clients without Ed25519 or X25519 would choose.
+    // exchange, as clients without Ed25519 or X25519 would choose (the
+    // NIST curves; finite-field groups are not offered).
     let work = f.dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     random_file(&work.join("up.bin"), 100_000);
@@ -134,11 +135,8 @@ fn ferry_up_serves_ed25519_rsa_and_ecdsa_with_sha2_signatures() {
     let cases = [
         ("rsa-sha2-256", "curve25519-sha256"),
         ("rsa-sha2-512", "ecdh-sha2-nistp256"),
-        (
-            "ecdsa-sha2-nistp256",
-            "diffie-hellman-group-exchange-sha256",
-        ),
-        ("ssh-ed25519", "diffie-hellman-group14-sha256"),
+        ("ecdsa-sha2-nistp256", "ecdh-sha2-nistp384"),
+        ("ssh-ed25519", "ecdh-sha2-nistp521"),
     ];
     for (i, (hostkey, kex)) in cases.iter().enumerate() {
         let opts = [
@@ -182,6 +180,8 @@ fn ferry_up_serves_ed25519_rsa_and_ecdsa_with_sha2_signatures() {
     let kex = line("KEX algorithms");
     assert!(kex.starts_with("mlkem768x25519-sha256,"), "{kex}");
     assert!(!kex.contains("sha1"), "{kex}");
+    // No finite-field Diffie-Hellman unless configured (DHEat).
+    assert!(!kex.contains("diffie-hellman"), "{kex}");
     assert_eq!(
         line("host key algorithms"),
         "ssh-ed25519,ecdsa-sha2-nistp256,rsa-sha2-512,rsa-sha2-256"

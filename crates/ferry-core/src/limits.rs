@@ -102,61 +102,89 @@ impl Drop for Slot {
     }
 }
 
-/// Failed logins per key (an address, an account name) within a window.
+/// Failed logins per key (an address, an account name) within a window,
+/// and the attempts whose outcome is not known yet.
 #[derive(Debug, Default)]
 pub struct Failures {
-    by_key: HashMap<String, (u32, Instant)>,
+    by_key: HashMap<String, Count>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Count {
+    failed: u32,
+    since: Instant,
+    in_flight: u32,
+}
+
+/// Why [`Failures::begin`] did not let an attempt start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotYet {
+    /// A key has failed too often: refuse, and say when to come back.
+    Blocked {
+        /// Seconds until the window ends.
+        retry_in_secs: u64,
+    },
+    /// With the attempts in flight, a key could pass its limit: try again
+    /// once some of them have ended.
+    Busy,
 }
 
 impl Failures {
-    /// Seconds until `key` may try again, if it has failed `max` times in
-    /// the current window.
-    pub fn blocked(&mut self, key: &str, max: u32, window: Duration) -> Option<u64> {
-        let (count, first) = *self.by_key.get(key)?;
-        let elapsed = first.elapsed();
-        if elapsed >= window {
-            self.by_key.remove(key);
-            return None;
+    fn current(&mut self, key: &str, window: Duration) -> Option<&mut Count> {
+        let count = self.by_key.get_mut(key)?;
+        if count.since.elapsed() >= window {
+            count.failed = 0;
+            count.since = Instant::now();
         }
-        (count >= max).then(|| (window - elapsed).as_secs().max(1))
+        Some(count)
     }
 
-    /// Counts one failure of `key`.
-    pub fn record(&mut self, key: String, window: Duration) {
+    /// Starts an attempt on `keys` if none has failed `max` times in the
+    /// window and the attempts already in flight could not take one past
+    /// it; checking and counting are one step, so parallel attempts cannot
+    /// all pass before the first failure is known. End it with
+    /// [`Failures::end`].
+    pub fn begin(&mut self, keys: &[String], max: u32, window: Duration) -> Result<(), NotYet> {
+        let mut busy = false;
+        for key in keys {
+            if let Some(c) = self.current(key, window) {
+                if c.failed >= max {
+                    let left = window.saturating_sub(c.since.elapsed());
+                    return Err(NotYet::Blocked {
+                        retry_in_secs: left.as_secs().max(1),
+                    });
+                }
+                busy |= c.failed + c.in_flight >= max;
+            }
+        }
+        if busy {
+            return Err(NotYet::Busy);
+        }
         if self.by_key.len() > 100_000 {
-            self.by_key.retain(|_, (_, first)| first.elapsed() < window);
+            self.by_key
+                .retain(|_, c| c.in_flight > 0 || c.since.elapsed() < window);
         }
-        let entry = self.by_key.entry(key).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= window {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
-    }
-
-    /// Takes back one failure of `key`: an attempt counted before its
-    /// outcome was known that succeeded, or never reached a check.
-    pub fn forgive(&mut self, key: &str) {
-        if let Some(entry) = self.by_key.get_mut(key) {
-            entry.0 = entry.0.saturating_sub(1);
-        }
-    }
-
-    /// If none of `keys` is blocked, counts a failure of each (taken back
-    /// with [`Failures::forgive`] when the attempt succeeds); otherwise the
-    /// seconds until they may try again. Checking and counting in one step
-    /// keeps parallel attempts from all passing before the first fails.
-    pub fn begin(&mut self, keys: &[String], max: u32, window: Duration) -> Result<(), u64> {
-        if let Some(secs) = keys
-            .iter()
-            .filter_map(|k| self.blocked(k, max, window))
-            .max()
-        {
-            return Err(secs);
-        }
-        for k in keys {
-            self.record(k.clone(), window);
+        for key in keys {
+            let c = self.by_key.entry(key.clone()).or_insert(Count {
+                failed: 0,
+                since: Instant::now(),
+                in_flight: 0,
+            });
+            c.in_flight += 1;
         }
         Ok(())
+    }
+
+    /// Ends an attempt started by [`Failures::begin`]; `failed` counts it.
+    pub fn end(&mut self, keys: &[String], failed: bool, window: Duration) {
+        for key in keys {
+            if let Some(c) = self.current(key, window) {
+                c.in_flight = c.in_flight.saturating_sub(1);
+                if failed {
+                    c.failed += 1;
+                }
+            }
+        }
     }
 }
 
@@ -182,17 +210,23 @@ mod tests {
     }
 
     #[test]
-    fn attempts_count_before_their_outcome() {
+    fn attempts_in_flight_hold_back_others_and_failures_block() {
         let mut f = Failures::default();
         let keys = ["ip:a".to_owned(), "user:u".to_owned()];
         let window = Duration::from_secs(60);
-        assert!(f.begin(&keys, 2, window).is_ok());
-        assert!(f.begin(&keys, 2, window).is_ok());
-        // Two in flight: a third waits, whatever their outcome will be.
-        assert!(f.begin(&keys, 2, window).is_err());
-        for k in &keys {
-            f.forgive(k);
-        }
-        assert!(f.begin(&keys, 2, window).is_ok());
+        f.begin(&keys, 2, window).unwrap();
+        f.begin(&keys, 2, window).unwrap();
+        // Two in flight could make two failures: a third waits.
+        assert_eq!(f.begin(&keys, 2, window), Err(NotYet::Busy));
+        f.end(&keys, false, window);
+        f.begin(&keys, 2, window).unwrap();
+        f.end(&keys, true, window);
+        f.end(&keys, true, window);
+        assert!(matches!(
+            f.begin(&keys, 2, window),
+            Err(NotYet::Blocked { .. })
+        ));
+        // Another address and account are not held back.
+        f.begin(&["ip:b".to_owned()], 2, window).unwrap();
     }
 }

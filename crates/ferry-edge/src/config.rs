@@ -141,6 +141,34 @@ pub struct HttpsConfig {
     /// Most HTTPS connections open at once.
     #[serde(default = "default_max_sessions")]
     pub max_connections: usize,
+    /// Most HTTPS connections open at once from one address.
+    #[serde(default = "default_https_per_address")]
+    pub max_connections_per_address: usize,
+    /// A connection that moves no byte for this many seconds while none of
+    /// its requests is being handled is closed; a TLS handshake must be done
+    /// in this time too (at most 30 s).
+    #[serde(default = "default_https_idle")]
+    pub idle_timeout_secs: u64,
+    /// A request body the server waits for must bring at least 1 KiB in
+    /// each period of this many seconds, or the request fails and its
+    /// connection is closed (a chunked upload that never ends, a trickle).
+    #[serde(default = "default_https_idle")]
+    pub body_timeout_secs: u64,
+}
+
+/// Default of [`HttpsConfig::idle_timeout_secs`] and
+/// [`HttpsConfig::body_timeout_secs`].
+pub const DEFAULT_HTTPS_IDLE_SECS: u64 = 60;
+
+/// Default of [`HttpsConfig::max_connections_per_address`].
+pub const DEFAULT_HTTPS_PER_ADDRESS: usize = 64;
+
+fn default_https_idle() -> u64 {
+    DEFAULT_HTTPS_IDLE_SECS
+}
+
+fn default_https_per_address() -> usize {
+    DEFAULT_HTTPS_PER_ADDRESS
 }
 
 fn default_max_upload() -> u64 {

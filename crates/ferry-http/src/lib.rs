@@ -1,6 +1,10 @@
 //! HTTPS plumbing shared by the server's admin API and the edge's file API:
-//! the TLS accept loop (with the client's address on every request and a
-//! deadline for request headers) and JSON errors with stable codes.
+//! the TLS accept loop (with the client's address on every request, caps on
+//! connections overall and per address, deadlines for the handshake and
+//! request headers, an idle timeout, and a minimum rate for request bodies)
+//! and JSON errors with stable codes.
+
+pub mod limits;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +17,8 @@ use ferry_core::{ErrorKind, FerryError};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+
+use crate::limits::{Activity, MinRate, Watched};
 
 /// The TCP peer of a request, as seen by the listener (never taken from a
 /// header). Every request served by [`serve_tls`] carries it as an extension.
@@ -25,15 +30,29 @@ pub struct ClientAddr(pub SocketAddr);
 pub struct ServeLimits {
     /// Most connections open at once; more are closed at accept.
     pub max_connections: usize,
-    /// Time a client has to send its request headers.
+    /// Most connections open at once from one address.
+    pub max_connections_per_address: usize,
+    /// Time a client has to finish the TLS handshake, and then each
+    /// request's headers.
     pub header_timeout: Duration,
+    /// A connection that moves no byte for this long while none of its
+    /// requests is being handled is closed (HTTP/1 keep-alive and HTTP/2
+    /// alike).
+    pub idle_timeout: Duration,
+    /// A request body that brings less than
+    /// [`limits::MIN_BODY_BYTES_PER_WINDOW`] in this long, while its handler
+    /// waits for it, fails and its connection is closed.
+    pub body_timeout: Duration,
 }
 
 impl Default for ServeLimits {
     fn default() -> Self {
         Self {
             max_connections: 1000,
+            max_connections_per_address: 64,
             header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -48,7 +67,10 @@ pub async fn serve_tls(
     what: &'static str,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let caps = ferry_core::limits::AddressCaps::new(
+        limits.max_connections,
+        limits.max_connections_per_address,
+    );
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -58,13 +80,17 @@ pub async fn serve_tls(
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(listener = what, %peer, "too many connections; closed");
-            continue;
+        let slot = match caps.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::warn!(listener = what, %peer, ?why, "too many connections; closed");
+                continue;
+            }
         };
         let _ = tcp.set_nodelay(true);
         let (acceptor, router) = (acceptor.clone(), router.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await;
             let stream = match handshake {
                 Ok(Ok(s)) => s,
@@ -77,20 +103,74 @@ pub async fn serve_tls(
                     return;
                 }
             };
-            let service = TowerToHyperService::new(router.layer(axum::Extension(ClientAddr(peer))));
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
-            if let Err(e) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(listener = what, %peer, error = %e, "connection ended");
-            }
-            drop(permit);
+            serve_connection(stream, router, peer, limits, what).await;
         });
+    }
+}
+
+/// Serves one connection until it ends, goes idle, or a request body stalls.
+async fn serve_connection<S>(
+    stream: S,
+    router: Router,
+    peer: SocketAddr,
+    limits: ServeLimits,
+    what: &'static str,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Activity::new();
+    let watch = activity.clone();
+    let body_timeout = limits.body_timeout;
+    let router = router
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let handling = watch.handling();
+                async move {
+                    let (parts, body) = request.into_parts();
+                    let body = axum::body::Body::new(MinRate::new(body, body_timeout));
+                    let response = next
+                        .run(axum::extract::Request::from_parts(parts, body))
+                        .await;
+                    drop(handling);
+                    response
+                }
+            },
+        ))
+        .layer(axum::Extension(ClientAddr(peer)));
+    let service = TowerToHyperService::new(router);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let connection = builder.serve_connection(
+        TokioIo::new(Watched::new(stream, activity.clone())),
+        service,
+    );
+    tokio::pin!(connection);
+    loop {
+        // Wake at the moment the connection would go idle, or now and then
+        // while a request is being handled.
+        let wake = activity
+            .idle_at(limits.idle_timeout)
+            .unwrap_or_else(|| tokio::time::Instant::now() + limits.idle_timeout);
+        tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(listener = what, %peer, error = %e, "connection ended");
+                }
+                return;
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                let idle = activity
+                    .idle_at(limits.idle_timeout)
+                    .is_some_and(|at| at <= tokio::time::Instant::now());
+                if idle {
+                    tracing::debug!(listener = what, %peer, "idle connection closed");
+                    return;
+                }
+            }
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use ferry_core::limits::NotYet;
 use ferry_core::{Account, FerryError, Secret};
 use ferry_store::Store;
 use russh::keys::ssh_key::{HashAlg, PublicKey};
@@ -173,52 +174,78 @@ pub struct LoginThrottle {
     failures: Mutex<ferry_core::limits::Failures>,
 }
 
-/// A password attempt, counted as failed until [`Attempt::succeeded`].
+/// A password attempt in flight; ended by [`Attempt::end`] (or, if dropped
+/// unended, counted as failed).
 #[derive(Debug)]
 pub struct Attempt<'a> {
     throttle: &'a LoginThrottle,
     keys: Vec<String>,
+    ended: bool,
 }
 
 impl LoginThrottle {
-    /// Counts an attempt from `client_addr` (an address, with or without
-    /// a port) on `user`, or refuses it (with the answer of any failed
-    /// login) if either has failed too often.
-    pub fn begin(&self, client_addr: &str, user: &str) -> Result<Attempt<'_>, FerryError> {
+    /// Starts an attempt from `client_addr` (an address, with or without a
+    /// port) on `user`, or refuses it (with the answer of any failed login)
+    /// if either has failed too often. While attempts in flight could take
+    /// them past the limit, it waits for them (up to [`HASH_WAIT`]).
+    pub async fn begin(&self, client_addr: &str, user: &str) -> Result<Attempt<'_>, FerryError> {
         let ip = client_addr
             .parse::<std::net::SocketAddr>()
             .map(|a| a.ip().to_string())
             .unwrap_or_else(|_| client_addr.to_owned());
         let keys = vec![format!("ip:{ip}"), format!("user:{user}")];
-        let begun = self
-            .failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .begin(&keys, MAX_PASSWORD_FAILURES, FAILURE_WINDOW);
-        match begun {
-            Ok(()) => Ok(Attempt {
-                throttle: self,
-                keys,
-            }),
-            Err(secs) => {
-                tracing::warn!(user, %ip, retry_in_secs = secs, "too many failed passwords; refused without a check");
-                Err(FerryError::auth_failed())
+        let give_up = Instant::now() + HASH_WAIT;
+        loop {
+            let begun = self
+                .failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .begin(&keys, MAX_PASSWORD_FAILURES, FAILURE_WINDOW);
+            match begun {
+                Ok(()) => {
+                    return Ok(Attempt {
+                        throttle: self,
+                        keys,
+                        ended: false,
+                    })
+                }
+                Err(NotYet::Busy) if Instant::now() < give_up => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(NotYet::Busy) => {
+                    tracing::warn!(user, %ip, "too many password checks in flight; refused without a check");
+                    return Err(FerryError::auth_failed());
+                }
+                Err(NotYet::Blocked { retry_in_secs }) => {
+                    tracing::warn!(user, %ip, retry_in_secs, "too many failed passwords; refused without a check");
+                    return Err(FerryError::auth_failed());
+                }
             }
         }
     }
 }
 
 impl Attempt<'_> {
-    /// The password was right: the attempt no longer counts as a failure.
-    pub fn succeeded(self) {
-        let mut failures = self
-            .throttle
-            .failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for k in &self.keys {
-            failures.forgive(k);
+    /// Ends the attempt; `failed` counts it against the address and account.
+    pub fn end(mut self, failed: bool) {
+        self.finish(failed);
+    }
+
+    fn finish(&mut self, failed: bool) {
+        if !self.ended {
+            self.ended = true;
+            self.throttle
+                .failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .end(&self.keys, failed, FAILURE_WINDOW);
         }
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        self.finish(true);
     }
 }
 

@@ -369,18 +369,23 @@ async fn login(
     };
     let name = user.clone();
     let attempt = match &credential {
-        Credential::Password(_) => Some(ctx.login_throttle.begin(&client_addr, &user)?),
+        Credential::Password(_) => Some(ctx.login_throttle.begin(&client_addr, &user).await?),
         _ => None,
     };
-    let account = blocking(move || match credential {
+    let checked = blocking(move || match credential {
         Credential::Password(pw) => crate::auth::check_password(&store, &name, &pw),
         Credential::VerifiedPublicKey(key) => crate::auth::check_key(&store, &name, &key),
         Credential::Token(token) => crate::auth::check_token(&store, &name, &token, now_millis()),
     })
-    .await?;
+    .await;
     if let Some(attempt) = attempt {
-        attempt.succeeded();
+        attempt.end(
+            checked
+                .as_ref()
+                .is_err_and(|e| e.kind == ErrorKind::AuthFailed),
+        );
     }
+    let account = checked?;
     let repository = ctx.repository.clone();
     let home_rel = account.home.clone();
     let home = blocking(move || Home::open(&repository, &home_rel)).await?;

@@ -54,6 +54,11 @@ pub struct UpArgs {
     /// closed.
     #[arg(long, default_value_t = ferry_edge::config::DEFAULT_LOGIN_GRACE_SECS)]
     pub login_grace_secs: u64,
+    /// HTTPS clients may stay silent this many seconds: an idle connection,
+    /// a TLS handshake, and a request body waited for (which must bring
+    /// 1 KiB per such period) all end after it.
+    #[arg(long, default_value_t = ferry_edge::config::DEFAULT_HTTPS_IDLE_SECS)]
+    pub https_idle_timeout_secs: u64,
 }
 
 /// Creates what a data directory needs, if it is not there yet.
@@ -172,6 +177,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             login_cache_secs: args.login_cache_secs,
             session_idle_secs: 1800,
             max_connections: 1000,
+            max_connections_per_address: ferry_edge::config::DEFAULT_HTTPS_PER_ADDRESS,
+            idle_timeout_secs: args.https_idle_timeout_secs,
+            body_timeout_secs: args.https_idle_timeout_secs,
         }),
         upstream: ferry_edge::config::UpstreamConfig {
             servers: vec![server.internal_addr.to_string()],

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use base64::Engine;
+use ferry_core::limits::NotYet;
 use ferry_core::{ErrorKind, FerryError, Protocol, Secret};
 use ferry_http::ApiError;
 use ferry_proto::message::{Credential, Request, Response};
@@ -52,8 +53,8 @@ struct WebSession {
     last_used: Instant,
 }
 
-/// A login attempt counted as a failure in advance; given back when it
-/// is dropped without having failed (it succeeded, or no server answered).
+/// A login attempt in flight; it counts as failed only if marked so
+/// (not when no server answered).
 struct Attempt<'a> {
     auth: &'a Auth,
     keys: Vec<String>,
@@ -62,12 +63,8 @@ struct Attempt<'a> {
 
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
-        if !self.failed {
-            let mut failures = locked(&self.auth.failures);
-            for k in &self.keys {
-                failures.forgive(k);
-            }
-        }
+        let window = self.auth.window();
+        locked(&self.auth.failures).end(&self.keys, self.failed, window);
     }
 }
 
@@ -229,23 +226,35 @@ impl Auth {
     }
 
     /// Refuses early when the address or the account name has failed too
-    /// often; otherwise counts this attempt as a failure until it proves
-    /// otherwise, in the same step, so that parallel attempts cannot all
-    /// pass the check before the first failure is recorded.
-    fn begin_attempt(&self, ip: IpAddr, user: &str) -> Result<Attempt<'_>, Refusal> {
+    /// often; otherwise starts an attempt. While attempts in flight could
+    /// take either past its limit, waits for them (at most 10 s), so that
+    /// parallel attempts cannot all pass before the first failure is known.
+    async fn begin_attempt(&self, ip: IpAddr, user: &str) -> Result<Attempt<'_>, Refusal> {
         let (max, window) = (self.config.max_login_failures, self.window());
         let mut keys = vec![format!("ip:{ip}")];
         if !user.is_empty() {
             keys.push(format!("user:{user}"));
         }
-        locked(&self.failures)
-            .begin(&keys, max, window)
-            .map_err(Refusal::Throttled)?;
-        Ok(Attempt {
-            auth: self,
-            keys,
-            failed: false,
-        })
+        let give_up = Instant::now() + Duration::from_secs(10);
+        loop {
+            let begun = locked(&self.failures).begin(&keys, max, window);
+            match begun {
+                Ok(()) => {
+                    return Ok(Attempt {
+                        auth: self,
+                        keys,
+                        failed: false,
+                    })
+                }
+                Err(NotYet::Busy) if Instant::now() < give_up => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(NotYet::Busy) => return Err(Refusal::Throttled(1)),
+                Err(NotYet::Blocked { retry_in_secs }) => {
+                    return Err(Refusal::Throttled(retry_in_secs))
+                }
+            }
+        }
     }
 
     async fn failed(&self, mut attempt: Attempt<'_>) -> Refusal {
@@ -309,7 +318,7 @@ impl Auth {
                 cache.remove(&key);
             }
         }
-        let attempt = self.begin_attempt(ip, user)?;
+        let attempt = self.begin_attempt(ip, user).await?;
         match self.login(user, credential, ip).await? {
             Some(lease) => {
                 let mut cache = locked(&self.cache);
@@ -380,7 +389,7 @@ impl Auth {
         password: Secret,
         ip: IpAddr,
     ) -> Result<(String, String, String), Refusal> {
-        let attempt = self.begin_attempt(ip, user)?;
+        let attempt = self.begin_attempt(ip, user).await?;
         let Some(lease) = self.login(user, Credential::Password(password), ip).await? else {
             return Err(self.failed(attempt).await);
         };

@@ -305,9 +305,14 @@ pub async fn start(
     let addr = listener
         .local_addr()
         .map_err(|e| crate::StartError::Setup(e.to_string()))?;
+    let defaults = ferry_http::ServeLimits::default();
+    let idle = std::time::Duration::from_secs(config.idle_timeout_secs.max(1));
     let limits = ferry_http::ServeLimits {
         max_connections: config.max_connections,
-        ..ferry_http::ServeLimits::default()
+        max_connections_per_address: config.max_connections_per_address,
+        header_timeout: defaults.header_timeout.min(idle),
+        idle_timeout: idle,
+        body_timeout: std::time::Duration::from_secs(config.body_timeout_secs.max(1)),
     };
     tokio::spawn(ferry_http::serve_tls(
         listener,
