@@ -218,3 +218,41 @@ fn state_keys_and_uploaded_files_are_private_to_ferrys_user() {
         0
     );
 }
+
+#[test]
+fn a_refused_write_open_leaves_no_partial_file_behind() {
+    let f = Ferry::up();
+    let key = f.account_with_key("part");
+    let work = f.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    assert_ok(&f.sftp_key("part", &key, "ls\n", &work));
+    let home = f.repository.join("part");
+    let outside = f.dir.path().join("outside.txt");
+    std::fs::write(&outside, "OUTSIDE").unwrap();
+    std::os::unix::fs::symlink(&outside, home.join("out")).unwrap();
+    // Open for writing without truncating: the upload would start from the
+    // link's target, which is outside, so the open is refused.
+    let script = format!(
+        "import paramiko\n\
+         t = paramiko.Transport(('127.0.0.1', {port}))\n\
+         t.connect(username='part', pkey=paramiko.Ed25519Key.from_private_key_file('{key}'))\n\
+         s = paramiko.SFTPClient.from_transport(t)\n\
+         try:\n    s.open('/out', 'r+')\n    print('opened')\n\
+         except IOError as e:\n    print('refused', e.errno)\n",
+        port = f.sftp_port,
+        key = key.display()
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.starts_with("refused"), "{said}{}", stderr(&out));
+    let left: Vec<_> = std::fs::read_dir(&home)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".ferry-partial"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "OUTSIDE");
+}

@@ -154,3 +154,42 @@ print(json.dumps({{str(c): codes.count(c) for c in set(codes)}}))
     assert!((1..=10).contains(&n("401")), "{r}");
     assert_eq!(n("401") + n("429") + n("0"), 100, "{r}");
 }
+
+#[test]
+fn tus_uploads_are_capped_per_account_and_by_the_space_left() {
+    let f = Ferry::up_with(&["--max-upload-bytes", "1125899906842624"]);
+    f.add_account("alice");
+    let script = format!(
+        r#"
+import base64, json, ssl, urllib.request, urllib.error
+ctx = ssl.create_default_context(cafile={ca:?})
+auth = "Basic " + base64.b64encode(b"alice:" + {pw:?}.encode()).decode()
+def create(length, i):
+    req = urllib.request.Request({url:?} + "/api/v1/uploads/", method="POST")
+    req.add_header("Authorization", auth)
+    req.add_header("Tus-Resumable", "1.0.0")
+    req.add_header("Upload-Length", str(length))
+    req.add_header("Upload-Metadata", "filename " + base64.b64encode(b"f%d.bin" % i).decode())
+    try:
+        return urllib.request.urlopen(req, context=ctx, timeout=30).status
+    except urllib.error.HTTPError as e:
+        return e.code
+huge = create(1 << 50, 0)
+codes = [create(10, i) for i in range(1, 102)]
+print(json.dumps({{"huge": huge, "created": codes.count(201), "last": codes[-1]}}))
+"#,
+        ca = f.ca.to_str().unwrap(),
+        pw = PASSWORD,
+        url = f.https_url.as_ref().unwrap().trim_end_matches('/'),
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let r = report(out, "tus: 1 PiB announced, then 101 small ones");
+    // 1 PiB does not fit on this volume: refused before anything is written.
+    assert_eq!(r["huge"], 507, "{r}");
+    // 100 unfinished uploads per account; the 101st waits for one to end.
+    assert_eq!(r["created"], 100, "{r}");
+    assert_eq!(r["last"], 409, "{r}");
+}

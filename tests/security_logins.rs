@@ -97,3 +97,34 @@ fn a_hundred_and_twenty_wrong_passwords_at_once_keep_memory_bounded_and_others_l
     let unchecked = log.matches("refused without a check").count();
     assert!(unchecked >= 30, "{unchecked} refused before hashing\n{log}");
 }
+
+#[test]
+fn an_attempted_user_name_is_logged_short_and_escaped() {
+    let f = Ferry::up_logged(&[]);
+    let name = format!("evil\nFORGED-LINE {}", "x".repeat(5000));
+    let script = format!(
+        "import paramiko\n\
+         t = paramiko.Transport(('127.0.0.1', {port}))\n\
+         t.start_client(timeout=30)\n\
+         try:\n    t.auth_password({name:?}, 'wrong-password')\n\
+         except paramiko.AuthenticationException:\n    print('refused')\n",
+        port = f.sftp_port,
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "refused",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(wait_until(10, || f.log().contains("login refused")));
+    let log = f.log();
+    assert!(
+        !log.lines().any(|l| l.starts_with("FORGED-LINE")),
+        "a forged log line:\n{log}"
+    );
+    assert!(!log.contains(&"x".repeat(100)), "the whole name was logged");
+}

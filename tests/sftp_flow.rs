@@ -521,3 +521,62 @@ fn a_client_that_stops_reading_midway_is_disconnected() {
         f.log()
     );
 }
+
+#[test]
+fn open_directory_handles_hold_no_listing_in_memory() {
+    let f = Ferry::up();
+    let key = f.account_with_key("lister");
+    let work = f.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    assert_ok(&f.sftp_key("lister", &key, "mkdir big\n", &work));
+    let big = f.repository.join("lister/big");
+    for i in 0..20_000 {
+        std::fs::write(
+            big.join(format!("file-with-a-longish-name-{i:06}.dat")),
+            b"",
+        )
+        .unwrap();
+    }
+    std::fs::write(big.join(".ferry-partial.hidden"), b"").unwrap();
+    let pid = f.procs[0].child.id();
+    let before = rss_kib(pid);
+    // 100 handles on a 20,000-entry folder, none read; then one read whole.
+    let script = format!(
+        "import paramiko\n\
+         t = paramiko.Transport(('127.0.0.1', {port}))\n\
+         t.connect(username='lister', pkey=paramiko.Ed25519Key.from_private_key_file('{key}'))\n\
+         s = paramiko.SFTPClient.from_transport(t)\n\
+         handles = [s._request(paramiko.sftp.CMD_OPENDIR, '/big')[1].get_binary() for _ in range(100)]\n\
+         print(len(handles))\n\
+         import sys; sys.stdout.flush()\n\
+         sys.stdin.readline()\n\
+         names = s.listdir('/big')\n\
+         print(len(names), len(set(names)), sum(1 for n in names if n.startswith('.ferry')))\n",
+        port = f.sftp_port,
+        key = key.display()
+    );
+    let mut child = Command::new("python3")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "100");
+    let held = rss_kib(pid);
+    {
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap()).unwrap();
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+    eprintln!("RSS {before} KiB, with 100 open directory handles {held} KiB; listing: {rest}");
+    // Every name once, none of Ferry's own.
+    assert_eq!(rest.trim(), "20000 20000 0");
+    // A listing of 20,000 entries is about 3 MB; 100 of them kept would
+    // be 300 MB.
+    assert!(held < before + 40 * 1024, "{before} -> {held} KiB");
+}

@@ -102,6 +102,32 @@ impl Drop for Slot {
     }
 }
 
+/// Longest client-chosen text (a user name tried at login) written to logs.
+pub const MAX_LOGGED_LEN: usize = 64;
+
+/// `text` as it may go into a log line: at most [`MAX_LOGGED_LEN`]
+/// characters (then `…`), control and other invisible characters escaped,
+/// so that a name chosen by a client can neither forge log lines nor fill
+/// the log.
+pub fn loggable(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX_LOGGED_LEN {
+            out.push('…');
+            break;
+        }
+        if c.is_control()
+            || c.is_whitespace() && c != ' '
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{feff}')
+        {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Failed logins per key (an address, an account name) within a window,
 /// and the attempts whose outcome is not known yet.
 #[derive(Debug, Default)]
@@ -207,6 +233,16 @@ mod tests {
         assert_eq!(caps.admit_if(c, |n| n < 2).unwrap_err(), Refused::Policy);
         let _c1 = caps.admit(c).unwrap();
         assert_eq!(caps.open(), 3);
+    }
+
+    #[test]
+    fn logged_names_are_short_and_visible() {
+        assert_eq!(loggable("alice"), "alice");
+        assert_eq!(loggable("a\nINFO forged"), "a\\nINFO forged");
+        assert_eq!(loggable("x\u{202e}y"), "x\\u{202e}y");
+        let long = loggable(&"n".repeat(10_000));
+        assert_eq!(long.chars().count(), MAX_LOGGED_LEN + 1);
+        assert!(long.ends_with('…'));
     }
 
     #[test]

@@ -405,6 +405,18 @@ async fn read_packet<R: AsyncRead + Unpin>(rd: &mut R) -> std::io::Result<Option
     Ok(Some(Bytes::from(buf)))
 }
 
+/// Decodes one SFTP request packet (without its length prefix) exactly as
+/// a session does, and drops the result: the entry point of the fuzz
+/// target `sftp_packet`.
+#[doc(hidden)]
+pub fn decode_for_fuzzing(raw: &[u8]) {
+    let ctx = Ctx {
+        account: "fuzz".to_owned(),
+    };
+    let _ = write_len(raw);
+    let _ = ctx.decode(Bytes::copy_from_slice(raw));
+}
+
 /// The request id of a raw packet (0 if it is too short to have one).
 fn request_id(raw: &[u8]) -> u32 {
     match raw.get(1..5) {

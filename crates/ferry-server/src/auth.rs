@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use ferry_core::limits::NotYet;
+use ferry_core::limits::{loggable, NotYet};
 use ferry_core::{Account, FerryError, Secret};
 use ferry_store::Store;
 use russh::keys::ssh_key::{HashAlg, PublicKey};
@@ -213,11 +213,13 @@ impl LoginThrottle {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(NotYet::Busy) => {
-                    tracing::warn!(user, %ip, "too many password checks in flight; refused without a check");
+                    let user = loggable(user);
+                    tracing::warn!(%user, %ip, "too many password checks in flight; refused without a check");
                     return Err(FerryError::auth_failed());
                 }
                 Err(NotYet::Blocked { retry_in_secs }) => {
-                    tracing::warn!(user, %ip, retry_in_secs, "too many failed passwords; refused without a check");
+                    let user = loggable(user);
+                    tracing::warn!(%user, %ip, retry_in_secs, "too many failed passwords; refused without a check");
                     return Err(FerryError::auth_failed());
                 }
             }
@@ -331,7 +333,8 @@ fn enabled(account: Account) -> Result<Account, FerryError> {
 }
 
 fn refuse<T>(user: &str, reason: &str) -> Result<T, FerryError> {
-    tracing::info!(user, reason, "login refused");
+    let user = loggable(user);
+    tracing::info!(%user, reason, "login refused");
     Err(FerryError::auth_failed())
 }
 

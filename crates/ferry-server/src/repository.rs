@@ -221,53 +221,27 @@ impl Home {
         }
     }
 
-    /// The directory listing of `v`, without Ferry's own files, without
-    /// symlinks that lead outside the home, and without names no client
-    /// could use (control characters, `..` between backslashes): every
-    /// name listed can be opened, renamed and removed.
+    /// The directory listing of `v`, sorted by name, without Ferry's own
+    /// files, without symlinks that lead outside the home, and without names
+    /// no client could use (control characters, `..` between backslashes):
+    /// every name listed can be opened, renamed and removed.
     pub fn list(&self, v: &VirtualPath) -> Result<Vec<DirEntry>, FerryError> {
-        let dir = self.open_at(v, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
-        let entries = rustix::fs::Dir::read_from(&dir).map_err(errno_error)?;
-        let base = relative(v.components());
-        let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(errno_error)?;
-            let Ok(name) = entry.file_name().to_str() else {
-                continue;
-            };
-            if name == "."
-                || name == ".."
-                || name.starts_with(RESERVED_PREFIX)
-                || ferry_core::path::check_component(name).is_err()
-            {
-                continue;
-            }
-            let Ok(stat) = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
-                continue;
-            };
-            let stat = if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
-                // Followed from the home, so it may not lead out of it.
-                let path = if base == "." {
-                    name.to_owned()
-                } else {
-                    format!("{base}/{name}")
-                };
-                match beneath(&self.dir, &path, OFlags::PATH, Mode::empty())
-                    .and_then(|fd| rustix::fs::fstat(&fd).map_err(errno_error))
-                {
-                    Ok(target) => target,
-                    Err(_) => continue,
-                }
-            } else {
-                stat
-            };
-            out.push(DirEntry {
-                name: name.to_owned(),
-                stat: stat_of(&stat),
-            });
-        }
+        let mut out = self.listing(v)?.next_page(usize::MAX)?;
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// The listing of `v` a page at a time, in the directory's own order
+    /// (what [`Home::list`] gives, unsorted): only the directory is held
+    /// open, so a listing kept by a client costs no memory per entry.
+    pub fn listing(&self, v: &VirtualPath) -> Result<Listing, FerryError> {
+        let fd = self.open_at(v, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
+        Ok(Listing {
+            home: self.dir.clone(),
+            base: relative(v.components()),
+            entries: rustix::fs::Dir::new(fd).map_err(errno_error)?,
+            done: false,
+        })
     }
 
     /// Creates a directory.
@@ -424,6 +398,64 @@ impl Home {
         self.open_at(v, OFlags::PATH, Mode::empty())
             .map_err(|_| missing())?;
         Ok(path.to_string())
+    }
+}
+
+/// A directory being listed ([`Home::listing`]).
+#[derive(Debug)]
+pub struct Listing {
+    home: Arc<OwnedFd>,
+    base: String,
+    entries: rustix::fs::Dir,
+    done: bool,
+}
+
+impl Listing {
+    /// Up to `max` more entries; none once the directory is read to its end.
+    pub fn next_page(&mut self, max: usize) -> Result<Vec<DirEntry>, FerryError> {
+        let mut out = Vec::new();
+        while out.len() < max && !self.done {
+            let Some(entry) = self.entries.next() else {
+                self.done = true;
+                break;
+            };
+            let entry = entry.map_err(errno_error)?;
+            let Ok(name) = entry.file_name().to_str() else {
+                continue;
+            };
+            if name == "."
+                || name == ".."
+                || name.starts_with(RESERVED_PREFIX)
+                || ferry_core::path::check_component(name).is_err()
+            {
+                continue;
+            }
+            let dir = self.entries.fd().map_err(errno_error)?;
+            let Ok(stat) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
+                continue;
+            };
+            let stat = if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
+                // Followed from the home, so it may not lead out of it.
+                let path = if self.base == "." {
+                    name.to_owned()
+                } else {
+                    format!("{}/{name}", self.base)
+                };
+                match beneath(&self.home, &path, OFlags::PATH, Mode::empty())
+                    .and_then(|fd| rustix::fs::fstat(&fd).map_err(errno_error))
+                {
+                    Ok(target) => target,
+                    Err(_) => continue,
+                }
+            } else {
+                stat
+            };
+            out.push(DirEntry {
+                name: name.to_owned(),
+                stat: stat_of(&stat),
+            });
+        }
+        Ok(out)
     }
 }
 

@@ -26,8 +26,8 @@ use ferry_core::{
     VirtualPath,
 };
 use ferry_proto::message::{
-    Credential, DirEntry, Frame, FsOp, HandleId, HashAlgorithm, OpenMode, Request, Response,
-    SessionId, SetAttrs,
+    Credential, DirEntry, FileStat, Frame, FsOp, HandleId, HashAlgorithm, OpenMode, Request,
+    Response, SessionId, SetAttrs,
 };
 use ferry_proto::server::ServerFramed;
 use futures::future::Either;
@@ -35,7 +35,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, Notify, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
-use crate::repository::{apply_attrs, file_stat, io_error, Home, Place, FILE_MODE_MASK};
+use crate::repository::{apply_attrs, file_stat, io_error, Home, Listing, Place, FILE_MODE_MASK};
 use crate::transfer::{
     cache_sha256, cached_sha256, content_stamp, file_digest, now_millis, HashTracker,
 };
@@ -570,53 +570,71 @@ fn register(s: &Session, tx: HandleTx) -> Result<HandleId, FerryError> {
 
 async fn open_dir(s: &Arc<Session>, path: String, reply: &Reply) -> Result<Response, FerryError> {
     let session = s.clone();
-    let entries = blocking(move || {
+    let (listing, open) = blocking(move || {
         let dir = parse(&path)?;
-        let mut entries = session.home.list(&dir)?;
+        let listing = session.home.listing(&dir)?;
         // The session's own uploads show under their final names.
-        let open: Vec<(String, Arc<File>)> = locked(&session.uploads)
+        let open: HashMap<String, FileStat> = locked(&session.uploads)
             .iter()
             .filter_map(|(p, (_, file))| {
                 let v = parse(p).ok()?;
-                (v.parent() == dir).then(|| Some((v.file_name()?.to_owned(), file.clone())))?
+                if v.parent() != dir {
+                    return None;
+                }
+                let meta = file.metadata().ok()?;
+                Some((v.file_name()?.to_owned(), file_stat(&meta)))
             })
             .collect();
-        for (name, file) in open {
-            let Ok(meta) = file.metadata() else { continue };
-            let entry = DirEntry {
-                name,
-                stat: file_stat(&meta),
-            };
-            match entries.binary_search_by(|e| e.name.cmp(&entry.name)) {
-                Ok(i) => entries[i] = entry,
-                Err(i) => entries.insert(i, entry),
-            }
-        }
-        Ok(entries)
+        Ok((listing, open))
     })
     .await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = register(s, tx)?;
-    tokio::spawn(dir_actor(entries, rx, reply.clone()));
+    tokio::spawn(dir_actor(listing, open, rx, reply.clone()));
     Ok(Response::Handle(handle))
 }
 
+/// Answers READDIR a page at a time from the open directory; the session's
+/// open uploads replace the entries of their names, and those not on disk
+/// yet come last.
 async fn dir_actor(
-    entries: Vec<DirEntry>,
+    listing: Listing,
+    mut open: HashMap<String, FileStat>,
     mut rx: mpsc::UnboundedReceiver<HandleMsg>,
     reply: Reply,
 ) {
-    let mut rest = entries.into_iter();
+    let mut listing = Some(listing);
     while let Some((id, op, _turn)) = rx.recv().await {
         let result = match op {
-            FsOp::ReadDir { .. } => {
-                let batch: Vec<DirEntry> = rest.by_ref().take(DIR_BATCH).collect();
-                Ok(if batch.is_empty() {
-                    Response::Eof
-                } else {
-                    Response::Entries(batch)
-                })
-            }
+            FsOp::ReadDir { .. } => match listing.take() {
+                Some(mut l) => {
+                    let read = tokio::task::spawn_blocking(move || {
+                        let page = l.next_page(DIR_BATCH);
+                        (l, page)
+                    })
+                    .await;
+                    match read {
+                        Ok((l, Ok(mut page))) if !page.is_empty() => {
+                            for entry in &mut page {
+                                if let Some(stat) = open.remove(&entry.name) {
+                                    entry.stat = stat;
+                                }
+                            }
+                            listing = Some(l);
+                            Ok(Response::Entries(page))
+                        }
+                        Ok((_, Ok(_))) if !open.is_empty() => Ok(Response::Entries(
+                            open.drain()
+                                .map(|(name, stat)| DirEntry { name, stat })
+                                .collect(),
+                        )),
+                        Ok((_, Ok(_))) => Ok(Response::Eof),
+                        Ok((_, Err(e))) => Err(e),
+                        Err(e) => Err(FerryError::internal(format!("worker failed: {e}"))),
+                    }
+                }
+                None => Ok(Response::Eof),
+            },
             FsOp::Close { .. } => {
                 send(&reply, id, Ok(Response::Ok));
                 return;
@@ -782,28 +800,40 @@ fn open_blocking(
             "an upload to this file is in progress in another session",
         ));
     }
-    if mode.truncate {
-        file.set_len(0).map_err(io_error)?;
-    } else if !had_partial
-        && matches!(
-            final_kind,
-            Some(rustix::fs::FileType::RegularFile | rustix::fs::FileType::Symlink)
-        )
-    {
-        // Modifying a committed file: start from its contents, still
-        // replacing it atomically on close.
-        let (mut src, meta) = home.read_file(&v)?;
-        let mut dst = &file;
-        std::io::copy(&mut src, &mut dst).map_err(io_error)?;
-        file.set_permissions(fs::Permissions::from_mode(
-            meta.permissions().mode() & FILE_MODE_MASK,
-        ))
-        .map_err(io_error)?;
-    }
-    let append_at = if mode.append {
-        Some(file.metadata().map_err(io_error)?.len())
-    } else {
-        None
+    let prepared = (|| {
+        if mode.truncate {
+            file.set_len(0).map_err(io_error)?;
+        } else if !had_partial
+            && matches!(
+                final_kind,
+                Some(rustix::fs::FileType::RegularFile | rustix::fs::FileType::Symlink)
+            )
+        {
+            // Modifying a committed file: start from its contents, still
+            // replacing it atomically on close.
+            let (mut src, meta) = home.read_file(&v)?;
+            let mut dst = &file;
+            std::io::copy(&mut src, &mut dst).map_err(io_error)?;
+            file.set_permissions(fs::Permissions::from_mode(
+                meta.permissions().mode() & FILE_MODE_MASK,
+            ))
+            .map_err(io_error)?;
+        }
+        if mode.append {
+            Ok(Some(file.metadata().map_err(io_error)?.len()))
+        } else {
+            Ok(None)
+        }
+    })();
+    let append_at = match prepared {
+        Ok(at) => at,
+        Err(e) => {
+            // A refused open leaves nothing behind that it created.
+            if !had_partial {
+                let _ = place.remove_partial();
+            }
+            return Err(e);
+        }
     };
     Ok(new(file, Some(Upload { place, append_at })))
 }

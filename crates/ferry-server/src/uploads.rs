@@ -28,6 +28,8 @@ use crate::repository::{io_error, Home, Place};
 pub const UPLOADS_DIR: &str = ".ferry-uploads";
 /// Longest `Upload-Metadata` kept, in bytes.
 pub const MAX_METADATA_LEN: usize = 4096;
+/// Most unfinished uploads one account may have at once.
+pub const MAX_UPLOADS_PER_ACCOUNT: usize = 100;
 
 /// What is remembered about one upload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -162,6 +164,30 @@ pub fn create(
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(io_error(e)),
+    }
+    let unfinished = fs::read_dir(&dir)
+        .map_err(io_error)?
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".json")))
+        .count();
+    if unfinished >= MAX_UPLOADS_PER_ACCOUNT {
+        return Err(FerryError::new(
+            ErrorKind::Busy,
+            format!(
+                "too many unfinished uploads (at most {MAX_UPLOADS_PER_ACCOUNT}); finish or cancel some first"
+            ),
+        ));
+    }
+    // An announced length the volume cannot hold is refused now, not
+    // after the disk has filled.
+    let free = rustix::fs::statvfs(&dir)
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        .map_err(|e| io_error(e.into()))?;
+    if length > free {
+        return Err(FerryError::new(
+            ErrorKind::NoSpace,
+            format!("the upload ({length} bytes) is larger than the space left in the repository"),
+        ));
     }
     let id = uuid::Uuid::new_v4().simple().to_string();
     fs::OpenOptions::new()
