@@ -20,13 +20,25 @@ fn setup(
     let pki = dir.join("pki");
     let p = pki.to_str().unwrap();
     ferry_ok(&["pki", "init", "--dir", p]);
-    ferry_ok(&["pki", "issue", "--dir", p, "--san", "127.0.0.1", "server1"]);
-    ferry_ok(&["pki", "issue", "--dir", p, "edge1"]);
     ferry_ok(&[
         "pki",
         "issue",
         "--dir",
         p,
+        "--role",
+        "server",
+        "--san",
+        "127.0.0.1",
+        "server1",
+    ]);
+    ferry_ok(&["pki", "issue", "--dir", p, "--role", "edge", "edge1"]);
+    ferry_ok(&[
+        "pki",
+        "issue",
+        "--dir",
+        p,
+        "--role",
+        "https",
         "--san",
         "127.0.0.1",
         "edge1-https",
@@ -323,4 +335,75 @@ fn bad_config_files_are_named_with_the_field() {
         err.contains("server1.key") && err.contains("chmod 600"),
         "{err}"
     );
+}
+
+/// Connects to the server's internal port with `cert` from the test PKI,
+/// claiming `role`; "accepted" or the error.
+fn connect_with(dir: &Path, port: u16, cert: &str, role: ferry_proto::message::Role) -> String {
+    let pki = dir.join("pki");
+    let files = ferry_proto::tls::TlsFiles {
+        ca: pki.join("ca.crt"),
+        cert: pki.join(format!("{cert}.crt")),
+        key: pki.join(format!("{cert}.key")),
+    };
+    let tls = ferry_proto::tls::internal_client_config(&files).unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        match ferry_proto::client::Connection::connect(&addr, tls, role, cert).await {
+            Ok(_) => "accepted".to_owned(),
+            Err(e) => e.to_string(),
+        }
+    })
+}
+
+#[test]
+fn the_server_takes_a_peers_role_from_its_certificate() {
+    use ferry_proto::message::Role;
+    let port = free_port();
+    let (f, _) = split(port);
+    let dir = f.dir.path();
+    // Each certificate in its own role.
+    assert_eq!(connect_with(dir, port, "edge1", Role::Edge), "accepted");
+    // The HTTPS front's key (same CA) is not an edge's.
+    let refused = connect_with(dir, port, "edge1-https", Role::Edge);
+    assert!(
+        refused.contains("for the https role, not edge"),
+        "{refused}"
+    );
+    // An edge's key cannot claim to be a server, nor a server's an edge.
+    let refused = connect_with(dir, port, "edge1", Role::Server);
+    assert!(
+        refused.contains("for the edge role, not server"),
+        "{refused}"
+    );
+    let refused = connect_with(dir, port, "server1", Role::Edge);
+    assert!(
+        refused.contains("for the server role, not edge"),
+        "{refused}"
+    );
+    // A certificate from before roles (none written in it, made here with
+    // openssl and the same CA) is refused, with the command that fixes it.
+    let pki = dir.join("pki");
+    let sh = format!(
+        "set -e; cd {pki}; \
+         openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+           -keyout old.key -subj /CN=old -out old.csr 2>/dev/null; \
+         printf 'subjectAltName=DNS:old\\nextendedKeyUsage=serverAuth,clientAuth\\n' > old.ext; \
+         openssl x509 -req -in old.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+           -days 2 -out old.crt -extfile old.ext 2>/dev/null; chmod 600 old.key",
+        pki = pki.display()
+    );
+    let made = Command::new("sh").args(["-c", &sh]).output().unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let refused = connect_with(dir, port, "old", Role::Edge);
+    assert!(
+        refused.contains("names no Ferry role") && refused.contains("--role edge"),
+        "{refused}"
+    );
+    // The real edge, with its own certificate, is served throughout.
+    scenarios::roundtrip_20mib(&f, "server1");
 }

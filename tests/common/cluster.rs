@@ -46,10 +46,31 @@ pub fn prepare_site(root: &Path, servers: &[&str]) {
     let pki = root.join("pki");
     let p = pki.to_str().unwrap();
     ferry_ok(&["pki", "init", "--dir", p]);
-    for name in servers.iter().chain(&["edge1-https"]) {
-        ferry_ok(&["pki", "issue", "--dir", p, "--san", "127.0.0.1", name]);
+    for name in servers {
+        ferry_ok(&[
+            "pki",
+            "issue",
+            "--dir",
+            p,
+            "--role",
+            "server",
+            "--san",
+            "127.0.0.1",
+            name,
+        ]);
     }
-    ferry_ok(&["pki", "issue", "--dir", p, "edge1"]);
+    ferry_ok(&[
+        "pki",
+        "issue",
+        "--dir",
+        p,
+        "--role",
+        "https",
+        "--san",
+        "127.0.0.1",
+        "edge1-https",
+    ]);
+    ferry_ok(&["pki", "issue", "--dir", p, "--role", "edge", "edge1"]);
     write_private(&root.join("admin.token"), &format!("{TOKEN}\n"));
     write_private(&root.join("secret.key"), &format!("{}\n", "ab".repeat(32)));
     std::fs::create_dir_all(root.join("repository")).unwrap();

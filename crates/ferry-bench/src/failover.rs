@@ -173,7 +173,17 @@ impl<'a> Cluster<'a> {
         for name in NAMES {
             ferry_ok(
                 ferry,
-                &["pki", "issue", "--dir", &p, "--san", "127.0.0.1", name],
+                &[
+                    "pki",
+                    "issue",
+                    "--dir",
+                    &p,
+                    "--role",
+                    "server",
+                    "--san",
+                    "127.0.0.1",
+                    name,
+                ],
             )?;
         }
         write_private(&dir.join("admin.token"), &format!("{TOKEN}\n"))?;

@@ -124,9 +124,22 @@ pub fn ferry_split(ferry: &Path, work: &Path, client_key_pub: &Path) -> anyhow::
     ferry_ok(ferry, &["pki", "init", "--dir", &p])?;
     ferry_ok(
         ferry,
-        &["pki", "issue", "--dir", &p, "--san", "127.0.0.1", "server1"],
+        &[
+            "pki",
+            "issue",
+            "--dir",
+            &p,
+            "--role",
+            "server",
+            "--san",
+            "127.0.0.1",
+            "server1",
+        ],
     )?;
-    ferry_ok(ferry, &["pki", "issue", "--dir", &p, "edge1"])?;
+    ferry_ok(
+        ferry,
+        &["pki", "issue", "--dir", &p, "--role", "edge", "edge1"],
+    )?;
     ferry_ok(
         ferry,
         &[
@@ -134,6 +147,8 @@ pub fn ferry_split(ferry: &Path, work: &Path, client_key_pub: &Path) -> anyhow::
             "issue",
             "--dir",
             &p,
+            "--role",
+            "https",
             "--san",
             "127.0.0.1",
             "edge1-https",

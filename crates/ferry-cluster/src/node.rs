@@ -1147,7 +1147,14 @@ mod tests {
         if !pki.exists() {
             std::fs::create_dir(&pki).unwrap();
             ferry_proto::pki::create_ca(&pki, "test").unwrap();
-            ferry_proto::pki::issue(&pki, &pki, "a", &["127.0.0.1".into()]).unwrap();
+            ferry_proto::pki::issue(
+                &pki,
+                &pki,
+                "a",
+                &["127.0.0.1".into()],
+                ferry_proto::pki::CertRole::Server,
+            )
+            .unwrap();
         }
         ferry_proto::tls::internal_client_config(&TlsFiles {
             ca: pki.join("ca.crt"),

@@ -89,6 +89,14 @@ impl Connection {
         let stream = tokio_rustls::TlsConnector::from(tls)
             .connect(name, tcp)
             .await?;
+        // Only a server's certificate may answer for a server: not an
+        // edge's or an HTTPS front's key from the same CA.
+        let certs = stream.get_ref().1.peer_certificates().unwrap_or_default();
+        if let Some(why) = crate::tls::role_refusal(certs, crate::pki::CertRole::Server) {
+            return Err(ProtoError::Handshake(format!(
+                "{addr} is not a Ferry server: {why}"
+            )));
+        }
         Self::over_stream(addr, stream, role, node_id).await
     }
 

@@ -56,10 +56,51 @@ pub fn create_ca(dir: &Path, cluster_name: &str) -> Result<(), ProtoError> {
     Ok(())
 }
 
-/// Issues a certificate for node `name` valid for the given DNS names and IP
-/// addresses, signed by the CA in `ca_dir`. Writes `NAME.crt` and `NAME.key`
-/// into `out_dir`.
-pub fn issue(ca_dir: &Path, out_dir: &Path, name: &str, sans: &[String]) -> Result<(), ProtoError> {
+/// Prefix of the subject alternative name (a URI) that carries a
+/// certificate's [`CertRole`].
+pub const ROLE_URI_PREFIX: &str = "urn:ferry:role:";
+
+/// What a certificate may be used for. `ferry pki issue --role` writes it
+/// into the certificate; a server reads an edge's or a peer's role from
+/// there, never from what the connection claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertRole {
+    /// A back-end server: cluster links, and the server side of edges'.
+    Server,
+    /// An edge connecting to servers.
+    Edge,
+    /// A public HTTPS front: never accepted on the internal link.
+    Https,
+}
+
+impl CertRole {
+    /// The role's name, as written in the certificate.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::Edge => "edge",
+            Self::Https => "https",
+        }
+    }
+
+    /// The role named `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Server, Self::Edge, Self::Https]
+            .into_iter()
+            .find(|r| r.as_str() == name)
+    }
+}
+
+/// Issues a certificate for node `name` in `role`, valid for the given DNS
+/// names and IP addresses, signed by the CA in `ca_dir`. Writes `NAME.crt`
+/// and `NAME.key` into `out_dir`.
+pub fn issue(
+    ca_dir: &Path,
+    out_dir: &Path,
+    name: &str,
+    sans: &[String],
+    role: CertRole,
+) -> Result<(), ProtoError> {
     if name.is_empty()
         || !name
             .chars()
@@ -106,6 +147,12 @@ pub fn issue(ca_dir: &Path, out_dir: &Path, name: &str, sans: &[String]) -> Resu
             };
         params.subject_alt_names.push(entry);
     }
+    let role_uri = format!("{ROLE_URI_PREFIX}{}", role.as_str());
+    params.subject_alt_names.push(SanType::URI(
+        role_uri
+            .try_into()
+            .map_err(|e| ProtoError::Tls(format!("role URI: {e}")))?,
+    ));
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
@@ -142,6 +189,7 @@ mod tests {
             dir.path(),
             "server-1",
             &["127.0.0.1".into(), "localhost".into()],
+            CertRole::Server,
         )
         .unwrap();
         let files = crate::tls::TlsFiles {
@@ -156,8 +204,12 @@ mod tests {
             crate::tls::peer_common_name(&certs).as_deref(),
             Some("server-1")
         );
+        // The role is in the certificate, and only that role passes.
+        assert_eq!(crate::tls::peer_role(&certs), Some(CertRole::Server));
+        assert!(crate::tls::role_refusal(&certs, CertRole::Server).is_none());
+        assert!(crate::tls::role_refusal(&certs, CertRole::Edge).is_some());
         // Never overwrites.
         assert!(create_ca(dir.path(), "test").is_err());
-        assert!(issue(dir.path(), dir.path(), "bad/name", &[]).is_err());
+        assert!(issue(dir.path(), dir.path(), "bad/name", &[], CertRole::Edge).is_err());
     }
 }

@@ -174,6 +174,37 @@ pub fn peer_common_name(certs: &[CertificateDer<'_>]) -> Option<String> {
     Some(name)
 }
 
+/// The [`crate::pki::CertRole`] written into the first of `certs` by
+/// `ferry pki issue --role`; `None` for a certificate without one (issued
+/// before roles existed, or by another tool).
+pub fn peer_role(certs: &[CertificateDer<'_>]) -> Option<crate::pki::CertRole> {
+    let first = certs.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(first.as_ref()).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|name| match name {
+        x509_parser::extensions::GeneralName::URI(uri) => uri
+            .strip_prefix(crate::pki::ROLE_URI_PREFIX)
+            .and_then(crate::pki::CertRole::parse),
+        _ => None,
+    })
+}
+
+/// Why `certs` may not be used as `wanted`, if it may not.
+pub fn role_refusal(certs: &[CertificateDer<'_>], wanted: crate::pki::CertRole) -> Option<String> {
+    match peer_role(certs) {
+        Some(role) if role == wanted => None,
+        Some(role) => Some(format!(
+            "its certificate is for the {} role, not {}",
+            role.as_str(),
+            wanted.as_str()
+        )),
+        None => Some(format!(
+            "its certificate names no Ferry role (issue it again with `ferry pki issue --role {}`)",
+            wanted.as_str()
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

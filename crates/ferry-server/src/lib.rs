@@ -421,10 +421,22 @@ async fn serve_internal(
             // or vote). Active/passive admits configured peers only;
             // active/active checks each request (members, or a join with
             // the token).
-            let cert_name = ferry_proto::tls::peer_common_name(
-                stream.get_ref().1.peer_certificates().unwrap_or_default(),
-            );
+            let certs = stream.get_ref().1.peer_certificates().unwrap_or_default();
+            let cert_name = ferry_proto::tls::peer_common_name(certs);
+            // The role comes from the certificate, never from the hello.
+            let edge_refusal =
+                ferry_proto::tls::role_refusal(certs, ferry_proto::pki::CertRole::Edge);
+            let server_refusal =
+                ferry_proto::tls::role_refusal(certs, ferry_proto::pki::CertRole::Server);
             let admit = |hello: &ferry_proto::message::Hello| match hello.role {
+                Role::Edge if edge_refusal.is_some() => Err(format!(
+                    "{peer} may not connect as an edge: {}",
+                    edge_refusal.as_deref().unwrap_or_default()
+                )),
+                Role::Server if server_refusal.is_some() => Err(format!(
+                    "{peer} may not connect as a server: {}",
+                    server_refusal.as_deref().unwrap_or_default()
+                )),
                 Role::Edge => match ctx.not_serving_reason() {
                     None => Ok(()),
                     Some(why) => Err(format!(

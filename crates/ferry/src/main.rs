@@ -143,8 +143,31 @@ struct PkiIssue {
     /// DNS names and IP addresses the certificate is valid for (repeatable).
     #[arg(long = "san")]
     sans: Vec<String>,
+    /// What the certificate may be used for: `server` (back-end servers,
+    /// witnesses), `edge` (an edge's link to the servers) or `https` (a
+    /// public HTTPS front, never accepted on the internal link).
+    #[arg(long, value_enum)]
+    role: PkiRole,
     /// The node's name (also its file names).
     name: String,
+}
+
+/// The roles of `ferry pki issue --role`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PkiRole {
+    Server,
+    Edge,
+    Https,
+}
+
+impl From<PkiRole> for ferry_proto::pki::CertRole {
+    fn from(role: PkiRole) -> Self {
+        match role {
+            PkiRole::Server => Self::Server,
+            PkiRole::Edge => Self::Edge,
+            PkiRole::Https => Self::Https,
+        }
+    }
 }
 
 fn init_logging() {
@@ -214,7 +237,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let out = a.out.unwrap_or_else(|| a.dir.clone());
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("cannot create {}", out.display()))?;
-            ferry_proto::pki::issue(&a.dir, &out, &a.name, &a.sans)?;
+            ferry_proto::pki::issue(&a.dir, &out, &a.name, &a.sans, a.role.into())?;
             println!("Issued {0}.crt and {0}.key in {1}.", a.name, out.display());
             Ok(())
         }

@@ -79,8 +79,14 @@ fn prepare(dir: &Path) -> anyhow::Result<()> {
             "127.0.0.1".to_owned(),
             "::1".to_owned(),
         ];
-        ferry_proto::pki::issue(&pki, &pki, "server", &sans)?;
-        ferry_proto::pki::issue(&pki, &pki, "edge", &sans)?;
+        ferry_proto::pki::issue(
+            &pki,
+            &pki,
+            "server",
+            &sans,
+            ferry_proto::pki::CertRole::Server,
+        )?;
+        ferry_proto::pki::issue(&pki, &pki, "edge", &sans, ferry_proto::pki::CertRole::Edge)?;
     }
     if !pki.join("https.crt").exists() {
         // The certificate the HTTPS front shows to clients; replace it with
@@ -90,7 +96,13 @@ fn prepare(dir: &Path) -> anyhow::Result<()> {
             "127.0.0.1".to_owned(),
             "::1".to_owned(),
         ];
-        ferry_proto::pki::issue(&pki, &pki, "https", &sans)?;
+        ferry_proto::pki::issue(
+            &pki,
+            &pki,
+            "https",
+            &sans,
+            ferry_proto::pki::CertRole::Https,
+        )?;
     }
     let token = dir.join("admin.token");
     if !token.exists() {
