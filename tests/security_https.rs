@@ -193,3 +193,51 @@ print(json.dumps({{"huge": huge, "created": codes.count(201), "last": codes[-1]}
     assert_eq!(r["created"], 100, "{r}");
     assert_eq!(r["last"], 409, "{r}");
 }
+
+#[test]
+fn a_download_nobody_reads_is_closed_after_the_idle_timeout() {
+    let f = Ferry::up_with(&["--https-idle-timeout-secs", "2"]);
+    f.add_account("alice");
+    let c = f.curl().user("alice");
+    let local = f.dir.path().join("big.bin");
+    random_file(&local, 24 * 1024 * 1024);
+    let r = c.run(&["-T", local.to_str().unwrap()], "/api/v1/files/big.bin");
+    assert_eq!(r.status, 201, "{}", r.text());
+    let script = format!(
+        r#"
+import base64, json, socket, ssl, time
+ctx = ssl.create_default_context(cafile={ca:?})
+ctx.check_hostname = False
+ctx.set_alpn_protocols(["http/1.1"])
+raw = socket.create_connection(("127.0.0.1", {port}))
+raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+s = ctx.wrap_socket(raw)
+auth = base64.b64encode(b"alice:" + {pw:?}.encode()).decode()
+s.sendall(("GET /api/v1/files/big.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %s\r\n\r\n" % auth).encode())
+time.sleep(6)  # read nothing: the server's writes stall
+got, eof = 0, False
+s.settimeout(3)
+try:
+    while True:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            eof = True
+            break
+        got += len(chunk)
+except (socket.timeout, OSError, ssl.SSLError):
+    pass
+print(json.dumps({{"got": got, "eof": eof}}))
+"#,
+        ca = f.ca.to_str().unwrap(),
+        port = https_port(&f),
+        pw = PASSWORD,
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let r = report(out, "a 24 MiB download nobody reads");
+    // Closed by the server, with most of the file never sent.
+    assert_eq!(r["eof"], true, "{r}");
+    assert!(r["got"].as_u64().unwrap() < 24 * 1024 * 1024, "{r}");
+}

@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use crate::limits::{Activity, MinRate, Watched};
+use crate::limits::{Activity, MinRate, Responding, Watched};
 
 /// The TCP peer of a request, as seen by the listener (never taken from a
 /// header). Every request served by [`serve_tls`] carries it as an extension.
@@ -125,14 +125,16 @@ async fn serve_connection<S>(
         .layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {
                 let handling = watch.handling();
+                let activity = watch.clone();
                 async move {
                     let (parts, body) = request.into_parts();
                     let body = axum::body::Body::new(MinRate::new(body, body_timeout));
                     let response = next
                         .run(axum::extract::Request::from_parts(parts, body))
                         .await;
-                    drop(handling);
-                    response
+                    let (parts, body) = response.into_parts();
+                    let body = axum::body::Body::new(Responding::new(body, activity, handling));
+                    axum::response::Response::from_parts(parts, body)
                 }
             },
         ))

@@ -139,6 +139,57 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 }
 
+/// A response body that counts as a request being handled while the server
+/// is still producing it (a streamed answer that goes quiet while the server
+/// works is not an idle connection), but not while a produced frame waits
+/// for the client to take it (a client that stops reading is idle).
+pub struct Responding {
+    inner: axum::body::Body,
+    activity: Arc<Activity>,
+    handling: Option<Handling>,
+}
+
+impl Responding {
+    /// Watches `inner`, which the handler's `handling` guard covered so far.
+    pub fn new(inner: axum::body::Body, activity: Arc<Activity>, handling: Handling) -> Self {
+        Self {
+            inner,
+            activity,
+            handling: Some(handling),
+        }
+    }
+}
+
+impl Body for Responding {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Pending => {
+                if this.handling.is_none() {
+                    this.handling = Some(this.activity.handling());
+                }
+            }
+            Poll::Ready(_) => this.handling = None,
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A request body that fails when a window passes in which it brought
 /// less than [`MIN_BODY_BYTES_PER_WINDOW`] while the handler waited for it
 /// (a chunked upload that never ends, or a trickle of bytes).
@@ -146,7 +197,9 @@ pub struct MinRate {
     inner: axum::body::Body,
     window: Duration,
     got: u64,
-    deadline: Pin<Box<Sleep>>,
+    /// Set when the handler first asks for the body: time spent before (a
+    /// login, a throttle's wait) is not the client's.
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl MinRate {
@@ -156,7 +209,7 @@ impl MinRate {
             inner,
             window,
             got: 0,
-            deadline: Box::pin(tokio::time::sleep(window)),
+            deadline: None,
         }
     }
 }
@@ -170,6 +223,10 @@ impl Body for MinRate {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = &mut *self;
+        let window = this.window;
+        let deadline = this
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(window)));
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -180,7 +237,7 @@ impl Body for MinRate {
             Poll::Ready(other) => return Poll::Ready(other),
             Poll::Pending => {}
         }
-        while this.deadline.as_mut().poll(cx).is_ready() {
+        while deadline.as_mut().poll(cx).is_ready() {
             if this.got < MIN_BODY_BYTES_PER_WINDOW {
                 return Poll::Ready(Some(Err(axum::Error::new(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -192,8 +249,7 @@ impl Body for MinRate {
                 )))));
             }
             this.got = 0;
-            let next = Instant::now() + this.window;
-            this.deadline.as_mut().reset(next);
+            deadline.as_mut().reset(Instant::now() + window);
         }
         Poll::Pending
     }

@@ -70,7 +70,7 @@ struct HashJob {
     hash: String,
     password: Secret,
     deadline: Instant,
-    reply: SyncSender<bool>,
+    reply: tokio::sync::oneshot::Sender<bool>,
 }
 
 /// The queue of the hashing threads, started on first use.
@@ -102,33 +102,36 @@ fn hash_thread(rx: &Mutex<Receiver<HashJob>>) {
             Err(_) => return,
         };
         // Its caller has given up: no need to spend the memory and time.
-        if Instant::now() >= job.deadline {
+        if Instant::now() >= job.deadline || job.reply.is_closed() {
             continue;
         }
         let ok = verify(&job.hash, job.password.expose());
-        let _ = job.reply.try_send(ok);
+        let _ = job.reply.send(ok);
     }
 }
 
 /// [`verify`] on the hashing threads, within [`HASH_QUEUE`] and
-/// [`HASH_WAIT`]; a check that cannot run in time fails.
-fn verify_bounded(hash: &str, password: &Secret) -> bool {
-    let (reply, answer) = sync_channel(1);
+/// [`HASH_WAIT`]. The caller waits without holding a thread. A check that
+/// cannot run in time is not a wrong password: it is answered as the
+/// server being busy.
+async fn verify_bounded(hash: String, password: Secret) -> Result<bool, FerryError> {
+    let busy = || FerryError::unavailable("password checks are busy; try again shortly");
+    let (reply, answer) = tokio::sync::oneshot::channel();
     let job = HashJob {
-        hash: hash.to_owned(),
-        password: password.clone(),
+        hash,
+        password,
         deadline: Instant::now() + HASH_WAIT,
         reply,
     };
     if hashers().try_send(job).is_err() {
-        tracing::warn!("too many password checks waiting; login refused");
-        return false;
+        tracing::warn!("too many password checks waiting; login refused as busy");
+        return Err(busy());
     }
-    match answer.recv_timeout(HASH_WAIT) {
-        Ok(ok) => ok,
-        Err(_) => {
-            tracing::warn!("a password check waited too long for its turn; login refused");
-            false
+    match tokio::time::timeout(HASH_WAIT, answer).await {
+        Ok(Ok(ok)) => Ok(ok),
+        _ => {
+            tracing::warn!("a password check waited too long for its turn; login refused as busy");
+            Err(busy())
         }
     }
 }
@@ -142,17 +145,33 @@ fn verify(hash: &str, password: &str) -> bool {
     }
 }
 
-/// Checks a password login. Blocking (it waits for a hashing thread): call
-/// from a blocking task.
-pub fn check_password(store: &Store, user: &str, password: &Secret) -> Result<Account, FerryError> {
-    let account = store.account(user).map_err(FerryError::from)?;
-    let hash = account
-        .as_ref()
-        .and_then(|a| a.password_hash.as_ref())
-        .map(|h| h.expose().to_owned());
-    let pw = password.expose();
-    let ok = pw.len() <= MAX_PASSWORD_LEN
-        && verify_bounded(hash.as_deref().unwrap_or(dummy_hash()), password);
+/// Checks a password login: the account is read on a blocking thread, the
+/// hash checked on the hashing threads.
+pub async fn check_password(
+    store: Arc<Store>,
+    user: &str,
+    password: Secret,
+) -> Result<Account, FerryError> {
+    let name = user.to_owned();
+    let (account, hash) = crate::session::blocking(move || {
+        let account = store.account(&name).map_err(FerryError::from)?;
+        let hash = account
+            .as_ref()
+            .and_then(|a| a.password_hash.as_ref())
+            .map(|h| h.expose().to_owned());
+        Ok((account, hash))
+    })
+    .await?;
+    let ok = if password.expose().len() <= MAX_PASSWORD_LEN {
+        // An unknown user costs the same check as a known one.
+        let against = match &hash {
+            Some(h) => h.clone(),
+            None => crate::session::blocking(|| Ok(dummy_hash().to_owned())).await?,
+        };
+        verify_bounded(against, password).await?
+    } else {
+        false
+    };
     match account {
         Some(a) if ok && hash.is_some() => enabled(a),
         Some(_) => refuse(user, "wrong password"),
@@ -373,16 +392,21 @@ mod tests {
         store
     }
 
-    #[test]
-    fn passwords_verify_and_failures_look_alike() {
-        let store = store_with("alice", "correct horse", true);
-        assert!(check_password(&store, "alice", &Secret::new("correct horse")).is_ok());
-        let wrong = check_password(&store, "alice", &Secret::new("wrong")).unwrap_err();
-        let unknown = check_password(&store, "nobody", &Secret::new("correct horse")).unwrap_err();
+    #[tokio::test]
+    async fn passwords_verify_and_failures_look_alike() {
+        let store = Arc::new(store_with("alice", "correct horse", true));
+        let check = |user: &'static str, pw: &'static str| {
+            check_password(store.clone(), user, Secret::new(pw))
+        };
+        assert!(check("alice", "correct horse").await.is_ok());
+        let wrong = check("alice", "wrong").await.unwrap_err();
+        let unknown = check("nobody", "correct horse").await.unwrap_err();
         assert_eq!(wrong, unknown);
-        let disabled = store_with("bob", "correct horse", false);
+        let disabled = Arc::new(store_with("bob", "correct horse", false));
         assert_eq!(
-            check_password(&disabled, "bob", &Secret::new("correct horse")).unwrap_err(),
+            check_password(disabled, "bob", Secret::new("correct horse"))
+                .await
+                .unwrap_err(),
             wrong
         );
         assert!(hash_password(&Secret::new("short")).is_err());

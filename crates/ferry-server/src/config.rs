@@ -73,14 +73,15 @@ pub struct InternalConfig {
     /// CA, certificate and key of this node.
     #[serde(flatten)]
     pub tls: TlsFiles,
-    /// A connection that has not finished TLS and the hello within this
-    /// many seconds is closed.
+    /// A connection that has not finished TLS within this many seconds is
+    /// closed (the hello that follows has 10 s of its own).
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout_secs: u64,
-    /// Most internal connections (edges and peers) at once.
+    /// Most internal connections at once that have not yet finished TLS
+    /// and the hello (admitted edges and peers do not count).
     #[serde(default = "default_internal_max")]
     pub max_connections: usize,
-    /// Most internal connections from one address.
+    /// The same, from one address.
     #[serde(default = "default_internal_per_address")]
     pub max_connections_per_address: usize,
 }

@@ -391,8 +391,8 @@ async fn serve_internal(
                 continue;
             }
         };
-        // Held for the connection's life; refused connections are closed
-        // at once.
+        // Held until the connection has proved who it is; refused
+        // connections are closed at once.
         let slot = match limits.caps.admit(peer.ip()) {
             Ok(slot) => slot,
             Err(why) => {
@@ -404,7 +404,6 @@ async fn serve_internal(
         let (acceptor, ctx) = (acceptor.clone(), ctx.clone());
         let handshake = limits.handshake;
         tokio::spawn(async move {
-            let _slot = slot;
             let stream = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -473,7 +472,11 @@ async fn serve_internal(
                     Some(_) => Ok(()),
                 },
             };
-            match ferry_proto::server::accept_with(stream, &ctx.node_id, admit).await {
+            let accepted = ferry_proto::server::accept_with(stream, &ctx.node_id, admit).await;
+            // The caps are for connections that have not proved who they
+            // are: an admitted edge or peer no longer takes a place.
+            drop(slot);
+            match accepted {
                 Ok((hello, version, framed)) if hello.role == Role::Server => {
                     tracing::debug!(%peer, server = %hello.node_id, version, "server connected");
                     if let Some(node) = ctx.cluster.clone() {

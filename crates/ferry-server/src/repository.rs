@@ -186,20 +186,36 @@ impl Home {
         })
     }
 
-    /// Creates the directory `v` and its missing parents.
+    /// Creates the directory `v` and its missing parents. Existing folders
+    /// on the way may be symlinks that stay inside the home.
     pub fn create_dir_all(&self, v: &VirtualPath) -> Result<(), FerryError> {
-        let mut at = self.dir.clone();
-        for c in v.components() {
-            match rustix::fs::mkdirat(&*at, c.as_str(), Mode::from_raw_mode(0o750)) {
+        let parts = v.components();
+        for n in 1..=parts.len() {
+            let prefix = relative(&parts[..n]);
+            match beneath(
+                &self.dir,
+                &prefix,
+                OFlags::PATH | OFlags::DIRECTORY,
+                Mode::empty(),
+            ) {
+                Ok(_) => continue,
+                Err(e) if e.kind == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            let parent = if n == 1 {
+                self.dir.clone()
+            } else {
+                Arc::new(beneath(
+                    &self.dir,
+                    &relative(&parts[..n - 1]),
+                    OFlags::PATH | OFlags::DIRECTORY,
+                    Mode::empty(),
+                )?)
+            };
+            match rustix::fs::mkdirat(&*parent, parts[n - 1].as_str(), Mode::from_raw_mode(0o750)) {
                 Ok(()) | Err(Errno::EXIST) => {}
                 Err(e) => return Err(errno_error(e)),
             }
-            at = Arc::new(beneath(
-                &at,
-                c,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
-                Mode::empty(),
-            )?);
         }
         Ok(())
     }
@@ -254,8 +270,14 @@ impl Home {
         }
         let place = self.place(v)?;
         let mode = attrs.permissions.unwrap_or(0o750) & DIR_MODE_MASK;
-        rustix::fs::mkdirat(&*place.dir, place.name.as_str(), Mode::from_raw_mode(mode))
-            .map_err(errno_error)?;
+        // Made with the owner's bits so that it can be opened for the
+        // fchmod below, whatever the mode asked.
+        rustix::fs::mkdirat(
+            &*place.dir,
+            place.name.as_str(),
+            Mode::from_raw_mode(mode | 0o700),
+        )
+        .map_err(errno_error)?;
         if attrs.permissions.is_some() {
             // Exactly what was asked (within the mask), whatever the umask.
             let made = place.open_nofollow(OFlags::RDONLY | OFlags::DIRECTORY)?;
@@ -772,6 +794,36 @@ mod tests {
             home.read_file(&v("/b/link")).unwrap_err().kind,
             ErrorKind::PermissionDenied
         );
+    }
+
+    #[test]
+    fn folders_are_made_through_inside_links_and_never_outside() {
+        let repo = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let home = Home::open(repo.path(), "fay").unwrap();
+        let root = repo.path().join("fay");
+        std::fs::create_dir(root.join("real")).unwrap();
+        std::os::unix::fs::symlink("real", root.join("via")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("out")).unwrap();
+        home.create_dir_all(&v("/via/a/b")).unwrap();
+        assert!(root.join("real/a/b").is_dir());
+        home.create_dir_all(&v("/via/a/b")).unwrap();
+        assert!(home.create_dir_all(&v("/out/x")).is_err());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        // A mode without the owner's bits is still applied.
+        home.mkdir(
+            &v("/locked"),
+            &SetAttrs {
+                permissions: Some(0o000),
+                ..SetAttrs::default()
+            },
+        )
+        .unwrap();
+        let mode = std::fs::metadata(root.join("locked"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0);
     }
 
     #[test]

@@ -372,12 +372,15 @@ async fn login(
         Credential::Password(_) => Some(ctx.login_throttle.begin(&client_addr, &user).await?),
         _ => None,
     };
-    let checked = blocking(move || match credential {
-        Credential::Password(pw) => crate::auth::check_password(&store, &name, &pw),
-        Credential::VerifiedPublicKey(key) => crate::auth::check_key(&store, &name, &key),
-        Credential::Token(token) => crate::auth::check_token(&store, &name, &token, now_millis()),
-    })
-    .await;
+    let checked = match credential {
+        Credential::Password(pw) => crate::auth::check_password(store, &name, pw).await,
+        Credential::VerifiedPublicKey(key) => {
+            blocking(move || crate::auth::check_key(&store, &name, &key)).await
+        }
+        Credential::Token(token) => {
+            blocking(move || crate::auth::check_token(&store, &name, &token, now_millis())).await
+        }
+    };
     if let Some(attempt) = attempt {
         attempt.end(
             checked
