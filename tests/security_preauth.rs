@@ -118,3 +118,40 @@ fn finite_field_diffie_hellman_is_not_offered() {
         assert!(out.status.success(), "{kex}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn new_connections_from_one_address_are_rate_limited() {
+    let f = Ferry::up_logged(&[]);
+    let key = f.account_with_key("rate");
+    // 300 connections opened and closed at once from one address: past
+    // the burst of 80 (20 a second), they are closed before any key
+    // exchange, whatever the per-address cap of open ones.
+    let script = format!(
+        "import socket\n\
+         refused = 0\n\
+         for i in range(300):\n    \
+             s = socket.socket(); s.bind(('127.0.0.7', 0)); s.settimeout(5)\n    \
+             s.connect(('127.0.0.1', {port}))\n    \
+             try:\n        banner = s.recv(64)\n    \
+             except OSError:\n        banner = b''\n    \
+             refused += not banner.startswith(b'SSH-2.0-')\n    \
+             s.close()\n\
+         print(refused)\n",
+        port = f.sftp_port
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let refused: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    eprintln!("300 quick connections from 127.0.0.7: {refused} refused");
+    assert!(refused >= 150, "{refused} refused");
+    assert!(f
+        .log()
+        .contains("too many new connections from this address"));
+    // Another address logs in at once.
+    let work = f.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    assert_ok(&f.sftp_key("rate", &key, "pwd\n", &work));
+}

@@ -102,6 +102,47 @@ impl Drop for Slot {
     }
 }
 
+/// New connections per address: `rate` a second on average, `burst` at
+/// once (a token bucket per address).
+#[derive(Debug)]
+pub struct ConnectionRate {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+impl ConnectionRate {
+    /// `rate` new connections a second per address, with bursts of `burst`
+    /// (both at least 1).
+    pub fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            rate: f64::from(rate.max(1)),
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// Whether a new connection from `ip` is within its rate (and counts it).
+    pub fn allow(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() > 100_000 {
+            // Forget addresses whose bucket has refilled anyway.
+            let full = Duration::from_secs_f64(self.burst / self.rate);
+            buckets.retain(|_, (_, at)| now.duration_since(*at) < full);
+        }
+        let (tokens, at) = buckets.entry(ip).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Longest client-chosen text (a user name tried at login) written to logs.
 pub const MAX_LOGGED_LEN: usize = 64;
 
@@ -233,6 +274,16 @@ mod tests {
         assert_eq!(caps.admit_if(c, |n| n < 2).unwrap_err(), Refused::Policy);
         let _c1 = caps.admit(c).unwrap();
         assert_eq!(caps.open(), 3);
+    }
+
+    #[test]
+    fn a_burst_passes_then_the_rate_holds() {
+        let rate = ConnectionRate::new(1, 3);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!((0..3).all(|_| rate.allow(a)));
+        assert!(!rate.allow(a));
+        assert!(rate.allow(b), "another address has its own bucket");
     }
 
     #[test]

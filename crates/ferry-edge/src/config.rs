@@ -74,6 +74,18 @@ pub struct SftpConfig {
     /// shuts out the others.
     #[serde(default = "default_max_unauthenticated_per_address")]
     pub max_unauthenticated_per_address: usize,
+    /// New connections one address may open per second on average, in
+    /// bursts of up to four times as many; more are closed at once (every
+    /// key exchange costs the server a signature).
+    #[serde(default = "default_new_connections_per_address")]
+    pub new_connections_per_address_per_sec: u32,
+}
+
+/// Default of [`SftpConfig::new_connections_per_address_per_sec`].
+pub const DEFAULT_NEW_CONNECTIONS_PER_ADDRESS: u32 = 20;
+
+fn default_new_connections_per_address() -> u32 {
+    DEFAULT_NEW_CONNECTIONS_PER_ADDRESS
 }
 
 /// SSH host key files by algorithm; a field left out is not served.

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use ferry_core::limits::{AddressCaps, Refused, Slot};
+use ferry_core::limits::{AddressCaps, ConnectionRate, Refused, Slot};
 use ferry_core::{ErrorKind, FerryError, Protocol, Secret};
 use ferry_proto::client::Connection;
 use ferry_proto::message::{Credential, Request, Response};
@@ -139,6 +139,7 @@ pub fn russh_config(config: &SftpConfig, host_keys: Vec<PrivateKey>) -> russh::s
 pub struct PreAuth {
     grace: Duration,
     waiting: Arc<AddressCaps>,
+    rate: ConnectionRate,
 }
 
 impl PreAuth {
@@ -150,12 +151,19 @@ impl PreAuth {
                 config.max_unauthenticated,
                 config.max_unauthenticated_per_address,
             ),
+            rate: ConnectionRate::new(
+                config.new_connections_per_address_per_sec,
+                config.new_connections_per_address_per_sec.saturating_mul(4),
+            ),
         }
     }
 
     /// A place for a new connection from `ip`, or why there is none. It is
     /// given back when the connection logs in or ends.
     fn admit(&self, ip: IpAddr) -> Result<Slot, &'static str> {
+        if !self.rate.allow(ip) {
+            return Err("too many new connections from this address");
+        }
         let max = self.waiting.max();
         // Random early drop: from half the cap on, refuse 30 % of new
         // connections, rising to all of them at the cap. (Half, not
@@ -539,6 +547,7 @@ mod tests {
             login_grace_secs: 60,
             max_unauthenticated: 256,
             max_unauthenticated_per_address: 64,
+            new_connections_per_address_per_sec: 20,
         }
     }
 

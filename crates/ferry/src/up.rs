@@ -177,6 +177,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             max_unauthenticated: ferry_edge::config::DEFAULT_MAX_UNAUTHENTICATED,
             max_unauthenticated_per_address:
                 ferry_edge::config::DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
+            new_connections_per_address_per_sec:
+                ferry_edge::config::DEFAULT_NEW_CONNECTIONS_PER_ADDRESS,
         }),
         https: Some(ferry_edge::config::HttpsConfig {
             listen: args.https_listen,
