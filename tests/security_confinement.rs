@@ -37,13 +37,7 @@ fn race(f: &Ferry, mode: &str, user: &str, key: &Path, secs: u32) -> serde_json:
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    eprintln!("rename race ({mode}, {secs} s): {r}");
+    let r = json_report(out, &format!("rename race ({mode}, {secs} s)"));
     // The race really ran: many renames and opens.
     assert!(r["renames"].as_u64().unwrap() >= 100, "{r}");
     assert!(r["tried"].as_u64().unwrap() >= 100, "{r}");

@@ -39,17 +39,6 @@ fn hold(
     std::thread::spawn(move || Command::new("python3").args(args).output().unwrap())
 }
 
-fn report(out: Output, what: &str) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    eprintln!("{what}: {r}");
-    r
-}
-
 #[test]
 fn idle_tls_h2_and_never_ending_uploads_are_closed_and_capped_per_address() {
     let f = Ferry::up_with(&["--https-idle-timeout-secs", "3"]);
@@ -75,16 +64,16 @@ fn idle_tls_h2_and_never_ending_uploads_are_closed_and_capped_per_address() {
         std::fs::read(&local).unwrap()
     );
 
-    let r = report(tls.join().unwrap(), "30 silent after TLS");
+    let r = json_report(tls.join().unwrap(), "30 silent after TLS");
     assert_eq!(r["connected"], 30, "{r}");
     assert_eq!(r["closed"], 30, "{r}");
-    let r = report(h2.join().unwrap(), "30 silent after the HTTP/2 preface");
+    let r = json_report(h2.join().unwrap(), "30 silent after the HTTP/2 preface");
     assert_eq!(r["connected"], 30, "{r}");
     assert_eq!(r["closed"], 30, "{r}");
-    let r = report(chunked.join().unwrap(), "20 chunked uploads that never end");
+    let r = json_report(chunked.join().unwrap(), "20 chunked uploads that never end");
     assert_eq!(r["connected"], 20, "{r}");
     assert_eq!(r["closed"], 20, "{r}");
-    let r = report(crowd.join().unwrap(), "100 from one address");
+    let r = json_report(crowd.join().unwrap(), "100 from one address");
     // Past its 64, an address's connections are closed at once (TLS fails);
     // the rest go idle and are closed too.
     assert!(r["connected"].as_u64().unwrap() <= 64, "{r}");
@@ -146,7 +135,7 @@ print(json.dumps({{str(c): codes.count(c) for c in set(codes)}}))
         .args(["-c", &script])
         .output()
         .unwrap();
-    let r = report(out, "100 parallel wrong passwords over HTTPS");
+    let r = json_report(out, "100 parallel wrong passwords over HTTPS");
     // The edge allows 10 failures per address and account: no more than
     // 10 were checked (401); the rest were refused unchecked (429) or,
     // past the address's 64 connections, closed (0).
@@ -186,7 +175,7 @@ print(json.dumps({{"huge": huge, "created": codes.count(201), "last": codes[-1]}
         .args(["-c", &script])
         .output()
         .unwrap();
-    let r = report(out, "tus: 1 PiB announced, then 101 small ones");
+    let r = json_report(out, "tus: 1 PiB announced, then 101 small ones");
     // 1 PiB does not fit on this volume: refused before anything is written.
     assert_eq!(r["huge"], 507, "{r}");
     // 100 unfinished uploads per account; the 101st waits for one to end.
@@ -236,7 +225,7 @@ print(json.dumps({{"got": got, "eof": eof}}))
         .args(["-c", &script])
         .output()
         .unwrap();
-    let r = report(out, "a 24 MiB download nobody reads");
+    let r = json_report(out, "a 24 MiB download nobody reads");
     // Closed by the server, with most of the file never sent.
     assert_eq!(r["eof"], true, "{r}");
     assert!(r["got"].as_u64().unwrap() < 24 * 1024 * 1024, "{r}");

@@ -16,21 +16,13 @@ const FLOOD: &str = concat!(
     "/../../tests/clients/password_flood.py"
 );
 
-/// Peak resident memory of process `pid`, in MiB.
-fn peak_rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib / 1024
-}
-
 #[test]
 fn a_hundred_and_twenty_wrong_passwords_at_once_keep_memory_bounded_and_others_logging_in() {
     let f = Ferry::up_logged(&[]);
     f.add_account("victim");
     f.add_account("alice");
     let pid = f.procs[0].child.id();
-    let before = peak_rss_mib(pid);
+    let before = proc_status_kib(pid, "VmHWM") / 1024;
     let port = f.sftp_port.to_string();
     let flood = std::thread::spawn(move || {
         Command::new("python3")
@@ -68,25 +60,12 @@ fn a_hundred_and_twenty_wrong_passwords_at_once_keep_memory_bounded_and_others_l
     );
 
     let out = flood.join().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = json_report(out, "60 wrong passwords on one account");
     let out = spread.join().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let spread: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let spread = json_report(out, "60 wrong passwords on 60 names");
     assert_eq!(spread["refused"], 60, "{spread}");
-    let peak = peak_rss_mib(pid);
-    eprintln!(
-        "60 wrong passwords on one account: {r}; 60 on 60 names: {spread}; \
-         peak RSS {before} -> {peak} MiB; alice logged in in {took:?}"
-    );
+    let peak = proc_status_kib(pid, "VmHWM") / 1024;
+    eprintln!("peak RSS {before} -> {peak} MiB; alice logged in in {took:?}");
     assert_eq!(r["accepted"], 0, "{r}");
     assert_eq!(r["refused"], 60, "{r}");
     assert!(took < Duration::from_secs(8), "alice waited {took:?}");

@@ -42,13 +42,7 @@ fn connections_that_never_log_in_are_capped_per_address_and_closed_after_the_gra
     );
 
     let out = flood.join().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    eprintln!("flood from 127.0.0.2: {r}");
+    let r = json_report(out, "flood from 127.0.0.2");
     // At most the per-address cap got in (the rest were refused at once).
     assert!(r["admitted"].as_u64().unwrap() <= 64, "{r}");
     assert!(r["refused"].as_u64().unwrap() >= 56, "{r}");

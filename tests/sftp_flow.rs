@@ -37,16 +37,6 @@ fn raw(f: &Ferry, key: &Path, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 /// OPEN(CREAT) and LSTAT of one path sent in one write, SETSTAT by path
 /// while the file is open, CLOSE and STAT sent together: answered as
 /// OpenSSH's sftp-server answers them, 100 times in a row.
@@ -204,7 +194,7 @@ fn a_client_that_reads_nothing_is_bounded_and_disconnected() {
     let key = f.account_with_key("alice");
     random_file(&f.repository.join("alice/src.bin"), 4 << 20);
     let pid = f.procs[0].child.id();
-    let before = rss_kib(pid);
+    let before = proc_status_kib(pid, "VmRSS");
 
     let flood = {
         let port = f.sftp_port.to_string();
@@ -224,7 +214,7 @@ fn a_client_that_reads_nothing_is_bounded_and_disconnected() {
     std::fs::create_dir_all(&work).unwrap();
     random_file(&work.join("other.bin"), 1 << 20);
     assert_ok(&f.sftp_key("alice", &key, "put other.bin\nget src.bin src.bin\n", &work));
-    let peak = rss_kib(pid);
+    let peak = proc_status_kib(pid, "VmRSS");
 
     let out = flood.join().unwrap();
     assert!(
@@ -539,7 +529,7 @@ fn open_directory_handles_hold_no_listing_in_memory() {
     }
     std::fs::write(big.join(".ferry-partial.hidden"), b"").unwrap();
     let pid = f.procs[0].child.id();
-    let before = rss_kib(pid);
+    let before = proc_status_kib(pid, "VmRSS");
     // 100 handles on a 20,000-entry folder, none read; then one read whole.
     let script = format!(
         "import paramiko\n\
@@ -565,7 +555,7 @@ fn open_directory_handles_hold_no_listing_in_memory() {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
     assert_eq!(line.trim(), "100");
-    let held = rss_kib(pid);
+    let held = proc_status_kib(pid, "VmRSS");
     {
         use std::io::Write;
         writeln!(child.stdin.take().unwrap()).unwrap();

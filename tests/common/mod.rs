@@ -319,6 +319,31 @@ impl Ferry {
     }
 }
 
+/// A `KiB` figure of `/proc/PID/status`: `VmRSS` (resident now) or `VmHWM`
+/// (the peak).
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// The JSON a test client printed, once it exited 0 (its stderr otherwise);
+/// printed with `what` so that a run shows its figures.
+pub fn json_report(out: Output, what: &str) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("{what}: {r}");
+    r
+}
+
 pub fn rand_suffix() -> String {
     use rand::Rng;
     format!("{:016x}", rand::rng().next_u64())

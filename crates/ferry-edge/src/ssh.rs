@@ -34,9 +34,9 @@ use crate::upstream::{SessionLease, Upstreams};
 
 /// Key exchanges, best first: the post-quantum hybrid, then X25519, then
 /// NIST ECDH for clients that lack both (older JSch). No SHA-1 exchange is
-/// offered, and no finite-field Diffie-Hellman: its big-number math costs
-/// the server far more than the client (the "DHEat" denial of service).
-/// The last entries are protocol extensions (ext-info, strict kex).
+/// offered, and no finite-field Diffie-Hellman unless configured: its
+/// big-number math costs the server far more than the client (the "DHEat"
+/// denial of service).
 const KEX_ORDER: &[russh::kex::Name] = &[
     russh::kex::MLKEM768X25519_SHA256,
     russh::kex::CURVE25519,
@@ -44,21 +44,11 @@ const KEX_ORDER: &[russh::kex::Name] = &[
     russh::kex::ECDH_SHA2_NISTP256,
     russh::kex::ECDH_SHA2_NISTP384,
     russh::kex::ECDH_SHA2_NISTP521,
-    russh::kex::EXTENSION_SUPPORT_AS_SERVER,
-    russh::kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
 ];
 
-/// [`KEX_ORDER`] with finite-field group 14 (SHA-256) before the
-/// extensions, for partners whose clients know nothing else
-/// (`finite_field_dh = true`).
-const KEX_ORDER_WITH_DH: &[russh::kex::Name] = &[
-    russh::kex::MLKEM768X25519_SHA256,
-    russh::kex::CURVE25519,
-    russh::kex::CURVE25519_PRE_RFC_8731,
-    russh::kex::ECDH_SHA2_NISTP256,
-    russh::kex::ECDH_SHA2_NISTP384,
-    russh::kex::ECDH_SHA2_NISTP521,
-    russh::kex::DH_G14_SHA256,
+/// Protocol extensions announced in the key-exchange list (ext-info, strict
+/// kex), after the exchanges.
+const KEX_EXTENSIONS: &[russh::kex::Name] = &[
     russh::kex::EXTENSION_SUPPORT_AS_SERVER,
     russh::kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
 ];
@@ -94,12 +84,15 @@ pub fn russh_config(config: &SftpConfig, host_keys: Vec<PrivateKey>) -> russh::s
     } else {
         &[russh::compression::NONE]
     };
+    // Group 14 (SHA-256) last, for partners whose clients know nothing else.
+    let dh: &[russh::kex::Name] = if config.finite_field_dh {
+        &[russh::kex::DH_G14_SHA256]
+    } else {
+        &[]
+    };
+    let kex = [KEX_ORDER, dh, KEX_EXTENSIONS].concat();
     let preferred = russh::Preferred {
-        kex: Cow::Borrowed(if config.finite_field_dh {
-            KEX_ORDER_WITH_DH
-        } else {
-            KEX_ORDER
-        }),
+        kex: Cow::Owned(kex),
         key: Cow::Borrowed(HOST_KEY_ORDER),
         cipher: Cow::Owned(vec![
             russh::cipher::AES_128_GCM,

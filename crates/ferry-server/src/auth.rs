@@ -153,27 +153,26 @@ pub async fn check_password(
     password: Secret,
 ) -> Result<Account, FerryError> {
     let name = user.to_owned();
-    let (account, hash) = crate::session::blocking(move || {
+    // An unknown user costs the same check as a known one: against the
+    // dummy hash, made (once, by argon2) on this blocking thread too.
+    let (account, has_hash, against) = crate::session::blocking(move || {
         let account = store.account(&name).map_err(FerryError::from)?;
         let hash = account
             .as_ref()
             .and_then(|a| a.password_hash.as_ref())
             .map(|h| h.expose().to_owned());
-        Ok((account, hash))
+        let has_hash = hash.is_some();
+        let against = hash.unwrap_or_else(|| dummy_hash().to_owned());
+        Ok((account, has_hash, against))
     })
     .await?;
     let ok = if password.expose().len() <= MAX_PASSWORD_LEN {
-        // An unknown user costs the same check as a known one.
-        let against = match &hash {
-            Some(h) => h.clone(),
-            None => crate::session::blocking(|| Ok(dummy_hash().to_owned())).await?,
-        };
         verify_bounded(against, password).await?
     } else {
         false
     };
     match account {
-        Some(a) if ok && hash.is_some() => enabled(a),
+        Some(a) if ok && has_hash => enabled(a),
         Some(_) => refuse(user, "wrong password"),
         None => refuse(user, "unknown user"),
     }

@@ -303,8 +303,8 @@ impl Home {
             return Err(FerryError::new(ErrorKind::WrongType, "is a directory"));
         }
         let place = self.place(v)?;
-        match place.stat_nofollow()? {
-            Some(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+        match place.kind()? {
+            Some(FileType::Directory) => {
                 Err(FerryError::new(ErrorKind::WrongType, "is a directory"))
             }
             Some(_) => rustix::fs::unlinkat(&*place.dir, place.name.as_str(), AtFlags::empty())
@@ -337,8 +337,8 @@ impl Home {
             return Err(FerryError::denied("the home directory cannot be linked"));
         }
         let (src, dst) = (self.place(from)?, self.place(to)?);
-        match src.stat_nofollow()? {
-            Some(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {}
+        match src.kind()? {
+            Some(FileType::RegularFile) => {}
             Some(_) => return Err(FerryError::new(ErrorKind::WrongType, "not a regular file")),
             None => return Err(FerryError::not_found("no such file or directory")),
         }
@@ -388,8 +388,8 @@ impl Home {
     pub fn read_link(&self, v: &VirtualPath) -> Result<String, FerryError> {
         let missing = || FerryError::not_found("no such file or directory");
         let place = self.place(v)?;
-        match place.stat_nofollow()? {
-            Some(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {}
+        match place.kind()? {
+            Some(FileType::Symlink) => {}
             Some(_) => return Err(FerryError::invalid("not a symlink")),
             None => return Err(missing()),
         }
@@ -510,11 +510,11 @@ impl Place {
         PathBuf::from(format!("{dev}:{ino}")).join(self.partial_name())
     }
 
-    /// Attributes of the name itself (a symlink is not followed); `None` if
+    /// The type of the name itself (a symlink is not followed); `None` if
     /// it does not exist.
-    pub fn stat_nofollow(&self) -> Result<Option<Stat>, FerryError> {
+    pub fn kind(&self) -> Result<Option<FileType>, FerryError> {
         match rustix::fs::statat(&*self.dir, self.name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => Ok(Some(st)),
+            Ok(st) => Ok(Some(FileType::from_raw_mode(st.st_mode))),
             Err(Errno::NOENT) => Ok(None),
             Err(e) => Err(errno_error(e)),
         }
@@ -597,7 +597,7 @@ impl Place {
     /// Renames this name to `to`. Without `overwrite` an existing target is
     /// refused atomically.
     pub fn rename_to(&self, to: &Place, overwrite: bool) -> Result<(), FerryError> {
-        if self.stat_nofollow()?.is_none() {
+        if self.kind()?.is_none() {
             return Err(FerryError::not_found("no such file or directory"));
         }
         let flags = if overwrite {
@@ -616,7 +616,7 @@ impl Place {
             Err(Errno::EXIST) => Err(FerryError::new(ErrorKind::AlreadyExists, "target exists")),
             // A filesystem without RENAME_NOREPLACE: check, then rename.
             Err(Errno::INVAL) if !overwrite => {
-                if to.stat_nofollow()?.is_some() {
+                if to.kind()?.is_some() {
                     return Err(FerryError::new(ErrorKind::AlreadyExists, "target exists"));
                 }
                 rustix::fs::renameat(&*self.dir, self.name.as_str(), &*to.dir, to.name.as_str())

@@ -780,16 +780,15 @@ fn open_blocking(
     // The final name is looked at (not followed: a symlink there is
     // replaced by the upload, never written through).
     let place = home.place(&v)?;
-    let final_stat = place.stat_nofollow()?;
-    let final_kind = final_stat.map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode));
+    let final_kind = place.kind()?;
     if final_kind == Some(rustix::fs::FileType::Directory) {
         return Err(FerryError::new(ErrorKind::WrongType, "is a directory"));
     }
     let had_partial = place.partial_stat().is_some();
-    if mode.exclusive && (final_stat.is_some() || had_partial) {
+    if mode.exclusive && (final_kind.is_some() || had_partial) {
         return Err(FerryError::new(ErrorKind::AlreadyExists, "file exists"));
     }
-    if !mode.create && final_stat.is_none() && !had_partial {
+    if !mode.create && final_kind.is_none() && !had_partial {
         return Err(FerryError::not_found("no such file"));
     }
     let file = place

@@ -134,11 +134,8 @@ fn target(home: &Home, path: &VirtualPath) -> Result<Place, FerryError> {
         }
         Err(e) => return Err(e),
     };
-    match place.stat_nofollow()? {
-        Some(st)
-            if rustix::fs::FileType::from_raw_mode(st.st_mode)
-                == rustix::fs::FileType::Directory =>
-        {
+    match place.kind()? {
+        Some(rustix::fs::FileType::Directory) => {
             Err(FerryError::new(ErrorKind::WrongType, "is a directory"))
         }
         _ => Ok(place),

@@ -526,13 +526,11 @@ async fn move_in_home(
         let source = home.place(&virtual_path(&p)?)?;
         home.create_dir_all(&virtual_path(&d)?)?;
         let target = home.place(&virtual_path(&dest2)?)?;
-        let is_file = |st: &rustix::fs::Stat| {
-            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
-        };
-        match source.stat_nofollow()? {
-            Some(st) if is_file(&st) => {}
+        let file = Some(rustix::fs::FileType::RegularFile);
+        match source.kind()? {
+            kind if kind == file => {}
             Some(_) => return Err(FerryError::invalid(format!("{p} is not a regular file"))),
-            None if target.stat_nofollow()?.as_ref().is_some_and(is_file) => return Ok(()),
+            None if target.kind()? == file => return Ok(()),
             None => return Err(FerryError::not_found(format!("{p} no longer exists"))),
         }
         source.rename_to(&target, true)?;
