@@ -78,6 +78,14 @@ pub struct ClusterConfig {
     /// the leader.
     #[serde(default = "default_lag_alert_entries")]
     pub lag_alert_entries: u64,
+    /// Active/active: a follower that has not heard its leader for this
+    /// long, or has not had applied the leader's commit index (as last
+    /// heard) within this long (it is behind, or catching up from a
+    /// snapshot), stops taking logins and writes (`/readyz` 503; edges
+    /// skip it) until it has caught up. Default: `election_timeout_ms`
+    /// plus two heartbeats.
+    #[serde(default, rename = "stale_after_ms")]
+    pub stale_after_ms_setting: Option<u64>,
     /// Alerts (role changes, quorum lost or regained, failed peers, lag)
     /// are also POSTed as JSON to this URL (`http://` or `https://`).
     #[serde(default)]
@@ -101,6 +109,7 @@ impl Default for ClusterConfig {
             election_timeout_ms: default_election_timeout_ms(),
             snapshot_every: default_snapshot_every(),
             lag_alert_entries: default_lag_alert_entries(),
+            stale_after_ms_setting: None,
             alert_webhook: None,
             alert_webhook_ca: None,
         }
@@ -130,6 +139,13 @@ fn default_sync_dir() -> String {
 }
 
 impl ClusterConfig {
+    /// How long a follower may go without hearing its leader and still
+    /// serve: as set, or the election timeout plus two heartbeats.
+    pub fn stale_after_ms(&self) -> u64 {
+        self.stale_after_ms_setting
+            .unwrap_or(self.election_timeout_ms + 2 * self.heartbeat_ms())
+    }
+
     /// The heartbeat interval in ms: as set, or 150 in active/active and
     /// 500 in active/passive mode.
     pub fn heartbeat_ms(&self) -> u64 {

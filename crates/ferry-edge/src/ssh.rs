@@ -314,20 +314,26 @@ impl SshSession {
                 Ok(c)
             }
             Err(e) => {
-                tracing::warn!(peer = %self.peer, "login refused: no back-end server available");
-                if let Some(handle) = self.handle.get().cloned() {
-                    tokio::spawn(async move {
-                        let _ = handle
-                            .disconnect(
-                                Disconnect::ServiceNotAvailable,
-                                "Ferry: no back-end server is available, try again later".into(),
-                                String::new(),
-                            )
-                            .await;
-                    });
-                }
+                self.no_server();
                 Err(e)
             }
+        }
+    }
+
+    /// Ends the connection telling the client no server can take it, so a
+    /// failover does not look like a wrong password.
+    fn no_server(&self) {
+        tracing::warn!(peer = %self.peer, "login refused: no back-end server available");
+        if let Some(handle) = self.handle.get().cloned() {
+            tokio::spawn(async move {
+                let _ = handle
+                    .disconnect(
+                        Disconnect::ServiceNotAvailable,
+                        format!("Ferry: {}, try again later", crate::upstream::NO_SERVER),
+                        String::new(),
+                    )
+                    .await;
+            });
         }
     }
 
@@ -348,34 +354,37 @@ impl SshSession {
     }
 
     async fn login(&mut self, user: &str, credential: Credential) -> Auth {
-        let Ok(conn) = self.upstream().await else {
-            return Auth::reject();
-        };
         let request = Request::Login {
             user: user.to_owned(),
             credential,
             client_addr: self.peer.to_string(),
             protocol: Protocol::Sftp,
         };
-        match conn.call(request).await {
-            Ok(Response::LoggedIn { session, account }) => {
+        match self.upstreams.login(request).await {
+            Ok((conn, Response::LoggedIn { session, account })) => {
                 tracing::info!(peer = %self.peer, %account, "login");
+                self.upstream = Some(conn.clone());
                 let lease = SessionLease {
                     session,
-                    upstream: conn.clone(),
+                    upstream: conn,
                 };
                 self.login = Some((Arc::new(lease), account));
                 self.logged_in.store(true, Ordering::Release);
                 self.pre_auth = None;
                 Auth::Accept
             }
-            Ok(Response::Error(e)) if e.kind == ErrorKind::AuthFailed => Auth::reject(),
-            Ok(other) => {
+            Ok((_, Response::Error(e))) if e.kind == ErrorKind::AuthFailed => Auth::reject(),
+            Ok((_, Response::Error(e))) if e.kind == ErrorKind::Unavailable => {
+                self.no_server();
+                Auth::reject()
+            }
+            Ok((_, other)) => {
                 tracing::warn!(peer = %self.peer, reply = ?other, "login failed on the server");
                 Auth::reject()
             }
             Err(e) => {
-                tracing::warn!(peer = %self.peer, error = %e, "server lost during login");
+                tracing::warn!(peer = %self.peer, error = %e, "no server took the login");
+                self.no_server();
                 Auth::reject()
             }
         }

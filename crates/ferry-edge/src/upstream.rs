@@ -1,17 +1,36 @@
 //! The servers an edge forwards to.
 //!
 //! Each server has at most one live connection, shared by all sessions sent
-//! there (it multiplexes). A new session asks [`Upstreams::pick`], which starts
-//! at the next server in turn and skips servers that do not answer, so
-//! sessions spread over the servers and avoid a dead one.
+//! there (it multiplexes). A new session asks [`Upstreams::pick`] (or
+//! [`Upstreams::login`]), which starts at the next server in turn and skips
+//! servers that do not answer or say they do not serve (a follower behind
+//! its leader), so sessions spread over the servers and avoid a dead or
+//! stale one. A server skipped once is passed over for [`SHUN`], so one
+//! that hangs costs one session a bounded wait, not every session. When no
+//! server serves, the edge tries again for up to [`PICK_WAIT`] (a failover)
+//! and then says "no back-end server is available".
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ferry_core::{ErrorKind, FerryError};
 use ferry_proto::client::Connection;
 use ferry_proto::message::{Request, Response, Role};
 use tokio::sync::Mutex;
+
+/// How long a new session waits in all for a server that serves.
+pub const PICK_WAIT: Duration = Duration::from_secs(4);
+/// How long a server that did not answer or did not serve is passed over.
+pub const SHUN: Duration = Duration::from_secs(1);
+/// How long a server may take to say whether it serves.
+const STANDING_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a login may take on the server (its password hashing waits
+/// up to 10 s for a thread).
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The message of a session refused because no server serves.
+pub const NO_SERVER: &str = "no back-end server is available";
 
 /// Opens a fresh in-memory link to a server in the same process.
 pub type LocalLink = Arc<dyn Fn() -> tokio::io::DuplexStream + Send + Sync>;
@@ -28,6 +47,8 @@ enum Link {
 pub struct Upstreams {
     servers: Vec<String>,
     conns: Vec<Mutex<Option<Arc<Connection>>>>,
+    /// Per server: passed over until then.
+    shunned: Vec<std::sync::Mutex<Option<Instant>>>,
     link: Link,
     node_id: String,
     next: AtomicUsize,
@@ -56,9 +77,14 @@ impl Upstreams {
 
     fn with_link(servers: Vec<String>, link: Link, node_id: String) -> Self {
         let conns = servers.iter().map(|_| Mutex::new(None)).collect();
+        let shunned = servers
+            .iter()
+            .map(|_| std::sync::Mutex::new(None))
+            .collect();
         Self {
             servers,
             conns,
+            shunned,
             link,
             node_id,
             next: AtomicUsize::new(0),
@@ -66,25 +92,98 @@ impl Upstreams {
     }
 
     /// A live connection for a new session: the next server in turn that
-    /// answers and takes writes; when none takes writes (a cluster without
-    /// quorum), the first that answers, so reads still work.
+    /// answers, serves and takes writes; when none takes writes (a cluster
+    /// without quorum), the first that serves, so reads still work. Waits
+    /// up to [`PICK_WAIT`] for one.
     pub async fn pick(&self) -> Result<Arc<Connection>, FerryError> {
-        let n = self.servers.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut read_only = None;
-        for i in 0..n {
-            let index = (start + i) % n;
-            let Some(conn) = self.live(index).await else {
-                continue;
-            };
-            if n == 1 || takes_writes(&conn).await {
+        let deadline = Instant::now() + PICK_WAIT;
+        loop {
+            if let Some(conn) = self.pick_once().await {
                 return Ok(conn);
             }
-            read_only.get_or_insert(conn);
+            if Instant::now() + Duration::from_millis(250) >= deadline {
+                return Err(FerryError::new(ErrorKind::Unavailable, NO_SERVER));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        read_only.ok_or_else(|| {
-            FerryError::new(ErrorKind::Unavailable, "no back-end server is available")
+    }
+
+    /// Logs in with `request` (a [`Request::Login`]) on a server that serves:
+    /// a server that refuses because it does not serve now is passed over
+    /// and the next is asked, within [`PICK_WAIT`] overall. The answer is
+    /// the server's (a wrong password is the server's refusal).
+    pub async fn login(&self, request: Request) -> Result<(Arc<Connection>, Response), FerryError> {
+        let deadline = Instant::now() + PICK_WAIT;
+        loop {
+            let conn = self.pick().await?;
+            let answer = tokio::time::timeout(LOGIN_TIMEOUT, conn.call(request.clone()))
+                .await
+                .map_err(|_| {
+                    FerryError::new(
+                        ErrorKind::Unavailable,
+                        "the back-end server did not answer the login in time",
+                    )
+                })?
+                .map_err(|e| {
+                    FerryError::new(
+                        ErrorKind::Unavailable,
+                        format!("the back-end server was lost during the login: {e}"),
+                    )
+                })?;
+            match answer {
+                Response::Error(e)
+                    if e.kind == ErrorKind::Unavailable && Instant::now() < deadline =>
+                {
+                    tracing::info!(server = conn.addr(), reason = %e.message, "server does not serve now; trying another");
+                    self.shun_connection(&conn);
+                }
+                answer => return Ok((conn, answer)),
+            }
+        }
+    }
+
+    fn shun(&self, index: usize) {
+        if let Some(slot) = self.shunned.get(index) {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + SHUN);
+        }
+    }
+
+    fn shun_connection(&self, conn: &Connection) {
+        if let Some(index) = self.servers.iter().position(|a| a == conn.addr()) {
+            self.shun(index);
+        }
+    }
+
+    fn is_shunned(&self, index: usize) -> bool {
+        self.shunned.get(index).is_some_and(|slot| {
+            slot.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|until| Instant::now() < until)
         })
+    }
+
+    /// One round over the servers: those not shunned first, then the rest.
+    async fn pick_once(&self) -> Option<Arc<Connection>> {
+        let n = self.servers.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let order: Vec<usize> = (0..n).map(|i| (start + i) % n).collect();
+        let (fresh, shunned): (Vec<usize>, Vec<usize>) =
+            order.into_iter().partition(|&i| !self.is_shunned(i));
+        let mut read_only = None;
+        for index in fresh.into_iter().chain(shunned) {
+            let Some(conn) = self.live(index).await else {
+                self.shun(index);
+                continue;
+            };
+            match standing(&conn).await {
+                Standing::Writable => return Some(conn),
+                Standing::ReadOnly => {
+                    read_only.get_or_insert(conn);
+                }
+                Standing::NotServing => self.shun(index),
+            }
+        }
+        read_only
     }
 
     /// The connection to server `index`, made if needed; `None` if it does
@@ -120,18 +219,25 @@ impl Upstreams {
     }
 }
 
-/// Whether the server behind `conn` takes writes now (a cluster member
-/// with a quorum). A server too old to say is taken to.
-async fn takes_writes(conn: &Connection) -> bool {
-    match tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        conn.call(Request::Writable),
-    )
-    .await
-    {
-        Ok(Ok(Response::Writable(w))) => w,
-        Ok(Ok(Response::Error(_))) => true,
-        _ => false,
+/// What a server says when a session is to be placed on it.
+enum Standing {
+    /// It serves and takes writes.
+    Writable,
+    /// It serves reads only (its cluster has no quorum).
+    ReadOnly,
+    /// It does not serve now (behind its leader, a witness) or did not
+    /// answer in time.
+    NotServing,
+}
+
+async fn standing(conn: &Connection) -> Standing {
+    match tokio::time::timeout(STANDING_TIMEOUT, conn.call(Request::Writable)).await {
+        Ok(Ok(Response::Writable(true))) => Standing::Writable,
+        Ok(Ok(Response::Writable(false))) => Standing::ReadOnly,
+        Ok(Ok(Response::Error(e))) if e.kind == ErrorKind::Unavailable => Standing::NotServing,
+        // A server too old to know the request takes writes.
+        Ok(Ok(Response::Error(_))) => Standing::Writable,
+        _ => Standing::NotServing,
     }
 }
 

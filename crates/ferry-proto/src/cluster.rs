@@ -153,8 +153,13 @@ pub enum RaftRpc {
     AppendEntries,
     /// RequestVote.
     Vote,
-    /// A snapshot chunk.
+    /// A snapshot chunk, all JSON, its bytes as a number array (what
+    /// earlier builds sent; still understood).
     InstallSnapshot,
+    /// A snapshot chunk with its bytes kept binary: a 4-byte big-endian
+    /// length, that many bytes of the request as JSON with empty `data`,
+    /// then the chunk's bytes.
+    InstallSnapshotChunk,
 }
 
 /// A server's view of itself, for status and failover decisions.

@@ -36,6 +36,7 @@ pub fn routes() -> Router<AdminState> {
         .route("/api/v1/cluster/init", post(init))
         .route("/api/v1/cluster/join", post(join))
         .route("/api/v1/cluster/leave", post(leave))
+        .route("/api/v1/cluster/remove", post(remove))
         .route("/api/v1/sync", post(sync))
 }
 
@@ -63,7 +64,7 @@ async fn role(State(s): State<AdminState>) -> Json<serde_json::Value> {
         return Json(serde_json::json!({
             "node": s.ctx.node_id, "mode": "active-active",
             "role": if v.primary { "primary" } else if m.state == openraft::ServerState::Leader { "leader" } else { "follower" },
-            "primary": v.primary, "ready": v.has_leader, "epoch": v.term,
+            "primary": v.primary, "ready": v.serving, "writable": v.has_leader && v.serving, "epoch": v.term,
         }));
     }
     Json(match &s.ctx.cluster {
@@ -179,6 +180,21 @@ async fn join(
 /// `ferry cluster leave` (on the leaving server).
 async fn leave(State(s): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
     let message = raft_of(&s)?.leave().await?;
+    Ok(Json(serde_json::json!({ "message": message })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveRequest {
+    name: String,
+}
+
+/// `ferry cluster remove NAME` (on any member).
+async fn remove(
+    State(s): State<AdminState>,
+    Json(req): Json<RemoveRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let message = raft_of(&s)?.remove(&req.name).await?;
     Ok(Json(serde_json::json!({ "message": message })))
 }
 

@@ -98,14 +98,27 @@ impl ServerCtx {
     }
 
     /// Why this server does not serve sessions now, if it does not. In
-    /// active/active mode every server serves (reads at least).
+    /// active/active mode a server serves while it is up to date: the
+    /// primary, or a follower that hears its leader and is not far behind.
     pub fn not_serving_reason(&self) -> Option<String> {
         if let Some(raft) = &self.raft {
-            return raft
-                .witness
-                .then(|| "this server is a witness: it votes and serves nothing".to_owned());
+            return raft.stale_reason();
         }
         self.cluster.as_ref().and_then(|c| c.not_serving_reason())
+    }
+
+    /// Ok when this server's store is current enough to decide a login:
+    /// in active/active mode it holds every change committed before now
+    /// ([`ferry_cluster::raft::node::RaftNode::check_current`]); otherwise,
+    /// when it serves at all.
+    pub async fn check_current(&self) -> Result<(), FerryError> {
+        if let Some(raft) = &self.raft {
+            return raft.check_current().await;
+        }
+        match self.not_serving_reason() {
+            None => Ok(()),
+            Some(why) => Err(FerryError::new(ferry_core::ErrorKind::Unavailable, why)),
+        }
     }
 
     /// Ok when a change made here now would be kept: always alone; on the

@@ -332,10 +332,16 @@ where
                     send(&reply, id, Err(FerryError::invalid("no such session")));
                 }
             }
+            // A server that does not serve (a stale follower) says so with
+            // an error, and the edge skips it; one that serves but has no
+            // quorum answers false, and takes read-only sessions.
             Request::Writable => send(
                 &reply,
                 id,
-                Ok(Response::Writable(ctx.check_writable().is_ok())),
+                match ctx.not_serving_reason() {
+                    Some(why) => Err(FerryError::new(ErrorKind::Unavailable, why)),
+                    None => Ok(Response::Writable(ctx.check_writable().is_ok())),
+                },
             ),
             Request::Cluster(_) => send(
                 &reply,
@@ -361,6 +367,9 @@ async fn login(
     client_addr: String,
     protocol: Protocol,
 ) -> Result<(Session, mpsc::UnboundedReceiver<SeqMsg>), FerryError> {
+    // A server that may have missed a change made elsewhere (a disabled
+    // account, a removed key) takes no login: the edge tries another.
+    ctx.check_current().await?;
     let store = ctx.store.clone();
     let method = match credential {
         Credential::Password(_) => "password",

@@ -39,6 +39,13 @@ pub enum ClusterCmd {
     },
     /// Active/active: remove the server asked from the group.
     Leave,
+    /// Active/active: remove another member from the group, through the
+    /// server asked: one that is gone for good, or whose state directory
+    /// was lost (it joins again afterwards with `ferry cluster join`).
+    Remove {
+        /// The member's node id.
+        name: String,
+    },
     /// Make the server asked (a standby) the active server. Needs votes from
     /// a majority of servers and witnesses.
     Promote {
@@ -268,6 +275,16 @@ pub async fn cluster(args: AdminArgs, cmd: ClusterCmd) -> anyhow::Result<()> {
                     reqwest::Method::POST,
                     "/api/v1/cluster/leave",
                     Some(serde_json::json!({})),
+                )
+                .await?;
+            println!("{}", text(&v, "message"));
+        }
+        ClusterCmd::Remove { name } => {
+            let v = admin
+                .send(
+                    reqwest::Method::POST,
+                    "/api/v1/cluster/remove",
+                    Some(serde_json::json!({ "name": name })),
                 )
                 .await?;
             println!("{}", text(&v, "message"));

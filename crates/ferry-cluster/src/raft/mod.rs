@@ -4,7 +4,8 @@
 //!
 //! * [`log_store`] — the log and vote in `raft.db`.
 //! * [`state_machine`] — applies entries to the store; snapshots are
-//!   database copies.
+//!   database copies in files, sent to a member that is behind in chunks
+//!   of [`SNAPSHOT_CHUNK_BYTES`].
 //! * [`network`] — Raft RPCs over the internal mutual-TLS protocol.
 //! * [`node`] — start, initialise, write (forwarded to the leader), status.
 
@@ -17,11 +18,14 @@ pub mod network;
 pub mod node;
 pub mod state_machine;
 
-use std::io::Cursor;
-
 use ferry_core::{Command, FerryError, Outcome};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
+
+/// The size of one snapshot chunk on the wire. openraft sends a snapshot
+/// chunk by chunk, each with its own deadline, so a database of any size
+/// goes through; a chunk fits well inside one internal-protocol frame.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
 
 /// Raft's id of a server: derived from its `node_id` name.
 pub type NodeId = u64;
@@ -53,7 +57,8 @@ pub struct Applied {
 
 openraft::declare_raft_types!(
     /// Ferry's Raft types.
-    pub TypeConfig: D = Proposal, R = Applied, Node = Member
+    pub TypeConfig: D = Proposal, R = Applied, Node = Member,
+        SnapshotData = tokio::fs::File
 );
 
 /// An I/O error of the log store or state machine, as openraft wants it
@@ -96,7 +101,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let log = LogStore::open(&dir.path().join("raft.db")).unwrap();
             let store = Arc::new(ferry_store::Store::open(&dir.path().join("ferry.db")).unwrap());
-            let sm = StateMachine::new(store, dir.path().to_owned(), Arc::new(|| {}));
+            let sm = StateMachine::new(store, dir.path().to_owned(), Arc::new(|| {})).unwrap();
             Ok((dir, log, sm))
         }
     }

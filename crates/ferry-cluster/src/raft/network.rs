@@ -1,8 +1,12 @@
 //! Raft RPCs over the internal protocol: each RPC is one
 //! [`ClusterRequest::Raft`] on a cached mutual-TLS connection to the
-//! target, its body JSON-encoded as openraft defines it. A peer that cannot
-//! be reached is `Unreachable` (openraft backs off); a broken exchange is a
-//! network error (retried).
+//! target, its body JSON-encoded as openraft defines it, except a snapshot
+//! chunk's bytes, which travel as they are ([`encode_chunk`]). A peer that
+//! cannot be reached is `Unreachable` (openraft backs off); a broken
+//! exchange is a network error (retried).
+//!
+//! Each member has its own connection slot and lock: connecting to a
+//! member that does not answer never holds up the calls to the others.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +24,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::Vote;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::Mutex;
@@ -34,9 +39,12 @@ pub struct Network {
     /// How this server reaches a member, when its own configuration says
     /// otherwise than the address the member advertised (a NAT, a proxy).
     routes: Arc<HashMap<String, String>>,
-    conns: Arc<Mutex<HashMap<String, Arc<Connection>>>>,
+    /// One slot per address, each behind its own lock.
+    conns: Arc<std::sync::Mutex<HashMap<String, Slot>>>,
     /// When each member last answered.
     heard: Arc<std::sync::Mutex<HashMap<String, std::time::Instant>>>,
+    /// Per member: the last index it acknowledged to the leader of a vote.
+    acknowledged: Arc<std::sync::Mutex<HashMap<NodeId, Acknowledged>>>,
 }
 
 impl std::fmt::Debug for Network {
@@ -44,6 +52,13 @@ impl std::fmt::Debug for Network {
         f.write_str("Network")
     }
 }
+
+/// The leader (by its vote) a member acknowledged entries to, and the last
+/// index it acknowledged.
+type Acknowledged = (Vote<NodeId>, u64);
+
+/// The connection to one member, made on first use.
+type Slot = Arc<Mutex<Option<Arc<Connection>>>>;
 
 /// Why a call to a member failed.
 #[derive(Debug)]
@@ -81,6 +96,7 @@ impl Network {
             routes: Arc::new(routes),
             conns: Arc::default(),
             heard: Arc::default(),
+            acknowledged: Arc::default(),
         }
     }
 
@@ -90,6 +106,15 @@ impl Network {
         heard
             .get(name)
             .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Forgets what `member` acknowledged: it was removed or is added again,
+    /// and starts from nothing.
+    pub fn forget(&self, member: NodeId) {
+        self.acknowledged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&member);
     }
 
     /// The TLS client configuration (for a join, before membership).
@@ -103,8 +128,15 @@ impl Network {
             .get(&member.name)
             .unwrap_or(&member.addr)
             .clone();
-        let mut conns = self.conns.lock().await;
-        if let Some(conn) = conns.get(&addr) {
+        let slot = self
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(addr.clone())
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some(conn) = slot.as_ref() {
             if !conn.is_closed() {
                 return Ok(conn.clone());
             }
@@ -123,7 +155,7 @@ impl Network {
                 member.name
             )));
         }
-        conns.insert(addr, conn.clone());
+        *slot = Some(conn.clone());
         Ok(conn)
     }
 
@@ -158,21 +190,18 @@ impl Network {
     }
 
     /// Sends one Raft RPC and decodes openraft's `Result` from the answer.
-    async fn rpc<Req, Resp, E>(
+    async fn rpc<Resp, E>(
         &self,
         target: NodeId,
         member: &Member,
         rpc: RaftRpc,
-        request: &Req,
+        payload: Vec<u8>,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, Member, E>>
     where
-        Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let payload =
-            serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let answer = self
             .call(
                 member,
@@ -197,6 +226,47 @@ impl Network {
             RPCError::RemoteError(RemoteError::new_with_node(target, member.clone(), e))
         })
     }
+}
+
+/// JSON of an RPC request, as openraft defines it.
+fn json<Req: Serialize, E: std::error::Error>(
+    request: &Req,
+) -> Result<Vec<u8>, RPCError<NodeId, Member, E>> {
+    serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+}
+
+/// The payload of [`RaftRpc::InstallSnapshotChunk`]: the request without
+/// its bytes as JSON, behind its 4-byte big-endian length, then the bytes.
+pub fn encode_chunk(
+    mut request: InstallSnapshotRequest<TypeConfig>,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let data = std::mem::take(&mut request.data);
+    let header = serde_json::to_vec(&request)?;
+    let mut payload = Vec::with_capacity(4 + header.len() + data.len());
+    let length = u32::try_from(header.len()).unwrap_or(u32::MAX);
+    payload.extend_from_slice(&length.to_be_bytes());
+    payload.extend_from_slice(&header);
+    payload.extend_from_slice(&data);
+    Ok(payload)
+}
+
+/// Reads what [`encode_chunk`] wrote.
+pub fn decode_chunk(payload: &[u8]) -> Result<InstallSnapshotRequest<TypeConfig>, String> {
+    let (length, rest) = payload
+        .split_first_chunk::<4>()
+        .ok_or("snapshot chunk shorter than its header length")?;
+    let length = usize::try_from(u32::from_be_bytes(*length)).map_err(|e| e.to_string())?;
+    if length > rest.len() {
+        return Err(format!(
+            "snapshot chunk header of {length} bytes in a payload of {}",
+            rest.len()
+        ));
+    }
+    let (header, data) = rest.split_at(length);
+    let mut request: InstallSnapshotRequest<TypeConfig> =
+        serde_json::from_slice(header).map_err(|e| e.to_string())?;
+    request.data = data.to_vec();
+    Ok(request)
 }
 
 /// The client side for one target member.
@@ -224,15 +294,60 @@ impl RaftNetwork<TypeConfig> for Client {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        self.network
+        let vote = rpc.vote;
+        let prev = rpc.prev_log_id.map(|l| l.index);
+        let last = rpc.entries.last().map(|e| e.log_id.index).or(prev);
+        let answer = self
+            .network
             .rpc(
                 self.target,
                 &self.member,
                 RaftRpc::AppendEntries,
-                &rpc,
+                json(&rpc)?,
                 &option,
             )
-            .await
+            .await;
+        let mut acknowledged = self
+            .network
+            .acknowledged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let known = acknowledged
+            .get(&self.target)
+            .filter(|(v, _)| *v == vote)
+            .map(|(_, index)| *index);
+        match &answer {
+            Ok(AppendEntriesResponse::Success) => {
+                if let Some(last) = last {
+                    acknowledged.insert(self.target, (vote, known.unwrap_or(0).max(last)));
+                }
+            }
+            Ok(AppendEntriesResponse::PartialSuccess(Some(l))) => {
+                acknowledged.insert(self.target, (vote, known.unwrap_or(0).max(l.index)));
+            }
+            // A member that now lacks an entry it acknowledged lost its log
+            // (its state directory was emptied or restored from a backup).
+            // openraft stops the leader on that; it is kept from seeing it,
+            // and the member stays unreachable until it is removed and
+            // joins again.
+            Ok(AppendEntriesResponse::Conflict) => {
+                if let (Some(prev), Some(known)) = (prev, known) {
+                    if prev <= known {
+                        let why = format!(
+                            "{} lacks log entry {prev} it had acknowledged (up to {known}): its state was lost; \
+                             run `ferry cluster remove {}` on a member, then `ferry cluster join` on it",
+                            self.member.name, self.member.name
+                        );
+                        tracing::error!("{why}");
+                        return Err(RPCError::Unreachable(Unreachable::new(
+                            &CallError::Unreachable(why),
+                        )));
+                    }
+                }
+            }
+            _ => {}
+        }
+        answer
     }
 
     async fn vote(
@@ -241,7 +356,13 @@ impl RaftNetwork<TypeConfig> for Client {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
         self.network
-            .rpc(self.target, &self.member, RaftRpc::Vote, &rpc, &option)
+            .rpc(
+                self.target,
+                &self.member,
+                RaftRpc::Vote,
+                json(&rpc)?,
+                &option,
+            )
             .await
     }
 
@@ -253,14 +374,44 @@ impl RaftNetwork<TypeConfig> for Client {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
     > {
+        let payload = encode_chunk(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         self.network
             .rpc(
                 self.target,
                 &self.member,
-                RaftRpc::InstallSnapshot,
-                &rpc,
+                RaftRpc::InstallSnapshotChunk,
+                payload,
                 &option,
             )
             .await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use openraft::{SnapshotMeta, Vote};
+
+    use super::*;
+
+    #[test]
+    fn snapshot_chunks_keep_their_bytes_binary() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
+        let request = InstallSnapshotRequest::<TypeConfig> {
+            vote: Vote::new_committed(3, 7),
+            meta: SnapshotMeta::default(),
+            offset: 5 << 20,
+            data: data.clone(),
+            done: false,
+        };
+        let payload = encode_chunk(request).unwrap();
+        // A megabyte as JSON numbers would be 3.6 MB; binary, it stays one.
+        assert!(payload.len() < data.len() + 1024, "{}", payload.len());
+        let back = decode_chunk(&payload).unwrap();
+        assert_eq!(back.data, data);
+        assert_eq!(back.offset, 5 << 20);
+        assert!(!back.done);
+        assert!(decode_chunk(&payload[..3]).is_err());
+        assert!(decode_chunk(&[0, 0, 1, 0, b'{']).is_err());
     }
 }

@@ -12,7 +12,9 @@ use ferry_proto::cluster::{ClusterRequest, ClusterResponse, RaftRpc};
 use ferry_proto::message::{Request, Response, Role};
 use ferry_store::Store;
 use openraft::error::{ClientWriteError, InstallSnapshotError, RaftError};
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
 use openraft::ChangeMembers;
 use openraft::{Config, Raft, ServerState, SnapshotPolicy};
 use serde::Serialize;
@@ -38,6 +40,54 @@ pub struct RaftView {
     pub term: u64,
     /// A leader is known (writes can be made here or forwarded).
     pub has_leader: bool,
+    /// Up to date enough to take logins and writes: the primary, or a
+    /// follower that heard its leader lately and is not far behind it.
+    pub serving: bool,
+}
+
+/// Why a server must not take logins or writes now.
+#[derive(Debug, Clone, Copy)]
+enum Staleness {
+    Witness,
+    /// A leader no majority answered lately.
+    LeaderAlone,
+    /// A follower that has not heard a leader since it started.
+    NeverHeard,
+    /// A follower that has not heard its leader for so many ms.
+    Silent(u64),
+    /// A follower that has not had applied its leader's commit index
+    /// within the bound; so many entries behind.
+    Behind(u64),
+}
+
+impl Staleness {
+    fn describe(self, name: &str) -> String {
+        match self {
+            Staleness::Witness => "this server is a witness: it votes and serves nothing".into(),
+            Staleness::LeaderAlone => {
+                format!("{NO_QUORUM} ({name} leads but no majority answered it lately)")
+            }
+            Staleness::NeverHeard => {
+                format!("{name} has not heard from a leader since it started")
+            }
+            Staleness::Silent(ms) => format!("{name} has not heard from its leader for {ms} ms"),
+            Staleness::Behind(n) => {
+                format!("{name} is {n} log entries behind its leader and catching up")
+            }
+        }
+    }
+}
+
+/// What a follower last heard from its leader.
+#[derive(Debug, Clone, Copy)]
+struct LeaderContact {
+    /// When it last accepted an AppendEntries.
+    at: std::time::Instant,
+    /// The leader's commit index then.
+    commit: u64,
+    /// When this server last had applied its leader's commit index as
+    /// last heard; `None` until it first has.
+    caught_up: Option<std::time::Instant>,
 }
 
 /// What a Raft node needs from its server.
@@ -83,6 +133,7 @@ pub struct RaftNode {
     pub witness: bool,
     queue_workers: usize,
     view: watch::Sender<RaftView>,
+    contact: std::sync::Mutex<Option<LeaderContact>>,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -181,7 +232,7 @@ impl RaftNode {
             options.store.clone(),
             options.state_dir.clone(),
             options.on_applied.clone(),
-        );
+        )?;
         let routes = options
             .config
             .peers
@@ -203,7 +254,10 @@ impl RaftNode {
             // further behind gets the snapshot.
             max_in_snapshot_log_to_keep: options.config.snapshot_every.min(1000),
             purge_batch_size: 1,
-            install_snapshot_timeout: 10_000,
+            // Each chunk has this long; the last one also covers the
+            // restore of the whole database on the receiver.
+            install_snapshot_timeout: 60_000,
+            snapshot_max_chunk_size: super::SNAPSHOT_CHUNK_BYTES,
             ..Default::default()
         }
         .validate()
@@ -238,7 +292,9 @@ impl RaftNode {
                 primary: false,
                 term: 0,
                 has_leader: false,
+                serving: false,
             }),
+            contact: std::sync::Mutex::new(None),
         });
         if node.witness {
             // Never a candidate, so never the leader; it still votes.
@@ -271,21 +327,49 @@ impl RaftNode {
             tokio::time::interval(Duration::from_millis(self.config.heartbeat_ms().max(20)));
         let mut last = self.view();
         let mut lagging: std::collections::BTreeSet<NodeId> = Default::default();
+        let mut behind_told = false;
         loop {
             tokio::select! {
                 changed = metrics.changed() => if changed.is_err() { return },
                 _ = tick.tick() => {}
             }
             let m = metrics.borrow().clone();
+            self.note_caught_up(&m);
             self.check_lag(&m, &mut lagging);
             let heard = m
                 .millis_since_quorum_ack
                 .is_some_and(|ms| ms < self.lease_ms());
+            let stale = self.staleness(&m);
             let view = RaftView {
                 primary: m.state == ServerState::Leader && heard,
                 term: m.current_term,
                 has_leader: m.current_leader.is_some() && (m.state != ServerState::Leader || heard),
+                serving: stale.is_none(),
             };
+            // Contact lost is told by the role events; being behind a
+            // leader that is there is told here, once each way.
+            match (stale, behind_told) {
+                (Some(why @ Staleness::Behind(_)), false) => {
+                    self.events.record(
+                        Severity::Alert,
+                        "lag",
+                        format!(
+                            "stopped serving logins and writes: {}",
+                            why.describe(&self.name)
+                        ),
+                    );
+                    behind_told = true;
+                }
+                (None, true) => {
+                    self.events.record(
+                        Severity::Info,
+                        "lag",
+                        "caught up with the leader: serving again".into(),
+                    );
+                    behind_told = false;
+                }
+                _ => {}
+            }
             if view != last {
                 let (severity, message) =
                     match (last.primary, view.primary, last.has_leader, view.has_leader) {
@@ -464,6 +548,40 @@ impl RaftNode {
         Ok(message)
     }
 
+    /// `ferry cluster remove NAME`: removes another member (gone for good,
+    /// or wiped: it joins again afterwards).
+    pub async fn remove(&self, name: &str) -> Result<String, FerryError> {
+        if name == self.name {
+            return Err(FerryError::invalid(
+                "this is the server asked: use `ferry cluster leave` on it",
+            ));
+        }
+        let member = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .any(|(_, n)| n.name == name);
+        if !member {
+            return Err(FerryError::new(
+                ErrorKind::NotFound,
+                format!("{name:?} is not a member of this cluster"),
+            ));
+        }
+        let message = self
+            .change_members(MembershipChange::Leave(name.to_owned()))
+            .await?
+            .replace(
+                "; stop it now",
+                "; to bring it back, empty its state directory and run `ferry cluster join` on it",
+            );
+        self.events
+            .record(Severity::Alert, "membership", message.clone());
+        Ok(message)
+    }
+
     /// Runs a membership change at the leader (here, or forwarded).
     async fn change_members(&self, change: MembershipChange) -> Result<String, FerryError> {
         let leader_id = self.raft.current_leader().await;
@@ -525,6 +643,7 @@ impl RaftNode {
                 }
                 let id = node_id_of(&member.name);
                 let name = member.name.clone();
+                self.network.forget(id);
                 self.raft
                     .add_learner(id, member, true)
                     .await
@@ -550,6 +669,7 @@ impl RaftNode {
                     )
                     .await
                     .map_err(|e| failed(&e))?;
+                self.network.forget(id);
                 let message = format!("{name} left the cluster; stop it now");
                 self.events
                     .record(Severity::Info, "membership", message.clone());
@@ -687,11 +807,118 @@ impl RaftNode {
                 "this server is a witness: it votes and serves nothing",
             ));
         }
-        if self.view().has_leader {
-            Ok(())
-        } else {
-            Err(FerryError::new(ErrorKind::Unavailable, NO_QUORUM))
+        if !self.view().has_leader {
+            return Err(FerryError::new(ErrorKind::Unavailable, NO_QUORUM));
         }
+        match self.stale_reason() {
+            None => Ok(()),
+            Some(why) => Err(FerryError::new(ErrorKind::Unavailable, why)),
+        }
+    }
+
+    /// Ok when this server's store holds every change committed in the
+    /// cluster before the call, so a login decided here sees an account
+    /// disabled or a key removed through any server. The leader confirms
+    /// its leadership with a majority (openraft's linearizable read); a
+    /// follower waits, up to `stale_after_ms`, until it has applied its
+    /// leader's commit index as last heard (at most a heartbeat old).
+    pub async fn check_current(&self) -> Result<(), FerryError> {
+        if let Some(why) = self.stale_reason() {
+            return Err(FerryError::new(ErrorKind::Unavailable, why));
+        }
+        let is_leader = self.raft.metrics().borrow().state == ServerState::Leader;
+        let wait = Duration::from_millis(self.config.stale_after_ms());
+        if is_leader {
+            return match tokio::time::timeout(wait, self.raft.ensure_linearizable()).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(no_quorum(e)),
+                Err(_) => Err(no_quorum("no majority confirmed the leader in time")),
+            };
+        }
+        let commit = self
+            .contact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|c| c.commit)
+            .unwrap_or(0);
+        match self
+            .raft
+            .wait(Some(wait))
+            .applied_index_at_least(Some(commit), "caught up for a login")
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(_) => {
+                let applied = self
+                    .raft
+                    .metrics()
+                    .borrow()
+                    .last_applied
+                    .map(|l| l.index)
+                    .unwrap_or(0);
+                Err(FerryError::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "{} is behind its leader (applied {applied} of {commit} committed entries) and catching up",
+                        self.name
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Why this server must not take logins or writes now, if so: a
+    /// witness; a leader no majority has answered lately; a follower that
+    /// has not heard its leader within `stale_after_ms`, or has not had
+    /// applied the leader's commit index within it (behind, or receiving
+    /// a snapshot). Its store may miss a change made
+    /// elsewhere (a disabled account, a removed key).
+    pub fn stale_reason(&self) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        self.stale_reason_in(&m)
+    }
+
+    fn stale_reason_in(&self, m: &openraft::RaftMetrics<NodeId, Member>) -> Option<String> {
+        self.staleness(m).map(|s| s.describe(&self.name))
+    }
+
+    /// Records that this follower has applied its leader's commit index
+    /// as last heard, if it has.
+    fn note_caught_up(&self, m: &openraft::RaftMetrics<NodeId, Member>) {
+        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+        let mut contact = self.contact.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = contact.as_mut() {
+            if applied >= c.commit {
+                c.caught_up = Some(std::time::Instant::now());
+            }
+        }
+    }
+
+    fn staleness(&self, m: &openraft::RaftMetrics<NodeId, Member>) -> Option<Staleness> {
+        if self.witness {
+            return Some(Staleness::Witness);
+        }
+        if m.state == ServerState::Leader {
+            return match m.millis_since_quorum_ack {
+                Some(ms) if ms < self.lease_ms() => None,
+                _ => Some(Staleness::LeaderAlone),
+            };
+        }
+        let contact = *self.contact.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(contact) = contact else {
+            return Some(Staleness::NeverHeard);
+        };
+        let silent = u64::try_from(contact.at.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if silent > self.config.stale_after_ms() {
+            return Some(Staleness::Silent(silent));
+        }
+        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+        let current = contact.caught_up.is_some_and(|at| {
+            u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX)
+                <= self.config.stale_after_ms()
+        });
+        (!current).then_some(Staleness::Behind(contact.commit.saturating_sub(applied)))
     }
 
     /// Answers a Raft RPC or a forwarded proposal from another member.
@@ -716,7 +943,22 @@ impl RaftNode {
             } => {
                 let req: AppendEntriesRequest<TypeConfig> =
                     serde_json::from_slice(&payload).map_err(decode)?;
-                encode(&self.raft.append_entries(req).await)
+                let commit = req.leader_commit.map(|l| l.index).unwrap_or(0);
+                let result = self.raft.append_entries(req).await;
+                if matches!(
+                    result,
+                    Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_))
+                ) {
+                    let mut contact = self.contact.lock().unwrap_or_else(|p| p.into_inner());
+                    let caught_up = contact.and_then(|c| c.caught_up);
+                    *contact = Some(LeaderContact {
+                        at: std::time::Instant::now(),
+                        commit,
+                        caught_up,
+                    });
+                }
+                self.note_caught_up(&self.raft.metrics().borrow());
+                encode(&result)
             }
             ClusterRequest::Raft {
                 rpc: RaftRpc::Vote,
@@ -731,6 +973,15 @@ impl RaftNode {
             } => {
                 let req: InstallSnapshotRequest<TypeConfig> =
                     serde_json::from_slice(&payload).map_err(decode)?;
+                let result: Result<_, RaftError<NodeId, InstallSnapshotError>> =
+                    self.raft.install_snapshot(req).await;
+                encode(&result)
+            }
+            ClusterRequest::Raft {
+                rpc: RaftRpc::InstallSnapshotChunk,
+                payload,
+            } => {
+                let req = super::network::decode_chunk(&payload).map_err(FerryError::invalid)?;
                 let result: Result<_, RaftError<NodeId, InstallSnapshotError>> =
                     self.raft.install_snapshot(req).await;
                 encode(&result)

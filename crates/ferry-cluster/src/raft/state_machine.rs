@@ -2,10 +2,11 @@
 //! command goes through `Store::apply`, in the same transaction as the
 //! record of the log position it came from, so after a crash the store and
 //! "applied up to" agree. A snapshot is a consistent copy of the database
-//! (SQLite's backup API); installing one restores it.
+//! (SQLite's backup API) in a file under `raft-snapshots/`; it is read and
+//! sent in chunks, received into a file, and installed by restoring it, so
+//! no database is ever held in memory whole.
 
-use std::io::Cursor;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -16,24 +17,30 @@ use openraft::{
     Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder,
     SnapshotMeta, StorageError, StoredMembership,
 };
+use tokio::io::AsyncSeekExt;
 use tokio::sync::Mutex;
 
 use super::{storage_error as io, Applied, Member, NodeId, TypeConfig};
 
 const APPLIED: &str = "raft.applied";
 
-/// The current snapshot: its description and the database copy.
-type KeptSnapshot = (SnapshotMeta<NodeId, Member>, Vec<u8>);
+/// The current snapshot: its description and the file holding the copy.
+type KeptSnapshot = (SnapshotMeta<NodeId, Member>, PathBuf);
 /// The last applied position and membership.
 type AppliedState = (Option<LogId<NodeId>>, StoredMembership<NodeId, Member>);
 const MEMBERSHIP: &str = "raft.membership";
+
+/// The folder of snapshot files inside the state directory.
+const SNAPSHOT_DIR: &str = "raft-snapshots";
 
 /// The state machine over a node's store; clones share it.
 #[derive(Clone)]
 pub struct StateMachine {
     store: Arc<Store>,
-    state_dir: PathBuf,
+    snapshot_dir: PathBuf,
     current: Arc<Mutex<Option<KeptSnapshot>>>,
+    /// The file a snapshot from the leader is being received into.
+    receiving: Arc<Mutex<Option<PathBuf>>>,
     counter: Arc<AtomicU64>,
     /// Called after entries were applied (wakes the queue workers).
     on_applied: Arc<dyn Fn() + Send + Sync>,
@@ -46,19 +53,32 @@ impl std::fmt::Debug for StateMachine {
 }
 
 impl StateMachine {
-    /// The state machine of `store`; snapshots are staged in `state_dir`.
+    /// The state machine of `store`; snapshot files live in
+    /// `state_dir/raft-snapshots`, which is emptied here (a file left by a
+    /// crash is never taken for a snapshot).
     pub fn new(
         store: Arc<Store>,
         state_dir: PathBuf,
         on_applied: Arc<dyn Fn() + Send + Sync>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, String> {
+        let snapshot_dir = state_dir.join(SNAPSHOT_DIR);
+        if snapshot_dir.exists() {
+            std::fs::remove_dir_all(&snapshot_dir)
+                .map_err(|e| format!("cannot empty {}: {e}", snapshot_dir.display()))?;
+        }
+        std::fs::create_dir_all(&snapshot_dir)
+            .map_err(|e| format!("cannot create {}: {e}", snapshot_dir.display()))?;
+        // Absolute, to compare with the kernel's paths of open files.
+        let snapshot_dir = std::fs::canonicalize(&snapshot_dir)
+            .map_err(|e| format!("cannot resolve {}: {e}", snapshot_dir.display()))?;
+        Ok(Self {
             store,
-            state_dir,
+            snapshot_dir,
             current: Arc::default(),
+            receiving: Arc::default(),
             counter: Arc::default(),
             on_applied,
-        }
+        })
     }
 
     fn read_local<T: serde::de::DeserializeOwned>(
@@ -82,20 +102,46 @@ impl StateMachine {
     }
 
     fn snapshot_file(&self, what: &str) -> PathBuf {
-        self.state_dir.join(format!(
-            ".raft-{what}-{}-{}.db",
-            std::process::id(),
+        self.snapshot_dir.join(format!(
+            "{what}-{}.db",
             self.counter.fetch_add(1, Ordering::Relaxed)
         ))
     }
 
-    fn remove_db(path: &std::path::Path) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = path.as_os_str().to_owned();
-            p.push(suffix);
-            let _ = std::fs::remove_file(PathBuf::from(p));
+    /// The path of an open snapshot file, from the kernel's record of it.
+    async fn path_of(&self, file: &tokio::fs::File) -> Option<PathBuf> {
+        use std::os::fd::AsRawFd;
+        let link = format!("/proc/self/fd/{}", file.as_raw_fd());
+        tokio::fs::read_link(link).await.ok()
+    }
+
+    /// Makes `kept` the current snapshot; the file of the one it replaces
+    /// is removed (a sender still reading it keeps its open file).
+    async fn keep(&self, kept: KeptSnapshot) {
+        let old = self.current.lock().await.replace(kept);
+        if let Some((_, path)) = old {
+            remove_db(&path);
         }
     }
+}
+
+fn remove_db(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
+    }
+}
+
+/// The applied position and membership recorded inside a database copy.
+fn position_in(copy: &Path) -> Result<AppliedState, String> {
+    let snapshot_store = ferry_store::Store::open(copy).map_err(|e| e.to_string())?;
+    let read = |key: &str| snapshot_store.local(key).ok().flatten();
+    let applied: Option<LogId<NodeId>> = read(APPLIED).and_then(|t| serde_json::from_str(&t).ok());
+    let membership: StoredMembership<NodeId, Member> = read(MEMBERSHIP)
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    Ok((applied, membership))
 }
 
 /// Applies one command as of `log_id`; a primary-only command from an
@@ -126,36 +172,25 @@ fn apply_one(store: &Store, command: &Command, log_id: &LogId<NodeId>) -> Applie
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let file = self.snapshot_file("build");
+        let file = self.snapshot_file("built");
         let store = self.store.clone();
         let path = file.clone();
-        // The copy and its applied position are taken together: the store's
-        // lock is held by the backup, and the marker is inside the copy.
-        let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+        // The copy is one consistent read of the database, and the applied
+        // position is read from the copy itself, not the live store.
+        let position = tokio::task::spawn_blocking(move || -> Result<AppliedState, String> {
             store.snapshot_to(&path).map_err(|e| e.to_string())?;
-            std::fs::read(&path).map_err(|e| e.to_string())
+            position_in(&path)
         })
         .await
         .map_err(|e| io(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?
         .map_err(|e| io(ErrorSubject::Snapshot(None), ErrorVerb::Write, e));
-        Self::remove_db(&file);
-        let bytes = bytes?;
-        // Read the position from the copy itself, not the live store.
-        let copy = self.snapshot_file("meta");
-        std::fs::write(&copy, &bytes)
-            .map_err(|e| io(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
-        let (last_log_id, last_membership) = {
-            let snapshot_store = ferry_store::Store::open(&copy)
-                .map_err(|e| io(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
-            let read = |key: &str| snapshot_store.local(key).ok().flatten();
-            let applied: Option<LogId<NodeId>> =
-                read(APPLIED).and_then(|t| serde_json::from_str(&t).ok());
-            let membership: StoredMembership<NodeId, Member> = read(MEMBERSHIP)
-                .and_then(|t| serde_json::from_str(&t).ok())
-                .unwrap_or_default();
-            (applied, membership)
+        let (last_log_id, last_membership) = match position {
+            Ok(p) => p,
+            Err(e) => {
+                remove_db(&file);
+                return Err(e);
+            }
         };
-        Self::remove_db(&copy);
         let snapshot_id = format!(
             "{}-{}",
             last_log_id
@@ -168,10 +203,13 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership,
             snapshot_id,
         };
-        *self.current.lock().await = Some((meta.clone(), bytes.clone()));
+        let data = tokio::fs::File::open(&file)
+            .await
+            .map_err(|e| io(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+        self.keep((meta.clone(), file)).await;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(bytes)),
+            snapshot: Box::new(data),
         })
     }
 }
@@ -237,27 +275,69 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn begin_receiving_snapshot(
         &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    ) -> Result<Box<tokio::fs::File>, StorageError<NodeId>> {
+        let path = self.snapshot_file("received");
+        let mut options = tokio::fs::OpenOptions::new();
+        // The copy holds password hashes and sealed partner secrets.
+        options.read(true).write(true).create_new(true).mode(0o600);
+        let file = options
+            .open(&path)
+            .await
+            .map_err(|e| io(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        // A stream that was given up for this one leaves nothing behind.
+        if let Some(abandoned) = self.receiving.lock().await.replace(path) {
+            remove_db(&abandoned);
+        }
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, Member>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError<NodeId>> {
-        let bytes = snapshot.into_inner();
-        let file = self.snapshot_file("install");
+        let failed = |e: &dyn std::fmt::Display| {
+            io(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+                e,
+            )
+        };
+        // Every chunk written reaches the file before it is read back.
+        let mut snapshot = *snapshot;
+        snapshot.sync_all().await.map_err(|e| failed(&e))?;
+        let receiving = self.receiving.lock().await.take();
+        let path = match self.path_of(&snapshot).await {
+            // The file this machine received into: restored from in place.
+            Some(path) if path.starts_with(&self.snapshot_dir) => path,
+            // Any other data (openraft may hand over a snapshot it holds):
+            // copied in first.
+            _ => {
+                let path = self.snapshot_file("copied");
+                let copied = async {
+                    snapshot.seek(std::io::SeekFrom::Start(0)).await?;
+                    let mut out = tokio::fs::File::create(&path).await?;
+                    tokio::io::copy(&mut snapshot, &mut out).await?;
+                    out.sync_all().await
+                }
+                .await;
+                if let Err(e) = copied {
+                    remove_db(&path);
+                    return Err(failed(&e));
+                }
+                path
+            }
+        };
+        drop(snapshot);
+        if let Some(abandoned) = receiving.filter(|r| *r != path) {
+            remove_db(&abandoned);
+        }
         let store = self.store.clone();
-        let path = file.clone();
-        let data = bytes.clone();
-        let applied = serde_json::to_string(&meta.last_log_id)
-            .map_err(|e| io(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
-        let membership = serde_json::to_string(&meta.last_membership)
-            .map_err(|e| io(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        let applied = serde_json::to_string(&meta.last_log_id).map_err(|e| failed(&e))?;
+        let membership = serde_json::to_string(&meta.last_membership).map_err(|e| failed(&e))?;
+        let source = path.clone();
         let restored = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            std::fs::write(&path, &data).map_err(|e| e.to_string())?;
-            store.restore_from(&path).map_err(|e| e.to_string())?;
+            store.restore_from(&source).map_err(|e| e.to_string())?;
             store
                 .set_local(APPLIED, &applied)
                 .map_err(|e| e.to_string())?;
@@ -266,22 +346,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(|e| e.to_string())
         })
         .await
-        .map_err(|e| {
-            io(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Write,
-                e,
-            )
-        })?;
-        Self::remove_db(&file);
-        restored.map_err(|e| {
-            io(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Write,
-                e,
-            )
-        })?;
-        *self.current.lock().await = Some((meta.clone(), bytes));
+        .map_err(|e| failed(&e))?;
+        if let Err(e) = restored {
+            remove_db(&path);
+            return Err(failed(&e));
+        }
+        // Kept as the current snapshot, to send on to a member behind.
+        self.keep((meta.clone(), path)).await;
         (self.on_applied)();
         Ok(())
     }
@@ -289,14 +360,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        Ok(self
-            .current
-            .lock()
-            .await
-            .as_ref()
-            .map(|(meta, bytes)| Snapshot {
-                meta: meta.clone(),
-                snapshot: Box::new(Cursor::new(bytes.clone())),
-            }))
+        // Opened under the lock: the file cannot be replaced meanwhile.
+        let current = self.current.lock().await;
+        let Some((meta, path)) = current.as_ref() else {
+            return Ok(None);
+        };
+        let data = tokio::fs::File::open(path).await.map_err(|e| {
+            io(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Read,
+                e,
+            )
+        })?;
+        Ok(Some(Snapshot {
+            meta: meta.clone(),
+            snapshot: Box::new(data),
+        }))
     }
 }

@@ -271,24 +271,19 @@ impl Auth {
         credential: Credential,
         ip: IpAddr,
     ) -> Result<Option<Arc<Lease>>, FerryError> {
-        let conn = self.upstreams.pick().await?;
         let request = Request::Login {
             user: user.to_owned(),
             credential,
             client_addr: ip.to_string(),
             protocol: Protocol::Https,
         };
-        match conn.call(request).await {
-            Ok(Response::LoggedIn { session, account }) => {
+        match self.upstreams.login(request).await? {
+            (conn, Response::LoggedIn { session, account }) => {
                 Ok(Some(Lease::new(conn, session, account)))
             }
-            Ok(Response::Error(e)) if e.kind == ErrorKind::AuthFailed => Ok(None),
-            Ok(Response::Error(e)) => Err(e),
-            Ok(other) => Err(super::lease::unexpected("login", &other)),
-            Err(e) => Err(FerryError::new(
-                ErrorKind::Unavailable,
-                format!("the back-end server was lost: {e}"),
-            )),
+            (_, Response::Error(e)) if e.kind == ErrorKind::AuthFailed => Ok(None),
+            (_, Response::Error(e)) => Err(e),
+            (_, other) => Err(super::lease::unexpected("login", &other)),
         }
     }
 
