@@ -266,6 +266,21 @@ alert_webhook = "http://127.0.0.1:{hook_port}/alerts"
         (primaries.len() == 1).then(|| primaries[0])
     }
 
+    /// The last log index server `i` holds, from its own status.
+    fn last_log_index(&self, i: usize) -> u64 {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.admin_ok(i, &["cluster", "status", "--json"], None))
+                .unwrap();
+        let name = self.servers[i].name;
+        v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .and_then(|m| m["last_log_index"].as_u64())
+            .unwrap()
+    }
+
     fn transfers(&self, i: usize) -> Vec<(String, String)> {
         let v: serde_json::Value = serde_json::from_str(&self.admin_ok(
             i,
@@ -459,6 +474,23 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
         }
         format!("{by:?}")
     });
+    // The log grows with work done, not with polling: idle, nothing is
+    // proposed (no claim of an event another server won, again and again).
+    let leader_now = c.primary().unwrap();
+    let before = c.last_log_index(leader_now);
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let after = c.last_log_index(leader_now);
+    println!(
+        "log: {before} entries for {} uploads ({:.1} per upload); {} more in 5 s idle",
+        results.len(),
+        before as f64 / results.len() as f64,
+        after - before
+    );
+    assert!(
+        after - before <= 3,
+        "{} entries proposed while idle",
+        after - before
+    );
     let copied = std::fs::read_dir(c.root.path().join("repository/bob/in"))
         .map(|d| d.count())
         .unwrap_or(0);
@@ -907,5 +939,53 @@ fn a_server_joins_with_the_token_and_another_leaves() {
     assert!(
         !names.contains(&"s2") && names.contains(&"s1") && names.contains(&"s3"),
         "{names:?}"
+    );
+
+    // s2 comes back on a new port that s1's peer list does not know: the
+    // leader's entries cannot reach it, and the join says so and fails,
+    // instead of "joined" with a member that cannot replicate; `cluster
+    // remove` undoes it.
+    let mut c = c;
+    c.kill(1);
+    let config_path = c.servers[1].dir.join("server.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let moved = free_port();
+    let config: String = config
+        .lines()
+        .map(|l| {
+            if l.starts_with("advertise = ") {
+                format!("advertise = \"127.0.0.1:{moved}\"\n")
+            } else if l.starts_with("listen = \"127.0.0.1:") && !l.ends_with(":0\"") {
+                format!("listen = \"127.0.0.1:{moved}\"\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&config_path, config).unwrap();
+    std::fs::remove_dir_all(c.servers[1].dir.join("state")).unwrap();
+    c.start_server(1);
+    let out = c.admin(
+        1,
+        &[
+            "cluster",
+            "join",
+            &s1_addr,
+            "--join-token-file",
+            good.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        !out.status.success(),
+        "a join that cannot replicate succeeded"
+    );
+    assert!(stderr(&out).contains("do not reach s2"), "{}", stderr(&out));
+    println!("{}", stderr(&out));
+    c.admin_ok(0, &["cluster", "remove", "s2"], None);
+    c.admin_ok(
+        0,
+        &["account", "add", "dave", "--password-stdin"],
+        Some("pw-pw-pw-pw\n"),
     );
 }

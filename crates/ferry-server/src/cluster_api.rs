@@ -63,7 +63,7 @@ async fn role(State(s): State<AdminState>) -> Json<serde_json::Value> {
         let m = raft.raft.metrics().borrow().clone();
         return Json(serde_json::json!({
             "node": s.ctx.node_id, "mode": "active-active",
-            "role": if v.primary { "primary" } else if m.state == openraft::ServerState::Leader { "leader" } else { "follower" },
+            "role": if v.primary { "primary" } else if m.state == openraft::ServerState::Leader { "leader-without-quorum" } else { "follower" },
             "primary": v.primary, "ready": v.serving, "writable": v.has_leader && v.serving, "epoch": v.term,
         }));
     }

@@ -66,6 +66,9 @@ pub struct ServerCtx {
     /// SFTP uploads open on this server, so that a resume can take over a
     /// partial file from a session that is gone or idle.
     pub(crate) open_uploads: session::OpenUploads,
+    /// Held by the queue worker that is claiming: one claim proposal per
+    /// server at a time, so workers do not race each other for one event.
+    pub(crate) claiming: std::sync::Mutex<()>,
 }
 
 impl ServerCtx {
@@ -290,6 +293,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         cluster,
         raft,
         open_uploads: session::OpenUploads::default(),
+        claiming: std::sync::Mutex::new(()),
     });
     let _ = ctx_slot.set(Arc::downgrade(&ctx));
     if let Some(node) = ctx.cluster.clone() {

@@ -73,6 +73,7 @@ impl Staleness {
             Staleness::Silent(ms) => format!("{name} has not heard from its leader for {ms} ms"),
             Staleness::Behind(n) => {
                 format!("{name} is {n} log entries behind its leader and catching up")
+                    .replace(" 1 log entries", " 1 log entry")
             }
         }
     }
@@ -209,6 +210,18 @@ enum MembershipChange {
     Leave(String),
 }
 
+/// The leader's answer to a forwarded proposal: the store's answer and the
+/// log index of the entry, so the proposer can wait until it has applied
+/// it too before it reads its own store.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct Proposed {
+    result: Result<Outcome, FerryError>,
+    index: Option<u64>,
+}
+
+/// A store answer with the log index it was applied at, when known.
+type Answered = (Result<Outcome, FerryError>, Option<u64>);
+
 /// Why a proposal attempt did not produce a store answer.
 enum Attempt {
     /// Nobody took it: it can be sent again.
@@ -328,12 +341,30 @@ impl RaftNode {
         let mut last = self.view();
         let mut lagging: std::collections::BTreeSet<NodeId> = Default::default();
         let mut behind_told = false;
+        let mut behind_since: Option<std::time::Instant> = None;
+        // Since when no leader is known, and whether that was alerted.
+        let mut leaderless_since: Option<std::time::Instant> = None;
+        let mut quorum_alerted = false;
         loop {
             tokio::select! {
                 changed = metrics.changed() => if changed.is_err() { return },
                 _ = tick.tick() => {}
             }
             let m = metrics.borrow().clone();
+            if let Some(since) = leaderless_since {
+                let quiet = since.elapsed();
+                if !quorum_alerted && quiet > Duration::from_millis(self.lease_ms() * 4) {
+                    quorum_alerted = true;
+                    self.events.record(
+                        Severity::Alert,
+                        "role",
+                        format!(
+                            "lost the quorum: no leader for {} ms: {NO_QUORUM}",
+                            quiet.as_millis()
+                        ),
+                    );
+                }
+            }
             self.note_caught_up(&m);
             self.check_lag(&m, &mut lagging);
             let heard = m
@@ -348,8 +379,18 @@ impl RaftNode {
             };
             // Contact lost is told by the role events; being behind a
             // leader that is there is told here, once each way.
+            // Told once it has lasted: a follower that just restarted is
+            // behind for a moment, which is no news.
+            match stale {
+                Some(Staleness::Behind(_)) => {
+                    behind_since.get_or_insert_with(std::time::Instant::now);
+                }
+                None => behind_since = None,
+                _ => {}
+            }
+            let lasting = behind_since.is_some_and(|t| t.elapsed() > Duration::from_secs(5));
             match (stale, behind_told) {
-                (Some(why @ Staleness::Behind(_)), false) => {
+                (Some(why @ Staleness::Behind(_)), false) if lasting => {
                     self.events.record(
                         Severity::Alert,
                         "lag",
@@ -371,6 +412,12 @@ impl RaftNode {
                 _ => {}
             }
             if view != last {
+                if last.has_leader && !view.has_leader {
+                    leaderless_since = Some(std::time::Instant::now());
+                }
+                if view.has_leader {
+                    leaderless_since = None;
+                }
                 let (severity, message) =
                     match (last.primary, view.primary, last.has_leader, view.has_leader) {
                         (false, true, _, _) => (
@@ -381,15 +428,30 @@ impl RaftNode {
                             Severity::Alert,
                             format!("is no longer the primary (term {})", view.term),
                         ),
-                        (_, _, true, false) => {
-                            (Severity::Alert, format!("lost the quorum: {NO_QUORUM}"))
-                        }
-                        (_, _, false, true) => (
+                        // A leader change passes through this; the alert
+                        // comes only if no leader follows (below).
+                        (_, _, true, false) => (
                             Severity::Info,
-                            format!("quorum regained; leader known in term {}", view.term),
+                            format!("no leader known (term {}): an election is due", view.term),
                         ),
+                        (_, _, false, true) => {
+                            if quorum_alerted {
+                                (
+                                    Severity::Info,
+                                    format!("quorum regained; leader known in term {}", view.term),
+                                )
+                            } else {
+                                (
+                                    Severity::Info,
+                                    format!("leader known in term {}", view.term),
+                                )
+                            }
+                        }
                         _ => (Severity::Info, format!("term {}", view.term)),
                     };
+                if view.has_leader {
+                    quorum_alerted = false;
+                }
                 if view.term != last.term
                     || view.primary != last.primary
                     || view.has_leader != last.has_leader
@@ -531,11 +593,68 @@ impl RaftNode {
                 let message = result?;
                 self.events
                     .record(Severity::Info, "membership", message.clone());
+                self.verify_links().await?;
                 Ok(message)
             }
             Response::Error(e) => Err(e),
             other => Err(FerryError::internal(format!("unexpected answer {other:?}"))),
         }
+    }
+
+    /// After a join: the leader's entries reach this server, and this
+    /// server reaches every member, or the join is reported as failed
+    /// (the membership stands; the message says how to undo it).
+    async fn verify_links(&self) -> Result<(), FerryError> {
+        let heard = tokio::time::timeout(Duration::from_secs(10), async {
+            while self
+                .contact
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_none()
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .is_ok();
+        let mut problems = Vec::new();
+        if !heard {
+            problems.push(format!(
+                "the leader's entries do not reach {} (does the leader reach {}?)",
+                self.name, self.advertise
+            ));
+        }
+        let members: Vec<Member> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(_, n)| n.clone())
+            .collect();
+        for member in members {
+            if let Err(e) = self
+                .network
+                .call(&member, ClusterRequest::RaftStatus, Duration::from_secs(3))
+                .await
+            {
+                problems.push(format!("{} cannot reach {}: {e}", self.name, member.name));
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let why = format!(
+            "{} was added to the group, but: {}. Fix the addresses (advertise, [[cluster.peers]]) or run `ferry cluster remove {}` on a member",
+            self.name,
+            problems.join("; "),
+            self.name
+        );
+        self.events
+            .record(Severity::Alert, "membership", why.clone());
+        Err(FerryError::new(ErrorKind::Unavailable, why))
     }
 
     /// `ferry cluster leave`: removes this server from the group.
@@ -692,7 +811,8 @@ impl RaftNode {
     }
 
     /// Proposes `command` (here if this is the leader, else at the leader)
-    /// and waits until it is committed and applied here.
+    /// and waits until it is committed and applied here, so that what the
+    /// caller reads from its own store next includes it.
     pub async fn write(&self, command: Command) -> Result<Outcome, FerryError> {
         let proposal = Proposal {
             format: COMMAND_FORMAT_VERSION,
@@ -707,7 +827,10 @@ impl RaftNode {
         let attempts = async {
             loop {
                 match self.propose_once(proposal.clone()).await {
-                    Ok(store_answer) => return store_answer,
+                    Ok((store_answer, index)) => {
+                        self.wait_applied(index).await;
+                        return store_answer;
+                    }
                     // Not delivered anywhere (no leader yet, or the leader we
                     // knew is gone): safe to try again once one is elected.
                     Err(Attempt::NotDelivered(why)) => {
@@ -735,13 +858,26 @@ impl RaftNode {
         }
     }
 
-    /// One attempt: `Ok` is the store's answer to the committed command.
-    async fn propose_once(
-        &self,
-        proposal: Proposal,
-    ) -> Result<Result<Outcome, FerryError>, Attempt> {
+    /// Waits (a bounded time) until this server has applied the entry at
+    /// `index`; a write made through the leader is committed there first.
+    async fn wait_applied(&self, index: Option<u64>) {
+        let Some(index) = index else { return };
+        let bound = Duration::from_millis(self.config.election_timeout_ms * 4);
+        if let Err(e) = self
+            .raft
+            .wait(Some(bound))
+            .applied_index_at_least(Some(index), "own write applied")
+            .await
+        {
+            tracing::warn!(index, error = %e, "a committed write was not applied here in time");
+        }
+    }
+
+    /// One attempt: `Ok` is the store's answer to the committed command,
+    /// with the entry's log index.
+    async fn propose_once(&self, proposal: Proposal) -> Result<Answered, Attempt> {
         match self.raft.client_write(proposal.clone()).await {
-            Ok(response) => Ok(response.data.result),
+            Ok(response) => Ok((response.data.result, Some(response.log_id.index))),
             Err(e) => match e.forward_to_leader() {
                 Some(forward) => match forward.leader_node.clone() {
                     Some(leader) if leader.name != self.name => {
@@ -759,11 +895,7 @@ impl RaftNode {
         }
     }
 
-    async fn forward(
-        &self,
-        leader: &Member,
-        proposal: &Proposal,
-    ) -> Result<Result<Outcome, FerryError>, Attempt> {
+    async fn forward(&self, leader: &Member, proposal: &Proposal) -> Result<Answered, Attempt> {
         let bytes = serde_json::to_vec(proposal)
             .map_err(|e| Attempt::Failed(FerryError::internal(e.to_string())))?;
         let ttl = Duration::from_millis(self.config.election_timeout_ms * 4);
@@ -772,8 +904,15 @@ impl RaftNode {
             .call(leader, ClusterRequest::Propose { proposal: bytes }, ttl)
             .await
         {
-            Ok(ClusterResponse::RaftReply(bytes)) => serde_json::from_slice(&bytes)
-                .map_err(|e| Attempt::Failed(FerryError::internal(e.to_string()))),
+            Ok(ClusterResponse::RaftReply(bytes)) => {
+                match serde_json::from_slice::<Proposed>(&bytes) {
+                    Ok(p) => Ok((p.result, p.index)),
+                    // A leader of an earlier build answers the result alone.
+                    Err(_) => serde_json::from_slice(&bytes)
+                        .map(|result| (result, None))
+                        .map_err(|e| Attempt::Failed(FerryError::internal(e.to_string()))),
+                }
+            }
             Ok(other) => Err(Attempt::Failed(FerryError::internal(format!(
                 "leader answered {other:?}"
             )))),
@@ -997,12 +1136,17 @@ impl RaftNode {
                         ),
                     ));
                 }
-                let result: Result<Outcome, FerryError> =
-                    match self.raft.client_write(proposal).await {
-                        Ok(r) => r.data.result,
-                        Err(e) => Err(no_quorum(e)),
-                    };
-                encode(&result)
+                let answer = match self.raft.client_write(proposal).await {
+                    Ok(r) => Proposed {
+                        result: r.data.result,
+                        index: Some(r.log_id.index),
+                    },
+                    Err(e) => Proposed {
+                        result: Err(no_quorum(e)),
+                        index: None,
+                    },
+                };
+                encode(&answer)
             }
             ClusterRequest::RaftStatus => encode(&self.self_status()),
             ClusterRequest::Join { name, addr, token } => {
@@ -1086,6 +1230,14 @@ impl RaftNode {
                 workers: None,
                 last_contact_ms: if id == self.id {
                     Some(0)
+                } else if Some(id) == m.current_leader {
+                    // A follower hears its leader; it seldom calls it.
+                    let heard = self
+                        .contact
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .map(|c| u64::try_from(c.at.elapsed().as_millis()).unwrap_or(u64::MAX));
+                    heard.or_else(|| self.network.last_contact_ms(&member.name))
                 } else {
                     self.network.last_contact_ms(&member.name)
                 },

@@ -470,6 +470,7 @@ mod tests {
             primary: tokio::sync::watch::Sender::new(PrimaryRole::Primary { term: 1 }),
             clock: Clock::starting_at(start_ms),
             open_uploads: Default::default(),
+            claiming: Default::default(),
             cluster: None,
             raft: None,
             serving: tokio::sync::watch::Sender::new(true),

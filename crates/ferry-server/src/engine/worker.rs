@@ -51,10 +51,14 @@ pub async fn run(ctx: Arc<ServerCtx>, index: usize) {
     }
 }
 
-/// Claims the first claimable event, if any.
+/// Claims the first claimable event, if any. One worker of a server claims
+/// at a time, and a claim returns only once it is applied here (see
+/// `RaftNode::write`), so the next look at the store sees it: a claim that
+/// another server won is refused once, not proposed again and again.
 async fn claim_next(ctx: &Arc<ServerCtx>) -> Result<Option<Event>, FerryError> {
     let ctx = ctx.clone();
     blocking(move || {
+        let _claiming = ctx.claiming.lock().unwrap_or_else(|p| p.into_inner());
         let now = ctx.clock.now_ms();
         for id in ctx
             .store
