@@ -1,7 +1,7 @@
 //! Active/active (Raft) end to end: three `ferry server` processes sharing
 //! a repository, an edge listing all three, OpenSSH `sftp` as the client.
 //! Faults are real: SIGKILL of the leader with uploads in flight, loss of
-//! the majority, restarts that must catch up.
+//! the majority (also under an open upload), restarts that must catch up.
 
 // Tests fail by panicking; unwrap is the point.
 #![allow(
@@ -987,5 +987,142 @@ fn a_server_joins_with_the_token_and_another_leaves() {
         0,
         &["account", "add", "dave", "--password-stdin"],
         Some("pw-pw-pw-pw\n"),
+    );
+}
+
+/// A paramiko client through the edge at `port`: opens `name` for writing,
+/// writes 64 KiB, says "written", waits for a line on stdin, then closes
+/// the file and says "closed" or "close failed: …".
+const SLOW_CLOSE: &str = r#"
+import sys, paramiko
+port, key, name = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+t = paramiko.Transport(("127.0.0.1", port))
+t.connect(username="alice", pkey=paramiko.Ed25519Key.from_private_key_file(key))
+sftp = paramiko.SFTPClient.from_transport(t)
+f = sftp.open(name, "wb")
+f.write(b"x" * 65536)
+f.flush()
+print("written", flush=True)
+sys.stdin.readline()
+try:
+    f.close()
+    print("closed", flush=True)
+except Exception as e:
+    print("close failed:", e, flush=True)
+"#;
+
+#[test]
+fn an_upload_closed_without_a_quorum_is_kept_and_logged_and_routed_later() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut c = Raft::start(THREE);
+    c.admin_ok(0, &["cluster", "init"], None);
+    assert!(wait_until(20, || c.primary().is_some()));
+    c.admin_ok(
+        0,
+        &["account", "add", "alice", "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    let key = client_key(c.root.path(), "alice_key");
+    c.admin_ok(
+        0,
+        &[
+            "account",
+            "key",
+            "add",
+            "alice",
+            key.with_extension("pub").to_str().unwrap(),
+        ],
+        None,
+    );
+    c.admin_ok(
+        0,
+        &["account", "add", "bob", "--password-stdin"],
+        Some("pw-pw-pw-pw\n"),
+    );
+    c.admin_ok(
+        0,
+        &[
+            "route",
+            "add",
+            "to-bob",
+            "--account",
+            "alice",
+            "--match",
+            "*.bin",
+            "--action",
+            "copy:bob/in",
+        ],
+        None,
+    );
+    // A second edge in front of s1 alone: the session is on s1.
+    let config = std::fs::read_to_string(c.servers[0].dir.join("server.toml")).unwrap();
+    let s1_port: u16 = config
+        .lines()
+        .find_map(|l| l.strip_prefix("advertise = \"127.0.0.1:"))
+        .unwrap()
+        .trim_end_matches('"')
+        .parse()
+        .unwrap();
+    let (_edge2, edge2_port) = start_edge(c.root.path(), &[s1_port]);
+    let mut client = Command::new("python3")
+        .args(["-c", SLOW_CLOSE, &edge2_port.to_string()])
+        .arg(&key)
+        .arg("late.bin")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "written");
+
+    println!("fault: SIGKILL s2 and s3 while alice's upload on s1 is open");
+    c.kill(1);
+    c.kill(2);
+    assert!(wait_until(10, || c
+        .role(0)
+        .is_some_and(|r| r["ready"] == false)));
+    writeln!(client.stdin.as_mut().unwrap(), "close").unwrap();
+    let said = lines.next().unwrap().unwrap();
+    assert!(client.wait().unwrap().success());
+    // The file is committed under its name, so the client is told so.
+    assert_eq!(said, "closed", "the client was told: {said}");
+    let stored = c.root.path().join("repository/alice/late.bin");
+    assert_eq!(std::fs::metadata(&stored).unwrap().len(), 65536);
+
+    println!("fault: s2 and s3 restarted");
+    c.start_server(1);
+    c.start_server(2);
+    assert!(wait_until(30, || c.primary().is_some()));
+    // Its row reaches every server once, and its route runs.
+    let late_rows = |i: usize| {
+        let v: serde_json::Value = serde_json::from_str(&c.admin_ok(
+            i,
+            &["transfer", "list", "--json", "--limit", "10000"],
+            None,
+        ))
+        .unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| {
+                t["account"] == "alice"
+                    && t["direction"] == "upload"
+                    && t["status"] == "completed"
+                    && t["path"].as_str().unwrap_or("").ends_with("late.bin")
+            })
+            .count()
+    };
+    assert!(
+        wait_until(30, || (0..3).all(|i| late_rows(i) == 1)),
+        "rows for late.bin: {:?}",
+        (0..3).map(late_rows).collect::<Vec<_>>()
+    );
+    assert!(
+        wait_until(30, || c
+            .root
+            .path()
+            .join("repository/bob/in/late.bin")
+            .exists()),
+        "the route did not copy late.bin to bob"
     );
 }

@@ -1423,13 +1423,19 @@ pub(crate) async fn log_transfer(
     let writer = ctx.clone();
     let logged = blocking(move || {
         match writer.apply(&Command::RecordTransfer(record.clone())) {
-            // Without a quorum a download still completes (read-only mode
-            // serves them); its row waits on this node's disk and is
-            // proposed when the quorum is back, never dropped.
+            // The cluster cannot take the row now (no quorum, or this
+            // server fell behind). A download still completed, and so did
+            // an upload whose file is already committed under its name:
+            // the row waits on this node's disk (synchronous, like the
+            // store) and is proposed when the cluster takes writes again,
+            // never dropped; its routes run then. The client is told what
+            // happened: the file is stored. (A row that did reach the log
+            // meanwhile is recorded once: rows are inserted by id.)
             Err(e)
                 if e.kind == ferry_core::ErrorKind::Unavailable
                     && writer.raft.is_some()
-                    && record.direction == Direction::Download =>
+                    && (record.direction == Direction::Download
+                        || record.status == TransferStatus::Completed) =>
             {
                 let text = serde_json::to_string(&record).map_err(|e| FerryError::internal(e.to_string()))?;
                 writer
