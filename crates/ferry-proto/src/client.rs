@@ -29,6 +29,13 @@ type Pending = Arc<Mutex<HashMap<u64, Waiter>>>;
 /// How long connecting and the handshake may take together.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A connection with requests waiting that receives nothing at all for
+/// this long is taken for dead (a paused or cut-off server, where no TCP
+/// reset ever comes) and closed: every waiter gets an error and the next
+/// session connects afresh. Longer than any one request takes (a close that
+/// hashes and syncs a large file).
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A live connection to a server.
 pub struct Connection {
     addr: String,
@@ -183,8 +190,22 @@ impl Connection {
 
         let addr_for_log = addr.to_owned();
         tokio::spawn(async move {
+            let mut last_frame = tokio::time::Instant::now();
             loop {
-                match reader.next().await {
+                // Dropping a pending `next` loses nothing: the codec keeps
+                // what it has read.
+                let next = tokio::time::timeout(STALL_TIMEOUT / 4, reader.next()).await;
+                let Ok(next) = next else {
+                    if last_frame.elapsed() >= STALL_TIMEOUT && !lock(&pending).is_empty() {
+                        tracing::warn!(server = %addr_for_log, "internal connection stalled: nothing received for {} s with requests waiting; closed", STALL_TIMEOUT.as_secs());
+                        break;
+                    }
+                    continue;
+                };
+                if next.is_some() {
+                    last_frame = tokio::time::Instant::now();
+                }
+                match next {
                     Some(Ok(frame)) => {
                         let waiter = lock(&pending).remove(&frame.id);
                         if let Some((waiter, guard)) = waiter {
