@@ -305,3 +305,41 @@ fn admin_cli_manages_accounts_and_refuses_bad_input() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 401"));
 }
+
+#[test]
+fn an_admin_change_sent_again_with_its_idempotency_key_gets_the_first_answer() {
+    let f = Ferry::up();
+    let first = f.admin(
+        &["account", "add", "kim", "--idempotency-key", "op-17"],
+        None,
+    );
+    assert_ok(&first);
+    // The retry (after an unknown outcome, say) is answered as the first
+    // time, not "already exists".
+    let again = f.admin(
+        &["account", "add", "kim", "--idempotency-key", "op-17"],
+        None,
+    );
+    assert_ok(&again);
+    assert_eq!(again.stdout, first.stdout);
+    // Without the key it is a second request, refused.
+    let plain = f.admin(&["account", "add", "kim"], None);
+    assert!(!plain.status.success());
+    assert!(
+        stderr(&plain).contains("already exists"),
+        "{}",
+        stderr(&plain)
+    );
+    // A key belongs to one kind of change.
+    let misused = f.admin(
+        &["account", "disable", "kim", "--idempotency-key", "op-17"],
+        None,
+    );
+    assert!(!misused.status.success());
+    assert!(
+        stderr(&misused).contains("was used for"),
+        "{}",
+        stderr(&misused)
+    );
+    assert!(f.admin_ok(&["account", "list"], None).contains("kim"));
+}

@@ -11,7 +11,10 @@ use crate::UnixMillis;
 
 /// Format version of [`Command`] as serialized. Bump it when a variant changes
 /// shape; nodes refuse commands newer than they understand.
-pub const COMMAND_FORMAT_VERSION: u16 = 1;
+pub const COMMAND_FORMAT_VERSION: u16 = 2;
+
+/// How long an idempotency key is remembered, in ms.
+pub const IDEMPOTENCY_KEY_TTL_MS: UnixMillis = 24 * 60 * 60 * 1000;
 
 /// A change to shared state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +169,18 @@ pub enum Command {
         /// Its final path inside the home.
         path: String,
     },
+    /// `command`, applied once per `key`: the same key again (a retry after
+    /// an unknown outcome) gets the first answer back, success or error,
+    /// and changes nothing. A key used for another kind of command is
+    /// refused. Keys are forgotten after [`IDEMPOTENCY_KEY_TTL_MS`].
+    Keyed {
+        /// The caller's key (with the command's place in its request).
+        key: String,
+        /// When it was proposed (the proposer's clock).
+        at: UnixMillis,
+        /// The change.
+        command: Box<Command>,
+    },
 }
 
 impl Command {
@@ -196,6 +211,7 @@ impl Command {
             Command::ReleaseNodeLeases { .. } => "release_node_leases",
             Command::SetSetting { .. } => "set_setting",
             Command::RenameTransfer { .. } => "rename_transfer",
+            Command::Keyed { command, .. } => command.name(),
         }
     }
 }

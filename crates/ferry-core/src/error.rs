@@ -38,6 +38,10 @@ pub enum ErrorKind {
     ChecksumMismatch,
     /// Anything else; the message says what.
     Internal,
+    /// The change may or may not have been made (the cluster's answer was
+    /// lost, or it did not come in time while the change was in its log):
+    /// check, or retry with the same idempotency key.
+    OutcomeUnknown,
 }
 
 /// An error with a kind and a message safe to show to a peer.

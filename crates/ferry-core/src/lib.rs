@@ -17,7 +17,7 @@ pub mod path;
 pub mod secret;
 pub mod sync;
 
-pub use command::{Command, Outcome, COMMAND_FORMAT_VERSION};
+pub use command::{Command, Outcome, COMMAND_FORMAT_VERSION, IDEMPOTENCY_KEY_TTL_MS};
 pub use engine::{
     Action, AfterPull, AttemptResult, Event, EventAttempt, EventKind, EventStatus, Monitor,
     Partner, Route, Schedule, ScheduleAction,

@@ -193,6 +193,9 @@ pub fn error_status(kind: ErrorKind) -> (StatusCode, &'static str) {
         ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
         ErrorKind::ChecksumMismatch => (checksum_mismatch(), "checksum_mismatch"),
         ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        // The change may or may not have been made: neither a success nor
+        // a failure, and not to be retried blindly.
+        ErrorKind::OutcomeUnknown => (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown"),
     }
 }
 

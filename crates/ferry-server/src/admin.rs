@@ -53,6 +53,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/transfers", get(list_transfers))
         .merge(crate::engine_api::routes())
         .merge(crate::cluster_api::routes())
+        .layer(middleware::from_fn(idempotency))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     crate::cluster_api::health_routes()
         .merge(api)
@@ -78,10 +79,44 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
     }
 }
 
+tokio::task_local! {
+    /// The `Idempotency-Key` of the admin request being served.
+    static IDEMPOTENCY_KEY: String;
+}
+
+/// Reads a request's `Idempotency-Key`: the changes it makes are applied
+/// once per key (see [`ferry_core::Command::Keyed`]).
+async fn idempotency(req: Request, next: Next) -> Response {
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(str::to_owned));
+    match key {
+        None => next.run(req).await,
+        Some(Ok(key))
+            if !key.is_empty() && key.len() <= 128 && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            IDEMPOTENCY_KEY.scope(key, next.run(req)).await
+        }
+        Some(_) => ApiError::from(FerryError::invalid(
+            "Idempotency-Key must be 1 to 128 visible ASCII characters",
+        ))
+        .into_response(),
+    }
+}
+
+/// Runs `f` on the blocking pool; the changes it applies carry the
+/// request's idempotency key, if it has one.
 pub(crate) async fn run<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, FerryError> + Send + 'static,
 ) -> ApiResult<T> {
-    crate::session::blocking(f).await.map_err(ApiError::from)
+    let key = IDEMPOTENCY_KEY.try_with(Clone::clone).ok();
+    crate::session::blocking(move || {
+        let _keyed = key.map(crate::KeyedChanges::enter);
+        f()
+    })
+    .await
+    .map_err(ApiError::from)
 }
 
 /// An account as the API shows it (no password hash).

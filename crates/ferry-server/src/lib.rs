@@ -71,10 +71,51 @@ pub struct ServerCtx {
     pub(crate) claiming: std::sync::Mutex<()>,
 }
 
+thread_local! {
+    /// The idempotency key of the admin request this thread serves, and
+    /// how many changes it applied so far.
+    static KEYED: std::cell::RefCell<Option<(String, u32)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// While alive, the changes this thread applies are keyed: the n-th change
+/// of a request with key K is applied once per `K#n`.
+pub(crate) struct KeyedChanges;
+
+impl KeyedChanges {
+    pub(crate) fn enter(key: String) -> Self {
+        KEYED.with(|k| *k.borrow_mut() = Some((key, 0)));
+        KeyedChanges
+    }
+}
+
+impl Drop for KeyedChanges {
+    fn drop(&mut self) {
+        KEYED.with(|k| *k.borrow_mut() = None);
+    }
+}
+
+/// `command`, keyed if this thread serves a request with a key.
+fn keyed(command: &Command) -> std::borrow::Cow<'_, Command> {
+    KEYED.with(|k| match k.borrow_mut().as_mut() {
+        Some((key, n)) => {
+            *n += 1;
+            std::borrow::Cow::Owned(Command::Keyed {
+                key: format!("{key}#{n}"),
+                at: crate::transfer::now_millis(),
+                command: Box::new(command.clone()),
+            })
+        }
+        None => std::borrow::Cow::Borrowed(command),
+    })
+}
+
 impl ServerCtx {
     /// Applies a command to shared state. The single write path: on a single
-    /// node it goes straight to the store.
+    /// node it goes straight to the store. A change made for an admin
+    /// request with an `Idempotency-Key` is applied once per key.
     pub fn apply(&self, command: &Command) -> Result<Outcome, FerryError> {
+        let command = keyed(command);
+        let command = command.as_ref();
         if let Some(raft) = &self.raft {
             if raft.witness {
                 raft.check_writable()?;

@@ -9,7 +9,7 @@ use ferry_core::{
     AfterPull, AttemptResult, Command, Event, EventAttempt, EventKind, EventStatus, Monitor,
     Partner, Protocol, Route, Schedule, TransferRecord, UnixMillis,
 };
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::{Result, Store, StoreError};
 
@@ -64,11 +64,11 @@ where
     })
 }
 
-fn exists(tx: &Transaction<'_>, sql: &str, key: &str) -> Result<bool> {
+fn exists(tx: &Connection, sql: &str, key: &str) -> Result<bool> {
     Ok(tx.query_row(sql, [key], |_| Ok(())).optional()?.is_some())
 }
 
-fn require(tx: &Transaction<'_>, table: &str, what: &str, name: &str) -> Result<()> {
+fn require(tx: &Connection, table: &str, what: &str, name: &str) -> Result<()> {
     let sql = format!("SELECT 1 FROM {table} WHERE name = ?1");
     if exists(tx, &sql, name)? {
         Ok(())
@@ -77,7 +77,7 @@ fn require(tx: &Transaction<'_>, table: &str, what: &str, name: &str) -> Result<
     }
 }
 
-fn ensure_absent(tx: &Transaction<'_>, table: &str, what: &str, name: &str) -> Result<()> {
+fn ensure_absent(tx: &Connection, table: &str, what: &str, name: &str) -> Result<()> {
     let sql = format!("SELECT 1 FROM {table} WHERE name = ?1");
     if exists(tx, &sql, name)? {
         return Err(StoreError::AlreadyExists(format!("{what} {name:?}")));
@@ -85,7 +85,7 @@ fn ensure_absent(tx: &Transaction<'_>, table: &str, what: &str, name: &str) -> R
     Ok(())
 }
 
-fn delete_named(tx: &Transaction<'_>, table: &str, what: &str, name: &str) -> Result<usize> {
+fn delete_named(tx: &Connection, table: &str, what: &str, name: &str) -> Result<usize> {
     let n = tx.execute(&format!("DELETE FROM {table} WHERE name = ?1"), [name])?;
     if n == 0 {
         return Err(StoreError::NotFound(format!("{what} {name:?}")));
@@ -94,7 +94,7 @@ fn delete_named(tx: &Transaction<'_>, table: &str, what: &str, name: &str) -> Re
 }
 
 /// Applies an engine command inside `tx`. Returns the rows changed.
-pub(crate) fn apply(tx: &Transaction<'_>, command: &Command) -> Result<usize> {
+pub(crate) fn apply(tx: &Connection, command: &Command) -> Result<usize> {
     match command {
         Command::RecordTransfer(t) => record_transfer(tx, t),
         Command::RenameTransfer { id, path } => rename_transfer(tx, id, path),
@@ -288,7 +288,7 @@ pub(crate) fn apply(tx: &Transaction<'_>, command: &Command) -> Result<usize> {
 /// Writes a transfer-log row once; a completed arrival queues one event per
 /// matching route (ids derived from the transfer and route, so a replay
 /// changes nothing).
-fn record_transfer(tx: &Transaction<'_>, t: &TransferRecord) -> Result<usize> {
+fn record_transfer(tx: &Connection, t: &TransferRecord) -> Result<usize> {
     // A transfer id is written once, by the node that served it; a replayed
     // command leaves the first row as it was.
     let n = tx.execute(
@@ -332,7 +332,7 @@ fn waits_for_rename(t: &TransferRecord) -> bool {
 
 /// Moves an upload's row from its temporary name to its final one and
 /// queues the events of the routes that match the final name.
-fn rename_transfer(tx: &Transaction<'_>, id: &str, path: &str) -> Result<usize> {
+fn rename_transfer(tx: &Connection, id: &str, path: &str) -> Result<usize> {
     let Some(mut t) = tx
         .query_row(
             &format!(
@@ -362,7 +362,7 @@ fn rename_transfer(tx: &Transaction<'_>, id: &str, path: &str) -> Result<usize> 
 
 /// Queues one event per route that matches a completed arrival, with ids
 /// derived from the transfer and route (a replay changes nothing).
-fn queue_route_events(tx: &Transaction<'_>, t: &TransferRecord) -> Result<usize> {
+fn queue_route_events(tx: &Connection, t: &TransferRecord) -> Result<usize> {
     let kind = match (t.protocol, t.direction) {
         (_, ferry_core::Direction::Pull) => EventKind::Pull,
         (Protocol::Monitor, _) => EventKind::Monitor,
@@ -406,7 +406,7 @@ fn queue_route_events(tx: &Transaction<'_>, t: &TransferRecord) -> Result<usize>
     Ok(rows)
 }
 
-fn insert_event(tx: &Transaction<'_>, e: &Event) -> Result<usize> {
+fn insert_event(tx: &Connection, e: &Event) -> Result<usize> {
     Ok(tx.execute(
         "INSERT INTO events (id, kind, route, schedule, slot, account, path, transfer_id,
            partners, status, attempts, max_attempts, retry_base_ms, next_at, lease_node,
@@ -445,7 +445,7 @@ fn insert_event(tx: &Transaction<'_>, e: &Event) -> Result<usize> {
 type ClaimRow = (String, u32, u32, i64, Option<i64>, Option<String>);
 
 fn claim(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     id: &str,
     node: &str,
     now: UnixMillis,
@@ -516,7 +516,7 @@ fn claim(
 }
 
 fn finish(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     id: &str,
     node: &str,
     attempt: u32,

@@ -19,7 +19,7 @@ use ferry_core::{
     Account, AccountKey, AccountToken, Command, Direction, Outcome, Protocol, Secret,
     TransferRecord, TransferStatus,
 };
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -229,103 +229,14 @@ impl Store {
 
     fn apply_with(&self, command: &Command, marker: Option<(&str, &str)>) -> Result<Outcome> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let rows_changed = match command {
-            Command::CreateAccount(a) => {
-                let exists: bool = tx
-                    .query_row("SELECT 1 FROM accounts WHERE name = ?1", [&a.name], |_| {
-                        Ok(true)
-                    })
-                    .optional()?
-                    .unwrap_or(false);
-                if exists {
-                    return Err(StoreError::AlreadyExists(format!("account {:?}", a.name)));
-                }
-                tx.execute(
-                    "INSERT INTO accounts (id, name, home, password_hash, enabled, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![
-                        a.id,
-                        a.name,
-                        a.home,
-                        a.password_hash.as_ref().map(Secret::expose),
-                        a.enabled,
-                        a.created_at
-                    ],
-                )?
-            }
-            Command::SetAccountEnabled { name, enabled } => {
-                let n = tx.execute(
-                    "UPDATE accounts SET enabled = ?2 WHERE name = ?1",
-                    params![name, enabled],
-                )?;
-                if n == 0 {
-                    return Err(StoreError::NotFound(format!("account {name:?}")));
-                }
-                n
-            }
-            Command::RemoveAccount { name } => {
-                let n = tx.execute("DELETE FROM accounts WHERE name = ?1", [name])?;
-                if n == 0 {
-                    return Err(StoreError::NotFound(format!("account {name:?}")));
-                }
-                n
-            }
-            Command::AddAccountKey(k) => {
-                let id = account_id(&tx, &k.account)?;
-                let n = tx.execute(
-                    "INSERT OR IGNORE INTO account_keys
-                       (account_id, fingerprint, public_key, comment, added_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![id, k.fingerprint, k.public_key, k.comment, k.added_at],
-                )?;
-                if n == 0 {
-                    return Err(StoreError::AlreadyExists(format!(
-                        "key {} of account {:?}",
-                        k.fingerprint, k.account
-                    )));
-                }
-                n
-            }
-            Command::AddAccountToken(t) => {
-                let account_id = account_id(&tx, &t.account)?;
-                let n = tx.execute(
-                    "INSERT OR IGNORE INTO account_tokens
-                       (id, account_id, sha256, label, created_at, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![
-                        t.id,
-                        account_id,
-                        t.sha256,
-                        t.label,
-                        t.created_at,
-                        t.expires_at
-                    ],
-                )?;
-                if n == 0 {
-                    return Err(StoreError::AlreadyExists(format!("token {:?}", t.id)));
-                }
-                n
-            }
-            Command::RemoveAccountToken { account, id } => {
-                let n = tx.execute(
-                    "DELETE FROM account_tokens WHERE id = ?2
-                       AND account_id = (SELECT id FROM accounts WHERE name = ?1)",
-                    params![account, id],
-                )?;
-                if n == 0 {
-                    return Err(StoreError::NotFound(format!(
-                        "token {id:?} of account {account:?}"
-                    )));
-                }
-                n
-            }
-            Command::SetSetting { key, value } => tx.execute(
-                "INSERT INTO settings (key, value) VALUES (?1, ?2)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                params![key, value],
-            )?,
-            _ => engine::apply(&tx, command)?,
+        let mut tx = conn.transaction()?;
+        let applied = match command {
+            Command::Keyed {
+                key,
+                at,
+                command: inner,
+            } => keyed(&mut tx, key, *at, inner)?,
+            other => Ok(apply_in(&tx, other)?),
         };
         if let Some((key, value)) = marker {
             tx.execute(
@@ -334,11 +245,210 @@ impl Store {
                 [key, value],
             )?;
         }
+        // A keyed command's error is kept with its key: committed too.
         tx.commit()?;
+        let rows_changed = applied?;
         tracing::debug!(command = command.name(), rows_changed, "applied");
         Ok(Outcome { rows_changed })
     }
+}
 
+/// Applies one (unkeyed) command inside `tx`; the rows it changed.
+fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
+    let rows_changed = match command {
+        Command::CreateAccount(a) => {
+            let exists: bool = tx
+                .query_row("SELECT 1 FROM accounts WHERE name = ?1", [&a.name], |_| {
+                    Ok(true)
+                })
+                .optional()?
+                .unwrap_or(false);
+            if exists {
+                return Err(StoreError::AlreadyExists(format!("account {:?}", a.name)));
+            }
+            tx.execute(
+                "INSERT INTO accounts (id, name, home, password_hash, enabled, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    a.id,
+                    a.name,
+                    a.home,
+                    a.password_hash.as_ref().map(Secret::expose),
+                    a.enabled,
+                    a.created_at
+                ],
+            )?
+        }
+        Command::SetAccountEnabled { name, enabled } => {
+            let n = tx.execute(
+                "UPDATE accounts SET enabled = ?2 WHERE name = ?1",
+                params![name, enabled],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("account {name:?}")));
+            }
+            n
+        }
+        Command::RemoveAccount { name } => {
+            let n = tx.execute("DELETE FROM accounts WHERE name = ?1", [name])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("account {name:?}")));
+            }
+            n
+        }
+        Command::AddAccountKey(k) => {
+            let id = account_id(tx, &k.account)?;
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO account_keys
+                       (account_id, fingerprint, public_key, comment, added_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, k.fingerprint, k.public_key, k.comment, k.added_at],
+            )?;
+            if n == 0 {
+                return Err(StoreError::AlreadyExists(format!(
+                    "key {} of account {:?}",
+                    k.fingerprint, k.account
+                )));
+            }
+            n
+        }
+        Command::AddAccountToken(t) => {
+            let account_id = account_id(tx, &t.account)?;
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO account_tokens
+                       (id, account_id, sha256, label, created_at, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    t.id,
+                    account_id,
+                    t.sha256,
+                    t.label,
+                    t.created_at,
+                    t.expires_at
+                ],
+            )?;
+            if n == 0 {
+                return Err(StoreError::AlreadyExists(format!("token {:?}", t.id)));
+            }
+            n
+        }
+        Command::RemoveAccountToken { account, id } => {
+            let n = tx.execute(
+                "DELETE FROM account_tokens WHERE id = ?2
+                       AND account_id = (SELECT id FROM accounts WHERE name = ?1)",
+                params![account, id],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "token {id:?} of account {account:?}"
+                )));
+            }
+            n
+        }
+        Command::SetSetting { key, value } => tx.execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?,
+        _ => engine::apply(tx, command)?,
+    };
+    Ok(rows_changed)
+}
+
+/// What a keyed command gave, as kept with its key.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum KeptResult {
+    Rows(usize),
+    Error { kind: String, message: String },
+}
+
+impl KeptResult {
+    fn of(result: &Result<usize>) -> Self {
+        match result {
+            Ok(n) => KeptResult::Rows(*n),
+            Err(StoreError::AlreadyExists(m)) => KeptResult::Error {
+                kind: "already_exists".into(),
+                message: m.clone(),
+            },
+            Err(StoreError::NotFound(m)) => KeptResult::Error {
+                kind: "not_found".into(),
+                message: m.clone(),
+            },
+            Err(e) => KeptResult::Error {
+                kind: "conflict".into(),
+                message: e.to_string(),
+            },
+        }
+    }
+
+    fn replay(self) -> Result<usize> {
+        match self {
+            KeptResult::Rows(n) => Ok(n),
+            KeptResult::Error { kind, message } => Err(match kind.as_str() {
+                "already_exists" => StoreError::AlreadyExists(message),
+                "not_found" => StoreError::NotFound(message),
+                _ => StoreError::Conflict(message),
+            }),
+        }
+    }
+}
+
+/// Applies `command` once per `key`: the outer error is the database's,
+/// the inner one the command's (kept with the key, and given again to a
+/// retry). Keys older than [`ferry_core::IDEMPOTENCY_KEY_TTL_MS`] are
+/// dropped here, by the command's own time, the same on every node.
+fn keyed(
+    tx: &mut Transaction<'_>,
+    key: &str,
+    at: ferry_core::UnixMillis,
+    command: &Command,
+) -> Result<Result<usize>> {
+    tx.execute(
+        "DELETE FROM idempotency_keys WHERE created_at < ?1",
+        [at - ferry_core::IDEMPOTENCY_KEY_TTL_MS],
+    )?;
+    let kept: Option<(String, String)> = tx
+        .query_row(
+            "SELECT kind, result FROM idempotency_keys WHERE key = ?1",
+            [key],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if let Some((kind, result)) = kept {
+        if kind != command.name() {
+            return Ok(Err(StoreError::Conflict(format!(
+                "idempotency key {key:?} was used for {kind}, not {}",
+                command.name()
+            ))));
+        }
+        let kept: KeptResult =
+            serde_json::from_str(&result).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        return Ok(kept.replay());
+    }
+    let result = {
+        let savepoint = tx.savepoint()?;
+        let result = apply_in(&savepoint, command);
+        if result.is_ok() {
+            savepoint.commit()?;
+        }
+        // Dropped without commit: the command's partial changes roll back.
+        result
+    };
+    if matches!(result, Err(StoreError::Sqlite(_) | StoreError::Io(_))) {
+        // The database failed, not the command: nothing is kept.
+        return Err(result.err().unwrap_or(StoreError::Corrupt(String::new())));
+    }
+    let text = serde_json::to_string(&KeptResult::of(&result))
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    tx.execute(
+        "INSERT INTO idempotency_keys (key, kind, result, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![key, command.name(), text, at],
+    )?;
+    Ok(result)
+}
+
+impl Store {
     /// The account called `name`.
     pub fn account(&self, name: &str) -> Result<Option<Account>> {
         self.conn()
@@ -448,7 +558,7 @@ impl Store {
 }
 
 /// The id of the account called `name`, or `NotFound`.
-fn account_id(tx: &rusqlite::Transaction<'_>, name: &str) -> Result<String> {
+fn account_id(tx: &Connection, name: &str) -> Result<String> {
     tx.query_row("SELECT id FROM accounts WHERE name = ?1", [name], |r| {
         r.get(0)
     })

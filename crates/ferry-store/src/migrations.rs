@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../schemas/0004_node_local.sql"),
     include_str!("../../../schemas/0005_settings.sql"),
     include_str!("../../../schemas/0006_transfer_size.sql"),
+    include_str!("../../../schemas/0007_idempotency_keys.sql"),
 ];
 
 /// The schema version this build produces.

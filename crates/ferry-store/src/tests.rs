@@ -423,3 +423,82 @@ mod engine {
         assert!(matches!(err, StoreError::NotFound(_)), "{err}");
     }
 }
+
+fn keyed(key: &str, at: i64, command: Command) -> Command {
+    Command::Keyed {
+        key: key.into(),
+        at,
+        command: Box::new(command),
+    }
+}
+
+#[test]
+fn a_keyed_change_is_applied_once_and_its_answer_given_again() {
+    let s = Store::open_in_memory().unwrap();
+    let first = s
+        .apply(&keyed(
+            "k1#1",
+            1_000,
+            Command::CreateAccount(account("ann")),
+        ))
+        .unwrap();
+    assert_eq!(first.rows_changed, 1);
+    // The retry gets the first answer, not "already exists", and changes
+    // nothing (the account made meanwhile is not touched).
+    s.apply(&Command::SetAccountEnabled {
+        name: "ann".into(),
+        enabled: false,
+    })
+    .unwrap();
+    let again = s
+        .apply(&keyed(
+            "k1#1",
+            2_000,
+            Command::CreateAccount(account("ann")),
+        ))
+        .unwrap();
+    assert_eq!(again, first);
+    assert!(!s.account("ann").unwrap().unwrap().enabled);
+    // An error is kept with its key too, and given again.
+    let refused = s
+        .apply(&keyed(
+            "k2#1",
+            3_000,
+            Command::CreateAccount(account("ann")),
+        ))
+        .unwrap_err();
+    assert!(matches!(refused, StoreError::AlreadyExists(_)), "{refused}");
+    s.apply(&Command::RemoveAccount { name: "ann".into() })
+        .unwrap();
+    let replayed = s
+        .apply(&keyed(
+            "k2#1",
+            4_000,
+            Command::CreateAccount(account("ann")),
+        ))
+        .unwrap_err();
+    assert!(
+        matches!(replayed, StoreError::AlreadyExists(_)),
+        "{replayed}"
+    );
+    assert!(s.account("ann").unwrap().is_none());
+    // A key is for one kind of change.
+    let other = s
+        .apply(&keyed(
+            "k1#1",
+            5_000,
+            Command::RemoveAccount { name: "bob".into() },
+        ))
+        .unwrap_err();
+    assert!(matches!(other, StoreError::Conflict(_)), "{other}");
+    // Keys are forgotten after a day (by the commands' own clock).
+    let later = 1_000 + ferry_core::IDEMPOTENCY_KEY_TTL_MS + 1;
+    let fresh = s
+        .apply(&keyed(
+            "k1#1",
+            later,
+            Command::CreateAccount(account("ann")),
+        ))
+        .unwrap();
+    assert_eq!(fresh.rows_changed, 1);
+}

@@ -22,7 +22,24 @@ pub struct AdminArgs {
     /// A `ferry up` data directory: URL, token and CA are read from it.
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// The key that makes a change happen once: a command run again with
+    /// the key it printed after an unknown outcome gets the first answer
+    /// (default: a new key for each run).
+    #[arg(long, env = "FERRY_IDEMPOTENCY_KEY", global = true)]
+    idempotency_key: Option<String>,
 }
+
+/// A change whose outcome the server could not tell (exit code 3).
+#[derive(Debug)]
+pub(crate) struct OutcomeUnknown(pub(crate) String);
+
+impl std::fmt::Display for OutcomeUnknown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OutcomeUnknown {}
 
 /// `ferry account …`
 #[derive(Debug, Subcommand)]
@@ -181,6 +198,8 @@ pub(crate) struct Admin {
     url: String,
     token: String,
     http: reqwest::Client,
+    /// Sent with every change (`Idempotency-Key`).
+    idempotency_key: String,
 }
 
 fn read_secret_line(path: &std::path::Path) -> anyhow::Result<String> {
@@ -220,10 +239,16 @@ impl Admin {
             .use_preconfigured_tls(tls)
             .timeout(std::time::Duration::from_secs(30))
             .build()?;
+        let idempotency_key = args.idempotency_key.clone().unwrap_or_else(|| {
+            let mut bytes = [0u8; 16];
+            rand::Rng::fill_bytes(&mut rand::rng(), &mut bytes);
+            hex::encode(bytes)
+        });
         Ok(Self {
             url: url.trim_end_matches('/').to_owned(),
             token,
             http,
+            idempotency_key,
         })
     }
 
@@ -240,10 +265,14 @@ impl Admin {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
+        let changes = method != reqwest::Method::GET;
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.url))
             .bearer_auth(&self.token);
+        if changes {
+            req = req.header("idempotency-key", &self.idempotency_key);
+        }
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -263,6 +292,14 @@ impl Admin {
                 .get("message")
                 .and_then(Value::as_str)
                 .unwrap_or("request failed");
+            if value.get("code").and_then(Value::as_str) == Some("outcome_unknown") {
+                return Err(OutcomeUnknown(format!(
+                    "{message} (HTTP {}): the change may or may not have been made; run the same command with --idempotency-key {} to finish it or learn what happened",
+                    status.as_u16(),
+                    self.idempotency_key
+                ))
+                .into());
+            }
             bail!("{message} (HTTP {})", status.as_u16());
         }
         Ok(value)

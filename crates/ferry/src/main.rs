@@ -188,7 +188,9 @@ async fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli).await {
         eprintln!("ferry: error: {e:#}");
-        std::process::exit(1);
+        // 3: neither done nor failed (see `--idempotency-key`).
+        let unknown = e.downcast_ref::<admin_client::OutcomeUnknown>().is_some();
+        std::process::exit(if unknown { 3 } else { 1 });
     }
 }
 

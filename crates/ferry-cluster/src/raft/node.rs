@@ -232,6 +232,15 @@ enum Attempt {
     Failed(FerryError),
 }
 
+/// A change that may or may not be made: the caller must not take it for
+/// a failure (nor a success).
+fn outcome_unknown(detail: impl std::fmt::Display) -> FerryError {
+    FerryError::new(
+        ErrorKind::OutcomeUnknown,
+        format!("outcome unknown: {detail}; the change may still be made"),
+    )
+}
+
 fn no_quorum(detail: impl std::fmt::Display) -> FerryError {
     FerryError::new(ErrorKind::Unavailable, format!("{NO_QUORUM} ({detail})"))
 }
@@ -821,12 +830,24 @@ impl RaftNode {
         // Long enough for an election or two (at most two election
         // timeouts each) after a leader died.
         let deadline = Duration::from_millis(self.config.election_timeout_ms * 8);
-        // A transfer-log row is inserted once by its id: sending it again
-        // when an answer was lost cannot make a second row.
-        let idempotent = matches!(proposal.command, Command::RecordTransfer(_));
+        // A transfer-log row is inserted once by its id, and a keyed change
+        // once by its key: sending either again when an answer was lost
+        // cannot make a second change.
+        let idempotent = matches!(
+            proposal.command,
+            Command::RecordTransfer(_) | Command::Keyed { .. }
+        );
+        // Whether an attempt may have reached the log: if the deadline
+        // passes then, the change may still be made.
+        let in_flight = std::sync::atomic::AtomicBool::new(false);
         let attempts = async {
             loop {
-                match self.propose_once(proposal.clone()).await {
+                in_flight.store(true, std::sync::atomic::Ordering::Relaxed);
+                let attempt = self.propose_once(proposal.clone()).await;
+                if matches!(attempt, Err(Attempt::NotDelivered(_))) {
+                    in_flight.store(false, std::sync::atomic::Ordering::Relaxed);
+                }
+                match attempt {
                     Ok((store_answer, index)) => {
                         self.wait_applied(index).await;
                         return store_answer;
@@ -847,13 +868,16 @@ impl RaftNode {
                         ))
                         .await;
                     }
-                    Err(Attempt::Lost(why)) => return Err(no_quorum(why)),
+                    Err(Attempt::Lost(why)) => return Err(outcome_unknown(why)),
                     Err(Attempt::Failed(e)) => return Err(e),
                 }
             }
         };
         match tokio::time::timeout(deadline, attempts).await {
             Ok(result) => result,
+            Err(_) if in_flight.load(std::sync::atomic::Ordering::Relaxed) => Err(outcome_unknown(
+                "it was proposed, but no majority confirmed it in time",
+            )),
             Err(_) => Err(no_quorum("no majority answered in time")),
         }
     }
