@@ -21,8 +21,17 @@ use super::{Clock, PrimaryRole};
 use crate::ServerCtx;
 
 /// A missed slot younger than this still fires when `catch_up` is off: it
-/// is the slot being fired now, a little late.
-pub const MISFIRE_GRACE_MS: i64 = 2_000;
+/// is the slot being fired now, a little late (a failover takes a few
+/// seconds; a slot due during one is late, not missed). A slot fires once
+/// however late: its firing is recorded once per (schedule, slot) in the
+/// one replicated store.
+pub const MISFIRE_GRACE_MS: i64 = 10_000;
+
+/// The grace in active/passive mode, where each server has its own store
+/// and a newly active server cannot see a firing the old one made just
+/// before it lost its place: kept short, so that a slot is less likely
+/// fired by both (a known gap of issue 15).
+pub const MISFIRE_GRACE_ACTIVE_PASSIVE_MS: i64 = 2_000;
 
 /// How often the schedule table is re-read when no slot is due sooner
 /// (changes made through this node's admin API wake it at once).
@@ -113,10 +122,16 @@ pub struct Decision {
 /// Decides what to fire for a schedule whose slots up to `baseline` are
 /// settled: the latest due slot fires if it is on time, or if `catch_up`
 /// says missed slots fire (once, however many were missed).
-pub fn decide(slots: &CronSlots, baseline: i64, now: i64, catch_up: bool) -> Decision {
+pub fn decide(
+    slots: &CronSlots,
+    baseline: i64,
+    now: i64,
+    catch_up: bool,
+    grace_ms: i64,
+) -> Decision {
     let fire = slots
         .latest_in(baseline, now)
-        .filter(|&slot| catch_up || now - slot <= MISFIRE_GRACE_MS);
+        .filter(|&slot| catch_up || now - slot <= grace_ms);
     Decision {
         fire,
         settled_until: now.max(baseline),
@@ -197,7 +212,12 @@ async fn serve_term(ctx: &Arc<ServerCtx>, clock: &Clock, term: u64) {
             .flatten()
             .max()
             .unwrap_or(now);
-            let decision = decide(&slots, baseline, now, schedule.catch_up);
+            let grace = if ctx.cluster.is_some() {
+                MISFIRE_GRACE_ACTIVE_PASSIVE_MS
+            } else {
+                MISFIRE_GRACE_MS
+            };
+            let decision = decide(&slots, baseline, now, schedule.catch_up, grace);
             if let Some(slot) = decision.fire {
                 if let Err(e) = fire(ctx, &schedule, slot, term, now).await {
                     // Not settled: the next pass tries again.
@@ -382,20 +402,32 @@ mod tests {
         let every_min = CronSlots::parse("0 * * * * *", "UTC").unwrap();
         let baseline = at("2026-05-01T10:00:00Z");
         let now = at("2026-05-01T10:07:30Z");
-        let d = decide(&every_min, baseline, now, true);
+        let d = decide(&every_min, baseline, now, true, MISFIRE_GRACE_MS);
         assert_eq!(
             d.fire,
             Some(at("2026-05-01T10:07:00Z")),
             "one catch-up firing"
         );
         assert_eq!(d.next, Some(at("2026-05-01T10:08:00Z")));
-        let d = decide(&every_min, baseline, now, false);
+        let d = decide(&every_min, baseline, now, false, MISFIRE_GRACE_MS);
         assert_eq!(d.fire, None, "missed slots are skipped");
         // On time (or a little late) fires either way.
-        let d = decide(&every_min, baseline, at("2026-05-01T10:01:00.500Z"), false);
+        let d = decide(
+            &every_min,
+            baseline,
+            at("2026-05-01T10:01:00.500Z"),
+            false,
+            MISFIRE_GRACE_MS,
+        );
         assert_eq!(d.fire, Some(at("2026-05-01T10:01:00Z")));
         // Nothing due.
-        let d = decide(&every_min, baseline, at("2026-05-01T10:00:30Z"), true);
+        let d = decide(
+            &every_min,
+            baseline,
+            at("2026-05-01T10:00:30Z"),
+            true,
+            MISFIRE_GRACE_MS,
+        );
         assert_eq!(d.fire, None);
     }
 
@@ -559,6 +591,22 @@ mod tests {
         rig.role.send_replace(PrimaryRole::Primary { term: 1 });
         pass(60).await; // 10:04:20
         assert_eq!(rig.slots(), vec!["2026-05-01T10:04:00+00:00"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_due_during_a_failover_fires_late_without_catch_up() {
+        let rig = rig("2026-05-01T10:00:00Z", "0 * * * * *", "UTC", false);
+        rig.start();
+        pass(30).await; // 10:00:30 — fired 10:00
+        rig.role.send_replace(PrimaryRole::Secondary);
+        pass(35).await; // 10:01:05 — no primary when 10:01 was due
+        rig.role.send_replace(PrimaryRole::Primary { term: 2 });
+        pass(1).await; // 10:01:06 — taken over 6 s late
+        assert_eq!(
+            rig.slots(),
+            vec!["2026-05-01T10:00:00+00:00", "2026-05-01T10:01:00+00:00"],
+            "a slot a failover made 6 s late is late, not missed"
+        );
     }
 
     #[tokio::test(start_paused = true)]
