@@ -303,6 +303,39 @@ alert_webhook = "http://127.0.0.1:{hook_port}/alerts"
         rows
     }
 
+    /// Creates alice (password and a key) through server `i`; her key.
+    fn alice_with_key(&self, i: usize) -> PathBuf {
+        self.admin_ok(
+            i,
+            &["account", "add", "alice", "--password-stdin"],
+            Some(&format!("{PASSWORD}\n")),
+        );
+        let key = client_key(self.root.path(), "alice_key");
+        self.admin_ok(
+            i,
+            &[
+                "account",
+                "key",
+                "add",
+                "alice",
+                key.with_extension("pub").to_str().unwrap(),
+            ],
+            None,
+        );
+        key
+    }
+
+    /// Server `i`'s internal address, as it advertises it.
+    fn advertise(&self, i: usize) -> String {
+        let config = std::fs::read_to_string(self.servers[i].dir.join("server.toml")).unwrap();
+        config
+            .lines()
+            .find_map(|l| l.strip_prefix("advertise = "))
+            .unwrap()
+            .trim_matches('"')
+            .to_owned()
+    }
+
     fn sftp(&self, key: &Path, batch: &str) -> Output {
         let scratch = self.root.path();
         sftp_with_key(self.sftp_port, scratch, "alice", key, batch, scratch)
@@ -324,23 +357,7 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
 
     // Made through a follower, visible everywhere.
     let follower = (0..3).find(|&i| Some(i) != c.primary()).unwrap();
-    c.admin_ok(
-        follower,
-        &["account", "add", "alice", "--password-stdin"],
-        Some(&format!("{PASSWORD}\n")),
-    );
-    let key = client_key(c.root.path(), "alice_key");
-    c.admin_ok(
-        follower,
-        &[
-            "account",
-            "key",
-            "add",
-            "alice",
-            key.with_extension("pub").to_str().unwrap(),
-        ],
-        None,
-    );
+    let key = c.alice_with_key(follower);
     for i in 0..3 {
         assert!(
             wait_until(10, || c
@@ -744,23 +761,7 @@ fn a_partitioned_leader_turns_read_only_and_never_shares_a_term() {
     });
     c.admin_ok(0, &["cluster", "init"], None);
     assert!(wait_until(20, || c.primary().is_some()));
-    c.admin_ok(
-        0,
-        &["account", "add", "alice", "--password-stdin"],
-        Some(&format!("{PASSWORD}\n")),
-    );
-    let key = client_key(c.root.path(), "alice_key");
-    c.admin_ok(
-        0,
-        &[
-            "account",
-            "key",
-            "add",
-            "alice",
-            key.with_extension("pub").to_str().unwrap(),
-        ],
-        None,
-    );
+    let key = c.alice_with_key(0);
     let old = c.primary().unwrap();
     let name = c.servers[old].name;
     println!(
@@ -891,15 +892,7 @@ fn a_server_joins_with_the_token_and_another_leaves() {
         &["account", "add", "alice", "--password-stdin"],
         Some(&format!("{PASSWORD}\n")),
     );
-    let s1_addr = {
-        let config = std::fs::read_to_string(c.servers[0].dir.join("server.toml")).unwrap();
-        config
-            .lines()
-            .find_map(|l| l.strip_prefix("advertise = "))
-            .unwrap()
-            .trim_matches('"')
-            .to_owned()
-    };
+    let s1_addr = c.advertise(0);
     // A wrong token is refused, and s3 stays outside.
     let bad = c.root.path().join("bad.token");
     std::fs::write(&bad, "fyj_0000\n").unwrap();
@@ -1048,23 +1041,7 @@ fn an_upload_closed_without_a_quorum_is_kept_and_logged_and_routed_later() {
     let mut c = Raft::start(THREE);
     c.admin_ok(0, &["cluster", "init"], None);
     assert!(wait_until(20, || c.primary().is_some()));
-    c.admin_ok(
-        0,
-        &["account", "add", "alice", "--password-stdin"],
-        Some(&format!("{PASSWORD}\n")),
-    );
-    let key = client_key(c.root.path(), "alice_key");
-    c.admin_ok(
-        0,
-        &[
-            "account",
-            "key",
-            "add",
-            "alice",
-            key.with_extension("pub").to_str().unwrap(),
-        ],
-        None,
-    );
+    let key = c.alice_with_key(0);
     c.admin_ok(
         0,
         &["account", "add", "bob", "--password-stdin"],
@@ -1086,14 +1063,7 @@ fn an_upload_closed_without_a_quorum_is_kept_and_logged_and_routed_later() {
         None,
     );
     // A second edge in front of s1 alone: the session is on s1.
-    let config = std::fs::read_to_string(c.servers[0].dir.join("server.toml")).unwrap();
-    let s1_port: u16 = config
-        .lines()
-        .find_map(|l| l.strip_prefix("advertise = \"127.0.0.1:"))
-        .unwrap()
-        .trim_end_matches('"')
-        .parse()
-        .unwrap();
+    let s1_port: u16 = c.advertise(0).rsplit(':').next().unwrap().parse().unwrap();
     let (_edge2, edge2_port) = start_edge(c.root.path(), &[s1_port]);
     let mut client = Command::new("python3")
         .args(["-c", SLOW_CLOSE, &edge2_port.to_string()])

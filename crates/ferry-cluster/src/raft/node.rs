@@ -633,17 +633,8 @@ impl RaftNode {
                 self.name, self.advertise
             ));
         }
-        let members: Vec<Member> = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .nodes()
-            .filter(|(id, _)| **id != self.id)
-            .map(|(_, n)| n.clone())
-            .collect();
-        for member in members {
+        let others = self.members().into_iter().filter(|(id, _)| *id != self.id);
+        for (_, member) in others {
             if let Err(e) = self
                 .network
                 .call(&member, ClusterRequest::RaftStatus, Duration::from_secs(3))
@@ -684,15 +675,7 @@ impl RaftNode {
                 "this is the server asked: use `ferry cluster leave` on it",
             ));
         }
-        let member = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .nodes()
-            .any(|(_, n)| n.name == name);
-        if !member {
+        if !self.is_member(name) {
             return Err(FerryError::new(
                 ErrorKind::NotFound,
                 format!("{name:?} is not a member of this cluster"),
@@ -808,15 +791,24 @@ impl RaftNode {
 
     /// Whether `name` is a member (voter or learner) or a configured peer.
     pub fn knows(&self, name: &str) -> bool {
-        self.config.peers.iter().any(|p| p.id == name)
-            || self
-                .raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .nodes()
-                .any(|(_, n)| n.name == name)
+        self.config.peers.iter().any(|p| p.id == name) || self.is_member(name)
+    }
+
+    /// The group's members (voters and learners) now, by Raft id.
+    fn members(&self) -> Vec<(NodeId, Member)> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.clone()))
+            .collect()
+    }
+
+    /// Whether a member of the group is called `name`.
+    fn is_member(&self, name: &str) -> bool {
+        self.members().iter().any(|(_, n)| n.name == name)
     }
 
     /// Proposes `command` (here if this is the leader, else at the leader)
