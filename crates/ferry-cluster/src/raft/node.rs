@@ -1031,11 +1031,7 @@ impl RaftNode {
     pub fn stale_reason(&self) -> Option<String> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        self.stale_reason_in(&m)
-    }
-
-    fn stale_reason_in(&self, m: &openraft::RaftMetrics<NodeId, Member>) -> Option<String> {
-        self.staleness(m).map(|s| s.describe(&self.name))
+        self.staleness(&m).map(|s| s.describe(&self.name))
     }
 
     /// Records that this follower has applied its leader's commit index
