@@ -404,3 +404,42 @@ fn the_server_takes_a_peers_role_from_its_certificate() {
     // The real edge, with its own certificate, is served throughout.
     scenarios::roundtrip_20mib(&f, "server1");
 }
+
+/// The server dies while an upload's CLOSE is with it: the edge cannot
+/// know whether the upload was committed, so it must not answer "failure"
+/// (a client would believe nothing happened). It ends the connection, and
+/// the client sees the outcome as unknown. Before, the edge answered
+/// SSH_FX_FAILURE "connection to the server was lost".
+#[test]
+fn a_close_in_flight_when_the_server_dies_is_not_reported_as_failed() {
+    use std::io::{BufRead, BufReader, Write};
+    let (mut f, _) = split(0);
+    f.add_account("judy");
+    let mut client = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/clients/close_in_flight.py"
+        ))
+        .args([&f.sftp_port.to_string(), "judy", PASSWORD])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "READY");
+    let mut server = f.procs.pop().unwrap();
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    writeln!(client.stdin.take().unwrap(), "go").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "SENT");
+    // Let the CLOSE reach the held server, then kill it.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    server.kill();
+    let told = lines.next().unwrap().unwrap();
+    assert!(told.starts_with("unknown:"), "the client was told: {told}");
+    assert!(client.wait().unwrap().success());
+}

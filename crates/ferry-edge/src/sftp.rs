@@ -198,6 +198,12 @@ enum End {
     Closed,
     /// The client stopped taking replies for the idle timeout.
     Stalled,
+    /// The server went away while a request that changes something (a
+    /// CLOSE that commits an upload, a rename, a remove) was with it: it
+    /// may or may not have been done. SFTP has no status for "unknown", and
+    /// a failure status would be a claim the edge cannot make, so the
+    /// session ends and the client sees a broken connection.
+    UpstreamLost,
 }
 
 /// Serves one SFTP channel until the client closes it, then closes the
@@ -235,8 +241,8 @@ pub async fn serve(channel: Channel<Msg>, s: SftpSession) {
                 read = read_packet(&mut rd) => read,
                 done = &mut writer, if writer_end.is_none() => {
                     let done = done.unwrap_or(End::Closed);
-                    if done == End::Stalled {
-                        end = End::Stalled;
+                    if done != End::Closed {
+                        end = done;
                         break;
                     }
                     writer_end = Some(done);
@@ -299,6 +305,23 @@ pub async fn serve(channel: Channel<Msg>, s: SftpSession) {
             let _ = write_half.exit_status(0).await;
             let _ = write_half.eof().await;
             let _ = write_half.close().await;
+        }
+        End::UpstreamLost => {
+            tracing::warn!(
+                peer = %s.peer, account = %s.account,
+                "the server was lost with a change in flight; disconnected (its outcome is unknown)"
+            );
+            if let Some(ssh) = &s.ssh {
+                let _ = ssh
+                    .disconnect(
+                        Disconnect::ByApplication,
+                        "Ferry: the connection to the server was lost; the outcome of the last \
+                         request is unknown"
+                            .into(),
+                        String::new(),
+                    )
+                    .await;
+            }
         }
         End::Stalled => {
             tracing::warn!(
@@ -896,6 +919,9 @@ async fn write_replies<W: AsyncWrite + Unpin>(
             Pending::Ready(b) => b,
             Pending::Upstream { id, expect, reply } => match reply.await {
                 Ok(r) => translate_reply(id, expect, r, &owner),
+                // Requests answered with a status are the ones that change
+                // something: their outcome is unknown.
+                Err(_) if matches!(expect, Expect::Status) => return End::UpstreamLost,
                 Err(_) => status(id, StatusCode::Failure, "connection to the server was lost"),
             },
         };
