@@ -343,3 +343,107 @@ fn an_admin_change_sent_again_with_its_idempotency_key_gets_the_first_answer() {
     );
     assert!(f.admin_ok(&["account", "list"], None).contains("kim"));
 }
+
+/// A server that died between renaming an upload into place and logging
+/// its row (found by the nemesis test: a file in the home that no row
+/// explains) logs the row at its next start, from the commit intent it
+/// wrote before the rename. An intent whose rename never happened (the
+/// partial file is still there) logs nothing: that client was never told
+/// the upload succeeded.
+#[test]
+fn an_upload_renamed_just_before_a_crash_gets_its_row_at_the_next_start() {
+    let mut f = Ferry::up();
+    f.add_account("dave");
+    // The server is killed outright; then the disk is left as a crash at
+    // either side of the rename would leave it.
+    for p in &mut f.procs {
+        p.kill();
+    }
+    let home = f.repository.join("dave");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("renamed.dat"), b"committed before the crash\n").unwrap();
+    std::fs::write(
+        home.join(".ferry-partial.unrenamed.dat"),
+        b"never committed\n",
+    )
+    .unwrap();
+    let db = f.dir.path().join("data/state/ferry.db");
+    assert!(db.is_file(), "no store at {}", db.display());
+    let intent = |id: &str, path: &str, body: &[u8]| {
+        serde_json::json!({
+            "id": id, "account": "dave", "protocol": "sftp", "direction": "upload",
+            "path": path, "bytes": body.len(), "size": body.len(),
+            "sha256": sha256_hex(body), "started_at": 1, "ended_at": 2,
+            "status": "completed", "node": "crashed", "client_addr": "127.0.0.1:1",
+            "error": null,
+        })
+        .to_string()
+    };
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); \
+             c.executemany('INSERT INTO node_local (key, value) VALUES (?, ?)', \
+             [('upload-intent:'+sys.argv[2], sys.argv[3]), ('upload-intent:'+sys.argv[4], sys.argv[5])]); \
+             c.commit()",
+        ])
+        .arg(&db)
+        .args([
+            "01a00000-0000-7000-8000-000000000001",
+            &intent(
+                "01a00000-0000-7000-8000-000000000001",
+                "/renamed.dat",
+                b"committed before the crash\n",
+            ),
+            "01a00000-0000-7000-8000-000000000002",
+            &intent(
+                "01a00000-0000-7000-8000-000000000002",
+                "/unrenamed.dat",
+                b"never committed\n",
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    f.kill_and_restart(&[]);
+    let rows = |f: &Ferry| -> Vec<(String, String)> {
+        f.transfers()
+            .iter()
+            .map(|t| {
+                (
+                    t["path"].as_str().unwrap().to_owned(),
+                    t["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert!(
+        wait_until(10, || rows(&f)
+            .contains(&("/renamed.dat".to_owned(), "completed".to_owned()))),
+        "{:?}",
+        rows(&f)
+    );
+    let all = rows(&f);
+    assert!(
+        !all.iter().any(|(p, _)| p == "/unrenamed.dat"),
+        "a row for an upload that was never renamed: {all:?}"
+    );
+    assert!(home.join(".ferry-partial.unrenamed.dat").exists());
+    // Both intents are gone: a second start logs nothing again.
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); \
+             print(c.execute(\"SELECT count(*) FROM node_local WHERE key LIKE 'upload-intent:%'\").fetchone()[0])",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}

@@ -342,8 +342,22 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     }
     if let Some(node) = ctx.raft.clone() {
         tokio::spawn(follow_leader(node, ctx.clone()));
-        tokio::spawn(session::flush_pending_rows(ctx.clone()));
     }
+    // Uploads that were being committed when this server stopped get their
+    // rows before any session is served.
+    match session::recover_upload_intents(&ctx) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            rows = n,
+            "recovered the rows of uploads committed at the last stop"
+        ),
+        Err(e) => {
+            return Err(StartError::Setup(format!(
+                "cannot recover the uploads being committed at the last stop: {e}"
+            )))
+        }
+    }
+    tokio::spawn(session::flush_pending_rows(ctx.clone()));
     engine::start(ctx.clone())
         .await
         .map_err(|e| StartError::Setup(format!("cannot start the transfer engine: {e}")))?;

@@ -1249,6 +1249,27 @@ async fn finish(
         Direction::Download
     };
     let fsync = ctx.fsync_uploads;
+    // The row of a committed upload, as it will be logged: written to this
+    // node's disk before the rename (see `UPLOAD_INTENT`).
+    let intent = TransferRecord {
+        id: transfer_id.clone(),
+        account: s.account.clone(),
+        protocol: s.protocol,
+        direction,
+        path: path.to_string(),
+        bytes,
+        size: None,
+        sha256: None,
+        started_at,
+        ended_at: now_millis(),
+        status: TransferStatus::Completed,
+        node: ctx.node_id.clone(),
+        client_addr: s.client_addr.clone(),
+        error: None,
+        partner: None,
+        event_id: None,
+    };
+    let intent_ctx = ctx.clone();
     let outcome: Result<Option<(String, Option<u64>)>, FerryError> = if closed {
         blocking(move || {
             if let Some(up) = upload {
@@ -1260,13 +1281,20 @@ async fn finish(
                 let sha = hash.finish(&file).map_err(io_error)?;
                 // Later downloads of the committed file reuse this hash.
                 cache_sha256(&file, &content_stamp(&meta), &sha);
-                up.place.commit_partial(fsync).map_err(|e| {
+                let intent = TransferRecord {
+                    size: Some(size),
+                    sha256: Some(sha.clone()),
+                    ..intent
+                };
+                write_intent(&intent_ctx, &intent)?;
+                if let Err(e) = up.place.commit_partial(fsync) {
+                    remove_intent(&intent_ctx, &intent.id);
                     let err = io_error(e);
-                    FerryError::new(
+                    return Err(FerryError::new(
                         err.kind,
                         format!("could not commit the upload: {}", err.message),
-                    )
-                })?;
+                    ));
+                }
                 Ok(Some((sha, Some(size))))
             } else {
                 let was_known = hash.is_known();
@@ -1328,7 +1356,17 @@ async fn finish(
             .file_name()
             .is_some_and(ferry_core::path::is_temporary_upload_name);
     let transfer_id = record.id.clone();
+    let committed = record.status == TransferStatus::Completed && direction == Direction::Upload;
     let logged = log_transfer(ctx, record).await;
+    if committed && logged.is_ok() {
+        // The row is in the log, or waits under `PENDING_ROW`.
+        let (c, id) = (ctx.clone(), transfer_id.clone());
+        let _ = blocking(move || {
+            remove_intent(&c, &id);
+            Ok(())
+        })
+        .await;
+    }
     if renamable && logged.is_ok() {
         let mut waiting = locked(&s.renamable);
         if waiting.len() >= MAX_RENAMABLE {
@@ -1369,6 +1407,75 @@ const MAX_RENAMABLE: usize = 1024;
 
 /// Prefix of node-local keys holding transfer-log rows not yet replicated.
 pub(crate) const PENDING_ROW: &str = "pending-transfer:";
+
+/// Prefix of node-local keys holding the row of an upload that is being
+/// committed: written (synchronously) before the partial file is renamed
+/// to its name, removed once the row is logged or waits as a
+/// [`PENDING_ROW`]. A server that died in between finds it at its next
+/// start ([`recover_upload_intents`]): the upload's file under its name
+/// with the row's size and SHA-256 means the rename happened, and the row
+/// is logged then, so no file stays in a home without its row.
+pub(crate) const UPLOAD_INTENT: &str = "upload-intent:";
+
+fn write_intent(ctx: &ServerCtx, record: &TransferRecord) -> Result<(), FerryError> {
+    let text = serde_json::to_string(record).map_err(|e| FerryError::internal(e.to_string()))?;
+    ctx.store
+        .set_local(&format!("{UPLOAD_INTENT}{}", record.id), &text)
+        .map_err(|e| {
+            FerryError::new(
+                ErrorKind::Unavailable,
+                format!("could not commit the upload: {e}"),
+            )
+        })
+}
+
+fn remove_intent(ctx: &ServerCtx, id: &str) {
+    if let Err(e) = ctx.store.remove_local(&format!("{UPLOAD_INTENT}{id}")) {
+        // Harmless: the next start finds the row logged already.
+        tracing::warn!(transfer = %id, error = %e, "could not remove an upload's commit intent");
+    }
+}
+
+/// At start, before sessions are served: every upload this server was
+/// committing when it stopped. One whose file is under its name with the
+/// intended size and SHA-256 was renamed, so its row becomes a
+/// [`PENDING_ROW`] (logged by [`flush_pending_rows`]; logging a row twice
+/// keeps one). Otherwise the rename never happened, the client was never
+/// told the upload succeeded, and the partial file stays for a resume.
+/// Returns how many rows were recovered.
+pub(crate) fn recover_upload_intents(ctx: &ServerCtx) -> Result<usize, FerryError> {
+    let mut recovered = 0;
+    for (key, text) in ctx
+        .store
+        .locals_with_prefix(UPLOAD_INTENT)
+        .map_err(FerryError::from)?
+    {
+        let record: TransferRecord =
+            serde_json::from_str(&text).map_err(|e| FerryError::internal(format!("{key}: {e}")))?;
+        let renamed = (|| -> Result<bool, FerryError> {
+            let home = crate::engine::actions::account_home(ctx, &record.account)?;
+            let (file, meta) = home.read_file(&parse(&record.path)?)?;
+            if Some(meta.len()) != record.size {
+                return Ok(false);
+            }
+            let sha = file_digest(&file, HashAlgorithm::Sha256).map_err(io_error)?;
+            Ok(Some(&sha) == record.sha256.as_ref())
+        })()
+        .unwrap_or(false);
+        if renamed {
+            ctx.store
+                .set_local(&format!("{PENDING_ROW}{}", record.id), &text)
+                .map_err(FerryError::from)?;
+            recovered += 1;
+            tracing::warn!(
+                transfer = %record.id, account = %record.account, path = %record.path,
+                "an upload committed just before this server stopped gets its transfer-log row now"
+            );
+        }
+        ctx.store.remove_local(&key).map_err(FerryError::from)?;
+    }
+    Ok(recovered)
+}
 
 /// Proposes the transfer-log rows that waited for a quorum (active/active),
 /// oldest first; each is removed once the cluster has it.
@@ -1424,7 +1531,8 @@ pub(crate) async fn log_transfer(
     let logged = blocking(move || {
         match writer.apply(&Command::RecordTransfer(record.clone())) {
             // The cluster cannot take the row now (no quorum, or this
-            // server fell behind). A download still completed, and so did
+            // server fell behind), or may have taken it without saying so
+            // (outcome unknown; a row logged twice is kept once). A download still completed, and so did
             // an upload whose file is already committed under its name:
             // the row waits on this node's disk (synchronous, like the
             // store) and is proposed when the cluster takes writes again,
@@ -1432,7 +1540,7 @@ pub(crate) async fn log_transfer(
             // happened: the file is stored. (A row that did reach the log
             // meanwhile is recorded once: rows are inserted by id.)
             Err(e)
-                if e.kind == ferry_core::ErrorKind::Unavailable
+                if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::OutcomeUnknown)
                     && writer.raft.is_some()
                     && (record.direction == Direction::Download
                         || record.status == TransferStatus::Completed) =>

@@ -44,7 +44,12 @@ impl ActionError {
 impl From<FerryError> for ActionError {
     fn from(e: FerryError) -> Self {
         Self {
-            transient: matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Busy),
+            // A change whose outcome is unknown is retried: every step is
+            // safe to run again (rows by derived id, copies by rename).
+            transient: matches!(
+                e.kind,
+                ErrorKind::Unavailable | ErrorKind::Busy | ErrorKind::OutcomeUnknown
+            ),
             message: e.message,
         }
     }
@@ -739,4 +744,21 @@ async fn push_folder(
         s.close().await;
     }
     Ok(format!("pushed {sent} file(s) to {}", partner.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_passing_errors_are_retried() {
+        let transient = |kind| ActionError::from(FerryError::new(kind, "x")).transient;
+        assert!(transient(ErrorKind::Unavailable));
+        assert!(transient(ErrorKind::Busy));
+        // The nemesis run found an event failed for good on an unknown
+        // outcome of its progress write; it must be tried again.
+        assert!(transient(ErrorKind::OutcomeUnknown));
+        assert!(!transient(ErrorKind::NotFound));
+        assert!(!transient(ErrorKind::PermissionDenied));
+    }
 }
