@@ -207,6 +207,11 @@ impl Upstreams {
         match connected {
             Ok(conn) => {
                 tracing::info!(server = %addr, node = conn.peer_node_id(), "connected to server");
+                // A paused or cut-off server is found within
+                // `DEAD_AFTER`: its sessions end and their clients log in
+                // again, to a server that answers. `Writable` is answered
+                // at once by the server's connection reader.
+                conn.probe_with(|| Request::Writable);
                 *slot = Some(conn.clone());
                 Some(conn)
             }

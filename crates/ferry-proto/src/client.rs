@@ -36,6 +36,18 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// hashes and syncs a large file).
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// A connection watched by [`Connection::probe_with`] that has requests
+/// waiting and has received nothing for this long sends a probe, which the
+/// peer answers at once (not behind other requests).
+pub const PROBE_AFTER: Duration = Duration::from_millis(500);
+
+/// A watched connection with requests waiting that has received nothing,
+/// not even the answer to a probe, for this long is taken for dead (a
+/// paused or cut-off server) and closed: every waiter gets an error, so
+/// the clients behind it are told at once instead of after
+/// [`STALL_TIMEOUT`].
+pub const DEAD_AFTER: Duration = Duration::from_secs(2);
+
 /// A live connection to a server.
 pub struct Connection {
     addr: String,
@@ -45,6 +57,11 @@ pub struct Connection {
     pending: Pending,
     out: mpsc::UnboundedSender<Frame<Request>>,
     closed: Arc<AtomicBool>,
+    /// When the last frame arrived, in ms since `born`.
+    last_frame_ms: Arc<AtomicU64>,
+    born: tokio::time::Instant,
+    /// Tells the reader the peer is dead: it stops and fails every waiter.
+    dead: Arc<tokio::sync::Notify>,
 }
 
 fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
@@ -157,6 +174,9 @@ impl Connection {
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
         let (out, mut out_rx) = mpsc::unbounded_channel::<Frame<Request>>();
+        let last_frame_ms = Arc::new(AtomicU64::new(0));
+        let born = tokio::time::Instant::now();
+        let dead = Arc::new(tokio::sync::Notify::new());
 
         let conn = Arc::new(Self {
             addr: addr.to_owned(),
@@ -166,6 +186,9 @@ impl Connection {
             pending: pending.clone(),
             out,
             closed: closed.clone(),
+            last_frame_ms: last_frame_ms.clone(),
+            born,
+            dead: dead.clone(),
         });
 
         let writer_closed = closed.clone();
@@ -194,7 +217,13 @@ impl Connection {
             loop {
                 // Dropping a pending `next` loses nothing: the codec keeps
                 // what it has read.
-                let next = tokio::time::timeout(STALL_TIMEOUT / 4, reader.next()).await;
+                let next = tokio::select! {
+                    next = tokio::time::timeout(STALL_TIMEOUT / 4, reader.next()) => next,
+                    () = dead.notified() => {
+                        tracing::warn!(server = %addr_for_log, "internal connection dead: nothing received for {} ms with requests waiting, not even the answer to a probe; closed", DEAD_AFTER.as_millis());
+                        break;
+                    }
+                };
                 let Ok(next) = next else {
                     if last_frame.elapsed() >= STALL_TIMEOUT && !lock(&pending).is_empty() {
                         tracing::warn!(server = %addr_for_log, "internal connection stalled: nothing received for {} s with requests waiting; closed", STALL_TIMEOUT.as_secs());
@@ -204,6 +233,7 @@ impl Connection {
                 };
                 if next.is_some() {
                     last_frame = tokio::time::Instant::now();
+                    last_frame_ms.store(born.elapsed().as_millis() as u64, Ordering::Release);
                 }
                 match next {
                     Some(Ok(frame)) => {
@@ -275,6 +305,51 @@ impl Connection {
         Ok(rx)
     }
 
+    /// Watches the connection for as long as it lives: while requests wait
+    /// and nothing arrives, `probe()` is sent after [`PROBE_AFTER`] (the
+    /// peer must answer it at once, whatever else it is doing), and after
+    /// [`DEAD_AFTER`] without a frame the connection is closed. For
+    /// connections whose peer may pause or vanish without a TCP reset
+    /// while clients wait on it: an edge's connections to its servers.
+    pub fn probe_with(self: &Arc<Self>, probe: fn() -> Request) {
+        let conn = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut last_probe: Option<tokio::time::Instant> = None;
+            // Since when requests have been waiting (as seen by this task).
+            let mut busy_since: Option<Duration> = None;
+            loop {
+                tokio::time::sleep(PROBE_AFTER / 4).await;
+                let Some(conn) = conn.upgrade() else {
+                    return;
+                };
+                if conn.is_closed() {
+                    return;
+                }
+                let now = conn.born.elapsed();
+                if lock(&conn.pending).is_empty() {
+                    last_probe = None;
+                    busy_since = None;
+                    continue;
+                }
+                // Quiet time counts from the last frame, or from when the
+                // requests began to wait on an idle connection.
+                let last = Duration::from_millis(conn.last_frame_ms.load(Ordering::Acquire))
+                    .max(*busy_since.get_or_insert(now));
+                let quiet = now.saturating_sub(last);
+                if quiet >= DEAD_AFTER {
+                    conn.dead.notify_one();
+                    return;
+                }
+                let probed_lately = last_probe.is_some_and(|at| at.elapsed() < PROBE_AFTER);
+                if quiet >= PROBE_AFTER && !probed_lately {
+                    // The answer only needs to arrive; nobody waits for it.
+                    let _ = conn.start_call(probe());
+                    last_probe = Some(tokio::time::Instant::now());
+                }
+            }
+        });
+    }
+
     /// True once the connection has failed or been closed.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
@@ -293,5 +368,87 @@ impl Connection {
     /// The protocol version agreed in the handshake.
     pub fn version(&self) -> u16 {
         self.version
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Role;
+
+    /// A server over an in-memory link that completes the handshake and
+    /// then answers only the requests `answers` accepts (the rest wait
+    /// forever, as behind a paused process).
+    async fn server(answers: fn(&Request) -> bool) -> Arc<Connection> {
+        let (near, far) = tokio::io::duplex(1 << 16);
+        tokio::spawn(async move {
+            let (rd, wr) = tokio::io::split(far);
+            let mut hello = FramedRead::new(rd, FrameCodec::<(), Hello>::default());
+            let mut welcome = FramedWrite::new(wr, FrameCodec::<Welcome, ()>::default());
+            let _ = hello.next().await;
+            let _ = welcome
+                .send(Welcome::Accepted {
+                    version: 1,
+                    role: Role::Server,
+                    node_id: "s1".into(),
+                    software: "test".into(),
+                })
+                .await;
+            let mut requests = hello.map_decoder(|_| FrameCodec::<(), Frame<Request>>::default());
+            let mut replies = welcome.map_encoder(|_| FrameCodec::<Frame<Response>, ()>::default());
+            while let Some(Ok(frame)) = requests.next().await {
+                if answers(&frame.body) {
+                    let reply = Frame {
+                        id: frame.id,
+                        body: Response::Writable(true),
+                    };
+                    if replies.send(reply).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Connection::over_stream("test", near, Role::Edge, "edge1")
+            .await
+            .unwrap()
+    }
+
+    fn logout() -> Request {
+        Request::Logout { session: 1 }
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_answers_nothing_is_dead_after_the_bound() {
+        let conn = server(|_| false).await;
+        conn.probe_with(|| Request::Writable);
+        let started = tokio::time::Instant::now();
+        let waiting = conn.start_call(logout()).unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(10), waiting).await;
+        assert!(
+            matches!(outcome, Ok(Err(_))),
+            "the waiter was not failed within 10 s"
+        );
+        let took = started.elapsed();
+        assert!(took >= DEAD_AFTER, "closed too early: {took:?}");
+        assert!(conn.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_answers_probes_is_alive_through_a_long_request() {
+        let conn = server(|r| matches!(r, Request::Writable)).await;
+        conn.probe_with(|| Request::Writable);
+        let mut waiting = conn.start_call(logout()).unwrap();
+        let outcome = tokio::time::timeout(DEAD_AFTER * 2, &mut waiting).await;
+        assert!(outcome.is_err(), "the request ended: {outcome:?}");
+        assert!(!conn.is_closed());
+    }
+
+    #[tokio::test]
+    async fn an_unwatched_connection_waits() {
+        let conn = server(|_| false).await;
+        let mut waiting = conn.start_call(logout()).unwrap();
+        let outcome = tokio::time::timeout(DEAD_AFTER * 2, &mut waiting).await;
+        assert!(outcome.is_err(), "the request ended: {outcome:?}");
+        assert!(!conn.is_closed());
     }
 }
