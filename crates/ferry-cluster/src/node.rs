@@ -265,6 +265,17 @@ impl Node {
         &self.node_id
     }
 
+    /// How long after becoming active this server leaves schedule slots to
+    /// the server that was active before: that one serves until its lease
+    /// runs out (at most [`Node::lease`] after the majority stopped
+    /// answering it, which is before this server was elected), and a slot
+    /// it fired in that time is in its own store, not yet in this one. A
+    /// heartbeat on top covers the two servers' clocks and the time the
+    /// vote took to arrive.
+    pub fn takeover_fence(&self) -> Duration {
+        self.lease() + self.heartbeat()
+    }
+
     /// Ok when this server may change shared state; otherwise the error
     /// names the active server.
     pub fn check_writable(&self) -> Result<(), FerryError> {

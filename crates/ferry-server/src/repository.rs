@@ -89,7 +89,7 @@ pub struct Home {
 
 /// A name in a directory of the home, the directory held open: what is done
 /// to the name never resolves a path again.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Place {
     dir: Arc<OwnedFd>,
     name: String,
@@ -572,6 +572,21 @@ impl Place {
         if fsync {
             rustix::fs::fsync(&*self.dir)?;
         }
+        Ok(())
+    }
+
+    /// Undoes [`Place::commit_partial`]: the file under the name goes back
+    /// to being the partial file, and the directory is synced. For a commit
+    /// whose row could not be written: the client is told the upload
+    /// failed, so the file must not be found under its name.
+    pub fn uncommit(&self) -> io::Result<()> {
+        rustix::fs::renameat(
+            &*self.dir,
+            self.name.as_str(),
+            &*self.dir,
+            self.partial_name().as_str(),
+        )?;
+        rustix::fs::fsync(&*self.dir)?;
         Ok(())
     }
 

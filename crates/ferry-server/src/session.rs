@@ -1270,6 +1270,7 @@ async fn finish(
         event_id: None,
     };
     let intent_ctx = ctx.clone();
+    let committed_place = upload.as_ref().map(|up| up.place.clone());
     let outcome: Result<Option<(String, Option<u64>)>, FerryError> = if closed {
         blocking(move || {
             if let Some(up) = upload {
@@ -1286,6 +1287,14 @@ async fn finish(
                     sha256: Some(sha.clone()),
                     ..intent
                 };
+                // Where the row goes to this server's own store (alone, or
+                // active/passive), a server that cannot write it now says so
+                // before the file appears under its name.
+                if intent_ctx.raft.is_none() {
+                    intent_ctx.check_writable().map_err(|e| {
+                        FerryError::new(e.kind, format!("transfer log unavailable: {}", e.message))
+                    })?;
+                }
                 write_intent(&intent_ctx, &intent)?;
                 if let Err(e) = up.place.commit_partial(fsync) {
                     remove_intent(&intent_ctx, &intent.id);
@@ -1358,10 +1367,21 @@ async fn finish(
     let transfer_id = record.id.clone();
     let committed = record.status == TransferStatus::Completed && direction == Direction::Upload;
     let logged = log_transfer(ctx, record).await;
-    if committed && logged.is_ok() {
-        // The row is in the log, or waits under `PENDING_ROW`.
+    if committed {
         let (c, id) = (ctx.clone(), transfer_id.clone());
+        let undo = committed_place.filter(|_| logged.is_err());
         let _ = blocking(move || {
+            // Logged, or waiting under `PENDING_ROW`: done. Not logged
+            // (alone or active/passive, where rows never wait: the role
+            // was lost since the check above): the client is told the
+            // upload failed, so the file leaves its name again and stays
+            // as the partial for a resume.
+            if let Some(place) = undo {
+                if let Err(e) = place.uncommit() {
+                    tracing::error!(transfer = %id, error = %e, "an upload whose row could not be written stays under its name; the next start logs its row");
+                    return Ok(());
+                }
+            }
             remove_intent(&c, &id);
             Ok(())
         })

@@ -29,8 +29,8 @@ pub const MISFIRE_GRACE_MS: i64 = 10_000;
 
 /// The grace in active/passive mode, where each server has its own store
 /// and a newly active server cannot see a firing the old one made just
-/// before it lost its place: kept short, so that a slot is less likely
-/// fired by both (a known gap of issue 15).
+/// before it lost its place (slots within the old server's lease are left
+/// to it: `Node::takeover_fence`).
 pub const MISFIRE_GRACE_ACTIVE_PASSIVE_MS: i64 = 2_000;
 
 /// How often the schedule table is re-read when no slot is due sooner
@@ -167,6 +167,19 @@ pub async fn run(ctx: Arc<ServerCtx>, clock: Clock, mut primary: watch::Receiver
 /// memory only: a new term starts from the store's record of firings.
 async fn serve_term(ctx: &Arc<ServerCtx>, clock: &Clock, term: u64) {
     let mut settled: HashMap<String, i64> = HashMap::new();
+    // Active/passive: the server active before may still fire slots until
+    // its lease runs out, into its own store; those slots are its own, so
+    // a slot fires once (never by both). Active/active needs no fence: a
+    // firing is a replicated claim only the leader's log can hold.
+    // (Epoch 1 had no server active before it.)
+    let fenced_until = ctx.cluster.as_ref().filter(|_| term > 1).map(|node| {
+        let until = clock.now_ms() + node.takeover_fence().as_millis() as i64;
+        tracing::info!(
+            until,
+            "slots until the previous active server's lease runs out are left to it"
+        );
+        until
+    });
     let mut parsed: HashMap<String, (String, String, CronSlots)> = HashMap::new();
     loop {
         let now = clock.now_ms();
@@ -207,6 +220,7 @@ async fn serve_term(ctx: &Arc<ServerCtx>, clock: &Clock, term: u64) {
                 Some(schedule.created_at - 1),
                 last_fired,
                 settled.get(&schedule.name).copied(),
+                fenced_until,
             ]
             .into_iter()
             .flatten()
