@@ -434,7 +434,7 @@ fn median(values: &[f64]) -> f64 {
 }
 
 /// "2 cores · Intel(R) Xeon(R) CPU @ 2.20GHz".
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()

@@ -11,6 +11,7 @@ mod bench;
 mod clients;
 pub mod failover;
 pub mod model;
+pub mod nemesis;
 mod procs;
 pub mod report;
 mod targets;

@@ -2,6 +2,7 @@
 //!
 //! `cargo run --release -p ferry-bench -- [--quick] [--out DIR]`
 //! `cargo run --release -p ferry-bench -- --failover [--runs N]`
+//! `cargo run --release -p ferry-bench -- --nemesis [--minutes 15] [--seed N]`
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -42,6 +43,20 @@ struct Args {
     /// times (default 5).
     #[arg(long, conflicts_with_all = ["quick", "only", "from"])]
     failover: bool,
+    /// Run the nemesis long: each cluster mode under seeded faults (kills,
+    /// SIGSTOP, partitions, edge kills, promotions) for --minutes, with the
+    /// history checker of the nemesis tests; writes nemesis-*.md/json.
+    #[arg(long, conflicts_with_all = ["quick", "only", "from", "failover"])]
+    nemesis: bool,
+    /// Minutes of faults per cluster mode, with --nemesis.
+    #[arg(long, default_value_t = 15, requires = "nemesis")]
+    minutes: u64,
+    /// Seed of the faults and data, with --nemesis [default: from the clock].
+    #[arg(long, requires = "nemesis")]
+    seed: Option<u64>,
+    /// Only this cluster mode, with --nemesis: active-active or active-passive.
+    #[arg(long, requires = "nemesis")]
+    mode: Option<String>,
 }
 
 fn main() {
@@ -60,6 +75,7 @@ fn real_main() -> anyhow::Result<()> {
         .to_path_buf();
     let out = args
         .out
+        .clone()
         .unwrap_or_else(|| exe_dir.parent().unwrap_or(&exe_dir).join("bench"));
     if let Some(from) = &args.from {
         let text = std::fs::read_to_string(from)
@@ -70,10 +86,24 @@ fn real_main() -> anyhow::Result<()> {
         println!("{}", ferry_bench::report::markdown(&report));
         return Ok(());
     }
-    let ferry = match args.ferry {
+    let ferry = match args.ferry.clone() {
         Some(f) => f,
         None => ferry_next_to(&exe_dir)?,
     };
+    if args.nemesis {
+        let tmp;
+        let work = match &args.work {
+            Some(w) => {
+                std::fs::create_dir_all(w)?;
+                w.clone()
+            }
+            None => {
+                tmp = tempfile::Builder::new().prefix("ferry-bench-").tempdir()?;
+                tmp.path().to_path_buf()
+            }
+        };
+        return nemesis(&ferry, &work, &out, &args);
+    }
     if args.failover {
         let tmp;
         let work = match &args.work {
@@ -103,6 +133,48 @@ fn real_main() -> anyhow::Result<()> {
     let report = ferry_bench::run(&opts)?;
     println!("{}", ferry_bench::report::markdown(&report));
     println!("Report, results.json and charts: {}", out.display());
+    Ok(())
+}
+
+/// `--nemesis`: each mode asked for, one after the other; fails when the
+/// checker found anything, after writing every report.
+fn nemesis(
+    ferry: &std::path::Path,
+    work: &std::path::Path,
+    out: &std::path::Path,
+    args: &Args,
+) -> anyhow::Result<()> {
+    use ferry_bench::nemesis::{self, Mode, Options};
+    let modes = match args.mode.as_deref() {
+        None => vec![Mode::ActiveActive, Mode::ActivePassive],
+        Some("active-active") => vec![Mode::ActiveActive],
+        Some("active-passive") => vec![Mode::ActivePassive],
+        Some(other) => bail!("--mode {other}: expected active-active or active-passive"),
+    };
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    let mut violations = 0;
+    for mode in modes {
+        let opts = Options {
+            mode,
+            seed,
+            duration: std::time::Duration::from_secs(args.minutes * 60),
+            min_faults: 0,
+            workers: 3,
+            idle_watch: std::time::Duration::from_secs(60),
+        };
+        let report = nemesis::run(ferry, work, &opts)?;
+        nemesis::write(&report, out)?;
+        println!("{}", nemesis::markdown(&report));
+        violations += report.findings.total();
+    }
+    println!("nemesis reports: {}", out.display());
+    if violations > 0 {
+        bail!("the checker found {violations} violations (seed {seed}); see the reports");
+    }
     Ok(())
 }
 
