@@ -158,7 +158,7 @@ pub fn markdown(report: &FailoverReport) -> String {
         if report.met { "✓" } else { "✗" },
         report.heartbeat_ms,
         report.election_timeout_ms,
-        report.election_timeout_ms * 3 / 2,
+        report.election_timeout_ms * 7 / 6,
         POLL.as_millis(),
         report.machine,
     )
@@ -477,6 +477,6 @@ mod tests {
             md.contains("| 900, 1100, 1000 | 1000 ms | 900–1100 ms | < 2 s | ✓ |"),
             "{md}"
         );
-        assert!(md.contains("600–900 ms"), "{md}");
+        assert!(md.contains("600–700 ms"), "{md}");
     }
 }

@@ -139,6 +139,15 @@ fn default_sync_dir() -> String {
 }
 
 impl ClusterConfig {
+    /// The upper end of the random election timeout: a sixth above
+    /// `election_timeout_ms` (700 ms by default). openraft makes a follower
+    /// wait this (its leader lease) plus its random timeout before it
+    /// stands, and twice this more after it lost an election to a longer
+    /// log: 1.3–1.4 s of silence, at most 2.8 s, by default.
+    pub fn election_timeout_max_ms(&self) -> u64 {
+        self.election_timeout_ms * 7 / 6
+    }
+
     /// How long a follower may go without hearing its leader and still
     /// serve: as set, or the election timeout plus two heartbeats.
     pub fn stale_after_ms(&self) -> u64 {
