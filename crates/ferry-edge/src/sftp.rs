@@ -86,6 +86,8 @@ enum Pending {
         id: u32,
         expect: Expect,
         reply: oneshot::Receiver<Response>,
+        /// The request may change something (`FsOp::changes`).
+        changes: bool,
     },
 }
 
@@ -199,7 +201,8 @@ enum End {
     /// The client stopped taking replies for the idle timeout.
     Stalled,
     /// The server went away while a request that changes something (a
-    /// CLOSE that commits an upload, a rename, a remove) was with it: it
+    /// CLOSE that commits an upload, a rename, a remove: `FsOp::changes`)
+    /// was with it: it
     /// may or may not have been done. SFTP has no status for "unknown", and
     /// a failure status would be a claim the edge cannot make, so the
     /// session ends and the client sees a broken connection.
@@ -386,9 +389,15 @@ async fn dispatch(
                         .fetch_sub(data.len(), Ordering::AcqRel);
                     flow.drained.notify_waiters();
                 }
+                let changes = op.changes();
                 let request = Request::Fs { session, op };
                 let pending = match upstream.start_call_releasing(request, sent) {
-                    Ok(reply) => Pending::Upstream { id, expect, reply },
+                    Ok(reply) => Pending::Upstream {
+                        id,
+                        expect,
+                        reply,
+                        changes,
+                    },
                     Err(_) => Pending::Ready(status(
                         id,
                         StatusCode::Failure,
@@ -917,11 +926,14 @@ async fn write_replies<W: AsyncWrite + Unpin>(
     while let Some((item, permit)) = pending.recv().await {
         let bytes = match item {
             Pending::Ready(b) => b,
-            Pending::Upstream { id, expect, reply } => match reply.await {
+            Pending::Upstream {
+                id,
+                expect,
+                reply,
+                changes,
+            } => match reply.await {
                 Ok(r) => translate_reply(id, expect, r, &owner),
-                // Requests answered with a status are the ones that change
-                // something: their outcome is unknown.
-                Err(_) if matches!(expect, Expect::Status) => return End::UpstreamLost,
+                Err(_) if changes => return End::UpstreamLost,
                 Err(_) => status(id, StatusCode::Failure, "connection to the server was lost"),
             },
         };

@@ -504,6 +504,34 @@ pub enum FsOp {
     },
 }
 
+impl FsOp {
+    /// Whether the operation may change something others can see (a file
+    /// under its name, a folder, a resumable upload, a transfer-log row).
+    /// When the server is lost with such an operation in flight its
+    /// outcome is unknown, and a front must not answer it as failed.
+    /// Writes to an open upload are not such changes: its data shows only
+    /// once a CLOSE commits it, and that CLOSE is itself a change.
+    pub fn changes(&self) -> bool {
+        !matches!(
+            self,
+            FsOp::Open { .. }
+                | FsOp::OpenDir { .. }
+                | FsOp::ReadDir { .. }
+                | FsOp::Read { .. }
+                | FsOp::Write { .. }
+                | FsOp::Fsync { .. }
+                | FsOp::Abort { .. }
+                | FsOp::Fstat { .. }
+                | FsOp::UploadStatus { .. }
+                | FsOp::Stat { .. }
+                | FsOp::RealPath { .. }
+                | FsOp::ReadLink { .. }
+                | FsOp::Statvfs { .. }
+                | FsOp::Hash { .. }
+        )
+    }
+}
+
 /// Digests [`FsOp::Hash`] computes (those of `sha256sum`, `sha1sum`, `md5sum`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HashAlgorithm {
@@ -561,4 +589,22 @@ pub enum Response {
     /// Answer to [`FsOp::Hash`]: the digest, lowercase hex. (Last, like
     /// every addition, so that older peers keep decoding the others.)
     Hash(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_visible_changes_count_as_changes() {
+        assert!(FsOp::Close { handle: 1 }.changes());
+        assert!(FsOp::Remove { path: "/a".into() }.changes());
+        assert!(!FsOp::Read {
+            handle: 1,
+            offset: 0,
+            len: 10
+        }
+        .changes());
+        assert!(!FsOp::Stat { path: "/a".into() }.changes());
+    }
 }

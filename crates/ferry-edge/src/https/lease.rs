@@ -46,43 +46,44 @@ impl Lease {
 
     /// Runs one file operation; a server error becomes `Err`.
     pub async fn fs(&self, op: FsOp) -> Result<Response, FerryError> {
-        let reply = self
-            .conn
-            .call(Request::Fs {
-                session: self.session,
-                op,
-            })
-            .await
-            .map_err(lost)?;
-        match reply {
-            Response::Error(e) => Err(e),
-            other => Ok(other),
-        }
+        self.start_fs(op)?.done().await
     }
 
     /// Sends one file operation without waiting; the answer comes on the
     /// receiver. Operations on one handle are applied in the order sent.
     pub fn start_fs(&self, op: FsOp) -> Result<Pending, FerryError> {
+        let changes = op.changes();
         self.conn
             .start_call(Request::Fs {
                 session: self.session,
                 op,
             })
-            .map(Pending)
+            .map(|reply| Pending { reply, changes })
             .map_err(lost)
     }
 }
 
 /// An operation in flight.
 #[derive(Debug)]
-pub struct Pending(oneshot::Receiver<Response>);
+pub struct Pending {
+    reply: oneshot::Receiver<Response>,
+    /// The operation may change something (see [`FsOp::changes`]).
+    changes: bool,
+}
 
 impl Pending {
-    /// Waits for the answer; a server error becomes `Err`.
+    /// Waits for the answer; a server error becomes `Err`. A change whose
+    /// server was lost before it answered may have been made: its error
+    /// says the outcome is unknown (HTTP 504 `outcome_unknown`), never
+    /// that it failed.
     pub async fn done(self) -> Result<Response, FerryError> {
-        match self.0.await {
+        match self.reply.await {
             Ok(Response::Error(e)) => Err(e),
             Ok(other) => Ok(other),
+            Err(_) if self.changes => Err(FerryError::new(
+                ErrorKind::OutcomeUnknown,
+                "the back-end server was lost before it answered; the change may have been made",
+            )),
             Err(_) => Err(lost("connection closed")),
         }
     }
