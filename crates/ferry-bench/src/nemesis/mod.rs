@@ -174,6 +174,10 @@ pub fn run(ferry: &Path, work: &Path, opts: &Options) -> anyhow::Result<NemesisR
     }
     fs::create_dir_all(&dir)?;
     let dir = dir.canonicalize()?;
+    // Edges run in the site's directory: the binary's path must not be relative.
+    let ferry = &ferry
+        .canonicalize()
+        .with_context(|| format!("{} not found", ferry.display()))?;
     eprintln!(
         "nemesis {:?}: seed {} ({} s of faults, {} clients); files in {}",
         opts.mode,
@@ -411,6 +415,21 @@ pub fn markdown(r: &NemesisReport) -> String {
             "| {name} | {} | {} |\n",
             finding.count,
             finding.examples.join("; ").replace('|', "/")
+        ));
+    }
+    s.push_str(
+        "\n| Fault | Held | Without a ready primary | Without an acknowledged upload |\n\
+         |---|---|---|---|\n",
+    );
+    for (fault, outage) in r.faults.iter().zip(&f.outages) {
+        s.push_str(&format!(
+            "| {:.1} s {} {} | {:.1} s | {:.1} s | {:.1} s |\n",
+            fault.at_s,
+            fault.kind,
+            fault.target,
+            fault.held_ms as f64 / 1000.0,
+            outage.without_primary_ms as f64 / 1000.0,
+            outage.without_writes_ms as f64 / 1000.0
         ));
     }
     s
