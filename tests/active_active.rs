@@ -707,6 +707,26 @@ fn schedule_slots_fire_exactly_once_across_five_leader_faults() {
     let nodes: std::collections::BTreeSet<&str> = all.iter().map(|f| f.1.as_str()).collect();
     println!("{} slots fired once each, by {nodes:?}", slots.len());
     assert!(nodes.len() >= 2, "{all:?}");
+
+    // `cluster events` is the cluster's history: asked through s1, it has
+    // what s2 and s3 recorded too (it had only s1's own before).
+    let events: serde_json::Value = serde_json::from_str(&c.admin_ok(
+        0,
+        &["cluster", "events", "--json", "--limit", "500"],
+        None,
+    ))
+    .unwrap();
+    let recorded_by: std::collections::BTreeSet<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["node"].as_str())
+        .collect();
+    assert_eq!(
+        recorded_by,
+        ["s1", "s2", "s3"].into_iter().collect(),
+        "{events:#}"
+    );
 }
 
 #[test]

@@ -142,10 +142,71 @@ impl EventLog {
     }
 }
 
+/// The cluster's history from each member's own: `own` and the answers of
+/// the others (`Err` names a member that did not answer, which is said
+/// in an event of its own), merged by time, the newest `limit`.
+pub fn merge(
+    own: Vec<ClusterEvent>,
+    others: Vec<(String, Result<Vec<ClusterEvent>, String>)>,
+    asked_by: &str,
+    limit: usize,
+) -> Vec<ClusterEvent> {
+    let mut all = own;
+    for (member, answer) in others {
+        match answer {
+            Ok(events) => all.extend(events),
+            Err(why) => all.push(ClusterEvent {
+                at: now_ms(),
+                node: asked_by.to_owned(),
+                severity: Severity::Alert,
+                kind: "events".into(),
+                message: format!("{member}'s events are missing: {why}"),
+            }),
+        }
+    }
+    all.sort_by(|a, b| (a.at, &a.node).cmp(&(b.at, &b.node)));
+    all.dedup();
+    let skip = all.len().saturating_sub(limit);
+    all.split_off(skip)
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(at: i64, node: &str) -> ClusterEvent {
+        ClusterEvent {
+            at,
+            node: node.into(),
+            severity: Severity::Info,
+            kind: "role".into(),
+            message: format!("{node} at {at}"),
+        }
+    }
+
+    #[test]
+    fn members_histories_merge_by_time_and_a_silent_member_is_named() {
+        let merged = merge(
+            vec![event(1, "s1"), event(4, "s1")],
+            vec![
+                ("s2".into(), Ok(vec![event(2, "s2"), event(5, "s2")])),
+                ("s3".into(), Err("no answer in time".into())),
+            ],
+            "s1",
+            4,
+        );
+        let order: Vec<(i64, &str)> = merged.iter().map(|e| (e.at, e.node.as_str())).collect();
+        assert_eq!(&order[..3], &[(2, "s2"), (4, "s1"), (5, "s2")]);
+        let last = &merged[3];
+        assert_eq!(last.kind, "events");
+        assert!(last.message.contains("s3's events are missing"), "{last:?}");
+    }
 }

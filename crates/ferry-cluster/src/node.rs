@@ -312,6 +312,27 @@ impl Node {
         self.events.recent(limit)
     }
 
+    /// `ferry cluster events`: this server's events and every peer's
+    /// (witnesses included), merged by time; a peer that does not answer
+    /// within 2 s is named in an event instead.
+    pub async fn cluster_events(&self, limit: usize) -> Vec<ClusterEvent> {
+        let asks = self.peers.iter().map(|peer| async move {
+            let request = ClusterRequest::Events {
+                limit: limit as u32,
+            };
+            let answer = match self.call(peer, request, Duration::from_secs(2)).await {
+                Ok(ClusterResponse::Events(bytes)) => {
+                    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+                }
+                Ok(other) => Err(format!("unexpected answer {other:?}")),
+                Err(e) => Err(e),
+            };
+            (peer.config.id.clone(), answer)
+        });
+        let others = futures::future::join_all(asks).await;
+        crate::events::merge(self.events.recent(limit), others, &self.node_id, limit)
+    }
+
     /// The last sync applied here.
     pub fn last_sync(&self) -> Option<ferry_proto::cluster::SyncRecord> {
         lock(&self.inner).state.last_sync.clone()

@@ -161,6 +161,9 @@ async fn answer_request(
             candidate,
             manual,
         } => Ok(node.on_vote(epoch, &candidate, manual)),
+        ClusterRequest::Events { limit } => serde_json::to_vec(&node.recent_events(limit as usize))
+            .map(ClusterResponse::Events)
+            .map_err(|e| FerryError::internal(e.to_string())),
         ClusterRequest::Status => {
             let node = node.clone();
             tokio::task::spawn_blocking(move || ClusterResponse::Status(node.own_status(true)))

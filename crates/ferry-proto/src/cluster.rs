@@ -130,6 +130,13 @@ pub enum ClusterRequest {
     },
     /// Active/active: this node's Raft view, as JSON.
     RaftStatus,
+    /// Either mode: this node's newest `limit` cluster events, answered
+    /// with [`ClusterResponse::Events`] (so `ferry cluster events` shows
+    /// the cluster's history, not only the answering server's).
+    Events {
+        /// At most this many, newest.
+        limit: u32,
+    },
     /// Active/active: add the sending server to the group.
     Join {
         /// Its `node_id` (its certificate must name it).
@@ -240,6 +247,8 @@ pub enum ClusterResponse {
     },
     /// Answer to [`ClusterRequest::Status`].
     Status(PeerStatus),
+    /// Answer to [`ClusterRequest::Events`]: the events as JSON.
+    Events(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The part of a sync was received.
     SyncReceived,
     /// The sync was applied (or compared).

@@ -117,10 +117,10 @@ async fn events(
 ) -> Result<Json<Vec<ferry_cluster::events::ClusterEvent>>, ApiError> {
     let limit = q.limit.unwrap_or(100).min(500);
     if let Some(raft) = &s.ctx.raft {
-        return Ok(Json(raft.events.recent(limit)));
+        return Ok(Json(raft.cluster_events(limit).await));
     }
     let node = s.ctx.cluster.as_ref().ok_or_else(not_clustered)?;
-    Ok(Json(node.recent_events(limit)))
+    Ok(Json(node.cluster_events(limit).await))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1090,6 +1090,11 @@ impl RaftNode {
         }
         let decode = |e: serde_json::Error| FerryError::invalid(format!("bad Raft payload: {e}"));
         let encode = |v: &dyn erased::Encode| v.encode();
+        if let ClusterRequest::Events { limit } = request {
+            return Ok(ClusterResponse::Events(encode(
+                &self.events.recent(limit as usize),
+            )?));
+        }
         let bytes = match request {
             ClusterRequest::Raft {
                 rpc: RaftRpc::AppendEntries,
@@ -1183,6 +1188,32 @@ impl RaftNode {
             _ => return Err(FerryError::invalid("not a Raft request")),
         }?;
         Ok(ClusterResponse::RaftReply(bytes))
+    }
+
+    /// `ferry cluster events`: this server's events and every other
+    /// member's, merged by time (a member that does not answer within 2 s
+    /// is named in an event instead).
+    pub async fn cluster_events(&self, limit: usize) -> Vec<crate::events::ClusterEvent> {
+        let others = self.members().into_iter().filter(|(id, _)| *id != self.id);
+        let asks = others.map(|(_, member)| async move {
+            let request = ClusterRequest::Events {
+                limit: limit as u32,
+            };
+            let answer = match self
+                .network
+                .call(&member, request, Duration::from_secs(2))
+                .await
+            {
+                Ok(ClusterResponse::Events(bytes)) => {
+                    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+                }
+                Ok(other) => Err(format!("unexpected answer {other:?}")),
+                Err(e) => Err(e.to_string()),
+            };
+            (member.name.clone(), answer)
+        });
+        let others = futures::future::join_all(asks).await;
+        crate::events::merge(self.events.recent(limit), others, &self.name, limit)
     }
 
     fn self_status(&self) -> SelfStatus {
