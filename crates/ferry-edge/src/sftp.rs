@@ -202,10 +202,9 @@ enum End {
     Stalled,
     /// The server went away while a request that changes something (a
     /// CLOSE that commits an upload, a rename, a remove: `FsOp::changes`)
-    /// was with it: it
-    /// may or may not have been done. SFTP has no status for "unknown", and
-    /// a failure status would be a claim the edge cannot make, so the
-    /// session ends and the client sees a broken connection.
+    /// was with it: it may or may not have been done. SFTP has no status
+    /// for "unknown", and a failure status would be a claim the edge cannot
+    /// make, so the session ends and the client sees a broken connection.
     UpstreamLost,
 }
 

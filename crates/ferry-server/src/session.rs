@@ -1497,8 +1497,9 @@ pub(crate) fn recover_upload_intents(ctx: &ServerCtx) -> Result<usize, FerryErro
     Ok(recovered)
 }
 
-/// Proposes the transfer-log rows that waited for a quorum (active/active),
-/// oldest first; each is removed once the cluster has it.
+/// Proposes the transfer-log rows that wait on this node (rows that waited
+/// for a quorum in active/active, rows of uploads recovered at start),
+/// oldest first; each is removed once the store has it. Runs in every mode.
 pub(crate) async fn flush_pending_rows(ctx: Arc<ServerCtx>) {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -1552,8 +1553,9 @@ pub(crate) async fn log_transfer(
         match writer.apply(&Command::RecordTransfer(record.clone())) {
             // The cluster cannot take the row now (no quorum, or this
             // server fell behind), or may have taken it without saying so
-            // (outcome unknown; a row logged twice is kept once). A download still completed, and so did
-            // an upload whose file is already committed under its name:
+            // (outcome unknown; a row logged twice is kept once). A
+            // download still completed, and so did an upload whose file is
+            // already committed under its name:
             // the row waits on this node's disk (synchronous, like the
             // store) and is proposed when the cluster takes writes again,
             // never dropped; its routes run then. The client is told what
