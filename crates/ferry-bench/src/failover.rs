@@ -5,8 +5,6 @@
 //! `GET /role` is the failover time.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use crate::procs::{ferry_ok, free_port, Daemon};
+use crate::procs::{ferry_ok, free_port, server_role, write_private, Daemon};
 
 /// The goal: another server is primary within 2 s of the leader's crash.
 pub const GOAL_MS: f64 = 2000.0;
@@ -277,7 +275,7 @@ impl<'a> Cluster<'a> {
     /// `/role` of server `i`, if it runs and answers within 1 s.
     fn role(&self, i: usize) -> Option<serde_json::Value> {
         self.nodes[i].daemon.as_ref()?;
-        role(&self.ca, &self.nodes[i].admin)
+        server_role(&self.ca, &self.nodes[i].admin, "1")
     }
 
     /// Waits until exactly one server is primary and every server is ready
@@ -362,7 +360,7 @@ impl<'a> Cluster<'a> {
                     s.spawn(move || {
                         let admin = &nodes[i].admin;
                         while !found.load(Ordering::Relaxed) && killed.elapsed() < FAILOVER_LIMIT {
-                            if role(ca, admin).is_some_and(|r| r["primary"] == true) {
+                            if server_role(ca, admin, "1").is_some_and(|r| r["primary"] == true) {
                                 let at = killed.elapsed();
                                 found.store(true, Ordering::Relaxed);
                                 return Some((at, i));
@@ -392,35 +390,6 @@ impl<'a> Cluster<'a> {
         let ms = (at.as_secs_f64() * 10_000.0).round() / 10.0;
         Ok((ms, old, new))
     }
-}
-
-/// `GET ADMIN/role` with curl (verified with `ca`, at most 1 s), parsed;
-/// `None` when the server does not answer.
-fn role(ca: &Path, admin: &str) -> Option<serde_json::Value> {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "1", "--cacert"])
-        .arg(ca)
-        .arg(format!("{admin}/role"))
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
-}
-
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("create {}", path.display()))?
-        .write_all(text.as_bytes())?;
-    Ok(())
 }
 
 fn median(values: &[f64]) -> f64 {

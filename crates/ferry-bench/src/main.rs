@@ -91,31 +91,11 @@ fn real_main() -> anyhow::Result<()> {
         None => ferry_next_to(&exe_dir)?,
     };
     if args.nemesis {
-        let tmp;
-        let work = match &args.work {
-            Some(w) => {
-                std::fs::create_dir_all(w)?;
-                w.clone()
-            }
-            None => {
-                tmp = tempfile::Builder::new().prefix("ferry-bench-").tempdir()?;
-                tmp.path().to_path_buf()
-            }
-        };
+        let (_tmp, work) = work_dir(args.work.as_deref())?;
         return nemesis(&ferry, &work, &out, &args);
     }
     if args.failover {
-        let tmp;
-        let work = match &args.work {
-            Some(w) => {
-                std::fs::create_dir_all(w)?;
-                w.clone()
-            }
-            None => {
-                tmp = tempfile::Builder::new().prefix("ferry-bench-").tempdir()?;
-                tmp.path().to_path_buf()
-            }
-        };
+        let (_tmp, work) = work_dir(args.work.as_deref())?;
         let report = ferry_bench::failover::measure(&ferry, &work, args.runs.unwrap_or(5))?;
         ferry_bench::failover::write(&report, &out)?;
         println!("{}", ferry_bench::failover::markdown(&report));
@@ -134,6 +114,24 @@ fn real_main() -> anyhow::Result<()> {
     println!("{}", ferry_bench::report::markdown(&report));
     println!("Report, results.json and charts: {}", out.display());
     Ok(())
+}
+
+/// The scratch directory: `--work` (created if needed), or a fresh
+/// temporary one, removed when the returned guard is dropped.
+fn work_dir(
+    work: Option<&std::path::Path>,
+) -> anyhow::Result<(Option<tempfile::TempDir>, PathBuf)> {
+    match work {
+        Some(w) => {
+            std::fs::create_dir_all(w)?;
+            Ok((None, w.to_path_buf()))
+        }
+        None => {
+            let tmp = tempfile::Builder::new().prefix("ferry-bench-").tempdir()?;
+            let path = tmp.path().to_path_buf();
+            Ok((Some(tmp), path))
+        }
+    }
 }
 
 /// `--nemesis`: each mode asked for, one after the other; fails when the

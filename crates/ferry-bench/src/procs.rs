@@ -168,6 +168,38 @@ pub fn run(what: &str, mut cmd: Command, limit: Duration) -> anyhow::Result<Outp
     Ok(output)
 }
 
+/// Writes `text` to a new file only its owner can read (tokens, keys).
+pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?
+        .write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// `GET ADMIN/role` of a server with curl (verified with `ca`, at most
+/// `max_secs`, e.g. "1" or "0.5"), parsed; `None` when it does not answer.
+pub fn server_role(ca: &Path, admin: &str, max_secs: &str) -> Option<serde_json::Value> {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", max_secs, "--cacert"])
+        .arg(ca)
+        .arg(format!("{admin}/role"))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
 /// Runs `ferry ARGS` (a setup command: `pki`, `cluster init`) within 30 s.
 pub fn ferry_ok(ferry: &Path, args: &[&str]) -> anyhow::Result<Output> {
     let mut cmd = Command::new(ferry);

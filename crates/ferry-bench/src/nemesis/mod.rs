@@ -18,7 +18,6 @@ mod net;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +29,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::procs::{free_port, Daemon};
+use crate::procs::{ferry_ok, free_port, server_role, write_private, Daemon};
 use check::{DisabledProbe, Figures, Findings, Input, RoleSample, ServerState};
 use net::Net;
 
@@ -440,10 +439,10 @@ impl Site {
         let names = mode.servers();
         let pki = dir.join("pki");
         let p = pki.to_string_lossy().into_owned();
-        ferry_setup(ferry, &["pki", "init", "--dir", &p])?;
+        ferry_ok(ferry, &["pki", "init", "--dir", &p])?;
         for (n, name) in names.iter().enumerate() {
             let ip = net.server_ip(n).to_string();
-            ferry_setup(
+            ferry_ok(
                 ferry,
                 &[
                     "pki", "issue", "--dir", &p, "--role", "server", "--san", &ip, name,
@@ -459,12 +458,12 @@ impl Site {
             )
             .collect();
         for e in &edge_names {
-            ferry_setup(ferry, &["pki", "issue", "--dir", &p, "--role", "edge", e])?;
+            ferry_ok(ferry, &["pki", "issue", "--dir", &p, "--role", "edge", e])?;
         }
         write_private(&dir.join("admin.token"), &format!("{TOKEN}\n"))?;
         write_private(&dir.join("secret.key"), &format!("{}\n", "6e".repeat(32)))?;
         fs::create_dir_all(dir.join("repository"))?;
-        ferry_setup(
+        ferry_ok(
             ferry,
             &[
                 "pki",
@@ -748,7 +747,7 @@ impl Site {
         if s.daemon.is_none() || s.stopped {
             return None;
         }
-        let v = role(&self.dir.join("pki/ca.crt"), &s.admin)?;
+        let v = server_role(&self.dir.join("pki/ca.crt"), &s.admin, ROLE_LIMIT)?;
         Some(primary_of(self.mode, &v))
     }
 
@@ -1158,8 +1157,8 @@ fn poll_roles(
                 .iter()
                 .map(|(name, admin)| {
                     s.spawn(move || {
-                        let (primary, ready) =
-                            role(ca, admin).map_or((false, false), |v| primary_of(mode, &v));
+                        let (primary, ready) = server_role(ca, admin, ROLE_LIMIT)
+                            .map_or((false, false), |v| primary_of(mode, &v));
                         RoleSample {
                             at_ms: at,
                             server: name.clone(),
@@ -1176,19 +1175,9 @@ fn poll_roles(
     }
 }
 
-/// `GET ADMIN/role`, verified with `ca`, within 0.5 s (a cut-off server
-/// must not stretch a poll round: the rounds measure the outages).
-fn role(ca: &Path, admin: &str) -> Option<serde_json::Value> {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "0.5", "--cacert"])
-        .arg(ca)
-        .arg(format!("{admin}/role"))
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    serde_json::from_slice(&out.stdout).ok()
-}
+/// How long a `/role` poll may take: a cut-off server must not stretch a
+/// poll round, as the rounds measure the outages.
+const ROLE_LIMIT: &str = "0.5";
 
 /// Runs `cmd` with `input` on stdin for at most `limit`: (exit success,
 /// stdout, or stderr when it failed). A command past its limit is killed
@@ -1259,23 +1248,6 @@ fn files_of(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
         files.insert(name, hex::encode(sha2::Sha256::digest(&data)));
     }
     Ok(files)
-}
-
-/// Runs a setup command (`ferry pki ...`) within 30 s.
-fn ferry_setup(ferry: &Path, args: &[&str]) -> anyhow::Result<()> {
-    crate::procs::ferry_ok(ferry, args).map(|_| ())
-}
-
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("create {}", path.display()))?
-        .write_all(text.as_bytes())?;
-    Ok(())
 }
 
 fn now_ms() -> i64 {
