@@ -1503,7 +1503,14 @@ pub(crate) fn recover_upload_intents(ctx: &ServerCtx) -> Result<usize, FerryErro
 pub(crate) async fn flush_pending_rows(ctx: Arc<ServerCtx>) {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        if ctx.check_writable().is_err() {
+        // An active/passive standby cannot propose, and may stay standby
+        // for good: it writes a recovered row into its own store, as
+        // replication would, and the active server's history pull brings
+        // the row and its route events over (rows insert-once by id, events
+        // by progress). Everywhere else rows wait for a writable cluster.
+        let writable = ctx.check_writable().is_ok();
+        let own_store = !writable && ctx.cluster.is_some();
+        if !writable && !own_store {
             continue;
         }
         let c = ctx.clone();
@@ -1516,7 +1523,13 @@ pub(crate) async fn flush_pending_rows(ctx: Arc<ServerCtx>) {
             for (key, text) in pending {
                 let record: TransferRecord = serde_json::from_str(&text)
                     .map_err(|e| FerryError::internal(format!("{key}: {e}")))?;
-                match c.apply(&Command::RecordTransfer(record)) {
+                let command = Command::RecordTransfer(record);
+                let applied = if own_store {
+                    c.store.apply(&command).map_err(FerryError::from)
+                } else {
+                    c.apply(&command)
+                };
+                match applied {
                     Ok(_) => {}
                     Err(e) if e.kind == ferry_core::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(e),
