@@ -373,6 +373,28 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
         status.contains("leader") && status.contains("follower"),
         "{status}"
     );
+    // Every member lists its workers: the primary runs the scheduler, the
+    // others hold it in standby; all run queue workers.
+    let status: serde_json::Value =
+        serde_json::from_str(&c.admin_ok(0, &["cluster", "status", "--json"], None)).unwrap();
+    for m in status["members"].as_array().unwrap() {
+        let workers = m["workers"].as_array().unwrap_or_else(|| panic!("{m}"));
+        let state = |name: &str| {
+            workers
+                .iter()
+                .find(|w| w["name"] == name)
+                .unwrap_or_else(|| panic!("no {name} in {m}"))["state"]
+                .clone()
+        };
+        let scheduler = if m["primary"] == true {
+            "busy"
+        } else {
+            "standby"
+        };
+        assert_eq!(state("scheduler"), scheduler, "{m}");
+        assert_ne!(state("queue-worker-0"), "failed", "{m}");
+        assert_eq!(state("raft-metrics"), "busy", "{m}");
+    }
 
     // Each upload queues an event (a copy to bob): the events a killed
     // server held are claimed again by the others after their lease.

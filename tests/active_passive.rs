@@ -160,6 +160,35 @@ fn sync_copies_what_the_manifests_list_and_refuses_what_it_must() {
     let status = c.admin_ok(S1, &["cluster", "status"], None);
     println!("{status}");
     assert!(status.contains("s2 is up to date"), "{status}");
+    // Each server lists its workers: the active one works, the standby
+    // holds its queue workers and scheduler in standby.
+    let status: serde_json::Value =
+        serde_json::from_str(&c.admin_ok(S1, &["cluster", "status", "--json"], None)).unwrap();
+    let state = |workers: &serde_json::Value, name: &str| {
+        workers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {workers}"))["state"]
+            .clone()
+    };
+    assert_eq!(state(&status["this"]["workers"], "scheduler"), "busy");
+    assert_eq!(
+        state(&status["this"]["workers"], "cluster-heartbeat"),
+        "busy"
+    );
+    let standby = status["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "s2")
+        .unwrap();
+    assert_eq!(state(&standby["status"]["workers"], "scheduler"), "standby");
+    assert_eq!(
+        state(&standby["status"]["workers"], "queue-worker-0"),
+        "standby"
+    );
     let events = c.admin_ok(S2, &["cluster", "events"], None);
     assert!(events.contains("applied sync"), "{events}");
 

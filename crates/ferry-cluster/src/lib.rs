@@ -15,6 +15,7 @@
 pub mod config;
 pub mod events;
 pub mod manifest;
+pub mod mode;
 pub mod node;
 pub mod peer;
 pub mod raft;
@@ -22,7 +23,8 @@ pub mod state;
 pub mod sync;
 
 pub use config::{ClusterConfig, Mode, PeerConfig};
-pub use node::{ClusterStatus, Node, NodeOptions, RoleView};
+pub use mode::{start, Cluster, ClusterOptions, Duties, RowPolicy};
+pub use node::{Node, NodeOptions, RoleView};
 
 /// This release, as peers see it.
 pub const SOFTWARE: &str = concat!("ferry ", env!("CARGO_PKG_VERSION"));

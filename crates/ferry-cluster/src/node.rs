@@ -61,6 +61,8 @@ pub struct NodeOptions {
     pub secret_key_id: String,
     /// Called after history rows from a peer were merged (wake the workers).
     pub on_merged: Box<dyn Fn(&MergeCounts) + Send + Sync>,
+    /// Runs the node's loops; its status lists every worker of the server.
+    pub runner: ferry_worker::Runner,
 }
 
 pub(crate) struct Peer {
@@ -105,11 +107,14 @@ pub struct Node {
     pub(crate) tls: Arc<rustls::ClientConfig>,
     pub(crate) secret_key_id: String,
     pub(crate) on_merged: Box<dyn Fn(&MergeCounts) + Send + Sync>,
+    runner: ferry_worker::Runner,
     pub(crate) events: EventLog,
     pub(crate) peers: Vec<Peer>,
     state_file: StateFile,
     inner: Mutex<Inner>,
     view: watch::Sender<RoleView>,
+    /// What the role asks of the server's workers (from `view`).
+    duties: watch::Receiver<crate::mode::Duties>,
     /// One sync at a time, sent or received.
     pub(crate) sync_lock: tokio::sync::Mutex<()>,
 }
@@ -196,6 +201,11 @@ impl Node {
             .collect();
         let epoch = state.epoch;
         let failover = Duration::from_millis(options.config.failover_after_ms);
+        let (duties_tx, duties) = watch::channel(crate::mode::Duties {
+            primary: None,
+            serving: false,
+            wake: false,
+        });
         let node = Arc::new(Node {
             config: options.config,
             node_id: options.node_id,
@@ -207,6 +217,7 @@ impl Node {
             tls: options.tls,
             secret_key_id: options.secret_key_id,
             on_merged: options.on_merged,
+            runner: options.runner,
             events,
             peers,
             state_file,
@@ -224,6 +235,7 @@ impl Node {
                 ready: false,
                 epoch,
             }),
+            duties,
             sync_lock: tokio::sync::Mutex::new(()),
         });
         node.events.record(
@@ -242,12 +254,35 @@ impl Node {
         if was_active {
             node.resume_active(epoch).await;
         }
-        tokio::spawn(node.clone().heartbeat_loop());
-        tokio::spawn(node.clone().watchdog_loop());
+        let heartbeat = node.clone();
+        node.runner.spawn("cluster-heartbeat", |w| async move {
+            w.busy("heartbeats to the peers");
+            w.until_stopped(heartbeat.heartbeat_loop()).await;
+        });
+        let watchdog = node.clone();
+        node.runner.spawn("cluster-watchdog", |w| async move {
+            w.busy("watching the active server");
+            w.until_stopped(watchdog.watchdog_loop()).await;
+        });
         if !node.witness {
-            tokio::spawn(node.clone().history_loop());
+            node.clone().start_history_pulls();
         }
+        // The active server, once ready, runs the primary-only duties (with
+        // the epoch as term), serves sessions and runs queue workers.
+        crate::mode::follow_view(&node.runner, node.subscribe(), duties_tx, |v| {
+            let active = v.role == NodeRole::Active && v.ready;
+            crate::mode::Duties {
+                primary: active.then_some(v.epoch),
+                serving: active,
+                wake: active,
+            }
+        });
         Ok(node)
+    }
+
+    /// What the role asks of the server's workers, kept current.
+    pub(crate) fn duties_watch(&self) -> watch::Receiver<crate::mode::Duties> {
+        self.duties.clone()
     }
 
     /// Follows role changes.
@@ -988,6 +1023,7 @@ impl Node {
             last_sync: state.last_sync,
             table_digests,
             file_digests,
+            workers: self.runner.statuses(),
         }
     }
 
@@ -1044,27 +1080,38 @@ impl Node {
 
     // ---- history --------------------------------------------------------
 
-    /// One loop per server peer, so a dead peer's timeouts never delay
+    /// One worker per server peer, so a dead peer's timeouts never delay
     /// the merge from the others.
-    async fn history_loop(self: Arc<Self>) {
+    fn start_history_pulls(self: Arc<Self>) {
         for index in 0..self.peers.len() {
             if self.peers[index].config.witness {
                 continue;
             }
             let node = self.clone();
-            tokio::spawn(async move {
+            let name = format!("history-pull-{}", self.peers[index].config.id);
+            self.runner.spawn(name, |w| async move {
                 let every = Duration::from_secs(3);
-                loop {
-                    tokio::time::sleep(every).await;
+                while w.sleep(every).await {
                     let peer = &node.peers[index];
-                    let pulled =
-                        tokio::time::timeout(Duration::from_secs(30), node.pull_history(peer))
-                            .await;
-                    if let Ok(Ok(counts)) = pulled {
-                        if counts.total() > 0 {
-                            (node.on_merged)(&counts);
+                    w.busy(format!("pulling from {}", peer.config.id));
+                    let pulled = w
+                        .until_stopped(tokio::time::timeout(
+                            Duration::from_secs(30),
+                            node.pull_history(peer),
+                        ))
+                        .await;
+                    match pulled {
+                        None => return,
+                        Some(Ok(Ok(counts))) => {
+                            w.done_one();
+                            if counts.total() > 0 {
+                                (node.on_merged)(&counts);
+                            }
                         }
+                        Some(Ok(Err(e))) => w.error(e),
+                        Some(Err(_)) => w.error("no answer in 30 s"),
                     }
+                    w.idle();
                 }
             });
         }
@@ -1245,6 +1292,7 @@ mod tests {
             tls: tls(dir),
             secret_key_id: "k".into(),
             on_merged: Box::new(|_| {}),
+            runner: ferry_worker::Runner::new(),
         })
         .await
         .unwrap()

@@ -16,6 +16,7 @@ pub mod model;
 pub mod path;
 pub mod secret;
 pub mod sync;
+pub mod worker;
 
 pub use command::{Command, Outcome, COMMAND_FORMAT_VERSION, IDEMPOTENCY_KEY_TTL_MS};
 pub use engine::{

@@ -19,6 +19,21 @@ pub struct EdgeConfig {
     pub https: Option<HttpsConfig>,
     /// The back-end servers.
     pub upstream: UpstreamConfig,
+    /// Seconds a shutdown (SIGTERM, SIGINT) waits for the open client
+    /// connections to end before it closes them.
+    #[serde(default = "default_drain_secs")]
+    pub drain_secs: u64,
+}
+
+fn default_drain_secs() -> u64 {
+    30
+}
+
+impl EdgeConfig {
+    /// The shutdown's drain deadline.
+    pub fn drain(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.drain_secs.min(86_400))
+    }
 }
 
 /// The SFTP listener.

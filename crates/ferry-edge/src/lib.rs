@@ -31,6 +31,50 @@ pub struct RunningEdge {
     pub sftp_addr: Option<SocketAddr>,
     /// The HTTPS listener's address, if HTTPS is served.
     pub https_addr: Option<SocketAddr>,
+    /// The client connections of both listeners.
+    connections: ferry_worker::Connections,
+}
+
+/// How long cut client connections have to close.
+const CUT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl RunningEdge {
+    /// Stops accepting client connections; the ones open go on.
+    pub fn stop_accepting(&self) {
+        self.connections.stop_accepting();
+    }
+
+    /// Shuts the edge down gracefully: no new client connection is taken,
+    /// and the open ones get `drain` to end (a transfer in flight finishes;
+    /// what is still open then is cut when the process exits, as a broken
+    /// connection: the server keeps an unfinished upload for a resume).
+    /// True if every connection ended in time.
+    pub async fn shutdown(&self, drain: std::time::Duration) -> bool {
+        self.stop_accepting();
+        let open = self.connections.open();
+        if open > 0 {
+            tracing::info!(
+                connections = open,
+                drain_secs = drain.as_secs_f64(),
+                "shutting down: waiting for the client connections to end"
+            );
+        }
+        let drained = self.connections.drain(drain).await;
+        if !drained {
+            tracing::warn!(
+                connections = self.connections.open(),
+                "the drain deadline passed: closing the client connections still open"
+            );
+            if !self.connections.cut(CUT_GRACE).await {
+                tracing::warn!(
+                    connections = self.connections.open(),
+                    "client connections did not close in time"
+                );
+            }
+        }
+        tracing::info!("edge stopped");
+        drained
+    }
 }
 
 /// Errors starting an edge.
@@ -66,24 +110,27 @@ async fn start_with(
     config: EdgeConfig,
     upstreams: Arc<upstream::Upstreams>,
 ) -> Result<RunningEdge, StartError> {
+    let connections = ferry_worker::Connections::new();
     let https_addr = match config.https.clone() {
-        Some(https) => Some(https::start(upstreams.clone(), https).await?),
+        Some(https) => Some(https::start(upstreams.clone(), https, connections.clone()).await?),
         None => None,
     };
     let sftp_addr = match &config.sftp {
-        Some(sftp) => Some(start_sftp(sftp, upstreams).await?),
+        Some(sftp) => Some(start_sftp(sftp, upstreams, connections.clone()).await?),
         None => None,
     };
     tracing::info!(node = %config.node_id, ?sftp_addr, ?https_addr, "edge started");
     Ok(RunningEdge {
         sftp_addr,
         https_addr,
+        connections,
     })
 }
 
 async fn start_sftp(
     sftp: &config::SftpConfig,
     upstreams: Arc<upstream::Upstreams>,
+    connections: ferry_worker::Connections,
 ) -> Result<SocketAddr, StartError> {
     let host_keys = host_keys::load_or_create_all(sftp)?;
     let listener = tokio::net::TcpListener::bind(sftp.listen)
@@ -99,6 +146,7 @@ async fn start_sftp(
         upstreams,
         sftp.max_sessions,
         Arc::new(ssh::PreAuth::new(sftp)),
+        connections,
     ));
     Ok(sftp_addr)
 }

@@ -186,10 +186,18 @@ pub async fn serve(
     upstreams: Arc<Upstreams>,
     max_sessions: usize,
     pre_auth: Arc<PreAuth>,
+    connections: ferry_worker::Connections,
 ) {
     let limit = Arc::new(Semaphore::new(max_sessions.max(1)));
     loop {
-        let (tcp, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = connections.stopped() => {
+                tracing::info!("sftp listener closed (shutting down)");
+                return;
+            }
+        };
+        let (tcp, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -220,7 +228,8 @@ pub async fn serve(
         let (config, upstreams) = (config.clone(), upstreams.clone());
         let idle = config.inactivity_timeout.unwrap_or(DEFAULT_IDLE);
         let grace = pre_auth.grace;
-        tokio::spawn(async move {
+        let connections_cut = connections.clone();
+        connections.serve(async move {
             let handle_slot: Arc<OnceLock<Handle>> = Arc::default();
             let logged_in = Arc::new(AtomicBool::new(false));
             let handler = SshSession {
@@ -254,8 +263,15 @@ pub async fn serve(
                     std::future::pending::<()>().await;
                 }
             };
+            let cut = connections_cut.cutting();
             tokio::select! {
                 () = session => {}
+                () = cut => {
+                    tracing::info!(%peer, "connection closed (the edge stops)");
+                    if let Some(socket) = &socket {
+                        let _ = socket.shutdown(std::net::Shutdown::Both);
+                    }
+                }
                 () = grace_over => {
                     tracing::warn!(%peer, grace_secs = grace.as_secs(), "no login within the grace time; connection closed");
                     // Past its banner the session runs in a task of its own,

@@ -65,6 +65,7 @@ pub async fn serve_tls(
     router: Router,
     limits: ServeLimits,
     what: &'static str,
+    connections: ferry_worker::Connections,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let caps = ferry_core::limits::AddressCaps::new(
@@ -72,7 +73,14 @@ pub async fn serve_tls(
         limits.max_connections_per_address,
     );
     loop {
-        let (tcp, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = connections.stopped() => {
+                tracing::info!(listener = what, "listener closed (shutting down)");
+                return;
+            }
+        };
+        let (tcp, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(listener = what, error = %e, "accept failed");
@@ -89,7 +97,8 @@ pub async fn serve_tls(
         };
         let _ = tcp.set_nodelay(true);
         let (acceptor, router) = (acceptor.clone(), router.clone());
-        tokio::spawn(async move {
+        let cut = connections.clone();
+        connections.serve(async move {
             let _slot = slot;
             let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await;
             let stream = match handshake {
@@ -103,7 +112,12 @@ pub async fn serve_tls(
                     return;
                 }
             };
-            serve_connection(stream, router, peer, limits, what).await;
+            tokio::select! {
+                () = serve_connection(stream, router, peer, limits, what) => {}
+                () = cut.cutting() => {
+                    tracing::debug!(listener = what, %peer, "connection closed (shutting down)");
+                }
+            }
         });
     }
 }

@@ -192,6 +192,8 @@ pub struct PeerStatus {
     pub table_digests: Vec<(String, String)>,
     /// Digest of each synced configuration file it holds.
     pub file_digests: Vec<(String, String)>,
+    /// Its workers and what each does.
+    pub workers: Vec<ferry_core::worker::WorkerStatus>,
 }
 
 /// A sync applied on a standby.
@@ -262,4 +264,53 @@ pub enum ClusterResponse {
     },
     /// Active/active: a serde-encoded (JSON) answer to a Raft request.
     RaftReply(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use ferry_core::worker::{WorkerState, WorkerStatus};
+
+    /// postcard is not self-describing: a status with optional fields
+    /// left out or filled in comes back as it went.
+    #[test]
+    fn a_peer_status_with_workers_survives_the_wire() {
+        let status = PeerStatus {
+            node: "s1".into(),
+            role: NodeRole::Active,
+            ready: true,
+            epoch: 3,
+            active: Some("s1".into()),
+            software: "ferry 0.1.0".into(),
+            schema_version: 7,
+            last_sync: None,
+            table_digests: vec![("accounts".into(), "ab".into())],
+            file_digests: Vec::new(),
+            workers: vec![
+                WorkerStatus {
+                    name: "scheduler".into(),
+                    state: WorkerState::Busy,
+                    detail: Some("primary in term 3".into()),
+                    for_secs: 12,
+                    done: 4,
+                    last_error: None,
+                },
+                WorkerStatus {
+                    name: "queue-worker-0".into(),
+                    state: WorkerState::Idle,
+                    detail: None,
+                    for_secs: 0,
+                    done: 0,
+                    last_error: Some("no quorum".into()),
+                },
+            ],
+        };
+        let bytes = postcard::to_stdvec(&ClusterResponse::Status(status.clone())).unwrap();
+        let back: ClusterResponse = postcard::from_bytes(&bytes).unwrap();
+        let ClusterResponse::Status(back) = back else {
+            panic!("{back:?}")
+        };
+        assert_eq!(back, status);
+    }
 }

@@ -14,7 +14,6 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ferry_core::FerryError;
 use serde::Deserialize;
 
 use crate::admin::{AdminState, ApiError};
@@ -57,53 +56,12 @@ async fn readyz(State(s): State<AdminState>) -> Response {
     }
 }
 
-async fn role(State(s): State<AdminState>) -> Json<serde_json::Value> {
-    if let Some(raft) = &s.ctx.raft {
-        let v = raft.view();
-        let m = raft.raft.metrics().borrow().clone();
-        return Json(serde_json::json!({
-            "node": s.ctx.node_id, "mode": "active-active",
-            "role": if v.primary { "primary" } else if m.state == openraft::ServerState::Leader { "leader-without-quorum" } else { "follower" },
-            "primary": v.primary, "ready": v.serving, "writable": v.has_leader && v.serving, "epoch": v.term,
-        }));
-    }
-    Json(match &s.ctx.cluster {
-        None => serde_json::json!({
-            "node": s.ctx.node_id, "mode": "single", "role": "active", "ready": true, "epoch": 0,
-        }),
-        Some(node) => {
-            let v = node.view();
-            serde_json::json!({
-                "node": s.ctx.node_id, "mode": "active-passive", "role": v.role.as_str(),
-                "ready": v.ready, "epoch": v.epoch,
-            })
-        }
-    })
+async fn role(State(s): State<AdminState>) -> Json<ferry_cluster::mode::RoleAnswer> {
+    Json(s.ctx.cluster.role())
 }
 
-fn not_clustered() -> ApiError {
-    ApiError::from(FerryError::invalid(
-        "this server runs alone ([cluster] mode = \"single\"); there is no cluster to act on",
-    ))
-}
-
-async fn status(State(s): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
-    if let Some(raft) = &s.ctx.raft {
-        return Ok(Json(raft.status().await));
-    }
-    match &s.ctx.cluster {
-        None => Ok(Json(serde_json::json!({
-            "mode": "single",
-            "this": {"node": s.ctx.node_id, "role": "active", "ready": true, "epoch": 0},
-            "peers": [],
-        }))),
-        Some(node) => {
-            let status = node.status().await;
-            serde_json::to_value(status)
-                .map(Json)
-                .map_err(|e| ApiError::from(FerryError::internal(e.to_string())))
-        }
-    }
+async fn status(State(s): State<AdminState>) -> Json<ferry_cluster::mode::ClusterStatus> {
+    Json(s.ctx.cluster.clone().status().await)
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,11 +74,7 @@ async fn events(
     Query(q): Query<EventsQuery>,
 ) -> Result<Json<Vec<ferry_cluster::events::ClusterEvent>>, ApiError> {
     let limit = q.limit.unwrap_or(100).min(500);
-    if let Some(raft) = &s.ctx.raft {
-        return Ok(Json(raft.cluster_events(limit).await));
-    }
-    let node = s.ctx.cluster.as_ref().ok_or_else(not_clustered)?;
-    Ok(Json(node.cluster_events(limit).await))
+    Ok(Json(s.ctx.cluster.events(limit).await?))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,31 +88,15 @@ async fn promote(
     State(s): State<AdminState>,
     Json(req): Json<PromoteRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let node = s.ctx.cluster.as_ref().ok_or_else(not_clustered)?;
-    let message = node.promote(req.force).await?;
+    let message = s.ctx.cluster.clone().promote(req.force).await?;
     Ok(Json(serde_json::json!({ "message": message })))
 }
 
 /// `ferry cluster init` (active/active): this server and its configured
 /// peers become the Raft group.
 async fn init(State(s): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let raft = s.ctx.raft.as_ref().ok_or_else(|| {
-        ApiError::from(FerryError::invalid(
-            "`ferry cluster init` is for [cluster] mode = \"active-active\"",
-        ))
-    })?;
-    let message = raft.initialize().await?;
+    let message = s.ctx.cluster.initialize().await?;
     Ok(Json(serde_json::json!({ "message": message })))
-}
-
-fn raft_of(
-    s: &AdminState,
-) -> Result<&std::sync::Arc<ferry_cluster::raft::node::RaftNode>, ApiError> {
-    s.ctx.raft.as_ref().ok_or_else(|| {
-        ApiError::from(FerryError::invalid(
-            "this is for [cluster] mode = \"active-active\"",
-        ))
-    })
 }
 
 #[derive(Deserialize)]
@@ -173,13 +111,13 @@ async fn join(
     State(s): State<AdminState>,
     Json(req): Json<JoinRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let message = raft_of(&s)?.join(&req.address, req.token).await?;
+    let message = s.ctx.cluster.join(&req.address, req.token).await?;
     Ok(Json(serde_json::json!({ "message": message })))
 }
 
 /// `ferry cluster leave` (on the leaving server).
 async fn leave(State(s): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let message = raft_of(&s)?.leave().await?;
+    let message = s.ctx.cluster.leave().await?;
     Ok(Json(serde_json::json!({ "message": message })))
 }
 
@@ -194,7 +132,7 @@ async fn remove(
     State(s): State<AdminState>,
     Json(req): Json<RemoveRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let message = raft_of(&s)?.remove(&req.name).await?;
+    let message = s.ctx.cluster.remove(&req.name).await?;
     Ok(Json(serde_json::json!({ "message": message })))
 }
 
@@ -211,7 +149,7 @@ async fn sync(
     State(s): State<AdminState>,
     Json(req): Json<SyncRequest>,
 ) -> Result<Response, ApiError> {
-    let node = s.ctx.cluster.clone().ok_or_else(not_clustered)?;
+    let cluster = s.ctx.cluster.clone();
     let (lines, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let (progress, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
     let forward = lines.clone();
@@ -224,7 +162,7 @@ async fn sync(
         }
     });
     tokio::spawn(async move {
-        let outcome = node.sync(req.to, req.dry_run, progress).await;
+        let outcome = cluster.sync(req.to, req.dry_run, progress).await;
         let line = match outcome {
             Ok(targets) => serde_json::json!({ "result": targets }),
             Err(e) => serde_json::json!({ "error": e.message }),

@@ -20,6 +20,10 @@ pub struct ServerConfig {
     /// Flush each upload to stable storage before acknowledging its close.
     #[serde(default = "default_true")]
     pub fsync_uploads: bool,
+    /// Seconds a shutdown (SIGTERM, SIGINT) waits for the transfers in
+    /// flight to finish before it ends them (their partial data is kept).
+    #[serde(default = "default_drain_secs")]
+    pub drain_secs: u64,
     /// The listener edges connect to (mutual TLS).
     pub internal: InternalConfig,
     /// The admin API listener (HTTPS, bearer token).
@@ -57,6 +61,17 @@ impl Default for UploadsConfig {
         Self {
             expire_after_secs: default_upload_expiry(),
         }
+    }
+}
+
+fn default_drain_secs() -> u64 {
+    30
+}
+
+impl ServerConfig {
+    /// The shutdown's drain deadline.
+    pub fn drain(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.drain_secs.min(86_400))
     }
 }
 

@@ -13,6 +13,7 @@ pub mod engine_api;
 pub mod repository;
 pub mod secrets;
 pub mod session;
+pub mod shutdown;
 pub mod transfer;
 pub mod uploads;
 
@@ -56,10 +57,9 @@ pub struct ServerCtx {
     pub primary: tokio::sync::watch::Sender<engine::PrimaryRole>,
     /// The engine's wall clock.
     pub clock: engine::Clock,
-    /// This server's part in an active/passive cluster; `None` otherwise.
-    pub cluster: Option<Arc<ferry_cluster::Node>>,
-    /// This server's part in an active/active (Raft) cluster; `None` otherwise.
-    pub raft: Option<Arc<ferry_cluster::raft::node::RaftNode>>,
+    /// This server's part in its cluster, whichever the mode: a server
+    /// alone, active/passive or active/active ([`ferry_cluster::Cluster`]).
+    pub cluster: Arc<dyn ferry_cluster::Cluster>,
     /// Whether this server serves sessions and runs queue workers now
     /// (always on a single node; only the active server in a cluster).
     pub serving: tokio::sync::watch::Sender<bool>,
@@ -69,6 +69,13 @@ pub struct ServerCtx {
     /// Held by the queue worker that is claiming: one claim proposal per
     /// server at a time, so workers do not race each other for one event.
     pub(crate) claiming: std::sync::Mutex<()>,
+    /// The server's own workers (queue workers, scheduler, monitors,
+    /// upload expiry, pending-row flush): stopped first in a shutdown. A
+    /// stage of the runner that also runs the cluster loops, so its status
+    /// lists every worker of the process.
+    pub workers: ferry_worker::Runner,
+    /// The shutdown in progress, if one is.
+    pub drain: shutdown::Drain,
 }
 
 thread_local! {
@@ -110,71 +117,33 @@ fn keyed(command: &Command) -> std::borrow::Cow<'_, Command> {
 }
 
 impl ServerCtx {
-    /// Applies a command to shared state. The single write path: on a single
-    /// node it goes straight to the store. A change made for an admin
-    /// request with an `Idempotency-Key` is applied once per key.
+    /// Applies a command to shared state: the single write path
+    /// ([`ferry_cluster::Cluster::apply`]; callers run on the blocking
+    /// pool). A change made for an admin request with an `Idempotency-Key`
+    /// is applied once per key.
     pub fn apply(&self, command: &Command) -> Result<Outcome, FerryError> {
-        let command = keyed(command);
-        let command = command.as_ref();
-        if let Some(raft) = &self.raft {
-            if raft.witness {
-                raft.check_writable()?;
-            }
-            // Proposed to the Raft log; every server applies it in order.
-            // Callers run on the blocking pool, where waiting is allowed.
-            return raft.write_blocking(command.clone());
-        }
-        if let Some(cluster) = &self.cluster {
-            // Only the active server changes shared state; a standby takes
-            // it from `ferry sync` and the history merge.
-            cluster.check_writable()?;
-            if let Command::FireSchedule { term, .. } = command {
-                let epoch = cluster.view().epoch;
-                if *term != epoch {
-                    return Err(FerryError::new(
-                        ferry_core::ErrorKind::Conflict,
-                        format!("schedule firing of epoch {term} refused: this server is in epoch {epoch}"),
-                    ));
-                }
-            }
-        }
-        self.store.apply(command).map_err(FerryError::from)
+        self.cluster.apply(keyed(command).as_ref())
     }
 
-    /// Why this server does not serve sessions now, if it does not. In
-    /// active/active mode a server serves while it is up to date: the
-    /// primary, or a follower that hears its leader and is not far behind.
+    /// Why this server does not serve sessions now, if it does not: it is
+    /// shutting down, or its cluster says why (a standby; in active/active
+    /// mode a server behind its leader or without one).
     pub fn not_serving_reason(&self) -> Option<String> {
-        if let Some(raft) = &self.raft {
-            return raft.stale_reason();
-        }
-        self.cluster.as_ref().and_then(|c| c.not_serving_reason())
+        self.drain
+            .refusal()
+            .or_else(|| self.cluster.not_serving_reason())
     }
 
-    /// Ok when this server's store is current enough to decide a login:
-    /// in active/active mode it holds every change committed before now
-    /// ([`ferry_cluster::raft::node::RaftNode::check_current`]); otherwise,
-    /// when it serves at all.
+    /// Ok when this server's store is current enough to decide a login
+    /// (in active/active mode it holds every change committed before now).
     pub async fn check_current(&self) -> Result<(), FerryError> {
-        if let Some(raft) = &self.raft {
-            return raft.check_current().await;
-        }
-        match self.not_serving_reason() {
-            None => Ok(()),
-            Some(why) => Err(FerryError::new(ferry_core::ErrorKind::Unavailable, why)),
-        }
+        self.cluster.check_current().await
     }
 
     /// Ok when a change made here now would be kept: always alone; on the
     /// serving active server; in active/active, while a majority is reachable.
     pub fn check_writable(&self) -> Result<(), FerryError> {
-        if let Some(raft) = &self.raft {
-            return raft.check_writable();
-        }
-        if let Some(cluster) = &self.cluster {
-            return cluster.check_writable();
-        }
-        Ok(())
+        self.cluster.check_writable()
     }
 }
 
@@ -187,6 +156,9 @@ pub struct RunningServer {
     pub admin_addr: SocketAddr,
     /// Shared state.
     pub ctx: Arc<ServerCtx>,
+    /// Every worker of the server; the cluster loops run on it directly,
+    /// the server's own duties on its stage `ctx.workers`.
+    runner: ferry_worker::Runner,
 }
 
 /// Errors starting a server.
@@ -251,63 +223,31 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let secrets =
         secrets::SecretKey::load_or_create(&secret_key_file).map_err(StartError::Setup)?;
     let store = Arc::new(store);
+    let runner = ferry_worker::Runner::new();
     let ctx_slot: Arc<std::sync::OnceLock<std::sync::Weak<ServerCtx>>> = Arc::default();
-    let cluster = if config.cluster.mode == ferry_cluster::Mode::ActivePassive {
-        let config_file = config.config_file.clone().unwrap_or_default();
-        let slot = ctx_slot.clone();
-        let node = ferry_cluster::Node::start(ferry_cluster::NodeOptions {
-            config: config.cluster.clone(),
-            node_id: config.node_id.clone(),
-            witness: config.witness,
-            store: store.clone(),
-            state_dir: config.state_dir.clone(),
-            config_dir: config_file
-                .parent()
-                .map(|p| p.to_owned())
-                .unwrap_or_else(|| PathBuf::from(".")),
-            own_config: config_file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            tls: peer_tls.clone(),
-            secret_key_id: secrets.key_id(),
-            on_merged: Box::new(move |_| {
-                if let Some(ctx) = slot.get().and_then(std::sync::Weak::upgrade) {
-                    ctx.engine_wake.notify_waiters();
-                }
-            }),
-        })
-        .await
-        .map_err(StartError::Setup)?;
-        Some(node)
-    } else {
-        None
-    };
-    let raft = if config.cluster.mode == ferry_cluster::Mode::ActiveActive {
-        let slot = ctx_slot.clone();
-        let node =
-            ferry_cluster::raft::node::RaftNode::start(ferry_cluster::raft::node::RaftOptions {
-                config: config.cluster.clone(),
-                name: config.node_id.clone(),
-                advertise: config.cluster.advertise.clone().unwrap_or_default(),
-                store: store.clone(),
-                state_dir: config.state_dir.clone(),
-                tls: peer_tls.clone(),
-                witness: config.witness,
-                queue_workers: config.engine.workers.max(1),
-                on_applied: Arc::new(move || {
-                    if let Some(ctx) = slot.get().and_then(std::sync::Weak::upgrade) {
-                        ctx.engine_wake.notify_waiters();
-                        ctx.schedules_changed.notify_waiters();
-                    }
-                }),
-            })
-            .await
-            .map_err(StartError::Setup)?;
-        Some(node)
-    } else {
-        None
-    };
+    let slot = ctx_slot.clone();
+    let cluster = ferry_cluster::start(ferry_cluster::ClusterOptions {
+        config: config.cluster.clone(),
+        node_id: config.node_id.clone(),
+        witness: config.witness,
+        store: store.clone(),
+        state_dir: config.state_dir.clone(),
+        config_file: config.config_file.clone(),
+        tls: peer_tls.clone(),
+        secret_key_id: secrets.key_id(),
+        // Replication changed the store: queued events or schedules may
+        // be new.
+        on_change: Arc::new(move || {
+            if let Some(ctx) = slot.get().and_then(std::sync::Weak::upgrade) {
+                ctx.engine_wake.notify_waiters();
+                ctx.schedules_changed.notify_waiters();
+            }
+        }),
+        runner: runner.clone(),
+    })
+    .await
+    .map_err(StartError::Setup)?;
+    let duties = *cluster.duties().borrow();
     let ctx = Arc::new(ServerCtx {
         node_id: config.node_id.clone(),
         store,
@@ -322,26 +262,22 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         secrets,
         engine_wake: tokio::sync::Notify::new(),
         schedules_changed: tokio::sync::Notify::new(),
-        primary: tokio::sync::watch::Sender::new(if cluster.is_none() && raft.is_none() {
-            engine::PrimaryRole::Primary { term: 0 }
-        } else {
-            engine::PrimaryRole::Secondary
-        }),
+        primary: tokio::sync::watch::Sender::new(engine::PrimaryRole::of(duties.primary)),
         clock: engine::Clock::System,
-        serving: tokio::sync::watch::Sender::new(
-            cluster.is_none() && !(raft.is_some() && config.witness),
-        ),
+        serving: tokio::sync::watch::Sender::new(duties.serving),
         cluster,
-        raft,
         open_uploads: session::OpenUploads::default(),
         claiming: std::sync::Mutex::new(()),
+        workers: runner.stage(),
+        drain: shutdown::Drain::default(),
     });
     let _ = ctx_slot.set(Arc::downgrade(&ctx));
-    if let Some(node) = ctx.cluster.clone() {
-        tokio::spawn(follow_role(node, ctx.clone()));
-    }
-    if let Some(node) = ctx.raft.clone() {
-        tokio::spawn(follow_leader(node, ctx.clone()));
+    {
+        let ctx = ctx.clone();
+        runner.spawn("duties", |w| async move {
+            w.busy("moving the workers with the cluster role");
+            w.until_stopped(follow_duties(ctx)).await;
+        });
     }
     // Uploads that were being committed when this server stopped get their
     // rows before any session is served.
@@ -357,7 +293,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             )))
         }
     }
-    tokio::spawn(session::flush_pending_rows(ctx.clone()));
+    {
+        let ctx = ctx.clone();
+        ctx.workers
+            .clone()
+            .spawn("pending-rows", |w| session::flush_pending_rows(ctx, w));
+    }
     engine::start(ctx.clone())
         .await
         .map_err(|e| StartError::Setup(format!("cannot start the transfer engine: {e}")))?;
@@ -392,13 +333,21 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         admin::router(state),
         ferry_http::ServeLimits::default(),
         "admin",
+        // The admin API answers until the process ends.
+        ferry_worker::Connections::new(),
     ));
-    tokio::spawn(expire_uploads(ctx.clone()));
+    {
+        let ctx = ctx.clone();
+        ctx.workers
+            .clone()
+            .spawn("upload-expiry", |w| expire_uploads(ctx, w));
+    }
     tracing::info!(node = %config.node_id, %internal_addr, %admin_addr, "server started");
     Ok(RunningServer {
         internal_addr,
         admin_addr,
         ctx,
+        runner,
     })
 }
 
@@ -455,7 +404,14 @@ async fn serve_internal(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
-        let (tcp, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = ctx.drain.began() => {
+                tracing::info!("internal listener closed (shutting down)");
+                return;
+            }
+        };
+        let (tcp, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -515,34 +471,10 @@ async fn serve_internal(
                         ctx.node_id
                     )),
                 },
-                // Which requests a server may make is decided per request
-                // (members only, or a join with the token).
-                Role::Server if ctx.raft.is_some() => {
-                    if cert_name.as_deref() != Some(hello.node_id.as_str()) {
-                        Err(format!(
-                            "the certificate of {peer} names {:?}, not {:?}",
-                            cert_name.as_deref().unwrap_or("nobody"),
-                            hello.node_id
-                        ))
-                    } else {
-                        Ok(())
-                    }
-                }
-                Role::Server => match &ctx.cluster {
-                    None => Err(format!("{} is not in a cluster", ctx.node_id)),
-                    Some(node) if !node.is_peer(&hello.node_id) => Err(format!(
-                        "{:?} is not a peer of {}",
-                        hello.node_id, ctx.node_id
-                    )),
-                    Some(_) if cert_name.as_deref() != Some(hello.node_id.as_str()) => {
-                        Err(format!(
-                            "the certificate of {peer} names {:?}, not {:?}",
-                            cert_name.as_deref().unwrap_or("nobody"),
-                            hello.node_id
-                        ))
-                    }
-                    Some(_) => Ok(()),
-                },
+                Role::Server => ctx
+                    .cluster
+                    .admit_server(&hello.node_id, cert_name.as_deref())
+                    .map_err(|why| format!("{peer}: {why}")),
             };
             let accepted = ferry_proto::server::accept_with(stream, &ctx.node_id, admit).await;
             // The caps are for connections that have not proved who they
@@ -551,17 +483,10 @@ async fn serve_internal(
             match accepted {
                 Ok((hello, version, framed)) if hello.role == Role::Server => {
                     tracing::debug!(%peer, server = %hello.node_id, version, "server connected");
-                    if let Some(node) = ctx.cluster.clone() {
-                        ferry_cluster::peer::serve_peer(framed, node, peer.to_string()).await;
-                    } else if let Some(node) = ctx.raft.clone() {
-                        ferry_cluster::peer::serve_raft_peer(
-                            framed,
-                            node,
-                            peer.to_string(),
-                            hello.node_id.clone(),
-                        )
+                    ctx.cluster
+                        .clone()
+                        .serve_server(framed, peer.to_string(), hello.node_id)
                         .await;
-                    }
                 }
                 Ok((hello, version, framed)) => {
                     tracing::info!(%peer, edge = %hello.node_id, version, "edge connected");
@@ -580,45 +505,20 @@ async fn serve_internal(
     }
 }
 
-/// Mirrors the cluster role onto the engine: the primary-only duties run
-/// while this server is the active one and serving, and so do the queue
-/// workers and edge sessions.
-async fn follow_role(node: Arc<ferry_cluster::Node>, ctx: Arc<ServerCtx>) {
-    let mut view = node.subscribe();
+/// Moves the server's workers with the cluster role: the primary-only
+/// duties (scheduler, folder monitors) run while the cluster makes this
+/// server the primary, and the queue workers and edge sessions while it
+/// serves ([`ferry_cluster::Duties`]).
+async fn follow_duties(ctx: Arc<ServerCtx>) {
+    let mut duties = ctx.cluster.duties();
     loop {
-        let v = *view.borrow_and_update();
-        let active = v.role == ferry_proto::cluster::NodeRole::Active && v.ready;
-        ctx.primary.send_replace(if active {
-            engine::PrimaryRole::Primary { term: v.epoch }
-        } else {
-            engine::PrimaryRole::Secondary
-        });
-        ctx.serving.send_replace(active);
-        if active {
+        let d = *duties.borrow_and_update();
+        ctx.primary.send_replace(engine::PrimaryRole::of(d.primary));
+        ctx.serving.send_replace(d.serving);
+        if d.wake {
             ctx.engine_wake.notify_waiters();
         }
-        if view.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Active/active: the leader, while a majority hears it, is the primary
-/// (scheduler and folder monitors, with the Raft term); every server runs
-/// queue workers and serves sessions.
-async fn follow_leader(node: Arc<ferry_cluster::raft::node::RaftNode>, ctx: Arc<ServerCtx>) {
-    let mut view = node.subscribe();
-    loop {
-        let v = *view.borrow_and_update();
-        ctx.primary.send_replace(if v.primary {
-            engine::PrimaryRole::Primary { term: v.term }
-        } else {
-            engine::PrimaryRole::Secondary
-        });
-        if v.has_leader {
-            ctx.engine_wake.notify_waiters();
-        }
-        if view.changed().await.is_err() {
+        if duties.changed().await.is_err() {
             return;
         }
     }
@@ -626,11 +526,12 @@ async fn follow_leader(node: Arc<ferry_cluster::raft::node::RaftNode>, ctx: Arc<
 
 /// Removes expired resumable uploads of every account, logging each as an
 /// interrupted transfer. Runs every minute, or more often for short expiries.
-async fn expire_uploads(ctx: Arc<ServerCtx>) {
+async fn expire_uploads(ctx: Arc<ServerCtx>, w: ferry_worker::Worker) {
     let every =
         std::time::Duration::from_millis((ctx.upload_expiry_ms / 2).clamp(500, 60_000) as u64);
-    loop {
-        tokio::time::sleep(every).await;
+    w.idle();
+    while w.sleep(every).await {
+        w.busy("sweeping expired resumable uploads");
         let sweep_ctx = ctx.clone();
         let expired = session::blocking(move || {
             let accounts = sweep_ctx.store.accounts().map_err(FerryError::from)?;
@@ -671,7 +572,12 @@ async fn expire_uploads(ctx: Arc<ServerCtx>) {
                     let _ = session::log_transfer(&ctx, row).await;
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "could not sweep expired uploads"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not sweep expired uploads");
+                w.error(e);
+            }
         }
+        w.done_one();
+        w.idle();
     }
 }

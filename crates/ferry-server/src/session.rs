@@ -268,7 +268,17 @@ where
 
     let sessions: Arc<Mutex<HashMap<SessionId, Arc<Session>>>> = Arc::default();
     let next_session = Arc::new(AtomicU64::new(1));
-    while let Some(frame) = stream.next().await {
+    loop {
+        let frame = tokio::select! {
+            frame = stream.next() => frame,
+            // The end of a shutdown's drain: sessions still open end as if
+            // their connection broke.
+            _ = ctx.drain.cut() => {
+                tracing::info!(%peer, "edge connection closed (shutting down)");
+                break;
+            }
+        };
+        let Some(frame) = frame else { break };
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {
@@ -367,8 +377,10 @@ async fn login(
     client_addr: String,
     protocol: Protocol,
 ) -> Result<(Session, mpsc::UnboundedReceiver<SeqMsg>), FerryError> {
-    // A server that may have missed a change made elsewhere (a disabled
-    // account, a removed key) takes no login: the edge tries another.
+    // A server that is shutting down, or that may have missed a change
+    // made elsewhere (a disabled account, a removed key), takes no login:
+    // the edge tries another.
+    ctx.drain.check_open()?;
     ctx.check_current().await?;
     let store = ctx.store.clone();
     let method = match credential {
@@ -485,6 +497,16 @@ fn dispatch(ctx: &Arc<ServerCtx>, s: Arc<Session>, id: u64, op: FsOp, turn: Turn
     };
     if writes {
         if let Err(e) = ctx.check_writable() {
+            send(reply, id, Err(e));
+            return;
+        }
+    }
+    // A shutdown lets the transfers in flight finish and starts no new one.
+    if matches!(
+        op,
+        FsOp::Open { .. } | FsOp::UploadCreate { .. } | FsOp::UploadOpen { .. }
+    ) {
+        if let Err(e) = ctx.drain.check_open() {
             send(reply, id, Err(e));
             return;
         }
@@ -738,7 +760,7 @@ async fn open_file(
         claim
     });
     let (ctx, s, reply) = (ctx.clone(), s.clone(), reply.clone());
-    tokio::spawn(async move {
+    ctx.clone().drain.track(async move {
         file_actor(ctx.clone(), s.clone(), open, rx, reply, holder.as_ref()).await;
         // The actor may end on its own (handed over): the handle is gone,
         // and so must be every reference to its file (and its lock).
@@ -1290,7 +1312,7 @@ async fn finish(
                 // Where the row goes to this server's own store (alone, or
                 // active/passive), a server that cannot write it now says so
                 // before the file appears under its name.
-                if intent_ctx.raft.is_none() {
+                if intent_ctx.cluster.row_policy() == ferry_cluster::RowPolicy::Local {
                     intent_ctx.check_writable().map_err(|e| {
                         FerryError::new(e.kind, format!("transfer log unavailable: {}", e.message))
                     })?;
@@ -1500,19 +1522,15 @@ pub(crate) fn recover_upload_intents(ctx: &ServerCtx) -> Result<usize, FerryErro
 /// Proposes the transfer-log rows that wait on this node (rows that waited
 /// for a quorum in active/active, rows of uploads recovered at start),
 /// oldest first; each is removed once the store has it. Runs in every mode.
-pub(crate) async fn flush_pending_rows(ctx: Arc<ServerCtx>) {
-    loop {
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        // An active/passive standby cannot propose, and may stay standby
-        // for good: it writes a recovered row into its own store, as
-        // replication would, and the active server's history pull brings
-        // the row and its route events over (rows insert-once by id, events
-        // by progress). Everywhere else rows wait for a writable cluster.
-        let writable = ctx.check_writable().is_ok();
-        let own_store = !writable && ctx.cluster.is_some();
-        if !writable && !own_store {
-            continue;
-        }
+pub(crate) async fn flush_pending_rows(ctx: Arc<ServerCtx>, w: ferry_worker::Worker) {
+    w.idle();
+    while w.sleep(std::time::Duration::from_secs(2)).await {
+        // A row that waited here is a fact about this server: it goes into
+        // its own store where the store is its own (an active/passive
+        // standby too, which may stay standby for good: the active
+        // server's history pull brings the row and its route events over,
+        // rows insert-once by id, events by progress), and is proposed
+        // where the store is the group's, once the group takes writes.
         let c = ctx.clone();
         let flushed = blocking(move || {
             let pending = c
@@ -1524,12 +1542,7 @@ pub(crate) async fn flush_pending_rows(ctx: Arc<ServerCtx>) {
                 let record: TransferRecord = serde_json::from_str(&text)
                     .map_err(|e| FerryError::internal(format!("{key}: {e}")))?;
                 let command = Command::RecordTransfer(record);
-                let applied = if own_store {
-                    c.store.apply(&command).map_err(FerryError::from)
-                } else {
-                    c.apply(&command)
-                };
-                match applied {
+                match c.cluster.apply_about_self(&command) {
                     Ok(_) => {}
                     Err(e) if e.kind == ferry_core::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(e),
@@ -1542,11 +1555,17 @@ pub(crate) async fn flush_pending_rows(ctx: Arc<ServerCtx>) {
         .await;
         match flushed {
             Ok(0) => {}
-            Ok(n) => tracing::info!(
-                rows = n,
-                "transfer-log rows that waited for a quorum are replicated"
-            ),
-            Err(e) => tracing::debug!(error = %e, "pending transfer-log rows wait"),
+            Ok(n) => {
+                tracing::info!(
+                    rows = n,
+                    "transfer-log rows that waited for a quorum are replicated"
+                );
+                w.done_one();
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "pending transfer-log rows wait");
+                w.error(e);
+            }
         }
     }
 }
@@ -1576,7 +1595,7 @@ pub(crate) async fn log_transfer(
             // meanwhile is recorded once: rows are inserted by id.)
             Err(e)
                 if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::OutcomeUnknown)
-                    && writer.raft.is_some()
+                    && writer.cluster.row_policy() == ferry_cluster::RowPolicy::Replicated
                     && (record.direction == Direction::Download
                         || record.status == TransferStatus::Completed) =>
             {
@@ -1730,7 +1749,7 @@ async fn open_chunk(
     .await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = register(s, tx)?;
-    tokio::spawn(chunk_actor(
+    ctx.drain.track(chunk_actor(
         ctx.clone(),
         s.clone(),
         chunk,

@@ -64,6 +64,21 @@ fn text(v: &Value, key: &str) -> String {
     }
 }
 
+/// A server's workers on one line: `scheduler busy, queue-worker-0 idle…`.
+fn workers(v: &Value) -> String {
+    let list: Vec<String> = v["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| format!("{} {}", text(w, "name"), text(w, "state")))
+        .collect();
+    if list.is_empty() {
+        "-".into()
+    } else {
+        list.join(", ")
+    }
+}
+
 fn ago(ms: Option<u64>) -> String {
     match ms {
         None => "never".into(),
@@ -116,7 +131,7 @@ fn print_raft_status(v: &Value) {
         println!(
             "  {:<14} workers: {}; last contact: {}",
             "",
-            text(m, "workers"),
+            workers(m),
             ago(m["last_contact_ms"].as_u64())
         );
         if let Some(e) = m["error"].as_str() {
@@ -145,7 +160,7 @@ fn print_status(v: &Value) {
         "(this server)",
         last_sync(this)
     );
-    let mut notes = Vec::new();
+    let mut notes = vec![format!("{} workers: {}", text(this, "node"), workers(this))];
     for p in v["peers"].as_array().into_iter().flatten() {
         let status = &p["status"];
         let known = status.is_object();
@@ -171,6 +186,9 @@ fn print_status(v: &Value) {
             ago(p["last_contact_ms"].as_u64()),
             if known { last_sync(status) } else { "-".into() },
         );
+        if known {
+            notes.push(format!("{} workers: {}", text(p, "id"), workers(status)));
+        }
         if let Some(e) = p["error"].as_str() {
             notes.push(format!("{}: {e}", text(p, "id")));
         }

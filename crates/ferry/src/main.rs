@@ -200,17 +200,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging();
             let config = ferry_server::ServerConfig::load_as(&config, witness)?;
             let node = config.node_id.clone();
+            let drain = config.drain();
             let server = ferry_server::start(config).await?;
             say(&format!(
                 "Ferry server {node} is running.\n  internal: {}\n  admin: https://{}",
                 server.internal_addr, server.admin_addr
             ));
-            wait_for_shutdown().await
+            wait_for_shutdown().await?;
+            report_shutdown(server.shutdown(drain).await);
+            Ok(())
         }
         Cmd::Edge { config } => {
             init_logging();
             let config = ferry_edge::EdgeConfig::load(&config)?;
             let node = config.node_id.clone();
+            let config_drain = config.drain();
             let edge = ferry_edge::start(config).await?;
             say(&format!("Ferry edge {node} is running."));
             if let Some(addr) = edge.sftp_addr {
@@ -219,7 +223,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(addr) = edge.https_addr {
                 say(&format!("  https: https://{addr}"));
             }
-            wait_for_shutdown().await
+            wait_for_shutdown().await?;
+            edge.shutdown(config_drain).await;
+            say("Ferry edge stopped.");
+            Ok(())
         }
         Cmd::Up(args) => {
             init_logging();
@@ -278,4 +285,14 @@ async fn wait_for_shutdown() -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     Ok(())
+}
+
+/// Says how a server's shutdown went. A shutdown that had to cut
+/// something short still stopped: the exit status stays 0, the log says
+/// what (a supervisor restarting on failure must not loop on it).
+fn report_shutdown(stopped: Result<(), Vec<String>>) {
+    match stopped {
+        Ok(()) => say("Ferry server stopped."),
+        Err(problems) => say(&format!("Ferry server stopped; {}.", problems.join("; "))),
+    }
 }

@@ -59,6 +59,10 @@ pub struct UpArgs {
     /// 1 KiB per such period) all end after it.
     #[arg(long, default_value_t = ferry_edge::config::DEFAULT_HTTPS_IDLE_SECS)]
     pub https_idle_timeout_secs: u64,
+    /// On SIGTERM or Ctrl-C, seconds the transfers in flight get to finish
+    /// before they are ended (partial uploads are kept for a resume).
+    #[arg(long, default_value_t = 30)]
+    pub drain_secs: u64,
 }
 
 /// Creates what a data directory needs, if it is not there yet.
@@ -132,6 +136,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         state_dir: dir.join("state"),
         repository: dir.join("repository"),
         fsync_uploads: true,
+        drain_secs: args.drain_secs,
         internal: ferry_server::InternalConfig {
             listen: "127.0.0.1:0".parse()?,
             tls: tls("server"),
@@ -199,6 +204,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             servers: vec![server.internal_addr.to_string()],
             tls: tls("edge"),
         },
+        drain_secs: args.drain_secs,
     };
     // Edge and server share this process: the edge reaches the server
     // through memory, not through loopback TLS.
@@ -226,5 +232,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         "  curl --cacert {shown}/pki/ca.crt -u alice https://{https}/api/v1/dirs/"
     ));
     super::say(&format!("  or open https://{https}/ in a browser"));
-    super::wait_for_shutdown().await
+    super::wait_for_shutdown().await?;
+    // The edge takes no new client; the server drains the transfers in
+    // flight and then ends its sessions, which ends the edge's.
+    edge.stop_accepting();
+    let drain = std::time::Duration::from_secs(args.drain_secs);
+    let stopped = server.shutdown(drain).await;
+    // Sessions end with the server's; whatever is left is cut.
+    edge.shutdown(std::time::Duration::from_secs(1)).await;
+    super::report_shutdown(stopped);
+    Ok(())
 }

@@ -110,8 +110,8 @@ pub struct RaftOptions {
     /// A witness votes and keeps the log but never stands for election,
     /// so it is never the leader; it serves nothing.
     pub witness: bool,
-    /// Queue workers this server runs (for status).
-    pub queue_workers: usize,
+    /// Runs the node's loops; its status lists every worker of the server.
+    pub runner: ferry_worker::Runner,
 }
 
 /// A server's membership in the Raft group.
@@ -132,8 +132,10 @@ pub struct RaftNode {
     pub events: EventLog,
     /// Votes and keeps the log only.
     pub witness: bool,
-    queue_workers: usize,
+    runner: ferry_worker::Runner,
     view: watch::Sender<RaftView>,
+    /// What the group asks of the server's workers (from `view`).
+    duties: watch::Receiver<crate::mode::Duties>,
     contact: std::sync::Mutex<Option<LeaderContact>>,
 }
 
@@ -167,8 +169,8 @@ pub struct MemberStatus {
     pub version: Option<String>,
     /// Whether it runs the scheduler and folder monitors.
     pub primary: Option<bool>,
-    /// Its workers: scheduler, folder monitors, queue workers.
-    pub workers: Option<String>,
+    /// Its workers and what each does.
+    pub workers: Option<Vec<ferry_worker::WorkerStatus>>,
     /// Milliseconds since this node last heard from it.
     pub last_contact_ms: Option<u64>,
     /// Why it did not answer.
@@ -186,7 +188,7 @@ pub struct SelfStatus {
     leader: Option<String>,
     version: String,
     primary: bool,
-    workers: String,
+    workers: Vec<ferry_worker::WorkerStatus>,
 }
 
 fn role_name(state: ServerState) -> &'static str {
@@ -301,6 +303,11 @@ impl RaftNode {
         )
         .await
         .map_err(|e| format!("cannot start Raft: {e}"))?;
+        let (duties_tx, duties) = watch::channel(crate::mode::Duties {
+            primary: None,
+            serving: !options.witness,
+            wake: false,
+        });
         let node = Arc::new(Self {
             raft,
             id,
@@ -311,7 +318,7 @@ impl RaftNode {
             log,
             store: options.store.clone(),
             events,
-            queue_workers: options.queue_workers,
+            runner: options.runner,
             witness: options.witness,
             view: watch::Sender::new(RaftView {
                 primary: false,
@@ -319,14 +326,35 @@ impl RaftNode {
                 has_leader: false,
                 serving: false,
             }),
+            duties,
             contact: std::sync::Mutex::new(None),
         });
         if node.witness {
             // Never a candidate, so never the leader; it still votes.
             node.raft.runtime_config().elect(false);
         }
-        tokio::spawn(node.clone().follow_metrics());
+        let follower = node.clone();
+        node.runner.spawn("raft-metrics", |w| async move {
+            w.busy("following the Raft group's metrics");
+            w.until_stopped(follower.follow_metrics()).await;
+        });
+        // The leader, while a majority hears it, is the primary (with the
+        // Raft term); every server but a witness serves sessions and runs
+        // queue workers (a stale one refuses them: `stale_reason`).
+        let serving = !node.witness;
+        crate::mode::follow_view(&node.runner, node.subscribe(), duties_tx, move |v| {
+            crate::mode::Duties {
+                primary: v.primary.then_some(v.term),
+                serving,
+                wake: v.has_leader,
+            }
+        });
         Ok(node)
+    }
+
+    /// What the group asks of the server's workers, kept current.
+    pub(crate) fn duties_watch(&self) -> watch::Receiver<crate::mode::Duties> {
+        self.duties.clone()
     }
 
     /// Follows role changes.
@@ -531,6 +559,18 @@ impl RaftNode {
             );
         }
         members
+    }
+
+    /// Stops this server's part in the group: openraft's tasks end (a
+    /// leader stops sending heartbeats, so the others elect a new one
+    /// after an election timeout), the log and state machine stay as they
+    /// are for the next start. Bounded: openraft gets `within`.
+    pub async fn shutdown(&self, within: Duration) -> Result<(), String> {
+        match tokio::time::timeout(within, self.raft.shutdown()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("openraft did not shut down cleanly: {e}")),
+            Err(_) => Err(format!("openraft did not shut down within {within:?}")),
+        }
     }
 
     /// `ferry cluster init`: makes this server and the configured peers the
@@ -1233,16 +1273,7 @@ impl RaftNode {
             leader,
             version: crate::SOFTWARE.into(),
             primary: self.view().primary,
-            workers: if self.witness {
-                "none (witness)".into()
-            } else if self.view().primary {
-                format!(
-                    "scheduler, folder monitors, {} queue workers",
-                    self.queue_workers
-                )
-            } else {
-                format!("{} queue workers", self.queue_workers)
-            },
+            workers: self.runner.statuses(),
         }
     }
 

@@ -294,6 +294,7 @@ async fn session_close(State(state): State<Arc<HttpState>>, req: Request) -> Res
 pub async fn start(
     upstreams: Arc<Upstreams>,
     config: HttpsConfig,
+    connections: ferry_worker::Connections,
 ) -> Result<SocketAddr, crate::StartError> {
     let tls =
         ferry_proto::tls::plain_server_config(&config.cert, &config.key, &[b"h2", b"http/1.1"])?;
@@ -320,6 +321,7 @@ pub async fn start(
         router(upstreams, config),
         limits,
         "https",
+        connections,
     ));
     Ok(addr)
 }

@@ -32,6 +32,16 @@ pub enum PrimaryRole {
     Secondary,
 }
 
+impl PrimaryRole {
+    /// The role for a cluster's [`ferry_cluster::Duties::primary`].
+    pub fn of(primary: Option<u64>) -> Self {
+        match primary {
+            Some(term) => PrimaryRole::Primary { term },
+            None => PrimaryRole::Secondary,
+        }
+    }
+}
+
 /// Wall-clock time for the engine. The test clock follows tokio's (pausable)
 /// clock from a chosen start, so scheduler tests run through days at once.
 #[derive(Debug, Clone)]
@@ -128,6 +138,12 @@ impl EngineConfig {
     }
 }
 
+fn log_released(events: usize) {
+    if events > 0 {
+        tracing::info!(events, "released the leases of this node's previous run");
+    }
+}
+
 /// Starts the workers, the scheduler and the folder monitors. Leases this
 /// node held before a restart are released first: nothing of this process
 /// can be running them.
@@ -136,54 +152,49 @@ pub async fn start(ctx: Arc<ServerCtx>) -> Result<(), ferry_core::FerryError> {
         node: ctx.node_id.clone(),
         now: ctx.clock.now_ms(),
     };
-    if let Some(raft) = ctx.raft.clone() {
-        // Replicated state changes only through the log: propose the
-        // release once the group has a leader (it may not at start).
-        tokio::spawn(async move {
-            loop {
-                match raft.write(release.clone()).await {
-                    Ok(o) => {
-                        tracing::info!(
-                            events = o.rows_changed,
-                            "released the leases of this node's previous run"
-                        );
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "lease release waits for a quorum");
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    // A fact about this server's own previous run: into its own store where
+    // the store is its own (whatever its role in an active/passive cluster
+    // is now), proposed where it is the group's — once the group has a
+    // leader, which it may not have at start.
+    let first = {
+        let (ctx, release) = (ctx.clone(), release.clone());
+        crate::session::blocking(move || ctx.cluster.apply_about_self(&release)).await
+    };
+    match first {
+        Ok(released) => log_released(released.rows_changed),
+        Err(e) => {
+            tracing::debug!(error = %e, "lease release waits for a quorum");
+            let ctx2 = ctx.clone();
+            ctx.workers.spawn("lease-release", |w| async move {
+                w.busy("releasing the leases of this node's previous run");
+                while w.sleep(Duration::from_secs(1)).await {
+                    let (ctx, release) = (ctx2.clone(), release.clone());
+                    let released =
+                        crate::session::blocking(move || ctx.cluster.apply_about_self(&release))
+                            .await;
+                    match released {
+                        Ok(o) => {
+                            log_released(o.rows_changed);
+                            w.done_one();
+                            return;
+                        }
+                        Err(e) => w.error(e),
                     }
                 }
-            }
-        });
-    } else {
-        let released = {
-            let ctx = ctx.clone();
-            // The store directly: this is a fact about this node's own
-            // previous run, true whatever its role in an active/passive
-            // cluster is now.
-            crate::session::blocking(move || {
-                ctx.store
-                    .apply(&release)
-                    .map_err(ferry_core::FerryError::from)
-            })
-            .await?
-        };
-        if released.rows_changed > 0 {
-            tracing::info!(
-                events = released.rows_changed,
-                "released the leases of this node's previous run"
-            );
+            });
         }
     }
     for index in 0..ctx.engine.workers.max(1) {
-        tokio::spawn(worker::run(ctx.clone(), index));
+        let ctx2 = ctx.clone();
+        ctx.workers
+            .spawn(format!("queue-worker-{index}"), |w| worker::run(ctx2, w));
     }
-    tokio::spawn(scheduler::run(
-        ctx.clone(),
-        ctx.clock.clone(),
-        ctx.primary.subscribe(),
-    ));
-    tokio::spawn(monitor::run(ctx.clone(), ctx.primary.subscribe()));
+    let (ctx2, primary) = (ctx.clone(), ctx.primary.subscribe());
+    ctx.workers.spawn("scheduler", |w| {
+        scheduler::run(ctx2.clone(), ctx2.clock.clone(), primary, w)
+    });
+    let (ctx2, primary) = (ctx.clone(), ctx.primary.subscribe());
+    ctx.workers
+        .spawn("folder-monitors", |w| monitor::run(ctx2, primary, w));
     Ok(())
 }

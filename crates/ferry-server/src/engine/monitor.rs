@@ -20,6 +20,8 @@ use ferry_core::{Direction, FerryError, Monitor, Protocol, TransferRecord, Trans
 use notify::Watcher;
 use tokio::sync::{mpsc, watch};
 
+use ferry_worker::Worker;
+
 use super::{actions, PrimaryRole};
 use crate::session::blocking;
 use crate::ServerCtx;
@@ -33,19 +35,22 @@ struct Seen {
 }
 
 /// Runs the folder monitors while this node is the primary.
-pub async fn run(ctx: Arc<ServerCtx>, mut primary: watch::Receiver<PrimaryRole>) {
+pub async fn run(ctx: Arc<ServerCtx>, mut primary: watch::Receiver<PrimaryRole>, w: Worker) {
     loop {
         let is_primary = matches!(*primary.borrow_and_update(), PrimaryRole::Primary { .. });
         if !is_primary {
-            if primary.changed().await.is_err() {
-                return;
+            w.standby("another server is the primary");
+            match w.until_stopped(primary.changed()).await {
+                Some(Ok(())) => continue,
+                None | Some(Err(_)) => return,
             }
-            continue;
         }
         tracing::info!("folder monitors running (this node is the primary)");
+        w.busy("watching the monitored folders");
         tokio::select! {
             _ = serve(&ctx) => {}
             _ = primary.changed() => tracing::info!("folder monitors stopped (primary role changed)"),
+            _ = w.stopping() => return,
         }
     }
 }

@@ -17,6 +17,8 @@ use chrono_tz::Tz;
 use ferry_core::{Event, EventKind, EventStatus, FerryError, Schedule};
 use tokio::sync::watch;
 
+use ferry_worker::Worker;
+
 use super::{Clock, PrimaryRole};
 use crate::ServerCtx;
 
@@ -141,23 +143,34 @@ pub fn decide(
 
 /// Runs the scheduler for as long as the server runs: idle while this node
 /// is not the primary, firing due slots while it is.
-pub async fn run(ctx: Arc<ServerCtx>, clock: Clock, mut primary: watch::Receiver<PrimaryRole>) {
+pub async fn run(
+    ctx: Arc<ServerCtx>,
+    clock: Clock,
+    mut primary: watch::Receiver<PrimaryRole>,
+    w: Worker,
+) {
     loop {
         let role = *primary.borrow_and_update();
         let term = match role {
             PrimaryRole::Primary { term } => term,
             PrimaryRole::Secondary => {
-                if primary.changed().await.is_err() {
-                    return;
+                w.standby("another server is the primary");
+                match w.until_stopped(primary.changed()).await {
+                    Some(Ok(())) => continue,
+                    None | Some(Err(_)) => return,
                 }
-                continue;
             }
         };
         tracing::info!(term, "scheduler running (this node is the primary)");
+        w.busy(format!("primary in term {term}"));
         tokio::select! {
             _ = serve_term(&ctx, &clock, term) => {}
             _ = primary.changed() => {
                 tracing::info!("scheduler stopped (primary role changed)");
+            }
+            _ = w.stopping() => {
+                tracing::info!("scheduler stopped (the server stops)");
+                return;
             }
         }
     }
@@ -172,8 +185,8 @@ async fn serve_term(ctx: &Arc<ServerCtx>, clock: &Clock, term: u64) {
     // a slot fires once (never by both). Active/active needs no fence: a
     // firing is a replicated claim only the leader's log can hold.
     // (Epoch 1 had no server active before it.)
-    let fenced_until = ctx.cluster.as_ref().filter(|_| term > 1).map(|node| {
-        let until = clock.now_ms() + node.takeover_fence().as_millis() as i64;
+    let fenced_until = ctx.cluster.takeover_fence(term).map(|fence| {
+        let until = clock.now_ms() + fence.as_millis() as i64;
         tracing::info!(
             until,
             "slots until the previous active server's lease runs out are left to it"
@@ -226,10 +239,10 @@ async fn serve_term(ctx: &Arc<ServerCtx>, clock: &Clock, term: u64) {
             .flatten()
             .max()
             .unwrap_or(now);
-            let grace = if ctx.cluster.is_some() {
-                MISFIRE_GRACE_ACTIVE_PASSIVE_MS
-            } else {
+            let grace = if ctx.cluster.store_is_shared() {
                 MISFIRE_GRACE_MS
+            } else {
+                MISFIRE_GRACE_ACTIVE_PASSIVE_MS
             };
             let decision = decide(&slots, baseline, now, schedule.catch_up, grace);
             if let Some(slot) = decision.fire {
@@ -502,10 +515,11 @@ mod tests {
             }))
             .unwrap();
         let (role, _) = watch::channel(PrimaryRole::Primary { term: 1 });
+        let store = Arc::new(store);
         let ctx = Arc::new(ServerCtx {
             login_throttle: crate::auth::LoginThrottle::default(),
             node_id: "n1".into(),
-            store: Arc::new(store),
+            store: store.clone(),
             repository: dir.path().to_owned(),
             fsync_uploads: false,
             upload_expiry_ms: 1000,
@@ -517,9 +531,14 @@ mod tests {
             clock: Clock::starting_at(start_ms),
             open_uploads: Default::default(),
             claiming: Default::default(),
-            cluster: None,
-            raft: None,
+            cluster: Arc::new(ferry_cluster::mode::Single::new(
+                "n1".into(),
+                store,
+                ferry_worker::Runner::new(),
+            )),
             serving: tokio::sync::watch::Sender::new(true),
+            workers: ferry_worker::Runner::new(),
+            drain: Default::default(),
         });
         Rig {
             ctx,
@@ -530,11 +549,10 @@ mod tests {
 
     impl Rig {
         fn start(&self) {
-            tokio::spawn(run(
-                self.ctx.clone(),
-                self.ctx.clock.clone(),
-                self.role.subscribe(),
-            ));
+            let (ctx, role) = (self.ctx.clone(), self.role.subscribe());
+            self.ctx.workers.spawn("scheduler", |w| {
+                run(ctx.clone(), ctx.clock.clone(), role, w)
+            });
         }
 
         fn slots(&self) -> Vec<String> {

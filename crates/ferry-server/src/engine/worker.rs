@@ -9,29 +9,45 @@ use ferry_core::{AttemptResult, Command, Event, FerryError};
 use super::actions::{self, ActionError};
 use crate::session::blocking;
 use crate::ServerCtx;
+use ferry_worker::Worker;
 
 /// Longest sleep between looks at the queue (events queued by another node
 /// are seen this late at most).
 const POLL_MS: i64 = 1_000;
 
-/// Runs one worker until the server stops.
-pub async fn run(ctx: Arc<ServerCtx>, index: usize) {
+/// Runs one worker until the server stops. Told to stop, it claims nothing
+/// more and drops the event it runs: every step is safe to repeat, and the
+/// server releases this node's leases as it shuts down.
+pub async fn run(ctx: Arc<ServerCtx>, w: Worker) {
     let mut serving = ctx.serving.subscribe();
     loop {
         // A standby runs no worker: its queue is the active server's business.
-        if serving.wait_for(|s| *s).await.is_err() {
-            return;
+        if !*serving.borrow_and_update() {
+            w.standby("this server does not serve now");
+        }
+        match w.until_stopped(serving.wait_for(|s| *s)).await {
+            Some(Ok(_)) => {}
+            None | Some(Err(_)) => return,
         }
         // Register for wake-ups before looking, so a notification that
         // arrives while we look is not lost.
         let woken = ctx.engine_wake.notified();
         match claim_next(&ctx).await {
             Ok(Some(event)) => {
-                execute(&ctx, event).await;
+                w.busy(format!("event {} ({})", event.id, event.kind));
+                if w.until_stopped(execute(&ctx, event)).await.is_none() {
+                    tracing::info!(worker = %w.name(), "stopped in the middle of an event; its lease is released");
+                    return;
+                }
+                w.done_one();
+                w.idle();
                 continue;
             }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(worker = index, error = %e, "cannot read the event queue"),
+            Ok(None) => w.idle(),
+            Err(e) => {
+                tracing::warn!(worker = %w.name(), error = %e, "cannot read the event queue");
+                w.error(&e);
+            }
         }
         let now = ctx.clock.now_ms();
         let next = {
@@ -46,7 +62,10 @@ pub async fn run(ctx: Arc<ServerCtx>, index: usize) {
             .unwrap_or(POLL_MS);
         tokio::select! {
             _ = woken => {}
-            _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+            _ = w.sleep(Duration::from_millis(wait as u64)) => {}
+        }
+        if w.is_stopping() {
+            return;
         }
     }
 }
