@@ -417,6 +417,66 @@ c.commit()
         .all(|(_, node, sha)| node == "s1" && sha.len() == 64));
 }
 
+/// A transfer-log row written straight into server `i`'s store (a second
+/// connection to its database), stamped `ended_at`.
+fn write_row(c: &Cluster, i: usize, id: &str, ended_at: i64) {
+    let store = ferry_store::Store::open(&c.nodes[i].dir.join("state").join("ferry.db")).unwrap();
+    let row = ferry_core::TransferRecord {
+        id: id.into(),
+        account: "alice".into(),
+        protocol: ferry_core::Protocol::Sftp,
+        direction: ferry_core::Direction::Upload,
+        path: format!("/{id}"),
+        bytes: 1,
+        size: Some(1),
+        sha256: None,
+        started_at: ended_at - 1,
+        ended_at,
+        status: ferry_core::TransferStatus::Completed,
+        node: c.nodes[i].name.clone(),
+        client_addr: "127.0.0.1:1".into(),
+        error: None,
+        partner: None,
+        event_id: None,
+    };
+    store
+        .apply(&ferry_core::Command::RecordTransfer(row))
+        .unwrap();
+}
+
+#[test]
+fn history_rows_stamped_an_hour_back_still_reach_the_other_server() {
+    let c = Cluster::start(false);
+    println!(
+        "faults: none; rows stamped an hour behind the servers' clocks (a slow clock, \
+         a late commit) are written into each server's store after the pulls began"
+    );
+    let has = |i: usize, ids: &[&str]| {
+        let rows = c.transfer_ids(i);
+        ids.iter().all(|id| rows.iter().any(|(r, _, _)| r == id))
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // First rows stamped now, so both servers have pulled from each other.
+    write_row(&c, S1, "now-s1", now);
+    write_row(&c, S2, "now-s2", now);
+    let both = ["now-s1", "now-s2"];
+    assert!(wait_until(30, || has(S1, &both) && has(S2, &both)));
+    // Then rows stamped an hour back: with a watermark of times they would
+    // be behind it; by each store's change sequence they are new.
+    write_row(&c, S1, "behind-s1", now - 3_600_000);
+    write_row(&c, S2, "behind-s2", now - 3_600_000);
+    let all = ["now-s1", "now-s2", "behind-s1", "behind-s2"];
+    assert!(
+        wait_until(30, || has(S1, &all) && has(S2, &all)),
+        "s1 {:?}, s2 {:?}",
+        c.transfer_ids(S1),
+        c.transfer_ids(S2)
+    );
+}
+
 #[test]
 fn failover_promotes_the_standby_and_failback_keeps_both_transfer_logs() {
     let mut c = Cluster::start(false);

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ferry_core::sync::MergeCounts;
+use ferry_core::sync::{HistoryMark, MergeCounts};
 use ferry_core::{ErrorKind, FerryError};
 use ferry_proto::client::Connection;
 use ferry_proto::cluster::{ClusterRequest, ClusterResponse, NodeRole, PeerStatus};
@@ -25,7 +25,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::config::{ClusterConfig, PeerConfig};
-use crate::events::{now_ms, ClusterEvent, EventLog, Severity};
+use crate::events::{ClusterEvent, EventLog, Severity};
 use crate::state::{NodeState, StateFile};
 
 /// What this server is doing now.
@@ -77,7 +77,8 @@ pub(crate) struct Contact {
     pub(crate) last_ok: Option<Instant>,
     pub(crate) last_error: Option<String>,
     pub(crate) alive: Option<bool>,
-    pub(crate) history_since: i64,
+    /// How far this node merged the peer's history.
+    pub(crate) history: HistoryMark,
 }
 
 #[derive(Debug)]
@@ -1143,45 +1144,53 @@ impl Node {
         total
     }
 
+    /// Pulls the history rows `peer`'s store changed after this node's
+    /// mark for it, page by page, merging each and moving the mark past it
+    /// at once (a pull cut short keeps what it merged). The mark is a
+    /// position in the peer's own change sequence, so no clock is compared;
+    /// when the peer answers from another store (restored, reopened, new)
+    /// the mark starts again from 0.
     async fn pull_history(&self, peer: &Peer) -> Result<MergeCounts, String> {
-        let mut since = lock(&peer.contact).history_since;
-        let started = now_ms();
+        let mut mark = lock(&peer.contact).history.clone();
         let mut total = MergeCounts::default();
-        for _page in 0..100 {
+        for _page in 0..HISTORY_PAGES_PER_PULL {
             let answer = self
                 .call(
                     peer,
                     ClusterRequest::PullHistory {
-                        since,
+                        after_seq: mark.after_seq(),
                         limit: HISTORY_PAGE,
                     },
                     Duration::from_secs(20),
                 )
                 .await?;
-            let ClusterResponse::History { tables, more } = answer else {
+            let ClusterResponse::History(mut page) = answer else {
                 return Err(format!(
                     "{}: unexpected answer to PullHistory",
                     peer.config.id
                 ));
             };
-            let next = ferry_store::sync::history_next_since(&tables);
+            if !mark.accepts(&page) {
+                tracing::info!(
+                    peer = %peer.config.id,
+                    "the peer's store is another one than last time: pulling its history from the start"
+                );
+                lock(&peer.contact).history = mark.clone();
+                continue;
+            }
+            let tables = std::mem::take(&mut page.tables);
             let store = self.store.clone();
             let counts = tokio::task::spawn_blocking(move || store.merge_history(&tables))
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| format!("merging history from {}: {e}", peer.config.id))?;
             total.add(&counts);
-            if !more {
+            mark.advance(&page);
+            lock(&peer.contact).history = mark.clone();
+            if !page.more {
                 break;
             }
-            since = match next {
-                Some(n) if n > since => n,
-                _ => since + 1,
-            };
         }
-        // Next time, start a little before this pull began: rows stamped by
-        // a slower clock or committed late are fetched again and ignored.
-        lock(&peer.contact).history_since = started - HISTORY_OVERLAP_MS;
         if total.total() > 0 {
             tracing::info!(
                 peer = %peer.config.id,
@@ -1207,8 +1216,8 @@ impl Node {
 
 /// History rows per table and page.
 const HISTORY_PAGE: u32 = 2_000;
-/// How far before the last pull the next one starts.
-const HISTORY_OVERLAP_MS: i64 = 60_000;
+/// Pages per pull at most; the next pull goes on from there.
+const HISTORY_PAGES_PER_PULL: usize = 100;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

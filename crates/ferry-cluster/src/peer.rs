@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use ferry_core::sync::HistoryPage;
 use ferry_core::FerryError;
 use ferry_proto::cluster::{ClusterRequest, ClusterResponse};
 use ferry_proto::message::{Frame, Request, Response};
@@ -170,19 +171,16 @@ async fn answer_request(
                 .await
                 .map_err(|e| FerryError::internal(e.to_string()))
         }
-        ClusterRequest::PullHistory { since, limit } => {
+        ClusterRequest::PullHistory { after_seq, limit } => {
             if node.witness {
-                return Ok(ClusterResponse::History {
-                    tables: Vec::new(),
-                    more: false,
-                });
+                return Ok(ClusterResponse::History(HistoryPage::default()));
             }
             let store = node.store.clone();
             let limit = limit.clamp(1, 10_000);
-            tokio::task::spawn_blocking(move || store.export_history(since, limit))
+            tokio::task::spawn_blocking(move || store.export_history(after_seq, limit))
                 .await
                 .map_err(|e| FerryError::internal(e.to_string()))?
-                .map(|(tables, more)| ClusterResponse::History { tables, more })
+                .map(ClusterResponse::History)
                 .map_err(FerryError::from)
         }
         ClusterRequest::Raft { .. }

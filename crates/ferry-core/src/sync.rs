@@ -85,3 +85,108 @@ impl MergeCounts {
         self.transfers + self.events + self.attempts + self.firings
     }
 }
+
+/// One page of a server's history, as [`HistoryMark`] follows it: the rows
+/// changed after a position in that server's store, and the position they
+/// reach.
+///
+/// Positions are the store's change sequence: every insert or change of a
+/// history row takes the next number, in commit order, from a counter of
+/// that store alone. They mean nothing to another store, nor to the same
+/// database after it was replaced or reopened, so a page names the store
+/// instance it comes from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    /// The exporting store instance: new whenever the store is opened or
+    /// its contents are replaced (a restored snapshot).
+    pub store_id: String,
+    /// One table per history table, in merge order.
+    pub tables: Vec<TableData>,
+    /// Every row changed up to this position was in this page or an
+    /// earlier one: ask for the rows after it next.
+    pub last_seq: u64,
+    /// More rows follow `last_seq` already.
+    pub more: bool,
+}
+
+/// How far a server has merged one peer's history: the peer's store
+/// instance and the last position merged from it. Starts at 0 (everything).
+///
+/// Pull with [`HistoryMark::after_seq`]; give the answer to
+/// [`HistoryMark::accepts`]; merge its rows only if accepted, then
+/// [`HistoryMark::advance`]. No clock is involved anywhere.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryMark {
+    store_id: Option<String>,
+    after_seq: u64,
+}
+
+impl HistoryMark {
+    /// The position to ask for rows after.
+    pub fn after_seq(&self) -> u64 {
+        self.after_seq
+    }
+
+    /// Whether `page`, answered to [`HistoryMark::after_seq`], continues
+    /// this mark. It does not when the peer's store is another instance
+    /// than the one the mark was made against, or its position went back
+    /// (both mean the positions are not comparable): the mark then starts
+    /// again at 0 of that store, and the page must be dropped and asked
+    /// for again.
+    pub fn accepts(&mut self, page: &HistoryPage) -> bool {
+        if self.after_seq == 0 {
+            // Rows after 0 are every row of whatever store answered.
+            return true;
+        }
+        if self.store_id.as_deref() == Some(page.store_id.as_str())
+            && page.last_seq >= self.after_seq
+        {
+            return true;
+        }
+        self.store_id = Some(page.store_id.clone());
+        self.after_seq = 0;
+        false
+    }
+
+    /// Moves the mark past an accepted page whose rows were merged.
+    pub fn advance(&mut self, page: &HistoryPage) {
+        self.store_id = Some(page.store_id.clone());
+        self.after_seq = page.last_seq;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(store_id: &str, last_seq: u64) -> HistoryPage {
+        HistoryPage {
+            store_id: store_id.into(),
+            last_seq,
+            ..HistoryPage::default()
+        }
+    }
+
+    #[test]
+    fn a_mark_follows_one_store_and_restarts_on_another() {
+        let mut mark = HistoryMark::default();
+        assert_eq!(mark.after_seq(), 0);
+        assert!(mark.accepts(&page("a", 5)));
+        mark.advance(&page("a", 5));
+        assert_eq!(mark.after_seq(), 5);
+        // Nothing new: the same position again.
+        assert!(mark.accepts(&page("a", 5)));
+        mark.advance(&page("a", 9));
+        assert_eq!(mark.after_seq(), 9);
+
+        // The peer's store was replaced: start again from its beginning.
+        assert!(!mark.accepts(&page("b", 20)));
+        assert_eq!(mark.after_seq(), 0);
+        assert!(mark.accepts(&page("b", 20)));
+        mark.advance(&page("b", 20));
+
+        // The same store id but a position that went back: not comparable.
+        assert!(!mark.accepts(&page("b", 3)));
+        assert_eq!(mark.after_seq(), 0);
+    }
+}

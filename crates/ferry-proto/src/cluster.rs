@@ -3,7 +3,7 @@
 //! merge after a failover. They travel as [`crate::message::Request::Cluster`]
 //! on a connection whose handshake role is [`crate::message::Role::Server`].
 
-use ferry_core::sync::{SqlValue, TableData, TableDiff};
+use ferry_core::sync::{HistoryPage, SqlValue, TableDiff};
 use serde::{Deserialize, Serialize};
 
 /// What a server is in active/passive mode.
@@ -106,10 +106,13 @@ pub enum ClusterRequest {
     },
     /// Everything was sent: apply it (or compare, for a dry run).
     SyncCommit,
-    /// History rows changed at or after `since` (unix ms), oldest first.
+    /// History rows the answering server's store changed after position
+    /// `after_seq` of its change sequence, in commit order; answered with
+    /// [`ClusterResponse::History`]. The puller keeps the position per
+    /// peer ([`ferry_core::sync::HistoryMark`]); no clock is compared.
     PullHistory {
-        /// Watermark.
-        since: i64,
+        /// The last position merged from this store (0: everything).
+        after_seq: u64,
         /// At most this many rows per table.
         limit: u32,
     },
@@ -255,13 +258,9 @@ pub enum ClusterResponse {
     SyncReceived,
     /// The sync was applied (or compared).
     SyncDone(SyncReport),
-    /// History rows, and whether more remain after them.
-    History {
-        /// One table per history table.
-        tables: Vec<TableData>,
-        /// More rows remain.
-        more: bool,
-    },
+    /// History rows, the store they come from, the position they reach,
+    /// and whether more remain after them.
+    History(HistoryPage),
     /// Active/active: a serde-encoded (JSON) answer to a Raft request.
     RaftReply(#[serde(with = "serde_bytes")] Vec<u8>),
 }

@@ -10,7 +10,7 @@ mod migrations;
 pub mod sync;
 
 pub use engine::{EventFilter, Firing};
-pub use sync::{history_next_since, read_snapshot_tables, HISTORY_TABLES, SYNCABLE_TABLES};
+pub use sync::{read_snapshot_tables, HISTORY_TABLES, SYNCABLE_TABLES};
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -90,6 +90,9 @@ pub struct TransferFilter {
 /// The store of one server.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Names this instance of the store to history pullers (see
+    /// [`Store::store_id`]). Read and replaced only while `conn` is held.
+    store_id: Mutex<String>,
 }
 
 impl std::fmt::Debug for Store {
@@ -120,7 +123,30 @@ impl Store {
         migrations::migrate(&mut conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            store_id: Mutex::new(new_store_id()),
         })
+    }
+
+    /// The id of this store instance, which [`Store::export_history`] puts
+    /// on every page so a puller knows whether the change sequence it
+    /// follows is still this one. It is new whenever the store is opened
+    /// and when [`Store::restore_from`] replaces the contents: while a
+    /// database is closed, its file may be put back from a backup or
+    /// copied from another server, which nothing in the file tells, and a
+    /// puller then starts again from the beginning instead of missing
+    /// rows. (A puller also starts from the beginning after its own
+    /// restart: its marks are kept in memory.)
+    pub fn store_id(&self) -> String {
+        let _conn = self.conn();
+        self.current_store_id()
+    }
+
+    /// The store id; the caller holds `conn`.
+    fn current_store_id(&self) -> String {
+        self.store_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -200,7 +226,8 @@ impl Store {
     /// Replaces the shared state with a copy made by [`Store::snapshot_to`]
     /// (SQLite's backup API in reverse), as a cluster node does when it
     /// installs a snapshot from the leader. This node's own `node_local`
-    /// values are kept: they are not the sender's to replace.
+    /// values are kept: they are not the sender's to replace. The store
+    /// gets a new [`Store::store_id`].
     pub fn restore_from(&self, snapshot: &Path) -> Result<()> {
         let mut conn = self.conn();
         let own: Vec<(String, String)> = {
@@ -210,6 +237,10 @@ impl Store {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             rows
         };
+        // Another store's history and change sequence from here on (even
+        // half of one, should the restore fail): pullers must not take its
+        // positions for this store's. No export runs while `conn` is held.
+        *self.store_id.lock().unwrap_or_else(|p| p.into_inner()) = new_store_id();
         conn.restore(
             rusqlite::MAIN_DB,
             snapshot,
@@ -251,6 +282,11 @@ impl Store {
         tracing::debug!(command = command.name(), rows_changed, "applied");
         Ok(Outcome { rows_changed })
     }
+}
+
+/// A fresh random store id.
+fn new_store_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// Applies one (unkeyed) command inside `tx`; the rows it changed.

@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../schemas/0005_settings.sql"),
     include_str!("../../../schemas/0006_transfer_size.sql"),
     include_str!("../../../schemas/0007_idempotency_keys.sql"),
+    include_str!("../../../schemas/0008_history_change_seq.sql"),
 ];
 
 /// The schema version this build produces.

@@ -9,7 +9,11 @@
 //!
 //! History rows are never synced: after a failover both servers hold rows the
 //! other lacks, so they are exported in pages ([`Store::export_history`]) and
-//! merged by id ([`Store::merge_history`]) without losing any.
+//! merged by id ([`Store::merge_history`]) without losing any. Pages follow
+//! the exporting store's change sequence (a `change_seq` column that
+//! triggers set from a counter of this store on every insert and change of a
+//! history row), never a clock; the column is this store's alone and is left
+//! out of every table read, sent, merged or digested here.
 //!
 //! Table and column names are interpolated into SQL only after they have been
 //! matched against [`SYNCABLE_TABLES`] / [`HISTORY_TABLES`] and the local
@@ -20,7 +24,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 
-use ferry_core::sync::{MergeCounts, SqlValue, TableData, TableDiff};
+use ferry_core::sync::{HistoryPage, MergeCounts, SqlValue, TableData, TableDiff};
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, TransactionBehavior};
@@ -43,17 +47,10 @@ pub const SYNCABLE_TABLES: &[&str] = &[
 /// History tables: never synced, merged by id after a failover.
 pub const HISTORY_TABLES: &[&str] = &["transfers", "events", "event_attempts", "schedule_firings"];
 
-/// Per history table, the SQL expression of the time a row last changed, by
-/// which [`Store::export_history`] selects and orders rows.
-const HISTORY_CHANGED_AT: &[(&str, &str)] = &[
-    ("transfers", r#""ended_at""#),
-    ("events", r#""updated_at""#),
-    ("event_attempts", ATTEMPT_CHANGED_AT),
-    ("schedule_firings", r#""fired_at""#),
-];
-
-/// When an event attempt last changed: started, or ended.
-const ATTEMPT_CHANGED_AT: &str = r#"MAX("started_at", COALESCE("ended_at", "started_at"))"#;
+/// The column of the history tables holding the store's change sequence
+/// (schema migration 8): node-local, so never part of a table's columns
+/// as [`Schema`] reads them.
+const CHANGE_SEQ: &str = "change_seq";
 
 /// How often a snapshot retries its single backup step while the source is
 /// busy (a checkpoint, another process's write lock on a rollback journal).
@@ -150,10 +147,12 @@ fn known(name: &str, allowed: &[&'static str], what: &str) -> Result<&'static st
     })
 }
 
-/// Column names and primary-key flags of a local table, in table order.
+/// Column names and primary-key flags of a local table, in table order,
+/// without the node-local [`CHANGE_SEQ`].
 fn table_info(conn: &Connection, table: &str) -> Result<Vec<(String, i64)>> {
-    let mut stmt = conn.prepare("SELECT name, pk FROM pragma_table_info(?1) ORDER BY cid")?;
-    let rows = stmt.query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let mut stmt =
+        conn.prepare("SELECT name, pk FROM pragma_table_info(?1) WHERE name != ?2 ORDER BY cid")?;
+    let rows = stmt.query_map([table, CHANGE_SEQ], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let info = rows.collect::<rusqlite::Result<Vec<(String, i64)>>>()?;
     if info.is_empty() {
         return Err(StoreError::NotFound(format!("table {table:?}")));
@@ -483,48 +482,14 @@ pub fn read_snapshot_tables(snapshot: &Path, tables: &[&str]) -> Result<Vec<Tabl
     Ok(out)
 }
 
-/// The time a history row last changed, as [`Store::export_history`] pages
-/// by it: `ended_at` of transfers, `updated_at` of events, the later of
-/// `started_at` and `ended_at` of event attempts, `fired_at` of schedule
-/// firings. `None` for other tables or rows without it.
-fn changed_at(table: &TableData, row: &[SqlValue]) -> Option<i64> {
-    let value = |column: &str| {
-        let i = table.columns.iter().position(|c| c == column)?;
-        match row.get(i)? {
-            SqlValue::Integer(v) => Some(*v),
-            _ => None,
-        }
-    };
-    match table.name.as_str() {
-        "transfers" => value("ended_at"),
-        "events" => value("updated_at"),
-        "event_attempts" => match (value("started_at"), value("ended_at")) {
-            (Some(s), Some(e)) => Some(s.max(e)),
-            (s, e) => s.or(e),
-        },
-        "schedule_firings" => value("fired_at"),
-        _ => None,
-    }
-}
-
-/// The `since` for the next [`Store::export_history`] call after a page that
-/// reported more rows: one past the latest change time in `page` (every row
-/// changed at or before that time was in the page). `None` for an empty page.
-pub fn history_next_since(page: &[TableData]) -> Option<i64> {
-    page.iter()
-        .flat_map(|t| t.rows.iter().filter_map(move |r| changed_at(t, r)))
-        .max()
-        .map(|t| t.saturating_add(1))
-}
-
-/// Rows of one history table for a page, each with its change time.
-struct HistoryPage {
+/// Rows of one history table for a page, each with its change sequence.
+struct TablePage {
     schema: Schema,
     rows: Vec<(i64, Vec<SqlValue>)>,
 }
 
-/// Runs `sql`, which selects a table's columns and then its change time.
-fn timed_rows<P: rusqlite::Params>(
+/// Runs `sql`, which selects a table's columns and then its change sequence.
+fn sequenced_rows<P: rusqlite::Params>(
     conn: &Connection,
     sql: &str,
     params: P,
@@ -576,7 +541,8 @@ impl Store {
         }
     }
 
-    /// The column names of `table` in table order (`PRAGMA table_info`);
+    /// The column names of `table` in table order (`PRAGMA table_info`),
+    /// as synced and merged (without the node-local change sequence);
     /// [`StoreError::NotFound`] if there is no such table.
     pub fn table_columns(&self, table: &str) -> Result<Vec<String>> {
         Ok(table_info(&self.conn(), table)?
@@ -767,63 +733,62 @@ impl Store {
         Ok(hex::encode(hasher.finalize()))
     }
 
-    /// History rows changed at or after `since` (unix ms), as four tables in
-    /// [`HISTORY_TABLES`] order: transfers with `ended_at >= since`, events
-    /// with `updated_at >= since`, event attempts with `started_at >= since`
-    /// or `ended_at >= since` plus the earlier attempts of the events
-    /// returned, and schedule firings with `fired_at >= since`.
+    /// History rows this store inserted or changed after position
+    /// `after_seq` of its change sequence, as four tables in
+    /// [`HISTORY_TABLES`] order, each in sequence (commit) order, with the
+    /// store's id ([`Store::store_id`]).
     ///
-    /// Rows are oldest first (by that time, then key), at most `limit` per
-    /// table (at least 1). The boolean says whether more rows follow. A page
-    /// always holds every row of every table changed between `since` and its
-    /// latest change time, so the next page starts at
-    /// [`history_next_since`]`(&page)` without skipping or repeating a time.
-    /// Two exceptions to `limit`: when more than `limit` rows of a table
-    /// changed in the same millisecond they all come in one page, and the
-    /// earlier attempts of returned events come on top.
-    pub fn export_history(&self, since: i64, limit: u32) -> Result<(Vec<TableData>, bool)> {
+    /// At most `limit` rows per table (at least 1). When a table has more,
+    /// the page ends at the position of its `limit`-th row (the earliest
+    /// such end over the tables), every table holds exactly its rows up to
+    /// that position, `last_seq` is it and `more` is set; else `last_seq`
+    /// is the newest position this store has handed out. Asking next for the
+    /// rows after `last_seq` therefore neither skips nor repeats a change,
+    /// whatever the clocks of the servers say. A row changed again after it
+    /// was sent comes again, once, at its new position.
+    ///
+    /// An event's attempts at or before `after_seq` come with it on top of
+    /// `limit` (its whole history in one page): a puller that lacked the
+    /// event skipped them when they came without it.
+    pub fn export_history(&self, after_seq: u64, limit: u32) -> Result<HistoryPage> {
         let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
         let mut conn = self.conn();
+        // Read under `conn`: a restore replaces the id and the rows together.
+        let store_id = self.current_store_id();
         let tx = conn.transaction()?;
-        let mut pages = Vec::with_capacity(HISTORY_CHANGED_AT.len());
-        // Every table is complete up to this time; the earliest of those.
-        let mut complete_through: Option<i64> = None;
-        for &(table, ts) in HISTORY_CHANGED_AT {
-            let table = known(table, HISTORY_TABLES, "history")?;
+        let newest: i64 = tx.query_row("SELECT seq FROM change_counter WHERE id = 1", [], |r| {
+            r.get(0)
+        })?;
+        let seq = quote(CHANGE_SEQ);
+        let mut pages = Vec::with_capacity(HISTORY_TABLES.len());
+        // Where the page ends when a table has more rows than `limit`.
+        let mut end: Option<i64> = None;
+        for &table in HISTORY_TABLES {
             let schema = Schema::read(&tx, table)?;
-            let n = schema.columns.len();
-            let select = format!(
-                "SELECT {}, {ts} FROM {}",
-                schema.column_list(),
-                quote(table)
-            );
-            let order = format!("ORDER BY {ts}, {}", schema.pk_list());
-            let mut rows = timed_rows(
+            let mut rows = sequenced_rows(
                 &tx,
-                &format!("{select} WHERE {ts} >= ?1 {order} LIMIT ?2"),
-                params![since, fetch],
-                n,
+                &format!(
+                    "SELECT {}, {seq} FROM {} WHERE {seq} > ?1 ORDER BY {seq} LIMIT ?2",
+                    schema.column_list(),
+                    quote(table)
+                ),
+                params![after, fetch],
+                schema.columns.len(),
             )?;
             if rows.len() > limit {
-                let next = rows[limit].0;
-                let through = if rows[0].0 < next {
-                    rows.retain(|(t, _)| *t < next);
-                    next - 1
-                } else {
-                    // More than `limit` rows share one time: take them all,
-                    // or paging would never get past it.
-                    rows =
-                        timed_rows(&tx, &format!("{select} WHERE {ts} = ?1 {order}"), [next], n)?;
-                    next
-                };
-                complete_through = Some(complete_through.map_or(through, |c| c.min(through)));
+                // Positions are unique: the first `limit` rows are exactly
+                // this table's rows up to the `limit`-th one's position.
+                rows.truncate(limit);
+                let through = rows.last().map_or(after, |(s, _)| *s);
+                end = Some(end.map_or(through, |e| e.min(through)));
             }
-            pages.push(HistoryPage { schema, rows });
+            pages.push(TablePage { schema, rows });
         }
-        if let Some(end) = complete_through {
+        if let Some(end) = end {
             for page in &mut pages {
-                page.rows.retain(|(t, _)| *t <= end);
+                page.rows.retain(|(s, _)| *s <= end);
             }
         }
         // Earlier attempts of the events returned, so a page carries each
@@ -841,22 +806,20 @@ impl Store {
             .collect();
         let mut earlier = Vec::new();
         if let Some(attempts) = pages.iter().find(|p| p.schema.table == "event_attempts") {
-            if !event_ids.is_empty() {
+            if !event_ids.is_empty() && after > 0 {
                 let ids = serde_json::to_string(&event_ids)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let ts = ATTEMPT_CHANGED_AT;
                 let s = &attempts.schema;
-                earlier = timed_rows(
+                earlier = sequenced_rows(
                     &tx,
                     &format!(
-                        "SELECT {}, {ts} FROM {} WHERE {ts} < ?1
+                        "SELECT {}, {seq} FROM {} WHERE {seq} <= ?1
                            AND \"event_id\" IN (SELECT value FROM json_each(?2))
-                         ORDER BY {ts}, {}",
+                         ORDER BY {seq}",
                         s.column_list(),
                         quote(s.table),
-                        s.pk_list()
                     ),
-                    params![since, ids],
+                    params![after, ids],
                     s.columns.len(),
                 )?;
             }
@@ -877,7 +840,13 @@ impl Store {
                 }
             })
             .collect();
-        Ok((tables, complete_through.is_some()))
+        let last = end.unwrap_or(newest);
+        Ok(HistoryPage {
+            store_id,
+            tables,
+            last_seq: u64::try_from(last).unwrap_or(0),
+            more: end.is_some(),
+        })
     }
 
     /// Merges history rows from another server in one transaction, never
@@ -894,6 +863,10 @@ impl Store {
     ///   incoming copy; rows whose event does not exist here are skipped;
     /// * schedule firings: inserted when `(schedule, slot)` is new; rows
     ///   whose schedule does not exist here are skipped.
+    ///
+    /// A row written here takes the next position of this store's change
+    /// sequence (so it is passed on to whoever pulls from this server); a
+    /// row left as it was takes none.
     ///
     /// Tables are checked as by [`Store::diff_tables`], against
     /// [`HISTORY_TABLES`]. Any error rolls back the whole batch.
@@ -998,12 +971,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_core::sync::HistoryMark;
     use ferry_core::{
         Account, AccountKey, AccountToken, AfterPull, AttemptResult, Command, Direction, ErrorKind,
         Event, EventKind, EventStatus, FerryError, Partner, Protocol, Route, Schedule,
         ScheduleAction, Secret, TransferRecord, TransferStatus,
     };
-    use std::collections::BTreeSet;
     use std::path::PathBuf;
 
     fn account(name: &str) -> Account {
@@ -1281,8 +1254,8 @@ mod tests {
                 let snap = dir.path().join(format!("snap-{n}.db"));
                 reader.snapshot_to(&snap).unwrap();
                 let copy = Store::open(&snap).unwrap();
-                let (page, _) = copy.export_history(0, 1000).unwrap();
-                seen.push(rows_of(&page, "transfers").rows.len());
+                let page = copy.export_history(0, 1000).unwrap();
+                seen.push(rows_of(&page.tables, "transfers").rows.len());
             }
             handle.join().unwrap();
             assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
@@ -1525,9 +1498,9 @@ mod tests {
     }
 
     fn export_all(s: &Store) -> Vec<TableData> {
-        let (page, more) = s.export_history(0, 10_000).unwrap();
-        assert!(!more);
-        page
+        let page = s.export_history(0, 10_000).unwrap();
+        assert!(!page.more);
+        page.tables
     }
 
     #[test]
@@ -1691,109 +1664,351 @@ mod tests {
         assert_eq!(all_digest(&b), before, "transfers were not merged either");
     }
 
+    /// Pulls `from`'s history into `into` after `mark`, in pages of
+    /// `limit` rows, as a server pulls a peer's (`Node::pull_history`);
+    /// the pages merged.
+    fn pull(from: &Store, into: &Store, mark: &mut HistoryMark, limit: u32) -> Vec<HistoryPage> {
+        let mut merged = Vec::new();
+        for _ in 0..1000 {
+            let page = from.export_history(mark.after_seq(), limit).unwrap();
+            if !mark.accepts(&page) {
+                continue;
+            }
+            into.merge_history(&page.tables).unwrap();
+            mark.advance(&page);
+            let more = page.more;
+            merged.push(page);
+            if !more {
+                return merged;
+            }
+        }
+        panic!("the pull never ended");
+    }
+
+    fn text(v: &SqlValue) -> String {
+        match v {
+            SqlValue::Text(t) => t.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The ids (first key column) of `table`'s rows in `page`.
+    fn ids(page: &HistoryPage, table: &str) -> Vec<String> {
+        rows_of(&page.tables, table)
+            .rows
+            .iter()
+            .map(|r| text(&r[0]))
+            .collect()
+    }
+
+    const HOUR_MS: i64 = 3_600_000;
+
     #[test]
-    fn export_history_selects_by_change_time() {
-        let s = Store::open_in_memory().unwrap();
-        apply(&s, Command::RecordTransfer(transfer("old", 100)));
-        apply(&s, Command::RecordTransfer(transfer("new", 500)));
-        apply(&s, Command::EnqueueEvent(event("quiet", 100)));
-        apply(&s, Command::EnqueueEvent(event("busy", 100)));
-        claim(&s, "busy", "n1", 200);
-        let retry = AttemptResult::Retry {
-            next_at: 300,
-            error: "down".into(),
-        };
-        finish(&s, "busy", "n1", 1, 250, retry);
-        claim(&s, "busy", "n1", 600);
+    fn rows_stamped_an_hour_behind_the_puller_are_still_pulled() {
+        // The puller's clock says `now`; the exporter's is an hour slow (or
+        // its rows committed late): the times on its rows say nothing about
+        // whether the puller has seen them.
+        let now = 1_800_000_000_000;
+        let exporter = Store::open_in_memory().unwrap();
+        let puller = Store::open_in_memory().unwrap();
+        let mut mark = HistoryMark::default();
+        let behind = now - HOUR_MS;
+        apply(&exporter, Command::RecordTransfer(transfer("first", now)));
+        apply(&exporter, Command::EnqueueEvent(event("e1", behind - 10)));
+        pull(&exporter, &puller, &mut mark, 100);
+        assert!(puller.transfer("first").unwrap().is_some());
 
-        let (page, more) = s.export_history(400, 100).unwrap();
-        assert!(!more);
+        apply(&exporter, Command::RecordTransfer(transfer("late", behind)));
+        apply(&exporter, Command::EnqueueEvent(event("e2", behind)));
+        claim(&exporter, "e1", "n1", behind);
+        finish(&exporter, "e1", "n1", 1, behind + 1, AttemptResult::Done);
+        let pages = pull(&exporter, &puller, &mut mark, 100);
+        assert_eq!(ids(&pages[0], "transfers"), ["late"], "only what is new");
+        assert!(puller.transfer("late").unwrap().is_some());
+        assert!(puller.event("e2").unwrap().is_some());
         assert_eq!(
-            page.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
-            HISTORY_TABLES
+            puller.event("e1").unwrap().unwrap().status,
+            EventStatus::Done,
+            "a change stamped an hour back is pulled too"
         );
-        let ids = |t: &TableData| t.rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>();
-        assert_eq!(ids(&page[0]), vec![SqlValue::Text("new".into())]);
-        assert_eq!(ids(&page[1]), vec![SqlValue::Text("busy".into())]);
-        // Attempt 2 changed after `since`; attempt 1 comes with its event.
-        let attempts: Vec<_> = page[2].rows.iter().map(|r| r[1].clone()).collect();
-        assert_eq!(attempts, vec![SqlValue::Integer(1), SqlValue::Integer(2)]);
-        assert_eq!(history_next_since(&page), Some(601));
+        assert_eq!(
+            puller.event_attempts("e1").unwrap(),
+            exporter.event_attempts("e1").unwrap()
+        );
+        assert_eq!(
+            puller.digest_tables(HISTORY_TABLES).unwrap(),
+            exporter.digest_tables(HISTORY_TABLES).unwrap()
+        );
 
-        let (page, _) = s.export_history(700, 100).unwrap();
-        assert!(page.iter().all(|t| t.rows.is_empty()));
-        assert_eq!(history_next_since(&page), None);
+        // Nothing changed since: an empty page at the same position.
+        let before = mark.clone();
+        let pages = pull(&exporter, &puller, &mut mark, 100);
+        assert!(pages[0].tables.iter().all(|t| t.rows.is_empty()));
+        assert_eq!(mark, before);
     }
 
     #[test]
-    fn export_history_pages_oldest_first_without_missing_a_row() {
-        let s = Store::open_in_memory().unwrap();
-        let mut expected = BTreeSet::new();
-        for i in 1..=10 {
-            let id = format!("t{i:02}");
-            apply(&s, Command::RecordTransfer(transfer(&id, i * 10)));
-            expected.insert(id);
-        }
-        // More rows in one millisecond than a page holds.
-        for i in 0..5 {
-            let id = format!("same{i}");
-            apply(&s, Command::RecordTransfer(transfer(&id, 55)));
-            expected.insert(id);
-        }
-        for i in 1..=4 {
-            apply(&s, Command::EnqueueEvent(event(&format!("e{i}"), i * 25)));
-        }
-
-        let (first, more) = s.export_history(0, 3).unwrap();
-        assert!(more);
-        let transfer_ids = |page: &[TableData]| -> Vec<String> {
-            rows_of(page, "transfers")
-                .rows
-                .iter()
-                .map(|r| match &r[0] {
-                    SqlValue::Text(t) => t.clone(),
-                    other => panic!("{other:?}"),
-                })
-                .collect()
-        };
-        // Transfers stop before 40 (the 4th), events before 100: the page
-        // holds everything up to 39 and no more.
-        assert_eq!(transfer_ids(&first), ["t01", "t02", "t03"]);
-        assert_eq!(rows_of(&first, "events").rows.len(), 1);
-
-        let mut seen = BTreeSet::new();
-        let mut events = BTreeSet::new();
-        let mut since = 0;
-        for _ in 0..20 {
-            let (page, more) = s.export_history(since, 3).unwrap();
-            let ids = transfer_ids(&page);
-            let same = ids.iter().filter(|i| i.starts_with("same")).count();
-            assert!(
-                same == 0 || same == 5,
-                "a millisecond is never split: {ids:?}"
+    fn export_history_pages_in_commit_order_without_missing_or_repeating_a_row() {
+        let s = configured();
+        let fire = |slot: i64| {
+            let mut e = event(&format!("f{slot}"), slot);
+            e.kind = EventKind::Schedule;
+            e.schedule = Some("pull".into());
+            e.slot = Some(slot);
+            apply(
+                &s,
+                Command::FireSchedule {
+                    schedule: "pull".into(),
+                    slot,
+                    node: "n1".into(),
+                    term: 0,
+                    event: e,
+                },
             );
-            assert!(ids.len() <= 3 || same == 5, "{ids:?}");
-            let ends: Vec<i64> = rows_of(&page, "transfers")
-                .rows
-                .iter()
-                .map(|r| match r[8] {
-                    SqlValue::Integer(t) => t,
-                    ref other => panic!("{other:?}"),
-                })
-                .collect();
-            assert!(ends.windows(2).all(|w| w[0] <= w[1]), "oldest first");
-            for id in ids {
-                assert!(seen.insert(id.clone()), "{id} sent twice");
+        };
+        // Interleaved writes to every table, with times in no order at all
+        // (and many rows at one time).
+        for i in 0..12i64 {
+            let at = if i % 3 == 0 { 55 } else { 1000 - i * 70 };
+            apply(
+                &s,
+                Command::RecordTransfer(transfer(&format!("t{i:02}"), at)),
+            );
+            apply(&s, Command::EnqueueEvent(event(&format!("e{i:02}"), at)));
+            if i % 2 == 0 {
+                claim(&s, &format!("e{i:02}"), "n1", at);
             }
-            for r in &rows_of(&page, "events").rows {
-                events.insert(format!("{:?}", r[0]));
+            if i % 4 == 0 {
+                finish(&s, &format!("e{i:02}"), "n1", 1, at, AttemptResult::Done);
+                fire(i * 60_000);
             }
-            if !more {
+        }
+
+        let limit = 3;
+        let mut mark = HistoryMark::default();
+        let mut sent: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut last = 0;
+        let mut pages = 0;
+        loop {
+            let page = s.export_history(mark.after_seq(), limit).unwrap();
+            assert!(mark.accepts(&page));
+            assert!(page.last_seq > last || !page.more, "the position moves on");
+            last = page.last_seq;
+            pages += 1;
+            let events = ids(&page, "events");
+            for table in HISTORY_TABLES {
+                let rows = &rows_of(&page.tables, table).rows;
+                for row in rows {
+                    // Attempts: (event, attempt); firings: (schedule, slot).
+                    let key = match table {
+                        &"event_attempts" | &"schedule_firings" => format!("{:?}", &row[..2]),
+                        _ => text(&row[0]),
+                    };
+                    let seen = sent.entry(table).or_default();
+                    if seen.contains(&key) {
+                        assert!(
+                            *table == "event_attempts" && events.contains(&text(&row[0])),
+                            "{table} {key} sent twice"
+                        );
+                    } else {
+                        seen.push(key);
+                    }
+                }
+                if *table != "event_attempts" {
+                    assert!(rows.len() <= limit as usize, "{table}: {}", rows.len());
+                }
+            }
+            mark.advance(&page);
+            if !page.more {
                 break;
             }
-            since = history_next_since(&page).unwrap();
         }
-        assert_eq!(seen, expected);
-        assert_eq!(events.len(), 4);
+        assert!(pages > 4, "{pages} pages");
+        let expected = |table: &str| {
+            let data = export_all(&s);
+            rows_of(&data, table).rows.len()
+        };
+        for table in HISTORY_TABLES {
+            assert_eq!(sent[table].len(), expected(table), "{table}");
+        }
+
+        // Rows written and changed after that come, and nothing else.
+        apply(&s, Command::RecordTransfer(transfer("new", 1)));
+        claim(&s, "e01", "n1", 5_000);
+        let page = s.export_history(mark.after_seq(), limit).unwrap();
+        assert!(mark.accepts(&page));
+        assert!(!page.more);
+        assert_eq!(ids(&page, "transfers"), ["new"]);
+        assert_eq!(ids(&page, "events"), ["e01"]);
+        assert_eq!(ids(&page, "event_attempts"), ["e01"]);
+        assert!(rows_of(&page.tables, "schedule_firings").rows.is_empty());
+    }
+
+    #[test]
+    fn an_event_comes_with_its_earlier_attempts() {
+        let a = Store::open_in_memory().unwrap();
+        apply(&a, Command::EnqueueEvent(event("e1", 10)));
+        claim(&a, "e1", "n1", 20);
+        let mark = a.export_history(0, 10).unwrap().last_seq;
+        // Only the event changes after `mark`: its attempt comes with it.
+        apply(
+            &a,
+            Command::EventProgress {
+                id: "e1".into(),
+                node: "n1".into(),
+                attempt: 1,
+                steps_done: 1,
+                current_path: None,
+                now: 30,
+            },
+        );
+        let page = a.export_history(mark, 10).unwrap();
+        assert_eq!(ids(&page, "events"), ["e1"]);
+        assert_eq!(rows_of(&page.tables, "event_attempts").rows.len(), 1);
+        // So a server that never had the event gets both.
+        let b = Store::open_in_memory().unwrap();
+        let counts = b.merge_history(&page.tables).unwrap();
+        assert_eq!((counts.events, counts.attempts), (1, 1));
+    }
+
+    #[test]
+    fn a_merge_that_changes_nothing_moves_no_position() {
+        let a = Store::open_in_memory().unwrap();
+        let b = Store::open_in_memory().unwrap();
+        apply(&a, Command::RecordTransfer(transfer("t1", 100)));
+        apply(&a, Command::EnqueueEvent(event("e1", 100)));
+        claim(&a, "e1", "n1", 110);
+        finish(&a, "e1", "n1", 1, 120, AttemptResult::Done);
+        apply(&b, Command::RecordTransfer(transfer("t2", 100)));
+
+        let mut from_a = HistoryMark::default();
+        let mut from_b = HistoryMark::default();
+        pull(&a, &b, &mut from_a, 100);
+        pull(&b, &a, &mut from_b, 100);
+        let newest = |s: &Store| s.export_history(0, 1).unwrap();
+        let (a_seq, b_seq) = (newest(&a).last_seq, newest(&b).last_seq);
+        let empty = |pages: &[HistoryPage]| {
+            pages
+                .iter()
+                .all(|p| p.tables.iter().all(|t| t.rows.is_empty()))
+        };
+
+        // The row a merged from b was new to a, so it has a new position
+        // there and comes back to b once; merging it changes nothing on b,
+        // so it takes no position and goes no further.
+        let pages = pull(&a, &b, &mut from_a, 100);
+        assert_eq!(ids(&pages[0], "transfers"), ["t2"]);
+        assert!(empty(&pull(&b, &a, &mut from_b, 100)));
+        assert_eq!((newest(&a).last_seq, newest(&b).last_seq), (a_seq, b_seq));
+        for _ in 0..3 {
+            assert!(empty(&pull(&a, &b, &mut from_a, 100)));
+            assert!(empty(&pull(&b, &a, &mut from_b, 100)));
+        }
+        assert_eq!(b.merge_history(&export_all(&a)).unwrap().total(), 0);
+        assert_eq!(a.merge_history(&export_all(&b)).unwrap().total(), 0);
+        assert_eq!((newest(&a).last_seq, newest(&b).last_seq), (a_seq, b_seq));
+        assert_eq!(
+            a.digest_tables(HISTORY_TABLES).unwrap(),
+            b.digest_tables(HISTORY_TABLES).unwrap()
+        );
+
+        // An update that leaves a row as it was takes no position either.
+        a.conn()
+            .execute(r#"UPDATE "events" SET "status" = "status""#, [])
+            .unwrap();
+        assert_eq!(newest(&a).last_seq, a_seq);
+    }
+
+    #[test]
+    fn rows_merged_from_one_server_are_passed_on_to_a_third() {
+        let a = Store::open_in_memory().unwrap();
+        let b = Store::open_in_memory().unwrap();
+        let c = Store::open_in_memory().unwrap();
+        apply(&b, Command::RecordTransfer(transfer("on-b", 100)));
+        let mut c_from_b = HistoryMark::default();
+        pull(&b, &c, &mut c_from_b, 100);
+
+        // b merges an old row from a after c last pulled from b.
+        apply(&a, Command::RecordTransfer(transfer("on-a", 5)));
+        pull(&a, &b, &mut HistoryMark::default(), 100);
+        let pages = pull(&b, &c, &mut c_from_b, 100);
+        assert_eq!(ids(&pages[0], "transfers"), ["on-a"]);
+        assert!(c.transfer("on-a").unwrap().is_some());
+    }
+
+    #[test]
+    fn another_store_behind_the_same_server_is_pulled_from_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.db");
+        let puller = Store::open_in_memory().unwrap();
+        let mut mark = HistoryMark::default();
+
+        let exporter = Store::open(&path).unwrap();
+        for i in 0..5 {
+            apply(
+                &exporter,
+                Command::RecordTransfer(transfer(&format!("a{i}"), 10)),
+            );
+        }
+        pull(&exporter, &puller, &mut mark, 2);
+        let reached = mark.after_seq();
+        assert!(reached >= 5);
+
+        // A snapshot of a store with fewer changes replaces the exporter's
+        // contents: its positions start below the mark.
+        let other = Store::open_in_memory().unwrap();
+        apply(&other, Command::RecordTransfer(transfer("b0", 10)));
+        apply(&other, Command::RecordTransfer(transfer("b1", 10)));
+        let snap = dir.path().join("other.db");
+        other.snapshot_to(&snap).unwrap();
+        let id = exporter.store_id();
+        exporter.restore_from(&snap).unwrap();
+        assert_ne!(exporter.store_id(), id, "a restore makes another store");
+        // A row written after the restore would have had a position at or
+        // below the mark: it still comes.
+        apply(&exporter, Command::RecordTransfer(transfer("b2", 10)));
+        let page = exporter.export_history(mark.after_seq(), 2).unwrap();
+        assert!(!mark.accepts(&page), "{page:?}");
+        assert_eq!(mark.after_seq(), 0);
+        pull(&exporter, &puller, &mut mark, 2);
+        for id in ["b0", "b1", "b2"] {
+            assert!(puller.transfer(id).unwrap().is_some(), "{id}");
+        }
+
+        // The file put back from an older copy while the server was down:
+        // the store opened from it is another one too.
+        let id = exporter.store_id();
+        drop(exporter);
+        let exporter = Store::open(&path).unwrap();
+        assert_ne!(exporter.store_id(), id, "each opening is another store");
+        let page = exporter.export_history(mark.after_seq(), 2).unwrap();
+        assert!(!mark.accepts(&page));
+        assert_eq!(mark.after_seq(), 0);
+    }
+
+    #[test]
+    fn change_sequence_triggers_compare_every_column() {
+        // A migration adding a column to a history table must recreate the
+        // table's update trigger with it, or a change of only that column
+        // would never be pulled.
+        let s = Store::open_in_memory().unwrap();
+        let conn = s.conn();
+        for table in HISTORY_TABLES {
+            let sql: String = conn
+                .query_row(
+                    "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?1",
+                    [format!("{table}_change_seq_update")],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            for (column, _) in table_info(&conn, table).unwrap() {
+                for side in ["NEW", "OLD"] {
+                    let found = [",", ")"]
+                        .iter()
+                        .any(|end| sql.contains(&format!("{side}.{column}{end}")));
+                    assert!(found, "{table}: {side}.{column} missing from the trigger");
+                }
+            }
+        }
     }
 }
