@@ -10,7 +10,7 @@ mod sshd;
 use std::path::Path;
 use std::process::Command;
 
-use common::{random_file, sha256_file, wait_until, Ferry};
+use common::{random_file, sha256_file, slot_ms, wait_until, Ferry};
 use serde_json::Value;
 
 /// The host key line `ssh-keyscan` reports for a server on 127.0.0.1:PORT,
@@ -252,7 +252,7 @@ fn routes_push_to_sshd_and_a_second_ferry_schedules_pull_and_a_monitor_ingests()
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| f["slot"].as_i64().unwrap())
+        .map(|f| slot_ms(&f["slot"]))
         .collect();
     assert!(slots.len() >= 3, "{slots:?}");
     let mut unique = slots.clone();

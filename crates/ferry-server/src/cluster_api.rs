@@ -12,32 +12,31 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use ferry_api as api;
 use ferry_core::FerryError;
-use serde::Deserialize;
 
-use crate::admin::{AdminState, ApiError};
+use crate::admin::{AdminState, ApiError, Reply, Routes};
 
 /// The load-balancer endpoints (no token).
-pub fn health_routes() -> Router<AdminState> {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/role", get(role))
+pub(crate) fn health_routes() -> Routes {
+    Routes::default()
+        .add::<api::Healthz, _, _>(|| async { "ok\n" })
+        .add::<api::Readyz, _, _>(readyz)
+        .add::<api::GetRole, _, _>(role)
 }
 
 /// The token-protected cluster endpoints.
-pub fn routes() -> Router<AdminState> {
-    Router::new()
-        .route("/api/v1/cluster/status", get(status))
-        .route("/api/v1/cluster/events", get(events))
-        .route("/api/v1/cluster/promote", post(promote))
-        .route("/api/v1/cluster/init", post(init))
-        .route("/api/v1/cluster/join", post(join))
-        .route("/api/v1/cluster/leave", post(leave))
-        .route("/api/v1/cluster/remove", post(remove))
-        .route("/api/v1/sync", post(sync))
+pub(crate) fn routes() -> Routes {
+    Routes::default()
+        .add::<api::GetClusterStatus, _, _>(status)
+        .add::<api::ListClusterEvents, _, _>(events)
+        .add::<api::PromoteServer, _, _>(promote)
+        .add::<api::InitCluster, _, _>(init)
+        .add::<api::JoinCluster, _, _>(join)
+        .add::<api::LeaveCluster, _, _>(leave)
+        .add::<api::RemoveClusterMember, _, _>(remove)
+        .add::<api::RunSync, _, _>(sync)
 }
 
 /// Ready means serving writes: alone, always; active/passive, on the
@@ -57,26 +56,49 @@ async fn readyz(State(s): State<AdminState>) -> Response {
     }
 }
 
-async fn role(State(s): State<AdminState>) -> Json<serde_json::Value> {
+async fn role(State(s): State<AdminState>) -> Reply<api::GetRole> {
+    let node = s.ctx.node_id.clone();
     if let Some(raft) = &s.ctx.raft {
         let v = raft.view();
         let m = raft.raft.metrics().borrow().clone();
-        return Json(serde_json::json!({
-            "node": s.ctx.node_id, "mode": "active-active",
-            "role": if v.primary { "primary" } else if m.state == openraft::ServerState::Leader { "leader-without-quorum" } else { "follower" },
-            "primary": v.primary, "ready": v.serving, "writable": v.has_leader && v.serving, "epoch": v.term,
-        }));
+        let role = if v.primary {
+            "primary"
+        } else if m.state == openraft::ServerState::Leader {
+            "leader-without-quorum"
+        } else {
+            "follower"
+        };
+        return Reply(api::Role {
+            node,
+            mode: "active-active".into(),
+            role: role.into(),
+            primary: Some(v.primary),
+            ready: v.serving,
+            writable: Some(v.has_leader && v.serving),
+            epoch: v.term,
+        });
     }
-    Json(match &s.ctx.cluster {
-        None => serde_json::json!({
-            "node": s.ctx.node_id, "mode": "single", "role": "active", "ready": true, "epoch": 0,
-        }),
-        Some(node) => {
-            let v = node.view();
-            serde_json::json!({
-                "node": s.ctx.node_id, "mode": "active-passive", "role": v.role.as_str(),
-                "ready": v.ready, "epoch": v.epoch,
-            })
+    Reply(match &s.ctx.cluster {
+        None => api::Role {
+            node,
+            mode: "single".into(),
+            role: "active".into(),
+            primary: None,
+            ready: true,
+            writable: None,
+            epoch: 0,
+        },
+        Some(cluster) => {
+            let v = cluster.view();
+            api::Role {
+                node,
+                mode: "active-passive".into(),
+                role: v.role.as_str().into(),
+                primary: None,
+                ready: v.ready,
+                writable: None,
+                epoch: v.epoch,
+            }
         }
     })
 }
@@ -87,68 +109,77 @@ fn not_clustered() -> ApiError {
     ))
 }
 
-async fn status(State(s): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
-    if let Some(raft) = &s.ctx.raft {
-        return Ok(Json(raft.status().await));
-    }
-    match &s.ctx.cluster {
-        None => Ok(Json(serde_json::json!({
-            "mode": "single",
-            "this": {"node": s.ctx.node_id, "role": "active", "ready": true, "epoch": 0},
-            "peers": [],
-        }))),
-        Some(node) => {
-            let status = node.status().await;
-            serde_json::to_value(status)
-                .map(Json)
-                .map_err(|e| ApiError::from(FerryError::internal(e.to_string())))
+/// The status of each mode, as its cluster reports it, under the typed
+/// `mode` of [`api::ClusterStatus`].
+async fn status(State(s): State<AdminState>) -> Result<Reply<api::GetClusterStatus>, ApiError> {
+    let value = if let Some(raft) = &s.ctx.raft {
+        raft.status().await
+    } else {
+        match &s.ctx.cluster {
+            None => serde_json::json!({
+                "mode": "single",
+                "this": {"node": s.ctx.node_id, "role": "active", "ready": true, "epoch": 0},
+                "peers": [],
+            }),
+            Some(node) => serde_json::to_value(node.status().await)
+                .map_err(|e| ApiError::from(FerryError::internal(e.to_string())))?,
         }
-    }
+    };
+    serde_json::from_value(value)
+        .map(Reply)
+        .map_err(|e| ApiError::from(FerryError::internal(e.to_string())))
 }
 
-#[derive(Debug, Deserialize)]
-struct EventsQuery {
-    limit: Option<usize>,
+fn cluster_event(e: ferry_cluster::events::ClusterEvent) -> api::ClusterEvent {
+    let severity = match e.severity {
+        ferry_cluster::events::Severity::Info => "info",
+        ferry_cluster::events::Severity::Alert => "alert",
+    };
+    api::ClusterEvent {
+        at: api::time(e.at),
+        node: e.node,
+        severity: severity.into(),
+        kind: e.kind,
+        message: e.message,
+    }
 }
 
 async fn events(
     State(s): State<AdminState>,
-    Query(q): Query<EventsQuery>,
-) -> Result<Json<Vec<ferry_cluster::events::ClusterEvent>>, ApiError> {
+    Query(q): Query<api::ClusterEventsQuery>,
+) -> Result<Reply<api::ListClusterEvents>, ApiError> {
     let limit = q.limit.unwrap_or(100).min(500);
-    if let Some(raft) = &s.ctx.raft {
-        return Ok(Json(raft.cluster_events(limit).await));
-    }
-    let node = s.ctx.cluster.as_ref().ok_or_else(not_clustered)?;
-    Ok(Json(node.cluster_events(limit).await))
+    let events = if let Some(raft) = &s.ctx.raft {
+        raft.cluster_events(limit).await
+    } else {
+        let node = s.ctx.cluster.as_ref().ok_or_else(not_clustered)?;
+        node.cluster_events(limit).await
+    };
+    Ok(Reply(events.into_iter().map(cluster_event).collect()))
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PromoteRequest {
-    #[serde(default)]
-    force: bool,
+fn message(message: String) -> api::Message {
+    api::Message { message }
 }
 
 async fn promote(
     State(s): State<AdminState>,
-    Json(req): Json<PromoteRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    Json(req): Json<api::Promote>,
+) -> Result<Reply<api::PromoteServer>, ApiError> {
     let node = s.ctx.cluster.as_ref().ok_or_else(not_clustered)?;
-    let message = node.promote(req.force).await?;
-    Ok(Json(serde_json::json!({ "message": message })))
+    let done = node.promote(req.force).await?;
+    Ok(Reply(message(done)))
 }
 
 /// `ferry cluster init` (active/active): this server and its configured
 /// peers become the Raft group.
-async fn init(State(s): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn init(State(s): State<AdminState>) -> Result<Reply<api::InitCluster>, ApiError> {
     let raft = s.ctx.raft.as_ref().ok_or_else(|| {
         ApiError::from(FerryError::invalid(
             "`ferry cluster init` is for [cluster] mode = \"active-active\"",
         ))
     })?;
-    let message = raft.initialize().await?;
-    Ok(Json(serde_json::json!({ "message": message })))
+    Ok(Reply(message(raft.initialize().await?)))
 }
 
 fn raft_of(
@@ -161,55 +192,32 @@ fn raft_of(
     })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JoinRequest {
-    address: String,
-    token: ferry_core::Secret,
-}
-
 /// `ferry cluster join ADDR` (on the joining server).
 async fn join(
     State(s): State<AdminState>,
-    Json(req): Json<JoinRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let message = raft_of(&s)?.join(&req.address, req.token).await?;
-    Ok(Json(serde_json::json!({ "message": message })))
+    Json(req): Json<api::Join>,
+) -> Result<Reply<api::JoinCluster>, ApiError> {
+    Ok(Reply(message(
+        raft_of(&s)?.join(&req.address, req.token).await?,
+    )))
 }
 
 /// `ferry cluster leave` (on the leaving server).
-async fn leave(State(s): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let message = raft_of(&s)?.leave().await?;
-    Ok(Json(serde_json::json!({ "message": message })))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RemoveRequest {
-    name: String,
+async fn leave(State(s): State<AdminState>) -> Result<Reply<api::LeaveCluster>, ApiError> {
+    Ok(Reply(message(raft_of(&s)?.leave().await?)))
 }
 
 /// `ferry cluster remove NAME` (on any member).
 async fn remove(
     State(s): State<AdminState>,
-    Json(req): Json<RemoveRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let message = raft_of(&s)?.remove(&req.name).await?;
-    Ok(Json(serde_json::json!({ "message": message })))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SyncRequest {
-    #[serde(default)]
-    to: Vec<String>,
-    #[serde(default)]
-    dry_run: bool,
+    Json(req): Json<api::RemoveMember>,
+) -> Result<Reply<api::RemoveClusterMember>, ApiError> {
+    Ok(Reply(message(raft_of(&s)?.remove(&req.name).await?)))
 }
 
 async fn sync(
     State(s): State<AdminState>,
-    Json(req): Json<SyncRequest>,
+    Json(req): Json<api::Sync>,
 ) -> Result<Response, ApiError> {
     let node = s.ctx.cluster.clone().ok_or_else(not_clustered)?;
     let (lines, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -217,7 +225,10 @@ async fn sync(
     let forward = lines.clone();
     tokio::spawn(async move {
         while let Some(p) = progress_rx.recv().await {
-            let line = serde_json::json!({ "progress": p }).to_string();
+            let line = sync_line(api::SyncLine {
+                progress: Some(serde_json::to_value(p).unwrap_or_default()),
+                ..Default::default()
+            });
             if forward.send(line).is_err() {
                 return;
             }
@@ -226,10 +237,21 @@ async fn sync(
     tokio::spawn(async move {
         let outcome = node.sync(req.to, req.dry_run, progress).await;
         let line = match outcome {
-            Ok(targets) => serde_json::json!({ "result": targets }),
-            Err(e) => serde_json::json!({ "error": e.message }),
+            Ok(targets) => api::SyncLine {
+                result: Some(
+                    targets
+                        .iter()
+                        .map(|t| serde_json::to_value(t).unwrap_or_default())
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            Err(e) => api::SyncLine {
+                error: Some(e.message),
+                ..Default::default()
+            },
         };
-        let _ = lines.send(line.to_string());
+        let _ = lines.send(sync_line(line));
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
@@ -241,4 +263,9 @@ async fn sync(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// One line of the sync's answer, without its newline.
+fn sync_line(line: api::SyncLine) -> String {
+    serde_json::to_string(&line).unwrap_or_default()
 }
