@@ -87,6 +87,12 @@ pub trait Endpoint {
     fn query(&self) -> Option<&Self::Query> {
         None
     }
+    /// The answer's schema in the OpenAPI document: by default a `$ref` to
+    /// the answer type, which is added to `components` with what it refers
+    /// to.
+    fn answer_schema(components: &mut openapi::Components) -> openapi::SchemaRef {
+        openapi::named::<Self::Answer>(components)
+    }
 }
 
 /// The JSON body of every error: `{"code": …, "message": …}`, with a

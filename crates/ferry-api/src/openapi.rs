@@ -5,7 +5,7 @@
 
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::schema::Schema;
+use utoipa::openapi::schema::{ArrayBuilder, Schema};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Paths, Ref, RefOr,
@@ -102,7 +102,7 @@ pub fn routes() -> Vec<(Method, &'static str)> {
 #[derive(Default)]
 struct Builder {
     paths: Paths,
-    schemas: Vec<(String, RefOr<Schema>)>,
+    schemas: Components,
 }
 
 impl Visitor for Builder {
@@ -129,7 +129,7 @@ impl Visitor for Builder {
                     .content(
                         "application/json",
                         ContentBuilder::new()
-                            .schema(Some(self.named::<E::Body>()))
+                            .schema(Some(named::<E::Body>(&mut self.schemas)))
                             .build(),
                     )
                     .required(Some(Required::True))
@@ -140,18 +140,11 @@ impl Visitor for Builder {
         let success = if E::STATUS == 204 {
             success
         } else {
-            let schema = if E::CONTENT_TYPE == "application/json"
-                && E::Answer::name() != "Vec"
-                && E::Answer::name() != "Value"
-            {
-                self.named::<E::Answer>()
-            } else {
-                E::Answer::schemas(&mut self.schemas);
-                E::Answer::schema()
-            };
             success.content(
                 E::CONTENT_TYPE,
-                ContentBuilder::new().schema(Some(schema)).build(),
+                ContentBuilder::new()
+                    .schema(Some(E::answer_schema(&mut self.schemas)))
+                    .build(),
             )
         };
         let error = ResponseBuilder::new()
@@ -159,7 +152,7 @@ impl Visitor for Builder {
             .content(
                 "application/json",
                 ContentBuilder::new()
-                    .schema(Some(self.named::<ErrorBody>()))
+                    .schema(Some(named::<ErrorBody>(&mut self.schemas)))
                     .build(),
             );
         op = op
@@ -178,15 +171,33 @@ impl Visitor for Builder {
     }
 }
 
-impl Builder {
-    /// A `$ref` to `T`'s schema, which is added to the components with the
-    /// schemas it refers to.
-    fn named<T: ToSchema>(&mut self) -> RefOr<Schema> {
-        T::schemas(&mut self.schemas);
-        self.schemas.push((T::name().into_owned(), T::schema()));
-        RefOr::Ref(Ref::from_schema_name(T::name()))
-    }
+/// Named schemas of the document, collected while it is built.
+pub type Components = Vec<(String, RefOr<Schema>)>;
 
+/// A schema, or a `$ref` to one in the components.
+pub type SchemaRef = RefOr<Schema>;
+
+/// A `$ref` to `T`'s schema, which is added to the components with the
+/// schemas it refers to.
+pub fn named<T: ToSchema>(components: &mut Components) -> SchemaRef {
+    T::schemas(components);
+    components.push((T::name().into_owned(), T::schema()));
+    RefOr::Ref(Ref::from_schema_name(T::name()))
+}
+
+/// An array of `$ref`s to `T`'s schema.
+pub fn list_of<T: ToSchema>(components: &mut Components) -> SchemaRef {
+    ArrayBuilder::new().items(named::<T>(components)).into()
+}
+
+/// `T`'s schema itself (for answers that are not a named type: text, any
+/// JSON), with the schemas it refers to added to the components.
+pub fn inline<T: ToSchema>(components: &mut Components) -> SchemaRef {
+    T::schemas(components);
+    T::schema()
+}
+
+impl Builder {
     fn build(self) -> OpenApi {
         let mut components = ComponentsBuilder::new().security_scheme(
             TOKEN,
