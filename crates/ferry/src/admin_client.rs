@@ -360,10 +360,12 @@ impl Admin {
         if body.code == "outcome_unknown" {
             return self.outcome_unknown(&format!("{} (HTTP {code})", body.message));
         }
-        let exit_code = match code {
-            404 => NOT_FOUND,
-            409 => CONFLICT,
-            502..=504 => UNAVAILABLE,
+        let exit_code = match (code, body.code.as_str()) {
+            (404, _) => NOT_FOUND,
+            (409, _) => CONFLICT,
+            // A partner that failed is not the server being unavailable.
+            (_, "partner_error") => 1,
+            (502..=504, _) => UNAVAILABLE,
             _ => 1,
         };
         Failure {
