@@ -673,7 +673,7 @@ fn firings(c: &Raft, i: usize) -> Vec<(i64, String, String)> {
         .iter()
         .map(|f| {
             (
-                f["slot"].as_i64().unwrap(),
+                slot_ms(&f["slot"]),
                 f["node"].as_str().unwrap_or("").to_owned(),
                 f["event_id"].as_str().unwrap_or("").to_owned(),
             )
@@ -832,8 +832,9 @@ fn a_partitioned_leader_turns_read_only_and_never_shares_a_term() {
     assert_ne!(new, old);
     // The minority serves nothing. A change made through the old leader
     // enters its log but no majority can confirm it: the answer is that
-    // the outcome is unknown (exit code 3), not a failure, with the key to
-    // retry it with.
+    // the outcome is unknown (exit code 6, its own: neither "not found"
+    // nor simply "unavailable"), not a failure, with the key to retry it
+    // with.
     assert_eq!(c.role(old).unwrap()["ready"], false);
     let out = c.admin(
         old,
@@ -847,7 +848,7 @@ fn a_partitioned_leader_turns_read_only_and_never_shares_a_term() {
         ],
         Some("pw-pw-pw-pw\n"),
     );
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("outcome unknown") && stderr(&out).contains("add-bob-1"),
         "{}",

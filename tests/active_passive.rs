@@ -562,7 +562,7 @@ fn failover_promotes_the_standby_and_failback_keeps_both_transfer_logs() {
             .unwrap()
             .iter()
             .filter(|f| f["node"] == "s2")
-            .map(|f| f["slot"].as_i64().unwrap())
+            .map(|f| slot_ms(&f["slot"]))
             .collect()
     };
     assert!(
@@ -619,7 +619,7 @@ fn failover_promotes_the_standby_and_failback_keeps_both_transfer_logs() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| f["slot"].as_i64().unwrap())
+        .map(|f| slot_ms(&f["slot"]))
         .collect();
     let n = seen.len();
     seen.sort();

@@ -344,6 +344,16 @@ pub fn json_report(out: Output, what: &str) -> serde_json::Value {
     r
 }
 
+/// A time of the admin API's JSON (RFC 3339) as unix milliseconds.
+pub fn slot_ms(v: &serde_json::Value) -> i64 {
+    let text = v
+        .as_str()
+        .unwrap_or_else(|| panic!("not an RFC 3339 time: {v}"));
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+        .timestamp_millis()
+}
+
 pub fn rand_suffix() -> String {
     use rand::Rng;
     format!("{:016x}", rand::rng().next_u64())

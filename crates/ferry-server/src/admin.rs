@@ -8,13 +8,13 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{on, MethodFilter};
 use axum::{Json, Router};
+use ferry_api as api;
 use ferry_core::{
-    Account, AccountKey, Command, ErrorKind, FerryError, Secret, TransferStatus, VirtualPath,
+    Account, AccountKey, Command, ErrorKind, FerryError, TransferStatus, VirtualPath,
 };
 use ferry_store::TransferFilter;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::transfer::now_millis;
@@ -31,34 +31,107 @@ pub use ferry_http::{error_status as http_status, ApiError};
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// Builds the router.
+/// Builds the router: the load-balancer endpoints and the OpenAPI document
+/// without the token, every other endpoint behind it.
 pub fn router(state: AdminState) -> Router {
-    let api = Router::new()
-        .route("/api/v1/accounts", get(list_accounts).post(create_account))
-        .route(
-            "/api/v1/accounts/{name}",
-            get(show_account).delete(remove_account),
-        )
-        .route("/api/v1/accounts/{name}/enable", post(enable_account))
-        .route("/api/v1/accounts/{name}/disable", post(disable_account))
-        .route("/api/v1/accounts/{name}/keys", get(list_keys).post(add_key))
-        .route(
-            "/api/v1/accounts/{name}/tokens",
-            get(list_tokens).post(add_token),
-        )
-        .route(
-            "/api/v1/accounts/{name}/tokens/{id}",
-            axum::routing::delete(remove_token),
-        )
-        .route("/api/v1/transfers", get(list_transfers))
-        .merge(crate::engine_api::routes())
-        .merge(crate::cluster_api::routes())
+    let (public, api) = endpoints();
+    let api = api
+        .router
         .layer(middleware::from_fn(idempotency))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
-    crate::cluster_api::health_routes()
+    public
+        .router
         .merge(api)
         .fallback(|| async { ApiError::from(FerryError::not_found("no such endpoint")) })
         .with_state(state)
+}
+
+/// (method, path) of every route the router serves.
+pub fn routes() -> Vec<(api::Method, &'static str)> {
+    let (public, api) = endpoints();
+    public.routes.into_iter().chain(api.routes).collect()
+}
+
+/// The public endpoints and the token-protected ones.
+fn endpoints() -> (Routes, Routes) {
+    let public = crate::cluster_api::health_routes().add::<api::GetOpenApi, _, _>(openapi);
+    let api = Routes::default()
+        .add::<api::ListAccounts, _, _>(list_accounts)
+        .add::<api::CreateAccount, _, _>(create_account)
+        .add::<api::ShowAccount, _, _>(show_account)
+        .add::<api::RemoveAccount, _, _>(remove_account)
+        .add::<api::EnableAccount, _, _>(enable_account)
+        .add::<api::DisableAccount, _, _>(disable_account)
+        .add::<api::ListKeys, _, _>(list_keys)
+        .add::<api::AddKey, _, _>(add_key)
+        .add::<api::ListTokens, _, _>(list_tokens)
+        .add::<api::AddToken, _, _>(add_token)
+        .add::<api::RemoveToken, _, _>(remove_token)
+        .add::<api::ListTransfers, _, _>(list_transfers)
+        .merge(crate::engine_api::routes())
+        .merge(crate::cluster_api::routes());
+    (public, api)
+}
+
+/// A router built from [`api::Endpoint`]s: each route's method and path
+/// come from its endpoint type, and are recorded so that a test can hold
+/// the router against the OpenAPI document.
+#[derive(Default)]
+pub(crate) struct Routes {
+    router: Router<AdminState>,
+    routes: Vec<(api::Method, &'static str)>,
+}
+
+impl Routes {
+    /// Serves endpoint `E` with `handler`.
+    pub(crate) fn add<E, H, T>(mut self, handler: H) -> Self
+    where
+        E: api::Endpoint,
+        H: axum::handler::Handler<T, AdminState>,
+        T: 'static,
+    {
+        let method = match E::METHOD {
+            api::Method::Get => MethodFilter::GET,
+            api::Method::Post => MethodFilter::POST,
+            api::Method::Delete => MethodFilter::DELETE,
+        };
+        self.router = self.router.route(E::PATH, on(method, handler));
+        self.routes.push((E::METHOD, E::PATH));
+        self
+    }
+
+    /// Adds another set of routes.
+    pub(crate) fn merge(mut self, other: Routes) -> Self {
+        self.router = self.router.merge(other.router);
+        self.routes.extend(other.routes);
+        self
+    }
+}
+
+/// The successful answer of endpoint `E`: its status, and its answer as
+/// JSON (no body for 204).
+pub(crate) struct Reply<E: api::Endpoint>(pub E::Answer);
+
+impl<E: api::Endpoint> IntoResponse for Reply<E> {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(E::STATUS).unwrap_or(StatusCode::OK);
+        if status == StatusCode::NO_CONTENT {
+            return status.into_response();
+        }
+        (status, Json(self.0)).into_response()
+    }
+}
+
+/// The answer of a 204 endpoint.
+pub(crate) fn done<E: api::Endpoint<Answer = api::NoContent>>() -> Reply<E> {
+    Reply(api::NoContent {})
+}
+
+/// `GET /api/v1/openapi.json`, without the token: the document describes
+/// the API's shape only, is the same as `docs/admin-api.json` in the
+/// source, and tools fetch it before they have a token.
+async fn openapi() -> Reply<api::GetOpenApi> {
+    Reply(serde_json::to_value(api::openapi::document()).unwrap_or_default())
 }
 
 async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
@@ -119,40 +192,23 @@ pub(crate) async fn run<T: Send + 'static>(
     .map_err(ApiError::from)
 }
 
-/// An account as the API shows it (no password hash).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct AccountView {
-    /// Login name.
-    pub name: String,
-    /// Home, relative to the repository.
-    pub home: String,
-    /// Whether login is allowed.
-    pub enabled: bool,
-    /// Whether a password is set.
-    pub has_password: bool,
-    /// Number of authorised keys.
-    pub keys: usize,
-    /// Creation time, unix ms.
-    pub created_at: i64,
-}
-
-fn view(ctx: &ServerCtx, a: Account) -> Result<AccountView, FerryError> {
+fn view(ctx: &ServerCtx, a: Account) -> Result<api::Account, FerryError> {
     let keys = ctx
         .store
         .account_keys(&a.name)
         .map_err(FerryError::from)?
         .len();
-    Ok(AccountView {
+    Ok(api::Account {
         has_password: a.password_hash.is_some(),
         name: a.name,
         home: a.home,
         enabled: a.enabled,
         keys,
-        created_at: a.created_at,
+        created_at: api::time(a.created_at),
     })
 }
 
-async fn list_accounts(State(s): State<AdminState>) -> ApiResult<Json<Vec<AccountView>>> {
+async fn list_accounts(State(s): State<AdminState>) -> ApiResult<Reply<api::ListAccounts>> {
     run(move || {
         let accounts = s.ctx.store.accounts().map_err(FerryError::from)?;
         accounts
@@ -161,7 +217,7 @@ async fn list_accounts(State(s): State<AdminState>) -> ApiResult<Json<Vec<Accoun
             .collect::<Result<Vec<_>, _>>()
     })
     .await
-    .map(Json)
+    .map(Reply)
 }
 
 /// The account called `name`, or a not-found error naming it.
@@ -175,25 +231,13 @@ pub(crate) fn existing_account(ctx: &ServerCtx, name: &str) -> Result<Account, F
 async fn show_account(
     State(s): State<AdminState>,
     Path(name): Path<String>,
-) -> ApiResult<Json<AccountView>> {
+) -> ApiResult<Reply<api::ShowAccount>> {
     run(move || {
         let a = existing_account(&s.ctx, &name)?;
         view(&s.ctx, a)
     })
     .await
-    .map(Json)
-}
-
-/// Body of `POST /api/v1/accounts`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewAccount {
-    /// Login name.
-    pub name: String,
-    /// Initial password.
-    pub password: Option<Secret>,
-    /// Home relative to the repository (default: the name).
-    pub home: Option<String>,
+    .map(Reply)
 }
 
 /// Checks an account name: letters, digits, `.`, `_`, `-`, starting with a
@@ -204,8 +248,8 @@ pub fn validate_account_name(name: &str) -> Result<(), FerryError> {
 
 async fn create_account(
     State(s): State<AdminState>,
-    Json(body): Json<NewAccount>,
-) -> ApiResult<(StatusCode, Json<AccountView>)> {
+    Json(body): Json<api::NewAccount>,
+) -> ApiResult<Reply<api::CreateAccount>> {
     validate_account_name(&body.name)?;
     let home = VirtualPath::parse_absolute(body.home.as_deref().unwrap_or(&body.name))
         .map_err(FerryError::from)?;
@@ -233,49 +277,41 @@ async fn create_account(
         view(&s.ctx, account)
     })
     .await
-    .map(|v| (StatusCode::CREATED, Json(v)))
+    .map(Reply)
 }
 
-async fn set_enabled(s: AdminState, name: String, enabled: bool) -> ApiResult<StatusCode> {
+async fn set_enabled(s: AdminState, name: String, enabled: bool) -> ApiResult<()> {
     run(move || s.ctx.apply(&Command::SetAccountEnabled { name, enabled })).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 async fn enable_account(
     State(s): State<AdminState>,
     Path(name): Path<String>,
-) -> ApiResult<StatusCode> {
-    set_enabled(s, name, true).await
+) -> ApiResult<Reply<api::EnableAccount>> {
+    set_enabled(s, name, true).await.map(|()| done())
 }
 
 async fn disable_account(
     State(s): State<AdminState>,
     Path(name): Path<String>,
-) -> ApiResult<StatusCode> {
-    set_enabled(s, name, false).await
+) -> ApiResult<Reply<api::DisableAccount>> {
+    set_enabled(s, name, false).await.map(|()| done())
 }
 
 async fn remove_account(
     State(s): State<AdminState>,
     Path(name): Path<String>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Reply<api::RemoveAccount>> {
     run(move || s.ctx.apply(&Command::RemoveAccount { name })).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// Body of `POST /api/v1/accounts/{name}/keys`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewKey {
-    /// An OpenSSH public key line (`ssh-ed25519 AAAA… comment`).
-    pub public_key: String,
+    Ok(done())
 }
 
 async fn add_key(
     State(s): State<AdminState>,
     Path(name): Path<String>,
-    Json(body): Json<NewKey>,
-) -> ApiResult<(StatusCode, Json<AccountKey>)> {
+    Json(body): Json<api::NewKey>,
+) -> ApiResult<Reply<api::AddKey>> {
     let (public_key, fingerprint, comment) = crate::auth::parse_public_key(&body.public_key)?;
     let key = AccountKey {
         account: name,
@@ -286,65 +322,26 @@ async fn add_key(
     };
     let stored = key.clone();
     run(move || s.ctx.apply(&Command::AddAccountKey(stored))).await?;
-    Ok((StatusCode::CREATED, Json(key)))
+    Ok(Reply(key.into()))
 }
 
 async fn list_keys(
     State(s): State<AdminState>,
     Path(name): Path<String>,
-) -> ApiResult<Json<Vec<AccountKey>>> {
+) -> ApiResult<Reply<api::ListKeys>> {
     run(move || {
         existing_account(&s.ctx, &name)?;
         s.ctx.store.account_keys(&name).map_err(FerryError::from)
     })
     .await
-    .map(Json)
-}
-
-/// Body of `POST /api/v1/accounts/{name}/tokens`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewToken {
-    /// What the token is for.
-    #[serde(default)]
-    pub label: String,
-    /// Days until it stops working; none means never.
-    pub expires_in_days: Option<u32>,
-}
-
-/// A token as listed: everything but its digest.
-#[derive(Debug, Serialize)]
-pub struct TokenView {
-    /// Public id (the token text is `fy_ID_…`).
-    pub id: String,
-    /// Label.
-    pub label: String,
-    /// Created (unix milliseconds).
-    pub created_at: i64,
-    /// Expiry (unix milliseconds), if any.
-    pub expires_at: Option<i64>,
-    /// The token itself: only in the answer to its creation.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-}
-
-impl From<ferry_core::AccountToken> for TokenView {
-    fn from(t: ferry_core::AccountToken) -> Self {
-        Self {
-            id: t.id,
-            label: t.label,
-            created_at: t.created_at,
-            expires_at: t.expires_at,
-            token: None,
-        }
-    }
+    .map(|keys| Reply(keys.into_iter().map(Into::into).collect()))
 }
 
 async fn add_token(
     State(s): State<AdminState>,
     Path(name): Path<String>,
-    Json(body): Json<NewToken>,
-) -> ApiResult<(StatusCode, Json<TokenView>)> {
+    Json(body): Json<api::NewToken>,
+) -> ApiResult<Reply<api::AddToken>> {
     if body.label.len() > 200 || body.label.chars().any(char::is_control) {
         return Err(FerryError::invalid("label: at most 200 printable characters").into());
     }
@@ -362,50 +359,39 @@ async fn add_token(
     };
     let stored = record.clone();
     run(move || s.ctx.apply(&Command::AddAccountToken(stored))).await?;
-    let mut view = TokenView::from(record);
+    let mut view = api::Token::from(record);
     view.token = Some(token.expose().to_owned());
-    Ok((StatusCode::CREATED, Json(view)))
+    Ok(Reply(view))
 }
 
 async fn list_tokens(
     State(s): State<AdminState>,
     Path(name): Path<String>,
-) -> ApiResult<Json<Vec<TokenView>>> {
+) -> ApiResult<Reply<api::ListTokens>> {
     run(move || {
         existing_account(&s.ctx, &name)?;
         s.ctx.store.account_tokens(&name).map_err(FerryError::from)
     })
     .await
-    .map(|tokens| Json(tokens.into_iter().map(TokenView::from).collect()))
+    .map(|tokens| Reply(tokens.into_iter().map(api::Token::from).collect()))
 }
 
 async fn remove_token(
     State(s): State<AdminState>,
     Path((name, id)): Path<(String, String)>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Reply<api::RemoveToken>> {
     run(move || {
         s.ctx
             .apply(&Command::RemoveAccountToken { account: name, id })
     })
     .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// Query of `GET /api/v1/transfers`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TransferQuery {
-    account: Option<String>,
-    status: Option<String>,
-    since: Option<i64>,
-    partner: Option<String>,
-    limit: Option<u32>,
+    Ok(done())
 }
 
 async fn list_transfers(
     State(s): State<AdminState>,
-    Query(q): Query<TransferQuery>,
-) -> ApiResult<Json<Vec<ferry_core::TransferRecord>>> {
+    Query(q): Query<api::ListQuery>,
+) -> ApiResult<Reply<api::ListTransfers>> {
     let status = q
         .status
         .map(|v| v.parse::<TransferStatus>())
@@ -414,7 +400,7 @@ async fn list_transfers(
     let filter = TransferFilter {
         account: q.account,
         status,
-        since: q.since,
+        since: q.since.as_ref().map(api::unix_ms),
         partner: q.partner,
         limit: q.limit,
     };
@@ -425,5 +411,41 @@ async fn list_transfers(
             .map_err(FerryError::from)
     })
     .await
-    .map(Json)
+    .map(|rows| Reply(rows.into_iter().map(api::Transfer::from).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// Every route the router serves is in the OpenAPI document (and so in
+    /// `docs/admin-api.json`, which a ferry-api test holds to it), and the
+    /// document has no endpoint that the router lacks.
+    #[test]
+    fn router_and_openapi_document_agree() {
+        let doc = serde_json::to_value(ferry_api::openapi::document()).unwrap_or_default();
+        let served: BTreeSet<(String, String)> = super::routes()
+            .into_iter()
+            .map(|(m, p)| (m.as_str().to_ascii_lowercase(), p.to_owned()))
+            .collect();
+        let documented: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(move |(method, _)| (method.clone(), path.clone()))
+            })
+            .collect();
+        let missing: Vec<_> = served.difference(&documented).collect();
+        assert!(
+            missing.is_empty(),
+            "served but not in the document: {missing:?}"
+        );
+        let extra: Vec<_> = documented.difference(&served).collect();
+        assert!(extra.is_empty(), "documented but not served: {extra:?}");
+        assert_eq!(super::routes().len(), served.len(), "a route twice");
+    }
 }

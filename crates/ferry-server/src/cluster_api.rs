@@ -12,31 +12,31 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
+use axum::Json;
+use ferry_api as api;
+use ferry_core::FerryError;
 
-use crate::admin::{AdminState, ApiError};
+use crate::admin::{AdminState, ApiError, Reply, Routes};
 
 /// The load-balancer endpoints (no token).
-pub fn health_routes() -> Router<AdminState> {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/role", get(role))
+pub(crate) fn health_routes() -> Routes {
+    Routes::default()
+        .add::<api::Healthz, _, _>(|| async { "ok\n" })
+        .add::<api::Readyz, _, _>(readyz)
+        .add::<api::GetRole, _, _>(role)
 }
 
 /// The token-protected cluster endpoints.
-pub fn routes() -> Router<AdminState> {
-    Router::new()
-        .route("/api/v1/cluster/status", get(status))
-        .route("/api/v1/cluster/events", get(events))
-        .route("/api/v1/cluster/promote", post(promote))
-        .route("/api/v1/cluster/init", post(init))
-        .route("/api/v1/cluster/join", post(join))
-        .route("/api/v1/cluster/leave", post(leave))
-        .route("/api/v1/cluster/remove", post(remove))
-        .route("/api/v1/sync", post(sync))
+pub(crate) fn routes() -> Routes {
+    Routes::default()
+        .add::<api::GetClusterStatus, _, _>(status)
+        .add::<api::ListClusterEvents, _, _>(events)
+        .add::<api::PromoteServer, _, _>(promote)
+        .add::<api::InitCluster, _, _>(init)
+        .add::<api::JoinCluster, _, _>(join)
+        .add::<api::LeaveCluster, _, _>(leave)
+        .add::<api::RemoveClusterMember, _, _>(remove)
+        .add::<api::RunSync, _, _>(sync)
 }
 
 /// Ready means serving writes: alone, always; active/passive, on the
@@ -56,98 +56,96 @@ async fn readyz(State(s): State<AdminState>) -> Response {
     }
 }
 
-async fn role(State(s): State<AdminState>) -> Json<ferry_cluster::mode::RoleAnswer> {
-    Json(s.ctx.cluster.role())
+async fn role(State(s): State<AdminState>) -> Reply<api::GetRole> {
+    let r = s.ctx.cluster.role();
+    Reply(api::Role {
+        node: r.node,
+        mode: r.mode.into(),
+        role: r.role,
+        primary: r.primary,
+        ready: r.ready,
+        writable: r.writable,
+        epoch: r.epoch,
+    })
 }
 
-async fn status(State(s): State<AdminState>) -> Json<ferry_cluster::mode::ClusterStatus> {
-    Json(s.ctx.cluster.clone().status().await)
+/// The status of each mode, as its cluster reports it, under the typed
+/// `mode` of [`api::ClusterStatus`].
+async fn status(State(s): State<AdminState>) -> Result<Reply<api::GetClusterStatus>, ApiError> {
+    let status = s.ctx.cluster.clone().status().await;
+    serde_json::to_value(status)
+        .and_then(serde_json::from_value)
+        .map(Reply)
+        .map_err(|e| ApiError::from(FerryError::internal(e.to_string())))
 }
 
-#[derive(Debug, Deserialize)]
-struct EventsQuery {
-    limit: Option<usize>,
+fn cluster_event(e: ferry_cluster::events::ClusterEvent) -> api::ClusterEvent {
+    let severity = match e.severity {
+        ferry_cluster::events::Severity::Info => "info",
+        ferry_cluster::events::Severity::Alert => "alert",
+    };
+    api::ClusterEvent {
+        at: api::time(e.at),
+        node: e.node,
+        severity: severity.into(),
+        kind: e.kind,
+        message: e.message,
+    }
 }
 
 async fn events(
     State(s): State<AdminState>,
-    Query(q): Query<EventsQuery>,
-) -> Result<Json<Vec<ferry_cluster::events::ClusterEvent>>, ApiError> {
+    Query(q): Query<api::ClusterEventsQuery>,
+) -> Result<Reply<api::ListClusterEvents>, ApiError> {
     let limit = q.limit.unwrap_or(100).min(500);
-    Ok(Json(s.ctx.cluster.events(limit).await?))
+    let events = s.ctx.cluster.events(limit).await?;
+    Ok(Reply(events.into_iter().map(cluster_event).collect()))
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PromoteRequest {
-    #[serde(default)]
-    force: bool,
+fn message(message: String) -> api::Message {
+    api::Message { message }
 }
 
 async fn promote(
     State(s): State<AdminState>,
-    Json(req): Json<PromoteRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let message = s.ctx.cluster.clone().promote(req.force).await?;
-    Ok(Json(serde_json::json!({ "message": message })))
+    Json(req): Json<api::Promote>,
+) -> Result<Reply<api::PromoteServer>, ApiError> {
+    let done = s.ctx.cluster.clone().promote(req.force).await?;
+    Ok(Reply(message(done)))
 }
 
 /// `ferry cluster init` (active/active): this server and its configured
 /// peers become the Raft group.
-async fn init(State(s): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let message = s.ctx.cluster.initialize().await?;
-    Ok(Json(serde_json::json!({ "message": message })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JoinRequest {
-    address: String,
-    token: ferry_core::Secret,
+async fn init(State(s): State<AdminState>) -> Result<Reply<api::InitCluster>, ApiError> {
+    Ok(Reply(message(s.ctx.cluster.initialize().await?)))
 }
 
 /// `ferry cluster join ADDR` (on the joining server).
 async fn join(
     State(s): State<AdminState>,
-    Json(req): Json<JoinRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let message = s.ctx.cluster.join(&req.address, req.token).await?;
-    Ok(Json(serde_json::json!({ "message": message })))
+    Json(req): Json<api::Join>,
+) -> Result<Reply<api::JoinCluster>, ApiError> {
+    Ok(Reply(message(
+        s.ctx.cluster.join(&req.address, req.token).await?,
+    )))
 }
 
 /// `ferry cluster leave` (on the leaving server).
-async fn leave(State(s): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let message = s.ctx.cluster.leave().await?;
-    Ok(Json(serde_json::json!({ "message": message })))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RemoveRequest {
-    name: String,
+async fn leave(State(s): State<AdminState>) -> Result<Reply<api::LeaveCluster>, ApiError> {
+    Ok(Reply(message(s.ctx.cluster.leave().await?)))
 }
 
 /// `ferry cluster remove NAME` (on any member).
 async fn remove(
     State(s): State<AdminState>,
-    Json(req): Json<RemoveRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let message = s.ctx.cluster.remove(&req.name).await?;
-    Ok(Json(serde_json::json!({ "message": message })))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SyncRequest {
-    #[serde(default)]
-    to: Vec<String>,
-    #[serde(default)]
-    dry_run: bool,
+    Json(req): Json<api::RemoveMember>,
+) -> Result<Reply<api::RemoveClusterMember>, ApiError> {
+    Ok(Reply(message(s.ctx.cluster.remove(&req.name).await?)))
 }
 
 async fn sync(
     State(s): State<AdminState>,
-    Json(req): Json<SyncRequest>,
+    Json(req): Json<api::Sync>,
 ) -> Result<Response, ApiError> {
     let cluster = s.ctx.cluster.clone();
     let (lines, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -155,7 +153,10 @@ async fn sync(
     let forward = lines.clone();
     tokio::spawn(async move {
         while let Some(p) = progress_rx.recv().await {
-            let line = serde_json::json!({ "progress": p }).to_string();
+            let line = sync_line(api::SyncLine {
+                progress: Some(serde_json::to_value(p).unwrap_or_default()),
+                ..Default::default()
+            });
             if forward.send(line).is_err() {
                 return;
             }
@@ -164,10 +165,21 @@ async fn sync(
     tokio::spawn(async move {
         let outcome = cluster.sync(req.to, req.dry_run, progress).await;
         let line = match outcome {
-            Ok(targets) => serde_json::json!({ "result": targets }),
-            Err(e) => serde_json::json!({ "error": e.message }),
+            Ok(targets) => api::SyncLine {
+                result: Some(
+                    targets
+                        .iter()
+                        .map(|t| serde_json::to_value(t).unwrap_or_default())
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            Err(e) => api::SyncLine {
+                error: Some(e.message),
+                ..Default::default()
+            },
         };
-        let _ = lines.send(line.to_string());
+        let _ = lines.send(sync_line(line));
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
@@ -179,4 +191,9 @@ async fn sync(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// One line of the sync's answer, without its newline.
+fn sync_line(line: api::SyncLine) -> String {
+    serde_json::to_string(&line).unwrap_or_default()
 }

@@ -3,90 +3,53 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::Json;
+use ferry_api as api;
 use ferry_core::engine::{check_name, glob_matcher};
 use ferry_core::{
-    Action, AfterPull, Command, Event, EventAttempt, EventKind, EventStatus, FerryError, Monitor,
-    Partner, Route, Schedule, ScheduleAction, Secret, TransferRecord, VirtualPath,
+    Action, AfterPull, Command, Event, EventKind, EventStatus, FerryError, Monitor, Partner, Route,
+    Schedule, ScheduleAction, VirtualPath,
 };
 use ferry_store::EventFilter;
-use serde::{Deserialize, Serialize};
 
-use crate::admin::{run, AdminState, ApiError};
+use crate::admin::{done, run, AdminState, ApiError, Reply, Routes};
 use crate::engine::scheduler::CronSlots;
 use crate::transfer::now_millis;
 
 type ApiResult<T> = Result<T, ApiError>;
 
 /// The engine's routes, merged into the admin router (behind its token check).
-pub fn routes() -> Router<AdminState> {
-    Router::new()
-        .route("/api/v1/partners", get(list_partners).post(add_partner))
-        .route("/api/v1/partners/{name}", delete(remove_partner))
-        .route("/api/v1/partners/{name}/test", post(test_partner))
-        .route("/api/v1/routes", get(list_routes).post(add_route))
-        .route("/api/v1/routes/{name}", delete(remove_route))
-        .route("/api/v1/schedules", get(list_schedules).post(add_schedule))
-        .route("/api/v1/schedules/{name}", delete(remove_schedule))
-        .route("/api/v1/schedules/{name}/firings", get(list_firings))
-        .route("/api/v1/monitors", get(list_monitors).post(add_monitor))
-        .route("/api/v1/monitors/{name}", delete(remove_monitor))
-        .route("/api/v1/events", get(list_events))
-        .route("/api/v1/events/{id}", get(show_event))
-        .route("/api/v1/events/{id}/resubmit", post(resubmit_event))
-        .route("/api/v1/transfers/{id}", get(show_transfer))
+pub(crate) fn routes() -> Routes {
+    Routes::default()
+        .add::<api::ListPartners, _, _>(list_partners)
+        .add::<api::AddPartner, _, _>(add_partner)
+        .add::<api::RemovePartner, _, _>(remove_partner)
+        .add::<api::TestPartner, _, _>(test_partner)
+        .add::<api::ListRoutes, _, _>(list_routes)
+        .add::<api::AddRoute, _, _>(add_route)
+        .add::<api::RemoveRoute, _, _>(remove_route)
+        .add::<api::ListSchedules, _, _>(list_schedules)
+        .add::<api::AddSchedule, _, _>(add_schedule)
+        .add::<api::RemoveSchedule, _, _>(remove_schedule)
+        .add::<api::ListFirings, _, _>(list_firings)
+        .add::<api::ListMonitors, _, _>(list_monitors)
+        .add::<api::AddMonitor, _, _>(add_monitor)
+        .add::<api::RemoveMonitor, _, _>(remove_monitor)
+        .add::<api::ListEvents, _, _>(list_events)
+        .add::<api::ShowEvent, _, _>(show_event)
+        .add::<api::ResubmitEvent, _, _>(resubmit_event)
+        .add::<api::ShowTransfer, _, _>(show_transfer)
 }
 
 // ---- partners ----
 
-/// Body of `POST /api/v1/partners`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewPartner {
-    name: String,
-    host: String,
-    #[serde(default = "default_port")]
-    port: u16,
-    username: String,
-    password: Option<Secret>,
-    private_key: Option<Secret>,
-    host_key: String,
-    #[serde(default = "default_remote_dir")]
-    remote_dir: String,
-    #[serde(default = "default_after_pull")]
-    after_pull: String,
-    rate_limit: Option<u64>,
-}
+/// Defaults of a new partner.
+const DEFAULT_PORT: u16 = 22;
+const DEFAULT_REMOTE_DIR: &str = ".";
+const DEFAULT_AFTER_PULL: &str = "keep";
 
-fn default_port() -> u16 {
-    22
-}
-fn default_remote_dir() -> String {
-    ".".into()
-}
-fn default_after_pull() -> String {
-    "keep".into()
-}
-
-/// A partner as the API shows it: credentials only as what kind they are.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PartnerView {
-    name: String,
-    host: String,
-    port: u16,
-    username: String,
-    auth: String,
-    host_key: String,
-    host_key_fingerprint: String,
-    remote_dir: String,
-    after_pull: String,
-    rate_limit: Option<u64>,
-    created_at: i64,
-}
-
-fn partner_view(p: Partner) -> PartnerView {
-    PartnerView {
+fn partner_view(p: Partner) -> api::Partner {
+    api::Partner {
         auth: if p.private_key_sealed.is_some() {
             "key"
         } else {
@@ -102,23 +65,23 @@ fn partner_view(p: Partner) -> PartnerView {
         remote_dir: p.remote_dir,
         after_pull: p.after_pull.to_string(),
         rate_limit: p.rate_limit,
-        created_at: p.created_at,
+        created_at: api::time(p.created_at),
     }
 }
 
-async fn list_partners(State(s): State<AdminState>) -> ApiResult<Json<Vec<PartnerView>>> {
+async fn list_partners(State(s): State<AdminState>) -> ApiResult<Reply<api::ListPartners>> {
     run(move || {
         let partners = s.ctx.store.partners().map_err(FerryError::from)?;
         Ok(partners.into_iter().map(partner_view).collect())
     })
     .await
-    .map(Json)
+    .map(Reply)
 }
 
 async fn add_partner(
     State(s): State<AdminState>,
-    Json(body): Json<NewPartner>,
-) -> ApiResult<(StatusCode, Json<PartnerView>)> {
+    Json(body): Json<api::NewPartner>,
+) -> ApiResult<Reply<api::AddPartner>> {
     check_name("partner", &body.name)?;
     if body.host.is_empty() || body.username.is_empty() {
         return Err(FerryError::invalid("host and username must not be empty").into());
@@ -128,8 +91,15 @@ async fn add_partner(
     }
     let host_key = ferry_partner::parse_host_key(&body.host_key)
         .map_err(|e| FerryError::invalid(format!("host key: {e}")))?;
-    let after_pull: AfterPull = body.after_pull.parse()?;
-    if body.remote_dir.is_empty() || body.remote_dir.contains('\0') {
+    let after_pull: AfterPull = body
+        .after_pull
+        .as_deref()
+        .unwrap_or(DEFAULT_AFTER_PULL)
+        .parse()?;
+    let remote_dir = body
+        .remote_dir
+        .unwrap_or_else(|| DEFAULT_REMOTE_DIR.to_owned());
+    if remote_dir.is_empty() || remote_dir.contains('\0') {
         return Err(FerryError::invalid("remote_dir must not be empty").into());
     }
     run(move || {
@@ -148,16 +118,16 @@ async fn add_partner(
                 .transpose()?,
             name: body.name,
             host: body.host,
-            port: body.port,
+            port: body.port.unwrap_or(DEFAULT_PORT),
             username: body.username,
             host_key,
-            remote_dir: body.remote_dir,
+            remote_dir,
             after_pull,
             rate_limit: body.rate_limit.filter(|r| *r > 0),
             created_at: now_millis(),
         };
         ctx.apply(&Command::AddPartner(partner.clone()))?;
-        Ok((StatusCode::CREATED, Json(partner_view(partner))))
+        Ok(Reply(partner_view(partner)))
     })
     .await
 }
@@ -165,24 +135,15 @@ async fn add_partner(
 async fn remove_partner(
     State(s): State<AdminState>,
     Path(name): Path<String>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Reply<api::RemovePartner>> {
     run(move || s.ctx.apply(&Command::RemovePartner { name })).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// Result of `POST /api/v1/partners/{name}/test`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PartnerTest {
-    partner: String,
-    remote_dir: String,
-    host_key_fingerprint: String,
-    entries: Vec<String>,
+    Ok(done())
 }
 
 async fn test_partner(
     State(s): State<AdminState>,
     Path(name): Path<String>,
-) -> ApiResult<Json<PartnerTest>> {
+) -> ApiResult<Reply<api::TestPartner>> {
     let ctx = s.ctx.clone();
     let n = name.clone();
     let partner = run(move || ctx.store.partner(&n).map_err(FerryError::from))
@@ -209,7 +170,7 @@ async fn test_partner(
         })
         .collect();
     entries.sort();
-    Ok(Json(PartnerTest {
+    Ok(Reply(api::PartnerTest {
         host_key_fingerprint: ferry_partner::fingerprint(&partner.host_key).unwrap_or_default(),
         partner: partner.name,
         remote_dir: partner.remote_dir,
@@ -219,27 +180,9 @@ async fn test_partner(
 
 // ---- routes ----
 
-/// Body of `POST /api/v1/routes`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewRoute {
-    name: String,
-    account: String,
-    #[serde(rename = "match")]
-    pattern: String,
-    actions: Vec<String>,
-    #[serde(default = "default_attempts")]
-    max_attempts: u32,
-    #[serde(default = "default_retry_ms")]
-    retry_base_ms: u64,
-}
-
-fn default_attempts() -> u32 {
-    5
-}
-fn default_retry_ms() -> u64 {
-    30_000
-}
+/// Defaults of a new route's or schedule's retries.
+const DEFAULT_ATTEMPTS: u32 = 5;
+const DEFAULT_RETRY_MS: u64 = 30_000;
 
 fn check_attempts(max_attempts: u32, retry_base_ms: u64) -> Result<(), FerryError> {
     if !(1..=100).contains(&max_attempts) {
@@ -251,19 +194,21 @@ fn check_attempts(max_attempts: u32, retry_base_ms: u64) -> Result<(), FerryErro
     Ok(())
 }
 
-async fn list_routes(State(s): State<AdminState>) -> ApiResult<Json<Vec<Route>>> {
+async fn list_routes(State(s): State<AdminState>) -> ApiResult<Reply<api::ListRoutes>> {
     run(move || s.ctx.store.routes().map_err(FerryError::from))
         .await
-        .map(Json)
+        .map(|routes| Reply(routes.into_iter().map(api::Route::from).collect()))
 }
 
 async fn add_route(
     State(s): State<AdminState>,
-    Json(body): Json<NewRoute>,
-) -> ApiResult<(StatusCode, Json<Route>)> {
+    Json(body): Json<api::NewRoute>,
+) -> ApiResult<Reply<api::AddRoute>> {
     check_name("route", &body.name)?;
     glob_matcher(&body.pattern)?;
-    check_attempts(body.max_attempts, body.retry_base_ms)?;
+    let max_attempts = body.max_attempts.unwrap_or(DEFAULT_ATTEMPTS);
+    let retry_base_ms = body.retry_base_ms.unwrap_or(DEFAULT_RETRY_MS);
+    check_attempts(max_attempts, retry_base_ms)?;
     if body.actions.is_empty() {
         return Err(FerryError::invalid("a route needs at least one action").into());
     }
@@ -277,13 +222,13 @@ async fn add_route(
         account: body.account,
         pattern: body.pattern,
         actions,
-        max_attempts: body.max_attempts,
-        retry_base_ms: body.retry_base_ms,
+        max_attempts,
+        retry_base_ms,
         created_at: now_millis(),
     };
     run(move || {
         s.ctx.apply(&Command::AddRoute(route.clone()))?;
-        Ok((StatusCode::CREATED, Json(route)))
+        Ok(Reply(route.into()))
     })
     .await
 }
@@ -291,65 +236,47 @@ async fn add_route(
 async fn remove_route(
     State(s): State<AdminState>,
     Path(name): Path<String>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Reply<api::RemoveRoute>> {
     run(move || s.ctx.apply(&Command::RemoveRoute { name })).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(done())
 }
 
 // ---- schedules ----
 
-/// Body of `POST /api/v1/schedules`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewSchedule {
-    name: String,
-    cron: String,
-    #[serde(default = "default_tz")]
-    timezone: String,
-    action: String,
-    #[serde(default = "default_true")]
-    catch_up: bool,
-    #[serde(default = "default_attempts")]
-    max_attempts: u32,
-    #[serde(default = "default_retry_ms")]
-    retry_base_ms: u64,
-}
+/// The time zone of a schedule that names none.
+const DEFAULT_TIMEZONE: &str = "UTC";
 
-fn default_tz() -> String {
-    "UTC".into()
-}
-fn default_true() -> bool {
-    true
-}
-
-async fn list_schedules(State(s): State<AdminState>) -> ApiResult<Json<Vec<Schedule>>> {
+async fn list_schedules(State(s): State<AdminState>) -> ApiResult<Reply<api::ListSchedules>> {
     run(move || s.ctx.store.schedules().map_err(FerryError::from))
         .await
-        .map(Json)
+        .map(|list| Reply(list.into_iter().map(api::Schedule::from).collect()))
 }
 
 async fn add_schedule(
     State(s): State<AdminState>,
-    Json(body): Json<NewSchedule>,
-) -> ApiResult<(StatusCode, Json<Schedule>)> {
+    Json(body): Json<api::NewSchedule>,
+) -> ApiResult<Reply<api::AddSchedule>> {
     check_name("schedule", &body.name)?;
-    CronSlots::parse(&body.cron, &body.timezone)?;
-    check_attempts(body.max_attempts, body.retry_base_ms)?;
+    let timezone = body.timezone.unwrap_or_else(|| DEFAULT_TIMEZONE.to_owned());
+    CronSlots::parse(&body.cron, &timezone)?;
+    let max_attempts = body.max_attempts.unwrap_or(DEFAULT_ATTEMPTS);
+    let retry_base_ms = body.retry_base_ms.unwrap_or(DEFAULT_RETRY_MS);
+    check_attempts(max_attempts, retry_base_ms)?;
     let action: ScheduleAction = body.action.parse()?;
     let schedule = Schedule {
         name: body.name,
         cron: body.cron,
-        timezone: body.timezone,
+        timezone,
         action,
-        catch_up: body.catch_up,
-        max_attempts: body.max_attempts,
-        retry_base_ms: body.retry_base_ms,
+        catch_up: body.catch_up.unwrap_or(true),
+        max_attempts,
+        retry_base_ms,
         created_at: now_millis(),
     };
     run(move || {
         s.ctx.apply(&Command::AddSchedule(schedule.clone()))?;
         s.ctx.schedules_changed.notify_waiters();
-        Ok((StatusCode::CREATED, Json(schedule)))
+        Ok(Reply(schedule.into()))
     })
     .await
 }
@@ -357,64 +284,57 @@ async fn add_schedule(
 async fn remove_schedule(
     State(s): State<AdminState>,
     Path(name): Path<String>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Reply<api::RemoveSchedule>> {
     run(move || {
         s.ctx.apply(&Command::RemoveSchedule { name })?;
         s.ctx.schedules_changed.notify_waiters();
         Ok(())
     })
     .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(done())
 }
 
 async fn list_firings(
     State(s): State<AdminState>,
     Path(name): Path<String>,
-) -> ApiResult<Json<Vec<ferry_store::Firing>>> {
+) -> ApiResult<Reply<api::ListFirings>> {
     run(move || s.ctx.store.firings(&name, 1000).map_err(FerryError::from))
         .await
-        .map(Json)
+        .map(|firings| {
+            Reply(
+                firings
+                    .into_iter()
+                    .map(|f| api::Firing {
+                        slot: api::time(f.slot),
+                        fired_at: api::time(f.fired_at),
+                        node: f.node,
+                        event_id: f.event_id,
+                    })
+                    .collect(),
+            )
+        })
 }
 
 // ---- monitors ----
 
-/// Body of `POST /api/v1/monitors`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewMonitor {
-    name: String,
-    dir: String,
-    #[serde(rename = "match", default = "default_match")]
-    pattern: String,
-    account: String,
-    #[serde(default = "default_target")]
-    target_dir: String,
-    #[serde(default = "default_stable_ms")]
-    stable_ms: u64,
-}
+/// Defaults of a new folder monitor.
+const DEFAULT_MATCH: &str = "*";
+const DEFAULT_TARGET: &str = "/";
+const DEFAULT_STABLE_MS: u64 = 5_000;
 
-fn default_match() -> String {
-    "*".into()
-}
-fn default_target() -> String {
-    "/".into()
-}
-fn default_stable_ms() -> u64 {
-    5_000
-}
-
-async fn list_monitors(State(s): State<AdminState>) -> ApiResult<Json<Vec<Monitor>>> {
+async fn list_monitors(State(s): State<AdminState>) -> ApiResult<Reply<api::ListMonitors>> {
     run(move || s.ctx.store.monitors().map_err(FerryError::from))
         .await
-        .map(Json)
+        .map(|list| Reply(list.into_iter().map(api::Monitor::from).collect()))
 }
 
 async fn add_monitor(
     State(s): State<AdminState>,
-    Json(body): Json<NewMonitor>,
-) -> ApiResult<(StatusCode, Json<Monitor>)> {
+    Json(body): Json<api::NewMonitor>,
+) -> ApiResult<Reply<api::AddMonitor>> {
     check_name("monitor", &body.name)?;
-    glob_matcher(&body.pattern)?;
+    let pattern = body.pattern.unwrap_or_else(|| DEFAULT_MATCH.to_owned());
+    glob_matcher(&pattern)?;
     let dir = std::path::Path::new(&body.dir);
     if !dir.is_absolute() || !dir.is_dir() {
         return Err(FerryError::invalid(format!(
@@ -423,19 +343,20 @@ async fn add_monitor(
         ))
         .into());
     }
-    let target = VirtualPath::parse_absolute(&body.target_dir).map_err(FerryError::from)?;
+    let target = VirtualPath::parse_absolute(body.target_dir.as_deref().unwrap_or(DEFAULT_TARGET))
+        .map_err(FerryError::from)?;
     let monitor = Monitor {
         name: body.name,
         dir: body.dir,
-        pattern: body.pattern,
+        pattern,
         account: body.account,
         target_dir: target.to_string(),
-        stable_ms: body.stable_ms.min(86_400_000),
+        stable_ms: body.stable_ms.unwrap_or(DEFAULT_STABLE_MS).min(86_400_000),
         created_at: now_millis(),
     };
     run(move || {
         s.ctx.apply(&Command::AddMonitor(monitor.clone()))?;
-        Ok((StatusCode::CREATED, Json(monitor)))
+        Ok(Reply(monitor.into()))
     })
     .await
 }
@@ -443,28 +364,17 @@ async fn add_monitor(
 async fn remove_monitor(
     State(s): State<AdminState>,
     Path(name): Path<String>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Reply<api::RemoveMonitor>> {
     run(move || s.ctx.apply(&Command::RemoveMonitor { name })).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(done())
 }
 
 // ---- events ----
 
-/// Query of `GET /api/v1/events`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventQuery {
-    status: Option<String>,
-    account: Option<String>,
-    partner: Option<String>,
-    since: Option<i64>,
-    limit: Option<u32>,
-}
-
 async fn list_events(
     State(s): State<AdminState>,
-    Query(q): Query<EventQuery>,
-) -> ApiResult<Json<Vec<Event>>> {
+    Query(q): Query<api::ListQuery>,
+) -> ApiResult<Reply<api::ListEvents>> {
     let status = q
         .status
         .map(|v| v.parse::<EventStatus>())
@@ -474,34 +384,29 @@ async fn list_events(
         status,
         account: q.account,
         partner: q.partner,
-        since: q.since,
+        since: q.since.as_ref().map(api::unix_ms),
         limit: q.limit,
     };
     run(move || s.ctx.store.events(&filter).map_err(FerryError::from))
         .await
-        .map(Json)
+        .map(|events| Reply(events.into_iter().map(api::Event::from).collect()))
 }
 
-/// An event with every attempt.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct EventDetail {
-    #[serde(flatten)]
-    event: Event,
-    attempt_log: Vec<EventAttempt>,
-}
-
-fn detail(ctx: &crate::ServerCtx, event: Event) -> Result<EventDetail, FerryError> {
+fn detail(ctx: &crate::ServerCtx, event: Event) -> Result<api::EventDetail, FerryError> {
     let attempt_log = ctx
         .store
         .event_attempts(&event.id)
         .map_err(FerryError::from)?;
-    Ok(EventDetail { event, attempt_log })
+    Ok(api::EventDetail {
+        event: event.into(),
+        attempt_log: attempt_log.into_iter().map(Into::into).collect(),
+    })
 }
 
 async fn show_event(
     State(s): State<AdminState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<EventDetail>> {
+) -> ApiResult<Reply<api::ShowEvent>> {
     run(move || {
         let event = s
             .ctx
@@ -512,13 +417,13 @@ async fn show_event(
         detail(&s.ctx, event)
     })
     .await
-    .map(Json)
+    .map(Reply)
 }
 
 async fn resubmit_event(
     State(s): State<AdminState>,
     Path(id): Path<String>,
-) -> ApiResult<(StatusCode, Json<Event>)> {
+) -> ApiResult<Reply<api::ResubmitEvent>> {
     run(move || {
         let old = s
             .ctx
@@ -555,22 +460,15 @@ async fn resubmit_event(
         };
         s.ctx.apply(&Command::EnqueueEvent(event.clone()))?;
         s.ctx.engine_wake.notify_waiters();
-        Ok((StatusCode::CREATED, Json(event)))
+        Ok(Reply(event.into()))
     })
     .await
-}
-
-/// A transfer with the events it caused or belonged to, and their attempts.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct TransferDetail {
-    transfer: TransferRecord,
-    events: Vec<EventDetail>,
 }
 
 async fn show_transfer(
     State(s): State<AdminState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<TransferDetail>> {
+) -> ApiResult<Reply<api::ShowTransfer>> {
     run(move || {
         let transfer = s
             .ctx
@@ -586,8 +484,11 @@ async fn show_transfer(
             .into_iter()
             .map(|e| detail(&s.ctx, e))
             .collect::<Result<_, _>>()?;
-        Ok(TransferDetail { transfer, events })
+        Ok(api::TransferDetail {
+            transfer: transfer.into(),
+            events,
+        })
     })
     .await
-    .map(Json)
+    .map(Reply)
 }

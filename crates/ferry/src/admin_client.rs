@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use serde_json::Value;
+use ferry_api::{self as api, Endpoint};
+use ferry_core::Secret;
 
 /// Where the admin API is and how to authenticate.
 #[derive(Debug, Args)]
@@ -29,17 +30,32 @@ pub struct AdminArgs {
     idempotency_key: Option<String>,
 }
 
-/// A change whose outcome the server could not tell (exit code 3).
+/// A failed admin command, with the exit code that tells its kind (see
+/// [`crate::EXIT_CODES`]).
 #[derive(Debug)]
-pub(crate) struct OutcomeUnknown(pub(crate) String);
+pub(crate) struct Failure {
+    /// The process's exit code.
+    pub(crate) exit_code: i32,
+    /// What to print.
+    pub(crate) message: String,
+}
 
-impl std::fmt::Display for OutcomeUnknown {
+/// Not found.
+const NOT_FOUND: i32 = 3;
+/// Exists already, in use, or in the wrong state.
+const CONFLICT: i32 = 4;
+/// The server cannot be reached, or cannot serve now.
+const UNAVAILABLE: i32 = 5;
+/// The server could not tell whether the change was made.
+const OUTCOME_UNKNOWN: i32 = 6;
+
+impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
-impl std::error::Error for OutcomeUnknown {}
+impl std::error::Error for Failure {}
 
 /// `ferry account …`
 #[derive(Debug, Subcommand)]
@@ -160,22 +176,19 @@ pub struct ListFilter {
 }
 
 impl ListFilter {
-    /// The filter as an API query string (`?limit=…&…`).
-    pub fn query(&self) -> anyhow::Result<String> {
-        let mut query = format!("?limit={}", self.limit);
-        for (key, value) in [
-            ("account", &self.account),
-            ("status", &self.status),
-            ("partner", &self.partner),
-        ] {
-            if let Some(v) = value {
-                query.push_str(&format!("&{key}={}", enc(v)));
-            }
-        }
-        if let Some(s) = &self.since {
-            query.push_str(&format!("&since={}", crate::engine_client::parse_since(s)?));
-        }
-        Ok(query)
+    /// The filter as the API's query.
+    pub fn query(&self) -> anyhow::Result<api::ListQuery> {
+        Ok(api::ListQuery {
+            account: self.account.clone(),
+            status: self.status.clone(),
+            since: self
+                .since
+                .as_deref()
+                .map(crate::engine_client::parse_since)
+                .transpose()?,
+            partner: self.partner.clone(),
+            limit: Some(self.limit),
+        })
     }
 }
 
@@ -252,58 +265,135 @@ impl Admin {
         })
     }
 
-    /// A request with the token, for callers that read the answer themselves.
-    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
+    /// Calls endpoint `E`: sends the request (a change with the
+    /// idempotency key), and reads the typed answer, or the error body as a
+    /// [`Failure`] whose exit code tells its kind.
+    pub(crate) async fn call<E: Endpoint>(&self, request: &E) -> anyhow::Result<E::Answer> {
+        let resp = self.start(request, None).await?;
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| self.no_answer(e, E::METHOD != api::Method::Get))?;
+        if E::STATUS == 204 {
+            return Ok(serde_json::from_str("{}")?);
+        }
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "the answer of {} {} is not what the API says",
+                E::METHOD.as_str(),
+                E::PATH
+            )
+        })
     }
 
-    pub(crate) async fn send(
+    /// Sends a request to endpoint `E` and returns the successful answer
+    /// unread (for streamed answers); `timeout` replaces the usual one.
+    pub(crate) async fn start<E: Endpoint>(
         &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
-        let changes = method != reqwest::Method::GET;
+        request: &E,
+        timeout: Option<std::time::Duration>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let method = match E::METHOD {
+            api::Method::Get => reqwest::Method::GET,
+            api::Method::Post => reqwest::Method::POST,
+            api::Method::Delete => reqwest::Method::DELETE,
+        };
+        let changes = E::METHOD != api::Method::Get;
         let mut req = self
             .http
-            .request(method, format!("{}{path}", self.url))
+            .request(method, format!("{}{}", self.url, request.path()))
             .bearer_auth(&self.token);
         if changes {
             req = req.header("idempotency-key", &self.idempotency_key);
         }
-        if let Some(b) = body {
-            req = req.json(&b);
+        if let Some(query) = request.query() {
+            req = req.query(query);
         }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the admin API at {}", self.url))?;
+        if let Some(body) = request.body() {
+            req = req.json(body);
+        }
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        let resp = req.send().await.map_err(|e| self.no_answer(e, changes))?;
         let status = resp.status();
-        let text = resp.text().await?;
-        let value: Value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        if !status.is_success() {
-            let message = value
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("request failed");
-            if value.get("code").and_then(Value::as_str) == Some("outcome_unknown") {
-                return Err(OutcomeUnknown(format!(
-                    "{message} (HTTP {}): the change may or may not have been made; run the same command with --idempotency-key {} to finish it or learn what happened",
-                    status.as_u16(),
-                    self.idempotency_key
-                ))
-                .into());
-            }
-            bail!("{message} (HTTP {})", status.as_u16());
+        if status.is_success() {
+            return Ok(resp);
         }
-        Ok(value)
+        let text = resp.text().await.unwrap_or_default();
+        Err(self.failure(status, &text).into())
     }
+
+    /// The failure of a request that got no answer: the server is
+    /// unreachable, or, for a change that was sent, it may have been made.
+    fn no_answer(&self, e: reqwest::Error, change: bool) -> Failure {
+        if change && !e.is_connect() {
+            return self.outcome_unknown(&format!("no answer from {}: {e}", self.url));
+        }
+        Failure {
+            exit_code: UNAVAILABLE,
+            message: format!("cannot reach the admin API at {}: {e}", self.url),
+        }
+    }
+
+    fn outcome_unknown(&self, why: &str) -> Failure {
+        Failure {
+            exit_code: OUTCOME_UNKNOWN,
+            message: format!(
+                "{why}: the change may or may not have been made; run the same command with --idempotency-key {} to finish it or learn what happened",
+                self.idempotency_key
+            ),
+        }
+    }
+
+    /// The failure an error answer tells of.
+    fn failure(&self, status: reqwest::StatusCode, text: &str) -> Failure {
+        let body = serde_json::from_str::<api::ErrorBody>(text).unwrap_or(api::ErrorBody {
+            code: String::new(),
+            message: if text.trim().is_empty() {
+                "request failed".into()
+            } else {
+                text.trim().to_owned()
+            },
+        });
+        let code = status.as_u16();
+        if body.code == "outcome_unknown" {
+            return self.outcome_unknown(&format!("{} (HTTP {code})", body.message));
+        }
+        let exit_code = match (code, body.code.as_str()) {
+            (404, _) => NOT_FOUND,
+            (409, _) => CONFLICT,
+            // A partner that failed is not the server being unavailable.
+            (_, "partner_error") => 1,
+            (502..=504, _) => UNAVAILABLE,
+            _ => 1,
+        };
+        Failure {
+            exit_code,
+            message: format!("{} (HTTP {code})", body.message),
+        }
+    }
+}
+
+/// Prints an answer as pretty JSON (`--json`).
+pub(crate) fn print_json<T: serde::Serialize>(answer: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(answer)?);
+    Ok(())
+}
+
+/// Calls `E` and prints its answer: as JSON with `json`, else with `human`.
+pub(crate) async fn show<E: Endpoint>(
+    admin: &Admin,
+    request: &E,
+    json: bool,
+    human: impl FnOnce(&E::Answer),
+) -> anyhow::Result<()> {
+    let answer = admin.call(request).await?;
+    if json {
+        return print_json(&answer);
+    }
+    human(&answer);
+    Ok(())
 }
 
 pub(crate) fn read_password(stdin: bool, file: Option<PathBuf>) -> anyhow::Result<Option<String>> {
@@ -328,21 +418,8 @@ pub(crate) fn read_password(stdin: bool, file: Option<PathBuf>) -> anyhow::Resul
     Ok(Some(pw))
 }
 
-pub(crate) fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// Runs an account command.
 pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
-    use reqwest::Method;
     let admin = Admin::connect(args)?;
     match cmd {
         AccountCmd::Add {
@@ -351,152 +428,99 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
             password_file,
             home,
         } => {
-            let password = read_password(password_stdin, password_file)?;
-            let body = serde_json::json!({ "name": name, "password": password, "home": home });
-            admin
-                .send(Method::POST, "/api/v1/accounts", Some(body))
-                .await?;
-            println!("Account {name} created.");
+            let password = read_password(password_stdin, password_file)?.map(Secret::new);
+            let body = api::NewAccount {
+                name,
+                password,
+                home,
+            };
+            let a = admin.call(&api::CreateAccount { body }).await?;
+            println!("Account {} created.", a.name);
         }
         AccountCmd::List { json } => {
-            let v = admin.send(Method::GET, "/api/v1/accounts", None).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
+            show(&admin, &api::ListAccounts {}, json, |accounts| {
                 println!(
                     "{:<24} {:<8} {:<5} {:<8} HOME",
                     "NAME", "ENABLED", "KEYS", "PASSWORD"
                 );
-                for a in v.as_array().into_iter().flatten() {
+                for a in accounts {
+                    let password = if a.has_password { "yes" } else { "no" };
                     println!(
                         "{:<24} {:<8} {:<5} {:<8} {}",
-                        a["name"].as_str().unwrap_or_default(),
-                        a["enabled"].as_bool().unwrap_or_default(),
-                        a["keys"].as_u64().unwrap_or_default(),
-                        if a["has_password"].as_bool().unwrap_or_default() {
-                            "yes"
-                        } else {
-                            "no"
-                        },
-                        a["home"].as_str().unwrap_or_default(),
+                        a.name, a.enabled, a.keys, password, a.home
                     );
                 }
-            }
+            })
+            .await?;
         }
         AccountCmd::Enable { name } => {
             admin
-                .send(
-                    Method::POST,
-                    &format!("/api/v1/accounts/{}/enable", enc(&name)),
-                    None,
-                )
+                .call(&api::EnableAccount { name: name.clone() })
                 .await?;
             println!("Account {name} enabled.");
         }
         AccountCmd::Disable { name } => {
             admin
-                .send(
-                    Method::POST,
-                    &format!("/api/v1/accounts/{}/disable", enc(&name)),
-                    None,
-                )
+                .call(&api::DisableAccount { name: name.clone() })
                 .await?;
             println!("Account {name} disabled.");
         }
         AccountCmd::Remove { name } => {
             admin
-                .send(
-                    Method::DELETE,
-                    &format!("/api/v1/accounts/{}", enc(&name)),
-                    None,
-                )
+                .call(&api::RemoveAccount { name: name.clone() })
                 .await?;
             println!("Account {name} removed (its files stay in the repository).");
         }
         AccountCmd::Key(KeyCmd::Add { name, file }) => {
             let line = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            let body = serde_json::json!({ "public_key": line.trim() });
-            let v = admin
-                .send(
-                    Method::POST,
-                    &format!("/api/v1/accounts/{}/keys", enc(&name)),
-                    Some(body),
-                )
-                .await?;
-            println!(
-                "Key {} added to {name}.",
-                v["fingerprint"].as_str().unwrap_or_default()
-            );
+            let body = api::NewKey {
+                public_key: line.trim().to_owned(),
+            };
+            let key = admin.call(&api::AddKey { name, body }).await?;
+            println!("Key {} added to {}.", key.fingerprint, key.account);
+        }
+        AccountCmd::Key(KeyCmd::List { name }) => {
+            for k in admin.call(&api::ListKeys { name }).await? {
+                println!("{} {}", k.fingerprint, k.comment);
+            }
         }
         AccountCmd::Token(TokenCmd::Add {
             name,
             label,
             expires_in_days,
         }) => {
-            let body = serde_json::json!({ "label": label, "expires_in_days": expires_in_days });
-            let v = admin
-                .send(
-                    Method::POST,
-                    &format!("/api/v1/accounts/{}/tokens", enc(&name)),
-                    Some(body),
-                )
+            let body = api::NewToken {
+                label,
+                expires_in_days,
+            };
+            let t = admin
+                .call(&api::AddToken {
+                    name: name.clone(),
+                    body,
+                })
                 .await?;
             eprintln!(
                 "Token {} created for {name}. It is shown only now; store it safely.",
-                v["id"].as_str().unwrap_or_default()
+                t.id
             );
-            println!("{}", v["token"].as_str().unwrap_or_default());
+            println!("{}", t.token.unwrap_or_default());
         }
         AccountCmd::Token(TokenCmd::List { name, json }) => {
-            let v = admin
-                .send(
-                    Method::GET,
-                    &format!("/api/v1/accounts/{}/tokens", enc(&name)),
-                    None,
-                )
-                .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                for t in v.as_array().into_iter().flatten() {
-                    let expires = t["expires_at"]
-                        .as_i64()
-                        .and_then(chrono::DateTime::from_timestamp_millis)
+            show(&admin, &api::ListTokens { name }, json, |tokens| {
+                for t in tokens {
+                    let expires = t
+                        .expires_at
                         .map_or_else(|| "never".to_owned(), |d| d.to_rfc3339());
-                    println!(
-                        "{}  expires {expires}  {}",
-                        t["id"].as_str().unwrap_or_default(),
-                        t["label"].as_str().unwrap_or_default()
-                    );
+                    println!("{}  expires {expires}  {}", t.id, t.label);
                 }
-            }
+            })
+            .await?;
         }
         AccountCmd::Token(TokenCmd::Remove { name, id }) => {
-            admin
-                .send(
-                    Method::DELETE,
-                    &format!("/api/v1/accounts/{}/tokens/{}", enc(&name), enc(&id)),
-                    None,
-                )
-                .await?;
-            println!("Token {id} of {name} revoked.");
-        }
-        AccountCmd::Key(KeyCmd::List { name }) => {
-            let v = admin
-                .send(
-                    Method::GET,
-                    &format!("/api/v1/accounts/{}/keys", enc(&name)),
-                    None,
-                )
-                .await?;
-            for k in v.as_array().into_iter().flatten() {
-                println!(
-                    "{} {}",
-                    k["fingerprint"].as_str().unwrap_or_default(),
-                    k["comment"].as_str().unwrap_or_default()
-                );
-            }
+            let request = api::RemoveToken { name, id };
+            admin.call(&request).await?;
+            println!("Token {} of {} revoked.", request.id, request.name);
         }
     }
     Ok(())
@@ -507,56 +531,46 @@ pub async fn transfer(args: AdminArgs, cmd: TransferCmd) -> anyhow::Result<()> {
     let admin = Admin::connect(args)?;
     let filter = match cmd {
         TransferCmd::Show { id, json } => {
-            return crate::engine_client::show_transfer(&admin, &id, json).await
+            return crate::engine_client::show_transfer(&admin, id, json).await
         }
         TransferCmd::List(filter) => filter,
     };
-    let query = filter.query()?;
-    let v = admin
-        .send(
-            reqwest::Method::GET,
-            &format!("/api/v1/transfers{query}"),
-            None,
-        )
-        .await?;
-    if filter.json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
-    println!(
-        "{:<36} {:<20} {:<12} {:<9} {:<12} {:>12} {:>12} {:<10} PATH",
-        "ID", "STARTED", "ACCOUNT", "DIRECTION", "STATUS", "SIZE", "MOVED", "SHA256"
-    );
-    for t in v.as_array().into_iter().flatten() {
-        let started = chrono_like(t["started_at"].as_i64().unwrap_or_default());
-        let mut path = t["path"].as_str().unwrap_or_default().to_owned();
-        if let Some(p) = t["partner"].as_str() {
-            path.push_str(&format!("  (partner {p})"));
-        }
-        let size = t["size"]
-            .as_u64()
-            .map_or_else(|| "-".to_owned(), |n| n.to_string());
+    let request = api::ListTransfers {
+        query: filter.query()?,
+    };
+    show(&admin, &request, filter.json, |transfers| {
         println!(
-            "{:<36} {:<20} {:<12} {:<9} {:<12} {:>12} {:>12} {:<10} {}",
-            t["id"].as_str().unwrap_or_default(),
-            started,
-            t["account"].as_str().unwrap_or_default(),
-            t["direction"].as_str().unwrap_or_default(),
-            t["status"].as_str().unwrap_or_default(),
-            size,
-            t["bytes"].as_u64().unwrap_or_default(),
-            t["sha256"]
-                .as_str()
-                .map(|s| &s[..s.len().min(10)])
-                .unwrap_or("-"),
-            path,
+            "{:<36} {:<20} {:<12} {:<9} {:<12} {:>12} {:>12} {:<10} PATH",
+            "ID", "STARTED", "ACCOUNT", "DIRECTION", "STATUS", "SIZE", "MOVED", "SHA256"
         );
-    }
-    Ok(())
+        for t in transfers {
+            let mut path = t.path.clone();
+            if let Some(p) = &t.partner {
+                path.push_str(&format!("  (partner {p})"));
+            }
+            let size = t.size.map_or_else(|| "-".to_owned(), |n| n.to_string());
+            let sha = t
+                .sha256
+                .as_deref()
+                .map_or("-", |s| s.get(..10).unwrap_or(s));
+            println!(
+                "{:<36} {:<20} {:<12} {:<9} {:<12} {:>12} {:>12} {:<10} {}",
+                t.id,
+                when(&t.started_at),
+                t.account,
+                t.direction.as_str(),
+                t.status.as_str(),
+                size,
+                t.bytes,
+                sha,
+                path,
+            );
+        }
+    })
+    .await
 }
 
-pub(crate) fn chrono_like(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_default()
+/// A time for tables: `2026-01-02 03:04:05` (UTC).
+pub(crate) fn when(t: &api::Time) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
 }

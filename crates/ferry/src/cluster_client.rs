@@ -3,9 +3,11 @@
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
+use ferry_api as api;
+use ferry_core::Secret;
 use serde_json::Value;
 
-use crate::admin_client::{Admin, AdminArgs};
+use crate::admin_client::{print_json, show, Admin, AdminArgs};
 
 /// `ferry cluster` subcommands.
 #[derive(Debug, Subcommand)]
@@ -213,18 +215,15 @@ fn print_status(v: &Value) {
     }
 }
 
-fn print_events(events: &Value) {
-    for e in events.as_array().into_iter().flatten() {
-        let at = e["at"].as_i64().unwrap_or(0);
-        let when = chrono::DateTime::from_timestamp_millis(at)
-            .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
-            .unwrap_or_default();
+fn print_events(events: &[api::ClusterEvent]) {
+    for e in events {
         println!(
-            "{when}  {:<10} {:<5} {:<8} {}",
-            text(e, "node"),
-            text(e, "severity"),
-            text(e, "kind"),
-            text(e, "message")
+            "{}  {:<10} {:<5} {:<8} {}",
+            e.at.format("%Y-%m-%d %H:%M:%S%.3f"),
+            e.node,
+            e.severity,
+            e.kind,
+            e.message
         );
     }
 }
@@ -232,41 +231,21 @@ fn print_events(events: &Value) {
 /// Runs a `ferry cluster` command.
 pub async fn cluster(args: AdminArgs, cmd: ClusterCmd) -> anyhow::Result<()> {
     let admin = Admin::connect(args)?;
-    match cmd {
+    let done = match cmd {
         ClusterCmd::Status { json } => {
-            let v = admin
-                .send(reqwest::Method::GET, "/api/v1/cluster/status", None)
-                .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                print_status(&v);
-            }
+            return show(&admin, &api::GetClusterStatus {}, json, |status| {
+                print_status(&serde_json::to_value(status).unwrap_or_default())
+            })
+            .await
         }
         ClusterCmd::Events { json, limit } => {
-            let v = admin
-                .send(
-                    reqwest::Method::GET,
-                    &format!("/api/v1/cluster/events?limit={limit}"),
-                    None,
-                )
-                .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                print_events(&v);
-            }
+            let query = api::ClusterEventsQuery { limit: Some(limit) };
+            return show(&admin, &api::ListClusterEvents { query }, json, |events| {
+                print_events(events)
+            })
+            .await;
         }
-        ClusterCmd::Init => {
-            let v = admin
-                .send(
-                    reqwest::Method::POST,
-                    "/api/v1/cluster/init",
-                    Some(serde_json::json!({})),
-                )
-                .await?;
-            println!("{}", text(&v, "message"));
-        }
+        ClusterCmd::Init => admin.call(&api::InitCluster {}).await?,
         ClusterCmd::Join {
             address,
             join_token_file: token_file,
@@ -278,46 +257,23 @@ pub async fn cluster(args: AdminArgs, cmd: ClusterCmd) -> anyhow::Result<()> {
                 .find(|w| w.starts_with("fyj_"))
                 .map(str::to_owned)
                 .unwrap_or_else(|| token.trim().to_owned());
-            let v = admin
-                .send(
-                    reqwest::Method::POST,
-                    "/api/v1/cluster/join",
-                    Some(serde_json::json!({ "address": address, "token": token })),
-                )
-                .await?;
-            println!("{}", text(&v, "message"));
+            let body = api::Join {
+                address,
+                token: Secret::new(token),
+            };
+            admin.call(&api::JoinCluster { body }).await?
         }
-        ClusterCmd::Leave => {
-            let v = admin
-                .send(
-                    reqwest::Method::POST,
-                    "/api/v1/cluster/leave",
-                    Some(serde_json::json!({})),
-                )
-                .await?;
-            println!("{}", text(&v, "message"));
-        }
+        ClusterCmd::Leave => admin.call(&api::LeaveCluster {}).await?,
         ClusterCmd::Remove { name } => {
-            let v = admin
-                .send(
-                    reqwest::Method::POST,
-                    "/api/v1/cluster/remove",
-                    Some(serde_json::json!({ "name": name })),
-                )
-                .await?;
-            println!("{}", text(&v, "message"));
+            let body = api::RemoveMember { name };
+            admin.call(&api::RemoveClusterMember { body }).await?
         }
         ClusterCmd::Promote { force } => {
-            let v = admin
-                .send(
-                    reqwest::Method::POST,
-                    "/api/v1/cluster/promote",
-                    Some(serde_json::json!({ "force": force })),
-                )
-                .await?;
-            println!("{}", text(&v, "message"));
+            let body = api::Promote { force };
+            admin.call(&api::PromoteServer { body }).await?
         }
-    }
+    };
+    println!("{}", done.message);
     Ok(())
 }
 
@@ -330,45 +286,33 @@ pub async fn sync(
     json: bool,
 ) -> anyhow::Result<()> {
     let admin = Admin::connect(args)?;
+    let request = api::RunSync {
+        body: api::Sync { to, dry_run },
+    };
     let mut resp = admin
-        .request(reqwest::Method::POST, "/api/v1/sync")
-        .timeout(std::time::Duration::from_secs(3600))
-        .json(&serde_json::json!({ "to": to, "dry_run": dry_run }))
-        .send()
-        .await
-        .context("cannot reach the admin API")?;
-    let status = resp.status();
-    if !status.is_success() {
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        bail!(
-            "{} (HTTP {})",
-            body.get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("sync refused"),
-            status.as_u16()
-        );
-    }
+        .start(&request, Some(std::time::Duration::from_secs(3600)))
+        .await?;
     let mut pending = String::new();
     let mut result = None;
     while let Some(chunk) = resp.chunk().await.context("the sync's answer broke off")? {
         pending.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = pending.find('\n') {
             let line: String = pending.drain(..=end).collect();
-            let Ok(v) = serde_json::from_str::<Value>(line.trim()) else {
+            let Ok(line) = serde_json::from_str::<api::SyncLine>(line.trim()) else {
                 continue;
             };
-            if let Some(p) = v.get("progress") {
+            if let Some(p) = line.progress {
                 eprintln!(
                     "{}: {} {}/{}",
-                    text(p, "target"),
-                    text(p, "what"),
-                    text(p, "done"),
-                    text(p, "total")
+                    text(&p, "target"),
+                    text(&p, "what"),
+                    text(&p, "done"),
+                    text(&p, "total")
                 );
-            } else if let Some(e) = v.get("error") {
-                bail!("sync failed: {}", e.as_str().unwrap_or("unknown error"));
-            } else if let Some(r) = v.get("result") {
-                result = Some(r.clone());
+            } else if let Some(e) = line.error {
+                bail!("sync failed: {e}");
+            } else if let Some(r) = line.result {
+                result = Some(r);
             }
         }
     }
@@ -376,10 +320,10 @@ pub async fn sync(
         bail!("the sync's answer ended without a result; check `ferry cluster status`");
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+        print_json(&result)?;
     }
     let mut failed = Vec::new();
-    for target in result.as_array().into_iter().flatten() {
+    for target in &result {
         let node = text(target, "node");
         if let Some(e) = target["error"].as_str() {
             if !json {

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use reqwest::Method;
-use serde_json::{json, Value};
+use ferry_api as api;
+use ferry_core::Secret;
 
-use crate::admin_client::{chrono_like, enc, read_password, Admin, AdminArgs, ListFilter};
+use crate::admin_client::{read_password, show, when, Admin, AdminArgs, ListFilter};
 
 /// `ferry partner …`
 // Parsed once per run; the size of a variant does not matter.
@@ -22,9 +22,9 @@ pub enum PartnerCmd {
         /// Host name or address.
         #[arg(long)]
         host: String,
-        /// SSH port.
-        #[arg(long, default_value_t = 22)]
-        port: u16,
+        /// SSH port (default 22).
+        #[arg(long)]
+        port: Option<u16>,
         /// User name on the partner's server.
         #[arg(long)]
         user: String,
@@ -44,12 +44,12 @@ pub enum PartnerCmd {
         /// File holding the host key (known_hosts or .pub format, first key).
         #[arg(long)]
         host_key_file: Option<PathBuf>,
-        /// Remote directory for pushes and pulls.
-        #[arg(long, default_value = ".")]
-        remote_dir: String,
-        /// After a pull: keep, delete, or move:REMOTE_DIR.
-        #[arg(long, default_value = "keep")]
-        after_pull: String,
+        /// Remote directory for pushes and pulls (default: `.`, the login directory).
+        #[arg(long)]
+        remote_dir: Option<String>,
+        /// After a pull: keep (default), delete, or move:REMOTE_DIR.
+        #[arg(long)]
+        after_pull: Option<String>,
         /// Limit transfers with this partner to this many KiB/s.
         #[arg(long)]
         rate_limit_kib: Option<u64>,
@@ -90,12 +90,13 @@ pub enum RouteCmd {
         /// repeat to chain.
         #[arg(long = "action", required = true)]
         actions: Vec<String>,
-        /// Attempts before the event is failed.
-        #[arg(long, default_value_t = 5)]
-        max_attempts: u32,
-        /// Delay before the first retry in ms, doubled for each further one.
-        #[arg(long, default_value_t = 30_000)]
-        retry_base_ms: u64,
+        /// Attempts before the event is failed (default 5).
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// Delay before the first retry in ms, doubled for each further one
+        /// (default 30000).
+        #[arg(long)]
+        retry_base_ms: Option<u64>,
     },
     /// List routes.
     List {
@@ -120,21 +121,22 @@ pub enum ScheduleCmd {
         /// Cron expression: 5 fields (min hour day month weekday) or 6-7 with seconds first.
         #[arg(long)]
         cron: String,
-        /// IANA time zone the expression is read in.
-        #[arg(long, default_value = "UTC")]
-        timezone: String,
+        /// IANA time zone the expression is read in (default UTC).
+        #[arg(long)]
+        timezone: Option<String>,
         /// pull:PARTNER[:REMOTE_GLOB]:ACCOUNT[/DIR] or push:PARTNER[:REMOTE_DIR]:ACCOUNT[/DIR].
         #[arg(long)]
         action: String,
         /// Slots missed while no node was primary do not fire on takeover.
         #[arg(long)]
         no_catch_up: bool,
-        /// Attempts before a firing's event is failed.
-        #[arg(long, default_value_t = 5)]
-        max_attempts: u32,
-        /// Delay before the first retry in ms, doubled for each further one.
-        #[arg(long, default_value_t = 30_000)]
-        retry_base_ms: u64,
+        /// Attempts before a firing's event is failed (default 5).
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// Delay before the first retry in ms, doubled for each further one
+        /// (default 30000).
+        #[arg(long)]
+        retry_base_ms: Option<u64>,
     },
     /// List schedules.
     List {
@@ -167,18 +169,19 @@ pub enum MonitorCmd {
         /// Absolute directory on the server.
         #[arg(long)]
         dir: String,
-        /// Glob of file names to ingest.
-        #[arg(long = "match", default_value = "*")]
-        pattern: String,
+        /// Glob of file names to ingest (default `*`).
+        #[arg(long = "match")]
+        pattern: Option<String>,
         /// The account the files go to.
         #[arg(long)]
         account: String,
-        /// Directory in the account's home.
-        #[arg(long, default_value = "/")]
-        target_dir: String,
-        /// A file is ingested once its size and mtime stayed the same this long (ms).
-        #[arg(long, default_value_t = 5_000)]
-        stable_ms: u64,
+        /// Directory in the account's home (default `/`).
+        #[arg(long)]
+        target_dir: Option<String>,
+        /// A file is ingested once its size and mtime stayed the same this
+        /// long, in ms (default 5000).
+        #[arg(long)]
+        stable_ms: Option<u64>,
     },
     /// List folder monitors.
     List {
@@ -213,33 +216,26 @@ pub enum EventCmd {
     },
 }
 
-/// Unix ms for `--since`: an RFC 3339 time, or an age (`90s`, `30m`, `12h`, `7d`).
-pub fn parse_since(text: &str) -> anyhow::Result<i64> {
+/// The time of `--since`: an RFC 3339 time, or an age (`90s`, `30m`, `12h`, `7d`).
+pub fn parse_since(text: &str) -> anyhow::Result<api::Time> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Ok(t.timestamp_millis());
+        return Ok(t.to_utc());
     }
     let (number, unit) = text.split_at(text.len().saturating_sub(1));
     let n: i64 =
         number.parse().ok().filter(|n| *n >= 0).with_context(|| {
             format!("--since {text:?}: use RFC 3339 or an age like 30m, 12h, 7d")
         })?;
-    let ms = match unit {
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
         _ => bail!("--since {text:?}: the unit must be s, m, h or d"),
     };
-    Ok(chrono::Utc::now().timestamp_millis() - n.saturating_mul(ms))
-}
-
-fn print_json(v: &Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
-
-fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-    v[key].as_str().unwrap_or("-")
+    let age = chrono::TimeDelta::try_seconds(n.saturating_mul(secs))
+        .with_context(|| format!("--since {text:?}: too long ago"))?;
+    Ok(chrono::Utc::now() - age)
 }
 
 /// Runs a partner command.
@@ -272,81 +268,72 @@ pub async fn partner(args: AdminArgs, cmd: PartnerCmd) -> anyhow::Result<()> {
                     "give the partner's host key with --host-key or --host-key-file (e.g. from ssh-keyscan, checked with the partner)"
                 ),
             };
-            let password = read_password(password_stdin, password_file)?;
+            let password = read_password(password_stdin, password_file)?.map(Secret::new);
             let private_key = key_file
                 .map(|f| {
                     std::fs::read_to_string(&f)
                         .with_context(|| format!("cannot read {}", f.display()))
                 })
-                .transpose()?;
+                .transpose()?
+                .map(Secret::new);
             if password.is_none() && private_key.is_none() {
                 bail!("give --password-stdin, --password-file or --key-file");
             }
-            let body = json!({
-                "name": name, "host": host, "port": port, "username": user,
-                "password": password, "private_key": private_key, "host_key": host_key,
-                "remote_dir": remote_dir, "after_pull": after_pull,
-                "rate_limit": rate_limit_kib.map(|k| k * 1024),
-            });
-            let v = admin
-                .send(Method::POST, "/api/v1/partners", Some(body))
-                .await?;
+            let body = api::NewPartner {
+                name,
+                host,
+                port,
+                username: user,
+                password,
+                private_key,
+                host_key,
+                remote_dir,
+                after_pull,
+                rate_limit: rate_limit_kib.map(|k| k.saturating_mul(1024)),
+            };
+            let p = admin.call(&api::AddPartner { body }).await?;
             println!(
                 "Partner {} added ({}@{}:{}, host key {}).",
-                s(&v, "name"),
-                s(&v, "username"),
-                s(&v, "host"),
-                v["port"],
-                s(&v, "host_key_fingerprint")
+                p.name, p.username, p.host, p.port, p.host_key_fingerprint
             );
         }
         PartnerCmd::List { json } => {
-            let v = admin.send(Method::GET, "/api/v1/partners", None).await?;
-            if json {
-                return print_json(&v);
-            }
-            println!(
-                "{:<16} {:<28} {:<12} {:<8} {:<20} HOST KEY",
-                "NAME", "ADDRESS", "USER", "AUTH", "REMOTE DIR"
-            );
-            for p in v.as_array().into_iter().flatten() {
+            show(&admin, &api::ListPartners {}, json, |partners| {
                 println!(
-                    "{:<16} {:<28} {:<12} {:<8} {:<20} {}",
-                    s(p, "name"),
-                    format!("{}:{}", s(p, "host"), p["port"]),
-                    s(p, "username"),
-                    s(p, "auth"),
-                    s(p, "remote_dir"),
-                    s(p, "host_key_fingerprint")
+                    "{:<16} {:<28} {:<12} {:<8} {:<20} HOST KEY",
+                    "NAME", "ADDRESS", "USER", "AUTH", "REMOTE DIR"
                 );
-            }
+                for p in partners {
+                    println!(
+                        "{:<16} {:<28} {:<12} {:<8} {:<20} {}",
+                        p.name,
+                        format!("{}:{}", p.host, p.port),
+                        p.username,
+                        p.auth,
+                        p.remote_dir,
+                        p.host_key_fingerprint
+                    );
+                }
+            })
+            .await?;
         }
         PartnerCmd::Remove { name } => {
             admin
-                .send(
-                    Method::DELETE,
-                    &format!("/api/v1/partners/{}", enc(&name)),
-                    None,
-                )
+                .call(&api::RemovePartner { name: name.clone() })
                 .await?;
             println!("Partner {name} removed.");
         }
         PartnerCmd::Test { name } => {
-            let v = admin
-                .send(
-                    Method::POST,
-                    &format!("/api/v1/partners/{}/test", enc(&name)),
-                    None,
-                )
-                .await?;
+            let t = admin.call(&api::TestPartner { name }).await?;
             println!(
-                "Partner {name}: connected, host key {} verified, {} entries in {}:",
-                s(&v, "host_key_fingerprint"),
-                v["entries"].as_array().map_or(0, Vec::len),
-                s(&v, "remote_dir")
+                "Partner {}: connected, host key {} verified, {} entries in {}:",
+                t.partner,
+                t.host_key_fingerprint,
+                t.entries.len(),
+                t.remote_dir
             );
-            for e in v["entries"].as_array().into_iter().flatten() {
-                println!("  {}", e.as_str().unwrap_or_default());
+            for e in &t.entries {
+                println!("  {e}");
             }
         }
     }
@@ -365,52 +352,49 @@ pub async fn route(args: AdminArgs, cmd: RouteCmd) -> anyhow::Result<()> {
             max_attempts,
             retry_base_ms,
         } => {
-            let body = json!({
-                "name": name, "account": account, "match": pattern, "actions": actions,
-                "max_attempts": max_attempts, "retry_base_ms": retry_base_ms,
-            });
-            admin
-                .send(Method::POST, "/api/v1/routes", Some(body))
-                .await?;
+            let body = api::NewRoute {
+                name,
+                account,
+                pattern,
+                actions,
+                max_attempts,
+                retry_base_ms,
+            };
+            let r = admin.call(&api::AddRoute { body }).await?;
             println!(
-                "Route {name} added: {account}/{pattern} → {}.",
-                actions.join(" → ")
+                "Route {} added: {}/{} → {}.",
+                r.name,
+                r.account,
+                r.pattern,
+                actions_text(&r.actions)
             );
         }
         RouteCmd::List { json } => {
-            let v = admin.send(Method::GET, "/api/v1/routes", None).await?;
-            if json {
-                return print_json(&v);
-            }
-            println!("{:<16} {:<12} {:<16} ACTIONS", "NAME", "ACCOUNT", "MATCH");
-            for r in v.as_array().into_iter().flatten() {
-                let actions: Vec<String> = r["actions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(Value::to_string)
-                    .collect();
-                println!(
-                    "{:<16} {:<12} {:<16} {}",
-                    s(r, "name"),
-                    s(r, "account"),
-                    s(r, "pattern"),
-                    actions.join(" → ")
-                );
-            }
+            show(&admin, &api::ListRoutes {}, json, |routes| {
+                println!("{:<16} {:<12} {:<16} ACTIONS", "NAME", "ACCOUNT", "MATCH");
+                for r in routes {
+                    println!(
+                        "{:<16} {:<12} {:<16} {}",
+                        r.name,
+                        r.account,
+                        r.pattern,
+                        actions_text(&r.actions)
+                    );
+                }
+            })
+            .await?;
         }
         RouteCmd::Remove { name } => {
-            admin
-                .send(
-                    Method::DELETE,
-                    &format!("/api/v1/routes/{}", enc(&name)),
-                    None,
-                )
-                .await?;
+            admin.call(&api::RemoveRoute { name: name.clone() }).await?;
             println!("Route {name} removed.");
         }
     }
     Ok(())
+}
+
+fn actions_text(actions: &[ferry_core::Action]) -> String {
+    let texts: Vec<String> = actions.iter().map(ToString::to_string).collect();
+    texts.join(" → ")
 }
 
 /// Runs a schedule command.
@@ -426,67 +410,56 @@ pub async fn schedule(args: AdminArgs, cmd: ScheduleCmd) -> anyhow::Result<()> {
             max_attempts,
             retry_base_ms,
         } => {
-            let body = json!({
-                "name": name, "cron": cron, "timezone": timezone, "action": action,
-                "catch_up": !no_catch_up, "max_attempts": max_attempts,
-                "retry_base_ms": retry_base_ms,
-            });
-            admin
-                .send(Method::POST, "/api/v1/schedules", Some(body))
-                .await?;
-            println!("Schedule {name} added: {cron} ({timezone}) → {action}.");
+            let body = api::NewSchedule {
+                name,
+                cron,
+                timezone,
+                action,
+                catch_up: no_catch_up.then_some(false),
+                max_attempts,
+                retry_base_ms,
+            };
+            let s = admin.call(&api::AddSchedule { body }).await?;
+            println!(
+                "Schedule {} added: {} ({}) → {}.",
+                s.name, s.cron, s.timezone, s.action
+            );
         }
         ScheduleCmd::List { json } => {
-            let v = admin.send(Method::GET, "/api/v1/schedules", None).await?;
-            if json {
-                return print_json(&v);
-            }
-            println!(
-                "{:<16} {:<20} {:<16} {:<9} ACTION",
-                "NAME", "CRON", "TIME ZONE", "CATCH-UP"
-            );
-            for r in v.as_array().into_iter().flatten() {
+            show(&admin, &api::ListSchedules {}, json, |schedules| {
                 println!(
-                    "{:<16} {:<20} {:<16} {:<9} {}",
-                    s(r, "name"),
-                    s(r, "cron"),
-                    s(r, "timezone"),
-                    r["catch_up"],
-                    r["action"]
+                    "{:<16} {:<20} {:<16} {:<9} ACTION",
+                    "NAME", "CRON", "TIME ZONE", "CATCH-UP"
                 );
-            }
+                for s in schedules {
+                    println!(
+                        "{:<16} {:<20} {:<16} {:<9} {}",
+                        s.name, s.cron, s.timezone, s.catch_up, s.action
+                    );
+                }
+            })
+            .await?;
         }
         ScheduleCmd::Remove { name } => {
             admin
-                .send(
-                    Method::DELETE,
-                    &format!("/api/v1/schedules/{}", enc(&name)),
-                    None,
-                )
+                .call(&api::RemoveSchedule { name: name.clone() })
                 .await?;
             println!("Schedule {name} removed.");
         }
         ScheduleCmd::Firings { name, json } => {
-            let v = admin
-                .send(
-                    Method::GET,
-                    &format!("/api/v1/schedules/{}/firings", enc(&name)),
-                    None,
-                )
-                .await?;
-            if json {
-                return print_json(&v);
-            }
-            println!("{:<20} {:<20} {:<12} EVENT", "SLOT", "FIRED", "NODE");
-            for f in v.as_array().into_iter().flatten() {
-                println!(
-                    "{:<20} {:<20} {:<12} {}",
-                    chrono_like(f["slot"].as_i64().unwrap_or_default()),
-                    chrono_like(f["fired_at"].as_i64().unwrap_or_default()),
-                    s(f, "node"),
-                    s(f, "event_id")
-                );
-            }
+            show(&admin, &api::ListFirings { name }, json, |firings| {
+                println!("{:<20} {:<20} {:<12} EVENT", "SLOT", "FIRED", "NODE");
+                for f in firings {
+                    println!(
+                        "{:<20} {:<20} {:<12} {}",
+                        when(&f.slot),
+                        when(&f.fired_at),
+                        f.node,
+                        f.event_id
+                    );
+                }
+            })
+            .await?;
         }
     }
     Ok(())
@@ -504,42 +477,38 @@ pub async fn monitor(args: AdminArgs, cmd: MonitorCmd) -> anyhow::Result<()> {
             target_dir,
             stable_ms,
         } => {
-            let body = json!({
-                "name": name, "dir": dir, "match": pattern, "account": account,
-                "target_dir": target_dir, "stable_ms": stable_ms,
-            });
-            admin
-                .send(Method::POST, "/api/v1/monitors", Some(body))
-                .await?;
-            println!("Monitor {name} added: {dir}/{pattern} → {account}:{target_dir}.");
+            let body = api::NewMonitor {
+                name,
+                dir,
+                pattern,
+                account,
+                target_dir,
+                stable_ms,
+            };
+            let m = admin.call(&api::AddMonitor { body }).await?;
+            println!(
+                "Monitor {} added: {}/{} → {}:{}.",
+                m.name, m.dir, m.pattern, m.account, m.target_dir
+            );
         }
         MonitorCmd::List { json } => {
-            let v = admin.send(Method::GET, "/api/v1/monitors", None).await?;
-            if json {
-                return print_json(&v);
-            }
-            println!(
-                "{:<16} {:<32} {:<12} {:<12} TARGET",
-                "NAME", "DIR", "MATCH", "ACCOUNT"
-            );
-            for m in v.as_array().into_iter().flatten() {
+            show(&admin, &api::ListMonitors {}, json, |monitors| {
                 println!(
-                    "{:<16} {:<32} {:<12} {:<12} {}",
-                    s(m, "name"),
-                    s(m, "dir"),
-                    s(m, "pattern"),
-                    s(m, "account"),
-                    s(m, "target_dir")
+                    "{:<16} {:<32} {:<12} {:<12} TARGET",
+                    "NAME", "DIR", "MATCH", "ACCOUNT"
                 );
-            }
+                for m in monitors {
+                    println!(
+                        "{:<16} {:<32} {:<12} {:<12} {}",
+                        m.name, m.dir, m.pattern, m.account, m.target_dir
+                    );
+                }
+            })
+            .await?;
         }
         MonitorCmd::Remove { name } => {
             admin
-                .send(
-                    Method::DELETE,
-                    &format!("/api/v1/monitors/{}", enc(&name)),
-                    None,
-                )
+                .call(&api::RemoveMonitor { name: name.clone() })
                 .await?;
             println!("Monitor {name} removed.");
         }
@@ -547,38 +516,38 @@ pub async fn monitor(args: AdminArgs, cmd: MonitorCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn event_line(e: &Value) -> String {
-    let what = match (e["route"].as_str(), e["schedule"].as_str()) {
+fn event_line(e: &api::Event) -> String {
+    let what = match (&e.route, &e.schedule) {
         (Some(r), _) => format!("route {r}"),
         (_, Some(sch)) => format!("schedule {sch}"),
         _ => "-".into(),
     };
     format!(
         "{:<36} {:<20} {:<9} {:<8} {:>3}/{:<3} {:<20} {}",
-        s(e, "id"),
-        chrono_like(e["created_at"].as_i64().unwrap_or_default()),
-        s(e, "kind"),
-        s(e, "status"),
-        e["attempts"],
-        e["max_attempts"],
+        e.id,
+        when(&e.created_at),
+        e.kind.as_str(),
+        e.status.as_str(),
+        e.attempts,
+        e.max_attempts,
         what,
-        e["current_path"]
-            .as_str()
-            .or(e["path"].as_str())
+        e.current_path
+            .as_deref()
+            .or(e.path.as_deref())
             .unwrap_or("")
     )
 }
 
-fn print_attempts(e: &Value) {
-    for a in e["attempt_log"].as_array().into_iter().flatten() {
+fn print_attempts(e: &api::EventDetail) {
+    for a in &e.attempt_log {
         println!(
             "    attempt {} on {} at {}: {}{}",
-            a["attempt"],
-            s(a, "node"),
-            chrono_like(a["started_at"].as_i64().unwrap_or_default()),
-            a["outcome"].as_str().unwrap_or("running"),
-            a["error"]
-                .as_str()
+            a.attempt,
+            a.node,
+            when(&a.started_at),
+            a.outcome.as_deref().unwrap_or("running"),
+            a.error
+                .as_deref()
                 .map(|err| format!(" — {err}"))
                 .unwrap_or_default()
         );
@@ -590,91 +559,68 @@ pub async fn event(args: AdminArgs, cmd: EventCmd) -> anyhow::Result<()> {
     let admin = Admin::connect(args)?;
     match cmd {
         EventCmd::List(filter) => {
-            let query = filter.query()?;
-            let v = admin
-                .send(Method::GET, &format!("/api/v1/events{query}"), None)
-                .await?;
-            if filter.json {
-                return print_json(&v);
-            }
-            println!(
-                "{:<36} {:<20} {:<9} {:<8} {:>7} {:<20} FILE",
-                "ID", "CREATED", "KIND", "STATUS", "TRIES", "FOR"
-            );
-            for e in v.as_array().into_iter().flatten() {
-                println!("{}", event_line(e));
-                if let Some(err) = e["last_error"].as_str() {
-                    println!("    last error: {err}");
+            let request = api::ListEvents {
+                query: filter.query()?,
+            };
+            show(&admin, &request, filter.json, |events| {
+                println!(
+                    "{:<36} {:<20} {:<9} {:<8} {:>7} {:<20} FILE",
+                    "ID", "CREATED", "KIND", "STATUS", "TRIES", "FOR"
+                );
+                for e in events {
+                    println!("{}", event_line(e));
+                    if let Some(err) = &e.last_error {
+                        println!("    last error: {err}");
+                    }
                 }
-            }
+            })
+            .await?;
         }
         EventCmd::Show { id, json } => {
-            let v = admin
-                .send(Method::GET, &format!("/api/v1/events/{}", enc(&id)), None)
-                .await?;
-            if json {
-                return print_json(&v);
-            }
-            println!("{}", event_line(&v));
-            print_attempts(&v);
+            show(&admin, &api::ShowEvent { id }, json, |e| {
+                println!("{}", event_line(&e.event));
+                print_attempts(e);
+            })
+            .await?;
         }
         EventCmd::Resubmit { id } => {
-            let v = admin
-                .send(
-                    Method::POST,
-                    &format!("/api/v1/events/{}/resubmit", enc(&id)),
-                    None,
-                )
-                .await?;
-            println!("Event {id} resubmitted as {}.", s(&v, "id"));
+            let e = admin.call(&api::ResubmitEvent { id: id.clone() }).await?;
+            println!("Event {id} resubmitted as {}.", e.id);
         }
     }
     Ok(())
 }
 
 /// `ferry transfer show ID`.
-pub async fn show_transfer(admin: &Admin, id: &str, json: bool) -> anyhow::Result<()> {
-    let v = admin
-        .send(Method::GET, &format!("/api/v1/transfers/{}", enc(id)), None)
-        .await?;
-    if json {
-        return print_json(&v);
-    }
-    let t = &v["transfer"];
-    println!("Transfer {}", s(t, "id"));
-    println!("  account:   {}", s(t, "account"));
-    println!(
-        "  what:      {} {} {}",
-        s(t, "protocol"),
-        s(t, "direction"),
-        s(t, "path")
-    );
-    if let Some(p) = t["partner"].as_str() {
-        println!("  partner:   {p}");
-    }
-    println!("  status:    {}", s(t, "status"));
-    println!("  bytes:     {}", t["bytes"]);
-    println!("  sha256:    {}", s(t, "sha256"));
-    println!(
-        "  time:      {} → {}",
-        chrono_like(t["started_at"].as_i64().unwrap_or_default()),
-        chrono_like(t["ended_at"].as_i64().unwrap_or_default())
-    );
-    println!(
-        "  node:      {}  client: {}",
-        s(t, "node"),
-        s(t, "client_addr")
-    );
-    if let Some(err) = t["error"].as_str() {
-        println!("  error:     {err}");
-    }
-    let events = v["events"].as_array().cloned().unwrap_or_default();
-    if events.is_empty() {
-        println!("  no events");
-    }
-    for e in &events {
-        println!("  event {}", event_line(e));
-        print_attempts(e);
-    }
-    Ok(())
+pub async fn show_transfer(admin: &Admin, id: String, json: bool) -> anyhow::Result<()> {
+    show(admin, &api::ShowTransfer { id }, json, |v| {
+        let t = &v.transfer;
+        let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        println!("Transfer {}", t.id);
+        println!("  account:   {}", t.account);
+        println!("  what:      {} {} {}", t.protocol, t.direction, t.path);
+        if let Some(p) = &t.partner {
+            println!("  partner:   {p}");
+        }
+        println!("  status:    {}", t.status);
+        println!("  bytes:     {}", t.bytes);
+        println!("  sha256:    {}", or_dash(&t.sha256));
+        println!(
+            "  time:      {} → {}",
+            when(&t.started_at),
+            when(&t.ended_at)
+        );
+        println!("  node:      {}  client: {}", t.node, t.client_addr);
+        if let Some(err) = &t.error {
+            println!("  error:     {err}");
+        }
+        if v.events.is_empty() {
+            println!("  no events");
+        }
+        for e in &v.events {
+            println!("  event {}", event_line(&e.event));
+            print_attempts(e);
+        }
+    })
+    .await
 }

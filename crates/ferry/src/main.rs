@@ -10,9 +10,21 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+/// What the exit code of a command tells (`ferry --help` prints it).
+pub(crate) const EXIT_CODES: &str = "\
+Exit codes:
+  0  done
+  1  failed (any other error: invalid input, refused, wrong token, …)
+  2  usage error (unknown command or option, missing argument)
+  3  not found (no such account, partner, route, event, …)
+  4  conflict (exists already, in use, or in the wrong state)
+  5  server unreachable, or unavailable (not ready, no majority, not the active server)
+  6  outcome unknown: the change may or may not have been made; run the same
+     command again with the --idempotency-key it printed to finish it";
+
 /// Ferry: secure managed file transfer.
 #[derive(Debug, Parser)]
-#[command(name = "ferry", version, about)]
+#[command(name = "ferry", version, about, after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -188,9 +200,10 @@ async fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli).await {
         eprintln!("ferry: error: {e:#}");
-        // 3: neither done nor failed (see `--idempotency-key`).
-        let unknown = e.downcast_ref::<admin_client::OutcomeUnknown>().is_some();
-        std::process::exit(if unknown { 3 } else { 1 });
+        let code = e
+            .downcast_ref::<admin_client::Failure>()
+            .map_or(1, |f| f.exit_code);
+        std::process::exit(code);
     }
 }
 

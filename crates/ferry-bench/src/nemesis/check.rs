@@ -58,8 +58,8 @@ pub struct EventRow {
     pub status: String,
     #[serde(default)]
     pub route: Option<String>,
-    /// The schedule slot of a firing's event.
-    #[serde(default)]
+    /// The schedule slot of a firing's event (unix ms; RFC 3339 in JSON).
+    #[serde(default, with = "rfc3339_ms::option")]
     pub slot: Option<i64>,
     #[serde(default)]
     pub transfer_id: Option<String>,
@@ -70,11 +70,45 @@ pub struct EventRow {
 /// A schedule firing as `ferry schedule firings --json` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Firing {
+    /// Unix ms; RFC 3339 in JSON.
+    #[serde(with = "rfc3339_ms")]
     pub slot: i64,
     #[serde(default)]
     pub node: Option<String>,
     #[serde(default)]
     pub event_id: Option<String>,
+}
+
+/// The admin API's times (RFC 3339) as the unix milliseconds the checker
+/// compares.
+mod rfc3339_ms {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+        chrono::DateTime::from_timestamp_millis(*ms)
+            .unwrap_or_default()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        chrono::DateTime::<chrono::Utc>::deserialize(d).map(|t| t.timestamp_millis())
+    }
+
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+            match ms {
+                Some(ms) => super::serialize(ms, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+            Option::<chrono::DateTime<chrono::Utc>>::deserialize(d)
+                .map(|t| t.map(|t| t.timestamp_millis()))
+        }
+    }
 }
 
 /// What one server holds after the run has healed.

@@ -1,0 +1,332 @@
+//! Every admin endpoint. Each is a request type: its path parameters are
+//! `String` fields, and `body` or `query` hold what it sends.
+
+use crate::types::*;
+use crate::{fill, Endpoint, Method, NoBody, NoContent, NoQuery};
+
+/// Declares an endpoint's request type and its [`Endpoint`] impl:
+/// `"summary" Name Method "path" [params] body(T) | query(T) => STATUS Answer`,
+/// where an answer `[T]` is a list of `T` (`Vec<T>`).
+macro_rules! endpoint {
+    (@or $t:ty ; $default:ty) => { $t };
+    (@or ; $default:ty) => { $default };
+    (@has $t:ty) => { true };
+    (@has) => { false };
+    (
+        $summary:literal
+        $name:ident $method:ident $path:literal [$($param:ident),*]
+        $(body($body:ty))? $(query($query:ty))? => $status:literal [$item:ty]
+    ) => {
+        endpoint! {
+            $summary $name $method $path [$($param),*]
+            $(body($body))? $(query($query))? => $status Vec<$item>
+            {
+                fn answer_schema(
+                    components: &mut crate::openapi::Components,
+                ) -> crate::openapi::SchemaRef {
+                    crate::openapi::list_of::<$item>(components)
+                }
+            }
+        }
+    };
+    (
+        $summary:literal
+        $name:ident $method:ident $path:literal [$($param:ident),*]
+        $(body($body:ty))? $(query($query:ty))? => $status:literal $answer:ty
+        $({ $($extra:item)* })?
+    ) => {
+        #[doc = concat!("`", stringify!($method), " ", $path, "`: ", $summary)]
+        #[derive(Debug, Clone)]
+        pub struct $name {
+            $(
+                #[doc = concat!("The `", stringify!($param), "` of the path.")]
+                pub $param: String,
+            )*
+            $(
+                /// The request's body.
+                pub body: $body,
+            )?
+            $(
+                /// The request's query.
+                pub query: $query,
+            )?
+        }
+
+        impl Endpoint for $name {
+            const METHOD: Method = Method::$method;
+            const PATH: &'static str = $path;
+            const STATUS: u16 = $status;
+            const SUMMARY: &'static str = $summary;
+            const HAS_BODY: bool = endpoint!(@has $($body)?);
+            type Body = endpoint!(@or $($body)? ; NoBody);
+            type Query = endpoint!(@or $($query)? ; NoQuery);
+            type Answer = $answer;
+
+            fn path(&self) -> String {
+                fill(Self::PATH, &[$(self.$param.as_str()),*])
+            }
+            $(
+                fn body(&self) -> Option<&$body> {
+                    Some(&self.body)
+                }
+            )?
+            $(
+                fn query(&self) -> Option<&$query> {
+                    Some(&self.query)
+                }
+            )?
+            $($($extra)*)?
+        }
+    };
+}
+
+// ---- accounts ----
+
+endpoint! {
+    "List accounts."
+    ListAccounts Get "/api/v1/accounts" [] => 200 [Account]
+}
+endpoint! {
+    "Create an account."
+    CreateAccount Post "/api/v1/accounts" [] body(NewAccount) => 201 Account
+}
+endpoint! {
+    "Show an account."
+    ShowAccount Get "/api/v1/accounts/{name}" [name] => 200 Account
+}
+endpoint! {
+    "Remove an account and its keys (its files stay)."
+    RemoveAccount Delete "/api/v1/accounts/{name}" [name] => 204 NoContent
+}
+endpoint! {
+    "Allow an account to log in again."
+    EnableAccount Post "/api/v1/accounts/{name}/enable" [name] => 204 NoContent
+}
+endpoint! {
+    "Stop an account from logging in."
+    DisableAccount Post "/api/v1/accounts/{name}/disable" [name] => 204 NoContent
+}
+endpoint! {
+    "List an account's public keys."
+    ListKeys Get "/api/v1/accounts/{name}/keys" [name] => 200 [AccountKey]
+}
+endpoint! {
+    "Authorise a public key for an account."
+    AddKey Post "/api/v1/accounts/{name}/keys" [name] body(NewKey) => 201 AccountKey
+}
+endpoint! {
+    "List an account's API tokens (never the tokens)."
+    ListTokens Get "/api/v1/accounts/{name}/tokens" [name] => 200 [Token]
+}
+endpoint! {
+    "Create an API token; the answer is the only time it is shown."
+    AddToken Post "/api/v1/accounts/{name}/tokens" [name] body(NewToken) => 201 Token
+}
+endpoint! {
+    "Revoke an API token."
+    RemoveToken Delete "/api/v1/accounts/{name}/tokens/{id}" [name, id] => 204 NoContent
+}
+
+// ---- transfers ----
+
+endpoint! {
+    "List transfer-log rows, newest first."
+    ListTransfers Get "/api/v1/transfers" [] query(ListQuery) => 200 [Transfer]
+}
+endpoint! {
+    "Show a transfer with the events it caused and every attempt."
+    ShowTransfer Get "/api/v1/transfers/{id}" [id] => 200 TransferDetail
+}
+
+// ---- partners ----
+
+endpoint! {
+    "List partners (never their credentials)."
+    ListPartners Get "/api/v1/partners" [] => 200 [Partner]
+}
+endpoint! {
+    "Add a partner SFTP server."
+    AddPartner Post "/api/v1/partners" [] body(NewPartner) => 201 Partner
+}
+endpoint! {
+    "Remove a partner (refused while a route or schedule uses it)."
+    RemovePartner Delete "/api/v1/partners/{name}" [name] => 204 NoContent
+}
+endpoint! {
+    "Connect to a partner, checking its host key, and list its remote directory."
+    TestPartner Post "/api/v1/partners/{name}/test" [name] => 200 PartnerTest
+}
+
+// ---- routes ----
+
+endpoint! {
+    "List routes."
+    ListRoutes Get "/api/v1/routes" [] => 200 [Route]
+}
+endpoint! {
+    "Add a route."
+    AddRoute Post "/api/v1/routes" [] body(NewRoute) => 201 Route
+}
+endpoint! {
+    "Remove a route."
+    RemoveRoute Delete "/api/v1/routes/{name}" [name] => 204 NoContent
+}
+
+// ---- schedules ----
+
+endpoint! {
+    "List schedules."
+    ListSchedules Get "/api/v1/schedules" [] => 200 [Schedule]
+}
+endpoint! {
+    "Add a schedule."
+    AddSchedule Post "/api/v1/schedules" [] body(NewSchedule) => 201 Schedule
+}
+endpoint! {
+    "Remove a schedule."
+    RemoveSchedule Delete "/api/v1/schedules/{name}" [name] => 204 NoContent
+}
+endpoint! {
+    "A schedule's firings, newest first."
+    ListFirings Get "/api/v1/schedules/{name}/firings" [name] => 200 [Firing]
+}
+
+// ---- monitors ----
+
+endpoint! {
+    "List folder monitors."
+    ListMonitors Get "/api/v1/monitors" [] => 200 [Monitor]
+}
+endpoint! {
+    "Add a folder monitor."
+    AddMonitor Post "/api/v1/monitors" [] body(NewMonitor) => 201 Monitor
+}
+endpoint! {
+    "Remove a folder monitor."
+    RemoveMonitor Delete "/api/v1/monitors/{name}" [name] => 204 NoContent
+}
+
+// ---- events ----
+
+endpoint! {
+    "List events, newest first."
+    ListEvents Get "/api/v1/events" [] query(ListQuery) => 200 [Event]
+}
+endpoint! {
+    "Show an event with every attempt."
+    ShowEvent Get "/api/v1/events/{id}" [id] => 200 EventDetail
+}
+endpoint! {
+    "Queue a done or failed event again, as a new event."
+    ResubmitEvent Post "/api/v1/events/{id}/resubmit" [id] => 201 Event
+}
+
+// ---- cluster ----
+
+endpoint! {
+    "Every server's role, epoch, health and what is out of date."
+    GetClusterStatus Get "/api/v1/cluster/status" [] => 200 ClusterStatus
+}
+endpoint! {
+    "The cluster's history, every member's events merged, newest last."
+    ListClusterEvents Get "/api/v1/cluster/events" [] query(ClusterEventsQuery) => 200 [ClusterEvent]
+}
+endpoint! {
+    "Active/passive: make the server asked the active server."
+    PromoteServer Post "/api/v1/cluster/promote" [] body(Promote) => 200 Message
+}
+endpoint! {
+    "Active/active: make this server and its configured peers the Raft group."
+    InitCluster Post "/api/v1/cluster/init" [] => 200 Message
+}
+endpoint! {
+    "Active/active: add the server asked to a member's group."
+    JoinCluster Post "/api/v1/cluster/join" [] body(Join) => 200 Message
+}
+endpoint! {
+    "Active/active: remove the server asked from its group."
+    LeaveCluster Post "/api/v1/cluster/leave" [] => 200 Message
+}
+endpoint! {
+    "Active/active: remove another member from the group."
+    RemoveClusterMember Post "/api/v1/cluster/remove" [] body(RemoveMember) => 200 Message
+}
+
+/// `POST /api/v1/sync`: copy the tables and files of `sync/*.conf` from the
+/// active server to standbys; the answer streams [`SyncLine`]s.
+#[derive(Debug, Clone)]
+pub struct RunSync {
+    /// The request's body.
+    pub body: Sync,
+}
+
+impl Endpoint for RunSync {
+    const METHOD: Method = Method::Post;
+    const PATH: &'static str = "/api/v1/sync";
+    const STATUS: u16 = 200;
+    const SUMMARY: &'static str =
+        "Active/passive: copy the synced tables and files to standbys (JSON lines).";
+    const CONTENT_TYPE: &'static str = "application/x-ndjson";
+    const HAS_BODY: bool = true;
+    type Body = Sync;
+    type Query = NoQuery;
+    type Answer = SyncLine;
+
+    fn path(&self) -> String {
+        Self::PATH.to_owned()
+    }
+    fn body(&self) -> Option<&Sync> {
+        Some(&self.body)
+    }
+}
+
+// ---- without the token ----
+
+/// Declares an endpoint that needs no token and takes nothing.
+macro_rules! public_endpoint {
+    ($summary:literal $name:ident $path:literal => $content_type:literal $answer:ty) => {
+        #[doc = concat!("`GET ", $path, "` (no token): ", $summary)]
+        #[derive(Debug, Clone, Default)]
+        pub struct $name {}
+
+        impl Endpoint for $name {
+            const METHOD: Method = Method::Get;
+            const PATH: &'static str = $path;
+            const STATUS: u16 = 200;
+            const SUMMARY: &'static str = $summary;
+            const CONTENT_TYPE: &'static str = $content_type;
+            const AUTH: bool = false;
+            const HAS_BODY: bool = false;
+            type Body = NoBody;
+            type Query = NoQuery;
+            type Answer = $answer;
+
+            fn path(&self) -> String {
+                Self::PATH.to_owned()
+            }
+
+            fn answer_schema(
+                components: &mut crate::openapi::Components,
+            ) -> crate::openapi::SchemaRef {
+                crate::openapi::inline::<$answer>(components)
+            }
+        }
+    };
+}
+
+public_endpoint! {
+    "The process is up (`ok`)."
+    Healthz "/healthz" => "text/plain" String
+}
+public_endpoint! {
+    "200 while this server serves sessions and takes writes, 503 with the reason otherwise."
+    Readyz "/readyz" => "text/plain" String
+}
+public_endpoint! {
+    "This server's role in its cluster."
+    GetRole "/role" => "application/json" Role
+}
+public_endpoint! {
+    "This document: the admin API in OpenAPI 3.1."
+    GetOpenApi "/api/v1/openapi.json" => "application/json" serde_json::Value
+}

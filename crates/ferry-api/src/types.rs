@@ -1,0 +1,741 @@
+//! The bodies and answers of the admin API. Field names are the wire
+//! names; optional fields of a request are left out when `None`, and the
+//! server applies its defaults (the CLI keeps no copy of them).
+
+use ferry_core::{
+    Action, Direction, EventKind, EventStatus, Protocol, ScheduleAction, Secret, TransferStatus,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::time;
+use chrono::{DateTime, Utc};
+
+// ---- accounts ----
+
+/// An account (never its password hash).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Account {
+    /// Login name.
+    pub name: String,
+    /// Home, relative to the repository.
+    pub home: String,
+    /// Whether login is allowed.
+    pub enabled: bool,
+    /// Whether a password is set.
+    pub has_password: bool,
+    /// Number of authorised keys.
+    pub keys: usize,
+    /// When the account was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Body of `POST /api/v1/accounts`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccount {
+    /// Login name: letters, digits, `.`, `_`, `-`, starting with a letter
+    /// or digit, at most 64 characters.
+    pub name: String,
+    /// Initial password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<Secret>,
+    /// Home relative to the repository (default: the name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<String>,
+}
+
+/// An authorised public key of an account.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AccountKey {
+    /// The account.
+    pub account: String,
+    /// `SHA256:…` fingerprint.
+    pub fingerprint: String,
+    /// The key, OpenSSH format without comment.
+    pub public_key: String,
+    /// The comment of the key line.
+    pub comment: String,
+    /// When it was added.
+    pub added_at: DateTime<Utc>,
+}
+
+impl From<ferry_core::AccountKey> for AccountKey {
+    fn from(k: ferry_core::AccountKey) -> Self {
+        Self {
+            account: k.account,
+            fingerprint: k.fingerprint,
+            public_key: k.public_key,
+            comment: k.comment,
+            added_at: time(k.added_at),
+        }
+    }
+}
+
+/// Body of `POST /api/v1/accounts/{name}/keys`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    /// An OpenSSH public key line (`ssh-ed25519 AAAA… comment`).
+    pub public_key: String,
+}
+
+/// An API token as listed: everything but its digest.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Token {
+    /// Public id (the token text is `fy_ID_…`).
+    pub id: String,
+    /// What it is for.
+    pub label: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it stops working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The token itself: only in the answer to its creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl From<ferry_core::AccountToken> for Token {
+    fn from(t: ferry_core::AccountToken) -> Self {
+        Self {
+            id: t.id,
+            label: t.label,
+            created_at: time(t.created_at),
+            expires_at: t.expires_at.map(time),
+            token: None,
+        }
+    }
+}
+
+/// Body of `POST /api/v1/accounts/{name}/tokens`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    /// What the token is for (at most 200 printable characters).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub label: String,
+    /// Days until it stops working; none means never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_days: Option<u32>,
+}
+
+// ---- transfers ----
+
+/// One row of the transfer log.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Transfer {
+    /// Transfer id.
+    pub id: String,
+    /// The account.
+    pub account: String,
+    /// `sftp`, `scp`, `https`, …
+    #[schema(value_type = String)]
+    pub protocol: Protocol,
+    /// `upload` or `download` (or `push`, `pull` for partner transfers).
+    #[schema(value_type = String)]
+    pub direction: Direction,
+    /// Path in the account's home.
+    pub path: String,
+    /// Bytes moved.
+    pub bytes: u64,
+    /// Size of the whole file, when known.
+    pub size: Option<u64>,
+    /// SHA-256 (hex) of the file, when it was moved whole.
+    pub sha256: Option<String>,
+    /// Start.
+    pub started_at: DateTime<Utc>,
+    /// End.
+    pub ended_at: DateTime<Utc>,
+    /// `completed`, `interrupted` or `failed`.
+    #[schema(value_type = String)]
+    pub status: TransferStatus,
+    /// The server that recorded it.
+    pub node: String,
+    /// The client's address.
+    pub client_addr: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The partner of a push or pull.
+    pub partner: Option<String>,
+    /// The event that made it.
+    pub event_id: Option<String>,
+}
+
+impl From<ferry_core::TransferRecord> for Transfer {
+    fn from(t: ferry_core::TransferRecord) -> Self {
+        Self {
+            id: t.id,
+            account: t.account,
+            protocol: t.protocol,
+            direction: t.direction,
+            path: t.path,
+            bytes: t.bytes,
+            size: t.size,
+            sha256: t.sha256,
+            started_at: time(t.started_at),
+            ended_at: time(t.ended_at),
+            status: t.status,
+            node: t.node,
+            client_addr: t.client_addr,
+            error: t.error,
+            partner: t.partner,
+            event_id: t.event_id,
+        }
+    }
+}
+
+/// Query of `GET /api/v1/transfers` and `GET /api/v1/events`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only this account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// Only this status (transfers: completed, interrupted, failed;
+    /// events: pending, running, done, failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Only since this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub since: Option<DateTime<Utc>>,
+    /// Only pushes to, pulls from or events involving this partner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner: Option<String>,
+    /// At most this many rows (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// A transfer with the events it caused or belonged to, and their attempts.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TransferDetail {
+    /// The transfer.
+    pub transfer: Transfer,
+    /// Its events.
+    pub events: Vec<EventDetail>,
+}
+
+// ---- partners ----
+
+/// Body of `POST /api/v1/partners`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPartner {
+    /// Partner name.
+    pub name: String,
+    /// Host name or address.
+    pub host: String,
+    /// SSH port (default 22).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// User name on the partner's server.
+    pub username: String,
+    /// Password, or the private key's passphrase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<Secret>,
+    /// OpenSSH private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Password)]
+    pub private_key: Option<Secret>,
+    /// The partner's host key: a known_hosts line, a .pub line, or
+    /// `TYPE BASE64`.
+    pub host_key: String,
+    /// Remote directory for pushes and pulls (default `.`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_dir: Option<String>,
+    /// After a pull: `keep` (default), `delete`, or `move:REMOTE_DIR`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_pull: Option<String>,
+    /// Bytes per second; none or 0 for no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<u64>,
+}
+
+/// A partner: credentials only as what kind they are.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Partner {
+    /// Partner name.
+    pub name: String,
+    /// Host name or address.
+    pub host: String,
+    /// SSH port.
+    pub port: u16,
+    /// User name on the partner's server.
+    pub username: String,
+    /// `key` or `password`.
+    pub auth: String,
+    /// The pinned host key.
+    pub host_key: String,
+    /// Its `SHA256:…` fingerprint.
+    pub host_key_fingerprint: String,
+    /// Remote directory for pushes and pulls.
+    pub remote_dir: String,
+    /// After a pull: `keep`, `delete`, or `move:REMOTE_DIR`.
+    pub after_pull: String,
+    /// Bytes per second, if limited.
+    pub rate_limit: Option<u64>,
+    /// When it was added.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Answer of `POST /api/v1/partners/{name}/test`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PartnerTest {
+    /// Partner name.
+    pub partner: String,
+    /// The directory listed.
+    pub remote_dir: String,
+    /// The verified host key's fingerprint.
+    pub host_key_fingerprint: String,
+    /// Entries of the directory, sorted; directories end in `/`.
+    pub entries: Vec<String>,
+}
+
+// ---- routes ----
+
+/// Body of `POST /api/v1/routes`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRoute {
+    /// Route name.
+    pub name: String,
+    /// The account whose arriving files are matched.
+    pub account: String,
+    /// Glob matched against the file name (or, with a `/`, the path in the home).
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// `push:PARTNER[:REMOTE_DIR]`, `copy:ACCOUNT[/DIR]`, `archive:DIR` or
+    /// `rename:PATTERN`, run in order.
+    pub actions: Vec<String>,
+    /// Attempts before the event is failed (1-100, default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Delay before the first retry in ms, doubled for each further one
+    /// (default 30000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_base_ms: Option<u64>,
+}
+
+/// A route: what happens to files that arrive.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Route {
+    /// Route name.
+    pub name: String,
+    /// The account whose arriving files are matched.
+    pub account: String,
+    /// The glob.
+    pub pattern: String,
+    /// The actions, in order: objects with a `type` (`push`, `copy`,
+    /// `archive`, `rename`) and its fields.
+    #[schema(value_type = Vec<Object>)]
+    pub actions: Vec<Action>,
+    /// Attempts before the event is failed.
+    pub max_attempts: u32,
+    /// Delay before the first retry in ms.
+    pub retry_base_ms: u64,
+    /// When it was added.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<ferry_core::Route> for Route {
+    fn from(r: ferry_core::Route) -> Self {
+        Self {
+            name: r.name,
+            account: r.account,
+            pattern: r.pattern,
+            actions: r.actions,
+            max_attempts: r.max_attempts,
+            retry_base_ms: r.retry_base_ms,
+            created_at: time(r.created_at),
+        }
+    }
+}
+
+// ---- schedules ----
+
+/// Body of `POST /api/v1/schedules`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSchedule {
+    /// Schedule name.
+    pub name: String,
+    /// Cron expression: 5 fields, or 6-7 with seconds first.
+    pub cron: String,
+    /// IANA time zone the expression is read in (default UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// `pull:PARTNER[:REMOTE_GLOB]:ACCOUNT[/DIR]` or
+    /// `push:PARTNER[:REMOTE_DIR]:ACCOUNT[/DIR]`.
+    pub action: String,
+    /// Whether slots missed while no server was primary fire on takeover
+    /// (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<bool>,
+    /// Attempts before a firing's event is failed (1-100, default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Delay before the first retry in ms (default 30000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_base_ms: Option<u64>,
+}
+
+/// A schedule: pulls and pushes on cron slots.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Schedule {
+    /// Schedule name.
+    pub name: String,
+    /// Cron expression.
+    pub cron: String,
+    /// IANA time zone.
+    pub timezone: String,
+    /// What it does: an object with a `type` (`pull`, `push`) and its fields.
+    #[schema(value_type = Object)]
+    pub action: ScheduleAction,
+    /// Whether missed slots fire on takeover.
+    pub catch_up: bool,
+    /// Attempts before a firing's event is failed.
+    pub max_attempts: u32,
+    /// Delay before the first retry in ms.
+    pub retry_base_ms: u64,
+    /// When it was added.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<ferry_core::Schedule> for Schedule {
+    fn from(s: ferry_core::Schedule) -> Self {
+        Self {
+            name: s.name,
+            cron: s.cron,
+            timezone: s.timezone,
+            action: s.action,
+            catch_up: s.catch_up,
+            max_attempts: s.max_attempts,
+            retry_base_ms: s.retry_base_ms,
+            created_at: time(s.created_at),
+        }
+    }
+}
+
+/// One firing of a schedule.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Firing {
+    /// The cron slot.
+    pub slot: DateTime<Utc>,
+    /// When it was fired.
+    pub fired_at: DateTime<Utc>,
+    /// The server that fired it.
+    pub node: String,
+    /// The event it queued.
+    pub event_id: String,
+}
+
+// ---- monitors ----
+
+/// Body of `POST /api/v1/monitors`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMonitor {
+    /// Monitor name.
+    pub name: String,
+    /// Absolute directory on the server.
+    pub dir: String,
+    /// Glob of file names to ingest (default `*`).
+    #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// The account the files go to.
+    pub account: String,
+    /// Directory in the account's home (default `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_dir: Option<String>,
+    /// A file is ingested once its size and mtime stayed the same this
+    /// long, in ms (default 5000, at most a day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_ms: Option<u64>,
+}
+
+/// A folder monitor.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Monitor {
+    /// Monitor name.
+    pub name: String,
+    /// Directory on the server.
+    pub dir: String,
+    /// Glob of file names.
+    pub pattern: String,
+    /// The account the files go to.
+    pub account: String,
+    /// Directory in the account's home.
+    pub target_dir: String,
+    /// Stability wait in ms.
+    pub stable_ms: u64,
+    /// When it was added.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<ferry_core::Monitor> for Monitor {
+    fn from(m: ferry_core::Monitor) -> Self {
+        Self {
+            name: m.name,
+            dir: m.dir,
+            pattern: m.pattern,
+            account: m.account,
+            target_dir: m.target_dir,
+            stable_ms: m.stable_ms,
+            created_at: time(m.created_at),
+        }
+    }
+}
+
+// ---- events ----
+
+/// A queued unit of engine work.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    /// Event id.
+    pub id: String,
+    /// `upload`, `monitor`, `pull`, `schedule` or `resubmit`.
+    #[schema(value_type = String)]
+    pub kind: EventKind,
+    /// The route it runs.
+    pub route: Option<String>,
+    /// The schedule that fired it.
+    pub schedule: Option<String>,
+    /// The cron slot it was fired for.
+    pub slot: Option<DateTime<Utc>>,
+    /// The account.
+    pub account: Option<String>,
+    /// The file as it arrived.
+    pub path: Option<String>,
+    /// The transfer that caused it.
+    pub transfer_id: Option<String>,
+    /// Partners it talks to.
+    pub partners: Vec<String>,
+    /// `pending`, `running`, `done` or `failed`.
+    #[schema(value_type = String)]
+    pub status: EventStatus,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Attempts before it is failed.
+    pub max_attempts: u32,
+    /// Delay before the first retry in ms.
+    pub retry_base_ms: u64,
+    /// When it may run next.
+    pub next_at: DateTime<Utc>,
+    /// The server running it.
+    pub lease_node: Option<String>,
+    /// Until when that server holds it.
+    pub lease_until: Option<DateTime<Utc>>,
+    /// Actions done.
+    pub steps_done: u32,
+    /// The file's path now (after renames).
+    pub current_path: Option<String>,
+    /// When it was queued.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// The last attempt's error.
+    pub last_error: Option<String>,
+    /// The event this one resubmits.
+    pub resubmit_of: Option<String>,
+}
+
+impl From<ferry_core::Event> for Event {
+    fn from(e: ferry_core::Event) -> Self {
+        Self {
+            id: e.id,
+            kind: e.kind,
+            route: e.route,
+            schedule: e.schedule,
+            slot: e.slot.map(time),
+            account: e.account,
+            path: e.path,
+            transfer_id: e.transfer_id,
+            partners: e.partners,
+            status: e.status,
+            attempts: e.attempts,
+            max_attempts: e.max_attempts,
+            retry_base_ms: e.retry_base_ms,
+            next_at: time(e.next_at),
+            lease_node: e.lease_node,
+            lease_until: e.lease_until.map(time),
+            steps_done: e.steps_done,
+            current_path: e.current_path,
+            created_at: time(e.created_at),
+            updated_at: time(e.updated_at),
+            last_error: e.last_error,
+            resubmit_of: e.resubmit_of,
+        }
+    }
+}
+
+/// One attempt at an event.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EventAttempt {
+    /// The event.
+    pub event_id: String,
+    /// 1 for the first.
+    pub attempt: u32,
+    /// The server that made it.
+    pub node: String,
+    /// Start.
+    pub started_at: DateTime<Utc>,
+    /// End, once it ended.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// `done`, `retry`, `failed`, … (none while running).
+    pub outcome: Option<String>,
+    /// What went wrong.
+    pub error: Option<String>,
+}
+
+impl From<ferry_core::EventAttempt> for EventAttempt {
+    fn from(a: ferry_core::EventAttempt) -> Self {
+        Self {
+            event_id: a.event_id,
+            attempt: a.attempt,
+            node: a.node,
+            started_at: time(a.started_at),
+            ended_at: a.ended_at.map(time),
+            outcome: a.outcome,
+            error: a.error,
+        }
+    }
+}
+
+/// An event with every attempt.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EventDetail {
+    /// The event's fields.
+    #[serde(flatten)]
+    pub event: Event,
+    /// Its attempts, oldest first.
+    pub attempt_log: Vec<EventAttempt>,
+}
+
+// ---- cluster ----
+
+/// Answer of `GET /role` (no token: for load balancers).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Role {
+    /// This server's node id.
+    pub node: String,
+    /// `single`, `active-passive` or `active-active`.
+    pub mode: String,
+    /// `active`, `standby`, `primary`, `follower`, ….
+    pub role: String,
+    /// Whether this server runs the primary-only duties (scheduler,
+    /// folder monitors).
+    pub primary: bool,
+    /// Whether it serves sessions.
+    pub ready: bool,
+    /// Whether a write made here now would be kept.
+    pub writable: bool,
+    /// Active/passive epoch, or the Raft term.
+    pub epoch: u64,
+}
+
+/// Answer of `GET /api/v1/cluster/status`: the `mode`, and the mode's own
+/// fields (`this`, `peers`, `majority`, `events` in active/passive;
+/// `term`, `leader`, `writable`, `members` in active/active).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClusterStatus {
+    /// `single`, `active-passive` or `active-active`.
+    pub mode: String,
+    /// The mode's fields.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Query of `GET /api/v1/cluster/events`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ClusterEventsQuery {
+    /// How many, newest last (default 100, at most 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// One event of the cluster's history.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClusterEvent {
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// The server that recorded it.
+    pub node: String,
+    /// `info` or `alert`.
+    pub severity: String,
+    /// `role`, `peer`, `majority`, `sync`, `promote`, ….
+    pub kind: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// Body of `POST /api/v1/cluster/promote`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Promote {
+    /// Promote without a majority.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Body of `POST /api/v1/cluster/join`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Join {
+    /// A member's internal address (host:port).
+    pub address: String,
+    /// The join token `ferry cluster init` printed.
+    #[schema(value_type = String, format = Password)]
+    pub token: Secret,
+}
+
+/// Body of `POST /api/v1/cluster/remove`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveMember {
+    /// The member's node id.
+    pub name: String,
+}
+
+/// The answer of a cluster action: what was done.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Message {
+    /// What was done, for people.
+    pub message: String,
+}
+
+/// Body of `POST /api/v1/sync`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sync {
+    /// Only these standbys (default: every standby).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
+    /// Show what would change; write nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// One line of the answer of `POST /api/v1/sync` (JSON lines): progress
+/// lines, then one `result` or `error` line. Each line has one field.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct SyncLine {
+    /// How far a standby's sync is (`target`, `what`, `done`, `total`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub progress: Option<serde_json::Value>,
+    /// The report of every standby (`node`, and `report` or `error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub result: Option<Vec<serde_json::Value>>,
+    /// Why the sync did not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
