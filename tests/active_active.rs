@@ -8,7 +8,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::needless_range_loop
+    clippy::needless_range_loop,
+    clippy::indexing_slicing
 )]
 
 mod common;

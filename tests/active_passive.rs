@@ -4,7 +4,12 @@
 //! a sync midway, a standby whose store differs, broken manifests.
 
 // Tests fail by panicking; unwrap is the point.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 

@@ -2,7 +2,12 @@
 //! server serves is the committed one, validates (openapi-spec-validator,
 //! from PyPI), and covers every route; the typed answers carry RFC 3339
 //! times; and the CLI's exit codes tell the kind of failure.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 

@@ -3,7 +3,12 @@
 //! download one. The screenshot is kept in `target/test-artifacts/`.
 
 // Tests fail by panicking; unwrap is the point.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 

@@ -12,7 +12,12 @@
 //!   chunks, without holding the database in memory, and serves again.
 
 // Tests fail by panicking; unwrap is the point.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 

@@ -1,7 +1,12 @@
 //! End-to-end tests of the transfer engine: routes pushing to a real OpenSSH
 //! sshd and to a second Ferry, scheduled pulls, a folder monitor, retries
 //! and resubmits, a wrong host key, and a node killed mid-delivery.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 #[path = "common/sshd.rs"]

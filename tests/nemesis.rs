@@ -15,7 +15,12 @@
 //! (logs, histories, roles, every server's dump) even when it passes.
 
 // Tests fail by panicking; unwrap is the point.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::sync::Mutex;
 use std::time::Duration;

@@ -3,7 +3,12 @@
 //! backend (which hashes with `md5sum`/`sha1sum` over exec).
 
 // Tests fail by panicking; unwrap is the point.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 

@@ -3,7 +3,12 @@
 //! them, not over SFTP and not over HTTPS. READLINK of an out-pointing link
 //! says nothing about what lies outside, and SETSTAT cannot make a file or
 //! folder writable by others or setuid.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 

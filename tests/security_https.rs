@@ -1,7 +1,12 @@
 //! Connections that hold the HTTPS front without using it are closed:
 //! silent after TLS (HTTP/1 and HTTP/2), an upload body that never ends,
 //! and more than an address's share; real requests are served meanwhile.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 

@@ -2,7 +2,12 @@
 //! keep others out: password checks run on a few threads from a bounded
 //! queue, and the per-address and per-account throttle is applied, and
 //! counted, before any hashing.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 

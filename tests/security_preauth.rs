@@ -2,7 +2,12 @@
 //! front: a grace time closes them, and caps (overall, with random early
 //! drop, and per address) keep a flood from one address from taking the
 //! places of others.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 

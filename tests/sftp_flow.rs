@@ -2,7 +2,12 @@
 //! requests in flight, requests that depend on the one before, a client
 //! that floods requests and reads nothing, and the exit status every
 //! script checks.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 

@@ -1,7 +1,12 @@
 //! End-to-end tests of `ferry up` with OpenSSH's sftp client.
 
 // Tests fail by panicking; unwrap is the point.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 

@@ -7,6 +7,11 @@
 //! [`failover`] measures the active/active failover time instead: the Raft
 //! leader of three servers killed with SIGKILL, until another is primary.
 
+// The benchmark and the nemesis harness index their own fixed tables (the
+// servers of a run, the rows of a report); an index out of range there is a
+// bug of the bench, found by its tests, not a fault a client can cause.
+#![allow(clippy::indexing_slicing)]
+
 mod bench;
 mod clients;
 pub mod failover;

@@ -175,7 +175,11 @@ impl ClusterConfig {
     }
 
     /// Checks what serde cannot; `node_id` is this server's id.
-    pub fn validate(&self, node_id: &str) -> Result<(), String> {
+    pub fn validate(&self, node_id: &str) -> Result<(), crate::ClusterError> {
+        self.check(node_id).map_err(crate::ClusterError::Config)
+    }
+
+    fn check(&self, node_id: &str) -> Result<(), String> {
         if let Some(url) = &self.alert_webhook {
             if url.starts_with("https://") {
                 if self.alert_webhook_ca.is_none() {
@@ -279,7 +283,7 @@ mod tests {
     fn two_servers_cannot_promote_automatically() {
         let c =
             parse("mode = \"active-passive\"\n[[peers]]\nid = \"b\"\naddress = \"127.0.0.1:1\"\n");
-        assert!(c.validate("a").unwrap_err().contains("witness"));
+        assert!(c.validate("a").unwrap_err().to_string().contains("witness"));
         let c = parse("mode = \"active-passive\"\nauto_promote = false\n[[peers]]\nid = \"b\"\naddress = \"127.0.0.1:1\"\n");
         assert!(c.validate("a").is_ok());
         assert_eq!(c.majority(), 2);
@@ -288,10 +292,18 @@ mod tests {
     #[test]
     fn rejects_bad_peers() {
         let c = parse("mode = \"active-passive\"\n[[peers]]\nid = \"a\"\naddress = \"127.0.0.1:1\"\n[[peers]]\nid = \"w\"\naddress = \"x:1\"\nwitness = true\n");
-        assert!(c.validate("a").unwrap_err().contains("own node_id"));
+        assert!(c
+            .validate("a")
+            .unwrap_err()
+            .to_string()
+            .contains("own node_id"));
         let c = parse("mode = \"active-passive\"\n[[peers]]\nid = \"b\"\naddress = \"nowhere\"\n[[peers]]\nid = \"w\"\naddress = \"x:1\"\n");
-        assert!(c.validate("a").unwrap_err().contains("host:port"));
+        assert!(c
+            .validate("a")
+            .unwrap_err()
+            .to_string()
+            .contains("host:port"));
         let c = parse("mode = \"active-passive\"\n[[peers]]\nid = \"b\"\naddress = \"h:1\"\n[[peers]]\nid = \"b\"\naddress = \"x:1\"\n");
-        assert!(c.validate("a").unwrap_err().contains("twice"));
+        assert!(c.validate("a").unwrap_err().to_string().contains("twice"));
     }
 }

@@ -75,19 +75,20 @@ impl EventLog {
         mut self,
         url: Option<&str>,
         ca: Option<&std::path::Path>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, crate::ClusterError> {
         let Some(url) = url else {
             return Ok(self);
         };
         let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10));
         if let Some(ca) = ca {
-            let tls = ferry_proto::tls::ca_client_config(ca)
-                .map_err(|e| format!("[cluster] alert_webhook_ca: {e}"))?;
+            let tls = ferry_proto::tls::ca_client_config(ca).map_err(|e| {
+                crate::ClusterError::Config(format!("[cluster] alert_webhook_ca: {e}"))
+            })?;
             builder = builder.use_preconfigured_tls(tls);
         }
         let client = builder
             .build()
-            .map_err(|e| format!("[cluster] alert_webhook: {e}"))?;
+            .map_err(|e| crate::ClusterError::Config(format!("[cluster] alert_webhook: {e}")))?;
         self.webhook = Some((url.to_owned(), client));
         Ok(self)
     }

@@ -13,6 +13,7 @@
 //! * [`events`] — the cluster's event history and alerts.
 
 pub mod config;
+pub mod error;
 pub mod events;
 pub mod manifest;
 pub mod mode;
@@ -23,6 +24,7 @@ pub mod state;
 pub mod sync;
 
 pub use config::{ClusterConfig, Mode, PeerConfig};
+pub use error::ClusterError;
 pub use mode::{start, Cluster, ClusterOptions, Duties, RowPolicy};
 pub use node::{Node, NodeOptions, RoleView};
 

@@ -17,6 +17,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::config::{ClusterConfig, Mode};
+use crate::error::ClusterError;
 use crate::events::ClusterEvent;
 use crate::node::{Node, NodeOptions};
 use crate::raft::node::{RaftNode, RaftOptions};
@@ -173,7 +174,7 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
 
     /// Whether a server that connected to the internal listener as
     /// `node_id`, with a certificate naming `cert_name`, is taken.
-    fn admit_server(&self, node_id: &str, cert_name: Option<&str>) -> Result<(), String>;
+    fn admit_server(&self, node_id: &str, cert_name: Option<&str>) -> Result<(), ClusterError>;
 
     /// Serves an admitted server's connection until it closes.
     async fn serve_server(
@@ -184,7 +185,7 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     );
 
     /// Leaves the cluster as a process stops (after the server's workers).
-    async fn shutdown(&self, _within: Duration) -> Result<(), String> {
+    async fn shutdown(&self, _within: Duration) -> Result<(), ClusterError> {
         Ok(())
     }
 
@@ -271,7 +272,7 @@ pub struct ClusterOptions {
 }
 
 /// Starts this server's part in the cluster its config names.
-pub async fn start(options: ClusterOptions) -> Result<Arc<dyn Cluster>, String> {
+pub async fn start(options: ClusterOptions) -> Result<Arc<dyn Cluster>, ClusterError> {
     let ClusterOptions {
         config,
         node_id,
@@ -442,8 +443,11 @@ impl Cluster for Single {
         Err(not_for(Mode::Single, Mode::ActivePassive, "cluster events"))
     }
 
-    fn admit_server(&self, _node_id: &str, _cert_name: Option<&str>) -> Result<(), String> {
-        Err(format!("{} is not in a cluster", self.node_id))
+    fn admit_server(&self, _node_id: &str, _cert_name: Option<&str>) -> Result<(), ClusterError> {
+        Err(ClusterError::Refused(format!(
+            "{} is not in a cluster",
+            self.node_id
+        )))
     }
 
     async fn serve_server(
@@ -456,14 +460,14 @@ impl Cluster for Single {
 }
 
 /// The certificate must name the server it connects as.
-fn cert_names(peer_node: &str, cert_name: Option<&str>) -> Result<(), String> {
+fn cert_names(peer_node: &str, cert_name: Option<&str>) -> Result<(), ClusterError> {
     if cert_name == Some(peer_node) {
         Ok(())
     } else {
-        Err(format!(
+        Err(ClusterError::Refused(format!(
             "the certificate names {:?}, not {peer_node:?}",
             cert_name.unwrap_or("nobody")
-        ))
+        )))
     }
 }
 
@@ -540,9 +544,12 @@ impl Cluster for Node {
         Ok(self.cluster_events(limit).await)
     }
 
-    fn admit_server(&self, node_id: &str, cert_name: Option<&str>) -> Result<(), String> {
+    fn admit_server(&self, node_id: &str, cert_name: Option<&str>) -> Result<(), ClusterError> {
         if !self.is_peer(node_id) {
-            return Err(format!("{node_id:?} is not a peer of {}", self.node_id()));
+            return Err(ClusterError::Refused(format!(
+                "{node_id:?} is not a peer of {}",
+                self.node_id()
+            )));
         }
         cert_names(node_id, cert_name)
     }
@@ -648,7 +655,7 @@ impl Cluster for RaftNode {
         Ok(self.cluster_events(limit).await)
     }
 
-    fn admit_server(&self, node_id: &str, cert_name: Option<&str>) -> Result<(), String> {
+    fn admit_server(&self, node_id: &str, cert_name: Option<&str>) -> Result<(), ClusterError> {
         // Which requests a server may make is decided per request (members
         // only, or a join with the token).
         cert_names(node_id, cert_name)
@@ -663,7 +670,7 @@ impl Cluster for RaftNode {
         crate::peer::serve_raft_peer(framed, self, peer, node_id).await;
     }
 
-    async fn shutdown(&self, within: Duration) -> Result<(), String> {
+    async fn shutdown(&self, within: Duration) -> Result<(), ClusterError> {
         RaftNode::shutdown(self, within).await
     }
 

@@ -177,7 +177,7 @@ impl Node {
     /// Loads the node's state and starts its tasks (heartbeats, failure
     /// detection, history merge). A server that was active before a restart
     /// comes back as standby if a peer knows a newer epoch.
-    pub async fn start(options: NodeOptions) -> Result<Arc<Node>, String> {
+    pub async fn start(options: NodeOptions) -> Result<Arc<Node>, crate::ClusterError> {
         let state_file = StateFile::new(&options.state_dir);
         let state = state_file.load()?;
         let events = EventLog::open(&options.state_dir, &options.node_id).with_webhook(
@@ -1084,16 +1084,18 @@ impl Node {
     /// One worker per server peer, so a dead peer's timeouts never delay
     /// the merge from the others.
     fn start_history_pulls(self: Arc<Self>) {
-        for index in 0..self.peers.len() {
-            if self.peers[index].config.witness {
+        for (index, peer) in self.peers.iter().enumerate() {
+            if peer.config.witness {
                 continue;
             }
             let node = self.clone();
-            let name = format!("history-pull-{}", self.peers[index].config.id);
+            let name = format!("history-pull-{}", peer.config.id);
             self.runner.spawn(name, |w| async move {
                 let every = Duration::from_secs(3);
+                let Some(peer) = node.peers.get(index) else {
+                    return;
+                };
                 while w.sleep(every).await {
-                    let peer = &node.peers[index];
                     w.busy(format!("pulling from {}", peer.config.id));
                     let pulled = w
                         .until_stopped(tokio::time::timeout(

@@ -38,7 +38,11 @@ impl StateFile {
     }
 
     /// Reads the state; a missing file is a fresh server.
-    pub fn load(&self) -> Result<NodeState, String> {
+    pub fn load(&self) -> Result<NodeState, crate::ClusterError> {
+        self.read().map_err(crate::ClusterError::State)
+    }
+
+    fn read(&self) -> Result<NodeState, String> {
         match std::fs::read(&self.path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| format!("{}: not a cluster state file: {e}", self.path.display())),
@@ -93,6 +97,7 @@ mod tests {
         assert!(file
             .load()
             .unwrap_err()
+            .to_string()
             .contains("not a cluster state file"));
     }
 }

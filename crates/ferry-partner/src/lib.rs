@@ -259,7 +259,7 @@ pub(crate) fn parse_public_key(text: &str) -> Result<PublicKey, PartnerError> {
     let tokens: Vec<&str> = line.split_whitespace().collect();
     // "TYPE BASE64 [comment]" or "HOSTS TYPE BASE64 [comment]".
     for start in 0..tokens.len().min(2) {
-        if let [kind, blob, ..] = &tokens[start..] {
+        if let Some([kind, blob, ..]) = tokens.get(start..) {
             if let Ok(mut key) = PublicKey::from_openssh(&format!("{kind} {blob}")) {
                 key.set_comment("");
                 return Ok(key);

@@ -394,8 +394,8 @@ impl Pacer {
 /// Fills `buf` as far as the file allows; returns the bytes read (0 at EOF).
 async fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..]).await? {
+    while let Some(rest) = buf.get_mut(filled..).filter(|rest| !rest.is_empty()) {
+        match file.read(rest).await? {
             0 => break,
             n => filled += n,
         }

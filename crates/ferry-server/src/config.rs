@@ -177,7 +177,9 @@ impl ServerConfig {
                 self.node_id
             ));
         }
-        self.cluster.validate(&self.node_id)?;
+        self.cluster
+            .validate(&self.node_id)
+            .map_err(|e| e.to_string())?;
         if self.witness {
             if self.cluster.mode == ferry_cluster::Mode::Single {
                 return Err(

@@ -178,6 +178,9 @@ pub enum StartError {
     /// TLS material is missing or wrong.
     #[error(transparent)]
     Tls(#[from] ferry_proto::ProtoError),
+    /// The server's part in its cluster could not start.
+    #[error(transparent)]
+    Cluster(#[from] ferry_cluster::ClusterError),
 }
 
 /// Opens the store, binds both listeners and starts serving.
@@ -245,8 +248,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         }),
         runner: runner.clone(),
     })
-    .await
-    .map_err(StartError::Setup)?;
+    .await?;
     let duties = *cluster.duties().borrow();
     let ctx = Arc::new(ServerCtx {
         node_id: config.node_id.clone(),

@@ -190,8 +190,8 @@ impl Home {
     /// on the way may be symlinks that stay inside the home.
     pub fn create_dir_all(&self, v: &VirtualPath) -> Result<(), FerryError> {
         let parts = v.components();
-        for n in 1..=parts.len() {
-            let prefix = relative(&parts[..n]);
+        for (n, part) in parts.iter().enumerate() {
+            let prefix = relative(parts.get(..=n).unwrap_or_default());
             match beneath(
                 &self.dir,
                 &prefix,
@@ -202,17 +202,17 @@ impl Home {
                 Err(e) if e.kind == ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
-            let parent = if n == 1 {
+            let parent = if n == 0 {
                 self.dir.clone()
             } else {
                 Arc::new(beneath(
                     &self.dir,
-                    &relative(&parts[..n - 1]),
+                    &relative(parts.get(..n).unwrap_or_default()),
                     OFlags::PATH | OFlags::DIRECTORY,
                     Mode::empty(),
                 )?)
             };
-            match rustix::fs::mkdirat(&*parent, parts[n - 1].as_str(), Mode::from_raw_mode(0o750)) {
+            match rustix::fs::mkdirat(&*parent, part.as_str(), Mode::from_raw_mode(0o750)) {
                 Ok(()) | Err(Errno::EXIST) => {}
                 Err(e) => return Err(errno_error(e)),
             }
@@ -496,7 +496,7 @@ impl Place {
             use sha2::Digest;
             format!(
                 "{PARTIAL_PREFIX}{}",
-                hex::encode(&sha2::Sha256::digest(name)[..16])
+                hex::encode(sha2::Sha256::digest(name).get(..16).unwrap_or_default())
             )
         }
     }

@@ -57,7 +57,7 @@ impl SecretKey {
         let digest = sha2::Digest::finalize(hash);
         Self {
             cipher: ChaCha20Poly1305::new(Key::from_slice(bytes)),
-            id: hex::encode(&digest[..8]),
+            id: hex::encode(digest.get(..8).unwrap_or_default()),
         }
     }
 

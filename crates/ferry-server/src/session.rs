@@ -1029,13 +1029,12 @@ async fn copy_data(
             } else {
                 (length - done).min(buf.len() as u64) as usize
             };
-            let n = src
-                .read_at(&mut buf[..want], from + done)
-                .map_err(io_error)?;
+            let into = buf.get_mut(..want).unwrap_or_default();
+            let n = src.read_at(into, from + done).map_err(io_error)?;
             if n == 0 {
                 break;
             }
-            let chunk = &buf[..n];
+            let chunk = crate::transfer::filled(&buf, n).map_err(io_error)?;
             dst.write_all_at(chunk, to + done).map_err(io_error)?;
             hash.record_write(to + done, chunk);
             done += n as u64;
@@ -1172,7 +1171,14 @@ async fn read_batch(f: &mut OpenFile, batch: Vec<(u64, FsOp)>, reply: &Reply) {
             let mut got = 0;
             let mut failed = None;
             while got < len {
-                match file.read_at(&mut buf[got..], offset + got as u64) {
+                let into = match crate::transfer::unfilled(&mut buf, got) {
+                    Ok(into) => into,
+                    Err(e) => {
+                        failed = Some(io_error(e));
+                        break;
+                    }
+                };
+                match file.read_at(into, offset + got as u64) {
                     Ok(0) => break,
                     Ok(n) => got += n,
                     Err(e) => {

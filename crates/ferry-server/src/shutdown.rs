@@ -149,7 +149,7 @@ impl crate::RunningServer {
         }
         self.runner.stop();
         if let Err(e) = ctx.cluster.shutdown(STOP_GRACE).await {
-            problems.push(e);
+            problems.push(e.to_string());
         }
         if let Err(left) = self.runner.wait(STOP_GRACE).await {
             problems.push(format!("cluster loops still running: {}", left.join(", ")));

@@ -86,7 +86,7 @@ impl HashTracker {
             if n == 0 {
                 break;
             }
-            hasher.update(&buf[..n]);
+            hasher.update(filled(&buf, n)?);
             offset += n as u64;
         }
         Ok(hex::encode(hasher.finalize()))
@@ -174,6 +174,24 @@ fn stream_digest<D: Digest>(file: &File) -> io::Result<String> {
         offset += n as u64;
     }
     Ok(hex::encode(hasher.finalize()))
+}
+
+/// The first `n` bytes of `buf`, as a read that returned `n` filled them;
+/// an error, never a panic, if a reader claimed more than the buffer holds.
+pub(crate) fn filled(buf: &[u8], n: usize) -> io::Result<&[u8]> {
+    buf.get(..n).ok_or_else(|| {
+        io::Error::other(format!(
+            "a read returned {n} bytes into a buffer of {}",
+            buf.len()
+        ))
+    })
+}
+
+/// The part of `buf` from `from` on, to read into next.
+pub(crate) fn unfilled(buf: &mut [u8], from: usize) -> io::Result<&mut [u8]> {
+    let len = buf.len();
+    buf.get_mut(from..)
+        .ok_or_else(|| io::Error::other(format!("a read went past its buffer of {len}")))
 }
 
 /// Milliseconds since the epoch, now.

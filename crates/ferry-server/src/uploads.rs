@@ -440,7 +440,7 @@ fn hash_file(file: &File) -> Result<String, FerryError> {
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
+        hasher.update(crate::transfer::filled(&buf, n).map_err(io_error)?);
         offset += n as u64;
     }
     Ok(hex::encode(hasher.finalize()))

@@ -195,8 +195,16 @@ impl Schema {
         quoted_list(self.columns.iter().map(String::as_str))
     }
 
+    /// The primary key's column names (`pk` holds their positions in
+    /// `columns`, all in range by construction).
+    fn pk_columns(&self) -> impl Iterator<Item = &str> {
+        self.pk
+            .iter()
+            .filter_map(|&i| self.columns.get(i).map(String::as_str))
+    }
+
     fn pk_list(&self) -> String {
-        quoted_list(self.pk.iter().map(|&i| self.columns[i].as_str()))
+        quoted_list(self.pk_columns())
     }
 
     fn index_of(&self, column: &str) -> Result<usize> {
@@ -602,12 +610,12 @@ impl Store {
                 continue;
             }
             let s = &c.schema;
-            let condition =
-                s.pk.iter()
-                    .enumerate()
-                    .map(|(n, &i)| format!("{} IS ?{}", quote(&s.columns[i]), n + 1))
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
+            let condition = s
+                .pk_columns()
+                .enumerate()
+                .map(|(n, column)| format!("{} IS ?{}", quote(column), n + 1))
+                .collect::<Vec<_>>()
+                .join(" AND ");
             let sql = format!("DELETE FROM {} WHERE {condition}", quote(s.table));
             let mut stmt = tx.prepare(&sql)?;
             for key in &p.deletes {

@@ -28,7 +28,11 @@ impl std::fmt::Debug for LogStore {
 
 impl LogStore {
     /// Opens (creating) `path`.
-    pub fn open(path: &Path) -> Result<Self, String> {
+    pub fn open(path: &Path) -> Result<Self, crate::ClusterError> {
+        Self::open_at(path).map_err(crate::ClusterError::State)
+    }
+
+    fn open_at(path: &Path) -> Result<Self, String> {
         let conn = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let setup = |conn: &Connection| -> rusqlite::Result<()> {
             conn.pragma_update(None, "journal_mode", "WAL")?;

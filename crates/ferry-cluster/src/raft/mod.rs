@@ -76,7 +76,9 @@ pub(crate) fn storage_error(
 pub fn node_id_of(name: &str) -> NodeId {
     let digest = sha2::Sha256::digest(name.as_bytes());
     let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&digest[..8]);
+    for (to, from) in bytes.iter_mut().zip(digest.iter()) {
+        *to = *from;
+    }
     u64::from_be_bytes(bytes)
 }
 

@@ -250,7 +250,7 @@ fn no_quorum(detail: impl std::fmt::Display) -> FerryError {
 impl RaftNode {
     /// Opens the log, starts Raft, and follows its metrics to keep the
     /// primary role current.
-    pub async fn start(options: RaftOptions) -> Result<Arc<Self>, String> {
+    pub async fn start(options: RaftOptions) -> Result<Arc<Self>, crate::ClusterError> {
         let log = LogStore::open(&options.state_dir.join("raft.db"))?;
         let state_machine = StateMachine::new(
             options.store.clone(),
@@ -288,7 +288,7 @@ impl RaftNode {
             ..Default::default()
         }
         .validate()
-        .map_err(|e| format!("[cluster] timing: {e}"))?;
+        .map_err(|e| crate::ClusterError::Config(format!("[cluster] timing: {e}")))?;
         let events = EventLog::open(&options.state_dir, &options.name).with_webhook(
             options.config.alert_webhook.as_deref(),
             options.config.alert_webhook_ca.as_deref(),
@@ -302,7 +302,7 @@ impl RaftNode {
             state_machine,
         )
         .await
-        .map_err(|e| format!("cannot start Raft: {e}"))?;
+        .map_err(|e| crate::ClusterError::Raft(format!("cannot start Raft: {e}")))?;
         let (duties_tx, duties) = watch::channel(crate::mode::Duties {
             primary: None,
             serving: !options.witness,
@@ -565,11 +565,15 @@ impl RaftNode {
     /// leader stops sending heartbeats, so the others elect a new one
     /// after an election timeout), the log and state machine stay as they
     /// are for the next start. Bounded: openraft gets `within`.
-    pub async fn shutdown(&self, within: Duration) -> Result<(), String> {
+    pub async fn shutdown(&self, within: Duration) -> Result<(), crate::ClusterError> {
         match tokio::time::timeout(within, self.raft.shutdown()).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("openraft did not shut down cleanly: {e}")),
-            Err(_) => Err(format!("openraft did not shut down within {within:?}")),
+            Ok(Err(e)) => Err(crate::ClusterError::Raft(format!(
+                "openraft did not shut down cleanly: {e}"
+            ))),
+            Err(_) => Err(crate::ClusterError::Raft(format!(
+                "openraft did not shut down within {within:?}"
+            ))),
         }
     }
 

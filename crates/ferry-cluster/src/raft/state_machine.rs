@@ -60,6 +60,14 @@ impl StateMachine {
         store: Arc<Store>,
         state_dir: PathBuf,
         on_applied: Arc<dyn Fn() + Send + Sync>,
+    ) -> Result<Self, crate::ClusterError> {
+        Self::open(store, state_dir, on_applied).map_err(crate::ClusterError::State)
+    }
+
+    fn open(
+        store: Arc<Store>,
+        state_dir: PathBuf,
+        on_applied: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<Self, String> {
         let snapshot_dir = state_dir.join(SNAPSHOT_DIR);
         if snapshot_dir.exists() {

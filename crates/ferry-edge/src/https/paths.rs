@@ -30,8 +30,8 @@ pub fn percent_decode(raw: &str) -> Result<String, ApiError> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
+    while let Some(&byte) = bytes.get(i) {
+        if byte == b'%' {
             let pair = bytes
                 .get(i + 1)
                 .copied()
@@ -43,7 +43,7 @@ pub fn percent_decode(raw: &str) -> Result<String, ApiError> {
             out.push(hi << 4 | lo);
             i += 3;
         } else {
-            out.push(bytes[i]);
+            out.push(byte);
             i += 1;
         }
     }

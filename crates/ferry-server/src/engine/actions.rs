@@ -258,8 +258,9 @@ fn copy_hashing(mut input: impl Read, mut output: impl Write) -> io::Result<(u64
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
-        output.write_all(&buf[..n])?;
+        let chunk = crate::transfer::filled(&buf, n)?;
+        hasher.update(chunk);
+        output.write_all(chunk)?;
         size += n as u64;
     }
     Ok((size, hex::encode(hasher.finalize())))
