@@ -14,339 +14,30 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use common::cluster::{add_unreachable_partner, prepare_site, server_toml, start_edge, Proxy};
+use common::cluster::{add_unreachable_partner, ClusterSpec, Proxies, TestCluster};
 use common::*;
 
-/// Who is in a test cluster, and how they reach each other.
-struct Setup {
-    /// Names; a name starting with "w" is a witness.
-    names: &'static [&'static str],
-    /// Every server-to-server link goes through its own [`Proxy`].
-    proxied: bool,
-    /// The first this many servers form the group at `cluster init`; the
-    /// others know them but join later.
-    initial: usize,
+const THREE: ClusterSpec = ClusterSpec::active_active(&["s1", "s2", "s3"]);
+
+/// `sftp -b` as alice through the edge.
+fn sftp(c: &TestCluster, key: &Path, batch: &str) -> Output {
+    c.sftp("alice", key, batch, c.root.path())
 }
 
-const THREE: Setup = Setup {
-    names: &["s1", "s2", "s3"],
-    proxied: false,
-    initial: 3,
-};
-
-struct Server {
-    name: &'static str,
-    dir: PathBuf,
-    proc: Option<Proc>,
-    admin: String,
-    witness: bool,
-}
-
-struct Raft {
-    root: tempfile::TempDir,
-    servers: Vec<Server>,
-    _edge: Option<Proc>,
-    sftp_port: u16,
-    /// `links[i][j]`: the proxy server i reaches server j through.
-    links: Vec<Vec<Option<Proxy>>>,
-    /// Bodies of the alerts the servers POSTed to the test's webhook.
-    alerts: Arc<Mutex<Vec<String>>>,
-}
-
-/// A minimal HTTP endpoint that keeps every request body and answers 204.
-fn webhook() -> (u16, Arc<Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let bodies: Arc<Mutex<Vec<String>>> = Arc::default();
-    let kept = bodies.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let kept = kept.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                loop {
-                    let mut length = 0usize;
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let l = line.trim_end().to_ascii_lowercase();
-                        if l.is_empty() {
-                            break;
-                        }
-                        if let Some(v) = l.strip_prefix("content-length:") {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0u8; length];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    kept.lock()
-                        .unwrap()
-                        .push(String::from_utf8_lossy(&body).into_owned());
-                    let mut out = &stream;
-                    if out
-                        .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (port, bodies)
-}
-
-impl Raft {
-    fn start(setup: Setup) -> Self {
-        let names = setup.names;
-        let root = tempfile::tempdir().unwrap();
-        let r = root.path();
-        prepare_site(r, names);
-        let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
-        let (hook_port, alerts) = webhook();
-        let links: Vec<Vec<Option<Proxy>>> = (0..names.len())
-            .map(|i| {
-                (0..names.len())
-                    .map(|j| (setup.proxied && i != j).then(|| Proxy::start(ports[j])))
-                    .collect()
-            })
-            .collect();
-        let mut servers = Vec::new();
-        for (i, name) in names.iter().enumerate() {
-            let dir = r.join(name);
-            std::fs::create_dir_all(&dir).unwrap();
-            let mut peers = String::new();
-            for (j, other) in names.iter().enumerate() {
-                // Founders list each other; a joiner lists the founders.
-                if i != j && j < setup.initial {
-                    let port = links[i][j].as_ref().map_or(ports[j], |px| px.port);
-                    peers.push_str(&format!(
-                        "[[cluster.peers]]\nid = \"{other}\"\naddress = \"127.0.0.1:{port}\"\n"
-                    ));
-                }
-            }
-            std::fs::write(
-                dir.join("server.toml"),
-                server_toml(
-                    name,
-                    ports[i],
-                    &format!(
-                        r#"mode = "active-active"
-advertise = "127.0.0.1:{port}"
-heartbeat_ms = 100
-election_timeout_ms = 600
-# Small, so a server that was down catches up from a snapshot.
-snapshot_every = 20
-alert_webhook = "http://127.0.0.1:{hook_port}/alerts"
-{peers}"#,
-                        port = ports[i]
-                    ),
-                ),
-            )
-            .unwrap();
-            servers.push(Server {
-                name,
-                dir,
-                proc: None,
-                admin: String::new(),
-                witness: name.starts_with('w'),
-            });
-        }
-        let mut raft = Self {
-            root,
-            servers,
-            _edge: None,
-            sftp_port: 0,
-            links,
-            alerts,
-        };
-        for i in 0..names.len() {
-            raft.start_server(i);
-        }
-        // Witnesses serve no sessions: the edge lists the servers only.
-        let serving: Vec<u16> = ports
-            .iter()
-            .zip(names)
-            .filter(|(_, n)| !n.starts_with('w'))
-            .map(|(p, _)| *p)
-            .collect();
-        let (edge, port) = start_edge(raft.root.path(), &serving);
-        raft._edge = Some(edge);
-        raft.sftp_port = port;
-        raft
-    }
-
-    /// Cuts (or heals) every link to and from server `i`.
-    fn isolate(&self, i: usize, on: bool) {
-        for (a, row) in self.links.iter().enumerate() {
-            for (b, link) in row.iter().enumerate() {
-                if a == i || b == i {
-                    if let Some(px) = link {
-                        px.block(on);
-                    }
-                }
-            }
-        }
-    }
-
-    fn start_server(&mut self, i: usize) {
-        let config = self.servers[i].dir.join("server.toml");
-        let mut args = vec!["server", "--config", config.to_str().unwrap()];
-        if self.servers[i].witness {
-            args.push("--witness");
-        }
-        let (proc, v) = Proc::start(&args, &["admin"]);
-        self.servers[i].proc = Some(proc);
-        self.servers[i].admin = v[0].clone();
-    }
-
-    fn kill(&mut self, i: usize) {
-        if let Some(mut p) = self.servers[i].proc.take() {
-            p.kill();
-        }
-    }
-
-    fn admin_args(&self, i: usize) -> Vec<String> {
-        let r = self.root.path();
-        vec![
-            "--admin".into(),
-            self.servers[i].admin.clone(),
-            "--token-file".into(),
-            r.join("admin.token").to_str().unwrap().into(),
-            "--ca-file".into(),
-            r.join("pki/ca.crt").to_str().unwrap().into(),
-        ]
-    }
-
-    fn admin(&self, i: usize, args: &[&str], stdin: Option<&str>) -> Output {
-        run_ferry(args, &self.admin_args(i), stdin)
-    }
-
-    fn admin_ok(&self, i: usize, args: &[&str], stdin: Option<&str>) -> String {
-        let out = self.admin(i, args, stdin);
-        assert!(
-            out.status.success(),
-            "ferry {args:?} on {}: {}",
-            self.servers[i].name,
-            stderr(&out)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// `/role` of server `i`, if it answers.
-    fn role(&self, i: usize) -> Option<serde_json::Value> {
-        self.servers[i].proc.as_ref()?;
-        let out = Command::new("curl")
-            .args(["-s", "--max-time", "3", "--cacert"])
-            .arg(self.root.path().join("pki/ca.crt"))
-            .arg(format!("{}/role", self.servers[i].admin))
-            .output()
-            .ok()?;
-        serde_json::from_slice(&out.stdout).ok()
-    }
-
-    /// The index of the primary, once exactly one server claims it.
-    fn primary(&self) -> Option<usize> {
-        let primaries: Vec<usize> = (0..self.servers.len())
-            .filter(|&i| self.role(i).is_some_and(|r| r["primary"] == true))
-            .collect();
-        (primaries.len() == 1).then(|| primaries[0])
-    }
-
-    /// The last log index server `i` holds, from its own status.
-    fn last_log_index(&self, i: usize) -> u64 {
-        let v: serde_json::Value =
-            serde_json::from_str(&self.admin_ok(i, &["cluster", "status", "--json"], None))
-                .unwrap();
-        let name = self.servers[i].name;
-        v["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["name"] == name)
-            .and_then(|m| m["last_log_index"].as_u64())
-            .unwrap()
-    }
-
-    fn transfers(&self, i: usize) -> Vec<(String, String)> {
-        let v: serde_json::Value = serde_json::from_str(&self.admin_ok(
-            i,
-            &["transfer", "list", "--json", "--limit", "10000"],
-            None,
-        ))
-        .unwrap();
-        let mut rows: Vec<(String, String)> = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| {
-                (
-                    t["id"].as_str().unwrap().to_owned(),
-                    t["sha256"].as_str().unwrap_or("").to_owned(),
-                )
-            })
-            .collect();
-        rows.sort();
-        rows
-    }
-
-    /// Creates alice (password and a key) through server `i`; her key.
-    fn alice_with_key(&self, i: usize) -> PathBuf {
-        self.admin_ok(
-            i,
-            &["account", "add", "alice", "--password-stdin"],
-            Some(&format!("{PASSWORD}\n")),
-        );
-        let key = client_key(self.root.path(), "alice_key");
-        self.admin_ok(
-            i,
-            &[
-                "account",
-                "key",
-                "add",
-                "alice",
-                key.with_extension("pub").to_str().unwrap(),
-            ],
-            None,
-        );
-        key
-    }
-
-    /// Server `i`'s internal address, as it advertises it.
-    fn advertise(&self, i: usize) -> String {
-        let config = std::fs::read_to_string(self.servers[i].dir.join("server.toml")).unwrap();
-        config
-            .lines()
-            .find_map(|l| l.strip_prefix("advertise = "))
-            .unwrap()
-            .trim_matches('"')
-            .to_owned()
-    }
-
-    fn sftp(&self, key: &Path, batch: &str) -> Output {
-        let scratch = self.root.path();
-        sftp_with_key(self.sftp_port, scratch, "alice", key, batch, scratch)
-    }
+/// The last log index server `i` holds, from its own status.
+fn last_log_index(c: &TestCluster, i: usize) -> u64 {
+    c.last_log_index(i, c.servers[i].name)
 }
 
 #[test]
 fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
-    let mut c = Raft::start(THREE);
-    let out = c.admin_ok(0, &["cluster", "init"], None);
+    let mut c = TestCluster::start(THREE);
+    let out = c.init();
     println!("{out}");
     assert!(
         wait_until(20, || c.primary().is_some()),
@@ -358,7 +49,7 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
 
     // Made through a follower, visible everywhere.
     let follower = (0..3).find(|&i| Some(i) != c.primary()).unwrap();
-    let key = c.alice_with_key(follower);
+    let key = c.account_with_key(follower, "alice");
     for i in 0..3 {
         assert!(
             wait_until(10, || c
@@ -475,16 +166,20 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
     assert!(ok.len() >= 150, "{results:?}");
     // Failed uploads can be made again on the surviving servers.
     for (name, _) in results.iter().filter(|r| !r.1) {
-        assert_ok(&c.sftp(&key, &format!("put {} {name}\n", local.display())));
+        assert_ok(&sftp(
+            &c,
+            &key,
+            &format!("put {} {name}\n", local.display()),
+        ));
     }
     // Every upload is in the log of both survivors, with its hash.
     let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     assert!(wait_until(20, || {
-        let a = c.transfers(survivors[0]);
-        a == c.transfers(survivors[1]) && a.len() >= 200
+        let a = c.transfer_ids(survivors[0]);
+        a == c.transfer_ids(survivors[1]) && a.len() >= 200
     }));
-    let rows = c.transfers(survivors[0]);
-    assert!(rows.iter().all(|(_, s)| *s == sha), "{rows:?}");
+    let rows = c.transfer_ids(survivors[0]);
+    assert!(rows.iter().all(|(_, _, s)| *s == sha), "{rows:?}");
 
     // No event stays with the dead server: all are done, by the survivors.
     let events_done = || {
@@ -517,9 +212,9 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
     // The log grows with work done, not with polling: idle, nothing is
     // proposed (no claim of an event another server won, again and again).
     let leader_now = c.primary().unwrap();
-    let before = c.last_log_index(leader_now);
+    let before = last_log_index(&c, leader_now);
     std::thread::sleep(std::time::Duration::from_secs(5));
-    let after = c.last_log_index(leader_now);
+    let after = last_log_index(&c, leader_now);
     println!(
         "log: {before} entries for {} uploads ({:.1} per upload); {} more in 5 s idle",
         results.len(),
@@ -540,7 +235,8 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
     println!("fault: {} restarted", c.servers[leader].name);
     c.start_server(leader);
     assert!(
-        wait_until(30, || c.transfers(leader) == c.transfers(survivors[0])),
+        wait_until(30, || c.transfer_ids(leader)
+            == c.transfer_ids(survivors[0])),
         "{} did not catch up",
         c.servers[leader].name
     );
@@ -554,10 +250,8 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
     );
     c.kill(survivors[0]);
     c.kill(survivors[1]);
-    assert!(wait_until(10, || c
-        .role(leader)
-        .is_some_and(|r| r["ready"] == false)));
-    let out = c.sftp(&key, "ls\n");
+    assert!(wait_until(10, || c.role(leader).is_some_and(|r| !r.ready)));
+    let out = sftp(&c, &key, "ls\n");
     assert!(!out.status.success());
     // The edge disconnects with that reason; OpenSSH may print the refusal
     // that russh sends just before the disconnect instead.
@@ -584,7 +278,7 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
     let mut last = None;
     assert!(
         wait_until(30, || {
-            let out = c.sftp(&key, &format!("put {} healed.bin\n", local.display()));
+            let out = sftp(&c, &key, &format!("put {} healed.bin\n", local.display()));
             let ok = out.status.success();
             last = Some(out);
             ok
@@ -593,13 +287,17 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
         stderr(last.as_ref().unwrap())
     );
     assert!(wait_until(30, || {
-        let a = c.transfers(0);
-        a == c.transfers(1) && a == c.transfers(2)
+        let a = c.transfer_ids(0);
+        a == c.transfer_ids(1) && a == c.transfer_ids(2)
     }));
     // What was uploaded before is there to download, and the download is
     // logged everywhere.
     let got = c.root.path().join("got.bin");
-    assert_ok(&c.sftp(&key, &format!("get w0-0.bin {}\n", got.display())));
+    assert_ok(&sftp(
+        &c,
+        &key,
+        &format!("get w0-0.bin {}\n", got.display()),
+    ));
     assert_eq!(sha256_file(&got), sha);
     for i in 0..3 {
         let has_row = || {
@@ -622,19 +320,9 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
     }
 }
 
-/// SIGSTOP or SIGCONT to server `i`.
-fn signal(c: &Raft, i: usize, sig: &str) {
-    let pid = c.servers[i].proc.as_ref().unwrap().child.id().to_string();
-    assert!(Command::new("kill")
-        .args([sig, &pid])
-        .status()
-        .unwrap()
-        .success());
-}
-
 /// Adds a partner nobody answers for and a schedule pulling from it every
 /// 2 s: its firings show which server runs the scheduler, and when.
-fn add_ticking_schedule(c: &Raft, i: usize) {
+fn add_ticking_schedule(c: &TestCluster, i: usize) {
     let key = client_key(c.root.path(), "hostkey");
     add_unreachable_partner(
         |args| {
@@ -664,7 +352,7 @@ fn add_ticking_schedule(c: &Raft, i: usize) {
 }
 
 /// (slot, node, event id) of every firing of `tick`, as server `i` has them.
-fn firings(c: &Raft, i: usize) -> Vec<(i64, String, String)> {
+fn firings(c: &TestCluster, i: usize) -> Vec<(i64, String, String)> {
     let v: serde_json::Value =
         serde_json::from_str(&c.admin_ok(i, &["schedule", "firings", "tick", "--json"], None))
             .unwrap();
@@ -686,8 +374,8 @@ fn firings(c: &Raft, i: usize) -> Vec<(i64, String, String)> {
 
 #[test]
 fn schedule_slots_fire_exactly_once_across_five_leader_faults() {
-    let mut c = Raft::start(THREE);
-    c.admin_ok(0, &["cluster", "init"], None);
+    let mut c = TestCluster::start(THREE);
+    c.init();
     assert!(wait_until(20, || c.primary().is_some()));
     add_ticking_schedule(&c, 0);
     assert!(wait_until(20, || firings(&c, 0).len() >= 2));
@@ -702,12 +390,11 @@ fn schedule_slots_fire_exactly_once_across_five_leader_faults() {
             c.start_server(leader);
         } else {
             println!("fault {round}: SIGSTOP {name} (leader) past its lease, then SIGCONT");
-            signal(&c, leader, "-STOP");
-            assert!(wait_until(20, || (0..3).any(
-                |i| i != leader && c.role(i).is_some_and(|r| r["primary"] == true)
-            )));
+            c.signal(leader, "-STOP");
+            assert!(wait_until(20, || (0..3)
+                .any(|i| i != leader && c.role(i).is_some_and(|r| r.primary))));
             std::thread::sleep(std::time::Duration::from_secs(3));
-            signal(&c, leader, "-CONT");
+            c.signal(leader, "-CONT");
         }
         assert!(wait_until(20, || c.primary().is_some()));
         std::thread::sleep(std::time::Duration::from_secs(2));
@@ -754,24 +441,11 @@ fn schedule_slots_fire_exactly_once_across_five_leader_faults() {
 
 #[test]
 fn two_servers_and_a_witness_survive_the_loss_of_either_server() {
-    let mut c = Raft::start(Setup {
-        names: &["s1", "s2", "w1"],
-        proxied: false,
-        initial: 3,
-    });
-    c.admin_ok(0, &["cluster", "init"], None);
+    let mut c = TestCluster::start(ClusterSpec::active_active(&["s1", "s2", "w1"]));
+    c.init();
     assert!(wait_until(20, || c.primary().is_some()));
     assert_ne!(c.primary(), Some(2), "the witness must never lead");
-    let (code, _) = {
-        let out = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
-            .arg(c.root.path().join("pki/ca.crt"))
-            .arg(format!("{}/readyz", c.servers[2].admin))
-            .output()
-            .unwrap();
-        (String::from_utf8_lossy(&out.stdout).into_owned(), ())
-    };
-    assert_eq!(code, "503", "a witness is never ready");
+    assert_eq!(c.get(2, "/readyz").0, 503, "a witness is never ready");
     for victim in [0, 1] {
         let leader = c.primary().unwrap();
         let target = if victim == 0 { leader } else { 1 - leader };
@@ -779,7 +453,7 @@ fn two_servers_and_a_witness_survive_the_loss_of_either_server() {
         c.kill(target);
         let other = 1 - target;
         assert!(
-            wait_until(20, || c.role(other).is_some_and(|r| r["primary"] == true)),
+            wait_until(20, || c.role(other).is_some_and(|r| r.primary)),
             "{} did not become primary",
             c.servers[other].name
         );
@@ -797,14 +471,13 @@ fn two_servers_and_a_witness_survive_the_loss_of_either_server() {
 
 #[test]
 fn a_partitioned_leader_turns_read_only_and_never_shares_a_term() {
-    let c = Raft::start(Setup {
-        names: &["s1", "s2", "s3"],
-        proxied: true,
-        initial: 3,
+    let c = TestCluster::start(ClusterSpec {
+        proxies: Proxies::All,
+        ..THREE
     });
-    c.admin_ok(0, &["cluster", "init"], None);
+    c.init();
     assert!(wait_until(20, || c.primary().is_some()));
-    let key = c.alice_with_key(0);
+    let key = c.account_with_key(0, "alice");
     let old = c.primary().unwrap();
     let name = c.servers[old].name;
     println!(
@@ -818,11 +491,8 @@ fn a_partitioned_leader_turns_read_only_and_never_shares_a_term() {
     while Instant::now() < deadline {
         for i in 0..3 {
             if let Some(r) = c.role(i) {
-                if r["primary"] == true {
-                    primaries
-                        .entry(r["epoch"].as_u64().unwrap())
-                        .or_default()
-                        .insert(i);
+                if r.primary {
+                    primaries.entry(r.epoch).or_default().insert(i);
                 }
             }
         }
@@ -836,7 +506,7 @@ fn a_partitioned_leader_turns_read_only_and_never_shares_a_term() {
     // the outcome is unknown (exit code 6, its own: neither "not found"
     // nor simply "unavailable"), not a failure, with the key to retry it
     // with.
-    assert_eq!(c.role(old).unwrap()["ready"], false);
+    assert!(!c.role(old).unwrap().ready);
     let out = c.admin(
         old,
         &[
@@ -866,7 +536,11 @@ fn a_partitioned_leader_turns_read_only_and_never_shares_a_term() {
     // The edge reaches all three, and sends each new session to a server
     // that takes writes: every upload succeeds at the first try.
     for n in 0..6 {
-        assert_ok(&c.sftp(&key, &format!("put {} during-{n}.bin\n", local.display())));
+        assert_ok(&sftp(
+            &c,
+            &key,
+            &format!("put {} during-{n}.bin\n", local.display()),
+        ));
     }
     println!("fault: heal the partition");
     c.isolate(old, false);
@@ -918,12 +592,11 @@ fn sha256_hex(text: &str) -> String {
 
 #[test]
 fn a_server_joins_with_the_token_and_another_leaves() {
-    let c = Raft::start(Setup {
-        names: &["s1", "s2", "s3"],
-        proxied: false,
+    let c = TestCluster::start(ClusterSpec {
         initial: 2,
+        ..THREE
     });
-    let out = c.admin_ok(0, &["cluster", "init"], None);
+    let out = c.init();
     println!("{out}");
     let token = out
         .split_whitespace()
@@ -936,7 +609,7 @@ fn a_server_joins_with_the_token_and_another_leaves() {
         &["account", "add", "alice", "--password-stdin"],
         Some(&format!("{PASSWORD}\n")),
     );
-    let s1_addr = c.advertise(0);
+    let s1_addr = format!("127.0.0.1:{}", c.servers[0].internal_port);
     // A wrong token is refused, and s3 stays outside.
     let bad = c.root.path().join("bad.token");
     std::fs::write(&bad, "fyj_0000\n").unwrap();
@@ -1082,10 +755,10 @@ except Exception as e:
 #[test]
 fn an_upload_closed_without_a_quorum_is_kept_and_logged_and_routed_later() {
     use std::io::{BufRead, BufReader, Write};
-    let mut c = Raft::start(THREE);
-    c.admin_ok(0, &["cluster", "init"], None);
+    let mut c = TestCluster::start(THREE);
+    c.init();
     assert!(wait_until(20, || c.primary().is_some()));
-    let key = c.alice_with_key(0);
+    let key = c.account_with_key(0, "alice");
     c.admin_ok(
         0,
         &["account", "add", "bob", "--password-stdin"],
@@ -1107,8 +780,7 @@ fn an_upload_closed_without_a_quorum_is_kept_and_logged_and_routed_later() {
         None,
     );
     // A second edge in front of s1 alone: the session is on s1.
-    let s1_port: u16 = c.advertise(0).rsplit(':').next().unwrap().parse().unwrap();
-    let (_edge2, edge2_port) = start_edge(c.root.path(), &[s1_port]);
+    let (_edge2, edge2_port) = c.edge_to(&[0]);
     let mut client = Command::new("python3")
         .args(["-c", SLOW_CLOSE, &edge2_port.to_string()])
         .arg(&key)
@@ -1123,9 +795,7 @@ fn an_upload_closed_without_a_quorum_is_kept_and_logged_and_routed_later() {
     println!("fault: SIGKILL s2 and s3 while alice's upload on s1 is open");
     c.kill(1);
     c.kill(2);
-    assert!(wait_until(10, || c
-        .role(0)
-        .is_some_and(|r| r["ready"] == false)));
+    assert!(wait_until(10, || c.role(0).is_some_and(|r| !r.ready)));
     writeln!(client.stdin.as_mut().unwrap(), "close").unwrap();
     let said = lines.next().unwrap().unwrap();
     assert!(client.wait().unwrap().success());

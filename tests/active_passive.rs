@@ -36,7 +36,7 @@ fn names(v: &serde_json::Value, key: &str) -> Vec<String> {
     n
 }
 
-fn upload(c: &Cluster, key: &Path, local: &Path, remote: &str) -> std::process::Output {
+fn upload(c: &TestCluster, key: &Path, local: &Path, remote: &str) -> std::process::Output {
     c.sftp(
         "alice",
         key,
@@ -47,7 +47,7 @@ fn upload(c: &Cluster, key: &Path, local: &Path, remote: &str) -> std::process::
 
 #[test]
 fn sync_copies_what_the_manifests_list_and_refuses_what_it_must() {
-    let mut c = Cluster::start(false);
+    let mut c = TestCluster::start(ClusterSpec::active_passive());
     println!("faults: none until the manifest, incompatible-store and dead-standby steps");
 
     // Roles as a load balancer sees them.
@@ -58,7 +58,7 @@ fn sync_copies_what_the_manifests_list_and_refuses_what_it_must() {
     assert!(body.contains("standby"), "{body}");
     let (code, _) = c.get(W1, "/readyz");
     assert_eq!(code, 503);
-    assert_eq!(c.role(W1).unwrap().0, "witness");
+    assert_eq!(c.role(W1).unwrap().role, "witness");
 
     // Only a configured peer, with its own certificate, may speak as a
     // server: an edge's certificate (same CA) cannot push a sync or vote.
@@ -96,8 +96,8 @@ fn sync_copies_what_the_manifests_list_and_refuses_what_it_must() {
         ],
         None,
     );
-    let s1 = c.nodes[S1].dir.clone();
-    let s2 = c.nodes[S2].dir.clone();
+    let s1 = c.servers[S1].dir.clone();
+    let s2 = c.servers[S2].dir.clone();
     std::fs::create_dir_all(s1.join("shared/local")).unwrap();
     std::fs::write(s1.join("shared/banner.txt"), "Authorised use only\n").unwrap();
     std::fs::write(s1.join("shared/local/note.txt"), "only on s1\n").unwrap();
@@ -251,7 +251,7 @@ fn sync_copies_what_the_manifests_list_and_refuses_what_it_must() {
         .status()
         .unwrap();
     assert!(st.success());
-    c.start_node(S2);
+    c.start_server(S2);
     assert!(c.wait_role(S2, "standby", false, 20));
     let before = c.table_digests(S2);
     let out = c.admin(S1, &["sync"], None);
@@ -281,7 +281,7 @@ fn sync_copies_what_the_manifests_list_and_refuses_what_it_must() {
 
 /// Opens an internal-protocol connection to s2 with `cert`'s certificate,
 /// saying it is server `claims`; returns "accepted" or the refusal.
-fn server_handshake(c: &Cluster, cert: &str, claims: &str) -> String {
+fn server_handshake(c: &TestCluster, cert: &str, claims: &str) -> String {
     let pki = c.root.path().join("pki");
     let files = ferry_proto::tls::TlsFiles {
         ca: pki.join("ca.crt"),
@@ -289,7 +289,7 @@ fn server_handshake(c: &Cluster, cert: &str, claims: &str) -> String {
         key: pki.join(format!("{cert}.key")),
     };
     let tls = ferry_proto::tls::internal_client_config(&files).unwrap();
-    let addr = format!("127.0.0.1:{}", c.nodes[S2].internal_port);
+    let addr = format!("127.0.0.1:{}", c.servers[S2].internal_port);
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         match ferry_proto::client::Connection::connect(
             &addr,
@@ -307,11 +307,14 @@ fn server_handshake(c: &Cluster, cert: &str, claims: &str) -> String {
 
 #[test]
 fn a_sync_of_10000_accounts_runs_beside_uploads_and_a_cut_sync_changes_nothing() {
-    let c = Cluster::start(true);
+    let c = TestCluster::start(ClusterSpec {
+        proxies: Proxies::Link(S1, S2),
+        ..ClusterSpec::active_passive()
+    });
     let key = c.account_with_key(S1, "alice");
     // 10,000 more accounts, written straight into the active server's
     // database (hashing 10,000 passwords through the API would take minutes).
-    let db = c.nodes[S1].dir.join("state/ferry.db");
+    let db = c.servers[S1].dir.join("state/ferry.db");
     let st = std::process::Command::new("python3")
         .args([
             "-c",
@@ -333,7 +336,7 @@ c.commit()
 
     // Cut the sync's connection after 300 KB.
     println!("fault: proxy cuts s1->s2 sync connection after 300000 bytes");
-    let proxy = c.proxy.as_ref().unwrap();
+    let proxy = c.link(S1, S2);
     proxy.cut_after.store(300_000, Ordering::SeqCst);
     let out = c.admin(S1, &["sync"], None);
     proxy.cut_after.store(0, Ordering::SeqCst);
@@ -424,8 +427,8 @@ c.commit()
 
 /// A transfer-log row written straight into server `i`'s store (a second
 /// connection to its database), stamped `ended_at`.
-fn write_row(c: &Cluster, i: usize, id: &str, ended_at: i64) {
-    let store = ferry_store::Store::open(&c.nodes[i].dir.join("state").join("ferry.db")).unwrap();
+fn write_row(c: &TestCluster, i: usize, id: &str, ended_at: i64) {
+    let store = ferry_store::Store::open(&c.servers[i].dir.join("state").join("ferry.db")).unwrap();
     let row = ferry_core::TransferRecord {
         id: id.into(),
         account: "alice".into(),
@@ -438,7 +441,7 @@ fn write_row(c: &Cluster, i: usize, id: &str, ended_at: i64) {
         started_at: ended_at - 1,
         ended_at,
         status: ferry_core::TransferStatus::Completed,
-        node: c.nodes[i].name.clone(),
+        node: c.servers[i].name.into(),
         client_addr: "127.0.0.1:1".into(),
         error: None,
         partner: None,
@@ -451,7 +454,7 @@ fn write_row(c: &Cluster, i: usize, id: &str, ended_at: i64) {
 
 #[test]
 fn history_rows_stamped_an_hour_back_still_reach_the_other_server() {
-    let c = Cluster::start(false);
+    let c = TestCluster::start(ClusterSpec::active_passive());
     println!(
         "faults: none; rows stamped an hour behind the servers' clocks (a slow clock, \
          a late commit) are written into each server's store after the pulls began"
@@ -484,7 +487,7 @@ fn history_rows_stamped_an_hour_back_still_reach_the_other_server() {
 
 #[test]
 fn failover_promotes_the_standby_and_failback_keeps_both_transfer_logs() {
-    let mut c = Cluster::start(false);
+    let mut c = TestCluster::start(ClusterSpec::active_passive());
     let key = c.account_with_key(S1, "alice");
     // A partner nobody answers for, and a schedule pulling from it every 2 s:
     // its firings show which server runs the scheduler.
@@ -512,7 +515,7 @@ fn failover_promotes_the_standby_and_failback_keeps_both_transfer_logs() {
     // Partner credentials travel and rest sealed: the standby's database
     // files never hold the password.
     for name in ["ferry.db", "ferry.db-wal"] {
-        let path = c.nodes[S2].dir.join("state").join(name);
+        let path = c.servers[S2].dir.join("state").join(name);
         if let Ok(bytes) = std::fs::read(&path) {
             let needle = b"secret-partner-password";
             assert!(
@@ -561,7 +564,7 @@ fn failover_promotes_the_standby_and_failback_keeps_both_transfer_logs() {
     ));
     assert_eq!(sha256_file(&got), sha256_file(&local));
     // s2 runs the scheduler now.
-    let s2_firings = |c: &Cluster| -> Vec<i64> {
+    let s2_firings = |c: &TestCluster| -> Vec<i64> {
         c.json(S2, &["schedule", "firings", "tick", "--json"])
             .as_array()
             .unwrap()
@@ -578,17 +581,21 @@ fn failover_promotes_the_standby_and_failback_keeps_both_transfer_logs() {
 
     // The old active server comes back and stays standby.
     println!("fault: s1 restarted");
-    c.start_node(S1);
-    let epoch2 = c.role(S2).unwrap().2;
+    c.start_server(S1);
+    let epoch2 = c.role(S2).unwrap().epoch;
     let deadline = Instant::now() + Duration::from_secs(4);
     while Instant::now() < deadline {
-        if let Some((role, ready, _)) = c.role(S1) {
-            assert!(!(role == "active" && ready), "s1 came back active");
+        if let Some(r) = c.role(S1) {
+            assert!(!(r.role == "active" && r.ready), "s1 came back active");
         }
         sleep_ms(100);
     }
-    assert_eq!(c.role(S1).unwrap(), ("standby".into(), false, epoch2));
-    assert!(c.role(S2).unwrap().1);
+    let r = c.role(S1).unwrap();
+    assert_eq!(
+        (r.role.as_str(), r.ready, r.epoch),
+        ("standby", false, epoch2)
+    );
+    assert!(c.role(S2).unwrap().ready);
 
     // Both transfer logs end up on both servers, with their hashes.
     assert!(
@@ -652,8 +659,8 @@ fn failover_promotes_the_standby_and_failback_keeps_both_transfer_logs() {
 
 #[test]
 fn a_paused_active_server_stops_serving_and_steps_down() {
-    let c = Cluster::start(false);
-    let epoch1 = c.role(S1).unwrap().2;
+    let c = TestCluster::start(ClusterSpec::active_passive());
+    let epoch1 = c.role(S1).unwrap().epoch;
     println!("fault: SIGSTOP s1 (the active server) until s2 is promoted");
     c.signal(S1, "-STOP");
     assert!(
@@ -661,7 +668,7 @@ fn a_paused_active_server_stops_serving_and_steps_down() {
         "s2 not promoted: {:?}",
         c.role(S2)
     );
-    let epoch2 = c.role(S2).unwrap().2;
+    let epoch2 = c.role(S2).unwrap().epoch;
     assert!(epoch2 > epoch1);
     println!("fault: SIGCONT s1");
     c.signal(S1, "-CONT");
@@ -676,13 +683,17 @@ fn a_paused_active_server_stops_serving_and_steps_down() {
         }
         let both = [c.role(S1), c.role(S2)]
             .iter()
-            .filter(|r| matches!(r, Some((role, true, _)) if role == "active"))
+            .filter(|r| matches!(r, Some(r) if r.role == "active" && r.ready))
             .count();
         assert!(both <= 1, "two active servers");
         sleep_ms(50);
     }
     assert!(samples > 10);
-    assert_eq!(c.role(S1).unwrap(), ("standby".into(), false, epoch2));
+    let r = c.role(S1).unwrap();
+    assert_eq!(
+        (r.role.as_str(), r.ready, r.epoch),
+        ("standby", false, epoch2)
+    );
 }
 
 #[test]

@@ -21,216 +21,54 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::cluster::{prepare_site, server_toml, start_edge};
+use common::cluster::{ClusterSpec, TestCluster};
 use common::*;
 
 const NAMES: [&str; 3] = ["s1", "s2", "s3"];
 /// The store every server starts from, in MB.
 const STORE_MB: u64 = 210;
 
-struct Three {
-    root: tempfile::TempDir,
-    procs: Vec<Option<Proc>>,
-    admins: Vec<String>,
-    sftp_port: u16,
-    _edge: Option<Proc>,
+/// Transfer-log rows in server `i`'s store, read from its file.
+fn rows(c: &TestCluster, i: usize) -> u64 {
+    let db = c.servers[i].dir.join("state/ferry.db");
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3,sys; c=sqlite3.connect('file:'+sys.argv[1]+'?mode=ro', uri=True); \
+             print(c.execute('select count(*) from transfers').fetchone()[0])",
+        )
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
-impl Three {
-    fn dir(&self, i: usize) -> PathBuf {
-        self.root.path().join(NAMES[i])
-    }
-
-    fn start(&mut self, i: usize) {
-        let config = self.dir(i).join("server.toml");
-        let (proc, v) = Proc::start(
-            &["server", "--config", config.to_str().unwrap()],
-            &["admin"],
-        );
-        self.procs[i] = Some(proc);
-        self.admins[i] = v[0].clone();
-    }
-
-    fn kill(&mut self, i: usize) {
-        if let Some(mut p) = self.procs[i].take() {
-            p.kill();
-        }
-    }
-
-    fn internal_port(&self, i: usize) -> u16 {
-        let config = std::fs::read_to_string(self.dir(i).join("server.toml")).unwrap();
-        let listen = config
-            .lines()
-            .find_map(|l| l.strip_prefix("listen = \"127.0.0.1:"))
-            .unwrap();
-        listen.trim_end_matches('"').parse().unwrap()
-    }
-
-    fn status(&self, i: usize) -> serde_json::Value {
-        serde_json::from_str(&self.admin_ok(i, &["cluster", "status", "--json"], None)).unwrap()
-    }
-
-    /// The last log index of member `name`, as server `i` sees it.
-    fn last_log_index(&self, i: usize, name: &str) -> u64 {
-        let status = self.status(i);
-        let members = status["members"].as_array().unwrap();
-        let member = members.iter().find(|m| m["name"] == name).unwrap();
-        member["last_log_index"].as_u64().unwrap()
-    }
-
-    /// The first entry server `i` still keeps in its log.
-    fn first_log_index(&self, i: usize) -> u64 {
-        let status = self.status(i);
-        let kept = status["log_entries_kept"].as_u64().unwrap();
-        self.last_log_index(i, NAMES[i]) + 1 - kept
-    }
-
-    fn pid(&self, i: usize) -> u32 {
-        self.procs[i].as_ref().unwrap().child.id()
-    }
-
-    fn signal(&self, i: usize, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.pid(i).to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig} {}", NAMES[i]);
-    }
-
-    fn admin(&self, i: usize, args: &[&str], stdin: Option<&str>) -> Output {
-        let r = self.root.path();
-        let extra = vec![
-            "--admin".to_owned(),
-            self.admins[i].clone(),
-            "--token-file".into(),
-            r.join("admin.token").to_str().unwrap().into(),
-            "--ca-file".into(),
-            r.join("pki/ca.crt").to_str().unwrap().into(),
-        ];
-        run_ferry(args, &extra, stdin)
-    }
-
-    fn admin_ok(&self, i: usize, args: &[&str], stdin: Option<&str>) -> String {
-        let out = self.admin(i, args, stdin);
-        assert!(out.status.success(), "ferry {args:?}: {}", stderr(&out));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// `GET path` on server `i`'s admin listener: status code and body.
-    fn get(&self, i: usize, path: &str) -> (u16, String) {
-        let out = Command::new("curl")
-            .args(["-s", "--max-time", "3", "-w", "\n%{http_code}", "--cacert"])
-            .arg(self.root.path().join("pki/ca.crt"))
-            .arg(format!("{}{path}", self.admins[i]))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), body.to_owned())
-    }
-
-    fn primary(&self) -> Option<usize> {
-        (0..3).find(|&i| {
-            let (code, body) = self.get(i, "/role");
-            code == 200
-                && serde_json::from_str::<serde_json::Value>(&body)
-                    .is_ok_and(|r| r["primary"] == true)
-        })
-    }
-
-    fn sftp(&self, user: &str, key: &Path) -> Output {
-        let scratch = self.root.path();
-        sftp_with_key(self.sftp_port, scratch, user, key, "ls\n", scratch)
-    }
-
-    fn account_with_key(&self, name: &str) -> PathBuf {
-        self.admin_ok(
-            0,
-            &["account", "add", name, "--password-stdin"],
-            Some(&format!("{PASSWORD}\n")),
-        );
-        let key = client_key(self.root.path(), &format!("{name}_key"));
-        let public = key.with_extension("pub");
-        self.admin_ok(
-            0,
-            &["account", "key", "add", name, public.to_str().unwrap()],
-            None,
-        );
-        key
-    }
-
-    /// Transfer-log rows in server `i`'s store, read from its file.
-    fn rows(&self, i: usize) -> u64 {
-        let db = self.dir(i).join("state/ferry.db");
-        let out = Command::new("python3")
-            .arg("-c")
-            .arg(
-                "import sqlite3,sys; c=sqlite3.connect('file:'+sys.argv[1]+'?mode=ro', uri=True); \
-                 print(c.execute('select count(*) from transfers').fetchone()[0])",
-            )
-            .arg(&db)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-    }
+/// `ls` through the edge (in front of `s3`) as `user`.
+fn sftp(c: &TestCluster, user: &str, key: &Path) -> Output {
+    c.sftp(user, key, "ls\n", c.root.path())
 }
 
 /// Three servers sharing a seeded store of [`STORE_MB`], the cluster
 /// initialised, and an edge in front of `s3` only.
-fn seeded_cluster() -> Three {
-    let root = tempfile::tempdir().unwrap();
-    let r = root.path().to_owned();
-    let r = r.as_path();
-    prepare_site(r, &NAMES);
-    let ports: Vec<u16> = NAMES.iter().map(|_| free_port()).collect();
-    for (i, name) in NAMES.iter().enumerate() {
-        let dir = r.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut peers = String::new();
-        for (j, other) in NAMES.iter().enumerate() {
-            if i != j {
-                peers.push_str(&format!(
-                    "[[cluster.peers]]\nid = \"{other}\"\naddress = \"127.0.0.1:{}\"\n",
-                    ports[j]
-                ));
-            }
-        }
-        let cluster = format!(
-            r#"mode = "active-active"
-advertise = "127.0.0.1:{port}"
-heartbeat_ms = 100
-election_timeout_ms = 600
-# A snapshot every 50 entries, and 50 kept after it: a server 100
-# entries behind needs the snapshot.
-snapshot_every = 50
-{peers}"#,
-            port = ports[i]
-        );
-        std::fs::write(
-            dir.join("server.toml"),
-            server_toml(name, ports[i], &cluster),
-        )
-        .unwrap();
-    }
-    let mut c = Three {
-        root,
-        procs: vec![None, None, None],
-        admins: vec![String::new(); 3],
-        sftp_port: 0,
-        _edge: None,
-    };
+fn seeded_cluster() -> TestCluster {
+    // A snapshot every 50 entries, and 50 kept after it: a server 100
+    // entries behind needs the snapshot.
+    let mut c = TestCluster::new(ClusterSpec {
+        snapshot_every: 50,
+        alerts: false,
+        ..ClusterSpec::active_active(&NAMES)
+    });
 
     // One store, made by a server, filled, and given to all three: a
     // cluster formed from a restored backup.
-    c.start(0);
+    c.start_server(0);
     c.kill(0);
-    let db = c.dir(0).join("state/ferry.db");
+    let db = c.servers[0].dir.join("state/ferry.db");
     let seeded = Command::new("python3")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/seed_store.py"))
         .arg(&db)
@@ -243,36 +81,34 @@ snapshot_every = 50
         String::from_utf8_lossy(&seeded.stdout).trim()
     );
     for i in 1..3 {
-        let state = c.dir(i).join("state");
+        let state = c.servers[i].dir.join("state");
         std::fs::create_dir_all(&state).unwrap();
         std::fs::copy(&db, state.join("ferry.db")).unwrap();
     }
     for i in 0..3 {
-        c.start(i);
+        c.start_server(i);
     }
-    let init = c.admin_ok(0, &["cluster", "init"], None);
+    let init = c.init();
     let token = init.rsplit(": ").next().unwrap().trim();
     assert!(token.starts_with("fyj_"), "{init}");
-    write_private(&r.join("join.token"), token);
+    write_private(&c.root.path().join("join.token"), token);
     assert!(wait_until(20, || c.primary().is_some()), "no primary");
-    let (edge, port) = start_edge(r, &ports[2..]);
-    c._edge = Some(edge);
-    c.sftp_port = port;
+    c.start_edge(&[2]);
     c
 }
 
 #[test]
 fn a_server_behind_serves_nobody_until_it_has_caught_up_from_a_large_snapshot() {
     let mut c = seeded_cluster();
-    let seeded_rows = c.rows(0);
-    let bob = c.account_with_key("bob");
-    let carol = c.account_with_key("carol");
+    let seeded_rows = rows(&c, 0);
+    let bob = c.account_with_key(0, "bob");
+    let carol = c.account_with_key(0, "carol");
     // s3 is up to date: both log in through it.
     assert!(
-        wait_until(20, || c.sftp("bob", &bob).status.success()),
+        wait_until(20, || sftp(&c, "bob", &bob).status.success()),
         "bob cannot log in through s3"
     );
-    assert_ok(&c.sftp("carol", &carol));
+    assert_ok(&sftp(&c, "carol", &carol));
 
     let s3_index = c.last_log_index(0, "s3");
     println!("fault: SIGSTOP s3 at log index {s3_index}; bob disabled; changes made until the leader's log has moved past s3");
@@ -308,7 +144,7 @@ fn a_server_behind_serves_nobody_until_it_has_caught_up_from_a_large_snapshot() 
     let poller = {
         let (stop, url, ca) = (
             stop.clone(),
-            format!("{}/readyz", c.admins[2]),
+            format!("{}/readyz", c.servers[2].admin_url),
             c.root.path().join("pki/ca.crt"),
         );
         std::thread::spawn(move || {
@@ -336,7 +172,7 @@ fn a_server_behind_serves_nobody_until_it_has_caught_up_from_a_large_snapshot() 
         })
     };
     let received = || {
-        std::fs::read_dir(c.dir(2).join("state/raft-snapshots"))
+        std::fs::read_dir(c.servers[2].dir.join("state/raft-snapshots"))
             .unwrap()
             .any(|e| {
                 e.unwrap()
@@ -348,7 +184,7 @@ fn a_server_behind_serves_nobody_until_it_has_caught_up_from_a_large_snapshot() 
     let mut refusals = std::collections::BTreeMap::<String, usize>::new();
     let mut caught_up = None;
     while woke.elapsed() < Duration::from_secs(180) {
-        let out = c.sftp("bob", &bob);
+        let out = sftp(&c, "bob", &bob);
         assert!(
             !out.status.success(),
             "the disabled account logged in through s3 {:?} after it woke",
@@ -382,18 +218,18 @@ fn a_server_behind_serves_nobody_until_it_has_caught_up_from_a_large_snapshot() 
     assert!(not_ready > 0, "s3 was never reported not ready: {codes:?}");
     // Up to date: bob is refused as disabled, carol gets in, through s3.
     for _ in 0..3 {
-        let out = c.sftp("bob", &bob);
+        let out = sftp(&c, "bob", &bob);
         assert!(!out.status.success());
     }
     assert!(
-        wait_until(10, || c.sftp("carol", &carol).status.success()),
+        wait_until(10, || sftp(&c, "carol", &carol).status.success()),
         "carol cannot log in through s3 after it caught up"
     );
 
     println!("fault: s3 killed, its state directory wiped, restarted");
     c.kill(2);
-    std::fs::remove_dir_all(c.dir(2).join("state")).unwrap();
-    c.start(2);
+    std::fs::remove_dir_all(c.servers[2].dir.join("state")).unwrap();
+    c.start_server(2);
     // The others go on: a member that lost its log does not stop the
     // leader (openraft would), and it serves nothing.
     std::thread::sleep(Duration::from_secs(2));
@@ -409,7 +245,7 @@ fn a_server_behind_serves_nobody_until_it_has_caught_up_from_a_large_snapshot() 
     println!("s3 removed and joined again");
     c.admin_ok(leader, &["cluster", "remove", "s3"], None);
     let restarted = Instant::now();
-    let member = format!("127.0.0.1:{}", c.internal_port(0));
+    let member = format!("127.0.0.1:{}", c.servers[0].internal_port);
     let token = c.root.path().join("join.token");
     c.admin_ok(
         2,
@@ -429,16 +265,16 @@ fn a_server_behind_serves_nobody_until_it_has_caught_up_from_a_large_snapshot() 
     let took = restarted.elapsed();
     // The restored pages may still sit in the write-ahead log.
     let size = |name: &str| {
-        std::fs::metadata(c.dir(2).join("state").join(name))
+        std::fs::metadata(c.servers[2].dir.join("state").join(name))
             .map(|m| m.len())
             .unwrap_or(0)
     };
     let db_bytes = size("ferry.db") + size("ferry.db-wal");
     println!(
         "s3 rows {} / s1 rows {}; s3 snapshots {:?}",
-        c.rows(2),
-        c.rows(0),
-        std::fs::read_dir(c.dir(2).join("state/raft-snapshots"))
+        rows(&c, 2),
+        rows(&c, 0),
+        std::fs::read_dir(c.servers[2].dir.join("state/raft-snapshots"))
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect::<Vec<_>>()
@@ -450,16 +286,16 @@ fn a_server_behind_serves_nobody_until_it_has_caught_up_from_a_large_snapshot() 
         peak / 1024
     );
     assert!(db_bytes >= STORE_MB * 1_000_000, "{db_bytes}");
-    assert_eq!(c.rows(2), c.rows(0));
-    assert!(c.rows(2) >= seeded_rows);
+    assert_eq!(rows(&c, 2), rows(&c, 0));
+    assert!(rows(&c, 2) >= seeded_rows);
     // The snapshot went through in chunks and files, not in memory.
     assert!(
         peak * 1024 < STORE_MB * 1_000_000,
         "peak RSS {peak} KiB for a store of more than {STORE_MB} MB"
     );
     assert!(
-        wait_until(10, || c.sftp("carol", &carol).status.success()),
+        wait_until(10, || sftp(&c, "carol", &carol).status.success()),
         "carol cannot log in through the rebuilt s3"
     );
-    assert!(!c.sftp("bob", &bob).status.success());
+    assert!(!sftp(&c, "bob", &bob).status.success());
 }
