@@ -1,9 +1,14 @@
-//! Ferry's cluster modes. Today: active/passive (one active server,
-//! standbys that serve nothing, configuration copied with `ferry sync`).
+//! Ferry's cluster modes: a server alone, active/passive (one active server,
+//! standbys that serve nothing, configuration copied with `ferry sync`) and
+//! active/active (Raft).
 //!
+//! * [`mode`] — the [`Cluster`] trait a server holds, its three
+//!   implementations side by side, and [`start`].
+//! * [`error`] — [`ClusterError`].
 //! * [`config`] — the `[cluster]` section of the server config.
-//! * [`node`] — which server is active: epochs, heartbeats, votes, promotion,
-//!   status, and the merge of history rows between servers.
+//! * [`node`] — active/passive: which server is active: epochs, heartbeats,
+//!   votes, promotion, status; `history.rs`: the pull and merge of history
+//!   rows between servers.
 //! * [`sync`] — `ferry sync`: snapshot, send, check, apply atomically.
 //! * [`peer`] — the accepting side of server-to-server connections.
 //! * [`manifest`] — `sync/sync.conf`, `sync/sync_tables.conf` and
@@ -15,6 +20,7 @@
 pub mod config;
 pub mod error;
 pub mod events;
+mod history;
 pub mod manifest;
 pub mod mode;
 pub mod node;

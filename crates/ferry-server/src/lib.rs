@@ -10,7 +10,9 @@ pub mod cluster_api;
 pub mod config;
 pub mod engine;
 pub mod engine_api;
+mod internal;
 pub mod repository;
+mod rows;
 pub mod secrets;
 pub mod session;
 pub mod shutdown;
@@ -22,7 +24,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ferry_core::{Command, FerryError, Outcome};
-use ferry_proto::message::Role;
 use ferry_store::Store;
 use sha2::Digest;
 use tokio::net::TcpListener;
@@ -283,7 +284,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     }
     // Uploads that were being committed when this server stopped get their
     // rows before any session is served.
-    match session::recover_upload_intents(&ctx) {
+    match rows::recover_upload_intents(&ctx) {
         Ok(0) => {}
         Ok(n) => tracing::warn!(
             rows = n,
@@ -299,7 +300,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         let ctx = ctx.clone();
         ctx.workers
             .clone()
-            .spawn("pending-rows", |w| session::flush_pending_rows(ctx, w));
+            .spawn("pending-rows", |w| rows::flush_pending_rows(ctx, w));
     }
     engine::start(ctx.clone())
         .await
@@ -319,10 +320,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         .local_addr()
         .map_err(|e| StartError::Setup(e.to_string()))?;
 
-    tokio::spawn(serve_internal(
+    tokio::spawn(internal::serve_internal(
         internal,
         internal_tls,
-        InternalLimits::of(&config.internal),
+        internal::InternalLimits::of(&config.internal),
         ctx.clone(),
     ));
     let state = admin::AdminState {
@@ -342,7 +343,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         let ctx = ctx.clone();
         ctx.workers
             .clone()
-            .spawn("upload-expiry", |w| expire_uploads(ctx, w));
+            .spawn("upload-expiry", |w| uploads::expire_uploads(ctx, w));
     }
     tracing::info!(node = %config.node_id, %internal_addr, %admin_addr, "server started");
     Ok(RunningServer {
@@ -351,160 +352,6 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         ctx,
         runner,
     })
-}
-
-/// Buffer of each direction of an in-process link: enough for several
-/// 255 KiB SFTP reads in flight without the writer waiting on the reader.
-const IN_PROCESS_BUFFER: usize = 4 << 20;
-
-impl RunningServer {
-    /// Opens an in-memory link to this server for an edge in the same
-    /// process (`ferry up`): the internal protocol, with its handshake and
-    /// role check, but without a socket or TLS — there is no network to
-    /// protect, and each byte would otherwise be encrypted and decrypted
-    /// once more on its way to disk.
-    pub fn in_process_link(&self) -> tokio::io::DuplexStream {
-        let (edge_end, server_end) = tokio::io::duplex(IN_PROCESS_BUFFER);
-        let ctx = self.ctx.clone();
-        tokio::spawn(async move {
-            match ferry_proto::server::accept(server_end, &ctx.node_id, &[Role::Edge]).await {
-                Ok((hello, version, framed)) => {
-                    tracing::info!(edge = %hello.node_id, version, "edge connected in process");
-                    session::serve_connection(framed, ctx, "in-process".into()).await;
-                }
-                Err(e) => tracing::warn!(error = %e, "in-process handshake failed"),
-            }
-        });
-        edge_end
-    }
-}
-
-/// The internal listener's bounds on connections that have not proved
-/// who they are.
-struct InternalLimits {
-    handshake: std::time::Duration,
-    caps: Arc<ferry_core::limits::AddressCaps>,
-}
-
-impl InternalLimits {
-    fn of(config: &InternalConfig) -> Self {
-        Self {
-            handshake: std::time::Duration::from_secs(config.handshake_timeout_secs.max(1)),
-            caps: ferry_core::limits::AddressCaps::new(
-                config.max_connections,
-                config.max_connections_per_address,
-            ),
-        }
-    }
-}
-
-async fn serve_internal(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    limits: InternalLimits,
-    ctx: Arc<ServerCtx>,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = ctx.drain.began() => {
-                tracing::info!("internal listener closed (shutting down)");
-                return;
-            }
-        };
-        let (tcp, peer) = match accepted {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        // Held until the connection has proved who it is; refused
-        // connections are closed at once.
-        let slot = match limits.caps.admit(peer.ip()) {
-            Ok(slot) => slot,
-            Err(why) => {
-                tracing::warn!(%peer, ?why, "too many internal connections; refused");
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, ctx) = (acceptor.clone(), ctx.clone());
-        let handshake = limits.handshake;
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::warn!(%peer, error = %e, "internal TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::warn!(%peer, "no internal TLS handshake in time; closed");
-                    return;
-                }
-            };
-            // The certificate names the node: a server must present its own
-            // (an edge's certificate from the same CA must not push a sync
-            // or vote). Active/passive admits configured peers only;
-            // active/active checks each request (members, or a join with
-            // the token).
-            let certs = stream.get_ref().1.peer_certificates().unwrap_or_default();
-            let cert_name = ferry_proto::tls::peer_common_name(certs);
-            // The role comes from the certificate, never from the hello.
-            let edge_refusal =
-                ferry_proto::tls::role_refusal(certs, ferry_proto::pki::CertRole::Edge);
-            let server_refusal =
-                ferry_proto::tls::role_refusal(certs, ferry_proto::pki::CertRole::Server);
-            let admit = |hello: &ferry_proto::message::Hello| match hello.role {
-                Role::Edge if edge_refusal.is_some() => Err(format!(
-                    "{peer} may not connect as an edge: {}",
-                    edge_refusal.as_deref().unwrap_or_default()
-                )),
-                Role::Server if server_refusal.is_some() => Err(format!(
-                    "{peer} may not connect as a server: {}",
-                    server_refusal.as_deref().unwrap_or_default()
-                )),
-                Role::Edge => match ctx.not_serving_reason() {
-                    None => Ok(()),
-                    Some(why) => Err(format!(
-                        "{} does not serve sessions now: {why}",
-                        ctx.node_id
-                    )),
-                },
-                Role::Server => ctx
-                    .cluster
-                    .admit_server(&hello.node_id, cert_name.as_deref())
-                    .map_err(|why| format!("{peer}: {why}")),
-            };
-            let accepted = ferry_proto::server::accept_with(stream, &ctx.node_id, admit).await;
-            // The caps are for connections that have not proved who they
-            // are: an admitted edge or peer no longer takes a place.
-            drop(slot);
-            match accepted {
-                Ok((hello, version, framed)) if hello.role == Role::Server => {
-                    tracing::debug!(%peer, server = %hello.node_id, version, "server connected");
-                    ctx.cluster
-                        .clone()
-                        .serve_server(framed, peer.to_string(), hello.node_id)
-                        .await;
-                }
-                Ok((hello, version, framed)) => {
-                    tracing::info!(%peer, edge = %hello.node_id, version, "edge connected");
-                    let mut serving = ctx.serving.subscribe();
-                    let node_id = ctx.node_id.clone();
-                    tokio::select! {
-                        _ = session::serve_connection(framed, ctx, peer.to_string()) => {}
-                        _ = serving.wait_for(|s| !*s) => {
-                            tracing::warn!(%peer, node = %node_id, "stopped serving: closed the edge connection");
-                        }
-                    }
-                }
-                Err(e) => tracing::info!(%peer, error = %e, "internal handshake refused or failed"),
-            }
-        });
-    }
 }
 
 /// Moves the server's workers with the cluster role: the primary-only
@@ -523,63 +370,5 @@ async fn follow_duties(ctx: Arc<ServerCtx>) {
         if duties.changed().await.is_err() {
             return;
         }
-    }
-}
-
-/// Removes expired resumable uploads of every account, logging each as an
-/// interrupted transfer. Runs every minute, or more often for short expiries.
-async fn expire_uploads(ctx: Arc<ServerCtx>, w: ferry_worker::Worker) {
-    let every =
-        std::time::Duration::from_millis((ctx.upload_expiry_ms / 2).clamp(500, 60_000) as u64);
-    w.idle();
-    while w.sleep(every).await {
-        w.busy("sweeping expired resumable uploads");
-        let sweep_ctx = ctx.clone();
-        let expired = session::blocking(move || {
-            let accounts = sweep_ctx.store.accounts().map_err(FerryError::from)?;
-            let now = transfer::now_millis();
-            let mut expired = Vec::new();
-            for account in accounts {
-                // Only homes that have resumable uploads; opening a home
-                // would create the homes of accounts that never logged in.
-                let uploads_dir = sweep_ctx
-                    .repository
-                    .join(&account.home)
-                    .join(uploads::UPLOADS_DIR);
-                if !uploads_dir.is_dir() {
-                    continue;
-                }
-                let Ok(home) = repository::Home::open(&sweep_ctx.repository, &account.home) else {
-                    continue;
-                };
-                for record in uploads::sweep(&home, now) {
-                    expired.push((account.name.clone(), record));
-                }
-            }
-            Ok(expired)
-        })
-        .await;
-        match expired {
-            Ok(expired) => {
-                for (account, record) in expired {
-                    tracing::info!(%account, upload = %record.id, "resumable upload expired");
-                    let row = session::upload_row(
-                        &ctx,
-                        &account,
-                        &record,
-                        ferry_core::TransferStatus::Interrupted,
-                        None,
-                        Some("upload expired without being completed; its data was removed".into()),
-                    );
-                    let _ = session::log_transfer(&ctx, row).await;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not sweep expired uploads");
-                w.error(e);
-            }
-        }
-        w.done_one();
-        w.idle();
     }
 }

@@ -505,3 +505,62 @@ pub fn sweep(home: &Home, now: i64) -> Vec<Record> {
     }
     removed
 }
+
+/// Removes expired resumable uploads of every account, logging each as an
+/// interrupted transfer. Runs every minute, or more often for short expiries.
+pub(crate) async fn expire_uploads(ctx: std::sync::Arc<crate::ServerCtx>, w: ferry_worker::Worker) {
+    let every =
+        std::time::Duration::from_millis((ctx.upload_expiry_ms / 2).clamp(500, 60_000) as u64);
+    w.idle();
+    while w.sleep(every).await {
+        w.busy("sweeping expired resumable uploads");
+        let sweep_ctx = ctx.clone();
+        let expired = crate::session::blocking(move || {
+            let accounts = sweep_ctx
+                .store
+                .accounts()
+                .map_err(ferry_core::FerryError::from)?;
+            let now = crate::transfer::now_millis();
+            let mut expired = Vec::new();
+            for account in accounts {
+                // Only homes that have resumable uploads; opening a home
+                // would create the homes of accounts that never logged in.
+                let uploads_dir = sweep_ctx.repository.join(&account.home).join(UPLOADS_DIR);
+                if !uploads_dir.is_dir() {
+                    continue;
+                }
+                let Ok(home) = crate::repository::Home::open(&sweep_ctx.repository, &account.home)
+                else {
+                    continue;
+                };
+                for record in sweep(&home, now) {
+                    expired.push((account.name.clone(), record));
+                }
+            }
+            Ok(expired)
+        })
+        .await;
+        match expired {
+            Ok(expired) => {
+                for (account, record) in expired {
+                    tracing::info!(%account, upload = %record.id, "resumable upload expired");
+                    let row = crate::rows::upload_row(
+                        &ctx,
+                        &account,
+                        &record,
+                        ferry_core::TransferStatus::Interrupted,
+                        None,
+                        Some("upload expired without being completed; its data was removed".into()),
+                    );
+                    let _ = crate::rows::log_transfer(&ctx, row).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not sweep expired uploads");
+                w.error(e);
+            }
+        }
+        w.done_one();
+        w.idle();
+    }
+}

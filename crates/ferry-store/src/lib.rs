@@ -6,6 +6,7 @@
 //! [`Store::apply`]; everything else here reads.
 
 mod engine;
+mod history;
 mod migrations;
 pub mod sync;
 

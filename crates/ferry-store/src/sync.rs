@@ -9,7 +9,8 @@
 //!
 //! History rows are never synced: after a failover both servers hold rows the
 //! other lacks, so they are exported in pages ([`Store::export_history`]) and
-//! merged by id ([`Store::merge_history`]) without losing any. Pages follow
+//! merged by id ([`Store::merge_history`]) without losing any (both in
+//! `history.rs`, on the table machinery of this module). Pages follow
 //! the exporting store's change sequence (a `change_seq` column that
 //! triggers set from a counter of this store on every insert and change of a
 //! history row), never a clock; the column is this store's alone and is left
@@ -24,10 +25,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 
-use ferry_core::sync::{HistoryPage, MergeCounts, SqlValue, TableData, TableDiff};
+use ferry_core::sync::{SqlValue, TableData, TableDiff};
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
-use rusqlite::{params, params_from_iter, Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{params_from_iter, Connection, OpenFlags, TransactionBehavior};
 use sha2::{Digest, Sha256};
 
 use crate::{Result, Store, StoreError};
@@ -50,22 +51,13 @@ pub const HISTORY_TABLES: &[&str] = &["transfers", "events", "event_attempts", "
 /// The column of the history tables holding the store's change sequence
 /// (schema migration 8): node-local, so never part of a table's columns
 /// as [`Schema`] reads them.
-const CHANGE_SEQ: &str = "change_seq";
+pub(crate) const CHANGE_SEQ: &str = "change_seq";
 
 /// How often a snapshot retries its single backup step while the source is
 /// busy (a checkpoint, another process's write lock on a rollback journal).
-const SNAPSHOT_BUSY_RETRIES: u32 = 100;
+pub(crate) const SNAPSHOT_BUSY_RETRIES: u32 = 100;
 
-/// The rank of an event status in SQL: further along is higher. Unknown
-/// statuses are NULL, so they never win a comparison.
-fn status_rank(table: &str) -> String {
-    format!(
-        "(CASE {table}.\"status\" WHEN 'pending' THEN 0 WHEN 'running' THEN 1 \
-         WHEN 'done' THEN 2 WHEN 'failed' THEN 2 END)"
-    )
-}
-
-fn to_sql(v: &SqlValue) -> ToSqlOutput<'_> {
+pub(crate) fn to_sql(v: &SqlValue) -> ToSqlOutput<'_> {
     ToSqlOutput::Borrowed(match v {
         SqlValue::Null => ValueRef::Null,
         SqlValue::Integer(i) => ValueRef::Integer(*i),
@@ -75,7 +67,7 @@ fn to_sql(v: &SqlValue) -> ToSqlOutput<'_> {
     })
 }
 
-fn from_sql(v: Value) -> SqlValue {
+pub(crate) fn from_sql(v: Value) -> SqlValue {
     match v {
         Value::Null => SqlValue::Null,
         Value::Integer(i) => SqlValue::Integer(i),
@@ -87,7 +79,7 @@ fn from_sql(v: Value) -> SqlValue {
 
 /// A primary-key value in a form that can be hashed and ordered.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum KeyPart {
+pub(crate) enum KeyPart {
     Null,
     Integer(i64),
     Real(u64),
@@ -95,9 +87,9 @@ enum KeyPart {
     Blob(Vec<u8>),
 }
 
-type Key = Vec<KeyPart>;
+pub(crate) type Key = Vec<KeyPart>;
 
-fn key_of(row: &[SqlValue], pk: &[usize]) -> Key {
+pub(crate) fn key_of(row: &[SqlValue], pk: &[usize]) -> Key {
     pk.iter()
         .map(|&i| match row.get(i) {
             None | Some(SqlValue::Null) => KeyPart::Null,
@@ -109,28 +101,28 @@ fn key_of(row: &[SqlValue], pk: &[usize]) -> Key {
         .collect()
 }
 
-fn key_values(row: &[SqlValue], pk: &[usize]) -> Vec<SqlValue> {
+pub(crate) fn key_values(row: &[SqlValue], pk: &[usize]) -> Vec<SqlValue> {
     pk.iter()
         .map(|&i| row.get(i).cloned().unwrap_or(SqlValue::Null))
         .collect()
 }
 
-fn quote(ident: &str) -> String {
+pub(crate) fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
-fn quoted_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+pub(crate) fn quoted_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
     names.into_iter().map(quote).collect::<Vec<_>>().join(", ")
 }
 
-fn placeholders(n: usize) -> String {
+pub(crate) fn placeholders(n: usize) -> String {
     (1..=n)
         .map(|i| format!("?{i}"))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-fn io_error(path: &Path, e: std::io::Error) -> StoreError {
+pub(crate) fn io_error(path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Io(std::io::Error::new(
         e.kind(),
         format!("{}: {e}", path.display()),
@@ -138,7 +130,7 @@ fn io_error(path: &Path, e: std::io::Error) -> StoreError {
 }
 
 /// The canonical (static) name of `name` if it is one of `allowed`.
-fn known(name: &str, allowed: &[&'static str], what: &str) -> Result<&'static str> {
+pub(crate) fn known(name: &str, allowed: &[&'static str], what: &str) -> Result<&'static str> {
     allowed.iter().copied().find(|t| *t == name).ok_or_else(|| {
         StoreError::Incompatible(format!(
             "table {name:?} is not one of the {what} tables [{}]",
@@ -149,7 +141,7 @@ fn known(name: &str, allowed: &[&'static str], what: &str) -> Result<&'static st
 
 /// Column names and primary-key flags of a local table, in table order,
 /// without the node-local [`CHANGE_SEQ`].
-fn table_info(conn: &Connection, table: &str) -> Result<Vec<(String, i64)>> {
+pub(crate) fn table_info(conn: &Connection, table: &str) -> Result<Vec<(String, i64)>> {
     let mut stmt =
         conn.prepare("SELECT name, pk FROM pragma_table_info(?1) WHERE name != ?2 ORDER BY cid")?;
     let rows = stmt.query_map([table, CHANGE_SEQ], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -162,15 +154,15 @@ fn table_info(conn: &Connection, table: &str) -> Result<Vec<(String, i64)>> {
 
 /// The local shape of a table.
 #[derive(Debug)]
-struct Schema {
-    table: &'static str,
-    columns: Vec<String>,
+pub(crate) struct Schema {
+    pub(crate) table: &'static str,
+    pub(crate) columns: Vec<String>,
     /// Indexes into `columns` of the primary key, in key order.
-    pk: Vec<usize>,
+    pub(crate) pk: Vec<usize>,
 }
 
 impl Schema {
-    fn read(conn: &Connection, table: &'static str) -> Result<Self> {
+    pub(crate) fn read(conn: &Connection, table: &'static str) -> Result<Self> {
         let info = table_info(conn, table)?;
         let mut pk: Vec<(i64, usize)> = info
             .iter()
@@ -191,23 +183,23 @@ impl Schema {
         })
     }
 
-    fn column_list(&self) -> String {
+    pub(crate) fn column_list(&self) -> String {
         quoted_list(self.columns.iter().map(String::as_str))
     }
 
     /// The primary key's column names (`pk` holds their positions in
     /// `columns`, all in range by construction).
-    fn pk_columns(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn pk_columns(&self) -> impl Iterator<Item = &str> {
         self.pk
             .iter()
             .filter_map(|&i| self.columns.get(i).map(String::as_str))
     }
 
-    fn pk_list(&self) -> String {
+    pub(crate) fn pk_list(&self) -> String {
         quoted_list(self.pk_columns())
     }
 
-    fn index_of(&self, column: &str) -> Result<usize> {
+    pub(crate) fn index_of(&self, column: &str) -> Result<usize> {
         self.columns
             .iter()
             .position(|c| c == column)
@@ -218,7 +210,7 @@ impl Schema {
 
     /// `INSERT INTO t (cols) VALUES (?..) ON CONFLICT(pk)`, to be completed
     /// with `DO NOTHING` or `DO UPDATE ...`.
-    fn insert_on_conflict(&self) -> String {
+    pub(crate) fn insert_on_conflict(&self) -> String {
         format!(
             "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT({})",
             quote(self.table),
@@ -229,7 +221,7 @@ impl Schema {
     }
 
     /// `SET c = excluded.c, ...` over the non-key columns, if there are any.
-    fn update_from_excluded(&self) -> Option<String> {
+    pub(crate) fn update_from_excluded(&self) -> Option<String> {
         let sets: Vec<String> = self
             .columns
             .iter()
@@ -242,7 +234,7 @@ impl Schema {
 }
 
 /// Runs `sql` and reads `n` columns of each row as values.
-fn query_rows<P: rusqlite::Params>(
+pub(crate) fn query_rows<P: rusqlite::Params>(
     conn: &Connection,
     sql: &str,
     params: P,
@@ -258,7 +250,7 @@ fn query_rows<P: rusqlite::Params>(
 }
 
 /// Every row of a table, ordered by primary key.
-fn read_rows(conn: &Connection, schema: &Schema) -> Result<Vec<Vec<SqlValue>>> {
+pub(crate) fn read_rows(conn: &Connection, schema: &Schema) -> Result<Vec<Vec<SqlValue>>> {
     let sql = format!(
         "SELECT {} FROM {} ORDER BY {}",
         schema.column_list(),
@@ -268,7 +260,7 @@ fn read_rows(conn: &Connection, schema: &Schema) -> Result<Vec<Vec<SqlValue>>> {
     query_rows(conn, &sql, [], schema.columns.len())
 }
 
-fn read_table(conn: &Connection, table: &'static str) -> Result<TableData> {
+pub(crate) fn read_table(conn: &Connection, table: &'static str) -> Result<TableData> {
     let schema = Schema::read(conn, table)?;
     let rows = read_rows(conn, &schema)?;
     Ok(TableData {
@@ -279,14 +271,14 @@ fn read_table(conn: &Connection, table: &'static str) -> Result<TableData> {
 }
 
 /// An incoming table that passed the checks against the local schema.
-struct Checked<'a> {
-    schema: Schema,
-    data: &'a TableData,
+pub(crate) struct Checked<'a> {
+    pub(crate) schema: Schema,
+    pub(crate) data: &'a TableData,
 }
 
 /// Checks incoming tables against `allowed` and the local schema, and returns
 /// them in `allowed` order.
-fn check_incoming<'a>(
+pub(crate) fn check_incoming<'a>(
     conn: &Connection,
     incoming: &'a [TableData],
     allowed: &[&'static str],
@@ -331,15 +323,15 @@ fn check_incoming<'a>(
 }
 
 /// What applying one incoming table changes.
-struct Plan<'a> {
-    diff: TableDiff,
+pub(crate) struct Plan<'a> {
+    pub(crate) diff: TableDiff,
     /// New and changed rows.
-    upserts: Vec<&'a [SqlValue]>,
+    pub(crate) upserts: Vec<&'a [SqlValue]>,
     /// Keys of local rows that are not sent.
-    deletes: Vec<Vec<SqlValue>>,
+    pub(crate) deletes: Vec<Vec<SqlValue>>,
 }
 
-fn plan<'a>(conn: &Connection, checked: &[Checked<'a>]) -> Result<Vec<Plan<'a>>> {
+pub(crate) fn plan<'a>(conn: &Connection, checked: &[Checked<'a>]) -> Result<Vec<Plan<'a>>> {
     let mut plans = Vec::with_capacity(checked.len());
     for c in checked {
         let pk = &c.schema.pk;
@@ -384,7 +376,7 @@ fn plan<'a>(conn: &Connection, checked: &[Checked<'a>]) -> Result<Vec<Plan<'a>>>
 
 /// Wraps a constraint failure while applying `table` into a `Conflict` that
 /// names the table; other errors pass through.
-fn apply_error(table: &str, e: rusqlite::Error) -> StoreError {
+pub(crate) fn apply_error(table: &str, e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::ConstraintViolation) => {
             StoreError::Conflict(format!("table {table}: {e}; nothing was applied"))
@@ -396,7 +388,7 @@ fn apply_error(table: &str, e: rusqlite::Error) -> StoreError {
 /// Copies the main database of `src` into the new file `dest` in one backup
 /// step, then makes the copy a self-contained rollback-journal file and
 /// fsyncs it. On failure the partial file is removed.
-fn snapshot_conn(src: &Connection, dest: &Path) -> Result<()> {
+pub(crate) fn snapshot_conn(src: &Connection, dest: &Path) -> Result<()> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -423,7 +415,7 @@ fn snapshot_conn(src: &Connection, dest: &Path) -> Result<()> {
     result
 }
 
-fn write_snapshot(src: &Connection, dest: &Path) -> Result<()> {
+pub(crate) fn write_snapshot(src: &Connection, dest: &Path) -> Result<()> {
     let mut out = Connection::open_with_flags(
         dest,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -488,29 +480,6 @@ pub fn read_snapshot_tables(snapshot: &Path, tables: &[&str]) -> Result<Vec<Tabl
         .collect::<Result<Vec<_>>>()?;
     tx.commit()?;
     Ok(out)
-}
-
-/// Rows of one history table for a page, each with its change sequence.
-struct TablePage {
-    schema: Schema,
-    rows: Vec<(i64, Vec<SqlValue>)>,
-}
-
-/// Runs `sql`, which selects a table's columns and then its change sequence.
-fn sequenced_rows<P: rusqlite::Params>(
-    conn: &Connection,
-    sql: &str,
-    params: P,
-    n: usize,
-) -> Result<Vec<(i64, Vec<SqlValue>)>> {
-    let mut stmt = conn.prepare(sql)?;
-    let rows = stmt.query_map(params, |r| {
-        let values = (0..n)
-            .map(|i| r.get::<_, Value>(i).map(from_sql))
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok((r.get::<_, i64>(n)?, values))
-    })?;
-    rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
 }
 
 impl Store {
@@ -740,246 +709,13 @@ impl Store {
         tx.commit()?;
         Ok(hex::encode(hasher.finalize()))
     }
-
-    /// History rows this store inserted or changed after position
-    /// `after_seq` of its change sequence, as four tables in
-    /// [`HISTORY_TABLES`] order, each in sequence (commit) order, with the
-    /// store's id ([`Store::store_id`]).
-    ///
-    /// At most `limit` rows per table (at least 1). When a table has more,
-    /// the page ends at the position of its `limit`-th row (the earliest
-    /// such end over the tables), every table holds exactly its rows up to
-    /// that position, `last_seq` is it and `more` is set; else `last_seq`
-    /// is the newest position this store has handed out. Asking next for the
-    /// rows after `last_seq` therefore neither skips nor repeats a change,
-    /// whatever the clocks of the servers say. A row changed again after it
-    /// was sent comes again, once, at its new position.
-    ///
-    /// An event's attempts at or before `after_seq` come with it on top of
-    /// `limit` (its whole history in one page): a puller that lacked the
-    /// event skipped them when they came without it.
-    pub fn export_history(&self, after_seq: u64, limit: u32) -> Result<HistoryPage> {
-        let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
-        let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-        let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
-        let mut conn = self.conn();
-        // Read under `conn`: a restore replaces the id and the rows together.
-        let store_id = self.current_store_id();
-        let tx = conn.transaction()?;
-        let newest: i64 = tx.query_row("SELECT seq FROM change_counter WHERE id = 1", [], |r| {
-            r.get(0)
-        })?;
-        let seq = quote(CHANGE_SEQ);
-        let mut pages = Vec::with_capacity(HISTORY_TABLES.len());
-        // Where the page ends when a table has more rows than `limit`.
-        let mut end: Option<i64> = None;
-        for &table in HISTORY_TABLES {
-            let schema = Schema::read(&tx, table)?;
-            let mut rows = sequenced_rows(
-                &tx,
-                &format!(
-                    "SELECT {}, {seq} FROM {} WHERE {seq} > ?1 ORDER BY {seq} LIMIT ?2",
-                    schema.column_list(),
-                    quote(table)
-                ),
-                params![after, fetch],
-                schema.columns.len(),
-            )?;
-            if rows.len() > limit {
-                // Positions are unique: the first `limit` rows are exactly
-                // this table's rows up to the `limit`-th one's position.
-                rows.truncate(limit);
-                let through = rows.last().map_or(after, |(s, _)| *s);
-                end = Some(end.map_or(through, |e| e.min(through)));
-            }
-            pages.push(TablePage { schema, rows });
-        }
-        if let Some(end) = end {
-            for page in &mut pages {
-                page.rows.retain(|(s, _)| *s <= end);
-            }
-        }
-        // Earlier attempts of the events returned, so a page carries each
-        // event's whole history.
-        let event_ids: Vec<&str> = pages
-            .iter()
-            .filter(|p| p.schema.table == "events")
-            .flat_map(|p| {
-                let id = p.schema.pk.first().copied().unwrap_or(0);
-                p.rows.iter().filter_map(move |(_, r)| match r.get(id) {
-                    Some(SqlValue::Text(s)) => Some(s.as_str()),
-                    _ => None,
-                })
-            })
-            .collect();
-        let mut earlier = Vec::new();
-        if let Some(attempts) = pages.iter().find(|p| p.schema.table == "event_attempts") {
-            if !event_ids.is_empty() && after > 0 {
-                let ids = serde_json::to_string(&event_ids)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let s = &attempts.schema;
-                earlier = sequenced_rows(
-                    &tx,
-                    &format!(
-                        "SELECT {}, {seq} FROM {} WHERE {seq} <= ?1
-                           AND \"event_id\" IN (SELECT value FROM json_each(?2))
-                         ORDER BY {seq}",
-                        s.column_list(),
-                        quote(s.table),
-                    ),
-                    params![after, ids],
-                    s.columns.len(),
-                )?;
-            }
-        }
-        tx.commit()?;
-        let tables = pages
-            .into_iter()
-            .map(|p| {
-                let extra = if p.schema.table == "event_attempts" {
-                    std::mem::take(&mut earlier)
-                } else {
-                    Vec::new()
-                };
-                TableData {
-                    name: p.schema.table.to_owned(),
-                    rows: extra.into_iter().chain(p.rows).map(|(_, r)| r).collect(),
-                    columns: p.schema.columns,
-                }
-            })
-            .collect();
-        let last = end.unwrap_or(newest);
-        Ok(HistoryPage {
-            store_id,
-            tables,
-            last_seq: u64::try_from(last).unwrap_or(0),
-            more: end.is_some(),
-        })
-    }
-
-    /// Merges history rows from another server in one transaction, never
-    /// losing a row, and counts the rows written:
-    ///
-    /// * transfers: inserted when the id is new; a row written by one node is
-    ///   never overwritten;
-    /// * events: inserted when the id is new; an existing row takes the
-    ///   incoming columns only when the incoming row is further along (status
-    ///   rank pending < running < done = failed is higher, or equal and its
-    ///   `updated_at` is newer), so a done or failed event never goes back;
-    /// * event attempts (after events): inserted when `(event_id, attempt)`
-    ///   is new; an open local attempt (`ended_at` NULL) takes an ended
-    ///   incoming copy; rows whose event does not exist here are skipped;
-    /// * schedule firings: inserted when `(schedule, slot)` is new; rows
-    ///   whose schedule does not exist here are skipped.
-    ///
-    /// A row written here takes the next position of this store's change
-    /// sequence (so it is passed on to whoever pulls from this server); a
-    /// row left as it was takes none.
-    ///
-    /// Tables are checked as by [`Store::diff_tables`], against
-    /// [`HISTORY_TABLES`]. Any error rolls back the whole batch.
-    pub fn merge_history(&self, batch: &[TableData]) -> Result<MergeCounts> {
-        let mut conn = self.conn();
-        let checked = check_incoming(&conn, batch, HISTORY_TABLES, "history")?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut counts = MergeCounts::default();
-        for c in &checked {
-            let s = &c.schema;
-            let table = quote(s.table);
-            let update = s.update_from_excluded();
-            let (sql, parent) = match (s.table, update) {
-                ("events", Some(set)) => (
-                    format!(
-                        "{} DO UPDATE {set} WHERE {new} > {old}
-                           OR ({new} = {old} AND excluded.\"updated_at\" > {table}.\"updated_at\")",
-                        s.insert_on_conflict(),
-                        new = status_rank("excluded"),
-                        old = status_rank(&table),
-                    ),
-                    None,
-                ),
-                ("event_attempts", Some(set)) => (
-                    format!(
-                        "{} DO UPDATE {set} WHERE {table}.\"ended_at\" IS NULL
-                           AND excluded.\"ended_at\" IS NOT NULL",
-                        s.insert_on_conflict()
-                    ),
-                    Some((
-                        s.index_of("event_id")?,
-                        r#"SELECT 1 FROM "events" WHERE "id" = ?1"#,
-                    )),
-                ),
-                ("schedule_firings", _) => (
-                    format!("{} DO NOTHING", s.insert_on_conflict()),
-                    Some((
-                        s.index_of("schedule")?,
-                        r#"SELECT 1 FROM "schedules" WHERE "name" = ?1"#,
-                    )),
-                ),
-                ("transfers", _) => (format!("{} DO NOTHING", s.insert_on_conflict()), None),
-                (other, _) => {
-                    return Err(StoreError::Incompatible(format!(
-                        "table {other} cannot be merged"
-                    )))
-                }
-            };
-            let mut insert = tx.prepare(&sql)?;
-            let mut parent_check = match parent {
-                Some((i, check)) => Some((i, tx.prepare(check)?)),
-                None => None,
-            };
-            let mut written = 0u64;
-            let mut skipped = 0u64;
-            for row in &c.data.rows {
-                if let Some((i, check)) = parent_check.as_mut() {
-                    let key = row
-                        .get(*i)
-                        .map_or(ToSqlOutput::Borrowed(ValueRef::Null), to_sql);
-                    if !check.exists([key])? {
-                        skipped += 1;
-                        continue;
-                    }
-                }
-                let n = insert
-                    .execute(params_from_iter(row.iter().map(to_sql)))
-                    .map_err(|e| match e.sqlite_error_code() {
-                        Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Conflict(
-                            format!("table {}: {e}; nothing was merged", s.table),
-                        ),
-                        _ => StoreError::Sqlite(e),
-                    })?;
-                written += n as u64;
-            }
-            if skipped > 0 {
-                tracing::warn!(
-                    table = s.table,
-                    skipped,
-                    "history rows skipped: the row they belong to does not exist here"
-                );
-            }
-            match s.table {
-                "transfers" => counts.transfers += written,
-                "events" => counts.events += written,
-                "event_attempts" => counts.attempts += written,
-                _ => counts.firings += written,
-            }
-        }
-        tx.commit()?;
-        tracing::info!(
-            transfers = counts.transfers,
-            events = counts.events,
-            attempts = counts.attempts,
-            firings = counts.firings,
-            "merged history"
-        );
-        Ok(counts)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use ferry_core::sync::HistoryMark;
+    use ferry_core::sync::HistoryPage;
     use ferry_core::{
         Account, AccountKey, AccountToken, AfterPull, AttemptResult, Command, Direction, ErrorKind,
         Event, EventKind, EventStatus, FerryError, Partner, Protocol, Route, Schedule,

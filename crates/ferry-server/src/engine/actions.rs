@@ -319,7 +319,7 @@ pub fn spec_of(ctx: &ServerCtx, partner: &Partner) -> Result<PartnerSpec, FerryE
 
 /// Writes a transfer-log row (ignored if its id was written before).
 async fn record(ctx: &Arc<ServerCtx>, row: TransferRecord) -> ActionResult<()> {
-    crate::session::log_transfer(ctx, row).await?;
+    crate::rows::log_transfer(ctx, row).await?;
     Ok(())
 }
 

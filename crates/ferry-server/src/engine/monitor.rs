@@ -257,7 +257,7 @@ async fn ingest(
             event_id: None,
         };
         // Logging the row queues its route events and wakes the workers.
-        crate::session::log_transfer(ctx, row).await?;
+        crate::rows::log_transfer(ctx, row).await?;
         if bytes != size {
             return Ok(());
         }
