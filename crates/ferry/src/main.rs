@@ -198,12 +198,24 @@ async fn main() {
     // to its user unless made otherwise on purpose.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
+    let service = matches!(
+        cli.command,
+        Cmd::Server { .. } | Cmd::Edge { .. } | Cmd::Up(_)
+    );
     if let Err(e) = run(cli).await {
         eprintln!("ferry: error: {e:#}");
         let code = e
             .downcast_ref::<admin_client::Failure>()
             .map_or(1, |f| f.exit_code);
         std::process::exit(code);
+    }
+    if service {
+        // The graceful shutdown is done. Leave now: dropping the runtime
+        // would wait for blocking-pool work that may still hold a thread
+        // (a proposal waiting for a quorum, a read of a stuck disk).
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        std::process::exit(0);
     }
 }
 
