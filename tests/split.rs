@@ -448,3 +448,62 @@ fn a_close_in_flight_when_the_server_dies_is_not_reported_as_failed() {
     assert!(told.starts_with("unknown:"), "the client was told: {told}");
     assert!(client.wait().unwrap().success());
 }
+
+/// The server of a live SFTP session dies while the session is idle. The
+/// session lived on that server, so the edge must not keep it open answering
+/// every request with a failure for good (a client that keeps its session,
+/// like sshfs or a long-lived paramiko connection, would never recover): the
+/// next request is answered "failure" (nothing changed) and the connection
+/// ends, so the client reconnects.
+#[test]
+fn a_session_whose_server_died_ends_so_the_client_reconnects() {
+    use std::io::{BufRead, BufReader, Write};
+    let (mut f, _) = split(0);
+    f.add_account("kim");
+    let script = "\
+import sys, paramiko
+c = paramiko.SSHClient()
+c.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+c.connect('127.0.0.1', port=int(sys.argv[1]), username='kim', password=sys.argv[2],
+          look_for_keys=False, allow_agent=False, timeout=30)
+s = c.open_sftp()
+s.get_channel().settimeout(20)
+s.listdir('.')
+print('READY', flush=True)
+sys.stdin.readline()
+for attempt in range(3):
+    try:
+        s.listdir('.')
+        print('ok', flush=True)
+    except (EOFError, paramiko.SSHException, OSError) as e:
+        if isinstance(e, IOError) and not isinstance(e, (EOFError, ConnectionError)) \\
+                and 'lost' in str(e):
+            print('failed: ' + str(e), flush=True)
+        else:
+            print('disconnected: ' + type(e).__name__, flush=True)
+            break
+";
+    let mut client = Command::new("python3")
+        .args(["-c", script, &f.sftp_port.to_string(), PASSWORD])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "READY");
+    let mut server = f.procs.pop().unwrap();
+    server.kill();
+    writeln!(client.stdin.take().unwrap(), "go").unwrap();
+    let told: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(client.wait().unwrap().success());
+    println!("the client was told: {told:?}");
+    // At most the one failure, then the connection ends.
+    assert!(
+        told.last().is_some_and(|l| l.starts_with("disconnected")),
+        "{told:?}"
+    );
+    assert!(
+        told.iter().filter(|l| l.starts_with("failed")).count() <= 1,
+        "{told:?}"
+    );
+}

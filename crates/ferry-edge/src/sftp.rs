@@ -81,6 +81,9 @@ enum Item {
 enum Pending {
     /// Already answered.
     Ready(Bytes),
+    /// The connection to the server was found closed before the request
+    /// could be sent: answered "failure", then the session ends.
+    Lost { id: u32 },
     /// Waiting for the server's reply.
     Upstream {
         id: u32,
@@ -200,12 +203,18 @@ enum End {
     Closed,
     /// The client stopped taking replies for the idle timeout.
     Stalled,
-    /// The server went away while a request that changes something (a
-    /// CLOSE that commits an upload, a rename, a remove: `FsOp::changes`)
-    /// was with it: it may or may not have been done. SFTP has no status
-    /// for "unknown", and a failure status would be a claim the edge cannot
-    /// make, so the session ends and the client sees a broken connection.
-    UpstreamLost,
+    /// The connection to the session's server was lost. The session lives
+    /// on that server, so it cannot go on: it ends, and the client
+    /// reconnects (to another server, if there is one) instead of getting
+    /// failures for good. If a request that changes something (a CLOSE
+    /// that commits an upload, a rename, a remove: `FsOp::changes`) was
+    /// with the server (`change`), it may or may not have been done: SFTP
+    /// has no status for "unknown", and a failure status would be a claim
+    /// the edge cannot make, so that request is not answered at all.
+    UpstreamLost {
+        /// A change was in flight; its outcome is unknown.
+        change: bool,
+    },
 }
 
 /// Serves one SFTP channel until the client closes it, then closes the
@@ -308,20 +317,24 @@ pub async fn serve(channel: Channel<Msg>, s: SftpSession) {
             let _ = write_half.eof().await;
             let _ = write_half.close().await;
         }
-        End::UpstreamLost => {
-            tracing::warn!(
-                peer = %s.peer, account = %s.account,
-                "the server was lost with a change in flight; disconnected (its outcome is unknown)"
-            );
+        End::UpstreamLost { change } => {
+            let why = if change {
+                tracing::warn!(
+                    peer = %s.peer, account = %s.account,
+                    "the server was lost with a change in flight; disconnected (its outcome is unknown)"
+                );
+                "Ferry: the connection to the server was lost; the outcome of the last request \
+                 is unknown"
+            } else {
+                tracing::warn!(
+                    peer = %s.peer, account = %s.account,
+                    "the server was lost; disconnected so that the client reconnects"
+                );
+                "Ferry: the connection to the server was lost; reconnect"
+            };
             if let Some(ssh) = &s.ssh {
                 let _ = ssh
-                    .disconnect(
-                        Disconnect::ByApplication,
-                        "Ferry: the connection to the server was lost; the outcome of the last \
-                         request is unknown"
-                            .into(),
-                        String::new(),
-                    )
+                    .disconnect(Disconnect::ByApplication, why.into(), String::new())
                     .await;
             }
         }
@@ -397,11 +410,7 @@ async fn dispatch(
                         reply,
                         changes,
                     },
-                    Err(_) => Pending::Ready(status(
-                        id,
-                        StatusCode::Failure,
-                        "connection to the server was lost",
-                    )),
+                    Err(_) => Pending::Lost { id },
                 };
                 (pending, taken)
             }
@@ -913,6 +922,23 @@ fn statvfs_reply(id: u32, s: &FsStats) -> Bytes {
     }
 }
 
+/// Answers request `id` "failure" (it changed nothing, and the server that
+/// held the session is gone), then ends the session so the client
+/// reconnects.
+async fn answer_lost<W: AsyncWrite + Unpin>(wr: &mut W, id: u32, idle: Duration) -> End {
+    let failed = status(id, StatusCode::Failure, "connection to the server was lost");
+    let written = tokio::time::timeout(idle, async {
+        wr.write_all(&failed).await?;
+        wr.flush().await
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => End::UpstreamLost { change: false },
+        Ok(Err(_)) => End::Closed,
+        Err(_) => End::Stalled,
+    }
+}
+
 /// Writes replies in request order as they arrive. A client that takes no
 /// reply for `idle` ends the session as [`End::Stalled`].
 async fn write_replies<W: AsyncWrite + Unpin>(
@@ -925,6 +951,7 @@ async fn write_replies<W: AsyncWrite + Unpin>(
     while let Some((item, permit)) = pending.recv().await {
         let bytes = match item {
             Pending::Ready(b) => b,
+            Pending::Lost { id } => return answer_lost(&mut wr, id, idle).await,
             Pending::Upstream {
                 id,
                 expect,
@@ -932,8 +959,8 @@ async fn write_replies<W: AsyncWrite + Unpin>(
                 changes,
             } => match reply.await {
                 Ok(r) => translate_reply(id, expect, r, &owner),
-                Err(_) if changes => return End::UpstreamLost,
-                Err(_) => status(id, StatusCode::Failure, "connection to the server was lost"),
+                Err(_) if changes => return End::UpstreamLost { change: true },
+                Err(_) => return answer_lost(&mut wr, id, idle).await,
             },
         };
         match tokio::time::timeout(idle, wr.write_all(&bytes)).await {
