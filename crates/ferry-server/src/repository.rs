@@ -28,6 +28,10 @@ use rustix::io::Errno;
 /// Prefix of partial-upload files, inside [`RESERVED_PREFIX`].
 const PARTIAL_PREFIX: &str = ".ferry-partial.";
 
+/// Prefix of the files Ferry itself writes before they take their name
+/// (see [`Scratch`]), inside [`RESERVED_PREFIX`].
+const SCRATCH_PREFIX: &str = ".ferry-scratch.";
+
 /// The most a client may set on a file with SETSTAT (or an open's
 /// attributes): no group write, nothing for others, no setuid, setgid or
 /// sticky bit.
@@ -92,6 +96,19 @@ pub struct Home {
 #[derive(Debug, Clone)]
 pub struct Place {
     dir: Arc<OwnedFd>,
+    name: String,
+}
+
+/// A file Ferry writes itself (a route's copy, a file pulled from a
+/// partner, a folder monitor's ingest) before it takes its name: hidden,
+/// in the name's directory, under a name of its own. Two writers of one
+/// name (an event run again on another server while the first run still
+/// writes, or a client's resumable upload to that name) never share a
+/// file, so neither truncates nor renames away what the other writes.
+#[derive(Debug)]
+pub struct Scratch {
+    /// Open for writing.
+    pub file: File,
     name: String,
 }
 
@@ -560,6 +577,47 @@ impl Place {
         Ok(file)
     }
 
+    /// Creates a new [`Scratch`] file for this name.
+    pub fn create_scratch(&self) -> io::Result<Scratch> {
+        loop {
+            let name = format!("{SCRATCH_PREFIX}{:016x}", rand::random::<u64>());
+            match rustix::fs::openat(
+                &*self.dir,
+                name.as_str(),
+                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o640),
+            ) {
+                Ok(fd) => {
+                    return Ok(Scratch {
+                        file: File::from(fd),
+                        name,
+                    })
+                }
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Replaces the name by the scratch file, atomically, and syncs the
+    /// directory.
+    pub fn commit_scratch(&self, scratch: &Scratch) -> io::Result<()> {
+        rustix::fs::renameat(
+            &*self.dir,
+            scratch.name.as_str(),
+            &*self.dir,
+            self.name.as_str(),
+        )?;
+        rustix::fs::fsync(&*self.dir)?;
+        Ok(())
+    }
+
+    /// Removes a scratch file that will not be committed.
+    pub fn remove_scratch(&self, scratch: &Scratch) -> io::Result<()> {
+        rustix::fs::unlinkat(&*self.dir, scratch.name.as_str(), AtFlags::empty())?;
+        Ok(())
+    }
+
     /// Replaces the name by the partial file, atomically; with `fsync` the
     /// directory is synced so that the rename survives a crash.
     pub fn commit_partial(&self, fsync: bool) -> io::Result<()> {
@@ -839,6 +897,42 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0);
+    }
+
+    #[test]
+    fn two_writers_of_one_name_never_share_a_file() {
+        use std::io::Write;
+        let repo = tempfile::tempdir().unwrap();
+        let home = Home::open(repo.path(), "erin").unwrap();
+        let place = home.place(&v("/in.dat")).unwrap();
+        // A client's resumable upload to the name...
+        let mut upload = place.open_partial(0o640).unwrap();
+        upload.write_all(b"client bytes").unwrap();
+        // ...and two runs of one route copying to it.
+        let mut first = place.create_scratch().unwrap();
+        let mut second = place.create_scratch().unwrap();
+        first.file.write_all(b"copy").unwrap();
+        second.file.write_all(b"copy").unwrap();
+        place.commit_scratch(&first).unwrap();
+        // The second run commits after the first: it replaces the file
+        // with the same bytes instead of failing on a missing partial.
+        place.commit_scratch(&second).unwrap();
+        assert_eq!(std::fs::read(home.root().join("in.dat")).unwrap(), b"copy");
+        assert_eq!(
+            place.partial_stat().map(|s| s.st_size),
+            Some(12),
+            "the client's partial upload is untouched"
+        );
+        // Neither scratch file is left, and none is listed.
+        let names: Vec<String> = std::fs::read_dir(home.root())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        let abandoned = place.create_scratch().unwrap();
+        place.remove_scratch(&abandoned).unwrap();
+        let listed = home.list(&v("/")).unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
     }
 
     #[test]

@@ -435,21 +435,21 @@ async fn push_one(
     }
 }
 
-/// Copies `source` to `target` through its partial file, synced, then
-/// renamed into place.
+/// Copies `source` to `target` through a scratch file of its own (see
+/// [`crate::repository::Scratch`]), synced, then renamed into place.
 pub(crate) fn copy_file_atomically(
     source: File,
     target: &Place,
 ) -> Result<(u64, String), FerryError> {
+    let mut scratch = target.create_scratch().map_err(io_error)?;
     let result = (|| {
-        let mut output = target.create_partial()?;
-        let copied = copy_hashing(source, &mut output)?;
-        output.sync_all()?;
-        target.commit_partial(true)?;
+        let copied = copy_hashing(source, &mut scratch.file)?;
+        scratch.file.sync_all()?;
+        target.commit_scratch(&scratch)?;
         Ok::<_, io::Error>(copied)
     })();
     if result.is_err() {
-        let _ = target.remove_partial();
+        let _ = target.remove_scratch(&scratch);
     }
     result.map_err(io_error)
 }
@@ -611,27 +611,33 @@ async fn pull_with(
                 dir.to_owned(),
                 local_path.clone(),
             );
-            let (place, file) = blocking(move || {
+            let (place, scratch) = blocking(move || {
                 let home = account_home(&c, &acc)?;
                 home.create_dir_all(&virtual_path(&d)?)?;
                 let place = home.place(&virtual_path(&lp)?)?;
-                let file = place.create_partial().map_err(io_error)?;
-                Ok((place, file))
+                let scratch = place.create_scratch().map_err(io_error)?;
+                Ok((place, scratch))
             })
             .await?;
+            let file = scratch.file.try_clone().map_err(io_error)?;
             let got = session
                 .get_into(&remote_path, file, Path::new(&local_path))
                 .await;
-            let place = Arc::new(place);
             let (bytes, sha) = match got {
                 Ok(v) => v,
                 Err(e) => {
-                    let _ = place.remove_partial();
+                    let _ = place.remove_scratch(&scratch);
                     return Err(e.into());
                 }
             };
-            let committing = place.clone();
-            blocking(move || committing.commit_partial(true).map_err(io_error)).await?;
+            blocking(move || {
+                let committed = place.commit_scratch(&scratch);
+                if committed.is_err() {
+                    let _ = place.remove_scratch(&scratch);
+                }
+                committed.map_err(io_error)
+            })
+            .await?;
             let row = partner_row(
                 ctx,
                 id,
