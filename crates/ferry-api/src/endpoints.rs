@@ -127,6 +127,19 @@ endpoint! {
     RemoveToken Delete "/api/v1/accounts/{name}/tokens/{id}" [name, id] => 204 NoContent
 }
 
+endpoint! {
+    "List what an account may do in each folder of its home (no rule: everything)."
+    ListFolderRules Get "/api/v1/accounts/{name}/permissions" [name] => 200 [FolderRule]
+}
+endpoint! {
+    "Set what an account may do in a folder of its home and the folders below it."
+    SetFolderRule Post "/api/v1/accounts/{name}/permissions" [name] body(NewFolderRule) => 200 FolderRule
+}
+endpoint! {
+    "Remove a folder's rule: the folder inherits its parent's."
+    RemoveFolderRule Delete "/api/v1/accounts/{name}/permissions" [name] query(FolderQuery) => 204 NoContent
+}
+
 // ---- transfers ----
 
 endpoint! {

@@ -40,6 +40,9 @@ pub fn visit_all(v: &mut impl Visitor) {
     v.visit::<ListTokens>();
     v.visit::<AddToken>();
     v.visit::<RemoveToken>();
+    v.visit::<ListFolderRules>();
+    v.visit::<SetFolderRule>();
+    v.visit::<RemoveFolderRule>();
     v.visit::<ListTransfers>();
     v.visit::<ShowTransfer>();
     v.visit::<ListPartners>();

@@ -81,6 +81,49 @@ pub struct NewKey {
     pub public_key: String,
 }
 
+/// What an account may do in one folder of its home and in the folders
+/// below it that have no rule of their own.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FolderRule {
+    /// The account.
+    pub account: String,
+    /// The folder, absolute inside the home (`/` is the home).
+    pub path: String,
+    /// What is allowed there: `list`, `download`, `upload`, `overwrite`,
+    /// `delete`, `rename`, `create-dirs`.
+    pub allow: Vec<String>,
+}
+
+impl From<ferry_core::FolderRule> for FolderRule {
+    fn from(r: ferry_core::FolderRule) -> Self {
+        Self {
+            account: r.account,
+            path: r.path,
+            allow: r.allow.iter().map(|p| p.as_str().to_owned()).collect(),
+        }
+    }
+}
+
+/// Body of `POST /api/v1/accounts/{name}/permissions`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewFolderRule {
+    /// The folder, absolute inside the home (`/` is the home).
+    pub path: String,
+    /// Permissions and presets (`all`, `upload-only`, `download-only`,
+    /// `none`), combined; an empty list allows nothing.
+    pub allow: Vec<String>,
+}
+
+/// Query of `DELETE /api/v1/accounts/{name}/permissions`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FolderQuery {
+    /// The folder whose rule goes.
+    pub path: String,
+}
+
 /// An API token as listed: everything but its digest.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Token {

@@ -671,7 +671,7 @@ partners
         );
         assert_eq!(
             e.message,
-            "unknown table `foo` (known: accounts, account_keys, account_tokens, partners, \
+            "unknown table `foo` (known: accounts, account_keys, account_tokens, folder_permissions, partners, \
              routes, schedules, monitors, settings)"
         );
     }

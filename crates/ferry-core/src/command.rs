@@ -7,11 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{AttemptResult, Event, Monitor, Partner, Route, Schedule};
 use crate::model::{Account, AccountKey, AccountToken, TransferRecord};
+use crate::permissions::FolderRule;
 use crate::UnixMillis;
 
 /// Format version of [`Command`] as serialized. Bump it when a variant changes
 /// shape; nodes refuse commands newer than they understand.
-pub const COMMAND_FORMAT_VERSION: u16 = 2;
+pub const COMMAND_FORMAT_VERSION: u16 = 3;
 
 /// How long an idempotency key is remembered, in ms.
 pub const IDEMPOTENCY_KEY_TTL_MS: UnixMillis = 24 * 60 * 60 * 1000;
@@ -181,6 +182,16 @@ pub enum Command {
         /// The change.
         command: Box<Command>,
     },
+    /// Set what an account may do in a folder of its home (replacing the
+    /// folder's rule, if it had one).
+    SetFolderRule(FolderRule),
+    /// Remove the rule of a folder: the folder inherits its parent's.
+    RemoveFolderRule {
+        /// Account name.
+        account: String,
+        /// The folder, as the rule names it.
+        path: String,
+    },
 }
 
 impl Command {
@@ -212,6 +223,8 @@ impl Command {
             Command::SetSetting { .. } => "set_setting",
             Command::RenameTransfer { .. } => "rename_transfer",
             Command::Keyed { command, .. } => command.name(),
+            Command::SetFolderRule(_) => "set_folder_rule",
+            Command::RemoveFolderRule { .. } => "remove_folder_rule",
         }
     }
 }

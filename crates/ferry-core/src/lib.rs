@@ -3,6 +3,7 @@
 //! * [`path`] — the one place where client paths are canonicalised.
 //! * [`command`] — every change to shared state, as a serializable value.
 //! * [`model`] — accounts, keys and transfer records as stored and replicated.
+//! * [`permissions`] — what an account may do in each folder of its home.
 //! * [`engine`] — partners, routes, schedules, monitors and queued events.
 //! * [`error`] — the error kinds every crate maps onto its wire answers.
 //! * [`secret`] — a newtype that never prints its content.
@@ -14,6 +15,7 @@ pub mod error;
 pub mod limits;
 pub mod model;
 pub mod path;
+pub mod permissions;
 pub mod secret;
 pub mod sync;
 pub mod worker;
@@ -28,6 +30,7 @@ pub use model::{
     Account, AccountKey, AccountToken, Direction, Protocol, TransferRecord, TransferStatus,
 };
 pub use path::{PathError, VirtualPath};
+pub use permissions::{FolderRule, Permission, Permissions};
 pub use secret::Secret;
 
 /// Milliseconds since the Unix epoch, the timestamp unit of every record.

@@ -12,7 +12,7 @@ use axum::routing::{on, MethodFilter};
 use axum::{Json, Router};
 use ferry_api as api;
 use ferry_core::{
-    Account, AccountKey, Command, ErrorKind, FerryError, TransferStatus, VirtualPath,
+    Account, AccountKey, Command, ErrorKind, FerryError, FolderRule, TransferStatus, VirtualPath,
 };
 use ferry_store::TransferFilter;
 use sha2::{Digest, Sha256};
@@ -67,6 +67,9 @@ fn endpoints() -> (Routes, Routes) {
         .add::<api::ListTokens, _, _>(list_tokens)
         .add::<api::AddToken, _, _>(add_token)
         .add::<api::RemoveToken, _, _>(remove_token)
+        .add::<api::ListFolderRules, _, _>(list_folder_rules)
+        .add::<api::SetFolderRule, _, _>(set_folder_rule)
+        .add::<api::RemoveFolderRule, _, _>(remove_folder_rule)
         .add::<api::ListTransfers, _, _>(list_transfers)
         .merge(crate::engine_api::routes())
         .merge(crate::cluster_api::routes());
@@ -335,6 +338,58 @@ async fn list_keys(
     })
     .await
     .map(|keys| Reply(keys.into_iter().map(Into::into).collect()))
+}
+
+async fn list_folder_rules(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+) -> ApiResult<Reply<api::ListFolderRules>> {
+    run(move || {
+        existing_account(&s.ctx, &name)?;
+        s.ctx.store.folder_rules(&name).map_err(FerryError::from)
+    })
+    .await
+    .map(|rules| Reply(rules.into_iter().map(Into::into).collect()))
+}
+
+/// A folder as rules name it: absolute and canonical, so `/in/`, `in` and
+/// `/in/./` are one rule.
+fn rule_folder(path: &str) -> Result<String, FerryError> {
+    VirtualPath::parse(path, &VirtualPath::root())
+        .map(|v| v.to_string())
+        .map_err(|e| FerryError::invalid(format!("folder {path:?}: {e}")))
+}
+
+async fn set_folder_rule(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    Json(body): Json<api::NewFolderRule>,
+) -> ApiResult<Reply<api::SetFolderRule>> {
+    let allow = ferry_core::permissions::parse_permissions(&body.allow.join(","))?;
+    let rule = FolderRule {
+        account: name,
+        path: rule_folder(&body.path)?,
+        allow,
+    };
+    let stored = rule.clone();
+    run(move || s.ctx.apply(&Command::SetFolderRule(stored))).await?;
+    Ok(Reply(rule.into()))
+}
+
+async fn remove_folder_rule(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    Query(query): Query<api::FolderQuery>,
+) -> ApiResult<Reply<api::RemoveFolderRule>> {
+    let path = rule_folder(&query.path)?;
+    run(move || {
+        s.ctx.apply(&Command::RemoveFolderRule {
+            account: name,
+            path,
+        })
+    })
+    .await?;
+    Ok(done())
 }
 
 async fn add_token(

@@ -4,6 +4,7 @@
 //! repository, serves edge connections over the internal protocol
 //! ([`session`]), and exposes the admin API ([`admin`]).
 
+mod access;
 pub mod admin;
 pub mod auth;
 pub mod cluster_api;

@@ -35,6 +35,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, Notify, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
+use crate::access::Access;
 use crate::repository::{apply_attrs, file_stat, io_error, Home, Listing, Place, FILE_MODE_MASK};
 use crate::rows::{log_transfer, remove_intent, upload_row, write_intent};
 use crate::transfer::{
@@ -141,6 +142,8 @@ type SeqMsg = (u64, Option<FsOp>);
 struct Session {
     account: String,
     home: Home,
+    /// What the account may do where.
+    access: Access,
     client_addr: String,
     protocol: Protocol,
     handles: Mutex<HashMap<HandleId, HandleTx>>,
@@ -414,11 +417,15 @@ async fn login(
     let repository = ctx.repository.clone();
     let home_rel = account.home.clone();
     let home = blocking(move || Home::open(&repository, &home_rel)).await?;
+    let (store, name) = (ctx.store.clone(), account.name.clone());
+    let rules = blocking(move || store.folder_rules(&name).map_err(FerryError::from)).await?;
+    let access = Access::new(&account.name, &client_addr, &rules);
     tracing::info!(account = %account.name, %client_addr, method, %protocol, "login");
     let (requests, queue) = mpsc::unbounded_channel();
     let session = Session {
         account: account.name,
         home,
+        access,
         client_addr,
         protocol,
         handles: Mutex::default(),
@@ -515,6 +522,20 @@ fn dispatch(ctx: &Arc<ServerCtx>, s: Arc<Session>, id: u64, op: FsOp, turn: Turn
     let (ctx, reply) = (ctx.clone(), reply.clone());
     tokio::spawn(async move {
         let _turn = turn;
+        if !s.access.is_open() {
+            let (c, session, checked) = (ctx.clone(), s.clone(), op.clone());
+            let allowed = blocking(move || {
+                session
+                    .access
+                    .authorize(&c.store, &session.home, &checked, |path| {
+                        locked(&session.renamable).contains_key(path)
+                    })
+            })
+            .await;
+            if let Err(e) = allowed {
+                return send(&reply, id, Err(e));
+            }
+        }
         let result = match op {
             FsOp::Open { path, mode, attrs } => {
                 open_file(&ctx, &s, path, mode, attrs, &reply).await

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use ferry_core::{
-    Account, AccountKey, AccountToken, Command, Direction, Outcome, Protocol, Secret,
+    Account, AccountKey, AccountToken, Command, Direction, FolderRule, Outcome, Protocol, Secret,
     TransferRecord, TransferStatus,
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -382,6 +382,28 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             }
             n
         }
+        Command::SetFolderRule(rule) => {
+            let id = account_id(tx, &rule.account)?;
+            let allow: Vec<&str> = rule.allow.iter().map(|p| p.as_str()).collect();
+            tx.execute(
+                "INSERT INTO folder_permissions (account_id, path, allow) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(account_id, path) DO UPDATE SET allow = excluded.allow",
+                params![id, rule.path, allow.join(",")],
+            )?
+        }
+        Command::RemoveFolderRule { account, path } => {
+            let id = account_id(tx, account)?;
+            let n = tx.execute(
+                "DELETE FROM folder_permissions WHERE account_id = ?1 AND path = ?2",
+                params![id, path],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "a rule for {path:?} of account {account:?}"
+                )));
+            }
+            n
+        }
         Command::SetSetting { key, value } => tx.execute(
             "INSERT INTO settings (key, value) VALUES (?1, ?2)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -525,6 +547,31 @@ impl Store {
                 public_key: r.get(2)?,
                 comment: r.get(3)?,
                 added_at: r.get(4)?,
+            })
+        })?;
+        rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
+    }
+
+    /// The folder rules of account `name` (none: it may do everything).
+    pub fn folder_rules(&self, name: &str) -> Result<Vec<FolderRule>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT a.name, f.path, f.allow
+             FROM folder_permissions f JOIN accounts a ON a.id = f.account_id
+             WHERE a.name = ?1 ORDER BY f.path",
+        )?;
+        let rows = stmt.query_map([name], |r| {
+            let allow: String = r.get(2)?;
+            Ok(FolderRule {
+                account: r.get(0)?,
+                path: r.get(1)?,
+                allow: ferry_core::permissions::parse_permissions(&allow).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        2,
+                        rusqlite::types::Type::Text,
+                        e.message.into(),
+                    )
+                })?,
             })
         })?;
         rows.collect::<rusqlite::Result<_>>().map_err(Into::into)

@@ -38,6 +38,7 @@ pub const SYNCABLE_TABLES: &[&str] = &[
     "accounts",
     "account_keys",
     "account_tokens",
+    "folder_permissions",
     "partners",
     "routes",
     "schedules",

@@ -101,6 +101,41 @@ pub enum AccountCmd {
     /// Manage an account's API tokens (HTTPS `Authorization: Bearer`).
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Manage what an account may do in each folder of its home.
+    #[command(subcommand, visible_alias = "perm")]
+    Permission(PermissionCmd),
+}
+
+/// `ferry account permission …`
+#[derive(Debug, Subcommand)]
+pub enum PermissionCmd {
+    /// Set what NAME may do in FOLDER and the folders below it that have
+    /// no rule of their own. ALLOW is a comma-separated list of list,
+    /// download, upload, overwrite, delete, rename, create-dirs and the
+    /// presets all, upload-only, download-only, none.
+    Set {
+        /// Login name.
+        name: String,
+        /// The folder, inside the home (`/` is the home).
+        folder: String,
+        /// What is allowed there.
+        allow: String,
+    },
+    /// List an account's folder rules (none: it may do everything).
+    List {
+        /// Login name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a folder's rule; it inherits its parent's again.
+    Remove {
+        /// Login name.
+        name: String,
+        /// The folder.
+        folder: String,
+    },
 }
 
 /// `ferry account token …`
@@ -517,6 +552,45 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
             })
             .await?;
         }
+        AccountCmd::Permission(PermissionCmd::Set {
+            name,
+            folder,
+            allow,
+        }) => {
+            let body = api::NewFolderRule {
+                path: folder,
+                allow: allow.split(',').map(|w| w.trim().to_owned()).collect(),
+            };
+            let rule = admin.call(&api::SetFolderRule { name, body }).await?;
+            println!(
+                "{} may now do in {}: {}.",
+                rule.account,
+                rule.path,
+                allowed(&rule.allow)
+            );
+        }
+        AccountCmd::Permission(PermissionCmd::List { name, json }) => {
+            show(&admin, &api::ListFolderRules { name }, json, |rules| {
+                if rules.is_empty() {
+                    println!("No rules: the account may do everything.");
+                }
+                for r in rules {
+                    println!("{:<32} {}", r.path, allowed(&r.allow));
+                }
+            })
+            .await?;
+        }
+        AccountCmd::Permission(PermissionCmd::Remove { name, folder }) => {
+            let request = api::RemoveFolderRule {
+                name,
+                query: api::FolderQuery { path: folder },
+            };
+            admin.call(&request).await?;
+            println!(
+                "The rule of {} for {} is removed.",
+                request.name, request.query.path
+            );
+        }
         AccountCmd::Token(TokenCmd::Remove { name, id }) => {
             let request = api::RemoveToken { name, id };
             admin.call(&request).await?;
@@ -524,6 +598,15 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A rule's permissions for people: `nothing` for an empty list.
+fn allowed(allow: &[String]) -> String {
+    if allow.is_empty() {
+        "nothing".to_owned()
+    } else {
+        allow.join(",")
+    }
 }
 
 /// Runs a transfer command.

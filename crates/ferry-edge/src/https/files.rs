@@ -302,6 +302,9 @@ async fn upload_body(
         }
         Ok(other) => return Err((fail(unexpected("stat", &other)), body)),
         Err(e) if e.kind == ErrorKind::NotFound => false,
+        // An account that may upload but not list (a drop box) cannot
+        // stat: the open says whether it may write there.
+        Err(e) if e.kind == ErrorKind::PermissionDenied => false,
         Err(e) => return Err((fail(e), body)),
     };
     if exclusive && existed {
