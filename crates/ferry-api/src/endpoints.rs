@@ -95,8 +95,12 @@ endpoint! {
     ShowAccount Get "/api/v1/accounts/{name}" [name] => 200 Account
 }
 endpoint! {
-    "Remove an account and its keys (its files stay)."
-    RemoveAccount Delete "/api/v1/accounts/{name}" [name] => 204 NoContent
+    "Change an account's password, expiry or allowed client networks."
+    UpdateAccount Post "/api/v1/accounts/{name}" [name] body(AccountChanges) => 200 Account
+}
+endpoint! {
+    "Remove an account and its keys (its files stay); refused while routes, schedules or monitors use it, unless `with_uses`."
+    RemoveAccount Delete "/api/v1/accounts/{name}" [name] query(RemoveAccountQuery) => 204 NoContent
 }
 endpoint! {
     "Allow an account to log in again."
@@ -113,6 +117,10 @@ endpoint! {
 endpoint! {
     "Authorise a public key for an account."
     AddKey Post "/api/v1/accounts/{name}/keys" [name] body(NewKey) => 201 AccountKey
+}
+endpoint! {
+    "Revoke one public key of an account (`fingerprint`), or every key (`all=true`)."
+    RemoveKeys Delete "/api/v1/accounts/{name}/keys" [name] query(KeyQuery) => 204 NoContent
 }
 endpoint! {
     "List an account's API tokens (never the tokens)."
@@ -138,6 +146,17 @@ endpoint! {
 endpoint! {
     "Remove a folder's rule: the folder inherits its parent's."
     RemoveFolderRule Delete "/api/v1/accounts/{name}/permissions" [name] query(FolderQuery) => 204 NoContent
+}
+
+// ---- client networks ----
+
+endpoint! {
+    "Show the networks no client may log in from."
+    GetDenyList Get "/api/v1/network/deny" [] => 200 Networks
+}
+endpoint! {
+    "Replace the networks no client may log in from (empty: none)."
+    SetDenyList Post "/api/v1/network/deny" [] body(Networks) => 200 Networks
 }
 
 // ---- transfers ----

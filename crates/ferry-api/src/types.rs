@@ -28,6 +28,62 @@ pub struct Account {
     pub keys: usize,
     /// When the account was created.
     pub created_at: DateTime<Utc>,
+    /// From then on it cannot log in.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The client networks it may log in from; empty: anywhere (but the
+    /// deny list).
+    pub allowed_networks: Vec<String>,
+}
+
+/// Body of `POST /api/v1/accounts/{name}`: what to change; an absent field
+/// stays as it is.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountChanges {
+    /// A new password (the same rules as at creation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<Secret>,
+    /// `true`: no password login from now on (keys and tokens only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remove_password: bool,
+    /// An RFC 3339 time, a date (`2027-01-31`, midnight UTC) or `never`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Networks (CIDR) or addresses; an empty list: anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_networks: Option<Vec<String>>,
+}
+
+/// Query of `DELETE /api/v1/accounts/{name}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RemoveAccountQuery {
+    /// Also remove the routes, schedules and monitors that use the account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with_uses: Option<bool>,
+}
+
+/// Query of `DELETE /api/v1/accounts/{name}/keys`: one of the two.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct KeyQuery {
+    /// The key to revoke (`SHA256:…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// Revoke every key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<bool>,
+}
+
+/// A list of client networks (CIDR), canonical in answers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Networks {
+    /// The networks.
+    pub networks: Vec<String>,
 }
 
 /// Body of `POST /api/v1/accounts`.

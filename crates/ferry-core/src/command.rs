@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{AttemptResult, Event, Monitor, Partner, Route, Schedule};
 use crate::model::{Account, AccountKey, AccountToken, TransferRecord};
 use crate::permissions::FolderRule;
+use crate::secret::Secret;
 use crate::UnixMillis;
 
 /// Format version of [`Command`] as serialized. Bump it when a variant changes
@@ -192,6 +193,25 @@ pub enum Command {
         /// The folder, as the rule names it.
         path: String,
     },
+    /// Change an account's password, expiry or allowed networks; `None`
+    /// leaves a field as it is.
+    UpdateAccount {
+        /// Account name.
+        name: String,
+        /// The new argon2 PHC string (`Some(None)`: no password login).
+        password_hash: Option<Option<Secret>>,
+        /// The new expiry (`Some(None)`: never).
+        expires_at: Option<Option<UnixMillis>>,
+        /// The networks it may log in from, canonical (empty: anywhere).
+        allowed_networks: Option<Vec<String>>,
+    },
+    /// Revoke one public key of an account, or all of them.
+    RemoveAccountKey {
+        /// Account name.
+        account: String,
+        /// The key's fingerprint; `None`: every key.
+        fingerprint: Option<String>,
+    },
 }
 
 impl Command {
@@ -225,6 +245,8 @@ impl Command {
             Command::Keyed { command, .. } => command.name(),
             Command::SetFolderRule(_) => "set_folder_rule",
             Command::RemoveFolderRule { .. } => "remove_folder_rule",
+            Command::UpdateAccount { .. } => "update_account",
+            Command::RemoveAccountKey { .. } => "remove_account_key",
         }
     }
 }

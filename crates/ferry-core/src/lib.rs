@@ -3,6 +3,7 @@
 //! * [`path`] — the one place where client paths are canonicalised.
 //! * [`command`] — every change to shared state, as a serializable value.
 //! * [`model`] — accounts, keys and transfer records as stored and replicated.
+//! * [`network`] — allowed and denied client networks.
 //! * [`permissions`] — what an account may do in each folder of its home.
 //! * [`engine`] — partners, routes, schedules, monitors and queued events.
 //! * [`error`] — the error kinds every crate maps onto its wire answers.
@@ -14,6 +15,7 @@ pub mod engine;
 pub mod error;
 pub mod limits;
 pub mod model;
+pub mod network;
 pub mod path;
 pub mod permissions;
 pub mod secret;
@@ -27,7 +29,8 @@ pub use engine::{
 };
 pub use error::{ErrorKind, FerryError};
 pub use model::{
-    Account, AccountKey, AccountToken, Direction, Protocol, TransferRecord, TransferStatus,
+    Account, AccountKey, AccountPolicy, AccountToken, Direction, Protocol, TransferRecord,
+    TransferStatus,
 };
 pub use path::{PathError, VirtualPath};
 pub use permissions::{FolderRule, Permission, Permissions};

@@ -37,6 +37,16 @@ pub struct AccountKey {
     pub added_at: UnixMillis,
 }
 
+/// What limits an account beyond its credentials.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountPolicy {
+    /// From then on the account cannot log in.
+    pub expires_at: Option<UnixMillis>,
+    /// The client networks it may log in from, canonical CIDRs; empty:
+    /// anywhere (but the cluster's deny list).
+    pub allowed_networks: Vec<String>,
+}
+
 /// An API token of an account, for the HTTPS API (`Authorization: Bearer`).
 /// Only the SHA-256 of the secret part is stored; the token is shown once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -59,17 +59,21 @@ fn endpoints() -> (Routes, Routes) {
         .add::<api::ListAccounts, _, _>(list_accounts)
         .add::<api::CreateAccount, _, _>(create_account)
         .add::<api::ShowAccount, _, _>(show_account)
+        .add::<api::UpdateAccount, _, _>(update_account)
         .add::<api::RemoveAccount, _, _>(remove_account)
         .add::<api::EnableAccount, _, _>(enable_account)
         .add::<api::DisableAccount, _, _>(disable_account)
         .add::<api::ListKeys, _, _>(list_keys)
         .add::<api::AddKey, _, _>(add_key)
+        .add::<api::RemoveKeys, _, _>(remove_keys)
         .add::<api::ListTokens, _, _>(list_tokens)
         .add::<api::AddToken, _, _>(add_token)
         .add::<api::RemoveToken, _, _>(remove_token)
         .add::<api::ListFolderRules, _, _>(list_folder_rules)
         .add::<api::SetFolderRule, _, _>(set_folder_rule)
         .add::<api::RemoveFolderRule, _, _>(remove_folder_rule)
+        .add::<api::GetDenyList, _, _>(get_deny_list)
+        .add::<api::SetDenyList, _, _>(set_deny_list)
         .add::<api::ListTransfers, _, _>(list_transfers)
         .merge(crate::engine_api::routes())
         .merge(crate::cluster_api::routes());
@@ -201,6 +205,11 @@ fn view(ctx: &ServerCtx, a: Account) -> Result<api::Account, FerryError> {
         .account_keys(&a.name)
         .map_err(FerryError::from)?
         .len();
+    let policy = ctx
+        .store
+        .account_policy(&a.name)
+        .map_err(FerryError::from)?
+        .unwrap_or_default();
     Ok(api::Account {
         has_password: a.password_hash.is_some(),
         name: a.name,
@@ -208,6 +217,8 @@ fn view(ctx: &ServerCtx, a: Account) -> Result<api::Account, FerryError> {
         enabled: a.enabled,
         keys,
         created_at: api::time(a.created_at),
+        expires_at: policy.expires_at.map(api::time),
+        allowed_networks: policy.allowed_networks,
     })
 }
 
@@ -302,12 +313,196 @@ async fn disable_account(
     set_enabled(s, name, false).await.map(|()| done())
 }
 
+/// An expiry as the API takes it: an RFC 3339 time, a date (midnight
+/// UTC) or `never`.
+fn parse_expiry(text: &str) -> Result<Option<i64>, FerryError> {
+    if text == "never" {
+        return Ok(None);
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(Some(t.timestamp_millis()));
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| Some(t.and_utc().timestamp_millis()))
+        .ok_or_else(|| {
+            FerryError::invalid(format!(
+                "expiry {text:?}: an RFC 3339 time, a date (YYYY-MM-DD) or \"never\""
+            ))
+        })
+}
+
+/// Networks as stored: canonical CIDRs.
+fn canonical_networks(list: &[String]) -> Result<Vec<String>, FerryError> {
+    Ok(ferry_core::network::parse_networks(&list.join(","))?
+        .iter()
+        .map(ToString::to_string)
+        .collect())
+}
+
+async fn update_account(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    Json(body): Json<api::AccountChanges>,
+) -> ApiResult<Reply<api::UpdateAccount>> {
+    if body.password.is_some() && body.remove_password {
+        return Err(FerryError::invalid("give a new password or remove it, not both").into());
+    }
+    let expires_at = body.expires_at.as_deref().map(parse_expiry).transpose()?;
+    let allowed_networks = body
+        .allowed_networks
+        .as_deref()
+        .map(canonical_networks)
+        .transpose()?;
+    run(move || {
+        existing_account(&s.ctx, &name)?;
+        let password_hash = match (&body.password, body.remove_password) {
+            (Some(password), _) => Some(Some(crate::auth::hash_password(password)?)),
+            (None, true) => Some(None),
+            (None, false) => None,
+        };
+        s.ctx.apply(&Command::UpdateAccount {
+            name: name.clone(),
+            password_hash,
+            expires_at,
+            allowed_networks,
+        })?;
+        tracing::info!(account = %name, "account changed");
+        view(&s.ctx, existing_account(&s.ctx, &name)?)
+    })
+    .await
+    .map(Reply)
+}
+
+/// The routes, schedules and monitors that use account `name` (as the
+/// arrivals' account or a copy's target), as commands that remove them.
+fn uses_of(ctx: &ServerCtx, name: &str) -> Result<Vec<(String, Command)>, FerryError> {
+    let mut uses = Vec::new();
+    for r in ctx.store.routes().map_err(FerryError::from)? {
+        let targets = r
+            .actions
+            .iter()
+            .any(|a| matches!(a, ferry_core::Action::Copy { account, .. } if account == name));
+        if r.account == name || targets {
+            uses.push((
+                format!("route {}", r.name),
+                Command::RemoveRoute { name: r.name },
+            ));
+        }
+    }
+    for sc in ctx.store.schedules().map_err(FerryError::from)? {
+        if sc.action.account() == name {
+            uses.push((
+                format!("schedule {}", sc.name),
+                Command::RemoveSchedule { name: sc.name },
+            ));
+        }
+    }
+    for m in ctx.store.monitors().map_err(FerryError::from)? {
+        if m.account == name {
+            uses.push((
+                format!("monitor {}", m.name),
+                Command::RemoveMonitor { name: m.name },
+            ));
+        }
+    }
+    Ok(uses)
+}
+
 async fn remove_account(
     State(s): State<AdminState>,
     Path(name): Path<String>,
+    Query(query): Query<api::RemoveAccountQuery>,
 ) -> ApiResult<Reply<api::RemoveAccount>> {
-    run(move || s.ctx.apply(&Command::RemoveAccount { name })).await?;
+    run(move || {
+        existing_account(&s.ctx, &name)?;
+        let uses = uses_of(&s.ctx, &name)?;
+        if !uses.is_empty() && query.with_uses != Some(true) {
+            let names: Vec<&str> = uses.iter().map(|(what, _)| what.as_str()).collect();
+            return Err(FerryError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "account {name:?} is used by {}; remove those first, or remove them with it (with_uses)",
+                    names.join(", ")
+                ),
+            ));
+        }
+        for (what, command) in uses {
+            match s.ctx.apply(&command) {
+                // Removed meanwhile by someone else: as good.
+                Err(e) if e.kind == ErrorKind::NotFound => {}
+                other => {
+                    other?;
+                }
+            }
+            tracing::info!(account = %name, removed = %what, "removed with its account");
+        }
+        s.ctx.apply(&Command::RemoveAccount { name })
+    })
+    .await?;
     Ok(done())
+}
+
+async fn remove_keys(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    Query(query): Query<api::KeyQuery>,
+) -> ApiResult<Reply<api::RemoveKeys>> {
+    let fingerprint = match (query.fingerprint, query.all) {
+        (Some(f), None | Some(false)) => Some(f),
+        (None, Some(true)) => None,
+        _ => {
+            return Err(
+                FerryError::invalid("name one key (fingerprint) or all of them (all=true)").into(),
+            )
+        }
+    };
+    run(move || {
+        existing_account(&s.ctx, &name)?;
+        s.ctx.apply(&Command::RemoveAccountKey {
+            account: name,
+            fingerprint,
+        })
+    })
+    .await?;
+    Ok(done())
+}
+
+fn deny_list(ctx: &ServerCtx) -> Result<api::Networks, FerryError> {
+    let text = ctx
+        .store
+        .setting(ferry_core::network::DENY_NETWORKS_SETTING)
+        .map_err(FerryError::from)?
+        .unwrap_or_default();
+    Ok(api::Networks {
+        networks: text
+            .split(',')
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+async fn get_deny_list(State(s): State<AdminState>) -> ApiResult<Reply<api::GetDenyList>> {
+    run(move || deny_list(&s.ctx)).await.map(Reply)
+}
+
+async fn set_deny_list(
+    State(s): State<AdminState>,
+    Json(body): Json<api::Networks>,
+) -> ApiResult<Reply<api::SetDenyList>> {
+    let networks = canonical_networks(&body.networks)?;
+    run(move || {
+        s.ctx.apply(&Command::SetSetting {
+            key: ferry_core::network::DENY_NETWORKS_SETTING.to_owned(),
+            value: networks.join(","),
+        })?;
+        tracing::info!(networks = %networks.join(","), "deny list set");
+        deny_list(&s.ctx)
+    })
+    .await
+    .map(Reply)
 }
 
 async fn add_key(

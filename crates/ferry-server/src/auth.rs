@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use ferry_core::limits::{loggable, NotYet};
-use ferry_core::{Account, FerryError, Secret};
+use ferry_core::{Account, FerryError, Secret, UnixMillis};
 use ferry_store::Store;
 use russh::keys::ssh_key::{HashAlg, PublicKey};
 
@@ -340,6 +340,42 @@ pub fn check_token(
         return refuse(user, "token of a removed account");
     };
     enabled(account)
+}
+
+/// The checks a login passes before its credential is looked at, so that
+/// a client from the wrong network learns nothing about the account: the
+/// cluster's deny list, then the account's expiry and allowed networks.
+/// Refused like a wrong password. Blocks (store reads).
+pub fn check_policy(
+    store: &Store,
+    user: &str,
+    client_addr: &str,
+    now: UnixMillis,
+) -> Result<(), FerryError> {
+    use ferry_core::network::{client_ip, contains, parse_networks, DENY_NETWORKS_SETTING};
+    let ip = client_ip(client_addr);
+    let denied = store
+        .setting(DENY_NETWORKS_SETTING)
+        .map_err(FerryError::from)?
+        .map(|text| parse_networks(&text))
+        .transpose()?
+        .unwrap_or_default();
+    if !denied.is_empty() && ip.is_none_or(|ip| contains(&denied, ip)) {
+        return refuse(user, "client network denied");
+    }
+    let Some(policy) = store.account_policy(user).map_err(FerryError::from)? else {
+        return Ok(());
+    };
+    if policy.expires_at.is_some_and(|at| at <= now) {
+        return refuse(user, "account expired");
+    }
+    if !policy.allowed_networks.is_empty() {
+        let allowed = parse_networks(&policy.allowed_networks.join(","))?;
+        if ip.is_none_or(|ip| !contains(&allowed, ip)) {
+            return refuse(user, "client network not allowed");
+        }
+    }
+    Ok(())
 }
 
 fn enabled(account: Account) -> Result<Account, FerryError> {

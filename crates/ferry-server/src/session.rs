@@ -397,15 +397,30 @@ async fn login(
         Credential::Password(_) => Some(ctx.login_throttle.begin(&client_addr, &user).await?),
         _ => None,
     };
-    let checked = match credential {
-        Credential::Password(pw) => crate::auth::check_password(store, &name, pw).await,
-        Credential::VerifiedPublicKey(key) => {
+    let (policy_store, policy_user, policy_addr) =
+        (store.clone(), user.clone(), client_addr.clone());
+    let policy = blocking(move || {
+        crate::auth::check_policy(&policy_store, &policy_user, &policy_addr, now_millis())
+    })
+    .await;
+    let checked = match (policy, credential) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Credential::Password(pw)) => crate::auth::check_password(store, &name, pw).await,
+        (Ok(()), Credential::VerifiedPublicKey(key)) => {
             blocking(move || crate::auth::check_key(&store, &name, &key)).await
         }
-        Credential::Token(token) => {
+        (Ok(()), Credential::Token(token)) => {
             blocking(move || crate::auth::check_token(&store, &name, &token, now_millis())).await
         }
     };
+    if let Err(e) = &checked {
+        if e.kind == ErrorKind::AuthFailed {
+            tracing::warn!(
+                user = %ferry_core::limits::loggable(&user), %client_addr, method, %protocol,
+                "login failed"
+            );
+        }
+    }
     if let Some(attempt) = attempt {
         attempt.end(
             checked

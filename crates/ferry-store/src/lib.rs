@@ -17,8 +17,8 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use ferry_core::{
-    Account, AccountKey, AccountToken, Command, Direction, FolderRule, Outcome, Protocol, Secret,
-    TransferRecord, TransferStatus,
+    Account, AccountKey, AccountPolicy, AccountToken, Command, Direction, FolderRule, Outcome,
+    Protocol, Secret, TransferRecord, TransferStatus,
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
@@ -382,6 +382,54 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             }
             n
         }
+        Command::UpdateAccount {
+            name,
+            password_hash,
+            expires_at,
+            allowed_networks,
+        } => {
+            let id = account_id(tx, name)?;
+            if let Some(hash) = password_hash {
+                tx.execute(
+                    "UPDATE accounts SET password_hash = ?2 WHERE id = ?1",
+                    params![id, hash.as_ref().map(Secret::expose)],
+                )?;
+            }
+            if let Some(at) = expires_at {
+                tx.execute(
+                    "UPDATE accounts SET expires_at = ?2 WHERE id = ?1",
+                    params![id, at],
+                )?;
+            }
+            if let Some(networks) = allowed_networks {
+                tx.execute(
+                    "UPDATE accounts SET allowed_networks = ?2 WHERE id = ?1",
+                    params![id, networks.join(",")],
+                )?;
+            }
+            1
+        }
+        Command::RemoveAccountKey {
+            account,
+            fingerprint,
+        } => {
+            let id = account_id(tx, account)?;
+            match fingerprint {
+                Some(fingerprint) => {
+                    let n = tx.execute(
+                        "DELETE FROM account_keys WHERE account_id = ?1 AND fingerprint = ?2",
+                        params![id, fingerprint],
+                    )?;
+                    if n == 0 {
+                        return Err(StoreError::NotFound(format!(
+                            "key {fingerprint} of account {account:?}"
+                        )));
+                    }
+                    n
+                }
+                None => tx.execute("DELETE FROM account_keys WHERE account_id = ?1", [id])?,
+            }
+        }
         Command::SetFolderRule(rule) => {
             let id = account_id(tx, &rule.account)?;
             let allow: Vec<&str> = rule.allow.iter().map(|p| p.as_str()).collect();
@@ -516,6 +564,29 @@ impl Store {
                  FROM accounts WHERE name = ?1",
                 [name],
                 row_to_account,
+            )
+            .optional()
+            .map_err(Into::into)
+    }
+
+    /// What limits account `name` beyond its credentials; `None` if there
+    /// is no such account.
+    pub fn account_policy(&self, name: &str) -> Result<Option<AccountPolicy>> {
+        self.conn()
+            .query_row(
+                "SELECT expires_at, allowed_networks FROM accounts WHERE name = ?1",
+                [name],
+                |r| {
+                    let networks: String = r.get(1)?;
+                    Ok(AccountPolicy {
+                        expires_at: r.get(0)?,
+                        allowed_networks: networks
+                            .split(',')
+                            .filter(|n| !n.is_empty())
+                            .map(str::to_owned)
+                            .collect(),
+                    })
+                },
             )
             .optional()
             .map_err(Into::into)

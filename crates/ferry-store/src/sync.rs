@@ -1122,7 +1122,8 @@ mod tests {
         assert!(
             message.contains(
                 "table accounts: the sender has columns [id, name, home, password_hash, \
-                 enabled], this server [id, name, home, password_hash, enabled, created_at]"
+                 enabled, created_at, expires_at], this server [id, name, home, password_hash, \
+                 enabled, created_at, expires_at, allowed_networks]"
             ),
             "{message}"
         );

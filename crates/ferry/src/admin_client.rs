@@ -90,10 +90,36 @@ pub enum AccountCmd {
         /// Login name.
         name: String,
     },
-    /// Remove an account and its keys (its files stay).
+    /// Change an account's password, expiry or allowed client networks.
+    Set {
+        /// Login name.
+        name: String,
+        /// Read a new password from standard input (first line).
+        #[arg(long, conflicts_with_all = ["password_file", "no_password"])]
+        password_stdin: bool,
+        /// Read a new password from a file (first line).
+        #[arg(long, conflicts_with = "no_password")]
+        password_file: Option<PathBuf>,
+        /// No password login from now on (keys and tokens only).
+        #[arg(long)]
+        no_password: bool,
+        /// When it stops logging in: an RFC 3339 time, a date (YYYY-MM-DD,
+        /// midnight UTC) or `never`.
+        #[arg(long)]
+        expires: Option<String>,
+        /// The client networks it may log in from, comma-separated CIDRs
+        /// or addresses; `any` for anywhere.
+        #[arg(long)]
+        networks: Option<String>,
+    },
+    /// Remove an account and its keys (its files stay). Refused while
+    /// routes, schedules or monitors use it, unless --with-uses.
     Remove {
         /// Login name.
         name: String,
+        /// Remove the routes, schedules and monitors that use it too.
+        #[arg(long)]
+        with_uses: bool,
     },
     /// Manage an account's public keys.
     #[command(subcommand)]
@@ -179,10 +205,41 @@ pub enum KeyCmd {
         /// The .pub file.
         file: PathBuf,
     },
-    /// List an account's keys.
+    /// List an account's keys: fingerprint and comment.
     List {
         /// Login name.
         name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by its fingerprint (as listed), or every key.
+    Remove {
+        /// Login name.
+        name: String,
+        /// The key's fingerprint (`SHA256:…`).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        fingerprint: Option<String>,
+        /// Revoke every key of the account.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// `ferry network …`
+#[derive(Debug, Subcommand)]
+pub enum NetworkCmd {
+    /// Show the deny list: networks no client may log in from.
+    Show {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the deny list (comma-separated CIDRs or addresses; `none`
+    /// empties it).
+    Deny {
+        /// The networks.
+        networks: String,
     },
 }
 
@@ -500,9 +557,50 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
                 .await?;
             println!("Account {name} disabled.");
         }
-        AccountCmd::Remove { name } => {
+        AccountCmd::Set {
+            name,
+            password_stdin,
+            password_file,
+            no_password,
+            expires,
+            networks,
+        } => {
+            let password = read_password(password_stdin, password_file)?.map(Secret::new);
+            let body = api::AccountChanges {
+                password,
+                remove_password: no_password,
+                expires_at: expires,
+                allowed_networks: networks.map(|n| {
+                    if n == "any" {
+                        Vec::new()
+                    } else {
+                        n.split(',').map(|w| w.trim().to_owned()).collect()
+                    }
+                }),
+            };
+            let a = admin.call(&api::UpdateAccount { name, body }).await?;
+            let expires = a
+                .expires_at
+                .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339());
+            let networks = if a.allowed_networks.is_empty() {
+                "any".to_owned()
+            } else {
+                a.allowed_networks.join(",")
+            };
+            println!(
+                "Account {} changed: password {}, expires {expires}, networks {networks}.",
+                a.name,
+                if a.has_password { "set" } else { "none" }
+            );
+        }
+        AccountCmd::Remove { name, with_uses } => {
             admin
-                .call(&api::RemoveAccount { name: name.clone() })
+                .call(&api::RemoveAccount {
+                    name: name.clone(),
+                    query: api::RemoveAccountQuery {
+                        with_uses: with_uses.then_some(true),
+                    },
+                })
                 .await?;
             println!("Account {name} removed (its files stay in the repository).");
         }
@@ -515,9 +613,30 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
             let key = admin.call(&api::AddKey { name, body }).await?;
             println!("Key {} added to {}.", key.fingerprint, key.account);
         }
-        AccountCmd::Key(KeyCmd::List { name }) => {
-            for k in admin.call(&api::ListKeys { name }).await? {
-                println!("{} {}", k.fingerprint, k.comment);
+        AccountCmd::Key(KeyCmd::List { name, json }) => {
+            show(&admin, &api::ListKeys { name }, json, |keys| {
+                for k in keys {
+                    println!("{} {}", k.fingerprint, k.comment);
+                }
+            })
+            .await?;
+        }
+        AccountCmd::Key(KeyCmd::Remove {
+            name,
+            fingerprint,
+            all,
+        }) => {
+            let request = api::RemoveKeys {
+                name,
+                query: api::KeyQuery {
+                    fingerprint: fingerprint.clone(),
+                    all: all.then_some(true),
+                },
+            };
+            admin.call(&request).await?;
+            match fingerprint {
+                Some(f) => println!("Key {f} of {} revoked.", request.name),
+                None => println!("Every key of {} revoked.", request.name),
             }
         }
         AccountCmd::Token(TokenCmd::Add {
@@ -595,6 +714,34 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
             let request = api::RemoveToken { name, id };
             admin.call(&request).await?;
             println!("Token {} of {} revoked.", request.id, request.name);
+        }
+    }
+    Ok(())
+}
+
+/// Runs a network command.
+pub async fn network(args: AdminArgs, cmd: NetworkCmd) -> anyhow::Result<()> {
+    let admin = Admin::connect(args)?;
+    let print = |n: &api::Networks| {
+        if n.networks.is_empty() {
+            println!("The deny list is empty.");
+        }
+        for net in &n.networks {
+            println!("{net}");
+        }
+    };
+    match cmd {
+        NetworkCmd::Show { json } => {
+            show(&admin, &api::GetDenyList {}, json, print).await?;
+        }
+        NetworkCmd::Deny { networks } => {
+            let networks = if networks == "none" {
+                Vec::new()
+            } else {
+                networks.split(',').map(|w| w.trim().to_owned()).collect()
+            };
+            let body = api::Networks { networks };
+            print(&admin.call(&api::SetDenyList { body }).await?);
         }
     }
     Ok(())

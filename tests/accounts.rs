@@ -1,0 +1,208 @@
+//! The account lifecycle and network rules, end to end with OpenSSH sftp
+//! and the CLI: changing and removing a password, revoking keys, expiry,
+//! allowed client networks and the cluster's deny list (refused with the
+//! same answer as a wrong password, before the credential is checked, and
+//! logged with the client address), and removing an account that routes
+//! use.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+/// `ls` as `user` with its key: (logged in, stderr).
+fn key_login(f: &Ferry, user: &str, key: &Path) -> (bool, String) {
+    let out = f.sftp_key(user, key, "ls\n", f.dir.path());
+    (out.status.success(), stderr(&out))
+}
+
+fn password_login(f: &Ferry, user: &str, password: &str) -> (bool, String) {
+    let out = f.sftp_password(user, password, "ls\n");
+    (out.status.success(), stderr(&out))
+}
+
+#[test]
+fn networks_expiry_and_the_deny_list_refuse_like_a_wrong_password() {
+    let f = Ferry::up_logged(&[]);
+    let key = f.account_with_key("nina");
+    assert!(key_login(&f, "nina", &key).0);
+    let (_, wrong) = password_login(&f, "nina", "not-the-password");
+    assert!(wrong.contains("Permission denied"), "{wrong}");
+
+    // Only from a network the client is not in: refused, key or password,
+    // with the wrong password's answer.
+    let out = f.admin_ok(
+        &[
+            "account",
+            "set",
+            "nina",
+            "--networks",
+            "192.0.2.0/24,2001:db8::/32",
+        ],
+        None,
+    );
+    assert!(out.contains("192.0.2.0/24,2001:db8::/32"), "{out}");
+    let (ok, err) = key_login(&f, "nina", &key);
+    assert!(!ok && err.contains("Permission denied"), "{err}");
+    let (ok, err) = password_login(&f, "nina", PASSWORD);
+    assert!(!ok, "a password login from outside the networks succeeded");
+    assert_eq!(err, wrong, "the refusal differs from a wrong password's");
+    // Inside: in.
+    f.admin_ok(
+        &["account", "set", "nina", "--networks", "127.0.0.0/8"],
+        None,
+    );
+    assert!(key_login(&f, "nina", &key).0);
+    assert!(password_login(&f, "nina", PASSWORD).0);
+    let shown: serde_json::Value =
+        serde_json::from_str(&f.admin_ok(&["account", "list", "--json"], None)).unwrap();
+    assert_eq!(
+        shown[0]["allowed_networks"],
+        serde_json::json!(["127.0.0.0/8"])
+    );
+    f.admin_ok(&["account", "set", "nina", "--networks", "any"], None);
+    let bad = f.admin(
+        &["account", "set", "nina", "--networks", "10.0.0.0/33"],
+        None,
+    );
+    assert!(!bad.status.success());
+
+    // Expired.
+    f.admin_ok(&["account", "set", "nina", "--expires", "2020-01-31"], None);
+    let (ok, err) = key_login(&f, "nina", &key);
+    assert!(!ok && err.contains("Permission denied"), "{err}");
+    f.admin_ok(
+        &[
+            "account",
+            "set",
+            "nina",
+            "--expires",
+            "2099-01-01T00:00:00Z",
+        ],
+        None,
+    );
+    assert!(key_login(&f, "nina", &key).0);
+    f.admin_ok(&["account", "set", "nina", "--expires", "never"], None);
+
+    // The deny list holds for every account, whatever its own networks.
+    let out = f.admin_ok(&["network", "deny", "198.51.100.0/24,127.0.0.1"], None);
+    assert!(out.contains("127.0.0.1/32"), "{out}");
+    let (ok, err) = key_login(&f, "nina", &key);
+    assert!(!ok && err.contains("Permission denied"), "{err}");
+    let out = f.admin_ok(&["network", "show", "--json"], None);
+    assert!(out.contains("198.51.100.0/24"), "{out}");
+    f.admin_ok(&["network", "deny", "none"], None);
+    assert!(key_login(&f, "nina", &key).0);
+
+    // Every refusal is logged with the client's address and why.
+    let log = f.log();
+    for reason in [
+        "client network not allowed",
+        "account expired",
+        "client network denied",
+    ] {
+        assert!(log.contains(reason), "no {reason:?} in the log");
+    }
+    assert!(
+        log.lines()
+            .any(|l| l.contains("login failed") && l.contains("127.0.0.1:")),
+        "no failed-login line with the client address"
+    );
+}
+
+#[test]
+fn passwords_change_and_keys_are_revoked_one_or_all() {
+    let f = Ferry::up();
+    let key = f.account_with_key("omar");
+    let second = client_key(f.dir.path(), "omar_second");
+    f.admin_ok(
+        &[
+            "account",
+            "key",
+            "add",
+            "omar",
+            second.with_extension("pub").to_str().unwrap(),
+        ],
+        None,
+    );
+
+    // A new password: the old one stops working at once.
+    f.admin_ok(
+        &["account", "set", "omar", "--password-stdin"],
+        Some("a-new-password-9\n"),
+    );
+    assert!(!password_login(&f, "omar", PASSWORD).0);
+    assert!(password_login(&f, "omar", "a-new-password-9").0);
+    let short = f.admin(
+        &["account", "set", "omar", "--password-stdin"],
+        Some("short\n"),
+    );
+    assert!(!short.status.success());
+    f.admin_ok(&["account", "set", "omar", "--no-password"], None);
+    assert!(!password_login(&f, "omar", "a-new-password-9").0);
+    assert!(key_login(&f, "omar", &key).0);
+
+    // Keys: listed with fingerprints, revoked one by one, then all.
+    let keys: serde_json::Value =
+        serde_json::from_str(&f.admin_ok(&["account", "key", "list", "omar", "--json"], None))
+            .unwrap();
+    assert_eq!(keys.as_array().unwrap().len(), 2, "{keys}");
+    let first = keys[0]["fingerprint"].as_str().unwrap().to_owned();
+    assert!(first.starts_with("SHA256:"), "{first}");
+    f.admin_ok(&["account", "key", "remove", "omar", &first], None);
+    assert!(
+        !key_login(&f, "omar", &key).0,
+        "a revoked key still logs in"
+    );
+    assert!(key_login(&f, "omar", &second).0);
+    let again = f.admin(&["account", "key", "remove", "omar", &first], None);
+    assert_eq!(again.status.code(), Some(3), "{}", stderr(&again));
+    f.admin_ok(&["account", "key", "remove", "omar", "--all"], None);
+    assert!(!key_login(&f, "omar", &second).0);
+    let out = f.admin_ok(&["account", "key", "list", "omar"], None);
+    assert!(out.trim().is_empty(), "{out}");
+}
+
+#[test]
+fn an_account_in_use_is_removed_only_with_its_uses() {
+    let f = Ferry::up();
+    f.add_account("src");
+    f.add_account("dst");
+    f.admin_ok(
+        &[
+            "route",
+            "add",
+            "onward",
+            "--account",
+            "src",
+            "--match",
+            "*",
+            "--action",
+            "copy:dst/in",
+        ],
+        None,
+    );
+    // The route copies to dst: dst is in use too.
+    for name in ["src", "dst"] {
+        let out = f.admin(&["account", "remove", name], None);
+        assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+        assert!(stderr(&out).contains("route onward"), "{}", stderr(&out));
+    }
+    f.admin_ok(&["account", "remove", "dst", "--with-uses"], None);
+    let routes = f.admin_ok(&["route", "list"], None);
+    assert!(!routes.contains("onward"), "{routes}");
+    // Nothing uses src now.
+    f.admin_ok(&["account", "remove", "src"], None);
+    let accounts = f.admin_ok(&["account", "list"], None);
+    assert!(
+        !accounts.contains("src") && !accounts.contains("dst"),
+        "{accounts}"
+    );
+}
