@@ -3,7 +3,7 @@
 //! allowed client networks and the cluster's deny list (refused with the
 //! same answer as a wrong password, before the credential is checked, and
 //! logged with the client address), and removing an account that routes
-//! use.
+//! use, and the defender banning an address on every server of a cluster.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -205,4 +205,82 @@ fn an_account_in_use_is_removed_only_with_its_uses() {
         !accounts.contains("src") && !accounts.contains("dst"),
         "{accounts}"
     );
+}
+
+/// `ls` through the edge at `port` as `user` with `key`: logged in?
+fn edge_login(c: &common::cluster::TestCluster, port: u16, user: &str, key: &Path) -> bool {
+    let out = sftp_with_key(port, c.root.path(), user, key, "ls\n", c.root.path());
+    out.status.success()
+}
+
+#[test]
+fn the_defender_bans_an_address_on_every_server_and_an_admin_lifts_it() {
+    use common::cluster::{ClusterSpec, TestCluster};
+    let mut c = TestCluster::new(ClusterSpec::active_active(&["s1", "s2", "s3"]));
+    for s in &c.servers {
+        let config = s.dir.join("server.toml");
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str("\n[defender]\nenabled = true\nthreshold = 6\nban_secs = 600\n");
+        std::fs::write(&config, text).unwrap();
+    }
+    for i in 0..3 {
+        c.start_server(i);
+    }
+    c.start_edge(&[0, 1, 2]);
+    c.init();
+    assert!(wait_until(20, || c.primary().is_some()), "no primary");
+    let key = c.account_with_key(0, "alice");
+    // Two edges: one to s1 alone, one to s2 alone.
+    let (_edge_a, port_a) = c.edge_to(&[0]);
+    let (_edge_b, port_b) = c.edge_to(&[1]);
+    assert!(wait_until(20, || edge_login(&c, port_b, "alice", &key)));
+
+    // Probes of a made-up user through s1 (2 points each) reach the
+    // threshold of 6: the address is banned, on every server.
+    let mut probes = 0;
+    let banned = wait_until(60, || {
+        probes += 1;
+        assert!(!edge_login(&c, port_a, "mallory", &key));
+        c.admin_ok(2, &["ban", "list"], None).contains("127.0.0.1")
+    });
+    assert!(banned, "no ban after {probes} probes");
+    println!("banned after {probes} probes");
+    for i in 0..3 {
+        let bans = c.json(i, &["ban", "list", "--json"]);
+        assert_eq!(
+            bans[0]["address"], "127.0.0.1",
+            "{}: {bans}",
+            c.servers[i].name
+        );
+        assert_eq!(bans[0]["by"], "s1", "{bans}");
+    }
+    // A valid user from the banned address, through the other server.
+    assert!(
+        !edge_login(&c, port_b, "alice", &key),
+        "s2 let a banned address in"
+    );
+
+    // An admin lifts it through s3; s2 lets alice in again.
+    c.admin_ok(2, &["ban", "remove", "127.0.0.1"], None);
+    assert!(wait_until(10, || edge_login(&c, port_b, "alice", &key)));
+    // An admin's own ban, and its removal.
+    let out = c.admin_ok(
+        0,
+        &[
+            "ban",
+            "add",
+            "127.0.0.1",
+            "--minutes",
+            "5",
+            "--reason",
+            "test",
+        ],
+        None,
+    );
+    assert!(out.contains("banned until"), "{out}");
+    assert!(wait_until(10, || !edge_login(&c, port_b, "alice", &key)));
+    c.admin_ok(1, &["ban", "remove", "::ffff:127.0.0.1"], None);
+    assert!(wait_until(10, || edge_login(&c, port_b, "alice", &key)));
+    let out = c.admin(1, &["ban", "remove", "127.0.0.1"], None);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
 }

@@ -159,6 +159,19 @@ endpoint! {
     SetDenyList Post "/api/v1/network/deny" [] body(Networks) => 200 Networks
 }
 
+endpoint! {
+    "List the client addresses banned now (by the defender or an admin)."
+    ListBans Get "/api/v1/bans" [] => 200 [Ban]
+}
+endpoint! {
+    "Ban a client address on every server."
+    AddBan Post "/api/v1/bans" [] body(NewBan) => 201 Ban
+}
+endpoint! {
+    "Lift the ban of a client address."
+    RemoveBan Delete "/api/v1/bans/{address}" [address] => 204 NoContent
+}
+
 // ---- transfers ----
 
 endpoint! {

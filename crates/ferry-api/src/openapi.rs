@@ -47,6 +47,9 @@ pub fn visit_all(v: &mut impl Visitor) {
     v.visit::<RemoveFolderRule>();
     v.visit::<GetDenyList>();
     v.visit::<SetDenyList>();
+    v.visit::<ListBans>();
+    v.visit::<AddBan>();
+    v.visit::<RemoveBan>();
     v.visit::<ListTransfers>();
     v.visit::<ShowTransfer>();
     v.visit::<ListPartners>();

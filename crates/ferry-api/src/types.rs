@@ -78,6 +78,46 @@ pub struct KeyQuery {
     pub all: Option<bool>,
 }
 
+/// A banned client address.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Ban {
+    /// The IP address.
+    pub address: String,
+    /// When the ban ends.
+    pub until: DateTime<Utc>,
+    /// When it began.
+    pub banned_at: DateTime<Utc>,
+    /// Why.
+    pub reason: String,
+    /// The server whose defender banned it, or `admin`.
+    pub by: String,
+}
+
+impl From<ferry_core::Ban> for Ban {
+    fn from(b: ferry_core::Ban) -> Self {
+        Self {
+            address: b.address,
+            until: crate::time(b.until),
+            banned_at: crate::time(b.banned_at),
+            reason: b.reason,
+            by: b.by,
+        }
+    }
+}
+
+/// Body of `POST /api/v1/bans`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewBan {
+    /// The IP address.
+    pub address: String,
+    /// How long, in minutes.
+    pub minutes: u64,
+    /// Why (kept with the ban).
+    #[serde(default)]
+    pub reason: String,
+}
+
 /// A list of client networks (CIDR), canonical in answers.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

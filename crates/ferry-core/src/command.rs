@@ -212,6 +212,30 @@ pub enum Command {
         /// The key's fingerprint; `None`: every key.
         fingerprint: Option<String>,
     },
+    /// Refuse every login from a client address until a time (the
+    /// defender, or an operator). Replaces a ban of that address; bans
+    /// that ended are forgotten.
+    BanAddress(Ban),
+    /// Lift the ban of an address.
+    UnbanAddress {
+        /// The address, canonical.
+        address: String,
+    },
+}
+
+/// A client address no login is taken from until `until`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ban {
+    /// The IP address, canonical (IPv4-mapped IPv6 as IPv4).
+    pub address: String,
+    /// When the ban ends.
+    pub until: UnixMillis,
+    /// When it began.
+    pub banned_at: UnixMillis,
+    /// Why: the defender's score, or the operator's words.
+    pub reason: String,
+    /// The server that banned it, or `admin`.
+    pub by: String,
 }
 
 impl Command {
@@ -247,6 +271,8 @@ impl Command {
             Command::RemoveFolderRule { .. } => "remove_folder_rule",
             Command::UpdateAccount { .. } => "update_account",
             Command::RemoveAccountKey { .. } => "remove_account_key",
+            Command::BanAddress(_) => "ban_address",
+            Command::UnbanAddress { .. } => "unban_address",
         }
     }
 }

@@ -22,7 +22,7 @@ pub mod secret;
 pub mod sync;
 pub mod worker;
 
-pub use command::{Command, Outcome, COMMAND_FORMAT_VERSION, IDEMPOTENCY_KEY_TTL_MS};
+pub use command::{Ban, Command, Outcome, COMMAND_FORMAT_VERSION, IDEMPOTENCY_KEY_TTL_MS};
 pub use engine::{
     Action, AfterPull, AttemptResult, Event, EventAttempt, EventKind, EventStatus, Monitor,
     Partner, Route, Schedule, ScheduleAction,

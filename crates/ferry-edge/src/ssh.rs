@@ -430,6 +430,7 @@ impl Handler for SshSession {
         let request = Request::KeyAcceptable {
             user: user.to_owned(),
             public_key: key,
+            client_addr: self.peer.to_string(),
         };
         Ok(match conn.call(request).await {
             Ok(Response::KeyAcceptable(true)) => Auth::Accept,

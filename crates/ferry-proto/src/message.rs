@@ -95,6 +95,9 @@ pub enum Request {
         user: String,
         /// OpenSSH one-line public key.
         public_key: String,
+        /// The client's address (`IP:PORT`): a client the login policy
+        /// refuses (deny list, ban, the account's networks) hears no.
+        client_addr: String,
     },
     /// Log in; answered with [`Response::LoggedIn`] or an `AuthFailed` error.
     Login {

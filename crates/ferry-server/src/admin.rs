@@ -74,6 +74,9 @@ fn endpoints() -> (Routes, Routes) {
         .add::<api::RemoveFolderRule, _, _>(remove_folder_rule)
         .add::<api::GetDenyList, _, _>(get_deny_list)
         .add::<api::SetDenyList, _, _>(set_deny_list)
+        .add::<api::ListBans, _, _>(list_bans)
+        .add::<api::AddBan, _, _>(add_ban)
+        .add::<api::RemoveBan, _, _>(remove_ban)
         .add::<api::ListTransfers, _, _>(list_transfers)
         .merge(crate::engine_api::routes())
         .merge(crate::cluster_api::routes());
@@ -466,6 +469,54 @@ async fn remove_keys(
         })
     })
     .await?;
+    Ok(done())
+}
+
+/// A client address as bans name it: canonical, IPv4-mapped as IPv4.
+fn ban_address(text: &str) -> Result<String, FerryError> {
+    ferry_core::network::client_ip(text)
+        .map(|ip| ip.to_string())
+        .ok_or_else(|| FerryError::invalid(format!("{text:?} is not an IP address")))
+}
+
+async fn list_bans(State(s): State<AdminState>) -> ApiResult<Reply<api::ListBans>> {
+    run(move || s.ctx.store.bans(now_millis()).map_err(FerryError::from))
+        .await
+        .map(|bans| Reply(bans.into_iter().map(Into::into).collect()))
+}
+
+async fn add_ban(
+    State(s): State<AdminState>,
+    Json(body): Json<api::NewBan>,
+) -> ApiResult<Reply<api::AddBan>> {
+    let address = ban_address(&body.address)?;
+    if body.minutes == 0 || body.reason.len() > 200 || body.reason.chars().any(char::is_control) {
+        return Err(FerryError::invalid(
+            "a ban lasts at least a minute; its reason is one short line",
+        )
+        .into());
+    }
+    let now = now_millis();
+    let minutes = i64::try_from(body.minutes).unwrap_or(i64::MAX / 60_000);
+    let ban = ferry_core::Ban {
+        address,
+        until: now.saturating_add(minutes.saturating_mul(60_000)),
+        banned_at: now,
+        reason: body.reason,
+        by: "admin".to_owned(),
+    };
+    let stored = ban.clone();
+    run(move || s.ctx.apply(&Command::BanAddress(stored))).await?;
+    tracing::info!(address = %ban.address, until = ban.until, "address banned by an admin");
+    Ok(Reply(ban.into()))
+}
+
+async fn remove_ban(
+    State(s): State<AdminState>,
+    Path(address): Path<String>,
+) -> ApiResult<Reply<api::RemoveBan>> {
+    let address = ban_address(&address)?;
+    run(move || s.ctx.apply(&Command::UnbanAddress { address })).await?;
     Ok(done())
 }
 

@@ -344,7 +344,8 @@ pub fn check_token(
 
 /// The checks a login passes before its credential is looked at, so that
 /// a client from the wrong network learns nothing about the account: the
-/// cluster's deny list, then the account's expiry and allowed networks.
+/// cluster's deny list and bans, then the account's expiry and allowed
+/// networks.
 /// Refused like a wrong password. Blocks (store reads).
 pub fn check_policy(
     store: &Store,
@@ -362,6 +363,15 @@ pub fn check_policy(
         .unwrap_or_default();
     if !denied.is_empty() && ip.is_none_or(|ip| contains(&denied, ip)) {
         return refuse(user, "client network denied");
+    }
+    if let Some(ip) = ip {
+        if store
+            .ban(&ip.to_string(), now)
+            .map_err(FerryError::from)?
+            .is_some()
+        {
+            return refuse(user, "client address banned");
+        }
     }
     let Some(policy) = store.account_policy(user).map_err(FerryError::from)? else {
         return Ok(());

@@ -34,6 +34,9 @@ pub struct ServerConfig {
     /// The transfer engine: queue workers, leases, partner credentials.
     #[serde(default)]
     pub engine: crate::engine::EngineConfig,
+    /// Banning client addresses that fail to log in too often.
+    #[serde(default)]
+    pub defender: crate::defender::DefenderConfig,
     /// Working with other servers (`single` by default).
     #[serde(default)]
     pub cluster: ferry_cluster::ClusterConfig,

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auth;
 pub mod cluster_api;
 pub mod config;
+pub mod defender;
 pub mod engine;
 pub mod engine_api;
 mod internal;
@@ -38,6 +39,8 @@ pub struct ServerCtx {
     pub node_id: String,
     /// Failed password logins, checked before any hashing.
     pub login_throttle: auth::LoginThrottle,
+    /// Scores failed logins per client address and bans.
+    pub defender: defender::Defender,
     /// The store.
     pub store: Arc<Store>,
     /// The repository root.
@@ -258,6 +261,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         repository: config.repository.clone(),
         fsync_uploads: config.fsync_uploads,
         login_throttle: auth::LoginThrottle::default(),
+        defender: defender::Defender::new(config.defender.clone())
+            .map_err(|e| StartError::Setup(format!("[defender] safe_networks: {}", e.message)))?,
         upload_expiry_ms: i64::try_from(config.uploads.expire_after_secs)
             .unwrap_or(i64::MAX / 2_000)
             .max(1)

@@ -292,13 +292,18 @@ where
         };
         let id = frame.id;
         match frame.body {
-            Request::KeyAcceptable { user, public_key } => {
+            Request::KeyAcceptable {
+                user,
+                public_key,
+                client_addr,
+            } => {
                 let (ctx, reply) = (ctx.clone(), reply.clone());
                 tokio::spawn(async move {
-                    let store = ctx.store.clone();
-                    let ok = blocking(move || crate::auth::check_key(&store, &user, &public_key))
-                        .await
-                        .is_ok();
+                    let ok = blocking(move || {
+                        Ok(key_acceptable(&ctx, &user, &public_key, &client_addr))
+                    })
+                    .await
+                    .unwrap_or(false);
                     send(&reply, id, Ok(Response::KeyAcceptable(ok)));
                 });
             }
@@ -374,6 +379,24 @@ where
     tracing::debug!(%peer, "edge connection closed");
 }
 
+/// Whether `public_key` would log `user` in from `client_addr` (the SSH
+/// query before a signature): no for a client the login policy refuses. A
+/// query for a name that is no account is a probe the defender scores;
+/// one for an account is not (a client with several keys offers each).
+fn key_acceptable(ctx: &ServerCtx, user: &str, public_key: &str, client_addr: &str) -> bool {
+    let now = now_millis();
+    if crate::auth::check_policy(&ctx.store, user, client_addr, now).is_err() {
+        return false;
+    }
+    if crate::auth::check_key(&ctx.store, user, public_key).is_ok() {
+        return true;
+    }
+    if matches!(ctx.store.account(user), Ok(None)) {
+        crate::defender::failed_login(ctx, user, client_addr, now);
+    }
+    false
+}
+
 async fn login(
     ctx: &Arc<ServerCtx>,
     user: String,
@@ -419,6 +442,12 @@ async fn login(
                 user = %ferry_core::limits::loggable(&user), %client_addr, method, %protocol,
                 "login failed"
             );
+            let (c, u, a) = (ctx.clone(), user.clone(), client_addr.clone());
+            blocking(move || {
+                crate::defender::failed_login(&c, &u, &a, now_millis());
+                Ok(())
+            })
+            .await?;
         }
     }
     if let Some(attempt) = attempt {

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use ferry_core::{
-    Account, AccountKey, AccountPolicy, AccountToken, Command, Direction, FolderRule, Outcome,
+    Account, AccountKey, AccountPolicy, AccountToken, Ban, Command, Direction, FolderRule, Outcome,
     Protocol, Secret, TransferRecord, TransferStatus,
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -430,6 +430,26 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
                 None => tx.execute("DELETE FROM account_keys WHERE account_id = ?1", [id])?,
             }
         }
+        Command::BanAddress(ban) => {
+            // Bans that ended are forgotten here, deterministically (by the
+            // new ban's own time), so the table stays small.
+            tx.execute("DELETE FROM bans WHERE until <= ?1", [ban.banned_at])?;
+            tx.execute(
+                "INSERT INTO bans (address, until, banned_at, reason, by)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(address) DO UPDATE SET until = excluded.until,
+                       banned_at = excluded.banned_at, reason = excluded.reason,
+                       by = excluded.by",
+                params![ban.address, ban.until, ban.banned_at, ban.reason, ban.by],
+            )?
+        }
+        Command::UnbanAddress { address } => {
+            let n = tx.execute("DELETE FROM bans WHERE address = ?1", [address])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("a ban of {address}")));
+            }
+            n
+        }
         Command::SetFolderRule(rule) => {
             let id = account_id(tx, &rule.account)?;
             let allow: Vec<&str> = rule.allow.iter().map(|p| p.as_str()).collect();
@@ -587,6 +607,30 @@ impl Store {
                             .collect(),
                     })
                 },
+            )
+            .optional()
+            .map_err(Into::into)
+    }
+
+    /// The bans that last beyond `now`, newest first.
+    pub fn bans(&self, now: ferry_core::UnixMillis) -> Result<Vec<Ban>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT address, until, banned_at, reason, by FROM bans
+             WHERE until > ?1 ORDER BY banned_at DESC",
+        )?;
+        let rows = stmt.query_map([now], row_to_ban)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
+    }
+
+    /// The ban of `address` if it lasts beyond `now`.
+    pub fn ban(&self, address: &str, now: ferry_core::UnixMillis) -> Result<Option<Ban>> {
+        self.conn()
+            .query_row(
+                "SELECT address, until, banned_at, reason, by FROM bans
+                 WHERE address = ?1 AND until > ?2",
+                params![address, now],
+                row_to_ban,
             )
             .optional()
             .map_err(Into::into)
@@ -764,6 +808,16 @@ pub(crate) fn row_to_transfer(r: &rusqlite::Row<'_>) -> rusqlite::Result<Transfe
             .get::<_, Option<i64>>(15)?
             .map(|n| u64::try_from(n).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(15, n)))
             .transpose()?,
+    })
+}
+
+fn row_to_ban(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ban> {
+    Ok(Ban {
+        address: r.get(0)?,
+        until: r.get(1)?,
+        banned_at: r.get(2)?,
+        reason: r.get(3)?,
+        by: r.get(4)?,
     })
 }
 

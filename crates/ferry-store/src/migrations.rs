@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../schemas/0008_history_change_seq.sql"),
     include_str!("../../../schemas/0009_folder_permissions.sql"),
     include_str!("../../../schemas/0010_account_policy.sql"),
+    include_str!("../../../schemas/0011_bans.sql"),
 ];
 
 /// The schema version this build produces.

@@ -226,6 +226,33 @@ pub enum KeyCmd {
     },
 }
 
+/// `ferry ban …`
+#[derive(Debug, Subcommand)]
+pub enum BanCmd {
+    /// List the addresses banned now.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ban an address on every server.
+    Add {
+        /// The IP address.
+        address: String,
+        /// How long.
+        #[arg(long, default_value_t = 60)]
+        minutes: u64,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Lift a ban.
+    Remove {
+        /// The IP address.
+        address: String,
+    },
+}
+
 /// `ferry network …`
 #[derive(Debug, Subcommand)]
 pub enum NetworkCmd {
@@ -714,6 +741,52 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
             let request = api::RemoveToken { name, id };
             admin.call(&request).await?;
             println!("Token {} of {} revoked.", request.id, request.name);
+        }
+    }
+    Ok(())
+}
+
+/// Runs a ban command.
+pub async fn ban(args: AdminArgs, cmd: BanCmd) -> anyhow::Result<()> {
+    let admin = Admin::connect(args)?;
+    match cmd {
+        BanCmd::List { json } => {
+            show(&admin, &api::ListBans {}, json, |bans| {
+                if bans.is_empty() {
+                    println!("No address is banned.");
+                }
+                for b in bans {
+                    println!(
+                        "{:<40} until {}  by {}  {}",
+                        b.address,
+                        b.until.to_rfc3339(),
+                        b.by,
+                        b.reason
+                    );
+                }
+            })
+            .await?;
+        }
+        BanCmd::Add {
+            address,
+            minutes,
+            reason,
+        } => {
+            let body = api::NewBan {
+                address,
+                minutes,
+                reason,
+            };
+            let b = admin.call(&api::AddBan { body }).await?;
+            println!("{} is banned until {}.", b.address, b.until.to_rfc3339());
+        }
+        BanCmd::Remove { address } => {
+            admin
+                .call(&api::RemoveBan {
+                    address: address.clone(),
+                })
+                .await?;
+            println!("The ban of {address} is lifted.");
         }
     }
     Ok(())

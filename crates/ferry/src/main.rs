@@ -60,6 +60,13 @@ enum Cmd {
         #[command(subcommand)]
         command: admin_client::AccountCmd,
     },
+    /// Banned client addresses (the defender's and the admins').
+    Ban {
+        #[command(flatten)]
+        admin: admin_client::AdminArgs,
+        #[command(subcommand)]
+        command: admin_client::BanCmd,
+    },
     /// The client networks no one may log in from.
     Network {
         #[command(flatten)]
@@ -284,6 +291,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Account { admin, command } => admin_client::account(admin, command).await,
         Cmd::Network { admin, command } => admin_client::network(admin, command).await,
+        Cmd::Ban { admin, command } => admin_client::ban(admin, command).await,
         Cmd::Transfer { admin, command } => admin_client::transfer(admin, command).await,
         Cmd::Partner { admin, command } => engine_client::partner(admin, command).await,
         Cmd::Route { admin, command } => engine_client::route(admin, command).await,

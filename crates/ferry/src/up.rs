@@ -151,6 +151,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         uploads: ferry_server::UploadsConfig {
             expire_after_secs: args.upload_expiry_secs,
         },
+        defender: ferry_server::defender::DefenderConfig::default(),
         engine: ferry_server::engine::EngineConfig {
             secret_key_file: Some(dir.join("secret.key")),
             lease_secs: args.lease_secs,

@@ -518,6 +518,8 @@ mod tests {
         let store = Arc::new(store);
         let ctx = Arc::new(ServerCtx {
             login_throttle: crate::auth::LoginThrottle::default(),
+            defender: crate::defender::Defender::new(crate::defender::DefenderConfig::default())
+                .unwrap(),
             node_id: "n1".into(),
             store: store.clone(),
             repository: dir.path().to_owned(),
