@@ -172,6 +172,41 @@ endpoint! {
     RemoveBan Delete "/api/v1/bans/{address}" [address] => 204 NoContent
 }
 
+// ---- admins and the audit trail ----
+
+endpoint! {
+    "Who the caller is: the admin's name (or `bootstrap`) and role."
+    WhoAmI Get "/api/v1/whoami" [] => 200 Identity
+}
+endpoint! {
+    "List the named admins."
+    ListAdmins Get "/api/v1/admins" [] => 200 [AdminView]
+}
+endpoint! {
+    "Create a named admin with a role (admin, operator, auditor)."
+    CreateAdmin Post "/api/v1/admins" [] body(NewAdmin) => 201 AdminView
+}
+endpoint! {
+    "Remove an admin and its API tokens."
+    RemoveAdmin Delete "/api/v1/admins/{name}" [name] => 204 NoContent
+}
+endpoint! {
+    "List an admin's API tokens (never the tokens)."
+    ListAdminTokens Get "/api/v1/admins/{name}/tokens" [name] => 200 [Token]
+}
+endpoint! {
+    "Create an admin API token; the answer is the only time it is shown."
+    AddAdminToken Post "/api/v1/admins/{name}/tokens" [name] body(NewAdminToken) => 201 Token
+}
+endpoint! {
+    "Revoke an admin API token."
+    RemoveAdminToken Delete "/api/v1/admins/{name}/tokens/{id}" [name, id] => 204 NoContent
+}
+endpoint! {
+    "The audit trail: every change made or refused through the admin API, newest first."
+    ListAudit Get "/api/v1/audit" [] query(AuditQuery) => 200 [AuditEntry]
+}
+
 // ---- transfers ----
 
 endpoint! {

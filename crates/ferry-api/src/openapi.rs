@@ -50,6 +50,14 @@ pub fn visit_all(v: &mut impl Visitor) {
     v.visit::<ListBans>();
     v.visit::<AddBan>();
     v.visit::<RemoveBan>();
+    v.visit::<WhoAmI>();
+    v.visit::<ListAdmins>();
+    v.visit::<CreateAdmin>();
+    v.visit::<RemoveAdmin>();
+    v.visit::<ListAdminTokens>();
+    v.visit::<AddAdminToken>();
+    v.visit::<RemoveAdminToken>();
+    v.visit::<ListAudit>();
     v.visit::<ListTransfers>();
     v.visit::<ShowTransfer>();
     v.visit::<ListPartners>();

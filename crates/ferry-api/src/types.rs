@@ -78,6 +78,113 @@ pub struct KeyQuery {
     pub all: Option<bool>,
 }
 
+/// Who an admin request was made by.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Identity {
+    /// The admin's name, or `bootstrap` (the bootstrap token).
+    pub name: String,
+    /// `admin`, `operator` or `auditor`.
+    pub role: String,
+}
+
+/// A named admin.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AdminView {
+    /// Its name.
+    pub name: String,
+    /// `admin` (everything), `operator` (no admins, no cluster changes) or
+    /// `auditor` (reads only).
+    pub role: String,
+    /// Whether it can log in with a password (HTTP Basic).
+    pub has_password: bool,
+    /// Number of API tokens.
+    pub tokens: usize,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Body of `POST /api/v1/admins`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAdmin {
+    /// Its name: letters, digits, `.`, `_`, `-`.
+    pub name: String,
+    /// `admin`, `operator` or `auditor`.
+    pub role: String,
+    /// A password (8 characters or more); without one, API tokens only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<Secret>,
+}
+
+/// Body of `POST /api/v1/admins/{name}/tokens`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAdminToken {
+    /// What it is for.
+    #[serde(default)]
+    pub label: String,
+}
+
+/// Query of `GET /api/v1/audit`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Only since this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub since: Option<DateTime<Utc>>,
+    /// Only this admin's (`bootstrap` for the bootstrap token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
+    /// At most this many (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// One change made or refused through the admin API.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    /// Unique id.
+    pub id: String,
+    /// When it was answered.
+    pub at: DateTime<Utc>,
+    /// Who: an admin's name, or `bootstrap`.
+    pub admin: String,
+    /// With which role.
+    pub role: String,
+    /// From which address.
+    pub client_addr: String,
+    /// Method, path and query.
+    pub request: String,
+    /// The request's body, secrets as `***`.
+    pub body: String,
+    /// The HTTP status answered.
+    pub status: u16,
+    /// `ok`, or what went wrong.
+    pub outcome: String,
+    /// The server that answered.
+    pub node: String,
+}
+
+impl From<ferry_core::AuditRecord> for AuditEntry {
+    fn from(r: ferry_core::AuditRecord) -> Self {
+        Self {
+            id: r.id,
+            at: crate::time(r.at),
+            admin: r.admin,
+            role: r.role.as_str().to_owned(),
+            client_addr: r.client_addr,
+            request: r.request,
+            body: r.body,
+            status: r.status,
+            outcome: r.outcome,
+            node: r.node,
+        }
+    }
+}
+
 /// A banned client address.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Ban {

@@ -672,7 +672,7 @@ partners
         assert_eq!(
             e.message,
             "unknown table `foo` (known: accounts, account_keys, account_tokens, folder_permissions, partners, \
-             routes, schedules, monitors, settings)"
+             routes, schedules, monitors, settings, admins, admin_tokens)"
         );
     }
 

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::admins::{Admin, AdminToken, AuditRecord};
 use crate::engine::{AttemptResult, Event, Monitor, Partner, Route, Schedule};
 use crate::model::{Account, AccountKey, AccountToken, TransferRecord};
 use crate::permissions::FolderRule;
@@ -221,6 +222,26 @@ pub enum Command {
         /// The address, canonical.
         address: String,
     },
+    /// Create a named admin (fails if the name is taken).
+    CreateAdmin(Admin),
+    /// Remove an admin and its tokens.
+    RemoveAdmin {
+        /// Its name.
+        name: String,
+    },
+    /// Add an API token to an admin.
+    AddAdminToken(AdminToken),
+    /// Revoke an admin's API token.
+    RemoveAdminToken {
+        /// The admin.
+        admin: String,
+        /// The token's public id.
+        id: String,
+    },
+    /// Record a change made (or refused) through the admin API. Records
+    /// are written once (a second record with the same id changes nothing)
+    /// and never changed.
+    RecordAudit(AuditRecord),
 }
 
 /// A client address no login is taken from until `until`.
@@ -273,6 +294,11 @@ impl Command {
             Command::RemoveAccountKey { .. } => "remove_account_key",
             Command::BanAddress(_) => "ban_address",
             Command::UnbanAddress { .. } => "unban_address",
+            Command::CreateAdmin(_) => "create_admin",
+            Command::RemoveAdmin { .. } => "remove_admin",
+            Command::AddAdminToken(_) => "add_admin_token",
+            Command::RemoveAdminToken { .. } => "remove_admin_token",
+            Command::RecordAudit(_) => "record_audit",
         }
     }
 }

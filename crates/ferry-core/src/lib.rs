@@ -1,6 +1,7 @@
 //! Ferry's domain types, without I/O.
 //!
 //! * [`path`] — the one place where client paths are canonicalised.
+//! * [`admins`] — named admins, roles, the audit trail.
 //! * [`command`] — every change to shared state, as a serializable value.
 //! * [`model`] — accounts, keys and transfer records as stored and replicated.
 //! * [`network`] — allowed and denied client networks.
@@ -10,6 +11,7 @@
 //! * [`secret`] — a newtype that never prints its content.
 //! * [`sync`] — tables and history rows moved between active/passive servers.
 
+pub mod admins;
 pub mod command;
 pub mod engine;
 pub mod error;
@@ -22,6 +24,7 @@ pub mod secret;
 pub mod sync;
 pub mod worker;
 
+pub use admins::{Admin, AdminToken, AuditRecord, Role};
 pub use command::{Ban, Command, Outcome, COMMAND_FORMAT_VERSION, IDEMPOTENCY_KEY_TTL_MS};
 pub use engine::{
     Action, AfterPull, AttemptResult, Event, EventAttempt, EventKind, EventStatus, Monitor,

@@ -69,6 +69,9 @@ pub struct MergeCounts {
     pub attempts: u64,
     /// Schedule firings that were new here.
     pub firings: u64,
+    /// Audit records that were new here.
+    #[serde(default)]
+    pub audit: u64,
 }
 
 impl MergeCounts {
@@ -78,11 +81,12 @@ impl MergeCounts {
         self.events += other.events;
         self.attempts += other.attempts;
         self.firings += other.firings;
+        self.audit += other.audit;
     }
 
     /// Total rows written.
     pub fn total(&self) -> u64 {
-        self.transfers + self.events + self.attempts + self.firings
+        self.transfers + self.events + self.attempts + self.firings + self.audit
     }
 }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter};
@@ -15,7 +15,6 @@ use ferry_core::{
     Account, AccountKey, Command, ErrorKind, FerryError, FolderRule, TransferStatus, VirtualPath,
 };
 use ferry_store::TransferFilter;
-use sha2::{Digest, Sha256};
 
 use crate::transfer::now_millis;
 use crate::ServerCtx;
@@ -32,13 +31,16 @@ pub use ferry_http::{error_status as http_status, ApiError};
 type ApiResult<T> = Result<T, ApiError>;
 
 /// Builds the router: the load-balancer endpoints and the OpenAPI document
-/// without the token, every other endpoint behind it.
+/// without credentials, every other endpoint behind `admins::authenticate`.
 pub fn router(state: AdminState) -> Router {
     let (public, api) = endpoints();
-    let api = api
-        .router
-        .layer(middleware::from_fn(idempotency))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let api =
+        api.router
+            .layer(middleware::from_fn(idempotency))
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                crate::admins::authenticate,
+            ));
     public
         .router
         .merge(api)
@@ -78,6 +80,7 @@ fn endpoints() -> (Routes, Routes) {
         .add::<api::AddBan, _, _>(add_ban)
         .add::<api::RemoveBan, _, _>(remove_ban)
         .add::<api::ListTransfers, _, _>(list_transfers)
+        .merge(crate::admins::routes())
         .merge(crate::engine_api::routes())
         .merge(crate::cluster_api::routes());
     (public, api)
@@ -142,24 +145,6 @@ pub(crate) fn done<E: api::Endpoint<Answer = api::NoContent>>() -> Reply<E> {
 /// source, and tools fetch it before they have a token.
 async fn openapi() -> Reply<api::GetOpenApi> {
     Reply(serde_json::to_value(api::openapi::document()).unwrap_or_default())
-}
-
-async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| Sha256::digest(t.trim().as_bytes()));
-    // Comparing digests keeps the comparison's timing independent of the token.
-    match presented {
-        Some(d) if d.as_slice() == state.token_digest => next.run(req).await,
-        _ => ApiError::from(FerryError::new(
-            ErrorKind::AuthFailed,
-            "missing or wrong admin token",
-        ))
-        .into_response(),
-    }
 }
 
 tokio::task_local! {

@@ -145,6 +145,31 @@ fn verify(hash: &str, password: &str) -> bool {
     }
 }
 
+/// Checks an admin's password (HTTP Basic on the admin API), as
+/// [`check_password`] does an account's: an unknown name costs the same.
+pub async fn check_admin_password(
+    store: Arc<Store>,
+    name: &str,
+    password: Secret,
+) -> Result<ferry_core::Admin, FerryError> {
+    let wanted = name.to_owned();
+    let (admin, against) = crate::session::blocking(move || {
+        let admin = store.admin(&wanted).map_err(FerryError::from)?;
+        let against = admin
+            .as_ref()
+            .and_then(|a| a.password_hash.as_ref())
+            .map_or_else(|| dummy_hash().to_owned(), |h| h.expose().to_owned());
+        Ok((admin, against))
+    })
+    .await?;
+    let ok =
+        password.expose().len() <= MAX_PASSWORD_LEN && verify_bounded(against, password).await?;
+    match admin {
+        Some(a) if ok && a.password_hash.is_some() => Ok(a),
+        _ => refuse(name, "wrong admin name or password"),
+    }
+}
+
 /// Checks a password login: the account is read on a blocking thread, the
 /// hash checked on the hashing threads.
 pub async fn check_password(
@@ -292,17 +317,26 @@ pub const TOKEN_PREFIX: &str = "fy_";
 /// A new API token: `(token, public id, hex SHA-256 of the token)`. The token
 /// is `fy_ID_SECRET` with a 48-bit public id and a 256-bit secret.
 pub fn new_token() -> (Secret, String, String) {
+    new_token_with(TOKEN_PREFIX)
+}
+
+/// Prefix of every admin API token.
+pub const ADMIN_TOKEN_PREFIX: &str = "fa_";
+
+/// A new token `PREFIX` + `ID_SECRET`, as [`new_token`].
+pub fn new_token_with(prefix: &str) -> (Secret, String, String) {
     let mut id = [0u8; 6];
     let mut secret = [0u8; 32];
     rand::Rng::fill_bytes(&mut rand::rng(), &mut id);
     rand::Rng::fill_bytes(&mut rand::rng(), &mut secret);
     let id = hex::encode(id);
-    let token = format!("{TOKEN_PREFIX}{id}_{}", hex::encode(secret));
+    let token = format!("{prefix}{id}_{}", hex::encode(secret));
     let digest = token_digest(&token);
     (Secret::new(token), id, digest)
 }
 
-fn token_digest(token: &str) -> String {
+/// The hex SHA-256 a token is stored as.
+pub fn token_digest(token: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }

@@ -6,6 +6,7 @@
 
 mod access;
 pub mod admin;
+pub mod admins;
 pub mod auth;
 pub mod cluster_api;
 pub mod config;

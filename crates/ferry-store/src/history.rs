@@ -219,7 +219,9 @@ impl Store {
                         r#"SELECT 1 FROM "schedules" WHERE "name" = ?1"#,
                     )),
                 ),
-                ("transfers", _) => (format!("{} DO NOTHING", s.insert_on_conflict()), None),
+                ("transfers" | "audit", _) => {
+                    (format!("{} DO NOTHING", s.insert_on_conflict()), None)
+                }
                 (other, _) => {
                     return Err(StoreError::Incompatible(format!(
                         "table {other} cannot be merged"
@@ -264,6 +266,7 @@ impl Store {
                 "transfers" => counts.transfers += written,
                 "events" => counts.events += written,
                 "event_attempts" => counts.attempts += written,
+                "audit" => counts.audit += written,
                 _ => counts.firings += written,
             }
         }

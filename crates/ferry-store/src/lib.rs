@@ -17,8 +17,8 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use ferry_core::{
-    Account, AccountKey, AccountPolicy, AccountToken, Ban, Command, Direction, FolderRule, Outcome,
-    Protocol, Secret, TransferRecord, TransferStatus,
+    Account, AccountKey, AccountPolicy, AccountToken, Admin, AdminToken, AuditRecord, Ban, Command,
+    Direction, FolderRule, Outcome, Protocol, Secret, TransferRecord, TransferStatus,
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
@@ -450,6 +450,72 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             }
             n
         }
+        Command::CreateAdmin(a) => {
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO admins (name, role, password_hash, created_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    a.name,
+                    a.role.as_str(),
+                    a.password_hash.as_ref().map(Secret::expose),
+                    a.created_at
+                ],
+            )?;
+            if n == 0 {
+                return Err(StoreError::AlreadyExists(format!("admin {:?}", a.name)));
+            }
+            n
+        }
+        Command::RemoveAdmin { name } => {
+            let n = tx.execute("DELETE FROM admins WHERE name = ?1", [name])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("admin {name:?}")));
+            }
+            n
+        }
+        Command::AddAdminToken(t) => {
+            if !exists_row(tx, "SELECT 1 FROM admins WHERE name = ?1", &t.admin)? {
+                return Err(StoreError::NotFound(format!("admin {:?}", t.admin)));
+            }
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO admin_tokens (id, admin, sha256, label, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![t.id, t.admin, t.sha256, t.label, t.created_at],
+            )?;
+            if n == 0 {
+                return Err(StoreError::AlreadyExists(format!("token {:?}", t.id)));
+            }
+            n
+        }
+        Command::RemoveAdminToken { admin, id } => {
+            let n = tx.execute(
+                "DELETE FROM admin_tokens WHERE id = ?2 AND admin = ?1",
+                params![admin, id],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "token {id:?} of admin {admin:?}"
+                )));
+            }
+            n
+        }
+        Command::RecordAudit(r) => tx.execute(
+            "INSERT OR IGNORE INTO audit
+                   (id, at, admin, role, client_addr, request, body, status, outcome, node)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                r.id,
+                r.at,
+                r.admin,
+                r.role.as_str(),
+                r.client_addr,
+                r.request,
+                r.body,
+                r.status,
+                r.outcome,
+                r.node
+            ],
+        )?,
         Command::SetFolderRule(rule) => {
             let id = account_id(tx, &rule.account)?;
             let allow: Vec<&str> = rule.allow.iter().map(|p| p.as_str()).collect();
@@ -610,6 +676,92 @@ impl Store {
             )
             .optional()
             .map_err(Into::into)
+    }
+
+    /// Every named admin, by name.
+    pub fn admins(&self) -> Result<Vec<Admin>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT name, role, password_hash, created_at FROM admins ORDER BY name")?;
+        let rows = stmt.query_map([], row_to_admin)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
+    }
+
+    /// The admin called `name`, if any.
+    pub fn admin(&self, name: &str) -> Result<Option<Admin>> {
+        self.conn()
+            .query_row(
+                "SELECT name, role, password_hash, created_at FROM admins WHERE name = ?1",
+                [name],
+                row_to_admin,
+            )
+            .optional()
+            .map_err(Into::into)
+    }
+
+    /// The admin whose API token has SHA-256 `sha256` (hex), if any.
+    pub fn admin_by_token(&self, sha256: &str) -> Result<Option<Admin>> {
+        self.conn()
+            .query_row(
+                "SELECT a.name, a.role, a.password_hash, a.created_at
+                 FROM admin_tokens t JOIN admins a ON a.name = t.admin
+                 WHERE t.sha256 = ?1",
+                [sha256],
+                row_to_admin,
+            )
+            .optional()
+            .map_err(Into::into)
+    }
+
+    /// The API tokens of admin `name`.
+    pub fn admin_tokens(&self, name: &str) -> Result<Vec<AdminToken>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, admin, sha256, label, created_at FROM admin_tokens
+             WHERE admin = ?1 ORDER BY created_at",
+        )?;
+        let rows = stmt.query_map([name], |r| {
+            Ok(AdminToken {
+                id: r.get(0)?,
+                admin: r.get(1)?,
+                sha256: r.get(2)?,
+                label: r.get(3)?,
+                created_at: r.get(4)?,
+            })
+        })?;
+        rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
+    }
+
+    /// Audit records, newest first: since `since` (unix ms), of `admin`
+    /// only, at most `limit`.
+    pub fn audit(
+        &self,
+        since: Option<ferry_core::UnixMillis>,
+        admin: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, at, admin, role, client_addr, request, body, status, outcome, node
+             FROM audit WHERE at >= ?1 AND (?2 IS NULL OR admin = ?2)
+             ORDER BY at DESC, id DESC LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![since.unwrap_or(0), admin, limit], |r| {
+            let role: String = r.get(3)?;
+            Ok(AuditRecord {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                admin: r.get(2)?,
+                role: parse_role(&role, 3)?,
+                client_addr: r.get(4)?,
+                request: r.get(5)?,
+                body: r.get(6)?,
+                status: r.get(7)?,
+                outcome: r.get(8)?,
+                node: r.get(9)?,
+            })
+        })?;
+        rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
     }
 
     /// The bans that last beyond `now`, newest first.
@@ -809,6 +961,30 @@ pub(crate) fn row_to_transfer(r: &rusqlite::Row<'_>) -> rusqlite::Result<Transfe
             .map(|n| u64::try_from(n).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(15, n)))
             .transpose()?,
     })
+}
+
+fn parse_role(text: &str, column: usize) -> rusqlite::Result<ferry_core::Role> {
+    text.parse().map_err(|e: ferry_core::FerryError| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            e.message.into(),
+        )
+    })
+}
+
+fn row_to_admin(r: &rusqlite::Row<'_>) -> rusqlite::Result<Admin> {
+    let role: String = r.get(1)?;
+    Ok(Admin {
+        name: r.get(0)?,
+        role: parse_role(&role, 1)?,
+        password_hash: r.get::<_, Option<String>>(2)?.map(Secret::new),
+        created_at: r.get(3)?,
+    })
+}
+
+fn exists_row(tx: &Connection, sql: &str, key: &str) -> Result<bool> {
+    Ok(tx.query_row(sql, [key], |_| Ok(())).optional()?.is_some())
 }
 
 fn row_to_ban(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ban> {

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../schemas/0009_folder_permissions.sql"),
     include_str!("../../../schemas/0010_account_policy.sql"),
     include_str!("../../../schemas/0011_bans.sql"),
+    include_str!("../../../schemas/0012_admins_audit.sql"),
 ];
 
 /// The schema version this build produces.

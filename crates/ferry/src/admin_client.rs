@@ -226,6 +226,88 @@ pub enum KeyCmd {
     },
 }
 
+/// `ferry admin …`
+#[derive(Debug, Subcommand)]
+pub enum AdminCmd {
+    /// Create a named admin.
+    Add {
+        /// Its name.
+        name: String,
+        /// admin (everything), operator (no admins, no cluster changes) or
+        /// auditor (reads only).
+        #[arg(long)]
+        role: String,
+        /// Read a password from standard input (first line); without one,
+        /// the admin uses API tokens only.
+        #[arg(long, conflicts_with = "password_file")]
+        password_stdin: bool,
+        /// Read a password from a file (first line).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// List the named admins.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an admin and its tokens.
+    Remove {
+        /// Its name.
+        name: String,
+    },
+    /// Who this command runs as.
+    Whoami,
+    /// Manage an admin's API tokens (for --token-file or FERRY_ADMIN_TOKEN).
+    #[command(subcommand)]
+    Token(AdminTokenCmd),
+}
+
+/// `ferry admin token …`
+#[derive(Debug, Subcommand)]
+pub enum AdminTokenCmd {
+    /// Create a token; it is printed once and stored only as a hash.
+    Add {
+        /// The admin.
+        name: String,
+        /// What it is for.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List an admin's tokens (ids and labels, never the tokens).
+    List {
+        /// The admin.
+        name: String,
+    },
+    /// Revoke a token.
+    Remove {
+        /// The admin.
+        name: String,
+        /// The token's id.
+        id: String,
+    },
+}
+
+/// `ferry audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Every change made or refused through the admin API, newest first.
+    List {
+        /// Only since this time (RFC 3339).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only this admin's (`bootstrap`: the bootstrap token's).
+        #[arg(long)]
+        by: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// `ferry ban …`
 #[derive(Debug, Subcommand)]
 pub enum BanCmd {
@@ -744,6 +826,102 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs an admin command.
+pub async fn admins(args: AdminArgs, cmd: AdminCmd) -> anyhow::Result<()> {
+    let admin = Admin::connect(args)?;
+    match cmd {
+        AdminCmd::Add {
+            name,
+            role,
+            password_stdin,
+            password_file,
+        } => {
+            let password = read_password(password_stdin, password_file)?.map(Secret::new);
+            let body = api::NewAdmin {
+                name,
+                role,
+                password,
+            };
+            let a = admin.call(&api::CreateAdmin { body }).await?;
+            println!("Admin {} created with the {} role.", a.name, a.role);
+        }
+        AdminCmd::List { json } => {
+            show(&admin, &api::ListAdmins {}, json, |admins| {
+                println!("{:<24} {:<9} {:<8} TOKENS", "NAME", "ROLE", "PASSWORD");
+                for a in admins {
+                    let password = if a.has_password { "yes" } else { "no" };
+                    println!("{:<24} {:<9} {:<8} {}", a.name, a.role, password, a.tokens);
+                }
+            })
+            .await?;
+        }
+        AdminCmd::Remove { name } => {
+            admin.call(&api::RemoveAdmin { name: name.clone() }).await?;
+            println!("Admin {name} removed.");
+        }
+        AdminCmd::Whoami => {
+            let me = admin.call(&api::WhoAmI {}).await?;
+            println!("{} ({})", me.name, me.role);
+        }
+        AdminCmd::Token(AdminTokenCmd::Add { name, label }) => {
+            let body = api::NewAdminToken { label };
+            let t = admin
+                .call(&api::AddAdminToken {
+                    name: name.clone(),
+                    body,
+                })
+                .await?;
+            eprintln!(
+                "Token {} created for admin {name}. It is shown only now; store it safely.",
+                t.id
+            );
+            println!("{}", t.token.unwrap_or_default());
+        }
+        AdminCmd::Token(AdminTokenCmd::List { name }) => {
+            for t in admin.call(&api::ListAdminTokens { name }).await? {
+                println!("{}  {}", t.id, t.label);
+            }
+        }
+        AdminCmd::Token(AdminTokenCmd::Remove { name, id }) => {
+            let request = api::RemoveAdminToken { name, id };
+            admin.call(&request).await?;
+            println!("Token {} of admin {} revoked.", request.id, request.name);
+        }
+    }
+    Ok(())
+}
+
+/// Runs an audit command.
+pub async fn audit(args: AdminArgs, cmd: AuditCmd) -> anyhow::Result<()> {
+    let admin = Admin::connect(args)?;
+    let AuditCmd::List {
+        since,
+        by,
+        limit,
+        json,
+    } = cmd;
+    let query = api::AuditQuery {
+        since,
+        admin: by,
+        limit: Some(limit),
+    };
+    show(&admin, &api::ListAudit { query }, json, |records| {
+        for r in records {
+            println!(
+                "{}  {} ({})  {}  {}  {} {}",
+                r.at.to_rfc3339(),
+                r.admin,
+                r.role,
+                r.client_addr,
+                r.request,
+                r.status,
+                r.outcome
+            );
+        }
+    })
+    .await
 }
 
 /// Runs a ban command.

@@ -60,6 +60,20 @@ enum Cmd {
         #[command(subcommand)]
         command: admin_client::AccountCmd,
     },
+    /// Named admins and their API tokens.
+    Admin {
+        #[command(flatten)]
+        admin: admin_client::AdminArgs,
+        #[command(subcommand)]
+        command: admin_client::AdminCmd,
+    },
+    /// The audit trail of the admin API.
+    Audit {
+        #[command(flatten)]
+        admin: admin_client::AdminArgs,
+        #[command(subcommand)]
+        command: admin_client::AuditCmd,
+    },
     /// Banned client addresses (the defender's and the admins').
     Ban {
         #[command(flatten)]
@@ -292,6 +306,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Account { admin, command } => admin_client::account(admin, command).await,
         Cmd::Network { admin, command } => admin_client::network(admin, command).await,
         Cmd::Ban { admin, command } => admin_client::ban(admin, command).await,
+        Cmd::Admin { admin, command } => admin_client::admins(admin, command).await,
+        Cmd::Audit { admin, command } => admin_client::audit(admin, command).await,
         Cmd::Transfer { admin, command } => admin_client::transfer(admin, command).await,
         Cmd::Partner { admin, command } => engine_client::partner(admin, command).await,
         Cmd::Route { admin, command } => engine_client::route(admin, command).await,
