@@ -19,6 +19,10 @@ pub struct EdgeConfig {
     pub https: Option<HttpsConfig>,
     /// The back-end servers.
     pub upstream: UpstreamConfig,
+    /// The PROXY protocol from load balancers in front of both listeners.
+    /// Left out: off, every connection is taken as it comes.
+    #[serde(default)]
+    pub proxy_protocol: ProxyProtocolConfig,
     /// Seconds a shutdown (SIGTERM, SIGINT) waits for the open client
     /// connections to end before it closes them.
     #[serde(default = "default_drain_secs")]
@@ -34,6 +38,60 @@ impl EdgeConfig {
     pub fn drain(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.drain_secs.min(86_400))
     }
+}
+
+/// Load balancers that open each connection with a PROXY protocol header
+/// (HAProxy's `send-proxy` or `send-proxy-v2`), on the SFTP and the HTTPS
+/// listener alike.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyProtocolConfig {
+    /// Addresses or networks (CIDR) of the balancers. A connection from
+    /// one of them must start with a header (v1 or v2), and the client
+    /// address it names is the client's for everything after: caps per
+    /// address, login throttles, the transfer log, logs. Connections from
+    /// anywhere else are taken as they are, and a header they send is not
+    /// believed (the SSH or TLS handshake fails on it). Empty, the
+    /// default: off.
+    #[serde(default, deserialize_with = "networks")]
+    pub trusted: Vec<ipnet::IpNet>,
+    /// Seconds a balancer has to send the header once it has connected
+    /// (1 to 60).
+    #[serde(default = "default_proxy_header_timeout")]
+    pub header_timeout_secs: u64,
+}
+
+impl Default for ProxyProtocolConfig {
+    fn default() -> Self {
+        Self {
+            trusted: Vec::new(),
+            header_timeout_secs: default_proxy_header_timeout(),
+        }
+    }
+}
+
+impl ProxyProtocolConfig {
+    /// What the listeners read and believe.
+    pub fn protocol(&self) -> ferry_http::proxy::ProxyProtocol {
+        ferry_http::proxy::ProxyProtocol::new(
+            self.trusted.clone(),
+            std::time::Duration::from_secs(self.header_timeout_secs.clamp(1, 60)),
+        )
+    }
+}
+
+fn default_proxy_header_timeout() -> u64 {
+    ferry_http::proxy::DEFAULT_HEADER_TIMEOUT.as_secs()
+}
+
+/// A list of addresses or CIDR networks, as `ferry_core::network` parses them.
+fn networks<'de, D>(deserializer: D) -> Result<Vec<ipnet::IpNet>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let entries = Vec::<String>::deserialize(deserializer)?;
+    ferry_core::network::parse_networks(&entries.join(","))
+        .map_err(|e| serde::de::Error::custom(e.message))
 }
 
 /// The SFTP listener.
@@ -385,6 +443,25 @@ mod tests {
         let keys = config.unwrap().sftp.unwrap().host_keys.unwrap();
         assert_eq!(keys.ecdsa.unwrap(), dir.path().join("k"));
         assert!(keys.rsa.is_none() && keys.ed25519.is_none());
+    }
+
+    #[test]
+    fn proxy_protocol_is_off_unless_networks_are_given() {
+        let (_d, config) = load("");
+        let config = config.unwrap();
+        assert!(config.proxy_protocol.trusted.is_empty());
+        assert!(!config.proxy_protocol.protocol().is_on());
+        let (_d, config) = load(
+            "[proxy_protocol]\ntrusted = [\"10.0.0.5\", \"10.1.0.9/24\"]\nheader_timeout_secs = 3",
+        );
+        let proxy = config.unwrap().proxy_protocol;
+        let trusted: Vec<String> = proxy.trusted.iter().map(ToString::to_string).collect();
+        assert_eq!(trusted, ["10.0.0.5/32", "10.1.0.0/24"]);
+        assert_eq!(proxy.header_timeout_secs, 3);
+        assert!(proxy.protocol().trusts("10.1.0.200".parse().unwrap()));
+        let (_d, bad) = load("[proxy_protocol]\ntrusted = [\"lb.example.net\"]");
+        let err = bad.unwrap_err().to_string();
+        assert!(err.contains("is not a network"), "{err}");
     }
 
     #[test]

@@ -111,15 +111,23 @@ async fn start_with(
     upstreams: Arc<upstream::Upstreams>,
 ) -> Result<RunningEdge, StartError> {
     let connections = ferry_worker::Connections::new();
+    // One for both listeners: they share the bound on headers awaited.
+    let proxy = config.proxy_protocol.protocol();
     let https_addr = match config.https.clone() {
-        Some(https) => Some(https::start(upstreams.clone(), https, connections.clone()).await?),
+        Some(https) => {
+            Some(https::start(upstreams.clone(), https, connections.clone(), proxy.clone()).await?)
+        }
         None => None,
     };
     let sftp_addr = match &config.sftp {
-        Some(sftp) => Some(start_sftp(sftp, upstreams, connections.clone()).await?),
+        Some(sftp) => Some(start_sftp(sftp, upstreams, connections.clone(), proxy).await?),
         None => None,
     };
     tracing::info!(node = %config.node_id, ?sftp_addr, ?https_addr, "edge started");
+    if !config.proxy_protocol.trusted.is_empty() {
+        let trusted = ferry_core::network::format_networks(&config.proxy_protocol.trusted);
+        tracing::info!(%trusted, "PROXY protocol headers are read from these proxies");
+    }
     Ok(RunningEdge {
         sftp_addr,
         https_addr,
@@ -131,6 +139,7 @@ async fn start_sftp(
     sftp: &config::SftpConfig,
     upstreams: Arc<upstream::Upstreams>,
     connections: ferry_worker::Connections,
+    proxy: ferry_http::proxy::ProxyProtocol,
 ) -> Result<SocketAddr, StartError> {
     let host_keys = host_keys::load_or_create_all(sftp)?;
     let listener = tokio::net::TcpListener::bind(sftp.listen)
@@ -147,6 +156,7 @@ async fn start_sftp(
         sftp.max_sessions,
         Arc::new(ssh::PreAuth::new(sftp)),
         connections,
+        proxy,
     ));
     Ok(sftp_addr)
 }

@@ -10,7 +10,9 @@
 //! Before login a connection holds one of few places ([`PreAuth`]): a
 //! grace time closes it, whatever stage it stopped at, and caps overall
 //! (with random early drop) and per address keep a flood of connections
-//! that never log in from shutting real clients out.
+//! that never log in from shutting real clients out. Behind a trusted load
+//! balancer, a connection's client is the source of its PROXY protocol
+//! header ([`ferry_http::proxy`]), and these limits count that client.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -21,6 +23,7 @@ use std::time::Duration;
 
 use ferry_core::limits::{AddressCaps, ConnectionRate, Refused, Slot};
 use ferry_core::{ErrorKind, FerryError, Protocol, Secret};
+use ferry_http::proxy::ProxyProtocol;
 use ferry_proto::client::Connection;
 use ferry_proto::message::{Credential, Request, Response};
 use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey};
@@ -179,7 +182,9 @@ impl PreAuth {
     }
 }
 
-/// Accepts SSH connections until the process ends.
+/// Accepts SSH connections until the process ends. A connection from a
+/// peer `proxy` trusts starts with a PROXY protocol header, read before
+/// the pre-login limits count it: its source is the client from then on.
 pub async fn serve(
     listener: TcpListener,
     config: Arc<russh::server::Config>,
@@ -187,8 +192,15 @@ pub async fn serve(
     max_sessions: usize,
     pre_auth: Arc<PreAuth>,
     connections: ferry_worker::Connections,
+    proxy: ProxyProtocol,
 ) {
     let limit = Arc::new(Semaphore::new(max_sessions.max(1)));
+    let front = Arc::new(Front {
+        config,
+        upstreams,
+        pre_auth,
+        connections: connections.clone(),
+    });
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -197,7 +209,7 @@ pub async fn serve(
                 return;
             }
         };
-        let (tcp, peer) = match accepted {
+        let (mut tcp, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -209,81 +221,125 @@ pub async fn serve(
             tracing::warn!(%peer, "too many sessions; connection refused");
             continue;
         };
-        let slot = match pre_auth.admit(peer.ip()) {
-            Ok(slot) => slot,
+        let _ = tcp.set_nodelay(true);
+        let front = front.clone();
+        if proxy.trusts(peer.ip()) {
+            // The header comes first, in the connection's own task; then
+            // the pre-login limits count the client it names.
+            let proxy = proxy.clone();
+            connections.serve(async move {
+                let client = match proxy.client(&mut tcp, peer).await {
+                    Ok(client) => client,
+                    Err(e) => {
+                        tracing::warn!(proxy = %peer, error = %e, "connection from a trusted proxy without a valid PROXY header; closed");
+                        return;
+                    }
+                };
+                tracing::debug!(%client, proxy = %peer, "PROXY header read");
+                if let Some(slot) = front.admit(client) {
+                    front.run(tcp, client, slot, permit).await;
+                }
+            });
+        } else if let Some(slot) = front.admit(peer) {
+            connections.serve(front.run(tcp, peer, slot, permit));
+        }
+    }
+}
+
+/// What every connection of the SSH listener shares.
+struct Front {
+    config: Arc<russh::server::Config>,
+    upstreams: Arc<Upstreams>,
+    pre_auth: Arc<PreAuth>,
+    connections: ferry_worker::Connections,
+}
+
+impl Front {
+    /// A place among the connections not logged in for one from `peer`, or
+    /// none (logged).
+    fn admit(&self, peer: SocketAddr) -> Option<Slot> {
+        match self.pre_auth.admit(peer.ip()) {
+            Ok(slot) => Some(slot),
             Err(why) => {
                 tracing::warn!(%peer, "{why}; connection refused");
-                continue;
+                None
             }
-        };
-        let _ = tcp.set_nodelay(true);
+        }
+    }
+
+    /// Runs the SSH session of `peer` (the client, the PROXY header's
+    /// source behind a trusted proxy) until it ends.
+    async fn run(
+        self: Arc<Self>,
+        tcp: tokio::net::TcpStream,
+        peer: SocketAddr,
+        slot: Slot,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
         // A second handle on the socket, to shut it down after the grace time.
         let (tcp, socket) = match second_handle(tcp) {
             Ok((tcp, socket)) => (tcp, Some(socket)),
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "cannot set up the connection");
-                continue;
+                return;
             }
         };
-        let (config, upstreams) = (config.clone(), upstreams.clone());
+        let config = self.config.clone();
         let idle = config.inactivity_timeout.unwrap_or(DEFAULT_IDLE);
-        let grace = pre_auth.grace;
-        let connections_cut = connections.clone();
-        connections.serve(async move {
-            let handle_slot: Arc<OnceLock<Handle>> = Arc::default();
-            let logged_in = Arc::new(AtomicBool::new(false));
-            let handler = SshSession {
-                upstreams,
-                peer,
-                idle,
-                upstream: None,
-                login: None,
-                pre_auth: Some(slot),
-                logged_in: logged_in.clone(),
-                channels: HashMap::new(),
-                handle: handle_slot.clone(),
-            };
-            let session = async {
-                match russh::server::run_stream(config, tcp, handler).await {
-                    Ok(running) => {
-                        let _ = handle_slot.set(running.handle());
-                        if let Err(e) = running.await {
-                            tracing::debug!(%peer, error = %e, "ssh session ended with error");
-                        }
-                    }
-                    Err(e) => tracing::debug!(%peer, error = %e, "ssh handshake failed"),
-                }
-            };
-            // A connection that has not logged in within the grace time is
-            // dropped, whatever stage it stopped at (banner, key exchange,
-            // authentication).
-            let grace_over = async {
-                tokio::time::sleep(grace).await;
-                if logged_in.load(Ordering::Acquire) {
-                    std::future::pending::<()>().await;
-                }
-            };
-            let cut = connections_cut.cutting();
-            tokio::select! {
-                () = session => {}
-                () = cut => {
-                    tracing::info!(%peer, "connection closed (the edge stops)");
-                    if let Some(socket) = &socket {
-                        let _ = socket.shutdown(std::net::Shutdown::Both);
+        let grace = self.pre_auth.grace;
+        let handle_slot: Arc<OnceLock<Handle>> = Arc::default();
+        let logged_in = Arc::new(AtomicBool::new(false));
+        let handler = SshSession {
+            upstreams: self.upstreams.clone(),
+            peer,
+            idle,
+            upstream: None,
+            login: None,
+            pre_auth: Some(slot),
+            logged_in: logged_in.clone(),
+            channels: HashMap::new(),
+            handle: handle_slot.clone(),
+        };
+        let session = async {
+            match russh::server::run_stream(config, tcp, handler).await {
+                Ok(running) => {
+                    let _ = handle_slot.set(running.handle());
+                    if let Err(e) = running.await {
+                        tracing::debug!(%peer, error = %e, "ssh session ended with error");
                     }
                 }
-                () = grace_over => {
-                    tracing::warn!(%peer, grace_secs = grace.as_secs(), "no login within the grace time; connection closed");
-                    // Past its banner the session runs in a task of its own,
-                    // which may wait on the client in any state: shutting
-                    // the socket down ends it wherever it is.
-                    if let Some(socket) = &socket {
-                        let _ = socket.shutdown(std::net::Shutdown::Both);
-                    }
+                Err(e) => tracing::debug!(%peer, error = %e, "ssh handshake failed"),
+            }
+        };
+        // A connection that has not logged in within the grace time is
+        // dropped, whatever stage it stopped at (banner, key exchange,
+        // authentication).
+        let grace_over = async {
+            tokio::time::sleep(grace).await;
+            if logged_in.load(Ordering::Acquire) {
+                std::future::pending::<()>().await;
+            }
+        };
+        let cut = self.connections.cutting();
+        tokio::select! {
+            () = session => {}
+            () = cut => {
+                tracing::info!(%peer, "connection closed (the edge stops)");
+                if let Some(socket) = &socket {
+                    let _ = socket.shutdown(std::net::Shutdown::Both);
                 }
             }
-            drop(permit);
-        });
+            () = grace_over => {
+                tracing::warn!(%peer, grace_secs = grace.as_secs(), "no login within the grace time; connection closed");
+                // Past its banner the session runs in a task of its own,
+                // which may wait on the client in any state: shutting
+                // the socket down ends it wherever it is.
+                if let Some(socket) = &socket {
+                    let _ = socket.shutdown(std::net::Shutdown::Both);
+                }
+            }
+        }
+        drop(permit);
     }
 }
 

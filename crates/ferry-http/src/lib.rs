@@ -1,10 +1,12 @@
 //! HTTPS plumbing shared by the server's admin API and the edge's file API:
-//! the TLS accept loop (with the client's address on every request, caps on
+//! the TLS accept loop (with the client's address on every request, read
+//! from a PROXY protocol header behind a trusted load balancer, caps on
 //! connections overall and per address, deadlines for the handshake and
 //! request headers, an idle timeout, and a minimum rate for request bodies)
 //! and JSON errors with stable codes.
 
 pub mod limits;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +22,8 @@ use tokio::net::TcpListener;
 
 use crate::limits::{Activity, MinRate, Responding, Watched};
 
-/// The TCP peer of a request, as seen by the listener (never taken from a
+/// The client of a request: the TCP peer, or behind a trusted proxy the
+/// source its PROXY protocol header names (never taken from an HTTP
 /// header). Every request served by [`serve_tls`] carries it as an extension.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);
@@ -58,7 +61,9 @@ impl Default for ServeLimits {
 }
 
 /// Serves `router` over TLS on `listener` until the process ends. `what`
-/// names the listener in logs.
+/// names the listener in logs. A connection from a peer `proxy` trusts
+/// starts with a PROXY protocol header, read before the caps count it: its
+/// source is the client address from then on.
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -66,8 +71,15 @@ pub async fn serve_tls(
     limits: ServeLimits,
     what: &'static str,
     connections: ferry_worker::Connections,
+    proxy: proxy::ProxyProtocol,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let front = Front {
+        acceptor: tokio_rustls::TlsAcceptor::from(tls),
+        router,
+        limits,
+        what,
+        cut: connections.clone(),
+    };
     let caps = ferry_core::limits::AddressCaps::new(
         limits.max_connections,
         limits.max_connections_per_address,
@@ -80,7 +92,7 @@ pub async fn serve_tls(
                 return;
             }
         };
-        let (tcp, peer) = match accepted {
+        let (mut tcp, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(listener = what, error = %e, "accept failed");
@@ -88,37 +100,91 @@ pub async fn serve_tls(
                 continue;
             }
         };
-        let slot = match caps.admit(peer.ip()) {
-            Ok(slot) => slot,
-            Err(why) => {
-                tracing::warn!(listener = what, %peer, ?why, "too many connections; closed");
-                continue;
+        let _ = tcp.set_nodelay(true);
+        let front = front.clone();
+        if proxy.trusts(peer.ip()) {
+            // The header comes first, in the connection's own task; then
+            // the caps count the client it names.
+            let (proxy, caps) = (proxy.clone(), caps.clone());
+            connections.serve(async move {
+                let client = match proxy.client(&mut tcp, peer).await {
+                    Ok(client) => client,
+                    Err(e) => {
+                        tracing::warn!(listener = what, proxy = %peer, error = %e, "connection from a trusted proxy without a valid PROXY header; closed");
+                        return;
+                    }
+                };
+                tracing::debug!(listener = what, %client, proxy = %peer, "PROXY header read");
+                if let Some(slot) = admit(&caps, client, what) {
+                    front.serve(tcp, client, slot).await;
+                }
+            });
+        } else if let Some(slot) = admit(&caps, peer, what) {
+            connections.serve(front.serve(tcp, peer, slot));
+        }
+    }
+}
+
+/// A place for a connection from `client` under the caps, or none (logged).
+fn admit(
+    caps: &Arc<ferry_core::limits::AddressCaps>,
+    client: SocketAddr,
+    what: &'static str,
+) -> Option<ferry_core::limits::Slot> {
+    match caps.admit(client.ip()) {
+        Ok(slot) => Some(slot),
+        Err(why) => {
+            tracing::warn!(listener = what, peer = %client, ?why, "too many connections; closed");
+            None
+        }
+    }
+}
+
+/// What every connection of one TLS listener shares.
+#[derive(Clone)]
+struct Front {
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: Router,
+    limits: ServeLimits,
+    what: &'static str,
+    cut: ferry_worker::Connections,
+}
+
+impl Front {
+    /// Finishes the TLS handshake and serves the connection of `peer` (the
+    /// client, the PROXY header's source behind a trusted proxy).
+    async fn serve(
+        self,
+        tcp: tokio::net::TcpStream,
+        peer: SocketAddr,
+        slot: ferry_core::limits::Slot,
+    ) {
+        let _slot = slot;
+        let Front {
+            acceptor,
+            router,
+            limits,
+            what,
+            cut,
+        } = self;
+        let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await;
+        let stream = match handshake {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(listener = what, %peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(listener = what, %peer, "TLS handshake timed out");
+                return;
             }
         };
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, router) = (acceptor.clone(), router.clone());
-        let cut = connections.clone();
-        connections.serve(async move {
-            let _slot = slot;
-            let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await;
-            let stream = match handshake {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(listener = what, %peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(listener = what, %peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            tokio::select! {
-                () = serve_connection(stream, router, peer, limits, what) => {}
-                () = cut.cutting() => {
-                    tracing::debug!(listener = what, %peer, "connection closed (shutting down)");
-                }
+        tokio::select! {
+            () = serve_connection(stream, router, peer, limits, what) => {}
+            () = cut.cutting() => {
+                tracing::debug!(listener = what, %peer, "connection closed (shutting down)");
             }
-        });
+        }
     }
 }
 

@@ -345,6 +345,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         "admin",
         // The admin API answers until the process ends.
         ferry_worker::Connections::new(),
+        // Reached directly on the internal network: no proxy is believed.
+        ferry_http::proxy::ProxyProtocol::off(),
     ));
     {
         let ctx = ctx.clone();

@@ -63,6 +63,22 @@ pub struct UpArgs {
     /// before they are ended (partial uploads are kept for a resume).
     #[arg(long, default_value_t = 30)]
     pub drain_secs: u64,
+    /// Load balancers that send a PROXY protocol header (v1 or v2), as
+    /// addresses or CIDR networks separated by commas: connections from
+    /// them to the SFTP and HTTPS listeners must start with one, and the
+    /// client it names is the client. Left out: off.
+    #[arg(long, value_name = "NETWORKS", value_parser = parse_trusted)]
+    pub trusted_proxies: Option<Networks>,
+}
+
+/// A list of networks given on the command line.
+#[derive(Debug, Clone)]
+pub struct Networks(pub Vec<ipnet::IpNet>);
+
+fn parse_trusted(text: &str) -> Result<Networks, String> {
+    ferry_core::network::parse_networks(text)
+        .map(Networks)
+        .map_err(|e| e.message)
 }
 
 /// Creates what a data directory needs, if it is not there yet.
@@ -206,6 +222,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             tls: tls("edge"),
         },
         drain_secs: args.drain_secs,
+        proxy_protocol: ferry_edge::config::ProxyProtocolConfig {
+            trusted: args
+                .trusted_proxies
+                .clone()
+                .map(|n| n.0)
+                .unwrap_or_default(),
+            ..Default::default()
+        },
     };
     // Edge and server share this process: the edge reaches the server
     // through memory, not through loopback TLS.

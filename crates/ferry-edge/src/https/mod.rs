@@ -37,7 +37,8 @@ pub struct HttpState {
     pub config: HttpsConfig,
 }
 
-/// The client's address: the TCP peer, never a header.
+/// The client's address: the TCP peer (or the source of a trusted proxy's
+/// PROXY protocol header), never an HTTP header.
 pub(crate) fn client_ip(parts: &Parts) -> IpAddr {
     parts
         .extensions
@@ -295,6 +296,7 @@ pub async fn start(
     upstreams: Arc<Upstreams>,
     config: HttpsConfig,
     connections: ferry_worker::Connections,
+    proxy: ferry_http::proxy::ProxyProtocol,
 ) -> Result<SocketAddr, crate::StartError> {
     let tls =
         ferry_proto::tls::plain_server_config(&config.cert, &config.key, &[b"h2", b"http/1.1"])?;
@@ -322,6 +324,7 @@ pub async fn start(
         limits,
         "https",
         connections,
+        proxy,
     ));
     Ok(addr)
 }
