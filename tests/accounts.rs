@@ -14,6 +14,7 @@
 mod common;
 
 use std::path::Path;
+use std::process::Command;
 
 use common::*;
 
@@ -283,4 +284,172 @@ fn the_defender_bans_an_address_on_every_server_and_an_admin_lifts_it() {
     assert!(wait_until(10, || edge_login(&c, port_b, "alice", &key)));
     let out = c.admin(1, &["ban", "remove", "127.0.0.1"], None);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+}
+
+#[test]
+fn a_quota_refuses_what_would_exceed_it_and_counts_again_after_deletes() {
+    let f = Ferry::up();
+    let key = f.account_with_key("quinn");
+    let home = f.repository.join("quinn");
+    let work = f.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    for (name, len) in [
+        ("a.dat", 60_000),
+        ("b.dat", 60_000),
+        ("c.dat", 1_000),
+        ("big.dat", 200_000),
+    ] {
+        random_file(&work.join(name), len);
+    }
+    let out = f.admin_ok(
+        &[
+            "account",
+            "set",
+            "quinn",
+            "--quota",
+            "100K",
+            "--quota-files",
+            "3",
+        ],
+        None,
+    );
+    assert!(out.contains("quota 102400 bytes"), "{out}");
+    let sftp = |batch: &str| f.sftp_key("quinn", &key, batch, &work);
+
+    // 60 KB fits; another 60 KB does not: refused mid-way, nothing under
+    // its name, the client told so.
+    assert_ok(&sftp("put a.dat\n"));
+    let out = sftp("put b.dat\n");
+    assert!(!out.status.success(), "an upload past the quota succeeded");
+    assert!(!home.join("b.dat").exists(), "a cut upload took its name");
+    let shown: serde_json::Value =
+        serde_json::from_str(&f.admin_ok(&["account", "show", "quinn", "--json"], None)).unwrap();
+    assert_eq!(shown["quota_bytes"], 102_400);
+    assert_eq!(shown["used_files"], 1, "{shown}");
+
+    // Announced lengths that do not fit are refused before any data: scp
+    // and HTTPS (Content-Length), and no partial file is left.
+    let out = Command::new("scp")
+        .args(key_login_opts(&key))
+        .args([
+            "-O",
+            "-P",
+            &f.sftp_port.to_string(),
+            "big.dat",
+            "quinn@127.0.0.1:big.dat",
+        ])
+        .current_dir(&work)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "scp past the quota succeeded");
+    // scp names the error as the C library does.
+    let err = stderr(&out);
+    assert!(
+        err.contains("quota exceeded") || err.contains("No space left"),
+        "{err}"
+    );
+    let r = f.curl().user("quinn").run(
+        &["-T", work.join("big.dat").to_str().unwrap()],
+        "/api/v1/files/big2.dat",
+    );
+    assert_eq!(r.status, 507, "{}", r.text());
+    for name in [
+        ".ferry-partial.big.dat",
+        ".ferry-partial.big2.dat",
+        "big.dat",
+        "big2.dat",
+    ] {
+        assert!(!home.join(name).exists(), "{name} was left");
+    }
+
+    // After a delete the space is there again.
+    assert_ok(&sftp("rm a.dat\n"));
+    assert_ok(&sftp("put b.dat\n"));
+    assert_eq!(
+        sha256_file(&home.join("b.dat")),
+        sha256_file(&work.join("b.dat"))
+    );
+
+    // The files quota: three files, not four.
+    assert_ok(&sftp("put c.dat c1.dat\nput c.dat c2.dat\n"));
+    let out = sftp("put c.dat c3.dat\n");
+    assert!(!out.status.success(), "a fourth file was taken");
+    assert!(!home.join("c3.dat").exists());
+    let shown: serde_json::Value =
+        serde_json::from_str(&f.admin_ok(&["account", "show", "quinn", "--json"], None)).unwrap();
+    assert_eq!(shown["used_files"], 3, "{shown}");
+
+    // No quota: anything goes.
+    f.admin_ok(
+        &[
+            "account",
+            "set",
+            "quinn",
+            "--quota",
+            "none",
+            "--quota-files",
+            "none",
+        ],
+        None,
+    );
+    assert_ok(&sftp("put big.dat\nput c.dat c3.dat\n"));
+}
+
+#[test]
+fn bandwidth_limits_pace_uploads_and_downloads_within_twenty_percent() {
+    let f = Ferry::up();
+    let key = f.account_with_key("rosa");
+    let work = f.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let size = 2 << 20;
+    random_file(&work.join("two.bin"), size);
+    let out = f.admin_ok(
+        &[
+            "account",
+            "set",
+            "rosa",
+            "--upload-rate",
+            "512K",
+            "--download-rate",
+            "1M",
+        ],
+        None,
+    );
+    assert!(out.contains("changed"), "{out}");
+    let timed = |batch: &str| {
+        let t = std::time::Instant::now();
+        assert_ok(&f.sftp_key("rosa", &key, batch, &work));
+        t.elapsed().as_secs_f64()
+    };
+    // A login and a listing: what every run costs besides the transfer.
+    let login = timed("ls\n");
+    let up = timed("put two.bin\n") - login;
+    let down = timed("get two.bin back.bin\n") - login;
+    let (up_expected, down_expected) = (size as f64 / 524_288.0, size as f64 / 1_048_576.0);
+    println!(
+        "login {login:.2} s; upload {up:.2} s (expected {up_expected:.2}); \
+         download {down:.2} s (expected {down_expected:.2})"
+    );
+    for (what, took, expected) in [
+        ("upload", up, up_expected),
+        ("download", down, down_expected),
+    ] {
+        let ratio = took / expected;
+        assert!(
+            (0.8..=1.2).contains(&ratio),
+            "{what}: {took:.2} s for {expected:.2} s expected ({ratio:.2})"
+        );
+    }
+    assert_eq!(
+        sha256_file(&work.join("back.bin")),
+        sha256_file(&work.join("two.bin"))
+    );
+    // Without a limit the same download is far faster.
+    f.admin_ok(&["account", "set", "rosa", "--download-rate", "none"], None);
+    let free = timed("get two.bin again.bin\n") - login;
+    assert!(
+        free < down_expected / 2.0,
+        "unlimited download took {free:.2} s"
+    );
 }

@@ -33,6 +33,19 @@ pub struct Account {
     /// The client networks it may log in from; empty: anywhere (but the
     /// deny list).
     pub allowed_networks: Vec<String>,
+    /// Its quota in bytes, if it has one.
+    pub quota_bytes: Option<u64>,
+    /// Its quota in files, if it has one.
+    pub quota_files: Option<u64>,
+    /// Its upload limit in bytes a second (on each server), if it has one.
+    pub upload_rate: Option<u64>,
+    /// Its download limit in bytes a second (on each server), if it has one.
+    pub download_rate: Option<u64>,
+    /// Bytes its home holds (partial uploads included); only when one
+    /// account is shown.
+    pub used_bytes: Option<u64>,
+    /// Files its home holds; only when one account is shown.
+    pub used_files: Option<u64>,
 }
 
 /// Body of `POST /api/v1/accounts/{name}`: what to change; an absent field
@@ -53,6 +66,18 @@ pub struct AccountChanges {
     /// Networks (CIDR) or addresses; an empty list: anywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_networks: Option<Vec<String>>,
+    /// The most bytes the home may hold; 0: no quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_bytes: Option<u64>,
+    /// The most files the home may hold; 0: no quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_files: Option<u64>,
+    /// Its uploads together, in bytes a second on each server; 0: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_rate: Option<u64>,
+    /// Its downloads together, in bytes a second on each server; 0: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download_rate: Option<u64>,
 }
 
 /// Query of `DELETE /api/v1/accounts/{name}`.

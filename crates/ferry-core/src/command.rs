@@ -194,8 +194,9 @@ pub enum Command {
         /// The folder, as the rule names it.
         path: String,
     },
-    /// Change an account's password, expiry or allowed networks; `None`
-    /// leaves a field as it is.
+    /// Change an account's password, expiry, allowed networks, quota or
+    /// bandwidth limits;
+    /// `None` leaves a field as it is.
     UpdateAccount {
         /// Account name.
         name: String,
@@ -205,6 +206,14 @@ pub enum Command {
         expires_at: Option<Option<UnixMillis>>,
         /// The networks it may log in from, canonical (empty: anywhere).
         allowed_networks: Option<Vec<String>>,
+        /// The quota in bytes (`Some(None)`: none).
+        quota_bytes: Option<Option<u64>>,
+        /// The quota in files (`Some(None)`: none).
+        quota_files: Option<Option<u64>>,
+        /// The upload limit, bytes a second (`Some(None)`: none).
+        upload_rate: Option<Option<u64>>,
+        /// The download limit, bytes a second (`Some(None)`: none).
+        download_rate: Option<Option<u64>>,
     },
     /// Revoke one public key of an account, or all of them.
     RemoveAccountKey {

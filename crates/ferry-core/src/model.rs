@@ -45,6 +45,14 @@ pub struct AccountPolicy {
     /// The client networks it may log in from, canonical CIDRs; empty:
     /// anywhere (but the cluster's deny list).
     pub allowed_networks: Vec<String>,
+    /// The most bytes its home may hold (partial uploads included).
+    pub quota_bytes: Option<u64>,
+    /// The most files its home may hold.
+    pub quota_files: Option<u64>,
+    /// Its uploads together, in bytes a second (on each server).
+    pub upload_rate: Option<u64>,
+    /// Its downloads together, in bytes a second (on each server).
+    pub download_rate: Option<u64>,
 }
 
 /// An API token of an account, for the HTTPS API (`Authorization: Bearer`).

@@ -614,6 +614,7 @@ where
                 permissions,
                 ..SetAttrs::default()
             },
+            size: Some(control.size),
         };
         let handle = match self.open(open).await {
             Ok(h) => h,
@@ -769,6 +770,7 @@ where
                 ..OpenMode::default()
             },
             attrs: SetAttrs::default(),
+            size: None,
         };
         let handle = match self.open(open).await {
             Ok(h) => h,

@@ -618,6 +618,7 @@ impl Ctx {
                     path: o.filename,
                     mode: mode_from(o.pflags),
                     attrs: attrs_from(&o.attrs),
+                    size: None,
                 },
                 E::Handle,
             ),

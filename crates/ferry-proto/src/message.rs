@@ -330,6 +330,10 @@ pub enum FsOp {
         mode: OpenMode,
         /// Attributes for a new file.
         attrs: SetAttrs,
+        /// For an upload: the length the client announced (scp's `C` line,
+        /// HTTP `Content-Length`), held against the account's quota before
+        /// any data is taken.
+        size: Option<u64>,
     },
     /// Open a directory for listing; answered with [`Response::Handle`].
     OpenDir {

@@ -207,6 +207,12 @@ fn view(ctx: &ServerCtx, a: Account) -> Result<api::Account, FerryError> {
         created_at: api::time(a.created_at),
         expires_at: policy.expires_at.map(api::time),
         allowed_networks: policy.allowed_networks,
+        quota_bytes: policy.quota_bytes,
+        quota_files: policy.quota_files,
+        upload_rate: policy.upload_rate,
+        download_rate: policy.download_rate,
+        used_bytes: None,
+        used_files: None,
     })
 }
 
@@ -236,7 +242,12 @@ async fn show_account(
 ) -> ApiResult<Reply<api::ShowAccount>> {
     run(move || {
         let a = existing_account(&s.ctx, &name)?;
-        view(&s.ctx, a)
+        let home = crate::repository::Home::open(&s.ctx.repository, &a.home)?;
+        let usage = crate::quota::usage_of(home.root()).map_err(crate::repository::io_error)?;
+        let mut shown = view(&s.ctx, a)?;
+        shown.used_bytes = Some(usage.bytes);
+        shown.used_files = Some(usage.files);
+        Ok(shown)
     })
     .await
     .map(Reply)
@@ -350,12 +361,18 @@ async fn update_account(
             (None, true) => Some(None),
             (None, false) => None,
         };
+        let quota = |n: Option<u64>| n.map(|n| (n > 0).then_some(n));
         s.ctx.apply(&Command::UpdateAccount {
             name: name.clone(),
             password_hash,
             expires_at,
             allowed_networks,
+            quota_bytes: quota(body.quota_bytes),
+            quota_files: quota(body.quota_files),
+            upload_rate: quota(body.upload_rate),
+            download_rate: quota(body.download_rate),
         })?;
+        s.ctx.usage.forget(&name);
         tracing::info!(account = %name, "account changed");
         view(&s.ctx, existing_account(&s.ctx, &name)?)
     })

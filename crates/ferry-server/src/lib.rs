@@ -14,6 +14,8 @@ pub mod defender;
 pub mod engine;
 pub mod engine_api;
 mod internal;
+pub mod quota;
+pub mod rate;
 pub mod repository;
 mod rows;
 pub mod secrets;
@@ -42,6 +44,10 @@ pub struct ServerCtx {
     pub login_throttle: auth::LoginThrottle,
     /// Scores failed logins per client address and bans.
     pub defender: defender::Defender,
+    /// What each account's home holds, counted for quotas.
+    pub usage: quota::UsageCache,
+    /// Each account's bandwidth buckets on this server.
+    pub rates: rate::Rates,
     /// The store.
     pub store: Arc<Store>,
     /// The repository root.
@@ -262,6 +268,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         repository: config.repository.clone(),
         fsync_uploads: config.fsync_uploads,
         login_throttle: auth::LoginThrottle::default(),
+        usage: quota::UsageCache::default(),
+        rates: rate::Rates::default(),
         defender: defender::Defender::new(config.defender.clone())
             .map_err(|e| StartError::Setup(format!("[defender] safe_networks: {}", e.message)))?,
         upload_expiry_ms: i64::try_from(config.uploads.expire_after_secs)

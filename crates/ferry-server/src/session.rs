@@ -581,9 +581,12 @@ fn dispatch(ctx: &Arc<ServerCtx>, s: Arc<Session>, id: u64, op: FsOp, turn: Turn
             }
         }
         let result = match op {
-            FsOp::Open { path, mode, attrs } => {
-                open_file(&ctx, &s, path, mode, attrs, &reply).await
-            }
+            FsOp::Open {
+                path,
+                mode,
+                attrs,
+                size,
+            } => open_file(&ctx, &s, path, mode, attrs, size, &reply).await,
             FsOp::OpenDir { path } => open_dir(&s, path, &reply).await,
             FsOp::UploadOpen {
                 id,
@@ -601,7 +604,13 @@ fn dispatch(ctx: &Arc<ServerCtx>, s: Arc<Session>, id: u64, op: FsOp, turn: Turn
 
 async fn path_op(ctx: &Arc<ServerCtx>, s: Arc<Session>, op: FsOp) -> Result<Response, FerryError> {
     let ctx = ctx.clone();
-    blocking(move || {
+    // What the home holds changes: the next quota check counts again.
+    let changes_usage = matches!(
+        op,
+        FsOp::Remove { .. } | FsOp::Rmdir { .. } | FsOp::Hardlink { .. }
+    );
+    let (c, account) = (ctx.clone(), s.account.clone());
+    let result = blocking(move || {
         let home = &s.home;
         match op {
             FsOp::Stat { path } => home.stat(&parse(&path)?).map(Response::Stat),
@@ -639,7 +648,11 @@ async fn path_op(ctx: &Arc<ServerCtx>, s: Arc<Session>, op: FsOp) -> Result<Resp
             )),
         }
     })
-    .await
+    .await;
+    if changes_usage {
+        c.usage.forget(&account);
+    }
+    result
 }
 
 /// The digest of a regular file in the home (`sha256sum` and friends over
@@ -752,6 +765,12 @@ struct Upload {
     /// beside it.
     place: Place,
     append_at: Option<u64>,
+    /// The size the file may reach under the account's quota (`None`: no
+    /// byte quota); a write past it is refused.
+    limit: Option<u64>,
+    /// A write was refused for the quota: the file misses data, so its
+    /// close commits nothing (the partial stays, as for a dropped upload).
+    over_quota: bool,
 }
 
 struct OpenFile {
@@ -774,16 +793,30 @@ struct OpenFile {
     size_at_open: Option<u64>,
     transfer_id: String,
     started_at: i64,
+    /// The account's bandwidth limit in this direction, if it has one.
+    pacer: Option<crate::rate::Pacer>,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn open_file(
     ctx: &Arc<ServerCtx>,
     s: &Arc<Session>,
     path: String,
     mode: OpenMode,
     attrs: SetAttrs,
+    size: Option<u64>,
     reply: &Reply,
 ) -> Result<Response, FerryError> {
+    let writes = mode.write || mode.create || mode.truncate || mode.append;
+    let limit = if writes {
+        let (c, session, wanted) = (ctx.clone(), s.clone(), path.clone());
+        blocking(move || {
+            crate::quota::check_upload(&c, &session.account, &session.home, &parse(&wanted)?, size)
+        })
+        .await?
+    } else {
+        None
+    };
     let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
     let mut asked = false;
     let open = loop {
@@ -806,6 +839,22 @@ async fn open_file(
             Err(e) => return Err(e),
             Ok(open) => break open,
         }
+    };
+    let mut open = open;
+    if let Some(up) = &mut open.upload {
+        up.limit = limit;
+    }
+    open.pacer = {
+        let (store, account) = (ctx.store.clone(), s.account.clone());
+        let policy = blocking(move || store.account_policy(&account).map_err(FerryError::from))
+            .await?
+            .unwrap_or_default();
+        let rate = if writes {
+            policy.upload_rate
+        } else {
+            policy.download_rate
+        };
+        rate.map(|rate| ctx.rates.pacer(&s.account, writes, rate))
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = register(s, tx)?;
@@ -861,6 +910,7 @@ fn open_blocking(
         size_at_open: None,
         transfer_id: uuid::Uuid::now_v7().to_string(),
         started_at: now_millis(),
+        pacer: None,
     };
     if !mode.write {
         let (file, meta) = home.read_file(&v)?;
@@ -934,7 +984,15 @@ fn open_blocking(
             return Err(e);
         }
     };
-    Ok(new(file, Some(Upload { place, append_at })))
+    Ok(new(
+        file,
+        Some(Upload {
+            place,
+            append_at,
+            limit: None,
+            over_quota: false,
+        }),
+    ))
 }
 
 /// Most bytes of queued reads or writes one blocking call serves.
@@ -1054,7 +1112,17 @@ async fn file_actor(
                 }
             }
             FsOp::Close { .. } => {
+                if f.upload.as_ref().is_some_and(|up| up.over_quota) {
+                    let _ = finish(&ctx, &s, f, false).await;
+                    let e = FerryError::new(
+                        ErrorKind::NoSpace,
+                        "quota exceeded: the upload was not committed",
+                    );
+                    send(&reply, id, Err(e));
+                    return;
+                }
                 let result = finish(&ctx, &s, f, true).await;
+                ctx.usage.forget(&s.account);
                 send(&reply, id, result);
                 return;
             }
@@ -1081,8 +1149,16 @@ async fn copy_data(
     length: u64,
     to: u64,
 ) -> Result<Response, FerryError> {
-    if f.upload.is_none() {
+    let Some(up) = &f.upload else {
         return Err(FerryError::denied("file is not open for writing"));
+    };
+    if let Some(limit) = up.limit {
+        if length == 0 || to.saturating_add(length) > limit {
+            return Err(FerryError::new(
+                ErrorKind::NoSpace,
+                format!("quota exceeded: the file may not grow past {limit} bytes"),
+            ));
+        }
     }
     let dst = f.file.clone();
     let mut hash = std::mem::take(&mut f.hash);
@@ -1147,14 +1223,24 @@ async fn write_batch(f: &mut OpenFile, batch: Vec<(u64, FsOp)>, reply: &Reply) {
     let mut items = Vec::with_capacity(batch.len());
     for (id, op) in batch {
         if let FsOp::Write { offset, data, .. } = op {
-            let at = match &mut up.append_at {
-                Some(end) => {
-                    let at = *end;
-                    *end += data.len() as u64;
-                    at
-                }
+            let at = match up.append_at {
+                Some(end) => end,
                 None => offset,
             };
+            if let Some(limit) = up.limit {
+                if at.saturating_add(data.len() as u64) > limit {
+                    up.over_quota = true;
+                    let e = FerryError::new(
+                        ErrorKind::NoSpace,
+                        format!("quota exceeded: the file may not grow past {limit} bytes"),
+                    );
+                    send(reply, id, Err(e));
+                    continue;
+                }
+            }
+            if let Some(end) = &mut up.append_at {
+                *end += data.len() as u64;
+            }
             f.bytes += data.len() as u64;
             items.push((id, at, data));
         }
@@ -1206,6 +1292,9 @@ async fn write_batch(f: &mut OpenFile, batch: Vec<(u64, FsOp)>, reply: &Reply) {
         Ok(failure) => failure,
         Err(e) => Some((0, e)),
     };
+    if let Some(pacer) = &f.pacer {
+        pacer.take(total as u64).await;
+    }
     for (i, (id, _, _)) in items.iter().enumerate() {
         let result = match &failure {
             Some((failed, e)) if i >= *failed => Err(e.clone()),
@@ -1266,6 +1355,13 @@ async fn read_batch(f: &mut OpenFile, batch: Vec<(u64, FsOp)>, reply: &Reply) {
         Ok((results, hash))
     })
     .await;
+    if let (Ok((results, _)), Some(pacer)) = (&served, &f.pacer) {
+        let moved: usize = results
+            .iter()
+            .map(|(_, _, r)| r.as_ref().map_or(0, Vec::len))
+            .sum();
+        pacer.take(moved as u64).await;
+    }
     match served {
         Ok((results, hash)) => {
             f.hash = hash;
@@ -1325,6 +1421,7 @@ async fn finish(
         size_at_open,
         transfer_id,
         started_at,
+        pacer: _,
     } = f;
     let had_every_byte = read_to_end || size_at_open.is_some_and(|n| served_prefix >= n);
     let closed = closed || (upload.is_none() && had_every_byte);
@@ -1526,7 +1623,7 @@ async fn upload_op(
     op: FsOp,
 ) -> Result<Response, FerryError> {
     let expire = ctx.upload_expiry_ms;
-    let session = s.clone();
+    let (session, c) = (s.clone(), ctx.clone());
     let (record, cancelled) = blocking(move || {
         let home = &session.home;
         let now = now_millis();
@@ -1535,16 +1632,21 @@ async fn upload_op(
                 path,
                 length,
                 metadata,
-            } => uploads::create(
-                home,
-                &parse(&path)?,
-                length,
-                metadata,
-                &session.client_addr,
-                now,
-                expire,
-            )
-            .map(|r| (r, false)),
+            } => {
+                crate::quota::check_upload(&c, &session.account, home, &parse(&path)?, Some(length))
+                    .and_then(|_| {
+                        uploads::create(
+                            home,
+                            &parse(&path)?,
+                            length,
+                            metadata,
+                            &session.client_addr,
+                            now,
+                            expire,
+                        )
+                    })
+                    .map(|r| (r, false))
+            }
             FsOp::UploadStatus { id } => uploads::status(home, &id, now).map(|r| (r, false)),
             FsOp::UploadDelete { id } => uploads::delete(home, &id).map(|r| (r, true)),
             _ => Err(FerryError::new(

@@ -387,6 +387,10 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             password_hash,
             expires_at,
             allowed_networks,
+            quota_bytes,
+            quota_files,
+            upload_rate,
+            download_rate,
         } => {
             let id = account_id(tx, name)?;
             if let Some(hash) = password_hash {
@@ -405,6 +409,31 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
                 tx.execute(
                     "UPDATE accounts SET allowed_networks = ?2 WHERE id = ?1",
                     params![id, networks.join(",")],
+                )?;
+            }
+            let as_sql = |n: &Option<u64>| n.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+            if let Some(bytes) = quota_bytes {
+                tx.execute(
+                    "UPDATE accounts SET quota_bytes = ?2 WHERE id = ?1",
+                    params![id, as_sql(bytes)],
+                )?;
+            }
+            if let Some(files) = quota_files {
+                tx.execute(
+                    "UPDATE accounts SET quota_files = ?2 WHERE id = ?1",
+                    params![id, as_sql(files)],
+                )?;
+            }
+            if let Some(rate) = upload_rate {
+                tx.execute(
+                    "UPDATE accounts SET upload_rate = ?2 WHERE id = ?1",
+                    params![id, as_sql(rate)],
+                )?;
+            }
+            if let Some(rate) = download_rate {
+                tx.execute(
+                    "UPDATE accounts SET download_rate = ?2 WHERE id = ?1",
+                    params![id, as_sql(rate)],
                 )?;
             }
             1
@@ -660,11 +689,21 @@ impl Store {
     pub fn account_policy(&self, name: &str) -> Result<Option<AccountPolicy>> {
         self.conn()
             .query_row(
-                "SELECT expires_at, allowed_networks FROM accounts WHERE name = ?1",
+                "SELECT expires_at, allowed_networks, quota_bytes, quota_files,
+                        upload_rate, download_rate
+                 FROM accounts WHERE name = ?1",
                 [name],
                 |r| {
                     let networks: String = r.get(1)?;
+                    let count = |i: usize| -> rusqlite::Result<Option<u64>> {
+                        Ok(r.get::<_, Option<i64>>(i)?
+                            .map(|n| u64::try_from(n).unwrap_or(0)))
+                    };
                     Ok(AccountPolicy {
+                        quota_bytes: count(2)?,
+                        quota_files: count(3)?,
+                        upload_rate: count(4)?,
+                        download_rate: count(5)?,
                         expires_at: r.get(0)?,
                         allowed_networks: networks
                             .split(',')

@@ -21,6 +21,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../schemas/0010_account_policy.sql"),
     include_str!("../../../schemas/0011_bans.sql"),
     include_str!("../../../schemas/0012_admins_audit.sql"),
+    include_str!("../../../schemas/0013_account_quota.sql"),
+    include_str!("../../../schemas/0014_account_rates.sql"),
 ];
 
 /// The schema version this build produces.

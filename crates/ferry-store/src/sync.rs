@@ -1130,8 +1130,10 @@ mod tests {
         assert!(
             message.contains(
                 "table accounts: the sender has columns [id, name, home, password_hash, \
-                 enabled, created_at, expires_at], this server [id, name, home, password_hash, \
-                 enabled, created_at, expires_at, allowed_networks]"
+                 enabled, created_at, expires_at, allowed_networks, quota_bytes, quota_files, \
+                 upload_rate], this server [id, name, home, password_hash, enabled, created_at, \
+                 expires_at, allowed_networks, quota_bytes, quota_files, upload_rate, \
+                 download_rate]"
             ),
             "{message}"
         );

@@ -111,6 +111,28 @@ pub enum AccountCmd {
         /// or addresses; `any` for anywhere.
         #[arg(long)]
         networks: Option<String>,
+        /// The most its home may hold: bytes, or with K, M, G, T (powers
+        /// of 1024); `none` for no quota.
+        #[arg(long, value_parser = parse_quota)]
+        quota: Option<u64>,
+        /// The most files its home may hold; `none` for no quota.
+        #[arg(long, value_parser = parse_quota)]
+        quota_files: Option<u64>,
+        /// Its uploads together, bytes a second (K, M, G as for --quota) on
+        /// each server; `none` for no limit.
+        #[arg(long, value_parser = parse_quota)]
+        upload_rate: Option<u64>,
+        /// Its downloads together, bytes a second; `none` for no limit.
+        #[arg(long, value_parser = parse_quota)]
+        download_rate: Option<u64>,
+    },
+    /// Show an account: its settings, quota and what its home holds.
+    Show {
+        /// Login name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Remove an account and its keys (its files stay). Refused while
     /// routes, schedules or monitors use it, unless --with-uses.
@@ -673,9 +695,17 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
             no_password,
             expires,
             networks,
+            quota,
+            quota_files,
+            upload_rate,
+            download_rate,
         } => {
             let password = read_password(password_stdin, password_file)?.map(Secret::new);
             let body = api::AccountChanges {
+                quota_bytes: quota,
+                quota_files,
+                upload_rate,
+                download_rate,
                 password,
                 remove_password: no_password,
                 expires_at: expires,
@@ -696,11 +726,56 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
             } else {
                 a.allowed_networks.join(",")
             };
+            let quota = a
+                .quota_bytes
+                .map_or_else(|| "none".to_owned(), |n| format!("{n} bytes"));
             println!(
-                "Account {} changed: password {}, expires {expires}, networks {networks}.",
+                "Account {} changed: password {}, expires {expires}, networks {networks}, quota {quota}.",
                 a.name,
                 if a.has_password { "set" } else { "none" }
             );
+        }
+        AccountCmd::Show { name, json } => {
+            show(&admin, &api::ShowAccount { name }, json, |a| {
+                let limit = |n: Option<u64>| n.map_or_else(|| "none".to_owned(), |n| n.to_string());
+                println!("name        {}", a.name);
+                println!("home        {}", a.home);
+                println!("enabled     {}", a.enabled);
+                println!(
+                    "password    {}",
+                    if a.has_password { "set" } else { "none" }
+                );
+                println!("keys        {}", a.keys);
+                println!(
+                    "expires     {}",
+                    a.expires_at
+                        .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339())
+                );
+                println!(
+                    "networks    {}",
+                    if a.allowed_networks.is_empty() {
+                        "any".to_owned()
+                    } else {
+                        a.allowed_networks.join(",")
+                    }
+                );
+                println!(
+                    "bytes       {} used, quota {}",
+                    a.used_bytes.unwrap_or(0),
+                    limit(a.quota_bytes)
+                );
+                println!(
+                    "files       {} used, quota {}",
+                    a.used_files.unwrap_or(0),
+                    limit(a.quota_files)
+                );
+                println!(
+                    "rates       up {} B/s, down {} B/s",
+                    limit(a.upload_rate),
+                    limit(a.download_rate)
+                );
+            })
+            .await?;
         }
         AccountCmd::Remove { name, with_uses } => {
             admin
@@ -996,6 +1071,34 @@ pub async fn network(args: AdminArgs, cmd: NetworkCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A quota as the CLI takes it: a number, optionally with K, M, G or T
+/// (powers of 1024, an optional `iB`/`B` after it), or `none` (0: no quota).
+fn parse_quota(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    if t == "none" {
+        return Ok(0);
+    }
+    let t = t.trim_end_matches("iB").trim_end_matches('B');
+    let (digits, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (t.get(..i).unwrap_or_default(), Some(c)),
+        _ => (t, None),
+    };
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?}: a number, with K, M, G or T, or none"))?;
+    let shift = match unit.map(|c| c.to_ascii_uppercase()) {
+        None => 0,
+        Some('K') => 10,
+        Some('M') => 20,
+        Some('G') => 30,
+        Some('T') => 40,
+        Some(_) => return Err(format!("{text:?}: the unit is K, M, G or T")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// A rule's permissions for people: `nothing` for an empty list.

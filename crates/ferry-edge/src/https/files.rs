@@ -179,6 +179,7 @@ pub async fn download(State(state): State<Arc<HttpState>>, req: Request) -> Resp
                 ..OpenMode::default()
             },
             attrs: SetAttrs::default(),
+            size: None,
         })
         .await
     {
@@ -320,6 +321,7 @@ async fn upload_body(
             ..OpenMode::default()
         },
         attrs: SetAttrs::default(),
+        size: header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
     };
     let handle = match lease.fs(open).await {
         Ok(Reply::Handle(h)) => h,

@@ -518,6 +518,8 @@ mod tests {
         let store = Arc::new(store);
         let ctx = Arc::new(ServerCtx {
             login_throttle: crate::auth::LoginThrottle::default(),
+            usage: crate::quota::UsageCache::default(),
+            rates: crate::rate::Rates::default(),
             defender: crate::defender::Defender::new(crate::defender::DefenderConfig::default())
                 .unwrap(),
             node_id: "n1".into(),
