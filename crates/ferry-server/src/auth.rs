@@ -525,6 +525,34 @@ mod tests {
     }
 
     #[test]
+    fn browser_sessions_are_tokens_of_their_own_id_space() {
+        let store = store_with("alice", "correct horse", true);
+        let (token, id, sha256) = new_web_session_token();
+        assert!(token.expose().starts_with(WEB_SESSION_PREFIX));
+        assert!(id.starts_with(ferry_core::WEB_SESSION_ID_PREFIX));
+        assert_eq!(token_id(token.expose()).as_deref(), Some(id.as_str()));
+        let (api, api_id, _) = new_token();
+        assert_eq!(token_id(api.expose()), Some(api_id));
+        assert_eq!(token_id("fw_xyz_abc"), None);
+        assert_eq!(token_id("fx_000000000000_abc"), None);
+        store
+            .apply(&Command::AddAccountToken(ferry_core::AccountToken {
+                account: "alice".into(),
+                id,
+                sha256,
+                label: WEB_SESSION_LABEL.into(),
+                created_at: 0,
+                expires_at: Some(1000),
+            }))
+            .unwrap();
+        assert_eq!(check_token(&store, "", &token, 999).unwrap().name, "alice");
+        assert!(check_token(&store, "", &token, 1000).is_err());
+        let other = Secret::new(format!("{}x", token.expose()));
+        assert!(check_token(&store, "", &other, 999).is_err());
+        assert!(store.account_tokens("alice").unwrap().is_empty());
+    }
+
+    #[test]
     fn keys_are_matched_by_fingerprint() {
         let store = store_with("alice", "correct horse", true);
         let line = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb4ObJ5XnTPJhkqG2eDp8nI+8E3r6tTtnMt6zZ6Ayvq me@host";
