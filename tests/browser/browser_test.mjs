@@ -116,8 +116,26 @@ async function run() {
 
   const screenshot = path.join(out, 'browser.png');
   await page.screenshot({ path: screenshot, fullPage: true });
+
+  // With FERRY_LOGOUT set: log out, then put the old cookie back and check
+  // that it is refused: revoked on the servers, not just forgotten by the
+  // browser (behind a balancer, the next request may reach another edge).
+  let loggedOut = false;
+  if (process.env.FERRY_LOGOUT) {
+    const cookies = await page.context().cookies();
+    if (!cookies.some((c) => c.name === 'ferry_session')) throw new Error('no session cookie');
+    await page.click('#logout');
+    await page.locator('#login-form').waitFor({ state: 'visible' });
+    await page.context().addCookies(cookies);
+    const status = await page.evaluate(async () => {
+      const res = await fetch('/api/v1/session', { headers: { 'X-Requested-With': 'ferry-web' } });
+      return res.status;
+    });
+    if (status !== 401) throw new Error(`session still valid after logout (status ${status})`);
+    loggedOut = true;
+  }
   if (problems.length > 0) throw new Error('the page reported errors');
-  return { ok: true, listed, downloaded, screenshot };
+  return { ok: true, listed, downloaded, screenshot, loggedOut };
 }
 
 /** Saves a failure screenshot if a page exists; never throws. */

@@ -73,6 +73,19 @@ pub struct AccountToken {
     pub expires_at: Option<UnixMillis>,
 }
 
+/// Public ids of browser-session credentials start with this; an API
+/// token's id is 12 hex digits, so the two never meet. Browser sessions
+/// live in the token table (replicated like any token, so every server
+/// checks them) but are not listed as the account's API tokens.
+pub const WEB_SESSION_ID_PREFIX: &str = "web-";
+
+impl AccountToken {
+    /// Is this a browser session (not an API token)?
+    pub fn is_web_session(&self) -> bool {
+        self.id.starts_with(WEB_SESSION_ID_PREFIX)
+    }
+}
+
 /// The protocol a transfer used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

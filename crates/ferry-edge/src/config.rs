@@ -220,7 +220,9 @@ pub struct HttpsConfig {
     /// revoked token or changed password takes at most this long to bite).
     #[serde(default = "default_login_cache")]
     pub login_cache_secs: u64,
-    /// Browser sessions end after this many seconds without a request.
+    /// Browser sessions (the cookie, a credential the servers hold) end
+    /// this many seconds after the login, or at logout (the servers keep
+    /// it between 60 s and 7 days).
     #[serde(default = "default_session_idle")]
     pub session_idle_secs: u64,
     /// Most HTTPS connections open at once.

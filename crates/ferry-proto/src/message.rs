@@ -127,6 +127,25 @@ pub enum Request {
     /// Does this server take writes now? Answered with
     /// [`Response::Writable`]; an edge prefers servers that do.
     Writable,
+    /// Issue a browser-session credential for the account of `session` (a
+    /// session this connection logged in with a password), valid for
+    /// `lifetime_secs` (the server bounds it). Answered with
+    /// [`Response::WebSession`]. The credential is held by the servers, so
+    /// any edge accepts it as [`Credential::Token`] until it expires or is
+    /// ended. (Added after `Writable`, like every addition, so that older
+    /// peers keep decoding the others.)
+    OpenWebSession {
+        /// The logged-in session.
+        session: SessionId,
+        /// How long the credential lives.
+        lifetime_secs: u64,
+    },
+    /// Revoke a browser-session credential (logout); answered with
+    /// [`Response::Ok`], also when it was unknown or already ended.
+    EndWebSession {
+        /// The credential, as the client presented it.
+        token: Secret,
+    },
 }
 
 /// Open-mode bits, as in SFTP v3.
@@ -596,6 +615,13 @@ pub enum Response {
     /// Answer to [`FsOp::Hash`]: the digest, lowercase hex. (Last, like
     /// every addition, so that older peers keep decoding the others.)
     Hash(String),
+    /// Answer to [`Request::OpenWebSession`].
+    WebSession {
+        /// The credential (the browser's cookie value).
+        token: Secret,
+        /// How many seconds it lives.
+        lifetime_secs: u64,
+    },
 }
 
 #[cfg(test)]

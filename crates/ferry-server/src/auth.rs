@@ -341,7 +341,45 @@ pub fn token_digest(token: &str) -> String {
     hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
-/// Checks an API token; `user`, when not empty, must be its account.
+/// Prefix of every browser-session credential (the browser's cookie).
+pub const WEB_SESSION_PREFIX: &str = "fw_";
+
+/// What the token table says a browser session is for.
+pub const WEB_SESSION_LABEL: &str = "browser session";
+
+/// A new browser-session credential: `(token, stored id, hex SHA-256)`.
+/// The token is `fw_ID_SECRET` as an API token is `fy_ID_SECRET`; it is
+/// stored under the id [`ferry_core::WEB_SESSION_ID_PREFIX`] + `ID`, which
+/// keeps it out of the account's API-token list.
+pub fn new_web_session_token() -> (Secret, String, String) {
+    let (token, id, digest) = new_token_with(WEB_SESSION_PREFIX);
+    (
+        token,
+        format!("{}{id}", ferry_core::WEB_SESSION_ID_PREFIX),
+        digest,
+    )
+}
+
+/// The stored id an account API token (`fy_…`) or a browser-session
+/// credential (`fw_…`) is kept under, if `text` has either form.
+pub fn token_id(text: &str) -> Option<String> {
+    let (web, rest) = match text.strip_prefix(TOKEN_PREFIX) {
+        Some(rest) => (false, rest),
+        None => (true, text.strip_prefix(WEB_SESSION_PREFIX)?),
+    };
+    let (id, _) = rest.split_once('_')?;
+    if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(if web {
+        format!("{}{id}", ferry_core::WEB_SESSION_ID_PREFIX)
+    } else {
+        id.to_owned()
+    })
+}
+
+/// Checks an API token or a browser-session credential; `user`, when not
+/// empty, must be its account.
 pub fn check_token(
     store: &Store,
     user: &str,
@@ -349,15 +387,10 @@ pub fn check_token(
     now_millis: i64,
 ) -> Result<Account, FerryError> {
     let text = token.expose();
-    let Some(id) = text
-        .strip_prefix(TOKEN_PREFIX)
-        .and_then(|rest| rest.split_once('_'))
-        .map(|(id, _)| id)
-        .filter(|id| id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()))
-    else {
+    let Some(id) = token_id(text) else {
         return refuse(user, "malformed token");
     };
-    let Some(stored) = store.account_token(id).map_err(FerryError::from)? else {
+    let Some(stored) = store.account_token(&id).map_err(FerryError::from)? else {
         return refuse(user, "unknown token");
     };
     // Both sides are digests, so comparing them leaks nothing about the token.
@@ -489,6 +522,34 @@ mod tests {
             wrong
         );
         assert!(hash_password(&Secret::new("short")).is_err());
+    }
+
+    #[test]
+    fn browser_sessions_are_tokens_of_their_own_id_space() {
+        let store = store_with("alice", "correct horse", true);
+        let (token, id, sha256) = new_web_session_token();
+        assert!(token.expose().starts_with(WEB_SESSION_PREFIX));
+        assert!(id.starts_with(ferry_core::WEB_SESSION_ID_PREFIX));
+        assert_eq!(token_id(token.expose()).as_deref(), Some(id.as_str()));
+        let (api, api_id, _) = new_token();
+        assert_eq!(token_id(api.expose()), Some(api_id));
+        assert_eq!(token_id("fw_xyz_abc"), None);
+        assert_eq!(token_id("fx_000000000000_abc"), None);
+        store
+            .apply(&Command::AddAccountToken(ferry_core::AccountToken {
+                account: "alice".into(),
+                id,
+                sha256,
+                label: WEB_SESSION_LABEL.into(),
+                created_at: 0,
+                expires_at: Some(1000),
+            }))
+            .unwrap();
+        assert_eq!(check_token(&store, "", &token, 999).unwrap().name, "alice");
+        assert!(check_token(&store, "", &token, 1000).is_err());
+        let other = Secret::new(format!("{}x", token.expose()));
+        assert!(check_token(&store, "", &other, 999).is_err());
+        assert!(store.account_tokens("alice").unwrap().is_empty());
     }
 
     #[test]

@@ -146,6 +146,9 @@ struct Session {
     access: Access,
     client_addr: String,
     protocol: Protocol,
+    /// Logged in with a password (only such a session may open a browser
+    /// session: a token must not turn into a longer-lived cookie).
+    by_password: bool,
     handles: Mutex<HashMap<HandleId, HandleTx>>,
     /// The open files behind file handles (a `copy-data` reads one while
     /// another's actor writes).
@@ -369,6 +372,27 @@ where
                     "cluster requests are taken only from servers",
                 )),
             ),
+            Request::OpenWebSession {
+                session,
+                lifetime_secs,
+            } => {
+                let found = locked(&sessions).get(&session).cloned();
+                let (ctx, reply) = (ctx.clone(), reply.clone());
+                tokio::spawn(async move {
+                    let result = match found {
+                        Some(s) => open_web_session(&ctx, &s, lifetime_secs).await,
+                        None => Err(FerryError::invalid("no such session")),
+                    };
+                    send(&reply, id, result);
+                });
+            }
+            Request::EndWebSession { token } => {
+                let (ctx, reply) = (ctx.clone(), reply.clone());
+                tokio::spawn(async move {
+                    let result = blocking(move || end_web_session(&ctx, &token)).await;
+                    send(&reply, id, result);
+                });
+            }
         }
     }
     for (_, s) in locked(&sessions).drain() {
@@ -377,6 +401,78 @@ where
     drop(reply);
     let _ = writer.await;
     tracing::debug!(%peer, "edge connection closed");
+}
+
+/// Bounds of a browser session's lifetime, whatever an edge asks for.
+const WEB_SESSION_LIFETIME_SECS: std::ops::RangeInclusive<u64> = 60..=7 * 86_400;
+
+/// Issues a browser-session credential for the account of `s`, a password
+/// session on HTTPS: a token row (replicated like any command) that every
+/// server checks, so any edge takes the cookie. Expired ones are swept out
+/// by the store when the next one is added.
+async fn open_web_session(
+    ctx: &Arc<ServerCtx>,
+    s: &Session,
+    lifetime_secs: u64,
+) -> Result<Response, FerryError> {
+    if !s.by_password || s.protocol != Protocol::Https {
+        return Err(FerryError::invalid(
+            "a browser session is opened only by an HTTPS password login",
+        ));
+    }
+    let lifetime_secs = lifetime_secs.clamp(
+        *WEB_SESSION_LIFETIME_SECS.start(),
+        *WEB_SESSION_LIFETIME_SECS.end(),
+    );
+    let (token, id, sha256) = crate::auth::new_web_session_token();
+    let created_at = now_millis();
+    let lifetime_ms = i64::try_from(lifetime_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let record = ferry_core::AccountToken {
+        account: s.account.clone(),
+        id,
+        sha256,
+        label: crate::auth::WEB_SESSION_LABEL.to_owned(),
+        created_at,
+        expires_at: Some(created_at.saturating_add(lifetime_ms)),
+    };
+    let c = ctx.clone();
+    blocking(move || c.apply(&ferry_core::Command::AddAccountToken(record))).await?;
+    tracing::info!(account = %s.account, client_addr = %s.client_addr, "browser session opened");
+    Ok(Response::WebSession {
+        token,
+        lifetime_secs,
+    })
+}
+
+/// Revokes a browser-session credential presented with its secret (an
+/// unknown, expired or malformed one is already gone: `Ok`). API tokens
+/// are not ended this way. Blocks.
+fn end_web_session(ctx: &ServerCtx, token: &ferry_core::Secret) -> Result<Response, FerryError> {
+    let text = token.expose();
+    let Some(id) = text
+        .starts_with(crate::auth::WEB_SESSION_PREFIX)
+        .then(|| crate::auth::token_id(text))
+        .flatten()
+    else {
+        return Ok(Response::Ok);
+    };
+    let Some(stored) = ctx.store.account_token(&id).map_err(FerryError::from)? else {
+        return Ok(Response::Ok);
+    };
+    if stored.sha256 != crate::auth::token_digest(text) {
+        return Ok(Response::Ok);
+    }
+    match ctx.apply(&ferry_core::Command::RemoveAccountToken {
+        account: stored.account.clone(),
+        id,
+    }) {
+        Ok(_) => {
+            tracing::info!(account = %stored.account, "browser session ended");
+            Ok(Response::Ok)
+        }
+        Err(e) if e.kind == ErrorKind::NotFound => Ok(Response::Ok),
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether `public_key` would log `user` in from `client_addr` (the SSH
@@ -472,6 +568,7 @@ async fn login(
         access,
         client_addr,
         protocol,
+        by_password: method == "password",
         handles: Mutex::default(),
         files: Mutex::default(),
         renamable: Mutex::default(),

@@ -367,6 +367,20 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             if n == 0 {
                 return Err(StoreError::AlreadyExists(format!("token {:?}", t.id)));
             }
+            // A new browser session sweeps out the expired ones (measured
+            // by the command's own time, so every node removes the same).
+            if t.is_web_session() {
+                tx.execute(
+                    "DELETE FROM account_tokens
+                     WHERE substr(id, 1, ?1) = ?2 AND expires_at IS NOT NULL
+                       AND expires_at <= ?3",
+                    params![
+                        ferry_core::WEB_SESSION_ID_PREFIX.len(),
+                        ferry_core::WEB_SESSION_ID_PREFIX,
+                        t.created_at
+                    ],
+                )?;
+            }
             n
         }
         Command::RemoveAccountToken { account, id } => {
@@ -897,15 +911,28 @@ impl Store {
             .map_err(Into::into)
     }
 
-    /// The API tokens of account `name`, oldest first.
+    /// The API tokens of account `name`, oldest first (browser sessions
+    /// are not API tokens: see [`Store::account_web_sessions`]).
     pub fn account_tokens(&self, name: &str) -> Result<Vec<AccountToken>> {
+        self.tokens_of(name, false)
+    }
+
+    /// The browser sessions of account `name` (expired ones too, until
+    /// the next browser login sweeps them out), oldest first.
+    pub fn account_web_sessions(&self, name: &str) -> Result<Vec<AccountToken>> {
+        self.tokens_of(name, true)
+    }
+
+    fn tokens_of(&self, name: &str, web: bool) -> Result<Vec<AccountToken>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT a.name, t.id, t.sha256, t.label, t.created_at, t.expires_at
              FROM account_tokens t JOIN accounts a ON a.id = t.account_id
-             WHERE a.name = ?1 ORDER BY t.created_at, t.id",
+             WHERE a.name = ?1 AND (substr(t.id, 1, ?2) = ?3) = ?4
+             ORDER BY t.created_at, t.id",
         )?;
-        let rows = stmt.query_map([name], row_to_token)?;
+        let prefix = ferry_core::WEB_SESSION_ID_PREFIX;
+        let rows = stmt.query_map(params![name, prefix.len(), prefix, web], row_to_token)?;
         rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
     }
 

@@ -132,6 +132,41 @@ fn tokens_are_found_by_id_revoked_and_go_with_their_account() {
 }
 
 #[test]
+fn browser_sessions_are_not_api_tokens_and_expired_ones_are_swept() {
+    let s = Store::open_in_memory().unwrap();
+    s.apply(&Command::CreateAccount(account("alice"))).unwrap();
+    let token = |id: &str, created_at, expires_at| AccountToken {
+        account: "alice".into(),
+        id: id.into(),
+        sha256: "00".repeat(32),
+        label: "browser session".into(),
+        created_at,
+        expires_at: Some(expires_at),
+    };
+    let api = AccountToken {
+        label: "ci".into(),
+        ..token("a1b2c3d4e5f6", 1, 50)
+    };
+    s.apply(&Command::AddAccountToken(api.clone())).unwrap();
+    let old = token("web-000000000001", 10, 100);
+    let live = token("web-000000000002", 20, 1000);
+    s.apply(&Command::AddAccountToken(old.clone())).unwrap();
+    s.apply(&Command::AddAccountToken(live.clone())).unwrap();
+    assert_eq!(s.account_tokens("alice").unwrap(), vec![api.clone()]);
+    assert_eq!(
+        s.account_web_sessions("alice").unwrap(),
+        vec![old.clone(), live.clone()]
+    );
+    // A browser login at 100 sweeps the session that expired then, not
+    // the live one, and never an API token (however expired).
+    let new = token("web-000000000003", 100, 2000);
+    s.apply(&Command::AddAccountToken(new.clone())).unwrap();
+    assert_eq!(s.account_web_sessions("alice").unwrap(), vec![live, new]);
+    assert_eq!(s.account_token(&old.id).unwrap(), None);
+    assert_eq!(s.account_tokens("alice").unwrap(), vec![api]);
+}
+
+#[test]
 fn transfers_are_written_once_and_filtered() {
     let s = Store::open_in_memory().unwrap();
     s.apply(&Command::RecordTransfer(transfer("t1", "alice", 100)))

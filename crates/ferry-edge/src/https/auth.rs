@@ -4,8 +4,16 @@
 //! account's password), a bearer API token, and the browser client's session
 //! cookie. Password and token logins are cached for a minute under a salted
 //! digest of the credential, so a client sending Basic with every request
-//! costs one argon2 check a minute, not one per request (`login_cache_secs`). The cookie maps to a
-//! session held here until it is idle for too long.
+//! costs one argon2 check a minute, not one per request (`login_cache_secs`).
+//!
+//! The cookie holds no state of this edge: its value is a browser-session
+//! credential that the servers issued at the password login and keep in
+//! their replicated token table (`fw_…`), so any edge logs in with it as a
+//! token, on every request and without caching — a logout through another
+//! edge revokes it on the servers and it is refused everywhere at once.
+//! The CSRF token is derived from the cookie ([`csrf_token`]), so any edge
+//! checks it without state; the cookie is `HttpOnly`, so a foreign page can
+//! neither read it nor compute the token.
 //!
 //! Failed logins are throttled per client address and per account name (the
 //! same whether the account exists or not) and every failure is answered
@@ -32,8 +40,10 @@ use crate::upstream::Upstreams;
 pub const COOKIE: &str = "ferry_session";
 /// Header carrying the CSRF token of a cookie session.
 pub const CSRF_HEADER: &str = "x-csrf-token";
-/// Most cookie sessions held at once (oldest idle ones go first).
-const MAX_WEB_SESSIONS: usize = 10_000;
+/// Domain label of the CSRF token's digest.
+const CSRF_LABEL: &[u8] = b"ferry csrf token v1\0";
+/// Prefix of a browser-session credential (the server's `fw_` tokens).
+const COOKIE_PREFIX: &str = "fw_";
 
 /// An authenticated request.
 #[derive(Debug, Clone)]
@@ -47,10 +57,30 @@ struct Cached {
     since: Instant,
 }
 
-struct WebSession {
-    lease: Arc<Lease>,
-    csrf: String,
-    last_used: Instant,
+/// The CSRF token of the session whose cookie value is `cookie`: hex
+/// SHA-256 over a fixed label and the value. Every edge computes the same.
+pub fn csrf_token(cookie: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(CSRF_LABEL);
+    h.update(cookie.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Compares without an early exit on the first differing byte.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A new browser session: what the client is told.
+pub struct WebSession {
+    /// The cookie's value.
+    pub cookie: Secret,
+    /// Its CSRF token.
+    pub csrf: String,
+    /// The account's canonical name.
+    pub account: String,
+    /// Seconds the cookie lives (its `Max-Age`).
+    pub lifetime_secs: u64,
 }
 
 /// A login attempt in flight; it counts as failed only if marked so
@@ -74,18 +104,11 @@ pub struct Auth {
     config: HttpsConfig,
     salt: [u8; 32],
     cache: Mutex<HashMap<[u8; 32], Cached>>,
-    web: Mutex<HashMap<[u8; 32], WebSession>>,
     failures: Mutex<ferry_core::limits::Failures>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn random_hex() -> String {
-    let mut bytes = [0u8; 32];
-    rand::Rng::fill_bytes(&mut rand::rng(), &mut bytes);
-    hex::encode(bytes)
 }
 
 /// The 401 answer. Browsers get no `WWW-Authenticate` challenge when the
@@ -206,7 +229,6 @@ impl Auth {
             config,
             salt,
             cache: Mutex::default(),
-            web: Mutex::default(),
             failures: Mutex::default(),
         }
     }
@@ -262,6 +284,27 @@ impl Auth {
         drop(attempt);
         tokio::time::sleep(Duration::from_millis(self.config.auth_failure_delay_ms)).await;
         Refusal::Unauthorized("authentication failed")
+    }
+
+    /// Logs in with a session cookie, on the servers and without a cache:
+    /// a cookie revoked through any edge is refused at once. A refusal is
+    /// delayed like any other but not counted against the address: the
+    /// cookie's 256-bit secret cannot be guessed, and counting would gate
+    /// every request of the browsers behind one balancer address.
+    async fn login_cookie(&self, value: &str, ip: IpAddr) -> Result<Arc<Lease>, Refusal> {
+        let lease = if value.starts_with(COOKIE_PREFIX) {
+            self.login("", Credential::Token(Secret::new(value)), ip)
+                .await?
+        } else {
+            None
+        };
+        match lease {
+            Some(lease) => Ok(lease),
+            None => {
+                tokio::time::sleep(Duration::from_millis(self.config.auth_failure_delay_ms)).await;
+                Err(Refusal::Unauthorized("session expired; log in again"))
+            }
+        }
     }
 
     /// Logs in on a server; `Ok(None)` means the credential was refused.
@@ -349,19 +392,9 @@ impl Auth {
                 self.login_cached("", Credential::Token(token), ip).await?
             }
             Some(Presented::Cookie(value)) => {
-                let key = self.digest(&[b"cookie", value.as_bytes()]);
-                let idle = Duration::from_secs(self.config.session_idle_secs);
-                let mut web = locked(&self.web);
-                let Some(session) = web.get_mut(&key) else {
-                    return Err(Refusal::Unauthorized("session expired; log in again"));
-                };
-                if session.last_used.elapsed() >= idle || !session.lease.is_alive() {
-                    web.remove(&key);
-                    return Err(Refusal::Unauthorized("session expired; log in again"));
-                }
                 if changes_state(method) {
-                    let sent = headers.get(CSRF_HEADER).map(|v| v.as_bytes());
-                    if sent != Some(session.csrf.as_bytes()) {
+                    let sent = headers.get(CSRF_HEADER).map_or(&[][..], |v| v.as_bytes());
+                    if !same_bytes(sent, csrf_token(&value).as_bytes()) {
                         return Err(Refusal::Error(ApiError::new(
                             StatusCode::FORBIDDEN,
                             "csrf",
@@ -369,60 +402,62 @@ impl Auth {
                         )));
                     }
                 }
-                session.last_used = Instant::now();
-                session.lease.clone()
+                self.login_cookie(&value, ip).await?
             }
         };
         Ok(Authed { lease })
     }
 
-    /// Logs in with a password for the browser client: returns the cookie
-    /// value, the CSRF token and the account name.
+    /// Logs in with a password for the browser client: the servers issue
+    /// a browser-session credential (the cookie) for the account, living
+    /// `session_idle_secs`; the password session itself ends here.
     pub async fn open_web_session(
         &self,
         user: &str,
         password: Secret,
         ip: IpAddr,
-    ) -> Result<(String, String, String), Refusal> {
+    ) -> Result<WebSession, Refusal> {
         let attempt = self.begin_attempt(ip, user).await?;
         let Some(lease) = self.login(user, Credential::Password(password), ip).await? else {
             return Err(self.failed(attempt).await);
         };
-        let (value, csrf) = (random_hex(), random_hex());
-        let account = lease.account().to_owned();
-        let key = self.digest(&[b"cookie", value.as_bytes()]);
-        let idle = Duration::from_secs(self.config.session_idle_secs);
-        let mut web = locked(&self.web);
-        web.retain(|_, s| s.last_used.elapsed() < idle && s.lease.is_alive());
-        if web.len() >= MAX_WEB_SESSIONS {
-            if let Some(oldest) = web.iter().min_by_key(|(_, s)| s.last_used).map(|(k, _)| *k) {
-                web.remove(&oldest);
-            }
-        }
-        web.insert(
-            key,
-            WebSession {
-                lease,
-                csrf: csrf.clone(),
-                last_used: Instant::now(),
-            },
-        );
-        Ok((value, csrf, account))
+        drop(attempt);
+        let (cookie, lifetime_secs) = lease
+            .open_web_session(self.config.session_idle_secs)
+            .await?;
+        Ok(WebSession {
+            csrf: csrf_token(cookie.expose()),
+            cookie,
+            account: lease.account().to_owned(),
+            lifetime_secs,
+        })
     }
 
-    /// The CSRF token and account of a live cookie session.
-    pub fn web_session(&self, value: &str) -> Option<(String, String)> {
-        let key = self.digest(&[b"cookie", value.as_bytes()]);
-        let idle = Duration::from_secs(self.config.session_idle_secs);
-        let web = locked(&self.web);
-        web.get(&key)
-            .filter(|s| s.last_used.elapsed() < idle && s.lease.is_alive())
-            .map(|s| (s.csrf.clone(), s.lease.account().to_owned()))
+    /// The CSRF token and account of a live cookie session (checked on
+    /// the servers).
+    pub async fn web_session(&self, value: &str, ip: IpAddr) -> Result<(String, String), Refusal> {
+        let lease = self.login_cookie(value, ip).await?;
+        Ok((csrf_token(value), lease.account().to_owned()))
     }
 
-    /// Ends a cookie session.
-    pub fn close_web_session(&self, value: &str) {
-        let key = self.digest(&[b"cookie", value.as_bytes()]);
-        locked(&self.web).remove(&key);
+    /// Ends a cookie session on the servers, through a session of its own
+    /// (`lease`, from [`Auth::authenticate`] with the cookie).
+    pub async fn close_web_session(&self, lease: &Lease, value: &str) -> Result<(), FerryError> {
+        lease.end_web_session(Secret::new(value)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csrf_token_is_bound_to_the_cookie() {
+        let a = csrf_token("fw_000000000001_aa");
+        assert_eq!(a, csrf_token("fw_000000000001_aa"));
+        assert_ne!(a, csrf_token("fw_000000000001_ab"));
+        assert_eq!(a.len(), 64);
+        assert!(same_bytes(a.as_bytes(), a.as_bytes()));
+        assert!(!same_bytes(a.as_bytes(), &a.as_bytes()[1..]));
     }
 }

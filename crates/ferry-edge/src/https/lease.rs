@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use ferry_core::{ErrorKind, FerryError};
+use ferry_core::{ErrorKind, FerryError, Secret};
 use ferry_proto::client::Connection;
 use ferry_proto::message::{FsOp, Request, Response, SessionId};
 use tokio::sync::oneshot;
@@ -42,6 +42,37 @@ impl Lease {
     /// Is the server connection still up?
     pub fn is_alive(&self) -> bool {
         !self.conn.is_closed()
+    }
+
+    /// Asks the server for a browser-session credential for this
+    /// (password) session's account: `(credential, lifetime in seconds)`.
+    pub async fn open_web_session(&self, lifetime_secs: u64) -> Result<(Secret, u64), FerryError> {
+        let request = Request::OpenWebSession {
+            session: self.session,
+            lifetime_secs,
+        };
+        match self.conn.call(request).await.map_err(lost)? {
+            Response::WebSession {
+                token,
+                lifetime_secs,
+            } => Ok((token, lifetime_secs)),
+            Response::Error(e) => Err(e),
+            other => Err(unexpected("browser session", &other)),
+        }
+    }
+
+    /// Revokes a browser-session credential on the servers (logout).
+    pub async fn end_web_session(&self, token: Secret) -> Result<(), FerryError> {
+        match self
+            .conn
+            .call(Request::EndWebSession { token })
+            .await
+            .map_err(lost)?
+        {
+            Response::Ok => Ok(()),
+            Response::Error(e) => Err(e),
+            other => Err(unexpected("logout", &other)),
+        }
     }
 
     /// Runs one file operation; a server error becomes `Err`.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -249,12 +249,12 @@ async fn session_open(State(state): State<Arc<HttpState>>, req: Request) -> Resp
         .open_web_session(&body.user, Secret::new(body.password), ip)
         .await
     {
-        Ok((cookie, csrf, account)) => {
-            let mut r =
-                Json(serde_json::json!({ "account": account, "csrf": csrf })).into_response();
+        Ok(web) => {
+            let mut r = Json(serde_json::json!({ "account": web.account, "csrf": web.csrf }))
+                .into_response();
             r.headers_mut().insert(
                 header::SET_COOKIE,
-                session_cookie(&cookie, state.config.session_idle_secs),
+                session_cookie(web.cookie.expose(), web.lifetime_secs),
             );
             r
         }
@@ -262,12 +262,16 @@ async fn session_open(State(state): State<Arc<HttpState>>, req: Request) -> Resp
     }
 }
 
-async fn session_show(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
-    match auth::cookie(&headers).and_then(|c| state.auth.web_session(&c)) {
-        Some((csrf, account)) => {
+async fn session_show(State(state): State<Arc<HttpState>>, req: Request) -> Response {
+    let (parts, _body) = req.into_parts();
+    let Some(cookie) = auth::cookie(&parts.headers) else {
+        return auth::unauthorized(&parts.headers, "not logged in");
+    };
+    match state.auth.web_session(&cookie, client_ip(&parts)).await {
+        Ok((csrf, account)) => {
             Json(serde_json::json!({ "account": account, "csrf": csrf })).into_response()
         }
-        None => auth::unauthorized(&headers, "not logged in"),
+        Err(refusal) => refusal.respond(&parts.headers),
     }
 }
 
@@ -277,14 +281,18 @@ async fn session_close(State(state): State<Arc<HttpState>>, req: Request) -> Res
         return auth::unauthorized(&parts.headers, "not logged in");
     };
     // Logging out changes state: the CSRF token is required like anywhere else.
-    if let Err(refusal) = state
+    let authed = match state
         .auth
         .authenticate(&parts.method, &parts.headers, client_ip(&parts))
         .await
     {
-        return refusal.respond(&parts.headers);
+        Ok(a) => a,
+        Err(refusal) => return refusal.respond(&parts.headers),
+    };
+    // Revoked on the servers: every edge refuses the cookie from now on.
+    if let Err(e) = state.auth.close_web_session(&authed.lease, &cookie).await {
+        return ApiError::from(e).into_response();
     }
-    state.auth.close_web_session(&cookie);
     let mut r = StatusCode::NO_CONTENT.into_response();
     r.headers_mut()
         .insert(header::SET_COOKIE, session_cookie("", 0));
