@@ -838,11 +838,7 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
                     body,
                 })
                 .await?;
-            eprintln!(
-                "Token {} created for {name}. It is shown only now; store it safely.",
-                t.id
-            );
-            println!("{}", t.token.unwrap_or_default());
+            announce_token(&t, &name);
         }
         AccountCmd::Token(TokenCmd::List { name, json }) => {
             show(&admin, &api::ListTokens { name }, json, |tokens| {
@@ -948,11 +944,7 @@ pub async fn admins(args: AdminArgs, cmd: AdminCmd) -> anyhow::Result<()> {
                     body,
                 })
                 .await?;
-            eprintln!(
-                "Token {} created for admin {name}. It is shown only now; store it safely.",
-                t.id
-            );
-            println!("{}", t.token.unwrap_or_default());
+            announce_token(&t, &format!("admin {name}"));
         }
         AdminCmd::Token(AdminTokenCmd::List { name }) => {
             for t in admin.call(&api::ListAdminTokens { name }).await? {
@@ -966,6 +958,16 @@ pub async fn admins(args: AdminArgs, cmd: AdminCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints a token just made: the note to stderr, the token alone to stdout
+/// (so `… > file` keeps just the token).
+fn announce_token(t: &api::Token, owner: &str) {
+    eprintln!(
+        "Token {} created for {owner}. It is shown only now; store it safely.",
+        t.id
+    );
+    println!("{}", t.token.as_deref().unwrap_or_default());
 }
 
 /// Runs an audit command.
