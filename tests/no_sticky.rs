@@ -14,7 +14,6 @@
 
 mod common;
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -103,31 +102,10 @@ impl Balancer {
              backend edges\n    balance roundrobin\n{servers}",
             pem = pem.display()
         );
-        let path = root.join("haproxy.cfg");
-        std::fs::write(&path, config).unwrap();
         let log = root.join("haproxy.log");
-        let bin = if Path::new("/usr/sbin/haproxy").exists() {
-            "/usr/sbin/haproxy"
-        } else {
-            "haproxy"
-        };
-        let child = Command::new(bin)
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("haproxy (apt-get install haproxy; .ci/run installs it)");
-        let mut b = Balancer { child, port, log };
-        if !wait_until(10, || TcpStream::connect(("127.0.0.1", port)).is_ok()) {
-            let _ = b.child.kill();
-            panic!("haproxy did not listen on {port}");
-        }
-        if let Some(status) = b.child.try_wait().unwrap() {
-            panic!("haproxy exited: {status}");
-        }
-        b
+        let out = Stdio::from(std::fs::File::create(&log).unwrap());
+        let child = start_haproxy(root, &config, &[port], out);
+        Balancer { child, port, log }
     }
 
     /// The logged requests: (edge, method, path, status), in order (an

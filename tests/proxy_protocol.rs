@@ -56,36 +56,12 @@ impl HaProxy {
              backend edge_https\n    source 127.0.0.1\n    server edge 127.0.0.1:{edge_https} send-proxy-v2 check inter 300ms\n",
             edge_sftp = f.sftp_port,
         );
-        let path = dir.join("haproxy.cfg");
-        std::fs::write(&path, config).unwrap();
-        // Debian puts it in /usr/sbin, which a PATH may lack.
-        let bin = if Path::new("/usr/sbin/haproxy").exists() {
-            "/usr/sbin/haproxy"
-        } else {
-            "haproxy"
-        };
-        let child = Command::new(bin)
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("haproxy (apt-get install haproxy; .ci/run installs it)");
+        let child = start_haproxy(dir, &config, &[sftp_port, https_port], Stdio::null());
         let mut h = HaProxy {
             child,
             sftp_port,
             https_port,
         };
-        let up = wait_until(10, || {
-            [sftp_port, https_port]
-                .iter()
-                .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
-        });
-        if !up {
-            let _ = h.child.kill();
-            panic!("haproxy did not listen on {sftp_port} and {https_port}");
-        }
         // Let a round of health checks pass.
         std::thread::sleep(Duration::from_millis(400));
         if let Some(status) = h.child.try_wait().unwrap() {

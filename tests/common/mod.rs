@@ -472,3 +472,39 @@ pub fn sftp_with_key(
         .output()
         .unwrap()
 }
+
+/// Starts Debian's HAProxy in the foreground on `config` (written into
+/// `dir`), its standard output to `log`, and waits (10 s at most) until it
+/// listens on every one of `ports`; panics, with HAProxy killed, if it
+/// does not.
+pub fn start_haproxy(dir: &Path, config: &str, ports: &[u16], log: Stdio) -> Child {
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, config).unwrap();
+    // Debian puts it in /usr/sbin, which a PATH may lack.
+    let bin = if Path::new("/usr/sbin/haproxy").exists() {
+        "/usr/sbin/haproxy"
+    } else {
+        "haproxy"
+    };
+    let mut child = Command::new(bin)
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdout(log)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("haproxy (apt-get install haproxy; .ci/run installs it)");
+    let up = wait_until(10, || {
+        ports
+            .iter()
+            .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+    });
+    if !up {
+        let _ = child.kill();
+        panic!("haproxy did not listen on {ports:?}");
+    }
+    if let Some(status) = child.try_wait().unwrap() {
+        panic!("haproxy exited: {status}");
+    }
+    child
+}

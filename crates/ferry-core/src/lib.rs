@@ -33,7 +33,7 @@ pub use engine::{
 pub use error::{ErrorKind, FerryError};
 pub use model::{
     Account, AccountKey, AccountPolicy, AccountToken, Direction, Protocol, TransferRecord,
-    TransferStatus, WEB_SESSION_ID_PREFIX,
+    TransferStatus, WEB_SESSION_ID_PREFIX, WEB_SESSION_TOKEN_PREFIX,
 };
 pub use path::{PathError, VirtualPath};
 pub use permissions::{FolderRule, Permission, Permissions};

@@ -79,6 +79,10 @@ pub struct AccountToken {
 /// checks them) but are not listed as the account's API tokens.
 pub const WEB_SESSION_ID_PREFIX: &str = "web-";
 
+/// Prefix of a browser-session credential's text (the cookie's value),
+/// `fw_ID_SECRET`, as an API token's is `fy_`.
+pub const WEB_SESSION_TOKEN_PREFIX: &str = "fw_";
+
 impl AccountToken {
     /// Is this a browser session (not an API token)?
     pub fn is_web_session(&self) -> bool {

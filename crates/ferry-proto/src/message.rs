@@ -165,6 +165,14 @@ pub struct OpenMode {
     pub exclusive: bool,
 }
 
+impl OpenMode {
+    /// Whether the open may change the file (write, create, truncate or
+    /// append): an upload.
+    pub fn writes(&self) -> bool {
+        self.write || self.create || self.truncate || self.append
+    }
+}
+
 /// Attributes a client asks to set. Absent fields are left alone.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetAttrs {

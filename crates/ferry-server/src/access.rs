@@ -4,55 +4,90 @@
 //! which path, from the account's folder rules
 //! ([`ferry_core::permissions`]). A refusal is answered "permission denied"
 //! and logged. Operations on an open handle were decided when it opened.
+//!
+//! [`Access`] also holds the account's limits ([`AccountPolicy`]: quota,
+//! bandwidth), read with the rules and as fresh, for the opens that need
+//! them.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry_core::{FerryError, FolderRule, Permission, Permissions, VirtualPath};
+use ferry_core::{AccountPolicy, FerryError, Permission, Permissions, VirtualPath};
 use ferry_proto::message::FsOp;
 use ferry_store::Store;
 
 use crate::repository::Home;
 use crate::session::parse;
 
-/// How long a session trusts the rules it read: a change made through the
-/// admin API reaches sessions already logged in within this time.
+/// How long a session trusts the rules and limits it read: a change made
+/// through the admin API reaches sessions already logged in within this
+/// time.
 const RULES_FRESH_FOR: Duration = Duration::from_secs(1);
 
-/// The permissions of one session's account, reread from the store when
-/// they are older than [`RULES_FRESH_FOR`].
+/// What one session's account may do, and its limits, as read from the
+/// store when they were.
+struct Read {
+    at: Instant,
+    permissions: Arc<Permissions>,
+    policy: Arc<AccountPolicy>,
+}
+
+impl Read {
+    fn now(store: &Store, account: &str) -> Result<Self, FerryError> {
+        let rules = store.folder_rules(account).map_err(FerryError::from)?;
+        let policy = store
+            .account_policy(account)
+            .map_err(FerryError::from)?
+            .unwrap_or_default();
+        Ok(Self {
+            at: Instant::now(),
+            permissions: Arc::new(Permissions::new(&rules)),
+            policy: Arc::new(policy),
+        })
+    }
+}
+
+/// The permissions and limits of one session's account, reread from the
+/// store when they are older than [`RULES_FRESH_FOR`].
 pub(crate) struct Access {
     account: String,
     client_addr: String,
-    rules: Mutex<(Instant, Arc<Permissions>)>,
+    read: Mutex<Read>,
 }
 
 impl Access {
-    /// The account's rules as read at login.
-    pub(crate) fn new(account: &str, client_addr: &str, rules: &[FolderRule]) -> Self {
-        Self {
+    /// Reads the account's rules and limits (at login). Blocks.
+    pub(crate) fn load(
+        store: &Store,
+        account: &str,
+        client_addr: &str,
+    ) -> Result<Self, FerryError> {
+        Ok(Self {
             account: account.to_owned(),
             client_addr: client_addr.to_owned(),
-            rules: Mutex::new((Instant::now(), Arc::new(Permissions::new(rules)))),
-        }
+            read: Mutex::new(Read::now(store, account)?),
+        })
     }
 
     /// Whether the rules in hand are fresh and restrict nothing, so an
     /// operation needs no check (and no trip to a blocking thread).
     pub(crate) fn is_open(&self) -> bool {
-        let rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
-        rules.0.elapsed() < RULES_FRESH_FOR && rules.1.unrestricted()
+        let read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        read.at.elapsed() < RULES_FRESH_FOR && read.permissions.unrestricted()
     }
 
-    fn current(&self, store: &Store) -> Result<Arc<Permissions>, FerryError> {
-        let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
-        if rules.0.elapsed() >= RULES_FRESH_FOR {
-            let read = store
-                .folder_rules(&self.account)
-                .map_err(FerryError::from)?;
-            *rules = (Instant::now(), Arc::new(Permissions::new(&read)));
+    /// The account's limits (quota, bandwidth). Blocks when they are read
+    /// again.
+    pub(crate) fn policy(&self, store: &Store) -> Result<Arc<AccountPolicy>, FerryError> {
+        self.current(store).map(|(_, policy)| policy)
+    }
+
+    fn current(&self, store: &Store) -> Result<(Arc<Permissions>, Arc<AccountPolicy>), FerryError> {
+        let mut read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        if read.at.elapsed() >= RULES_FRESH_FOR {
+            *read = Read::now(store, &self.account)?;
         }
-        Ok(rules.1.clone())
+        Ok((read.permissions.clone(), read.policy.clone()))
     }
 
     /// `Ok` if the account may do `op`; else "permission denied". Blocks
@@ -67,7 +102,7 @@ impl Access {
         op: &FsOp,
         own_upload: impl Fn(&str) -> bool,
     ) -> Result<(), FerryError> {
-        let permissions = self.current(store)?;
+        let (permissions, _) = self.current(store)?;
         let p = &*permissions;
         if p.unrestricted() {
             return Ok(());
@@ -95,7 +130,7 @@ impl Access {
             }
             FsOp::Open { path, mode, .. } => {
                 let v = parse(path)?;
-                let writes = mode.write || mode.create || mode.truncate || mode.append;
+                let writes = mode.writes();
                 if mode.read || !writes {
                     p.check(&v, Permission::Download)?;
                 }
@@ -113,12 +148,13 @@ impl Access {
             FsOp::Mkdir { path, .. } => p.check(&parse(path)?, Permission::CreateDirs),
             FsOp::Rename { from, to, .. } => {
                 let (from_v, to_v) = (parse(from)?, parse(to)?);
-                if own_upload(&from_v.to_string()) && !exists(&to_v) {
+                let replaces = exists(&to_v);
+                if own_upload(&from_v.to_string()) && !replaces {
                     p.check(&to_v, Permission::Upload)
                 } else {
                     p.check(&from_v, Permission::Rename)?;
                     p.check(&to_v, Permission::Rename)?;
-                    if exists(&to_v) {
+                    if replaces {
                         p.check(&to_v, Permission::Overwrite)
                     } else {
                         Ok(())

@@ -474,6 +474,23 @@ async fn remove_keys(
     Ok(done())
 }
 
+/// Whether `text` is one short line an operator wrote (a token's label, a
+/// ban's reason): at most 200 bytes, no control characters.
+fn is_short_line(text: &str) -> bool {
+    text.len() <= 200 && !text.chars().any(char::is_control)
+}
+
+/// Refuses a token label that is not [`is_short_line`].
+pub(crate) fn check_label(label: &str) -> Result<(), FerryError> {
+    if is_short_line(label) {
+        Ok(())
+    } else {
+        Err(FerryError::invalid(
+            "label: at most 200 printable characters",
+        ))
+    }
+}
+
 /// A client address as bans name it: canonical, IPv4-mapped as IPv4.
 fn ban_address(text: &str) -> Result<String, FerryError> {
     ferry_core::network::client_ip(text)
@@ -492,7 +509,7 @@ async fn add_ban(
     Json(body): Json<api::NewBan>,
 ) -> ApiResult<Reply<api::AddBan>> {
     let address = ban_address(&body.address)?;
-    if body.minutes == 0 || body.reason.len() > 200 || body.reason.chars().any(char::is_control) {
+    if body.minutes == 0 || !is_short_line(&body.reason) {
         return Err(FerryError::invalid(
             "a ban lasts at least a minute; its reason is one short line",
         )
@@ -645,9 +662,7 @@ async fn add_token(
     Path(name): Path<String>,
     Json(body): Json<api::NewToken>,
 ) -> ApiResult<Reply<api::AddToken>> {
-    if body.label.len() > 200 || body.label.chars().any(char::is_control) {
-        return Err(FerryError::invalid("label: at most 200 printable characters").into());
-    }
+    check_label(&body.label)?;
     let (token, id, sha256) = crate::auth::new_token();
     let created_at = now_millis();
     let record = ferry_core::AccountToken {

@@ -81,19 +81,24 @@ pub(crate) async fn authenticate(
             .map_or_else(|| req.uri().path().to_owned(), ToString::to_string)
     );
     let reads = matches!(*req.method(), Method::GET | Method::HEAD);
-    if !caller.role.may(req.method().as_str(), req.uri().path()) {
-        let e = FerryError::denied(format!("the {} role may not {line}", caller.role));
+    // A request refused before it runs: audited, then answered.
+    let refuse = |e: FerryError, line: String| async {
+        let status = crate::admin::http_status(e.kind).0.as_u16();
         audit(
             &state,
             &caller,
             &client,
             line,
             String::new(),
-            403,
+            status,
             e.message.clone(),
         )
         .await;
-        return ApiError::from(e).into_response();
+        ApiError::from(e).into_response()
+    };
+    if !caller.role.may(req.method().as_str(), req.uri().path()) {
+        let e = FerryError::denied(format!("the {} role may not {line}", caller.role));
+        return refuse(e, line).await;
     }
     if reads {
         let mut req = req;
@@ -102,18 +107,7 @@ pub(crate) async fn authenticate(
     }
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_AUDITED_BODY).await else {
-        let e = FerryError::invalid("the request body is too large");
-        audit(
-            &state,
-            &caller,
-            &client,
-            line,
-            String::new(),
-            400,
-            e.message.clone(),
-        )
-        .await;
-        return ApiError::from(e).into_response();
+        return refuse(FerryError::invalid("the request body is too large"), line).await;
     };
     let shown = shown_body(&bytes);
     let mut req = Request::from_parts(parts, Body::from(bytes));
@@ -345,9 +339,7 @@ async fn add_admin_token(
     Path(name): Path<String>,
     Json(body): Json<api::NewAdminToken>,
 ) -> ApiResult<Reply<api::AddAdminToken>> {
-    if body.label.len() > 200 || body.label.chars().any(char::is_control) {
-        return Err(FerryError::invalid("label: at most 200 printable characters").into());
-    }
+    crate::admin::check_label(&body.label)?;
     let (token, id, sha256) = crate::auth::new_token_with(crate::auth::ADMIN_TOKEN_PREFIX);
     let record = AdminToken {
         id,

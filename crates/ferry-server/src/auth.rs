@@ -67,7 +67,8 @@ pub const HASH_WAIT: Duration = Duration::from_secs(10);
 
 /// One password check for the hashing threads.
 struct HashJob {
-    hash: String,
+    /// `None`: check against the dummy hash (made on the hashing thread).
+    hash: Option<String>,
     password: Secret,
     deadline: Instant,
     reply: tokio::sync::oneshot::Sender<bool>,
@@ -105,7 +106,8 @@ fn hash_thread(rx: &Mutex<Receiver<HashJob>>) {
         if Instant::now() >= job.deadline || job.reply.is_closed() {
             continue;
         }
-        let ok = verify(&job.hash, job.password.expose());
+        let hash = job.hash.as_deref().unwrap_or_else(|| dummy_hash());
+        let ok = verify(hash, job.password.expose());
         let _ = job.reply.send(ok);
     }
 }
@@ -114,7 +116,7 @@ fn hash_thread(rx: &Mutex<Receiver<HashJob>>) {
 /// [`HASH_WAIT`]. The caller waits without holding a thread. A check that
 /// cannot run in time is not a wrong password: it is answered as the
 /// server being busy.
-async fn verify_bounded(hash: String, password: Secret) -> Result<bool, FerryError> {
+async fn verify_bounded(hash: Option<String>, password: Secret) -> Result<bool, FerryError> {
     let busy = || FerryError::unavailable("password checks are busy; try again shortly");
     let (reply, answer) = tokio::sync::oneshot::channel();
     let job = HashJob {
@@ -153,21 +155,29 @@ pub async fn check_admin_password(
     password: Secret,
 ) -> Result<ferry_core::Admin, FerryError> {
     let wanted = name.to_owned();
-    let (admin, against) = crate::session::blocking(move || {
+    let (admin, hash) = crate::session::blocking(move || {
         let admin = store.admin(&wanted).map_err(FerryError::from)?;
-        let against = admin
-            .as_ref()
-            .and_then(|a| a.password_hash.as_ref())
-            .map_or_else(|| dummy_hash().to_owned(), |h| h.expose().to_owned());
-        Ok((admin, against))
+        let hash = admin.as_ref().and_then(|a| a.password_hash.clone());
+        Ok((admin, hash))
     })
     .await?;
-    let ok =
-        password.expose().len() <= MAX_PASSWORD_LEN && verify_bounded(against, password).await?;
     match admin {
-        Some(a) if ok && a.password_hash.is_some() => Ok(a),
+        Some(a) if verify_known(hash, password).await? => Ok(a),
         _ => refuse(name, "wrong admin name or password"),
     }
+}
+
+/// Whether `password` matches `hash`. Without a hash (no such account or
+/// admin, or no password set) the check runs against a dummy hash and
+/// answers no, so a name that does not exist costs what a wrong password
+/// does; an overlong password is no without any check.
+async fn verify_known(hash: Option<Secret>, password: Secret) -> Result<bool, FerryError> {
+    if password.expose().len() > MAX_PASSWORD_LEN {
+        return Ok(false);
+    }
+    let known = hash.is_some();
+    let against = hash.map(|h| h.expose().to_owned());
+    Ok(verify_bounded(against, password).await? && known)
 }
 
 /// Checks a password login: the account is read on a blocking thread, the
@@ -178,26 +188,17 @@ pub async fn check_password(
     password: Secret,
 ) -> Result<Account, FerryError> {
     let name = user.to_owned();
-    // An unknown user costs the same check as a known one: against the
-    // dummy hash, made (once, by argon2) on this blocking thread too.
-    let (account, has_hash, against) = crate::session::blocking(move || {
+    // An unknown user costs the same check as a known one (see
+    // `verify_known`).
+    let (account, hash) = crate::session::blocking(move || {
         let account = store.account(&name).map_err(FerryError::from)?;
-        let hash = account
-            .as_ref()
-            .and_then(|a| a.password_hash.as_ref())
-            .map(|h| h.expose().to_owned());
-        let has_hash = hash.is_some();
-        let against = hash.unwrap_or_else(|| dummy_hash().to_owned());
-        Ok((account, has_hash, against))
+        let hash = account.as_ref().and_then(|a| a.password_hash.clone());
+        Ok((account, hash))
     })
     .await?;
-    let ok = if password.expose().len() <= MAX_PASSWORD_LEN {
-        verify_bounded(against, password).await?
-    } else {
-        false
-    };
+    let ok = verify_known(hash, password).await?;
     match account {
-        Some(a) if ok && has_hash => enabled(a),
+        Some(a) if ok => enabled(a),
         Some(_) => refuse(user, "wrong password"),
         None => refuse(user, "unknown user"),
     }
@@ -342,7 +343,7 @@ pub fn token_digest(token: &str) -> String {
 }
 
 /// Prefix of every browser-session credential (the browser's cookie).
-pub const WEB_SESSION_PREFIX: &str = "fw_";
+pub const WEB_SESSION_PREFIX: &str = ferry_core::WEB_SESSION_TOKEN_PREFIX;
 
 /// What the token table says a browser session is for.
 pub const WEB_SESSION_LABEL: &str = "browser session";

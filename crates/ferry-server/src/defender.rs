@@ -96,10 +96,15 @@ impl Defender {
         })
     }
 
+    /// Whether failed logins are scored at all.
+    pub fn enabled(&self) -> bool {
+        self.config.enabled
+    }
+
     /// Adds a failed login from `ip` to its score. Returns the ban to
     /// apply when the score reached the threshold (and forgets the score).
     pub fn failed(&self, ip: IpAddr, unknown_user: bool, now: UnixMillis) -> Option<Ban> {
-        if !self.config.enabled || ferry_core::network::contains(&self.safe, ip) {
+        if !self.enabled() || ferry_core::network::contains(&self.safe, ip) {
             return None;
         }
         let score = if unknown_user {
@@ -140,15 +145,19 @@ impl Defender {
     }
 }
 
-/// Scores a failed login from `client_addr` as `user`, and bans the
-/// address through the cluster when it reached the threshold. Blocks
-/// (store reads, a replicated write).
-pub(crate) fn failed_login(ctx: &ServerCtx, user: &str, client_addr: &str, now: UnixMillis) {
+/// Scores a failed login from `client_addr` (as a name that is no account
+/// when `unknown_user`), and bans the address through the cluster when it
+/// reached the threshold. Blocks (a replicated write).
+pub(crate) fn failed_login(
+    ctx: &ServerCtx,
+    client_addr: &str,
+    unknown_user: bool,
+    now: UnixMillis,
+) {
     let Some(ip) = ferry_core::network::client_ip(client_addr) else {
         return;
     };
-    let unknown = matches!(ctx.store.account(user), Ok(None));
-    let Some(mut ban) = ctx.defender.failed(ip, unknown, now) else {
+    let Some(mut ban) = ctx.defender.failed(ip, unknown_user, now) else {
         return;
     };
     ban.by = ctx.node_id.clone();

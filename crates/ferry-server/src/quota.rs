@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ferry_core::{ErrorKind, FerryError, VirtualPath};
+use ferry_core::{AccountPolicy, ErrorKind, FerryError, VirtualPath};
 
 use crate::repository::Home;
 use crate::ServerCtx;
@@ -90,22 +90,19 @@ fn exceeded(what: String) -> FerryError {
     FerryError::new(ErrorKind::NoSpace, format!("quota exceeded: {what}"))
 }
 
-/// Checks an upload to `path` of `account` against its quota: a new file
+/// Checks an upload to `path` of `account` against its quota (`policy`,
+/// as the session holds it): a new file
 /// must fit the files quota, and `announced` bytes (when the client said)
 /// the bytes left. Returns the largest size the file may reach (`None`: no
 /// byte quota). Blocks.
 pub(crate) fn check_upload(
     ctx: &ServerCtx,
+    policy: &AccountPolicy,
     account: &str,
     home: &Home,
     path: &VirtualPath,
     announced: Option<u64>,
 ) -> Result<Option<u64>, FerryError> {
-    let policy = ctx
-        .store
-        .account_policy(account)
-        .map_err(FerryError::from)?
-        .unwrap_or_default();
     if policy.quota_bytes.is_none() && policy.quota_files.is_none() {
         return Ok(None);
     }

@@ -487,8 +487,8 @@ fn key_acceptable(ctx: &ServerCtx, user: &str, public_key: &str, client_addr: &s
     if crate::auth::check_key(&ctx.store, user, public_key).is_ok() {
         return true;
     }
-    if matches!(ctx.store.account(user), Ok(None)) {
-        crate::defender::failed_login(ctx, user, client_addr, now);
+    if ctx.defender.enabled() && matches!(ctx.store.account(user), Ok(None)) {
+        crate::defender::failed_login(ctx, client_addr, true, now);
     }
     false
 }
@@ -538,12 +538,15 @@ async fn login(
                 user = %ferry_core::limits::loggable(&user), %client_addr, method, %protocol,
                 "login failed"
             );
-            let (c, u, a) = (ctx.clone(), user.clone(), client_addr.clone());
-            blocking(move || {
-                crate::defender::failed_login(&c, &u, &a, now_millis());
-                Ok(())
-            })
-            .await?;
+            if ctx.defender.enabled() {
+                let (c, u, a) = (ctx.clone(), user.clone(), client_addr.clone());
+                blocking(move || {
+                    let unknown = matches!(c.store.account(&u), Ok(None));
+                    crate::defender::failed_login(&c, &a, unknown, now_millis());
+                    Ok(())
+                })
+                .await?;
+            }
         }
     }
     if let Some(attempt) = attempt {
@@ -557,9 +560,8 @@ async fn login(
     let repository = ctx.repository.clone();
     let home_rel = account.home.clone();
     let home = blocking(move || Home::open(&repository, &home_rel)).await?;
-    let (store, name) = (ctx.store.clone(), account.name.clone());
-    let rules = blocking(move || store.folder_rules(&name).map_err(FerryError::from)).await?;
-    let access = Access::new(&account.name, &client_addr, &rules);
+    let (store, name, addr) = (ctx.store.clone(), account.name.clone(), client_addr.clone());
+    let access = blocking(move || Access::load(&store, &name, &addr)).await?;
     tracing::info!(account = %account.name, %client_addr, method, %protocol, "login");
     let (requests, queue) = mpsc::unbounded_channel();
     let session = Session {
@@ -632,7 +634,7 @@ fn dispatch(ctx: &Arc<ServerCtx>, s: Arc<Session>, id: u64, op: FsOp, turn: Turn
     // A server that cannot change shared state (no quorum) still serves
     // listings and downloads, and refuses what would write.
     let writes = match &op {
-        FsOp::Open { mode, .. } => mode.write || mode.create || mode.truncate || mode.append,
+        FsOp::Open { mode, .. } => mode.writes(),
         FsOp::SetStat { .. }
         | FsOp::Remove { .. }
         | FsOp::Mkdir { .. }
@@ -904,21 +906,41 @@ async fn open_file(
     size: Option<u64>,
     reply: &Reply,
 ) -> Result<Response, FerryError> {
-    let writes = mode.write || mode.create || mode.truncate || mode.append;
-    let limit = if writes {
-        let (c, session, wanted) = (ctx.clone(), s.clone(), path.clone());
-        blocking(move || {
-            crate::quota::check_upload(&c, &session.account, &session.home, &parse(&wanted)?, size)
-        })
-        .await?
-    } else {
-        None
-    };
+    let writes = mode.writes();
     let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
     let mut asked = false;
     let open = loop {
-        let (session, wanted) = (s.clone(), path.clone());
-        match blocking(move || open_blocking(&session.home, &wanted, mode, &attrs)).await {
+        let (c, session, wanted) = (ctx.clone(), s.clone(), path.clone());
+        let opened = blocking(move || {
+            // The account's limits: an upload must fit its quota before
+            // anything is created, and either direction keeps to its rate.
+            let policy = session.access.policy(&c.store)?;
+            let limit = if writes {
+                crate::quota::check_upload(
+                    &c,
+                    &policy,
+                    &session.account,
+                    &session.home,
+                    &parse(&wanted)?,
+                    size,
+                )?
+            } else {
+                None
+            };
+            let mut open = open_blocking(&session.home, &wanted, mode, &attrs)?;
+            if let Some(up) = &mut open.upload {
+                up.limit = limit;
+            }
+            let rate = if writes {
+                policy.upload_rate
+            } else {
+                policy.download_rate
+            };
+            open.pacer = rate.map(|rate| c.rates.pacer(&session.account, writes, rate));
+            Ok(open)
+        })
+        .await;
+        match opened {
             // The partial is locked: wait for a session that is ending, and
             // take over from an idle one of the same account.
             Err(e) if e.kind == ErrorKind::Busy && tokio::time::Instant::now() < deadline => {
@@ -936,22 +958,6 @@ async fn open_file(
             Err(e) => return Err(e),
             Ok(open) => break open,
         }
-    };
-    let mut open = open;
-    if let Some(up) = &mut open.upload {
-        up.limit = limit;
-    }
-    open.pacer = {
-        let (store, account) = (ctx.store.clone(), s.account.clone());
-        let policy = blocking(move || store.account_policy(&account).map_err(FerryError::from))
-            .await?
-            .unwrap_or_default();
-        let rate = if writes {
-            policy.upload_rate
-        } else {
-            policy.download_rate
-        };
-        rate.map(|rate| ctx.rates.pacer(&s.account, writes, rate))
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = register(s, tx)?;
@@ -1730,19 +1736,27 @@ async fn upload_op(
                 length,
                 metadata,
             } => {
-                crate::quota::check_upload(&c, &session.account, home, &parse(&path)?, Some(length))
-                    .and_then(|_| {
-                        uploads::create(
-                            home,
-                            &parse(&path)?,
-                            length,
-                            metadata,
-                            &session.client_addr,
-                            now,
-                            expire,
-                        )
-                    })
-                    .map(|r| (r, false))
+                let policy = session.access.policy(&c.store)?;
+                crate::quota::check_upload(
+                    &c,
+                    &policy,
+                    &session.account,
+                    home,
+                    &parse(&path)?,
+                    Some(length),
+                )
+                .and_then(|_| {
+                    uploads::create(
+                        home,
+                        &parse(&path)?,
+                        length,
+                        metadata,
+                        &session.client_addr,
+                        now,
+                        expire,
+                    )
+                })
+                .map(|r| (r, false))
             }
             FsOp::UploadStatus { id } => uploads::status(home, &id, now).map(|r| (r, false)),
             FsOp::UploadDelete { id } => uploads::delete(home, &id).map(|r| (r, true)),

@@ -68,7 +68,7 @@ fn exists(tx: &Connection, sql: &str, key: &str) -> Result<bool> {
     Ok(tx.query_row(sql, [key], |_| Ok(())).optional()?.is_some())
 }
 
-fn require(tx: &Connection, table: &str, what: &str, name: &str) -> Result<()> {
+pub(crate) fn require(tx: &Connection, table: &str, what: &str, name: &str) -> Result<()> {
     let sql = format!("SELECT 1 FROM {table} WHERE name = ?1");
     if exists(tx, &sql, name)? {
         Ok(())

@@ -517,9 +517,7 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             n
         }
         Command::AddAdminToken(t) => {
-            if !exists_row(tx, "SELECT 1 FROM admins WHERE name = ?1", &t.admin)? {
-                return Err(StoreError::NotFound(format!("admin {:?}", t.admin)));
-            }
+            engine::require(tx, "admins", "admin", &t.admin)?;
             let n = tx.execute(
                 "INSERT OR IGNORE INTO admin_tokens (id, admin, sha256, label, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -800,12 +798,11 @@ impl Store {
              ORDER BY at DESC, id DESC LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![since.unwrap_or(0), admin, limit], |r| {
-            let role: String = r.get(3)?;
             Ok(AuditRecord {
                 id: r.get(0)?,
                 at: r.get(1)?,
                 admin: r.get(2)?,
-                role: parse_role(&role, 3)?,
+                role: parse_text(3, r.get(3)?)?,
                 client_addr: r.get(4)?,
                 request: r.get(5)?,
                 body: r.get(6)?,
@@ -885,13 +882,8 @@ impl Store {
             Ok(FolderRule {
                 account: r.get(0)?,
                 path: r.get(1)?,
-                allow: ferry_core::permissions::parse_permissions(&allow).map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        2,
-                        rusqlite::types::Type::Text,
-                        e.message.into(),
-                    )
-                })?,
+                allow: ferry_core::permissions::parse_permissions(&allow)
+                    .map_err(|e| bad_text(2, e))?,
             })
         })?;
         rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
@@ -997,10 +989,20 @@ fn row_to_token(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountToken> {
 pub(crate) const TRANSFER_COLUMNS: &str = "id, account, protocol, direction, path, bytes, sha256,
     started_at, ended_at, status, node, client_addr, error, partner, event_id, size";
 
-fn parse_text<T: std::str::FromStr<Err = String>>(idx: usize, text: String) -> rusqlite::Result<T> {
-    text.parse::<T>().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e.into())
-    })
+/// The error of a text column `idx` that does not parse.
+fn bad_text(idx: usize, e: impl std::fmt::Display) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        idx,
+        rusqlite::types::Type::Text,
+        e.to_string().into(),
+    )
+}
+
+fn parse_text<T: std::str::FromStr>(idx: usize, text: String) -> rusqlite::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse::<T>().map_err(|e| bad_text(idx, e))
 }
 
 pub(crate) fn row_to_transfer(r: &rusqlite::Row<'_>) -> rusqlite::Result<TransferRecord> {
@@ -1029,28 +1031,13 @@ pub(crate) fn row_to_transfer(r: &rusqlite::Row<'_>) -> rusqlite::Result<Transfe
     })
 }
 
-fn parse_role(text: &str, column: usize) -> rusqlite::Result<ferry_core::Role> {
-    text.parse().map_err(|e: ferry_core::FerryError| {
-        rusqlite::Error::FromSqlConversionFailure(
-            column,
-            rusqlite::types::Type::Text,
-            e.message.into(),
-        )
-    })
-}
-
 fn row_to_admin(r: &rusqlite::Row<'_>) -> rusqlite::Result<Admin> {
-    let role: String = r.get(1)?;
     Ok(Admin {
         name: r.get(0)?,
-        role: parse_role(&role, 1)?,
+        role: parse_text(1, r.get(1)?)?,
         password_hash: r.get::<_, Option<String>>(2)?.map(Secret::new),
         created_at: r.get(3)?,
     })
-}
-
-fn exists_row(tx: &Connection, sql: &str, key: &str) -> Result<bool> {
-    Ok(tx.query_row(sql, [key], |_| Ok(())).optional()?.is_some())
 }
 
 fn row_to_ban(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ban> {

@@ -43,7 +43,7 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Domain label of the CSRF token's digest.
 const CSRF_LABEL: &[u8] = b"ferry csrf token v1\0";
 /// Prefix of a browser-session credential (the server's `fw_` tokens).
-const COOKIE_PREFIX: &str = "fw_";
+const COOKIE_PREFIX: &str = ferry_core::WEB_SESSION_TOKEN_PREFIX;
 
 /// An authenticated request.
 #[derive(Debug, Clone)]
