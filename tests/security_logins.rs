@@ -74,8 +74,11 @@ fn a_hundred_and_twenty_wrong_passwords_at_once_keep_memory_bounded_and_others_l
     assert_eq!(r["accepted"], 0, "{r}");
     assert_eq!(r["refused"], 60, "{r}");
     assert!(took < Duration::from_secs(8), "alice waited {took:?}");
-    // Each argon2 check takes ~19 MiB; 250 at once took 6.2 GB before.
-    assert!(peak < before + 400, "peak RSS {before} -> {peak} MiB");
+    // Each argon2 check takes ~19 MiB; 250 at once took 6.2 GB before the
+    // pool, and freeing that memory per check let the runtime's threads keep
+    // up to 430 MiB of freed buffers before each hashing thread kept its own
+    // working area (now the rise is ~10 MiB).
+    assert!(peak < before + 200, "peak RSS {before} -> {peak} MiB");
     // Past the throttle, passwords were refused without being checked.
     let log = f.log();
     let unchecked = log.matches("refused without a check").count();

@@ -4,21 +4,17 @@
 //! the reason goes to the log only. An unknown user costs the same argon2
 //! verification as a known one, so timing does not tell them apart.
 //!
-//! Password checks run on a few dedicated threads, one per core (at most
-//! four), fed by a bounded queue: each argon2 check takes about 19 MiB, and
-//! a crowd of wrong passwords must neither run them all at once nor leave
-//! that memory behind in hundreds of thread arenas. A check that finds the
-//! queue full, or waits past [`HASH_WAIT`], fails like a wrong password.
+//! Password checks run on the hashing threads ([`crate::hashing`]), after
+//! the [`LoginThrottle`] has let them through.
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use ferry_core::limits::{loggable, NotYet};
 use ferry_core::{Account, FerryError, Secret, UnixMillis};
 use ferry_store::Store;
+
+use crate::hashing::HASH_WAIT;
 use russh::keys::ssh_key::{HashAlg, PublicKey};
 
 /// Shortest password accepted for an account.
@@ -26,7 +22,8 @@ pub const MIN_PASSWORD_LEN: usize = 8;
 /// Longest password accepted (argon2 input is bounded to stop abuse).
 pub const MAX_PASSWORD_LEN: usize = 1024;
 
-/// Hashes a new password with argon2id and a random salt.
+/// Hashes a new password with argon2id and a random salt, on the hashing
+/// threads (see [`crate::hashing`]). Blocking.
 pub fn hash_password(password: &Secret) -> Result<Secret, FerryError> {
     let pw = password.expose();
     if pw.len() < MIN_PASSWORD_LEN {
@@ -39,112 +36,7 @@ pub fn hash_password(password: &Secret) -> Result<Secret, FerryError> {
             "password must be at most {MAX_PASSWORD_LEN} bytes"
         )));
     }
-    let mut salt_bytes = [0u8; 16];
-    rand::Rng::fill_bytes(&mut rand::rng(), &mut salt_bytes);
-    let salt = SaltString::encode_b64(&salt_bytes)
-        .map_err(|e| FerryError::internal(format!("cannot make salt: {e}")))?;
-    Argon2::default()
-        .hash_password(pw.as_bytes(), &salt)
-        .map(|h| Secret::new(h.to_string()))
-        .map_err(|e| FerryError::internal(format!("cannot hash password: {e}")))
-}
-
-fn dummy_hash() -> &'static str {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    DUMMY.get_or_init(|| {
-        hash_password(&Secret::new("ferry-dummy-password-for-timing"))
-            .map(|s| s.expose().to_owned())
-            .unwrap_or_default()
-    })
-}
-
-/// Most password checks waiting for a hashing thread (a waiting check holds
-/// only its strings; the memory of argon2 is taken by running ones).
-const HASH_QUEUE: usize = 1024;
-
-/// How long a password check may wait for its turn.
-pub const HASH_WAIT: Duration = Duration::from_secs(10);
-
-/// One password check for the hashing threads.
-struct HashJob {
-    /// `None`: check against the dummy hash (made on the hashing thread).
-    hash: Option<String>,
-    password: Secret,
-    deadline: Instant,
-    reply: tokio::sync::oneshot::Sender<bool>,
-}
-
-/// The queue of the hashing threads, started on first use.
-fn hashers() -> &'static SyncSender<HashJob> {
-    static QUEUE: OnceLock<SyncSender<HashJob>> = OnceLock::new();
-    QUEUE.get_or_init(|| {
-        let (tx, rx) = sync_channel::<HashJob>(HASH_QUEUE);
-        let rx = Arc::new(Mutex::new(rx));
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 4);
-        for i in 0..threads {
-            let rx = rx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("ferry-argon2-{i}"))
-                .spawn(move || hash_thread(&rx));
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "cannot start a password-hashing thread");
-            }
-        }
-        tx
-    })
-}
-
-fn hash_thread(rx: &Mutex<Receiver<HashJob>>) {
-    loop {
-        let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
-            Ok(job) => job,
-            Err(_) => return,
-        };
-        // Its caller has given up: no need to spend the memory and time.
-        if Instant::now() >= job.deadline || job.reply.is_closed() {
-            continue;
-        }
-        let hash = job.hash.as_deref().unwrap_or_else(|| dummy_hash());
-        let ok = verify(hash, job.password.expose());
-        let _ = job.reply.send(ok);
-    }
-}
-
-/// [`verify`] on the hashing threads, within [`HASH_QUEUE`] and
-/// [`HASH_WAIT`]. The caller waits without holding a thread. A check that
-/// cannot run in time is not a wrong password: it is answered as the
-/// server being busy.
-async fn verify_bounded(hash: Option<String>, password: Secret) -> Result<bool, FerryError> {
-    let busy = || FerryError::unavailable("password checks are busy; try again shortly");
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    let job = HashJob {
-        hash,
-        password,
-        deadline: Instant::now() + HASH_WAIT,
-        reply,
-    };
-    if hashers().try_send(job).is_err() {
-        tracing::warn!("too many password checks waiting; login refused as busy");
-        return Err(busy());
-    }
-    match tokio::time::timeout(HASH_WAIT, answer).await {
-        Ok(Ok(ok)) => Ok(ok),
-        _ => {
-            tracing::warn!("a password check waited too long for its turn; login refused as busy");
-            Err(busy())
-        }
-    }
-}
-
-fn verify(hash: &str, password: &str) -> bool {
-    match PasswordHash::new(hash) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
-    }
+    crate::hashing::hash(password).map(Secret::new)
 }
 
 /// Checks an admin's password (HTTP Basic on the admin API), as
@@ -177,7 +69,7 @@ async fn verify_known(hash: Option<Secret>, password: Secret) -> Result<bool, Fe
     }
     let known = hash.is_some();
     let against = hash.map(|h| h.expose().to_owned());
-    Ok(verify_bounded(against, password).await? && known)
+    Ok(crate::hashing::verify(against, password).await? && known)
 }
 
 /// Checks a password login: the account is read on a blocking thread, the

@@ -13,6 +13,7 @@ pub mod config;
 pub mod defender;
 pub mod engine;
 pub mod engine_api;
+mod hashing;
 mod internal;
 pub mod quota;
 pub mod rate;
