@@ -148,6 +148,33 @@ endpoint! {
     RemoveFolderRule Delete "/api/v1/accounts/{name}/permissions" [name] query(FolderQuery) => 204 NoContent
 }
 
+// ---- virtual folders ----
+
+endpoint! {
+    "List the virtual folders, each with the homes it is mounted into."
+    ListVirtualFolders Get "/api/v1/folders" [] => 200 [VirtualFolder]
+}
+endpoint! {
+    "Create a virtual folder: a directory of the repository that homes can mount."
+    CreateVirtualFolder Post "/api/v1/folders" [] body(NewVirtualFolder) => 201 VirtualFolder
+}
+endpoint! {
+    "Remove a virtual folder no home mounts (its files stay in the repository)."
+    RemoveVirtualFolder Delete "/api/v1/folders/{name}" [name] => 204 NoContent
+}
+endpoint! {
+    "List the virtual folders mounted into an account's home."
+    ListMounts Get "/api/v1/accounts/{name}/mounts" [name] => 200 [Mount]
+}
+endpoint! {
+    "Mount a virtual folder into an account's home at a path, with what the account may do in it."
+    MountFolder Post "/api/v1/accounts/{name}/mounts" [name] body(NewMount) => 200 Mount
+}
+endpoint! {
+    "Remove a mount from an account's home (the folder and its files stay)."
+    UnmountFolder Delete "/api/v1/accounts/{name}/mounts" [name] query(FolderQuery) => 204 NoContent
+}
+
 // ---- client networks ----
 
 endpoint! {

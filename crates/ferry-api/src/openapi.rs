@@ -45,6 +45,12 @@ pub fn visit_all(v: &mut impl Visitor) {
     v.visit::<ListFolderRules>();
     v.visit::<SetFolderRule>();
     v.visit::<RemoveFolderRule>();
+    v.visit::<ListVirtualFolders>();
+    v.visit::<CreateVirtualFolder>();
+    v.visit::<RemoveVirtualFolder>();
+    v.visit::<ListMounts>();
+    v.visit::<MountFolder>();
+    v.visit::<UnmountFolder>();
     v.visit::<GetDenyList>();
     v.visit::<SetDenyList>();
     v.visit::<ListBans>();

@@ -352,6 +352,66 @@ pub struct FolderQuery {
     pub path: String,
 }
 
+/// A virtual folder: a directory of the repository that homes mount.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VirtualFolder {
+    /// Its name.
+    pub name: String,
+    /// The directory, relative to the repository.
+    pub path: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// The homes it is mounted into.
+    pub mounts: Vec<Mount>,
+}
+
+/// Body of `POST /api/v1/folders`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewVirtualFolder {
+    /// Its name (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// The directory, relative to the repository (made if missing).
+    pub path: String,
+}
+
+/// A virtual folder mounted into an account's home.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Mount {
+    /// The account.
+    pub account: String,
+    /// The virtual folder.
+    pub folder: String,
+    /// Where it appears, absolute inside the home.
+    pub path: String,
+    /// What the account may do in it (as in folder rules).
+    pub allow: Vec<String>,
+}
+
+impl From<ferry_core::Mount> for Mount {
+    fn from(m: ferry_core::Mount) -> Self {
+        Self {
+            account: m.account,
+            folder: m.folder,
+            path: m.path,
+            allow: m.allow.iter().map(|p| p.as_str().to_owned()).collect(),
+        }
+    }
+}
+
+/// Body of `POST /api/v1/accounts/{name}/mounts`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMount {
+    /// The virtual folder.
+    pub folder: String,
+    /// Where it appears, absolute inside the home (not `/`, not inside or
+    /// above another mount).
+    pub path: String,
+    /// Permissions and presets, as in folder rules.
+    pub allow: Vec<String>,
+}
+
 /// An API token as listed: everything but its digest.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Token {

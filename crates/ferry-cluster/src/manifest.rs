@@ -671,8 +671,9 @@ partners
         );
         assert_eq!(
             e.message,
-            "unknown table `foo` (known: accounts, account_keys, account_tokens, folder_permissions, partners, \
-             routes, schedules, monitors, settings, admins, admin_tokens)"
+            "unknown table `foo` (known: accounts, account_keys, account_tokens, folder_permissions, \
+             virtual_folders, folder_mounts, partners, routes, schedules, monitors, settings, admins, \
+             admin_tokens)"
         );
     }
 

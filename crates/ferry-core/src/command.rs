@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::admins::{Admin, AdminToken, AuditRecord};
 use crate::engine::{AttemptResult, Event, Monitor, Partner, Route, Schedule};
+use crate::folders::{Mount, VirtualFolder};
 use crate::model::{Account, AccountKey, AccountToken, TransferRecord};
 use crate::permissions::FolderRule;
 use crate::secret::Secret;
@@ -194,6 +195,24 @@ pub enum Command {
         /// The folder, as the rule names it.
         path: String,
     },
+    /// Create a virtual folder (a directory of the repository that can be
+    /// mounted into homes).
+    CreateVirtualFolder(VirtualFolder),
+    /// Remove a virtual folder that no home mounts (its files stay).
+    RemoveVirtualFolder {
+        /// The folder's name.
+        name: String,
+    },
+    /// Mount a virtual folder into an account's home (replacing the mount
+    /// at that path, if there was one).
+    MountFolder(Mount),
+    /// Remove the mount at `path` of an account's home.
+    UnmountFolder {
+        /// Account name.
+        account: String,
+        /// The mount point, as the mount names it.
+        path: String,
+    },
     /// Change an account's password, expiry, allowed networks, quota or
     /// bandwidth limits;
     /// `None` leaves a field as it is.
@@ -308,6 +327,10 @@ impl Command {
             Command::AddAdminToken(_) => "add_admin_token",
             Command::RemoveAdminToken { .. } => "remove_admin_token",
             Command::RecordAudit(_) => "record_audit",
+            Command::CreateVirtualFolder(_) => "create_virtual_folder",
+            Command::RemoveVirtualFolder { .. } => "remove_virtual_folder",
+            Command::MountFolder(_) => "mount_folder",
+            Command::UnmountFolder { .. } => "unmount_folder",
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod admins;
 pub mod command;
 pub mod engine;
 pub mod error;
+pub mod folders;
 pub mod limits;
 pub mod model;
 pub mod network;
@@ -31,6 +32,7 @@ pub use engine::{
     Partner, Route, Schedule, ScheduleAction,
 };
 pub use error::{ErrorKind, FerryError};
+pub use folders::{Mount, VirtualFolder};
 pub use model::{
     Account, AccountKey, AccountPolicy, AccountToken, Direction, Protocol, TransferRecord,
     TransferStatus, WEB_SESSION_ID_PREFIX, WEB_SESSION_TOKEN_PREFIX,

@@ -34,7 +34,14 @@ struct Read {
 
 impl Read {
     fn now(store: &Store, account: &str) -> Result<Self, FerryError> {
-        let rules = store.folder_rules(account).map_err(FerryError::from)?;
+        let own = store.folder_rules(account).map_err(FerryError::from)?;
+        let mounts: Vec<_> = store
+            .mounts(Some(account))
+            .map_err(FerryError::from)?
+            .into_iter()
+            .map(|(mount, _)| mount)
+            .collect();
+        let rules = ferry_core::folders::rules_with_mounts(&own, &mounts);
         let policy = store
             .account_policy(account)
             .map_err(FerryError::from)?

@@ -74,6 +74,12 @@ fn endpoints() -> (Routes, Routes) {
         .add::<api::ListFolderRules, _, _>(list_folder_rules)
         .add::<api::SetFolderRule, _, _>(set_folder_rule)
         .add::<api::RemoveFolderRule, _, _>(remove_folder_rule)
+        .add::<api::ListVirtualFolders, _, _>(list_virtual_folders)
+        .add::<api::CreateVirtualFolder, _, _>(create_virtual_folder)
+        .add::<api::RemoveVirtualFolder, _, _>(remove_virtual_folder)
+        .add::<api::ListMounts, _, _>(list_mounts)
+        .add::<api::MountFolder, _, _>(mount_folder)
+        .add::<api::UnmountFolder, _, _>(unmount_folder)
         .add::<api::GetDenyList, _, _>(get_deny_list)
         .add::<api::SetDenyList, _, _>(set_deny_list)
         .add::<api::ListBans, _, _>(list_bans)
@@ -649,6 +655,131 @@ async fn remove_folder_rule(
     let path = rule_folder(&query.path)?;
     run(move || {
         s.ctx.apply(&Command::RemoveFolderRule {
+            account: name,
+            path,
+        })
+    })
+    .await?;
+    Ok(done())
+}
+
+async fn list_virtual_folders(
+    State(s): State<AdminState>,
+) -> ApiResult<Reply<api::ListVirtualFolders>> {
+    let (folders, mounts) = run(move || {
+        let folders = s.ctx.store.virtual_folders().map_err(FerryError::from)?;
+        let mounts = s.ctx.store.mounts(None).map_err(FerryError::from)?;
+        Ok((folders, mounts))
+    })
+    .await?;
+    Ok(Reply(
+        folders
+            .into_iter()
+            .map(|f| api::VirtualFolder {
+                mounts: mounts
+                    .iter()
+                    .filter(|(m, _)| m.folder == f.name)
+                    .map(|(m, _)| m.clone().into())
+                    .collect(),
+                name: f.name,
+                path: f.path,
+                created_at: api::time(f.created_at),
+            })
+            .collect(),
+    ))
+}
+
+async fn create_virtual_folder(
+    State(s): State<AdminState>,
+    Json(body): Json<api::NewVirtualFolder>,
+) -> ApiResult<Reply<api::CreateVirtualFolder>> {
+    ferry_core::engine::check_name("virtual folder", &body.name)?;
+    let dir = VirtualPath::parse_absolute(&body.path).map_err(FerryError::from)?;
+    if dir.is_root() {
+        return Err(FerryError::invalid("a virtual folder cannot be the repository root").into());
+    }
+    let folder = ferry_core::VirtualFolder {
+        name: body.name,
+        path: dir.to_string().trim_start_matches('/').to_owned(),
+        created_at: now_millis(),
+    };
+    let stored = folder.clone();
+    run(move || {
+        s.ctx.apply(&Command::CreateVirtualFolder(stored.clone()))?;
+        // Made here; every server makes it again when it first opens it.
+        crate::repository::Home::open(&s.ctx.repository, &stored.path)?;
+        tracing::info!(folder = %stored.name, path = %stored.path, "virtual folder created");
+        Ok(())
+    })
+    .await?;
+    Ok(Reply(api::VirtualFolder {
+        name: folder.name,
+        path: folder.path,
+        created_at: api::time(folder.created_at),
+        mounts: Vec::new(),
+    }))
+}
+
+async fn remove_virtual_folder(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+) -> ApiResult<Reply<api::RemoveVirtualFolder>> {
+    run(move || s.ctx.apply(&Command::RemoveVirtualFolder { name })).await?;
+    Ok(done())
+}
+
+async fn list_mounts(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+) -> ApiResult<Reply<api::ListMounts>> {
+    run(move || {
+        existing_account(&s.ctx, &name)?;
+        s.ctx.store.mounts(Some(&name)).map_err(FerryError::from)
+    })
+    .await
+    .map(|mounts| Reply(mounts.into_iter().map(|(m, _)| m.into()).collect()))
+}
+
+async fn mount_folder(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    Json(body): Json<api::NewMount>,
+) -> ApiResult<Reply<api::MountFolder>> {
+    let allow = ferry_core::permissions::parse_permissions(&body.allow.join(","))?;
+    let mount = run(move || {
+        existing_account(&s.ctx, &name)?;
+        let wanted = rule_folder(&body.path)?;
+        // Other mounts of the account, but the one this replaces.
+        let others: Vec<String> = s
+            .ctx
+            .store
+            .mounts(Some(&name))
+            .map_err(FerryError::from)?
+            .into_iter()
+            .map(|(m, _)| m.path)
+            .filter(|p| *p != wanted)
+            .collect();
+        let mount = ferry_core::Mount {
+            account: name,
+            folder: body.folder,
+            path: ferry_core::folders::check_mount_path(&wanted, &others)?,
+            allow,
+        };
+        s.ctx.apply(&Command::MountFolder(mount.clone()))?;
+        Ok(mount)
+    })
+    .await?;
+    Ok(Reply(mount.into()))
+}
+
+async fn unmount_folder(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    Query(query): Query<api::FolderQuery>,
+) -> ApiResult<Reply<api::UnmountFolder>> {
+    let path = rule_folder(&query.path)?;
+    run(move || {
+        s.ctx.apply(&Command::UnmountFolder {
             account: name,
             path,
         })

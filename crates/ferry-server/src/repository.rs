@@ -22,6 +22,7 @@ use std::sync::Arc;
 use ferry_core::path::RESERVED_PREFIX;
 use ferry_core::{ErrorKind, FerryError, VirtualPath};
 use ferry_proto::message::{DirEntry, FileKind, FileStat, FsStats, SetAttrs};
+use ferry_store::Store;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags, Stat};
 use rustix::io::Errno;
 
@@ -82,12 +83,23 @@ fn errno_error(e: Errno) -> FerryError {
     }
 }
 
-/// An account's home directory, held open.
+/// An account's home directory, held open, with the virtual folders
+/// mounted into it.
 #[derive(Debug, Clone)]
 pub struct Home {
     /// The home's canonical path: for messages and keys only, never opened
     /// again after [`Home::open`].
     root: PathBuf,
+    dir: Arc<OwnedFd>,
+    /// Virtual folders mounted into the home ([`Home::mount`]).
+    mounts: Arc<Vec<MountPoint>>,
+}
+
+/// A virtual folder's directory, held open, and where it appears in a home.
+#[derive(Debug)]
+struct MountPoint {
+    /// The mount point's components inside the home.
+    at: Vec<String>,
     dir: Arc<OwnedFd>,
 }
 
@@ -137,7 +149,88 @@ impl Home {
         Ok(Self {
             root,
             dir: Arc::new(dir),
+            mounts: Arc::default(),
         })
+    }
+
+    /// This home with the directory of `folder` (opened as [`Home::open`]
+    /// opens a home) seen at `at`: paths at or below `at` lead into the
+    /// folder, resolved beneath it as the home's are beneath the home. The
+    /// mount point is made in the home too (an empty folder), so that
+    /// listings show it; removing or renaming it, or a folder holding it,
+    /// is refused.
+    pub fn mount(mut self, at: &VirtualPath, folder: &Home) -> Result<Self, FerryError> {
+        if at.is_root() {
+            return Err(FerryError::invalid(
+                "a virtual folder cannot replace the home",
+            ));
+        }
+        if let Err(e) = self.create_dir_all(at) {
+            // A file where the mount point goes: the mount hides it.
+            tracing::warn!(home = %self.root.display(), mount = %at, error = %e,
+                "cannot make a virtual folder's mount point in the home");
+        }
+        let mut mounts: Vec<MountPoint> = self
+            .mounts
+            .iter()
+            .map(|m| MountPoint {
+                at: m.at.clone(),
+                dir: m.dir.clone(),
+            })
+            .collect();
+        mounts.push(MountPoint {
+            at: at.components().to_vec(),
+            dir: folder.dir.clone(),
+        });
+        // Deepest first, so the most specific mount decides.
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.at.len()));
+        self.mounts = Arc::new(mounts);
+        Ok(self)
+    }
+
+    /// The directory `v` is resolved beneath (the home, or the virtual
+    /// folder mounted over it) and `v`'s components below it.
+    fn resolve<'a>(&'a self, v: &'a VirtualPath) -> (&'a Arc<OwnedFd>, &'a [String]) {
+        let parts = v.components();
+        for m in self.mounts.iter() {
+            if let Some(rest) = parts.strip_prefix(m.at.as_slice()) {
+                return (&m.dir, rest);
+            }
+        }
+        (&self.dir, parts)
+    }
+
+    /// Refuses to remove or rename `v` when it is a mount point or holds
+    /// one.
+    fn check_not_mount(&self, v: &VirtualPath) -> Result<(), FerryError> {
+        let parts = v.components();
+        if self.mounts.iter().any(|m| m.at.starts_with(parts)) {
+            return Err(FerryError::denied(format!(
+                "{v} is or holds a virtual folder's mount point"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The home of account `name` (home directory `relative`) with the
+    /// virtual folders mounted into it. A mount whose folder cannot be
+    /// opened is left out and logged: the rest of the home still works.
+    pub fn of_account(
+        store: &Store,
+        repository: &Path,
+        name: &str,
+        relative: &str,
+    ) -> Result<Self, FerryError> {
+        let mut home = Self::open(repository, relative)?;
+        for (mount, folder_path) in store.mounts(Some(name)).map_err(FerryError::from)? {
+            let at = VirtualPath::parse_absolute(&mount.path)?;
+            match Self::open(repository, &folder_path) {
+                Ok(folder) => home = home.mount(&at, &folder)?,
+                Err(e) => tracing::warn!(account = %name, folder = %mount.folder,
+                    error = %e, "cannot open a virtual folder; left out of the home"),
+            }
+        }
+        Ok(home)
     }
 
     /// The home's real path on disk (for messages; never to be opened).
@@ -153,7 +246,8 @@ impl Home {
         flags: OFlags,
         mode: Mode,
     ) -> Result<OwnedFd, FerryError> {
-        beneath(&self.dir, &relative(v.components()), flags, mode)
+        let (dir, rest) = self.resolve(v);
+        beneath(dir, &relative(rest), flags, mode)
     }
 
     /// Opens the regular file `v` for reading. Non-blocking, so that a FIFO
@@ -183,15 +277,17 @@ impl Home {
     /// The directory that holds `v`, opened beneath the home, and `v`'s
     /// name in it. The home itself has no place.
     pub fn place(&self, v: &VirtualPath) -> Result<Place, FerryError> {
-        let (parent, name) = match v.components().split_last() {
+        let (base, rest) = self.resolve(v);
+        let (parent, name) = match rest.split_last() {
             Some((name, parent)) => (parent, name),
-            None => return Err(FerryError::denied("the home directory itself")),
+            None if v.is_root() => return Err(FerryError::denied("the home directory itself")),
+            None => return Err(FerryError::denied("a virtual folder itself")),
         };
         let dir = if parent.is_empty() {
-            self.dir.clone()
+            base.clone()
         } else {
             Arc::new(beneath(
-                &self.dir,
+                &**base,
                 &relative(parent),
                 OFlags::RDONLY | OFlags::DIRECTORY,
                 Mode::empty(),
@@ -206,11 +302,11 @@ impl Home {
     /// Creates the directory `v` and its missing parents. Existing folders
     /// on the way may be symlinks that stay inside the home.
     pub fn create_dir_all(&self, v: &VirtualPath) -> Result<(), FerryError> {
-        let parts = v.components();
+        let (base, parts) = self.resolve(v);
         for (n, part) in parts.iter().enumerate() {
             let prefix = relative(parts.get(..=n).unwrap_or_default());
             match beneath(
-                &self.dir,
+                &**base,
                 &prefix,
                 OFlags::PATH | OFlags::DIRECTORY,
                 Mode::empty(),
@@ -220,10 +316,10 @@ impl Home {
                 Err(e) => return Err(e),
             }
             let parent = if n == 0 {
-                self.dir.clone()
+                base.clone()
             } else {
                 Arc::new(beneath(
-                    &self.dir,
+                    &**base,
                     &relative(parts.get(..n).unwrap_or_default()),
                     OFlags::PATH | OFlags::DIRECTORY,
                     Mode::empty(),
@@ -269,10 +365,23 @@ impl Home {
     /// open, so a listing kept by a client costs no memory per entry.
     pub fn listing(&self, v: &VirtualPath) -> Result<Listing, FerryError> {
         let fd = self.open_at(v, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
+        let (base, rest) = self.resolve(v);
+        // Mount points directly in this folder show the folder mounted.
+        let mounts = self
+            .mounts
+            .iter()
+            .filter_map(|m| match m.at.split_last() {
+                Some((name, parent)) if parent == v.components() => {
+                    Some((name.clone(), m.dir.clone()))
+                }
+                _ => None,
+            })
+            .collect();
         Ok(Listing {
-            home: self.dir.clone(),
-            base: relative(v.components()),
+            home: base.clone(),
+            base: relative(rest),
             entries: rustix::fs::Dir::new(fd).map_err(errno_error)?,
+            mounts,
             done: false,
         })
     }
@@ -308,6 +417,7 @@ impl Home {
         if v.is_root() {
             return Err(FerryError::denied("the home directory cannot be removed"));
         }
+        self.check_not_mount(v)?;
         let place = self.place(v)?;
         rustix::fs::unlinkat(&*place.dir, place.name.as_str(), AtFlags::REMOVEDIR)
             .map_err(errno_error)
@@ -343,6 +453,7 @@ impl Home {
         if from.is_root() || to.is_root() {
             return Err(FerryError::denied("the home directory cannot be renamed"));
         }
+        self.check_not_mount(from)?;
         let (src, dst) = (self.place(from)?, self.place(to)?);
         src.rename_to(&dst, overwrite)
     }
@@ -443,9 +554,14 @@ impl Home {
 /// A directory being listed ([`Home::listing`]).
 #[derive(Debug)]
 pub struct Listing {
+    /// The directory symlinks are followed beneath (the home, or the
+    /// virtual folder being listed).
     home: Arc<OwnedFd>,
     base: String,
     entries: rustix::fs::Dir,
+    /// Names in this folder where a virtual folder is mounted, and its
+    /// directory (whose attributes they show).
+    mounts: Vec<(String, Arc<OwnedFd>)>,
     done: bool,
 }
 
@@ -467,6 +583,15 @@ impl Listing {
                 || name.starts_with(RESERVED_PREFIX)
                 || ferry_core::path::check_component(name).is_err()
             {
+                continue;
+            }
+            if let Some((_, mounted)) = self.mounts.iter().find(|(n, _)| n == name) {
+                if let Ok(stat) = rustix::fs::fstat(&**mounted) {
+                    out.push(DirEntry {
+                        name: name.to_owned(),
+                        stat: stat_of(&stat),
+                    });
+                }
                 continue;
             }
             let dir = self.entries.fd().map_err(errno_error)?;
@@ -983,6 +1108,52 @@ mod tests {
             .unwrap()
             .root
             .starts_with(repo.path().canonicalize().unwrap()));
+    }
+
+    #[test]
+    fn a_mounted_folder_is_shared_and_stays_closed_beneath() {
+        let repo = tempfile::tempdir().unwrap();
+        let shared = Home::open(repo.path(), "shared/acme-out").unwrap();
+        std::fs::write(repo.path().join("secret"), "x").unwrap();
+        let acme = Home::open(repo.path(), "acme")
+            .unwrap()
+            .mount(&v("/outbox"), &shared)
+            .unwrap();
+        let team = Home::open(repo.path(), "team")
+            .unwrap()
+            .mount(&v("/partners/acme"), &shared)
+            .unwrap();
+        // Written through one home, read through the other, stored once.
+        let place = acme.place(&v("/outbox/report.csv")).unwrap();
+        let mut scratch = place.create_scratch().unwrap();
+        std::io::Write::write_all(&mut scratch.file, b"rows").unwrap();
+        place.commit_scratch(&scratch).unwrap();
+        let (mut file, _) = team.read_file(&v("/partners/acme/report.csv")).unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut file, &mut text).unwrap();
+        assert_eq!(text, "rows");
+        assert!(repo.path().join("shared/acme-out/report.csv").is_file());
+        assert!(!repo.path().join("acme/outbox/report.csv").exists());
+        // Listings show the mount point (and what is in the folder).
+        let names = |h: &Home, p: &str| -> Vec<String> {
+            h.list(&v(p)).unwrap().into_iter().map(|e| e.name).collect()
+        };
+        assert_eq!(names(&team, "/partners"), ["acme"]);
+        assert_eq!(names(&team, "/partners/acme"), ["report.csv"]);
+        assert_eq!(team.stat(&v("/partners/acme")).unwrap().kind, FileKind::Dir);
+        // The mount point and what holds it cannot go away.
+        assert!(team.rmdir(&v("/partners/acme")).is_err());
+        assert!(team.rename(&v("/partners"), &v("/p"), false).is_err());
+        assert!(team.rename(&v("/partners/acme"), &v("/a"), false).is_err());
+        assert!(team.remove(&v("/partners/acme")).is_err());
+        // A symlink in the folder cannot lead out of it.
+        std::os::unix::fs::symlink("../../secret", repo.path().join("shared/acme-out/up")).unwrap();
+        assert!(acme.read_file(&v("/outbox/up")).is_err());
+        // Files can move between the home and the folder.
+        std::fs::write(repo.path().join("acme/mine.txt"), "m").unwrap();
+        acme.rename(&v("/mine.txt"), &v("/outbox/mine.txt"), false)
+            .unwrap();
+        assert!(repo.path().join("shared/acme-out/mine.txt").is_file());
     }
 
     #[test]

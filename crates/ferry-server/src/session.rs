@@ -557,9 +557,9 @@ async fn login(
         );
     }
     let account = checked?;
-    let repository = ctx.repository.clone();
-    let home_rel = account.home.clone();
-    let home = blocking(move || Home::open(&repository, &home_rel)).await?;
+    let (store, repository) = (ctx.store.clone(), ctx.repository.clone());
+    let (name, home_rel) = (account.name.clone(), account.home.clone());
+    let home = blocking(move || Home::of_account(&store, &repository, &name, &home_rel)).await?;
     let (store, name, addr) = (ctx.store.clone(), account.name.clone(), client_addr.clone());
     let access = blocking(move || Access::load(&store, &name, &addr)).await?;
     tracing::info!(account = %account.name, %client_addr, method, %protocol, "login");

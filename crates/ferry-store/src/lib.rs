@@ -18,7 +18,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use ferry_core::{
     Account, AccountKey, AccountPolicy, AccountToken, Admin, AdminToken, AuditRecord, Ban, Command,
-    Direction, FolderRule, Outcome, Protocol, Secret, TransferRecord, TransferStatus,
+    Direction, FolderRule, Mount, Outcome, Protocol, Secret, TransferRecord, TransferStatus,
+    VirtualFolder,
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
@@ -579,6 +580,67 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             }
             n
         }
+        Command::CreateVirtualFolder(f) => {
+            let taken: Option<String> = tx
+                .query_row(
+                    "SELECT name FROM virtual_folders WHERE name = ?1 OR path = ?2",
+                    params![f.name, f.path],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(taken) = taken {
+                return Err(if taken == f.name {
+                    StoreError::AlreadyExists(format!("virtual folder {:?}", f.name))
+                } else {
+                    StoreError::Conflict(format!(
+                        "virtual folder {taken:?} is the directory {:?} already",
+                        f.path
+                    ))
+                });
+            }
+            tx.execute(
+                "INSERT INTO virtual_folders (name, path, created_at) VALUES (?1, ?2, ?3)",
+                params![f.name, f.path, f.created_at],
+            )?
+        }
+        Command::RemoveVirtualFolder { name } => {
+            engine::require(tx, "virtual_folders", "virtual folder", name)?;
+            let mounted: i64 = tx.query_row(
+                "SELECT count(*) FROM folder_mounts WHERE folder = ?1",
+                [name],
+                |r| r.get(0),
+            )?;
+            if mounted > 0 {
+                return Err(StoreError::Conflict(format!(
+                    "virtual folder {name:?} is mounted in {mounted} home(s): unmount it first"
+                )));
+            }
+            tx.execute("DELETE FROM virtual_folders WHERE name = ?1", [name])?
+        }
+        Command::MountFolder(m) => {
+            let id = account_id(tx, &m.account)?;
+            engine::require(tx, "virtual_folders", "virtual folder", &m.folder)?;
+            let allow: Vec<&str> = m.allow.iter().map(|p| p.as_str()).collect();
+            tx.execute(
+                "INSERT INTO folder_mounts (account_id, path, folder, allow) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(account_id, path)
+                     DO UPDATE SET folder = excluded.folder, allow = excluded.allow",
+                params![id, m.path, m.folder, allow.join(",")],
+            )?
+        }
+        Command::UnmountFolder { account, path } => {
+            let id = account_id(tx, account)?;
+            let n = tx.execute(
+                "DELETE FROM folder_mounts WHERE account_id = ?1 AND path = ?2",
+                params![id, path],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "a mount at {path:?} of account {account:?}"
+                )));
+            }
+            n
+        }
         Command::SetSetting { key, value } => tx.execute(
             "INSERT INTO settings (key, value) VALUES (?1, ?2)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -885,6 +947,48 @@ impl Store {
                 allow: ferry_core::permissions::parse_permissions(&allow)
                     .map_err(|e| bad_text(2, e))?,
             })
+        })?;
+        rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
+    }
+
+    /// Every virtual folder, by name.
+    pub fn virtual_folders(&self) -> Result<Vec<VirtualFolder>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT name, path, created_at FROM virtual_folders ORDER BY name")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(VirtualFolder {
+                name: r.get(0)?,
+                path: r.get(1)?,
+                created_at: r.get(2)?,
+            })
+        })?;
+        rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
+    }
+
+    /// The mounts of account `account` (`Some`) or of every account, by
+    /// account and path, each with its folder's directory (relative to the
+    /// repository).
+    pub fn mounts(&self, account: Option<&str>) -> Result<Vec<(Mount, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT a.name, m.folder, m.path, m.allow, f.path
+             FROM folder_mounts m
+             JOIN accounts a ON a.id = m.account_id
+             JOIN virtual_folders f ON f.name = m.folder
+             WHERE ?1 IS NULL OR a.name = ?1
+             ORDER BY a.name, m.path",
+        )?;
+        let rows = stmt.query_map([account], |r| {
+            let allow: String = r.get(3)?;
+            let mount = Mount {
+                account: r.get(0)?,
+                folder: r.get(1)?,
+                path: r.get(2)?,
+                allow: ferry_core::permissions::parse_permissions(&allow)
+                    .map_err(|e| bad_text(3, e))?,
+            };
+            Ok((mount, r.get(4)?))
         })?;
         rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
     }

@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../schemas/0012_admins_audit.sql"),
     include_str!("../../../schemas/0013_account_quota.sql"),
     include_str!("../../../schemas/0014_account_rates.sql"),
+    include_str!("../../../schemas/0015_virtual_folders.sql"),
 ];
 
 /// The schema version this build produces.

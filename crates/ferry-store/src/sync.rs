@@ -39,6 +39,8 @@ pub const SYNCABLE_TABLES: &[&str] = &[
     "account_keys",
     "account_tokens",
     "folder_permissions",
+    "virtual_folders",
+    "folder_mounts",
     "partners",
     "routes",
     "schedules",

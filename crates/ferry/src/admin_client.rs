@@ -374,6 +374,51 @@ pub enum NetworkCmd {
     },
 }
 
+/// `ferry folder …`
+#[derive(Debug, Subcommand)]
+pub enum FolderCmd {
+    /// Create a virtual folder: DIR (relative to the repository, made if
+    /// missing) under the name NAME.
+    Add {
+        /// Its name.
+        name: String,
+        /// The directory, relative to the repository.
+        dir: String,
+    },
+    /// List the virtual folders and the homes they are mounted into.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a virtual folder no home mounts (its files stay).
+    Remove {
+        /// Its name.
+        name: String,
+    },
+    /// Mount the folder NAME into ACCOUNT's home at AT. ALLOW is what the
+    /// account may do in it, as in `ferry account permission set` (default
+    /// all).
+    Mount {
+        /// The folder.
+        name: String,
+        /// The account.
+        account: String,
+        /// Where it appears in the home (`/outbox`).
+        at: String,
+        /// What the account may do in it.
+        #[arg(long, default_value = "all")]
+        allow: String,
+    },
+    /// Remove the mount at AT from ACCOUNT's home.
+    Unmount {
+        /// The account.
+        account: String,
+        /// The mount point.
+        at: String,
+    },
+}
+
 /// Filters of `ferry transfer list` and `ferry event list`.
 #[derive(Debug, Args)]
 pub struct ListFilter {
@@ -1042,6 +1087,74 @@ pub async fn ban(args: AdminArgs, cmd: BanCmd) -> anyhow::Result<()> {
                 })
                 .await?;
             println!("The ban of {address} is lifted.");
+        }
+    }
+    Ok(())
+}
+
+/// Runs a virtual-folder command.
+pub async fn folder(args: AdminArgs, cmd: FolderCmd) -> anyhow::Result<()> {
+    let admin = Admin::connect(args)?;
+    match cmd {
+        FolderCmd::Add { name, dir } => {
+            let body = api::NewVirtualFolder { name, path: dir };
+            let f = admin.call(&api::CreateVirtualFolder { body }).await?;
+            println!("Virtual folder {} is the directory {}.", f.name, f.path);
+        }
+        FolderCmd::List { json } => {
+            show(&admin, &api::ListVirtualFolders {}, json, |folders| {
+                if folders.is_empty() {
+                    println!("No virtual folders.");
+                }
+                for f in folders {
+                    println!("{}  {}", f.name, f.path);
+                    for m in &f.mounts {
+                        println!("    {}:{}  {}", m.account, m.path, allowed(&m.allow));
+                    }
+                }
+            })
+            .await?;
+        }
+        FolderCmd::Remove { name } => {
+            let request = api::RemoveVirtualFolder { name };
+            admin.call(&request).await?;
+            println!("Virtual folder {} removed (its files stay).", request.name);
+        }
+        FolderCmd::Mount {
+            name,
+            account,
+            at,
+            allow,
+        } => {
+            let body = api::NewMount {
+                folder: name,
+                path: at,
+                allow: allow.split(',').map(|w| w.trim().to_owned()).collect(),
+            };
+            let m = admin
+                .call(&api::MountFolder {
+                    name: account,
+                    body,
+                })
+                .await?;
+            println!(
+                "{} sees {} at {} and may do there: {}.",
+                m.account,
+                m.folder,
+                m.path,
+                allowed(&m.allow)
+            );
+        }
+        FolderCmd::Unmount { account, at } => {
+            let request = api::UnmountFolder {
+                name: account,
+                query: api::FolderQuery { path: at },
+            };
+            admin.call(&request).await?;
+            println!(
+                "{} no longer sees a folder at {}.",
+                request.name, request.query.path
+            );
         }
     }
     Ok(())

@@ -81,6 +81,13 @@ enum Cmd {
         #[command(subcommand)]
         command: admin_client::BanCmd,
     },
+    /// Virtual folders: repository directories mounted into several homes.
+    Folder {
+        #[command(flatten)]
+        admin: admin_client::AdminArgs,
+        #[command(subcommand)]
+        command: admin_client::FolderCmd,
+    },
     /// The client networks no one may log in from.
     Network {
         #[command(flatten)]
@@ -304,6 +311,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Account { admin, command } => admin_client::account(admin, command).await,
+        Cmd::Folder { admin, command } => admin_client::folder(admin, command).await,
         Cmd::Network { admin, command } => admin_client::network(admin, command).await,
         Cmd::Ban { admin, command } => admin_client::ban(admin, command).await,
         Cmd::Admin { admin, command } => admin_client::admins(admin, command).await,

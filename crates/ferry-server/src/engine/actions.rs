@@ -224,10 +224,10 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
-/// The home of `account`.
+/// The home of `account`, with its virtual folders.
 pub(crate) fn account_home(ctx: &ServerCtx, account: &str) -> Result<Home, FerryError> {
     let acc = crate::admin::existing_account(ctx, account)?;
-    Home::open(&ctx.repository, &acc.home)
+    Home::of_account(&ctx.store, &ctx.repository, &acc.name, &acc.home)
 }
 
 /// `path` (a canonical path in a home) as a [`VirtualPath`].
