@@ -453,3 +453,82 @@ fn bandwidth_limits_pace_uploads_and_downloads_within_twenty_percent() {
         "unlimited download took {free:.2} s"
     );
 }
+
+/// Holds sessions of `user` open with paramiko: logs in `first` sessions,
+/// then one more, then closes one and logs in again; prints what each
+/// login did as JSON.
+const SESSION_CAP_CLIENT: &str = r#"
+import json, sys, time, paramiko
+port, user, password, first = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+def login():
+    t = paramiko.Transport(("127.0.0.1", port))
+    try:
+        t.connect(username=user, password=password)
+        s = paramiko.SFTPClient.from_transport(t)
+        s.listdir(".")
+        return t
+    except Exception as e:
+        t.close()
+        return None
+held = [login() for _ in range(first)]
+extra = login()
+held[0].close()
+time.sleep(1.0)
+again = login()
+print(json.dumps({
+    "held": sum(1 for t in held if t is not None),
+    "extra": extra is not None,
+    "after_one_closed": again is not None,
+}))
+"#;
+
+#[test]
+fn a_session_cap_refuses_the_session_past_it_until_one_ends() {
+    let f = Ferry::up_logged(&[]);
+    f.add_account("capped");
+    let out = f.admin_ok(&["account", "set", "capped", "--max-sessions", "2"], None);
+    assert!(out.contains("capped"), "{out}");
+    let shown = f.admin_ok(&["account", "show", "capped"], None);
+    assert!(shown.contains("at most 2 at once"), "{shown}");
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            SESSION_CAP_CLIENT,
+            &f.sftp_port.to_string(),
+            "capped",
+            PASSWORD,
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}\n{}", stderr(&out), f.log()));
+    eprintln!("session cap: {report}");
+    assert_eq!(report["held"], 2, "{report}");
+    assert_eq!(
+        report["extra"], false,
+        "a third session was let in: {report}"
+    );
+    assert_eq!(report["after_one_closed"], true, "{report}\n{}", f.log());
+    assert!(f.log().contains("too many sessions"), "{}", f.log());
+
+    // No cap again: the third session is let in.
+    f.admin_ok(
+        &["account", "set", "capped", "--max-sessions", "none"],
+        None,
+    );
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            SESSION_CAP_CLIENT,
+            &f.sftp_port.to_string(),
+            "capped",
+            PASSWORD,
+            "3",
+        ])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["held"], 3, "{report}");
+    assert_eq!(report["extra"], true, "{report}");
+}

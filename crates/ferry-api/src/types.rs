@@ -41,6 +41,9 @@ pub struct Account {
     pub upload_rate: Option<u64>,
     /// Its download limit in bytes a second (on each server), if it has one.
     pub download_rate: Option<u64>,
+    /// The most sessions it may have open at once (on each server), if
+    /// capped.
+    pub max_sessions: Option<u64>,
     /// Bytes its home holds (partial uploads included); only when one
     /// account is shown.
     pub used_bytes: Option<u64>,
@@ -78,6 +81,10 @@ pub struct AccountChanges {
     /// Its downloads together, in bytes a second on each server; 0: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download_rate: Option<u64>,
+    /// The most sessions (SSH connections, HTTPS logins) it may have open at
+    /// once on each server; 0: no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<u64>,
 }
 
 /// Query of `DELETE /api/v1/accounts/{name}`.

@@ -213,8 +213,8 @@ pub enum Command {
         /// The mount point, as the mount names it.
         path: String,
     },
-    /// Change an account's password, expiry, allowed networks, quota or
-    /// bandwidth limits;
+    /// Change an account's password, expiry, allowed networks, quota,
+    /// bandwidth limits or session cap;
     /// `None` leaves a field as it is.
     UpdateAccount {
         /// Account name.
@@ -233,6 +233,9 @@ pub enum Command {
         upload_rate: Option<Option<u64>>,
         /// The download limit, bytes a second (`Some(None)`: none).
         download_rate: Option<Option<u64>>,
+        /// The most sessions open at once (`Some(None)`: no cap).
+        #[serde(default)]
+        max_sessions: Option<Option<u64>>,
     },
     /// Revoke one public key of an account, or all of them.
     RemoveAccountKey {

@@ -53,6 +53,8 @@ pub struct AccountPolicy {
     pub upload_rate: Option<u64>,
     /// Its downloads together, in bytes a second (on each server).
     pub download_rate: Option<u64>,
+    /// The most sessions it may have open at once (on each server).
+    pub max_sessions: Option<u64>,
 }
 
 /// An API token of an account, for the HTTPS API (`Authorization: Bearer`).

@@ -217,6 +217,7 @@ fn view(ctx: &ServerCtx, a: Account) -> Result<api::Account, FerryError> {
         quota_files: policy.quota_files,
         upload_rate: policy.upload_rate,
         download_rate: policy.download_rate,
+        max_sessions: policy.max_sessions,
         used_bytes: None,
         used_files: None,
     })
@@ -377,6 +378,7 @@ async fn update_account(
             quota_files: quota(body.quota_files),
             upload_rate: quota(body.upload_rate),
             download_rate: quota(body.download_rate),
+            max_sessions: quota(body.max_sessions),
         })?;
         s.ctx.usage.forget(&name);
         tracing::info!(account = %name, "account changed");

@@ -21,6 +21,7 @@ pub mod repository;
 mod rows;
 pub mod secrets;
 pub mod session;
+pub mod session_caps;
 pub mod shutdown;
 pub mod transfer;
 pub mod uploads;
@@ -49,6 +50,8 @@ pub struct ServerCtx {
     pub usage: quota::UsageCache,
     /// Each account's bandwidth buckets on this server.
     pub rates: rate::Rates,
+    /// The sessions each account has open on this server (their caps).
+    pub sessions: session_caps::SessionCounts,
     /// The store.
     pub store: Arc<Store>,
     /// The repository root.
@@ -271,6 +274,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         login_throttle: auth::LoginThrottle::default(),
         usage: quota::UsageCache::default(),
         rates: rate::Rates::default(),
+        sessions: session_caps::SessionCounts::default(),
         defender: defender::Defender::new(config.defender.clone())
             .map_err(|e| StartError::Setup(format!("[defender] safe_networks: {}", e.message)))?,
         upload_expiry_ms: i64::try_from(config.uploads.expire_after_secs)

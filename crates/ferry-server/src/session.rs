@@ -38,6 +38,7 @@ use tokio::sync::{mpsc, Notify, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwL
 use crate::access::Access;
 use crate::repository::{apply_attrs, file_stat, io_error, Home, Listing, Place, FILE_MODE_MASK};
 use crate::rows::{log_transfer, remove_intent, upload_row, write_intent};
+use crate::session_caps::SessionSlot;
 use crate::transfer::{
     cache_sha256, cached_sha256, content_stamp, file_digest, now_millis, HashTracker,
 };
@@ -164,6 +165,8 @@ struct Session {
     /// The sequencer's queue (`None` is the logout); taken when the
     /// session ends.
     requests: Mutex<Option<mpsc::UnboundedSender<SeqMsg>>>,
+    /// Its place in its account's session count, freed when it ends.
+    _slot: SessionSlot,
 }
 
 impl Session {
@@ -562,6 +565,17 @@ async fn login(
     let home = blocking(move || Home::of_account(&store, &repository, &name, &home_rel)).await?;
     let (store, name, addr) = (ctx.store.clone(), account.name.clone(), client_addr.clone());
     let access = blocking(move || Access::load(&store, &name, &addr)).await?;
+    let store = ctx.store.clone();
+    let policy = blocking(move || access.policy(&store).map(|p| (access, p))).await;
+    let (access, policy) = policy?;
+    let slot = match ctx.sessions.admit(&account.name, policy.max_sessions) {
+        Ok(slot) => slot,
+        Err(e) => {
+            tracing::warn!(account = %account.name, %client_addr, method, %protocol,
+                error = %e.message, "login refused: too many sessions");
+            return Err(e);
+        }
+    };
     tracing::info!(account = %account.name, %client_addr, method, %protocol, "login");
     let (requests, queue) = mpsc::unbounded_channel();
     let session = Session {
@@ -577,6 +591,7 @@ async fn login(
         uploads: Mutex::default(),
         next_handle: AtomicU64::new(1),
         requests: Mutex::new(Some(requests)),
+        _slot: slot,
     };
     Ok((session, queue))
 }

@@ -406,6 +406,7 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             quota_files,
             upload_rate,
             download_rate,
+            max_sessions,
         } => {
             let id = account_id(tx, name)?;
             if let Some(hash) = password_hash {
@@ -449,6 +450,12 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
                 tx.execute(
                     "UPDATE accounts SET download_rate = ?2 WHERE id = ?1",
                     params![id, as_sql(rate)],
+                )?;
+            }
+            if let Some(cap) = max_sessions {
+                tx.execute(
+                    "UPDATE accounts SET max_sessions = ?2 WHERE id = ?1",
+                    params![id, as_sql(cap)],
                 )?;
             }
             1
@@ -764,7 +771,7 @@ impl Store {
         self.conn()
             .query_row(
                 "SELECT expires_at, allowed_networks, quota_bytes, quota_files,
-                        upload_rate, download_rate
+                        upload_rate, download_rate, max_sessions
                  FROM accounts WHERE name = ?1",
                 [name],
                 |r| {
@@ -778,6 +785,7 @@ impl Store {
                         quota_files: count(3)?,
                         upload_rate: count(4)?,
                         download_rate: count(5)?,
+                        max_sessions: count(6)?,
                         expires_at: r.get(0)?,
                         allowed_networks: networks
                             .split(',')

@@ -125,6 +125,10 @@ pub enum AccountCmd {
         /// Its downloads together, bytes a second; `none` for no limit.
         #[arg(long, value_parser = parse_quota)]
         download_rate: Option<u64>,
+        /// The most sessions (SSH connections, HTTPS logins) it may have
+        /// open at once on each server; `none` for no cap.
+        #[arg(long, value_parser = parse_quota)]
+        max_sessions: Option<u64>,
     },
     /// Show an account: its settings, quota and what its home holds.
     Show {
@@ -744,9 +748,11 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
             quota_files,
             upload_rate,
             download_rate,
+            max_sessions,
         } => {
             let password = read_password(password_stdin, password_file)?.map(Secret::new);
             let body = api::AccountChanges {
+                max_sessions,
                 quota_bytes: quota,
                 quota_files,
                 upload_rate,
@@ -819,6 +825,7 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
                     limit(a.upload_rate),
                     limit(a.download_rate)
                 );
+                println!("sessions    at most {} at once", limit(a.max_sessions));
             })
             .await?;
         }

@@ -520,6 +520,7 @@ mod tests {
             login_throttle: crate::auth::LoginThrottle::default(),
             usage: crate::quota::UsageCache::default(),
             rates: crate::rate::Rates::default(),
+            sessions: crate::session_caps::SessionCounts::default(),
             defender: crate::defender::Defender::new(crate::defender::DefenderConfig::default())
                 .unwrap(),
             node_id: "n1".into(),
