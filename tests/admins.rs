@@ -79,6 +79,12 @@ fn roles_limit_what_admins_do_and_every_change_is_audited() {
         &["account", "add", "alice", "--password-stdin"],
         Some("alice-secret-99\n"),
     ));
+    assert_ok(&ferry_as(
+        &f,
+        &olga,
+        &["account", "set", "alice", "--quota", "1G"],
+        None,
+    ));
     let refused = ferry_as(
         &f,
         &olga,
@@ -143,6 +149,26 @@ fn roles_limit_what_admins_do_and_every_change_is_audited() {
         .starts_with("127.0.0.1:"));
     let body = created["body"].as_str().unwrap();
     assert!(body.contains("alice") && body.contains("***"), "{body}");
+    // What a change acted on, before and after, secrets hidden.
+    assert_eq!(created["before"], "null", "{created}");
+    let after: serde_json::Value =
+        serde_json::from_str(created["after"].as_str().unwrap()).unwrap();
+    assert_eq!(after["account"]["name"], "alice", "{after}");
+    assert_eq!(after["account"]["password_hash"], "***", "{after}");
+    let changed = find("olga", "POST /api/v1/accounts/alice", 200);
+    let state = |r: &serde_json::Value, k: &str| -> serde_json::Value {
+        serde_json::from_str(r[k].as_str().unwrap()).unwrap()
+    };
+    assert_eq!(
+        state(changed, "before")["policy"]["quota_bytes"],
+        serde_json::Value::Null
+    );
+    assert_eq!(state(changed, "after")["policy"]["quota_bytes"], 1u64 << 30);
+    let shown = f.admin_ok(&["audit", "list", "--by", "olga", "--states"], None);
+    assert!(
+        shown.contains("    before ") && shown.contains("quota_bytes"),
+        "{shown}"
+    );
     let refusal = find("olga", "POST /api/v1/admins", 403);
     assert!(
         refusal["outcome"].as_str().unwrap().contains("may not"),
@@ -157,7 +183,7 @@ fn roles_limit_what_admins_do_and_every_change_is_audited() {
         "a read was audited"
     );
     let text = serde_json::to_string(trail).unwrap();
-    for secret in ["alice-secret-99", "olga-password-1", "fa_"] {
+    for secret in ["alice-secret-99", "olga-password-1", "fa_", "$argon2"] {
         assert!(!text.contains(secret), "{secret} in the trail");
     }
     // Filtered by admin.

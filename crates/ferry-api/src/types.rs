@@ -198,6 +198,11 @@ pub struct AuditEntry {
     pub outcome: String,
     /// The server that answered.
     pub node: String,
+    /// What the request acted on before it ran: JSON, secrets as `***`
+    /// (`null`: it did not exist; empty: the request names nothing stored).
+    pub before: String,
+    /// The same after it ran.
+    pub after: String,
 }
 
 impl From<ferry_core::AuditRecord> for AuditEntry {
@@ -213,6 +218,8 @@ impl From<ferry_core::AuditRecord> for AuditEntry {
             status: r.status,
             outcome: r.outcome,
             node: r.node,
+            before: r.before,
+            after: r.after,
         }
     }
 }

@@ -128,6 +128,13 @@ pub struct AuditRecord {
     pub outcome: String,
     /// The server that served it.
     pub node: String,
+    /// What the request acted on before it ran, as JSON with its secrets
+    /// as `***` (`null`: it did not exist; empty: it names nothing stored).
+    #[serde(default)]
+    pub before: String,
+    /// The same after it ran.
+    #[serde(default)]
+    pub after: String,
 }
 
 /// Replaces the value of every member whose name says it holds a secret

@@ -92,6 +92,7 @@ pub(crate) async fn authenticate(
             String::new(),
             status,
             e.message.clone(),
+            Default::default(),
         )
         .await;
         ApiError::from(e).into_response()
@@ -110,9 +111,13 @@ pub(crate) async fn authenticate(
         return refuse(FerryError::invalid("the request body is too large"), line).await;
     };
     let shown = shown_body(&bytes);
-    let mut req = Request::from_parts(parts, Body::from(bytes));
+    let path = parts.uri.path().to_owned();
+    let state_now = || state_of(&state, path.clone(), bytes.clone());
+    let before = state_now().await;
+    let mut req = Request::from_parts(parts, Body::from(bytes.clone()));
     req.extensions_mut().insert(caller.clone());
     let response = next.run(req).await;
+    let after = state_now().await;
     let status = response.status().as_u16();
     let (parts, body) = response.into_parts();
     let answer = axum::body::to_bytes(body, MAX_AUDITED_ANSWER)
@@ -124,8 +129,26 @@ pub(crate) async fn authenticate(
         serde_json::from_slice::<api::ErrorBody>(&answer)
             .map_or_else(|_| format!("HTTP {status}"), |e| e.message)
     };
-    audit(&state, &caller, &client, line, shown, status, outcome).await;
+    audit(
+        &state,
+        &caller,
+        &client,
+        line,
+        shown,
+        status,
+        outcome,
+        (before, after),
+    )
+    .await;
     Response::from_parts(parts, Body::from(answer))
+}
+
+/// [`crate::audit_state::state_of`] on a blocking thread.
+async fn state_of(state: &AdminState, path: String, body: axum::body::Bytes) -> String {
+    let store = state.ctx.store.clone();
+    crate::session::blocking(move || Ok(crate::audit_state::state_of(&store, &path, &body)))
+        .await
+        .unwrap_or_else(|e| format!("(unreadable: {e})"))
 }
 
 /// The caller of a request, from its `Authorization` header.
@@ -212,6 +235,7 @@ fn shown_body(bytes: &[u8]) -> String {
 
 /// Writes an audit record through the cluster. One that cannot be written
 /// (no quorum) is logged in full instead, at error level.
+#[allow(clippy::too_many_arguments)] // the record's fields, each named at the call
 async fn audit(
     state: &AdminState,
     caller: &Caller,
@@ -220,6 +244,7 @@ async fn audit(
     body: String,
     status: u16,
     outcome: String,
+    (before, after): (String, String),
 ) {
     let record = AuditRecord {
         id: uuid::Uuid::now_v7().to_string(),
@@ -232,6 +257,8 @@ async fn audit(
         status,
         outcome,
         node: state.ctx.node_id.clone(),
+        before,
+        after,
     };
     tracing::info!(
         admin = %record.admin, role = %record.role, client_addr = %record.client_addr,

@@ -7,6 +7,7 @@
 mod access;
 pub mod admin;
 pub mod admins;
+mod audit_state;
 pub mod auth;
 pub mod cluster_api;
 pub mod config;

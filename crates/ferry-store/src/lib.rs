@@ -550,8 +550,9 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
         }
         Command::RecordAudit(r) => tx.execute(
             "INSERT OR IGNORE INTO audit
-                   (id, at, admin, role, client_addr, request, body, status, outcome, node)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                   (id, at, admin, role, client_addr, request, body, status, outcome, node,
+                    before, after)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 r.id,
                 r.at,
@@ -562,7 +563,9 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
                 r.body,
                 r.status,
                 r.outcome,
-                r.node
+                r.node,
+                r.before,
+                r.after
             ],
         )?,
         Command::SetFolderRule(rule) => {
@@ -863,7 +866,8 @@ impl Store {
     ) -> Result<Vec<AuditRecord>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT id, at, admin, role, client_addr, request, body, status, outcome, node
+            "SELECT id, at, admin, role, client_addr, request, body, status, outcome, node,
+                    before, after
              FROM audit WHERE at >= ?1 AND (?2 IS NULL OR admin = ?2)
              ORDER BY at DESC, id DESC LIMIT ?3",
         )?;
@@ -879,6 +883,8 @@ impl Store {
                 status: r.get(7)?,
                 outcome: r.get(8)?,
                 node: r.get(9)?,
+                before: r.get(10)?,
+                after: r.get(11)?,
             })
         })?;
         rows.collect::<rusqlite::Result<_>>().map_err(Into::into)

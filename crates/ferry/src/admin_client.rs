@@ -328,6 +328,9 @@ pub enum AuditCmd {
         /// At most this many.
         #[arg(long, default_value_t = 1000)]
         limit: u32,
+        /// Show what each change acted on, before and after.
+        #[arg(long)]
+        states: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -1029,6 +1032,7 @@ pub async fn audit(args: AdminArgs, cmd: AuditCmd) -> anyhow::Result<()> {
         since,
         by,
         limit,
+        states,
         json,
     } = cmd;
     let query = api::AuditQuery {
@@ -1048,6 +1052,10 @@ pub async fn audit(args: AdminArgs, cmd: AuditCmd) -> anyhow::Result<()> {
                 r.status,
                 r.outcome
             );
+            if states && !(r.before.is_empty() && r.after.is_empty()) {
+                println!("    before {}", r.before);
+                println!("    after  {}", r.after);
+            }
         }
     })
     .await
