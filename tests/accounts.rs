@@ -284,6 +284,32 @@ fn the_defender_bans_an_address_on_every_server_and_an_admin_lifts_it() {
     assert!(wait_until(10, || edge_login(&c, port_b, "alice", &key)));
     let out = c.admin(1, &["ban", "remove", "127.0.0.1"], None);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+
+    // Protocol errors count too, as the edge reports them: an HTTP request
+    // where the SSH version belongs scores 1, so the sixth bans.
+    let mut garbage = 0;
+    let banned = wait_until(60, || {
+        garbage += 1;
+        send_http_to_ssh(port_a);
+        c.admin_ok(1, &["ban", "list"], None).contains("127.0.0.1")
+    });
+    assert!(banned, "no ban after {garbage} protocol errors");
+    println!("banned after {garbage} protocol errors");
+    assert!(garbage >= 6, "banned after {garbage} protocol errors");
+    assert!(!edge_login(&c, port_b, "alice", &key), "s2 let it in");
+    c.admin_ok(2, &["ban", "remove", "127.0.0.1"], None);
+}
+
+/// Sends an HTTP request to an SSH port and waits until it is closed.
+fn send_http_to_ssh(port: u16) {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: ferry\r\n\r\n")
+        .unwrap();
+    let mut sink = Vec::new();
+    let _ = tcp.read_to_end(&mut sink);
 }
 
 #[test]

@@ -289,7 +289,9 @@ impl Front {
         let grace = self.pre_auth.grace;
         let handle_slot: Arc<OnceLock<Handle>> = Arc::default();
         let logged_in = Arc::new(AtomicBool::new(false));
+        let tried = Arc::new(AtomicBool::new(false));
         let handler = SshSession {
+            tried: tried.clone(),
             upstreams: self.upstreams.clone(),
             peer,
             idle,
@@ -300,15 +302,23 @@ impl Front {
             channels: HashMap::new(),
             handle: handle_slot.clone(),
         };
+        // What the client did wrong, if it broke the protocol.
         let session = async {
             match russh::server::run_stream(config, tcp, handler).await {
                 Ok(running) => {
                     let _ = handle_slot.set(running.handle());
-                    if let Err(e) = running.await {
-                        tracing::debug!(%peer, error = %e, "ssh session ended with error");
+                    match running.await {
+                        Ok(()) => None,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "ssh session ended with error");
+                            protocol_error(&e).then(|| format!("ssh: {e}"))
+                        }
                     }
                 }
-                Err(e) => tracing::debug!(%peer, error = %e, "ssh handshake failed"),
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "ssh handshake failed");
+                    protocol_error(&e).then(|| format!("ssh handshake: {e}"))
+                }
             }
         };
         // A connection that has not logged in within the grace time is
@@ -321,8 +331,9 @@ impl Front {
             }
         };
         let cut = self.connections.cutting();
+        let mut misbehaved = None;
         tokio::select! {
-            () = session => {}
+            what = session => misbehaved = what,
             () = cut => {
                 tracing::info!(%peer, "connection closed (the edge stops)");
                 if let Some(socket) = &socket {
@@ -331,6 +342,7 @@ impl Front {
             }
             () = grace_over => {
                 tracing::warn!(%peer, grace_secs = grace.as_secs(), "no login within the grace time; connection closed");
+                misbehaved = Some("no login within the grace time".to_owned());
                 // Past its banner the session runs in a task of its own,
                 // which may wait on the client in any state: shutting
                 // the socket down ends it wherever it is.
@@ -340,7 +352,58 @@ impl Front {
             }
         }
         drop(permit);
+        // A client whose credentials reached a server was scored there.
+        if let Some(what) = misbehaved {
+            if !logged_in.load(Ordering::Acquire) && !tried.load(Ordering::Acquire) {
+                self.report(peer, what).await;
+            }
+        }
     }
+
+    /// Tells a server's defender that `peer` broke the protocol before any
+    /// credential (bounded: a report that cannot be made is logged).
+    async fn report(&self, peer: SocketAddr, what: String) {
+        let request = Request::ClientMisbehaved {
+            client_addr: peer.to_string(),
+            what,
+        };
+        let sent = tokio::time::timeout(REPORT_WAIT, async {
+            self.upstreams
+                .pick()
+                .await?
+                .call(request)
+                .await
+                .map_err(|e| {
+                    FerryError::new(ErrorKind::Unavailable, format!("the server was lost: {e}"))
+                })
+        })
+        .await;
+        if !matches!(sent, Ok(Ok(_))) {
+            tracing::debug!(%peer, "a protocol error could not be reported to a server");
+        }
+    }
+}
+
+/// How long reporting a client's protocol error may take.
+const REPORT_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether an SSH session's error is the client breaking the protocol
+/// (not a connection closed or timed out, which clients and health
+/// checks do).
+fn protocol_error(e: &russh::Error) -> bool {
+    !matches!(
+        e,
+        russh::Error::Disconnect
+            | russh::Error::HUP
+            | russh::Error::IO(_)
+            | russh::Error::ConnectionTimeout
+            | russh::Error::KeepaliveTimeout
+            | russh::Error::InactivityTimeout
+            | russh::Error::Elapsed(_)
+            | russh::Error::SendError
+            | russh::Error::RecvError
+            | russh::Error::Join(_)
+    )
 }
 
 /// The accepted socket, and a second handle on it (a duplicated descriptor)
@@ -368,6 +431,8 @@ struct SshSession {
     pre_auth: Option<Slot>,
     /// Set once it has logged in (the grace timer reads it).
     logged_in: Arc<AtomicBool>,
+    /// Set once a credential of it went to a server (which scores it).
+    tried: Arc<AtomicBool>,
     channels: HashMap<ChannelId, Channel<Msg>>,
     handle: Arc<OnceLock<Handle>>,
 }
@@ -426,6 +491,7 @@ impl SshSession {
     }
 
     async fn login(&mut self, user: &str, credential: Credential) -> Auth {
+        self.tried.store(true, Ordering::Release);
         let request = Request::Login {
             user: user.to_owned(),
             credential,
@@ -483,6 +549,7 @@ impl Handler for SshSession {
         let Ok(conn) = self.upstream().await else {
             return Ok(Auth::reject());
         };
+        self.tried.store(true, Ordering::Release);
         let request = Request::KeyAcceptable {
             user: user.to_owned(),
             public_key: key,

@@ -146,6 +146,15 @@ pub enum Request {
         /// The credential, as the client presented it.
         token: Secret,
     },
+    /// A client broke the protocol before any credential reached a server
+    /// (an SSH handshake that failed, no login within the grace time), for
+    /// the server's defender to score. Answered with [`Response::Ok`].
+    ClientMisbehaved {
+        /// The client's address as the edge saw it.
+        client_addr: String,
+        /// What it did, for the log.
+        what: String,
+    },
 }
 
 /// Open-mode bits, as in SFTP v3.

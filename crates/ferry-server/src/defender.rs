@@ -41,6 +41,11 @@ pub struct DefenderConfig {
     /// The score of a login as a name that is no account (a probe).
     #[serde(default = "two")]
     pub unknown_user_score: u32,
+    /// The score of a client that broke the protocol before any credential
+    /// (an SSH handshake that failed, no login within the grace time), as
+    /// its edge reports it.
+    #[serde(default = "one")]
+    pub protocol_error_score: u32,
     /// Addresses never banned (CIDRs): monitoring, the office.
     #[serde(default)]
     pub safe_networks: Vec<String>,
@@ -71,6 +76,7 @@ impl Default for DefenderConfig {
             ban_secs: default_ban_secs(),
             failed_login_score: 1,
             unknown_user_score: 2,
+            protocol_error_score: 1,
             safe_networks: Vec::new(),
         }
     }
@@ -104,14 +110,23 @@ impl Defender {
     /// Adds a failed login from `ip` to its score. Returns the ban to
     /// apply when the score reached the threshold (and forgets the score).
     pub fn failed(&self, ip: IpAddr, unknown_user: bool, now: UnixMillis) -> Option<Ban> {
-        if !self.enabled() || ferry_core::network::contains(&self.safe, ip) {
-            return None;
-        }
         let score = if unknown_user {
             self.config.unknown_user_score
         } else {
             self.config.failed_login_score
         };
+        self.add(ip, score, now)
+    }
+
+    /// Adds a protocol error of `ip` to its score; as [`Defender::failed`].
+    pub fn protocol_error(&self, ip: IpAddr, now: UnixMillis) -> Option<Ban> {
+        self.add(ip, self.config.protocol_error_score, now)
+    }
+
+    fn add(&self, ip: IpAddr, score: u32, now: UnixMillis) -> Option<Ban> {
+        if !self.enabled() || score == 0 || ferry_core::network::contains(&self.safe, ip) {
+            return None;
+        }
         let window = Duration::from_secs(self.config.window_secs);
         let mut scores = self.scores.lock().unwrap_or_else(|e| e.into_inner());
         if scores.len() >= MAX_SCORED && !scores.contains_key(&ip) {
@@ -157,7 +172,20 @@ pub(crate) fn failed_login(
     let Some(ip) = ferry_core::network::client_ip(client_addr) else {
         return;
     };
-    let Some(mut ban) = ctx.defender.failed(ip, unknown_user, now) else {
+    apply_ban(ctx, ip, ctx.defender.failed(ip, unknown_user, now));
+}
+
+/// Scores a protocol error of `client_addr` (an edge's report), and bans
+/// as [`failed_login`] does. Blocks.
+pub(crate) fn protocol_error(ctx: &ServerCtx, client_addr: &str, now: UnixMillis) {
+    let Some(ip) = ferry_core::network::client_ip(client_addr) else {
+        return;
+    };
+    apply_ban(ctx, ip, ctx.defender.protocol_error(ip, now));
+}
+
+fn apply_ban(ctx: &ServerCtx, ip: IpAddr, ban: Option<Ban>) {
+    let Some(mut ban) = ban else {
         return;
     };
     ban.by = ctx.node_id.clone();
@@ -179,6 +207,25 @@ mod tests {
             ..DefenderConfig::default()
         })
         .unwrap()
+    }
+
+    #[test]
+    fn protocol_errors_score_their_own_weight_and_zero_turns_them_off() {
+        let d = defender(3);
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        assert!(d.protocol_error(ip, 1).is_none());
+        assert!(d.failed(ip, false, 1).is_none());
+        assert!(d.protocol_error(ip, 1).is_some(), "1 + 1 + 1 bans");
+        let off = Defender::new(DefenderConfig {
+            enabled: true,
+            threshold: 1,
+            protocol_error_score: 0,
+            ..DefenderConfig::default()
+        })
+        .unwrap();
+        assert!(off.protocol_error(ip, 1).is_none());
+        let safe: IpAddr = "10.9.1.1".parse().unwrap();
+        assert!((0..10).all(|_| d.protocol_error(safe, 1).is_none()));
     }
 
     #[test]

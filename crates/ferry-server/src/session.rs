@@ -396,6 +396,19 @@ where
                     send(&reply, id, result);
                 });
             }
+            Request::ClientMisbehaved { client_addr, what } => {
+                let client_addr = ferry_core::limits::loggable(&client_addr);
+                let what = ferry_core::limits::loggable(&what);
+                tracing::info!(%client_addr, %what, "client broke the protocol (edge report)");
+                send(&reply, id, Ok(Response::Ok));
+                if ctx.defender.enabled() {
+                    let ctx = ctx.clone();
+                    tokio::spawn(blocking(move || {
+                        crate::defender::protocol_error(&ctx, &client_addr, now_millis());
+                        Ok(())
+                    }));
+                }
+            }
         }
     }
     for (_, s) in locked(&sessions).drain() {
