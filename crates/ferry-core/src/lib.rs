@@ -17,6 +17,7 @@ pub mod engine;
 pub mod error;
 pub mod folders;
 pub mod limits;
+pub mod logging;
 pub mod model;
 pub mod network;
 pub mod path;

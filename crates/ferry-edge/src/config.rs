@@ -13,6 +13,9 @@ use serde::Deserialize;
 pub struct EdgeConfig {
     /// This edge's id, sent to servers in the handshake.
     pub node_id: String,
+    /// How it logs (`[log]`; the command line's flags win).
+    #[serde(default)]
+    pub log: ferry_core::logging::LogConfig,
     /// The SFTP front, if this edge serves SFTP.
     pub sftp: Option<SftpConfig>,
     /// The HTTPS front, if this edge serves HTTPS.
@@ -403,6 +406,16 @@ impl EdgeConfig {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn the_example_configs_parse() {
+        let edge: EdgeConfig = toml::from_str(include_str!("../../../etc/edge.toml")).unwrap();
+        assert_eq!(edge.log.format, ferry_core::logging::LogFormat::Text);
+        let json: ferry_core::logging::LogConfig =
+            toml::from_str("level = \"debug\"\nformat = \"json\"\n").unwrap();
+        assert_eq!(json.format, ferry_core::logging::LogFormat::Json);
+        assert!(toml::from_str::<ferry_core::logging::LogConfig>("format = \"xml\"\n").is_err());
+    }
 
     fn load(sftp: &str) -> (tempfile::TempDir, Result<EdgeConfig, ConfigError>) {
         let dir = tempfile::tempdir().unwrap();

@@ -123,7 +123,13 @@ async fn start_with(
         Some(sftp) => Some(start_sftp(sftp, upstreams, connections.clone(), proxy).await?),
         None => None,
     };
-    tracing::info!(node = %config.node_id, ?sftp_addr, ?https_addr, "edge started");
+    let shown = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    tracing::info!(
+        node = %config.node_id,
+        sftp_addr = %shown(sftp_addr),
+        https_addr = %shown(https_addr),
+        "edge started"
+    );
     if !config.proxy_protocol.trusted.is_empty() {
         let trusted = ferry_core::network::format_networks(&config.proxy_protocol.trusted);
         tracing::info!(%trusted, "PROXY protocol headers are read from these proxies");

@@ -13,6 +13,9 @@ use serde::Deserialize;
 pub struct ServerConfig {
     /// This node's id: recorded in every transfer-log row it writes.
     pub node_id: String,
+    /// How it logs (`[log]`; the command line's flags win).
+    #[serde(default)]
+    pub log: ferry_core::logging::LogConfig,
     /// Node-local state: the SQLite database lives here.
     pub state_dir: PathBuf,
     /// The shared repository: one home directory per account. Must exist.
@@ -198,5 +201,19 @@ impl ServerConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let server: ServerConfig =
+            toml::from_str(include_str!("../../../etc/server.toml")).unwrap();
+        assert_eq!(server.log.format, ferry_core::logging::LogFormat::Text);
+        assert!(server.defender.enabled);
     }
 }

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use ferry_core::logging::{LogConfig, LogFormat};
 
 /// What the exit code of a command tells (`ferry --help` prints it).
 pub(crate) const EXIT_CODES: &str = "\
@@ -41,12 +42,16 @@ enum Cmd {
         /// promotions and serves nothing (no repository needed).
         #[arg(long)]
         witness: bool,
+        #[command(flatten)]
+        log: LogArgs,
     },
     /// Run an edge gateway.
     Edge {
         /// The edge's config file (see etc/edge.toml).
         #[arg(long)]
         config: PathBuf,
+        #[command(flatten)]
+        log: LogArgs,
     },
     /// Run a server and an edge in one process on a local data directory.
     Up(up::UpArgs),
@@ -217,14 +222,63 @@ impl From<PkiRole> for ferry_proto::pki::CertRole {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-        // openraft narrates every election and snapshot at info.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    tracing_subscriber::fmt()
+/// How a service logs, over its config file's `[log]`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct LogArgs {
+    /// Log level: error, warn, info, debug, trace, or a filter with levels
+    /// per module (`info,ferry_edge=debug`). Default: the config's
+    /// `[log] level`, else the FERRY_LOG variable, else info.
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Log lines as `text` or `json` (one object a line). Default: the
+    /// config's `[log] format`, else text.
+    #[arg(long, value_parser = clap::value_parser!(LogFormatArg))]
+    log_format: Option<LogFormatArg>,
+}
+
+/// `--log-format`'s values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl LogArgs {
+    /// `config` with these flags put over it.
+    fn over(&self, config: &LogConfig) -> LogConfig {
+        let format = self.log_format.map(|f| match f {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        });
+        config.overridden(self.log_level.as_deref(), format)
+    }
+}
+
+/// Installs the log subscriber: to standard error, coloured only when
+/// that is a terminal, as `config` says. A level that does not parse is an
+/// error.
+fn init_logging(config: &LogConfig) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = match &config.level {
+        Some(level) => EnvFilter::try_new(level)
+            .with_context(|| format!("log level {level:?} does not parse"))?,
+        None => EnvFilter::try_from_env("FERRY_LOG")
+            .unwrap_or_else(|_| EnvFilter::new(ferry_core::logging::DEFAULT_FILTER)),
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match config.format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -256,9 +310,13 @@ async fn main() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Cmd::Server { config, witness } => {
-            init_logging();
+        Cmd::Server {
+            config,
+            witness,
+            log,
+        } => {
             let config = ferry_server::ServerConfig::load_as(&config, witness)?;
+            init_logging(&log.over(&config.log))?;
             let node = config.node_id.clone();
             let drain = config.drain();
             let server = ferry_server::start(config).await?;
@@ -270,9 +328,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             report_shutdown(server.shutdown(drain).await);
             Ok(())
         }
-        Cmd::Edge { config } => {
-            init_logging();
+        Cmd::Edge { config, log } => {
             let config = ferry_edge::EdgeConfig::load(&config)?;
+            init_logging(&log.over(&config.log))?;
             let node = config.node_id.clone();
             let config_drain = config.drain();
             let edge = ferry_edge::start(config).await?;
@@ -289,7 +347,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Up(args) => {
-            init_logging();
+            init_logging(&args.log.over(&LogConfig::default()))?;
             up::run(args).await
         }
         Cmd::Pki(PkiCmd::Init(a)) => {

@@ -14,6 +14,8 @@ pub struct UpArgs {
     /// Data directory (created and filled on first start).
     #[arg(long, default_value = "./ferry-data")]
     pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub log: crate::LogArgs,
     /// SFTP listen address.
     #[arg(long, default_value = "127.0.0.1:2222")]
     pub sftp_listen: SocketAddr,
@@ -149,6 +151,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let server = ferry_server::start(ferry_server::ServerConfig {
         node_id: "server".into(),
+        log: Default::default(),
         state_dir: dir.join("state"),
         repository: dir.join("repository"),
         fsync_uploads: true,
@@ -185,6 +188,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         std::sync::Arc::new(move || link_server.in_process_link());
     let edge_config = ferry_edge::EdgeConfig {
         node_id: "edge".into(),
+        log: Default::default(),
         sftp: Some(ferry_edge::config::SftpConfig {
             listen: args.sftp_listen,
             host_keys: Some(ferry_edge::config::HostKeyFiles::in_dir(&dir)),
