@@ -508,6 +508,22 @@ print(json.dumps({
 }))
 "#;
 
+/// Runs [`SESSION_CAP_CLIENT`] as `capped` holding `first` sessions.
+fn hold_sessions(f: &Ferry, first: u32) -> serde_json::Value {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            SESSION_CAP_CLIENT,
+            &f.sftp_port.to_string(),
+            "capped",
+            PASSWORD,
+        ])
+        .arg(first.to_string())
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}\n{}", stderr(&out), f.log()))
+}
+
 #[test]
 fn a_session_cap_refuses_the_session_past_it_until_one_ends() {
     let f = Ferry::up_logged(&[]);
@@ -516,19 +532,7 @@ fn a_session_cap_refuses_the_session_past_it_until_one_ends() {
     assert!(out.contains("capped"), "{out}");
     let shown = f.admin_ok(&["account", "show", "capped"], None);
     assert!(shown.contains("at most 2 at once"), "{shown}");
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            SESSION_CAP_CLIENT,
-            &f.sftp_port.to_string(),
-            "capped",
-            PASSWORD,
-            "2",
-        ])
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("{}\n{}", stderr(&out), f.log()));
+    let report = hold_sessions(&f, 2);
     eprintln!("session cap: {report}");
     assert_eq!(report["held"], 2, "{report}");
     assert_eq!(
@@ -543,18 +547,7 @@ fn a_session_cap_refuses_the_session_past_it_until_one_ends() {
         &["account", "set", "capped", "--max-sessions", "none"],
         None,
     );
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            SESSION_CAP_CLIENT,
-            &f.sftp_port.to_string(),
-            "capped",
-            PASSWORD,
-            "3",
-        ])
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = hold_sessions(&f, 3);
     assert_eq!(report["held"], 3, "{report}");
     assert_eq!(report["extra"], true, "{report}");
 }

@@ -12,20 +12,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use common::*;
-
-fn scp(f: &Ferry, key: &Path, cwd: &Path, args: &[&str]) -> Output {
-    Command::new("scp")
-        .args(key_login_opts(key))
-        .args(["-P", &f.sftp_port.to_string()])
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
 
 /// Runs one `sftp -b` command; returns (succeeded, stderr).
 fn sftp1(f: &Ferry, user: &str, key: &Path, cwd: &Path, command: &str) -> (bool, String) {
@@ -112,13 +101,13 @@ fn an_upload_only_account_can_put_but_not_list_get_remove_or_overwrite() {
     denied(&f, "drop", &key, &work, "rename d.dat e.dat");
 
     // scp: the same rules.
-    let out = scp(&f, &key, &work, &["b.dat", "drop@127.0.0.1:b.dat"]);
+    let out = f.scp_key(&key, &work, &["b.dat", "drop@127.0.0.1:b.dat"]);
     assert_ok(&out);
     assert_eq!(
         sha256_file(&home.join("b.dat")),
         sha256_file(&work.join("b.dat"))
     );
-    let out = scp(&f, &key, &work, &["drop@127.0.0.1:secret.txt", "s.txt"]);
+    let out = f.scp_key(&key, &work, &["drop@127.0.0.1:secret.txt", "s.txt"]);
     assert!(!out.status.success(), "scp download was allowed");
     assert!(!work.join("s.txt").exists());
 

@@ -12,20 +12,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
 use common::*;
-
-fn scp(f: &Ferry, key: &Path, cwd: &Path, args: &[&str]) -> Output {
-    Command::new("scp")
-        .args(key_login_opts(key))
-        .args(["-P", &f.sftp_port.to_string()])
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
 
 /// Runs `sftp -b` commands as `user`; returns (succeeded, stdout, stderr).
 fn sftp(f: &Ferry, user: &str, key: &Path, cwd: &Path, commands: &str) -> (bool, String, String) {
@@ -105,8 +93,7 @@ fn a_folder_shared_by_two_accounts_with_different_permissions() {
         &work,
         "get partners/acme/report.csv got1.csv",
     );
-    let out = scp(
-        &f,
+    let out = f.scp_key(
         &team,
         &work,
         &["team@127.0.0.1:partners/acme/report.csv", "got2.csv"],
@@ -141,8 +128,7 @@ fn a_folder_shared_by_two_accounts_with_different_permissions() {
         "rename partners/acme/report.csv partners/acme/x.csv",
     );
     denied(&f, "team", &team, &work, "mkdir partners/acme/sub");
-    let out = scp(
-        &f,
+    let out = f.scp_key(
         &team,
         &work,
         &["other.csv", "team@127.0.0.1:partners/acme/"],

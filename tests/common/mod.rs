@@ -280,6 +280,18 @@ impl Ferry {
         sftp_with_key(self.sftp_port, self.dir.path(), user, key, batch, cwd)
     }
 
+    /// Runs OpenSSH `scp` with `args` in `cwd`, logging in with `key`.
+    pub fn scp_key(&self, key: &Path, cwd: &Path, args: &[&str]) -> Output {
+        Command::new("scp")
+            .args(key_login_opts(key))
+            .args(["-P", &self.sftp_port.to_string()])
+            .args(args)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
     /// Runs an `sftp -b` batch with password authentication (via SSH_ASKPASS).
     pub fn sftp_password(&self, user: &str, password: &str, batch: &str) -> Output {
         let file = self.dir.path().join(format!("batch-{}", rand_suffix()));
