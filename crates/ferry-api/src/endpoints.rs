@@ -426,6 +426,10 @@ public_endpoint! {
     Healthz "/healthz" => "text/plain" String
 }
 public_endpoint! {
+    "Prometheus metrics (text exposition format): sessions, logins, transfers, the event queue, the cluster role, defender bans."
+    GetMetrics "/metrics" => "text/plain; version=0.0.4" String
+}
+public_endpoint! {
     "200 while this server serves sessions and takes writes, 503 with the reason otherwise."
     Readyz "/readyz" => "text/plain" String
 }

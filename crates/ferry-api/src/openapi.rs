@@ -26,6 +26,7 @@ pub trait Visitor {
 /// and the test holding the router against it share.
 pub fn visit_all(v: &mut impl Visitor) {
     v.visit::<Healthz>();
+    v.visit::<GetMetrics>();
     v.visit::<Readyz>();
     v.visit::<GetRole>();
     v.visit::<GetOpenApi>();

@@ -22,6 +22,7 @@ use crate::admin::{AdminState, ApiError, Reply, Routes};
 pub(crate) fn health_routes() -> Routes {
     Routes::default()
         .add::<api::Healthz, _, _>(|| async { "ok\n" })
+        .add::<api::GetMetrics, _, _>(metrics)
         .add::<api::Readyz, _, _>(readyz)
         .add::<api::GetRole, _, _>(role)
 }
@@ -41,6 +42,21 @@ pub(crate) fn routes() -> Routes {
 
 /// Ready means serving writes: alone, always; active/passive, on the
 /// serving active server; active/active, while a majority is reachable.
+async fn metrics(State(s): State<AdminState>) -> Response {
+    let ctx = s.ctx.clone();
+    match crate::session::blocking(move || Ok(crate::metrics::render(&ctx))).await {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.message).into_response(),
+    }
+}
+
 async fn readyz(State(s): State<AdminState>) -> Response {
     let why = s
         .ctx

@@ -189,6 +189,7 @@ fn apply_ban(ctx: &ServerCtx, ip: IpAddr, ban: Option<Ban>) {
         return;
     };
     ban.by = ctx.node_id.clone();
+    ctx.metrics.banned();
     tracing::warn!(address = %ban.address, until = ban.until, reason = %ban.reason, "defender bans a client address");
     if let Err(e) = ctx.apply(&Command::BanAddress(ban)) {
         tracing::error!(address = %ip, error = %e, "the defender could not record its ban");

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod engine_api;
 mod hashing;
 mod internal;
+pub mod metrics;
 pub mod quota;
 pub mod rate;
 pub mod repository;
@@ -53,6 +54,8 @@ pub struct ServerCtx {
     pub rates: rate::Rates,
     /// The sessions each account has open on this server (their caps).
     pub sessions: session_caps::SessionCounts,
+    /// What `/metrics` shows.
+    pub metrics: metrics::Metrics,
     /// The store.
     pub store: Arc<Store>,
     /// The repository root.
@@ -276,6 +279,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         usage: quota::UsageCache::default(),
         rates: rate::Rates::default(),
         sessions: session_caps::SessionCounts::default(),
+        metrics: metrics::Metrics::default(),
         defender: defender::Defender::new(config.defender.clone())
             .map_err(|e| StartError::Setup(format!("[defender] safe_networks: {}", e.message)))?,
         upload_expiry_ms: i64::try_from(config.uploads.expire_after_secs)

@@ -150,6 +150,7 @@ pub(crate) async fn log_transfer(
         account = %record.account, path = %record.path, direction = %record.direction,
         bytes = record.bytes, status = %record.status, "transfer"
     );
+    ctx.metrics.transfer(&record);
     let writer = ctx.clone();
     let logged = blocking(move || {
         match writer.apply(&Command::RecordTransfer(record.clone())) {

@@ -167,6 +167,8 @@ struct Session {
     requests: Mutex<Option<mpsc::UnboundedSender<SeqMsg>>>,
     /// Its place in its account's session count, freed when it ends.
     _slot: SessionSlot,
+    /// Its place in `ferry_sessions_open`.
+    _open: crate::metrics::OpenSession,
 }
 
 impl Session {
@@ -509,7 +511,34 @@ fn key_acceptable(ctx: &ServerCtx, user: &str, public_key: &str, client_addr: &s
     false
 }
 
+/// [`login_checked`], counted in the metrics by method and outcome.
 async fn login(
+    ctx: &Arc<ServerCtx>,
+    user: String,
+    credential: Credential,
+    client_addr: String,
+    protocol: Protocol,
+) -> Result<(Session, mpsc::UnboundedReceiver<SeqMsg>), FerryError> {
+    let method = match credential {
+        Credential::Password(_) => "password",
+        Credential::VerifiedPublicKey(_) => "publickey",
+        Credential::Token(_) => "token",
+    };
+    let result = login_checked(ctx, user, credential, client_addr, protocol).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => match e.kind {
+            ErrorKind::AuthFailed => "failed",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Unavailable => "unavailable",
+            _ => "error",
+        },
+    };
+    ctx.metrics.login(method, outcome);
+    result
+}
+
+async fn login_checked(
     ctx: &Arc<ServerCtx>,
     user: String,
     credential: Credential,
@@ -605,6 +634,7 @@ async fn login(
         next_handle: AtomicU64::new(1),
         requests: Mutex::new(Some(requests)),
         _slot: slot,
+        _open: ctx.metrics.session_started(protocol),
     };
     Ok((session, queue))
 }

@@ -662,6 +662,16 @@ fn schedules_in(conn: &rusqlite::Connection) -> Result<Vec<Schedule>> {
     rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
 }
 
+/// The event queue in numbers ([`Store::event_counts`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventCounts {
+    /// Events by state (`pending`, `running`, `done`, `failed`); a state
+    /// without events is left out.
+    pub by_state: Vec<(String, u64)>,
+    /// When the oldest pending event was created.
+    pub oldest_pending_at: Option<UnixMillis>,
+}
+
 impl Store {
     fn all<T>(
         &self,
@@ -769,6 +779,30 @@ impl Store {
             [],
             row_to_monitor,
         )
+    }
+
+    /// How many events are in each state, and when the oldest pending one
+    /// was created.
+    pub fn event_counts(&self) -> Result<EventCounts> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT status, count(*) FROM events GROUP BY status")?;
+        let counts = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let oldest_pending_at = conn.query_row(
+            "SELECT min(created_at) FROM events WHERE status = 'pending'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(EventCounts {
+            by_state: counts,
+            oldest_pending_at,
+        })
     }
 
     /// The event with this id.

@@ -10,7 +10,7 @@ mod history;
 mod migrations;
 pub mod sync;
 
-pub use engine::{EventFilter, Firing};
+pub use engine::{EventCounts, EventFilter, Firing};
 pub use sync::{read_snapshot_tables, HISTORY_TABLES, SYNCABLE_TABLES};
 
 use std::path::Path;

@@ -521,6 +521,7 @@ mod tests {
             usage: crate::quota::UsageCache::default(),
             rates: crate::rate::Rates::default(),
             sessions: crate::session_caps::SessionCounts::default(),
+            metrics: crate::metrics::Metrics::default(),
             defender: crate::defender::Defender::new(crate::defender::DefenderConfig::default())
                 .unwrap(),
             node_id: "n1".into(),

@@ -1,0 +1,273 @@
+//! The server's Prometheus metrics, served at `/metrics` on the admin
+//! listener in the text exposition format (prometheus-client).
+//!
+//! Counters and histograms are kept as things happen; the state of the
+//! queue and of the cluster is read when a scrape asks. Labels are bounded:
+//! protocol, direction, method, outcome, state, role; never a file name, an
+//! account or a client address.
+
+use std::sync::Arc;
+
+use ferry_core::{Protocol, TransferRecord};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::ServerCtx;
+
+/// Labels of a session metric.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabel {
+    /// `sftp` (SFTP and scp) or `https`.
+    pub protocol: String,
+}
+
+/// Labels of a login.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoginLabels {
+    /// `password`, `publickey`, `token`.
+    pub method: String,
+    /// `ok`, `failed` (wrong or unknown credentials, refused by policy),
+    /// `busy` (a cap or the hashing queue), `error`.
+    pub outcome: String,
+}
+
+/// Labels of a finished transfer.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransferLabels {
+    /// `sftp`, `https`, `route`, `monitor`.
+    pub protocol: String,
+    /// `upload`, `download`, `push`, `pull`.
+    pub direction: String,
+    /// `completed`, `interrupted`, `failed`.
+    pub status: String,
+}
+
+/// Labels of transferred bytes.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    /// `sftp`, `https`, `route`, `monitor`.
+    pub protocol: String,
+    /// `upload`, `download`, `push`, `pull`.
+    pub direction: String,
+}
+
+/// A gauge's label set with one label, `state` or `role`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// The state.
+    pub state: String,
+}
+
+/// Every metric of a server.
+pub struct Metrics {
+    registry: Registry,
+    sessions_open: Family<ProtocolLabel, Gauge>,
+    sessions_started: Family<ProtocolLabel, Counter>,
+    logins: Family<LoginLabels, Counter>,
+    transfers: Family<TransferLabels, Counter>,
+    transfer_bytes: Family<DirectionLabels, Counter>,
+    transfer_seconds: Family<DirectionLabels, Histogram>,
+    defender_bans: Counter,
+    events: Family<StateLabel, Gauge>,
+    oldest_pending: Gauge<f64, std::sync::atomic::AtomicU64>,
+    primary: Gauge,
+    writable: Gauge,
+    term: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn durations() -> Histogram {
+    // 10 ms to ~11 min.
+    Histogram::new(exponential_buckets(0.01, 2.0, 17))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let m = Self {
+            sessions_open: Family::default(),
+            sessions_started: Family::default(),
+            logins: Family::default(),
+            transfers: Family::default(),
+            transfer_bytes: Family::default(),
+            transfer_seconds: Family::new_with_constructor(durations),
+            defender_bans: Counter::default(),
+            events: Family::default(),
+            oldest_pending: Gauge::default(),
+            primary: Gauge::default(),
+            writable: Gauge::default(),
+            term: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "ferry_sessions_open",
+            "Sessions open on this server",
+            m.sessions_open.clone(),
+        );
+        registry.register(
+            "ferry_sessions_started",
+            "Sessions started on this server",
+            m.sessions_started.clone(),
+        );
+        registry.register(
+            "ferry_logins",
+            "Logins checked by this server, by method and outcome",
+            m.logins.clone(),
+        );
+        registry.register(
+            "ferry_transfers",
+            "Transfers ended, by protocol, direction and status",
+            m.transfers.clone(),
+        );
+        registry.register(
+            "ferry_transfer_bytes",
+            "Bytes moved by ended transfers",
+            m.transfer_bytes.clone(),
+        );
+        registry.register(
+            "ferry_transfer_duration_seconds",
+            "How long transfers took, open to close",
+            m.transfer_seconds.clone(),
+        );
+        registry.register(
+            "ferry_defender_bans",
+            "Client addresses this server's defender banned",
+            m.defender_bans.clone(),
+        );
+        registry.register(
+            "ferry_events",
+            "Events in the queue, by state (the whole cluster's, as this server's store has them)",
+            m.events.clone(),
+        );
+        registry.register(
+            "ferry_event_oldest_pending_age_seconds",
+            "Age of the oldest pending event (0: none)",
+            m.oldest_pending.clone(),
+        );
+        registry.register(
+            "ferry_primary",
+            "1 while this server is the cluster's primary",
+            m.primary.clone(),
+        );
+        registry.register(
+            "ferry_writable",
+            "1 while this server takes writes",
+            m.writable.clone(),
+        );
+        registry.register(
+            "ferry_cluster_term",
+            "The cluster's term (Raft) or epoch (active/passive) as this server knows it",
+            m.term.clone(),
+        );
+        Self { registry, ..m }
+    }
+}
+
+/// An open session's place in `ferry_sessions_open`; dropped, it leaves.
+#[derive(Debug)]
+pub struct OpenSession(Gauge);
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Metrics {
+    /// Counts a session started with `protocol`; hold the guard while it
+    /// is open.
+    pub fn session_started(&self, protocol: Protocol) -> OpenSession {
+        let label = ProtocolLabel {
+            protocol: protocol.to_string(),
+        };
+        self.sessions_started.get_or_create(&label).inc();
+        let open = self.sessions_open.get_or_create(&label).clone();
+        open.inc();
+        OpenSession(open)
+    }
+
+    /// Counts a login checked with `method` that ended in `outcome`.
+    pub fn login(&self, method: &str, outcome: &str) {
+        self.logins
+            .get_or_create(&LoginLabels {
+                method: method.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts an ended transfer.
+    pub fn transfer(&self, record: &TransferRecord) {
+        let protocol = record.protocol.as_str().to_owned();
+        let direction = record.direction.as_str();
+        let status = record.status.as_str();
+        self.transfers
+            .get_or_create(&TransferLabels {
+                protocol: protocol.clone(),
+                direction: direction.to_owned(),
+                status: status.to_owned(),
+            })
+            .inc();
+        let labels = DirectionLabels {
+            protocol,
+            direction: direction.to_owned(),
+        };
+        self.transfer_bytes
+            .get_or_create(&labels)
+            .inc_by(record.bytes);
+        let millis = record.ended_at.saturating_sub(record.started_at).max(0);
+        self.transfer_seconds
+            .get_or_create(&labels)
+            .observe(millis as f64 / 1000.0);
+    }
+
+    /// Counts a ban of this server's defender.
+    pub fn banned(&self) {
+        self.defender_bans.inc();
+    }
+}
+
+/// The text exposition of `ctx`'s metrics, the queue's and the cluster's
+/// state read now. Blocks (store reads).
+pub fn render(ctx: &Arc<ServerCtx>) -> String {
+    let m = &ctx.metrics;
+    match ctx.store.event_counts() {
+        Ok(counts) => {
+            for state in ["pending", "running", "done", "failed"] {
+                let n = counts
+                    .by_state
+                    .iter()
+                    .find(|(s, _)| s == state)
+                    .map_or(0, |(_, n)| *n);
+                m.events
+                    .get_or_create(&StateLabel {
+                        state: state.to_owned(),
+                    })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            let age = counts
+                .oldest_pending_at
+                .map_or(0, |at| crate::transfer::now_millis().saturating_sub(at));
+            m.oldest_pending.set(age.max(0) as f64 / 1000.0);
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot count the events"),
+    }
+    let role = ctx.cluster.role();
+    m.primary.set(i64::from(role.primary));
+    m.writable.set(i64::from(role.writable));
+    m.term.set(i64::try_from(role.epoch).unwrap_or(i64::MAX));
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &m.registry) {
+        tracing::error!(error = %e, "metrics: cannot encode");
+    }
+    text
+}

@@ -1,0 +1,137 @@
+//! `/metrics` on the server's admin listener, read the way Prometheus reads
+//! it (the exposition format parsed by the Python client's own parser):
+//! logins, sessions, transfers with their bytes and durations, the event
+//! queue and the role, with bounded labels.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// Parses the exposition text into (name, labels, value) samples.
+const PARSE: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        out.append({"name": s.name, "labels": s.labels, "value": s.value, "type": family.type})
+print(json.dumps(out))
+"#;
+
+struct Scrape(Vec<serde_json::Value>);
+
+impl Scrape {
+    fn of(f: &Ferry) -> Self {
+        let data = f.dir.path().join("data");
+        let url = std::fs::read_to_string(data.join("admin.url")).unwrap();
+        let out = Command::new("curl")
+            .args(["-sS", "--fail", "--max-time", "30", "--cacert"])
+            .arg(data.join("pki/ca.crt"))
+            .arg(format!("{}/metrics", url.trim()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let mut parse = Command::new("python3")
+            .args(["-c", PARSE])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        parse.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+        let parsed = parse.wait_with_output().unwrap();
+        assert!(
+            parsed.status.success(),
+            "the exposition does not parse:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        Self(serde_json::from_slice(&parsed.stdout).unwrap())
+    }
+
+    /// The value of the sample `name` whose labels include `labels`.
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.0
+            .iter()
+            .find(|s| s["name"] == name && labels.iter().all(|(k, v)| s["labels"][k] == *v))
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in {:#?}", self.0))["value"]
+            .as_f64()
+            .unwrap()
+    }
+}
+
+#[test]
+fn the_server_counts_logins_sessions_transfers_and_reports_its_queue() {
+    let f = Ferry::up();
+    let key = f.account_with_key("alice");
+    let work = f.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    random_file(&work.join("a.dat"), 300_000);
+
+    let out = f.sftp_password("alice", "wrong-password", "pwd\n");
+    assert!(!out.status.success());
+    assert_ok(&f.sftp_key("alice", &key, "put a.dat\nget a.dat back.dat\n", &work));
+
+    let m = Scrape::of(&f);
+    assert!(
+        m.value(
+            "ferry_logins_total",
+            &[("method", "password"), ("outcome", "failed")]
+        ) >= 1.0
+    );
+    assert!(
+        m.value(
+            "ferry_logins_total",
+            &[("method", "publickey"), ("outcome", "ok")]
+        ) >= 1.0
+    );
+    assert!(m.value("ferry_sessions_started_total", &[("protocol", "sftp")]) >= 1.0);
+    let up = [
+        ("protocol", "sftp"),
+        ("direction", "upload"),
+        ("status", "completed"),
+    ];
+    assert_eq!(m.value("ferry_transfers_total", &up), 1.0);
+    let down = [
+        ("protocol", "sftp"),
+        ("direction", "download"),
+        ("status", "completed"),
+    ];
+    assert_eq!(m.value("ferry_transfers_total", &down), 1.0);
+    assert_eq!(
+        m.value(
+            "ferry_transfer_bytes_total",
+            &[("protocol", "sftp"), ("direction", "upload")]
+        ),
+        300_000.0
+    );
+    assert_eq!(
+        m.value(
+            "ferry_transfer_duration_seconds_count",
+            &[("protocol", "sftp"), ("direction", "download")]
+        ),
+        1.0
+    );
+    assert_eq!(m.value("ferry_events", &[("state", "failed")]), 0.0);
+    assert_eq!(m.value("ferry_event_oldest_pending_age_seconds", &[]), 0.0);
+    assert_eq!(m.value("ferry_primary", &[]), 1.0);
+    assert_eq!(m.value("ferry_writable", &[]), 1.0);
+    // The sessions ended: none open.
+    assert!(wait_until(10, || {
+        Scrape::of(&f).value("ferry_sessions_open", &[("protocol", "sftp")]) == 0.0
+    }));
+    // Labels are bounded: no account, file or address in any of them.
+    for s in &m.0 {
+        let labels = s["labels"].to_string();
+        for leak in ["alice", "a.dat", "127.0.0.1"] {
+            assert!(!labels.contains(leak), "{leak} in a label: {s}");
+        }
+    }
+}
