@@ -123,6 +123,53 @@ fn the_server_counts_logins_sessions_transfers_and_reports_its_queue() {
     assert_eq!(m.value("ferry_event_oldest_pending_age_seconds", &[]), 0.0);
     assert_eq!(m.value("ferry_primary", &[]), 1.0);
     assert_eq!(m.value("ferry_writable", &[]), 1.0);
+    // A file held open for writing is an upload in flight until closed.
+    let holder = r#"
+import sys, paramiko
+t = paramiko.Transport(("127.0.0.1", int(sys.argv[1])))
+t.connect(username="alice", pkey=paramiko.Ed25519Key.from_private_key_file(sys.argv[2]))
+s = paramiko.SFTPClient.from_transport(t)
+f = s.open("held.dat", "wb")
+f.write(b"x" * 1000)
+f.flush()
+print("open", flush=True)
+sys.stdin.readline()
+f.close()
+t.close()
+"#;
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            holder,
+            &f.sftp_port.to_string(),
+            key.to_str().unwrap(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "open");
+    let during = Scrape::of(&f);
+    assert_eq!(
+        during.value("ferry_transfers_in_flight", &[("state", "upload")]),
+        1.0
+    );
+    assert_eq!(
+        during.value("ferry_sessions_open", &[("protocol", "sftp")]),
+        1.0
+    );
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    assert!(wait_until(10, || {
+        Scrape::of(&f).value("ferry_transfers_in_flight", &[("state", "upload")]) == 0.0
+    }));
+
     // The sessions ended: none open.
     assert!(wait_until(10, || {
         Scrape::of(&f).value("ferry_sessions_open", &[("protocol", "sftp")]) == 0.0

@@ -72,6 +72,7 @@ pub struct Metrics {
     transfer_bytes: Family<DirectionLabels, Counter>,
     transfer_seconds: Family<DirectionLabels, Histogram>,
     defender_bans: Counter,
+    in_flight: Family<StateLabel, Gauge>,
     events: Family<StateLabel, Gauge>,
     oldest_pending: Gauge<f64, std::sync::atomic::AtomicU64>,
     primary: Gauge,
@@ -101,6 +102,7 @@ impl Default for Metrics {
             transfer_bytes: Family::default(),
             transfer_seconds: Family::new_with_constructor(durations),
             defender_bans: Counter::default(),
+            in_flight: Family::default(),
             events: Family::default(),
             oldest_pending: Gauge::default(),
             primary: Gauge::default(),
@@ -144,6 +146,11 @@ impl Default for Metrics {
             m.defender_bans.clone(),
         );
         registry.register(
+            "ferry_transfers_in_flight",
+            "Files open for upload or download by clients of this server (state: upload, download)",
+            m.in_flight.clone(),
+        );
+        registry.register(
             "ferry_events",
             "Events in the queue, by state (the whole cluster's, as this server's store has them)",
             m.events.clone(),
@@ -172,6 +179,16 @@ impl Default for Metrics {
     }
 }
 
+/// An open file's place in `ferry_transfers_in_flight`; dropped, it leaves.
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// An open session's place in `ferry_sessions_open`; dropped, it leaves.
 #[derive(Debug)]
 pub struct OpenSession(Gauge);
@@ -193,6 +210,20 @@ impl Metrics {
         let open = self.sessions_open.get_or_create(&label).clone();
         open.inc();
         OpenSession(open)
+    }
+
+    /// Counts a file opened by a client for upload (`writes`) or download;
+    /// hold the guard until the transfer ends.
+    pub fn transfer_started(&self, writes: bool) -> InFlight {
+        let state = if writes { "upload" } else { "download" };
+        let gauge = self
+            .in_flight
+            .get_or_create(&StateLabel {
+                state: state.to_owned(),
+            })
+            .clone();
+        gauge.inc();
+        InFlight(gauge)
     }
 
     /// Counts a login checked with `method` that ended in `outcome`.

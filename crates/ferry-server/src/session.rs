@@ -952,6 +952,8 @@ struct OpenFile {
     started_at: i64,
     /// The account's bandwidth limit in this direction, if it has one.
     pacer: Option<crate::rate::Pacer>,
+    /// Its place in `ferry_transfers_in_flight` while it is open.
+    in_flight: Option<crate::metrics::InFlight>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -995,6 +997,7 @@ async fn open_file(
                 policy.download_rate
             };
             open.pacer = rate.map(|rate| c.rates.pacer(&session.account, writes, rate));
+            open.in_flight = Some(c.metrics.transfer_started(writes));
             Ok(open)
         })
         .await;
@@ -1072,6 +1075,7 @@ fn open_blocking(
         transfer_id: uuid::Uuid::now_v7().to_string(),
         started_at: now_millis(),
         pacer: None,
+        in_flight: None,
     };
     if !mode.write {
         let (file, meta) = home.read_file(&v)?;
@@ -1583,6 +1587,7 @@ async fn finish(
         transfer_id,
         started_at,
         pacer: _,
+        in_flight: _,
     } = f;
     let had_every_byte = read_to_end || size_at_open.is_some_and(|n| served_prefix >= n);
     let closed = closed || (upload.is_none() && had_every_byte);
