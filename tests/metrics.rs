@@ -29,13 +29,23 @@ print(json.dumps(out))
 struct Scrape(Vec<serde_json::Value>);
 
 impl Scrape {
+    /// The metrics of `ferry up`'s server.
     fn of(f: &Ferry) -> Self {
         let data = f.dir.path().join("data");
         let url = std::fs::read_to_string(data.join("admin.url")).unwrap();
+        let ca = data.join("pki/ca.crt");
+        Self::at(
+            &format!("{}/metrics", url.trim()),
+            &["--cacert", ca.to_str().unwrap()],
+        )
+    }
+
+    /// The metrics at `url`, curl given `args`.
+    fn at(url: &str, args: &[&str]) -> Self {
         let out = Command::new("curl")
-            .args(["-sS", "--fail", "--max-time", "30", "--cacert"])
-            .arg(data.join("pki/ca.crt"))
-            .arg(format!("{}/metrics", url.trim()))
+            .args(["-sS", "--fail", "--max-time", "30"])
+            .args(args)
+            .arg(url)
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
@@ -181,4 +191,48 @@ t.close()
             assert!(!labels.contains(leak), "{leak} in a label: {s}");
         }
     }
+}
+
+#[test]
+fn the_edge_counts_connections_logins_protocol_errors_and_its_servers() {
+    use common::cluster::{ClusterSpec, TestCluster};
+    let c = TestCluster::start(ClusterSpec::active_active(&["s1", "s2", "s3"]));
+    c.init();
+    assert!(wait_until(20, || c.primary().is_some()), "no primary");
+    let key = c.account_with_key(0, "alice");
+    let (_edge, values) = c.edge_with(
+        &[0, 1, 2],
+        "[metrics]\nlisten = \"127.0.0.1:0\"\n",
+        &["sftp", "metrics"],
+    );
+    let port: u16 = values[0].rsplit(':').next().unwrap().parse().unwrap();
+    let url = &values[1];
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let work = c.root.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let ok = sftp_with_key(port, c.root.path(), "alice", &key, "pwd\n", &work);
+    assert_ok(&ok);
+    let other = client_key(c.root.path(), "mallory_key");
+    let refused = sftp_with_key(port, c.root.path(), "alice", &other, "pwd\n", &work);
+    assert!(!refused.status.success());
+    {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let _ = tcp.read_to_end(&mut Vec::new());
+    }
+    assert!(wait_until(10, || {
+        Scrape::at(url, &[]).value("ferry_edge_protocol_errors_total", &[]) >= 1.0
+    }));
+    let m = Scrape::at(url, &[]);
+    assert!(m.value("ferry_edge_ssh_connections_total", &[]) >= 3.0);
+    assert!(m.value("ferry_edge_logins_total", &[("outcome", "ok")]) >= 1.0);
+    assert!(m.value("ferry_edge_login_duration_seconds_count", &[]) >= 1.0);
+    assert_eq!(m.value("ferry_edge_upstream_servers", &[]), 3.0);
+    assert!(m.value("ferry_edge_upstream_servers_connected", &[]) >= 1.0);
+    assert!(wait_until(10, || {
+        Scrape::at(url, &[]).value("ferry_edge_ssh_connections_open", &[]) == 0.0
+    }));
 }

@@ -262,6 +262,15 @@ impl TestCluster {
     /// Starts another edge whose upstream servers are `servers`; returns
     /// it and its SFTP port.
     pub fn edge_to(&self, servers: &[usize]) -> (Proc, u16) {
+        let (edge, e) = self.edge_with(servers, "", &["sftp"]);
+        let port = e[0].rsplit(':').next().unwrap().parse().unwrap();
+        (edge, port)
+    }
+
+    /// Starts another edge whose upstream servers are `servers`, with
+    /// `extra` appended to its config; returns it and the values of the
+    /// `keys` it printed.
+    pub fn edge_with(&self, servers: &[usize], extra: &str, keys: &[&str]) -> (Proc, Vec<String>) {
         let servers: Vec<String> = servers
             .iter()
             .map(|&i| format!("\"127.0.0.1:{}\"", self.servers[i].internal_port))
@@ -284,14 +293,13 @@ servers = [{}]
 ca = "pki/ca.crt"
 cert = "pki/edge1.crt"
 key = "pki/edge1.key"
-"#,
-                servers.join(", ")
+{}"#,
+                servers.join(", "),
+                extra
             ),
         )
         .unwrap();
-        let (edge, e) = Proc::start(&["edge", "--config", path.to_str().unwrap()], &["sftp"]);
-        let port = e[0].rsplit(':').next().unwrap().parse().unwrap();
-        (edge, port)
+        Proc::start(&["edge", "--config", path.to_str().unwrap()], keys)
     }
 
     /// Starts (or restarts) server `i`.

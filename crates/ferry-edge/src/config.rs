@@ -16,6 +16,9 @@ pub struct EdgeConfig {
     /// How it logs (`[log]`; the command line's flags win).
     #[serde(default)]
     pub log: ferry_core::logging::LogConfig,
+    /// Prometheus metrics (`[metrics]`); left out: not served.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
     /// The SFTP front, if this edge serves SFTP.
     pub sftp: Option<SftpConfig>,
     /// The HTTPS front, if this edge serves HTTPS.
@@ -197,6 +200,20 @@ impl HostKeyFiles {
 }
 
 /// The HTTPS listener (file API, tus uploads, browser client).
+/// `[metrics]` of the edge's config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where `GET /metrics` is served (plain HTTP): keep it on loopback or
+    /// a management network.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9101))
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpsConfig {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod exec;
 pub mod host_keys;
 pub mod https;
+pub mod metrics;
 pub mod scp;
 pub mod sftp;
 pub mod ssh;
@@ -31,6 +32,8 @@ pub struct RunningEdge {
     pub sftp_addr: Option<SocketAddr>,
     /// The HTTPS listener's address, if HTTPS is served.
     pub https_addr: Option<SocketAddr>,
+    /// The metrics listener's address, if metrics are served.
+    pub metrics_addr: Option<SocketAddr>,
     /// The client connections of both listeners.
     connections: ferry_worker::Connections,
 }
@@ -119,6 +122,10 @@ async fn start_with(
         }
         None => None,
     };
+    let metrics_addr = match &config.metrics {
+        Some(m) => Some(metrics::start(m.listen, upstreams.clone()).await?),
+        None => None,
+    };
     let sftp_addr = match &config.sftp {
         Some(sftp) => Some(start_sftp(sftp, upstreams, connections.clone(), proxy).await?),
         None => None,
@@ -128,6 +135,7 @@ async fn start_with(
         node = %config.node_id,
         sftp_addr = %shown(sftp_addr),
         https_addr = %shown(https_addr),
+        metrics_addr = %shown(metrics_addr),
         "edge started"
     );
     if !config.proxy_protocol.trusted.is_empty() {
@@ -137,6 +145,7 @@ async fn start_with(
     Ok(RunningEdge {
         sftp_addr,
         https_addr,
+        metrics_addr,
         connections,
     })
 }

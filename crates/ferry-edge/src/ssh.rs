@@ -287,6 +287,7 @@ impl Front {
         let config = self.config.clone();
         let idle = config.inactivity_timeout.unwrap_or(DEFAULT_IDLE);
         let grace = self.pre_auth.grace;
+        let _open = crate::metrics::METRICS.ssh_connection();
         let handle_slot: Arc<OnceLock<Handle>> = Arc::default();
         let logged_in = Arc::new(AtomicBool::new(false));
         let tried = Arc::new(AtomicBool::new(false));
@@ -355,6 +356,7 @@ impl Front {
         // A client whose credentials reached a server was scored there.
         if let Some(what) = misbehaved {
             if !logged_in.load(Ordering::Acquire) && !tried.load(Ordering::Acquire) {
+                crate::metrics::METRICS.protocol_error();
                 self.report(peer, what).await;
             }
         }

@@ -71,6 +71,21 @@ impl Upstreams {
 
     /// Upstreams that reach the one server of this process through `link`
     /// (`ferry up`); no socket, no TLS.
+    /// The servers configured, and those with an open connection now.
+    pub fn counts(&self) -> (usize, usize) {
+        let connected = self
+            .conns
+            .iter()
+            .filter(|c| {
+                c.try_lock()
+                    .map(|c| c.as_ref().is_some_and(|c| !c.is_closed()))
+                    // Held: a connection is being made or used.
+                    .unwrap_or(true)
+            })
+            .count();
+        (self.servers.len(), connected)
+    }
+
     pub fn in_process(link: LocalLink, node_id: String) -> Self {
         Self::with_link(vec!["in-process".into()], Link::InProcess(link), node_id)
     }
@@ -113,6 +128,23 @@ impl Upstreams {
     /// and the next is asked, within [`PICK_WAIT`] overall. The answer is
     /// the server's (a wrong password is the server's refusal).
     pub async fn login(&self, request: Request) -> Result<(Arc<Connection>, Response), FerryError> {
+        let started = Instant::now();
+        let result = self.login_anywhere(request).await;
+        let outcome = match &result {
+            Ok((_, Response::LoggedIn { .. })) => "ok",
+            Ok((_, Response::Error(e))) if e.kind == ErrorKind::AuthFailed => "refused",
+            Ok((_, Response::Error(e))) if e.kind == ErrorKind::Unavailable => "no_server",
+            Err(e) if e.kind == ErrorKind::Unavailable => "no_server",
+            _ => "error",
+        };
+        crate::metrics::METRICS.login(outcome, started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn login_anywhere(
+        &self,
+        request: Request,
+    ) -> Result<(Arc<Connection>, Response), FerryError> {
         let deadline = Instant::now() + PICK_WAIT;
         loop {
             let conn = self.pick().await?;

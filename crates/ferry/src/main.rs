@@ -341,6 +341,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(addr) = edge.https_addr {
                 say(&format!("  https: https://{addr}"));
             }
+            if let Some(addr) = edge.metrics_addr {
+                say(&format!("  metrics: http://{addr}/metrics"));
+            }
             wait_for_shutdown().await?;
             edge.shutdown(config_drain).await;
             say("Ferry edge stopped.");

@@ -189,6 +189,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let edge_config = ferry_edge::EdgeConfig {
         node_id: "edge".into(),
         log: Default::default(),
+        metrics: None,
         sftp: Some(ferry_edge::config::SftpConfig {
             listen: args.sftp_listen,
             host_keys: Some(ferry_edge::config::HostKeyFiles::in_dir(&dir)),
