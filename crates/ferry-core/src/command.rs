@@ -194,9 +194,11 @@ pub enum Command {
         /// The folder, as the rule names it.
         path: String,
     },
-    /// Change an account's password, expiry, allowed networks, quota or
-    /// bandwidth limits;
-    /// `None` leaves a field as it is.
+    /// Change an account's password, expiry, allowed networks, quota,
+    /// bandwidth limits or whether it must change its password;
+    /// `None` leaves a field as it is. A new password hash also goes to the
+    /// front of the account's password history (the last
+    /// [`crate::PASSWORD_HISTORY_LEN`] hashes, for the reuse check).
     UpdateAccount {
         /// Account name.
         name: String,
@@ -214,6 +216,10 @@ pub enum Command {
         upload_rate: Option<Option<u64>>,
         /// The download limit, bytes a second (`Some(None)`: none).
         download_rate: Option<Option<u64>>,
+        /// Whether the password must be changed before the account does
+        /// anything else. (Absent in commands made before it existed.)
+        #[serde(default)]
+        must_change_password: Option<bool>,
     },
     /// Revoke one public key of an account, or all of them.
     RemoveAccountKey {

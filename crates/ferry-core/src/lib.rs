@@ -33,7 +33,8 @@ pub use engine::{
 pub use error::{ErrorKind, FerryError};
 pub use model::{
     Account, AccountKey, AccountPolicy, AccountToken, Direction, Protocol, TransferRecord,
-    TransferStatus, WEB_SESSION_ID_PREFIX, WEB_SESSION_TOKEN_PREFIX,
+    TransferStatus, PASSWORD_CHANGE_REQUIRED, PASSWORD_HISTORY_LEN, WEB_SESSION_ID_PREFIX,
+    WEB_SESSION_TOKEN_PREFIX,
 };
 pub use path::{PathError, VirtualPath};
 pub use permissions::{FolderRule, Permission, Permissions};

@@ -53,7 +53,19 @@ pub struct AccountPolicy {
     pub upload_rate: Option<u64>,
     /// Its downloads together, in bytes a second (on each server).
     pub download_rate: Option<u64>,
+    /// Its password was set by an admin and must be changed before the
+    /// account does anything else (see [`crate::PASSWORD_CHANGE_REQUIRED`]).
+    pub must_change_password: bool,
 }
+
+/// How many of an account's passwords are remembered (as argon2 hashes,
+/// the current one first) and may not be set again.
+pub const PASSWORD_HISTORY_LEN: usize = 5;
+
+/// What a session logged in with a password that must be changed is told
+/// when it asks for anything but the change.
+pub const PASSWORD_CHANGE_REQUIRED: &str =
+    "the password must be changed first (POST /api/v1/me/password)";
 
 /// An API token of an account, for the HTTPS API (`Authorization: Bearer`).
 /// Only the SHA-256 of the secret part is stored; the token is shown once.

@@ -274,7 +274,7 @@ async fn create_account(
         let password_hash = body
             .password
             .as_ref()
-            .map(crate::auth::hash_password)
+            .map(|pw| crate::password::first_password(&body.name, pw))
             .transpose()?;
         let account = Account {
             id: uuid::Uuid::new_v4().to_string(),
@@ -357,7 +357,11 @@ async fn update_account(
     run(move || {
         existing_account(&s.ctx, &name)?;
         let password_hash = match (&body.password, body.remove_password) {
-            (Some(password), _) => Some(Some(crate::auth::hash_password(password)?)),
+            (Some(password), _) => Some(Some(crate::password::new_account_password(
+                &s.ctx.store,
+                &name,
+                password,
+            )?)),
             (None, true) => Some(None),
             (None, false) => None,
         };
@@ -371,6 +375,7 @@ async fn update_account(
             quota_files: quota(body.quota_files),
             upload_rate: quota(body.upload_rate),
             download_rate: quota(body.download_rate),
+            must_change_password: None,
         })?;
         s.ctx.usage.forget(&name);
         tracing::info!(account = %name, "account changed");

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod engine_api;
 mod hashing;
 mod internal;
+pub mod password;
 pub mod quota;
 pub mod rate;
 pub mod repository;

@@ -1131,9 +1131,10 @@ mod tests {
             message.contains(
                 "table accounts: the sender has columns [id, name, home, password_hash, \
                  enabled, created_at, expires_at, allowed_networks, quota_bytes, quota_files, \
-                 upload_rate], this server [id, name, home, password_hash, enabled, created_at, \
-                 expires_at, allowed_networks, quota_bytes, quota_files, upload_rate, \
-                 download_rate]"
+                 upload_rate, download_rate, password_history], this server [id, name, home, \
+                 password_hash, enabled, created_at, expires_at, allowed_networks, quota_bytes, \
+                 quota_files, upload_rate, download_rate, password_history, \
+                 must_change_password]"
             ),
             "{message}"
         );
