@@ -1,6 +1,6 @@
 //! The browser client in headless Chromium (Debian's), driven by
-//! playwright-core: log in, upload two files at once, see them listed,
-//! download one. The screenshot is kept in `target/test-artifacts/`.
+//! playwright-core: log in, change the password through the form, upload
+//! two files at once, see them listed, download one. The screenshot is kept in `target/test-artifacts/`.
 
 // Tests fail by panicking; unwrap is the point.
 #![allow(
@@ -16,6 +16,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
+
+/// The password the browser test changes to through the form.
+const NEW_PASSWORD: &str = "Marmalade-Harbour-82-Lima";
 
 #[test]
 fn browser_client_logs_in_uploads_lists_and_downloads() {
@@ -45,6 +48,7 @@ fn browser_client_logs_in_uploads_lists_and_downloads() {
         .env("FERRY_URL", f.https_url.as_ref().unwrap())
         .env("FERRY_USER", "alice")
         .env("FERRY_PASSWORD", PASSWORD)
+        .env("FERRY_NEW_PASSWORD", NEW_PASSWORD)
         .env("FERRY_FILE1", &one)
         .env("FERRY_FILE2", &two)
         .env("FERRY_OUT", &out_dir)
@@ -58,6 +62,15 @@ fn browser_client_logs_in_uploads_lists_and_downloads() {
     );
     let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(result["ok"], true);
+    // The form changed the password: the new one logs in, the old no more.
+    assert_eq!(result["passwordChanged"], true);
+    let curl = f.curl();
+    assert_eq!(
+        curl.run(&["-u", &format!("alice:{NEW_PASSWORD}")], "/api/v1/dirs/")
+            .status,
+        200
+    );
+    assert_eq!(curl.user("alice").get("/api/v1/dirs/").status, 401);
     let listed: Vec<&str> = result["listed"]
         .as_array()
         .unwrap()

@@ -1,6 +1,7 @@
 //! The password lifecycle end to end: the policy (length, zxcvbn strength,
 //! the last five passwords) wherever a password is set, through the CLI
-//! and the admin API.
+//! and the admin API; an account changing its own password over HTTPS
+//! (curl: Basic, and the browser client's cookie with its CSRF token).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,6 +11,7 @@
 
 mod common;
 
+use common::http::{Curl, Reply};
 use common::*;
 
 fn password_login(f: &Ferry, user: &str, password: &str) -> bool {
@@ -93,4 +95,131 @@ fn admin_set_passwords_follow_the_policy() {
     let (code, err) = set_password(&f, "pia", first);
     assert_eq!(code, 0, "{err}");
     assert!(password_login(&f, "pia", first));
+}
+
+/// `POST /api/v1/me/password` with `extra` curl arguments (credentials).
+fn change(c: &Curl, extra: &[String], current: &str, new: &str) -> Reply {
+    let body = serde_json::json!({ "current": current, "new": new }).to_string();
+    let mut args: Vec<String> = extra.to_vec();
+    args.extend([
+        "-X".into(),
+        "POST".into(),
+        "-H".into(),
+        "Content-Type: application/json".into(),
+        "--data".into(),
+        body,
+    ]);
+    c.run(&args, "/api/v1/me/password")
+}
+
+fn basic(user: &str, password: &str) -> Vec<String> {
+    vec!["-u".into(), format!("{user}:{password}")]
+}
+
+/// A browser login (`POST /api/v1/session`): the cookie's value and the
+/// CSRF token, and the answer's JSON.
+fn browser_login(c: &Curl, user: &str, password: &str) -> (String, String, serde_json::Value) {
+    let body = serde_json::json!({ "user": user, "password": password }).to_string();
+    let r = c.run(
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &body,
+        ],
+        "/api/v1/session",
+    );
+    assert_eq!(r.status, 200, "browser login: {}", r.text());
+    let cookie = r
+        .header("set-cookie")
+        .and_then(|v| v.split(';').next())
+        .and_then(|v| v.strip_prefix("ferry_session="))
+        .unwrap()
+        .to_owned();
+    let json = r.json();
+    (cookie, json["csrf"].as_str().unwrap().to_owned(), json)
+}
+
+fn cookie_args(cookie: &str, csrf: Option<&str>) -> Vec<String> {
+    let mut args = vec!["-H".into(), format!("Cookie: ferry_session={cookie}")];
+    if let Some(csrf) = csrf {
+        args.extend(["-H".into(), format!("X-CSRF-Token: {csrf}")]);
+    }
+    args
+}
+
+#[test]
+fn an_account_changes_its_own_password_over_https() {
+    let f = Ferry::up();
+    f.add_account("quinn");
+    let c = f.curl();
+    let old = basic("quinn", PASSWORD);
+    assert_eq!(c.run(&old, "/api/v1/dirs/").status, 200);
+
+    // Without credentials: 401. A wrong current password: 403, nothing
+    // changes. A weak or reused new one: 400 with the reason.
+    let r = change(&c, &[], PASSWORD, "Marmalade-Harbour-82-Lima");
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = change(&c, &old, "not the password", "Marmalade-Harbour-82-Lima");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(
+        r.text().contains("current password is wrong"),
+        "{}",
+        r.text()
+    );
+    let r = change(&c, &old, PASSWORD, "password1");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.code(), "invalid_input");
+    assert!(r.text().contains("password is too weak"), "{}", r.text());
+    let r = change(&c, &old, PASSWORD, PASSWORD);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("used before"), "{}", r.text());
+    let r = c.run(
+        &[
+            old.clone(),
+            vec![
+                "-X".into(),
+                "POST".into(),
+                "--data".into(),
+                "{\"new\":\"x\"}".into(),
+            ],
+        ]
+        .concat(),
+        "/api/v1/me/password",
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(password_login(&f, "quinn", PASSWORD));
+
+    // Two browser sessions; the change is made through one of them (with
+    // its CSRF token: without it, refused).
+    let (kept, kept_csrf, _) = browser_login(&c, "quinn", PASSWORD);
+    let (other, _, _) = browser_login(&c, "quinn", PASSWORD);
+    let new = "Marmalade-Harbour-82-Lima";
+    let r = change(&c, &cookie_args(&kept, None), PASSWORD, new);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.code(), "csrf");
+    let r = change(&c, &cookie_args(&kept, Some(&kept_csrf)), PASSWORD, new);
+    assert_eq!(r.status, 204, "{}", r.text());
+
+    // The old password is refused everywhere at once (the edge forgot its
+    // cached Basic login), the new one works over HTTPS and SFTP.
+    assert_eq!(c.run(&old, "/api/v1/dirs/").status, 401);
+    assert_eq!(c.run(&basic("quinn", new), "/api/v1/dirs/").status, 200);
+    assert!(!password_login(&f, "quinn", PASSWORD));
+    assert!(password_login(&f, "quinn", new));
+    // The browser session that changed it stays; the other one ended.
+    assert_eq!(
+        c.run(&cookie_args(&kept, None), "/api/v1/session").status,
+        200
+    );
+    assert_eq!(
+        c.run(&cookie_args(&other, None), "/api/v1/session").status,
+        401
+    );
+    // And the one it had before is now among the last five.
+    let r = change(&c, &basic("quinn", new), new, PASSWORD);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("used before"), "{}", r.text());
 }

@@ -90,6 +90,24 @@ async function run() {
   }
   await page.locator('#account').filter({ hasText: user }).waitFor({ state: 'visible' });
 
+  // With FERRY_NEW_PASSWORD set: change the password through the form (its
+  // POST carries the CSRF token like every other), then go on with the files.
+  let passwordChanged = false;
+  const newPassword = process.env.FERRY_NEW_PASSWORD;
+  if (newPassword) {
+    await page.click('#password-open');
+    await page.locator('#password-form').waitFor({ state: 'visible' });
+    await page.fill('#password-current', password);
+    await page.fill('#password-new', newPassword);
+    await page.fill('#password-repeat', newPassword);
+    await page.click('#password-submit');
+    await page.locator('#files-view:visible, #status.error').first().waitFor();
+    if (await page.locator('#status.error').count() > 0) {
+      throw new Error(`password change failed: ${await page.textContent('#status')}`);
+    }
+    passwordChanged = true;
+  }
+
   await page.setInputFiles('#file-input', files);
   await page.click('#upload-button');
   for (const name of names) {
@@ -135,7 +153,7 @@ async function run() {
     loggedOut = true;
   }
   if (problems.length > 0) throw new Error('the page reported errors');
-  return { ok: true, listed, downloaded, screenshot, loggedOut };
+  return { ok: true, listed, downloaded, screenshot, loggedOut, passwordChanged };
 }
 
 /** Saves a failure screenshot if a page exists; never throws. */

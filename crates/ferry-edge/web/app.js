@@ -109,6 +109,7 @@ function showLogin() {
   state.csrf = null;
   $('session-info').hidden = true;
   $('files-view').hidden = true;
+  $('password-view').hidden = true;
   $('login-view').hidden = false;
   $('listing').replaceChildren();
   $('login-user').focus();
@@ -119,8 +120,20 @@ function showFiles() {
   $('account').textContent = state.account;
   $('session-info').hidden = false;
   $('login-view').hidden = true;
+  $('password-view').hidden = true;
   $('files-view').hidden = false;
   openFolder(pathFromHash());
+}
+
+/** Switches to the change-password form. */
+function showPasswordForm() {
+  $('account').textContent = state.account;
+  $('session-info').hidden = false;
+  $('login-view').hidden = true;
+  $('files-view').hidden = true;
+  $('password-view').hidden = false;
+  $('password-form').reset();
+  $('password-current').focus();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -214,6 +227,32 @@ async function logout() {
     if (err.status !== 401) showError(err);
   }
   showLogin();
+}
+
+/**
+ * Change-password form submit: the server checks the current password and its policy
+ * (length, strength, the last passwords) and says why it refuses.
+ */
+async function changePassword(event) {
+  event.preventDefault();
+  if ($('password-new').value !== $('password-repeat').value) {
+    setStatus('The two new passwords differ.', 'error');
+    return;
+  }
+  const button = $('password-submit');
+  button.disabled = true;
+  try {
+    await api('POST', `${API}/me/password`, {
+      json: { current: $('password-current').value, new: $('password-new').value },
+    });
+    $('password-form').reset();
+    setStatus('Password changed. Other browser sessions of this account have ended.');
+    showFiles();
+  } catch (err) {
+    showError(err);
+  } finally {
+    button.disabled = false;
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -583,6 +622,12 @@ function setupDropzone() {
 function init() {
   $('login-form').addEventListener('submit', login);
   $('logout').addEventListener('click', logout);
+  $('password-open').addEventListener('click', showPasswordForm);
+  $('password-form').addEventListener('submit', changePassword);
+  $('password-cancel').addEventListener('click', () => {
+    setStatus('');
+    showFiles();
+  });
   $('mkdir-form').addEventListener('submit', makeFolder);
   $('upload-form').addEventListener('submit', uploadSelected);
   window.addEventListener('hashchange', () => {

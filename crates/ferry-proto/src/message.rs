@@ -146,6 +146,22 @@ pub enum Request {
         /// The credential, as the client presented it.
         token: Secret,
     },
+    /// The account of `session` changes its own password: the server
+    /// checks `current` (throttled like a login), holds `new` against the
+    /// password policy and stores it.
+    /// Answered with [`Response::Ok`] or an error saying why not.
+    ChangePassword {
+        /// The logged-in session (any credential: the current password is
+        /// proof enough).
+        session: SessionId,
+        /// The account's current password.
+        current: Secret,
+        /// The new one.
+        new: Secret,
+        /// The browser-session credential the request came with, if any:
+        /// that browser session stays, the account's others end.
+        keep_web_session: Option<Secret>,
+    },
 }
 
 /// Open-mode bits, as in SFTP v3.

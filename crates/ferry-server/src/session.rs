@@ -393,6 +393,22 @@ where
                     send(&reply, id, result);
                 });
             }
+            Request::ChangePassword {
+                session,
+                current,
+                new,
+                keep_web_session,
+            } => {
+                let found = locked(&sessions).get(&session).cloned();
+                let (ctx, reply) = (ctx.clone(), reply.clone());
+                tokio::spawn(async move {
+                    let result = match found {
+                        Some(s) => change_password(&ctx, &s, current, new, keep_web_session).await,
+                        None => Err(FerryError::invalid("no such session")),
+                    };
+                    send(&reply, id, result);
+                });
+            }
         }
     }
     for (_, s) in locked(&sessions).drain() {
@@ -473,6 +489,85 @@ fn end_web_session(ctx: &ServerCtx, token: &ferry_core::Secret) -> Result<Respon
         Err(e) if e.kind == ErrorKind::NotFound => Ok(Response::Ok),
         Err(e) => Err(e),
     }
+}
+
+/// The account of `s` changes its own password: `current` is checked as
+/// a password login is (the same throttle, per address and account, so
+/// the change form is no way around it), `new` passes the password policy
+/// ([`crate::password::new_account_password`]), and the change is one
+/// `UpdateAccount` through the cluster. Then the account's browser
+/// sessions end, but for the one the request came with (`keep`): a
+/// browser left logged in elsewhere, perhaps by whoever knew the old
+/// password, must log in again. Sessions logged in with the old password
+/// (a client's HTTP Basic on an edge, an SSH session) run on until they
+/// end; new logins need the new password at once.
+async fn change_password(
+    ctx: &Arc<ServerCtx>,
+    s: &Session,
+    current: ferry_core::Secret,
+    new: ferry_core::Secret,
+    keep: Option<ferry_core::Secret>,
+) -> Result<Response, FerryError> {
+    ctx.check_writable()?;
+    let attempt = ctx.login_throttle.begin(&s.client_addr, &s.account).await?;
+    let checked = crate::auth::check_password(ctx.store.clone(), &s.account, current).await;
+    if let Err(e) = checked {
+        let wrong = e.kind == ErrorKind::AuthFailed;
+        attempt.end(wrong);
+        if !wrong {
+            return Err(e);
+        }
+        tracing::warn!(
+            account = %s.account, client_addr = %s.client_addr,
+            "password change refused: wrong current password"
+        );
+        return Err(FerryError::new(
+            ErrorKind::PermissionDenied,
+            "the current password is wrong",
+        ));
+    }
+    attempt.end(false);
+    let (c, account) = (ctx.clone(), s.account.clone());
+    let keep_id = keep.and_then(|t| crate::auth::token_id(t.expose()));
+    let ended = blocking(move || {
+        let hash = crate::password::new_account_password(&c.store, &account, &new)?;
+        c.apply(&ferry_core::Command::UpdateAccount {
+            name: account.clone(),
+            password_hash: Some(Some(hash)),
+            expires_at: None,
+            allowed_networks: None,
+            quota_bytes: None,
+            quota_files: None,
+            upload_rate: None,
+            download_rate: None,
+            must_change_password: None,
+        })?;
+        let mut ended = 0usize;
+        for web in c
+            .store
+            .account_web_sessions(&account)
+            .map_err(FerryError::from)?
+        {
+            if keep_id.as_deref() == Some(web.id.as_str()) {
+                continue;
+            }
+            match c.apply(&ferry_core::Command::RemoveAccountToken {
+                account: account.clone(),
+                id: web.id,
+            }) {
+                Ok(_) => ended += 1,
+                Err(e) if e.kind == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ended)
+    })
+    .await?;
+    tracing::info!(
+        account = %s.account, client_addr = %s.client_addr, browser_sessions_ended = ended,
+        "password changed by the account"
+    );
+    Ok(Response::Ok)
 }
 
 /// Whether `public_key` would log `user` in from `client_addr` (the SSH

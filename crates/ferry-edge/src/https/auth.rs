@@ -440,6 +440,13 @@ impl Auth {
         Ok((csrf_token(value), lease.account().to_owned()))
     }
 
+    /// Forgets the cached logins of `account` (after its password
+    /// changed: a client still sending the old password must log in again
+    /// here; other edges forget theirs within `login_cache_secs`).
+    pub fn forget(&self, account: &str) {
+        locked(&self.cache).retain(|_, c| c.lease.account() != account);
+    }
+
     /// Ends a cookie session on the servers, through a session of its own
     /// (`lease`, from [`Auth::authenticate`] with the cookie).
     pub async fn close_web_session(&self, lease: &Lease, value: &str) -> Result<(), FerryError> {

@@ -75,6 +75,28 @@ impl Lease {
         }
     }
 
+    /// Changes the account's password on the server (see
+    /// [`Request::ChangePassword`]); `keep_web_session` is the cookie the
+    /// request came with, if any.
+    pub async fn change_password(
+        &self,
+        current: Secret,
+        new: Secret,
+        keep_web_session: Option<Secret>,
+    ) -> Result<(), FerryError> {
+        let request = Request::ChangePassword {
+            session: self.session,
+            current,
+            new,
+            keep_web_session,
+        };
+        match self.conn.call(request).await.map_err(lost)? {
+            Response::Ok => Ok(()),
+            Response::Error(e) => Err(e),
+            other => Err(unexpected("password change", &other)),
+        }
+    }
+
     /// Runs one file operation; a server error becomes `Err`.
     pub async fn fs(&self, op: FsOp) -> Result<Response, FerryError> {
         self.start_fs(op)?.done().await

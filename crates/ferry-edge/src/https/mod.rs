@@ -95,6 +95,7 @@ pub fn router(upstreams: Arc<Upstreams>, config: HttpsConfig) -> Router {
                 .post(files::make_dir)
                 .delete(files::remove_dir),
         )
+        .route("/api/v1/me/password", post(change_password))
         .route("/api/v1/rename", post(files::rename))
         .route("/api/v1/uploads", post(tus::create).options(tus::options))
         .route("/api/v1/uploads/", post(tus::create).options(tus::options))
@@ -297,6 +298,61 @@ async fn session_close(State(state): State<Arc<HttpState>>, req: Request) -> Res
     r.headers_mut()
         .insert(header::SET_COOKIE, session_cookie("", 0));
     r
+}
+
+/// Body of `POST /api/v1/me/password`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current: String,
+    new: String,
+}
+
+/// `POST /api/v1/me/password`: the account changes its own password,
+/// authenticated as any request (Basic, token, or the cookie with its
+/// CSRF token). 204, or 400 (the policy's reason), 403 (a wrong current
+/// password), 429 (too many failed logins).
+async fn change_password(State(state): State<Arc<HttpState>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, 16 * 1024).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "body too large")
+                .into_response()
+        }
+    };
+    let authed = match state
+        .auth
+        .authenticate(&parts.method, &parts.headers, client_ip(&parts))
+        .await
+    {
+        Ok(a) => a,
+        Err(refusal) => return refusal.respond(&parts.headers),
+    };
+    let Ok(body) = serde_json::from_slice::<PasswordChange>(&bytes) else {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "send JSON {\"current\": …, \"new\": …}",
+        )
+        .into_response();
+    };
+    // A cookie session keeps itself; the account's other browser
+    // sessions end on the servers.
+    let keep = auth::cookie(&parts.headers)
+        .filter(|_| !parts.headers.contains_key(header::AUTHORIZATION))
+        .map(Secret::new);
+    let lease = authed.lease;
+    match lease
+        .change_password(Secret::new(body.current), Secret::new(body.new), keep)
+        .await
+    {
+        Ok(()) => {
+            state.auth.forget(lease.account());
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 /// Binds the HTTPS listener and starts serving.
