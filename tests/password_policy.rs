@@ -223,3 +223,117 @@ fn an_account_changes_its_own_password_over_https() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("used before"), "{}", r.text());
 }
+
+fn must_change(f: &Ferry, name: &str) -> bool {
+    let shown: serde_json::Value =
+        serde_json::from_str(&f.admin_ok(&["account", "show", name, "--json"], None)).unwrap();
+    shown["must_change_password"].as_bool().unwrap()
+}
+
+#[test]
+fn a_password_that_must_change_opens_only_the_change() {
+    let f = Ferry::up_logged(&[]);
+    let key = f.account_with_key("rosa");
+    assert!(!must_change(&f, "rosa"));
+    f.admin_ok(&["account", "set", "rosa", "--must-change-password"], None);
+    assert!(must_change(&f, "rosa"));
+    let shown = f.admin_ok(&["account", "show", "rosa"], None);
+    assert!(shown.contains("must be changed"), "{shown}");
+
+    // SSH cannot ask for a new password: the password login is refused
+    // like a wrong password, with a log line saying why; the key still
+    // logs in (it is not the password).
+    let wrong = f.sftp_password("rosa", "not-the-password", "ls\n");
+    let refused = f.sftp_password("rosa", PASSWORD, "ls\n");
+    assert!(!refused.status.success());
+    assert_eq!(stderr(&refused), stderr(&wrong));
+    assert!(f
+        .sftp_key("rosa", &key, "ls\n", f.dir.path())
+        .status
+        .success());
+    assert!(
+        f.log()
+            .contains("login refused: the password must be changed first, over HTTPS"),
+        "no log line says why"
+    );
+
+    // HTTPS: the login succeeds, but everything but the change answers 403.
+    let c = f.curl();
+    let old = basic("rosa", PASSWORD);
+    for (args, path) in [
+        (vec![], "/api/v1/dirs/"),
+        (vec!["-T", "/etc/hostname"], "/api/v1/files/x.txt"),
+        (vec!["-X", "POST"], "/api/v1/dirs/new"),
+        (
+            vec![
+                "-X",
+                "POST",
+                "-H",
+                "Tus-Resumable: 1.0.0",
+                "-H",
+                "Upload-Length: 3",
+            ],
+            "/api/v1/uploads/",
+        ),
+    ] {
+        let args: Vec<String> = old
+            .iter()
+            .cloned()
+            .chain(args.iter().map(|a| a.to_string()))
+            .collect();
+        let r = c.run(&args, path);
+        assert_eq!(r.status, 403, "{path}: {}", r.text());
+        assert_eq!(r.code(), "password_change_required", "{path}");
+        assert!(r.text().contains("must be changed first"), "{}", r.text());
+    }
+    assert!(!f.repository.join("rosa/x.txt").exists());
+    assert!(!f.repository.join("rosa/new").exists());
+    // The browser login says so, and its cookie is held the same way.
+    let (cookie, _, json) = browser_login(&c, "rosa", PASSWORD);
+    assert_eq!(json["must_change_password"], true, "{json}");
+    let r = c.run(&cookie_args(&cookie, None), "/api/v1/session");
+    assert_eq!(r.json()["must_change_password"], true);
+    let r = c.run(&cookie_args(&cookie, None), "/api/v1/dirs/");
+    assert_eq!(r.status, 403);
+    assert_eq!(r.code(), "password_change_required");
+    // An API token is not the password: it works meanwhile.
+    let token = f.admin_ok(&["account", "token", "add", "rosa"], None);
+    let token = token
+        .split_whitespace()
+        .find(|w| w.starts_with("fy_"))
+        .unwrap()
+        .to_owned();
+    let r = c.run(
+        &["-H", &format!("Authorization: Bearer {token}")],
+        "/api/v1/dirs/",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // The change clears the flag: the new password does everything.
+    let new = "Avalanche-Teacup-33-Quito";
+    let r = change(&c, &old, PASSWORD, new);
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert!(!must_change(&f, "rosa"));
+    assert_eq!(c.run(&basic("rosa", new), "/api/v1/dirs/").status, 200);
+    assert!(password_login(&f, "rosa", new));
+
+    // At creation, and lifted by an admin.
+    f.admin_ok(
+        &[
+            "account",
+            "add",
+            "sam",
+            "--password-stdin",
+            "--must-change-password",
+        ],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert!(must_change(&f, "sam"));
+    assert!(!password_login(&f, "sam", PASSWORD));
+    f.admin_ok(
+        &["account", "set", "sam", "--no-must-change-password"],
+        None,
+    );
+    assert!(!must_change(&f, "sam"));
+    assert!(password_login(&f, "sam", PASSWORD));
+}

@@ -41,6 +41,10 @@ pub struct Account {
     pub upload_rate: Option<u64>,
     /// Its download limit in bytes a second (on each server), if it has one.
     pub download_rate: Option<u64>,
+    /// Its password must be changed (over HTTPS) before it may do
+    /// anything else with it.
+    #[serde(default)]
+    pub must_change_password: bool,
     /// Bytes its home holds (partial uploads included); only when one
     /// account is shown.
     pub used_bytes: Option<u64>,
@@ -78,6 +82,11 @@ pub struct AccountChanges {
     /// Its downloads together, in bytes a second on each server; 0: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download_rate: Option<u64>,
+    /// `true`: the password must be changed at the next HTTPS login before
+    /// anything else (SSH password logins are refused meanwhile);
+    /// `false`: no longer. Cleared when the account changes its password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub must_change_password: Option<bool>,
 }
 
 /// Query of `DELETE /api/v1/accounts/{name}`.
@@ -272,6 +281,10 @@ pub struct NewAccount {
     /// Home relative to the repository (default: the name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home: Option<String>,
+    /// The password must be changed at the first HTTPS login before
+    /// anything else (see `AccountChanges`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub must_change_password: bool,
 }
 
 /// An authorised public key of an account.

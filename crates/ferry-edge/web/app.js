@@ -10,7 +10,7 @@ const MAX_RETRIES = 3;
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 /** Client state: who is logged in, the CSRF token and the folder being shown. */
-const state = { account: null, csrf: null, cwd: '/' };
+const state = { account: null, csrf: null, cwd: '/', must_change_password: false };
 
 /** Uploads waiting for a free slot, and how many are running. */
 const uploadQueue = [];
@@ -107,6 +107,7 @@ function showError(err) {
 function showLogin() {
   state.account = null;
   state.csrf = null;
+  state.must_change_password = false;
   $('session-info').hidden = true;
   $('files-view').hidden = true;
   $('password-view').hidden = true;
@@ -132,6 +133,9 @@ function showPasswordForm() {
   $('login-view').hidden = true;
   $('files-view').hidden = true;
   $('password-view').hidden = false;
+  // A password an admin set to be changed: nothing else until it is.
+  $('password-required').hidden = !state.must_change_password;
+  $('password-cancel').hidden = Boolean(state.must_change_password);
   $('password-form').reset();
   $('password-current').focus();
 }
@@ -181,6 +185,10 @@ async function api(method, url, { json, headers = {}, body } = {}) {
   if (res.ok) return res;
   const err = await errorFromResponse(res);
   if (res.status === 401 && state.account) showLogin();
+  if (err.code === 'password_change_required' && state.account) {
+    state.must_change_password = true;
+    showPasswordForm();
+  }
   throw err;
 }
 
@@ -192,7 +200,7 @@ async function restoreSession() {
   try {
     const res = await api('GET', `${API}/session`);
     Object.assign(state, await res.json());
-    showFiles();
+    showSession();
   } catch (err) {
     showLogin();
     if (err.status !== 401) showError(err);
@@ -211,12 +219,18 @@ async function login(event) {
     Object.assign(state, await res.json());
     $('login-password').value = '';
     setStatus('');
-    showFiles();
+    showSession();
   } catch (err) {
     showError(err);
   } finally {
     button.disabled = false;
   }
+}
+
+/** After a login: the files, or first the change-password form if the password must change. */
+function showSession() {
+  if (state.must_change_password) showPasswordForm();
+  else showFiles();
 }
 
 /** Logout button: end the session on the server and show the login form. */
@@ -246,6 +260,7 @@ async function changePassword(event) {
       json: { current: $('password-current').value, new: $('password-new').value },
     });
     $('password-form').reset();
+    state.must_change_password = false;
     setStatus('Password changed. Other browser sessions of this account have ended.');
     showFiles();
   } catch (err) {

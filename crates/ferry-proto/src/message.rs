@@ -148,7 +148,7 @@ pub enum Request {
     },
     /// The account of `session` changes its own password: the server
     /// checks `current` (throttled like a login), holds `new` against the
-    /// password policy and stores it.
+    /// password policy, stores it and clears the must-change flag.
     /// Answered with [`Response::Ok`] or an error saying why not.
     ChangePassword {
         /// The logged-in session (any credential: the current password is
@@ -645,6 +645,17 @@ pub enum Response {
         token: Secret,
         /// How many seconds it lives.
         lifetime_secs: u64,
+    },
+    /// A session was created, but its password must be changed first
+    /// (an admin set it with "must change"): the server refuses its file
+    /// operations until [`Request::ChangePassword`] succeeds; it may open
+    /// a browser session (to reach the form) and log out. Only HTTPS
+    /// logins get this; an SSH password login is refused instead.
+    LoggedInMustChangePassword {
+        /// Its id on this connection.
+        session: SessionId,
+        /// The account's canonical name.
+        account: String,
     },
 }
 

@@ -211,6 +211,7 @@ fn view(ctx: &ServerCtx, a: Account) -> Result<api::Account, FerryError> {
         quota_files: policy.quota_files,
         upload_rate: policy.upload_rate,
         download_rate: policy.download_rate,
+        must_change_password: policy.must_change_password,
         used_bytes: None,
         used_files: None,
     })
@@ -285,6 +286,21 @@ async fn create_account(
             created_at: now_millis(),
         };
         s.ctx.apply(&Command::CreateAccount(account.clone()))?;
+        if body.must_change_password {
+            // A second command: Account has no such field. A login between
+            // the two would find the flag unset; nothing else is lost.
+            s.ctx.apply(&Command::UpdateAccount {
+                name: account.name.clone(),
+                password_hash: None,
+                expires_at: None,
+                allowed_networks: None,
+                quota_bytes: None,
+                quota_files: None,
+                upload_rate: None,
+                download_rate: None,
+                must_change_password: Some(true),
+            })?;
+        }
         crate::repository::Home::open(&s.ctx.repository, &account.home)?;
         tracing::info!(account = %account.name, "account created");
         view(&s.ctx, account)
@@ -375,7 +391,7 @@ async fn update_account(
             quota_files: quota(body.quota_files),
             upload_rate: quota(body.upload_rate),
             download_rate: quota(body.download_rate),
-            must_change_password: None,
+            must_change_password: body.must_change_password,
         })?;
         s.ctx.usage.forget(&name);
         tracing::info!(account = %name, "account changed");

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ferry_core::{
@@ -149,6 +149,10 @@ struct Session {
     /// Logged in with a password (only such a session may open a browser
     /// session: a token must not turn into a longer-lived cookie).
     by_password: bool,
+    /// Logged in with a password that must be changed (or a browser
+    /// session opened by such a login): only the change, a browser session
+    /// and the logout are served until the change clears it.
+    must_change_password: AtomicBool,
     handles: Mutex<HashMap<HandleId, HandleTx>>,
     /// The open files behind file handles (a `copy-data` reads one while
     /// another's actor writes).
@@ -323,13 +327,21 @@ where
                         .await
                         .map(|(s, requests)| {
                             let account = s.account.clone();
+                            let must_change = s.must_change_password.load(Ordering::Relaxed);
                             let sid = next_session.fetch_add(1, Ordering::Relaxed);
                             let s = Arc::new(s);
                             tokio::spawn(sequence(ctx.clone(), s.clone(), requests, reply.clone()));
                             locked(&sessions).insert(sid, s);
-                            Response::LoggedIn {
-                                session: sid,
-                                account,
+                            if must_change {
+                                Response::LoggedInMustChangePassword {
+                                    session: sid,
+                                    account,
+                                }
+                            } else {
+                                Response::LoggedIn {
+                                    session: sid,
+                                    account,
+                                }
                             }
                         });
                     send(&reply, id, result);
@@ -350,8 +362,17 @@ where
             }
             Request::Fs { session, op } => {
                 let found = locked(&sessions).get(&session).cloned();
-                if !found.is_some_and(|s| s.submit(id, Some(op))) {
-                    send(&reply, id, Err(FerryError::invalid("no such session")));
+                match found {
+                    Some(s) if s.must_change_password.load(Ordering::Relaxed) => send(
+                        &reply,
+                        id,
+                        Err(FerryError::new(
+                            ErrorKind::PermissionDenied,
+                            ferry_core::PASSWORD_CHANGE_REQUIRED,
+                        )),
+                    ),
+                    Some(s) if s.submit(id, Some(op)) => {}
+                    _ => send(&reply, id, Err(FerryError::invalid("no such session"))),
                 }
             }
             // A server that does not serve (a stale follower) says so with
@@ -540,7 +561,7 @@ async fn change_password(
             quota_files: None,
             upload_rate: None,
             download_rate: None,
-            must_change_password: None,
+            must_change_password: Some(false),
         })?;
         let mut ended = 0usize;
         for web in c
@@ -563,6 +584,7 @@ async fn change_password(
         Ok(ended)
     })
     .await?;
+    s.must_change_password.store(false, Ordering::Relaxed);
     tracing::info!(
         account = %s.account, client_addr = %s.client_addr, browser_sessions_ended = ended,
         "password changed by the account"
@@ -607,6 +629,12 @@ async fn login(
         Credential::Token(_) => "token",
     };
     let name = user.clone();
+    // A browser session (`fw_`) was opened by a password login: it is
+    // held to that password's must-change flag; an API token is not.
+    let by_browser_session = matches!(
+        &credential,
+        Credential::Token(t) if t.expose().starts_with(crate::auth::WEB_SESSION_PREFIX)
+    );
     let attempt = match &credential {
         Credential::Password(_) => Some(ctx.login_throttle.begin(&client_addr, &user).await?),
         _ => None,
@@ -652,6 +680,28 @@ async fn login(
         );
     }
     let account = checked?;
+    let must_change = if method == "password" || by_browser_session {
+        let (store, name) = (ctx.store.clone(), account.name.clone());
+        blocking(move || {
+            Ok(store
+                .account_policy(&name)
+                .map_err(FerryError::from)?
+                .is_some_and(|p| p.must_change_password))
+        })
+        .await?
+    } else {
+        false
+    };
+    if must_change && protocol != Protocol::Https {
+        // SSH has no way to make the client change it: the password is
+        // refused as a wrong one would be, and the log says why. Keys are
+        // not the password, and still log in.
+        tracing::warn!(
+            user = %ferry_core::limits::loggable(&user), %client_addr, method, %protocol,
+            "login refused: the password must be changed first, over HTTPS"
+        );
+        return Err(FerryError::auth_failed());
+    }
     let repository = ctx.repository.clone();
     let home_rel = account.home.clone();
     let home = blocking(move || Home::open(&repository, &home_rel)).await?;
@@ -666,6 +716,7 @@ async fn login(
         client_addr,
         protocol,
         by_password: method == "password",
+        must_change_password: AtomicBool::new(must_change),
         handles: Mutex::default(),
         files: Mutex::default(),
         renamable: Mutex::default(),

@@ -73,6 +73,10 @@ pub enum AccountCmd {
         /// Home directory relative to the repository (default: the name).
         #[arg(long)]
         home: Option<String>,
+        /// The password is a temporary one: the account must change it at
+        /// its first HTTPS login before anything else.
+        #[arg(long)]
+        must_change_password: bool,
     },
     /// List accounts.
     List {
@@ -125,6 +129,13 @@ pub enum AccountCmd {
         /// Its downloads together, bytes a second; `none` for no limit.
         #[arg(long, value_parser = parse_quota)]
         download_rate: Option<u64>,
+        /// The password must be changed at the next HTTPS login before
+        /// anything else (SSH password logins are refused meanwhile).
+        #[arg(long, conflicts_with = "no_must_change_password")]
+        must_change_password: bool,
+        /// Lift --must-change-password.
+        #[arg(long)]
+        no_must_change_password: bool,
     },
     /// Show an account: its settings, quota and what its home holds.
     Show {
@@ -641,6 +652,15 @@ pub(crate) fn read_password(stdin: bool, file: Option<PathBuf>) -> anyhow::Resul
     Ok(Some(pw))
 }
 
+/// An account's password as the CLI shows it.
+fn password_state(a: &api::Account) -> &'static str {
+    match (a.has_password, a.must_change_password) {
+        (true, true) => "set (must be changed at the next HTTPS login)",
+        (true, false) => "set",
+        (false, _) => "none",
+    }
+}
+
 /// Runs an account command.
 pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
     let admin = Admin::connect(args)?;
@@ -650,12 +670,14 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
             password_stdin,
             password_file,
             home,
+            must_change_password,
         } => {
             let password = read_password(password_stdin, password_file)?.map(Secret::new);
             let body = api::NewAccount {
                 name,
                 password,
                 home,
+                must_change_password,
             };
             let a = admin.call(&api::CreateAccount { body }).await?;
             println!("Account {} created.", a.name);
@@ -699,9 +721,16 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
             quota_files,
             upload_rate,
             download_rate,
+            must_change_password,
+            no_must_change_password,
         } => {
             let password = read_password(password_stdin, password_file)?.map(Secret::new);
             let body = api::AccountChanges {
+                must_change_password: match (must_change_password, no_must_change_password) {
+                    (true, _) => Some(true),
+                    (false, true) => Some(false),
+                    (false, false) => None,
+                },
                 quota_bytes: quota,
                 quota_files,
                 upload_rate,
@@ -732,7 +761,7 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
             println!(
                 "Account {} changed: password {}, expires {expires}, networks {networks}, quota {quota}.",
                 a.name,
-                if a.has_password { "set" } else { "none" }
+                password_state(&a)
             );
         }
         AccountCmd::Show { name, json } => {
@@ -741,10 +770,7 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
                 println!("name        {}", a.name);
                 println!("home        {}", a.home);
                 println!("enabled     {}", a.enabled);
-                println!(
-                    "password    {}",
-                    if a.has_password { "set" } else { "none" }
-                );
+                println!("password    {}", password_state(a));
                 println!("keys        {}", a.keys);
                 println!(
                     "expires     {}",

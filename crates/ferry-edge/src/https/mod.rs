@@ -55,14 +55,30 @@ pub(crate) fn http_date_millis(ms: i64) -> String {
 }
 
 /// Authenticates `req`'s sender; the error is the answer to send.
+/// A session whose password must be changed gets `403`
+/// `password_change_required` for everything but the change itself.
 pub(crate) async fn files_login(state: &HttpState, parts: &Parts) -> Result<Arc<Lease>, Response> {
     let ip = client_ip(parts);
-    state
+    let lease = state
         .auth
         .authenticate(&parts.method, &parts.headers, ip)
         .await
         .map(|a| a.lease)
-        .map_err(|r| r.respond(&parts.headers))
+        .map_err(|r| r.respond(&parts.headers))?;
+    if lease.must_change_password() {
+        return Err(password_change_required());
+    }
+    Ok(lease)
+}
+
+/// The answer to a request of a session whose password must be changed.
+fn password_change_required() -> Response {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "password_change_required",
+        ferry_core::PASSWORD_CHANGE_REQUIRED,
+    )
+    .into_response()
 }
 
 /// Builds the router.
@@ -251,8 +267,12 @@ async fn session_open(State(state): State<Arc<HttpState>>, req: Request) -> Resp
         .await
     {
         Ok(web) => {
-            let mut r = Json(serde_json::json!({ "account": web.account, "csrf": web.csrf }))
-                .into_response();
+            let mut r = Json(serde_json::json!({
+                "account": web.account,
+                "csrf": web.csrf,
+                "must_change_password": web.must_change_password,
+            }))
+            .into_response();
             r.headers_mut().insert(
                 header::SET_COOKIE,
                 session_cookie(web.cookie.expose(), web.lifetime_secs),
@@ -269,9 +289,12 @@ async fn session_show(State(state): State<Arc<HttpState>>, req: Request) -> Resp
         return auth::unauthorized(&parts.headers, "not logged in");
     };
     match state.auth.web_session(&cookie, client_ip(&parts)).await {
-        Ok((csrf, account)) => {
-            Json(serde_json::json!({ "account": account, "csrf": csrf })).into_response()
-        }
+        Ok((csrf, account, must_change_password)) => Json(serde_json::json!({
+            "account": account,
+            "csrf": csrf,
+            "must_change_password": must_change_password,
+        }))
+        .into_response(),
         Err(refusal) => refusal.respond(&parts.headers),
     }
 }
