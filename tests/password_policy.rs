@@ -337,3 +337,89 @@ fn a_password_that_must_change_opens_only_the_change() {
     assert!(!must_change(&f, "sam"));
     assert!(password_login(&f, "sam", PASSWORD));
 }
+
+fn shown(f: &Ferry, name: &str) -> serde_json::Value {
+    serde_json::from_str(&f.admin_ok(&["account", "show", name, "--json"], None)).unwrap()
+}
+
+#[test]
+fn an_account_unused_too_long_is_refused_until_enabled() {
+    let mut f = Ferry::up_logged(&[]);
+    f.add_account("uma");
+    f.add_account("vera");
+    assert!(shown(&f, "uma")["last_login_at"].is_null());
+    assert!(password_login(&f, "uma", PASSWORD));
+    // The last login is recorded (in the background, after the login).
+    assert!(wait_until(10, || shown(&f, "uma")["last_login_at"].is_string()));
+    let text = f.admin_ok(&["account", "show", "uma"], None);
+    assert!(text.contains("last login  20"), "{text}");
+
+    // Off by default; then 30 days.
+    assert!(f.admin_ok(&["account", "idle-limit"], None).contains("off"));
+    let set = f.admin_ok(&["account", "idle-limit", "30"], None);
+    assert!(set.contains("more than 30 days"), "{set}");
+    assert!(
+        password_login(&f, "vera", PASSWORD),
+        "a new limit holds nobody idle"
+    );
+
+    // Forty days later for vera: the server's clock cannot move, so with
+    // the server stopped her creation and the limit's start are put 40
+    // days back in its store (her record re-made as it was, but older).
+    for p in &mut f.procs {
+        p.kill();
+    }
+    let db = f.dir.path().join("data").join("state").join("ferry.db");
+    let day: i64 = 86_400_000;
+    let now = chrono::Utc::now().timestamp_millis();
+    {
+        let store = ferry_store::Store::open(&db).unwrap();
+        let mut vera = store.account("vera").unwrap().unwrap();
+        vera.created_at = now - 40 * day;
+        store
+            .apply(&ferry_core::Command::RemoveAccount {
+                name: "vera".into(),
+            })
+            .unwrap();
+        store
+            .apply(&ferry_core::Command::CreateAccount(vera))
+            .unwrap();
+        let limit = ferry_core::IdleLimit {
+            days: 30,
+            since: now - 40 * day,
+        };
+        store
+            .apply(&ferry_core::Command::SetSetting {
+                key: ferry_core::IDLE_LIMIT_SETTING.into(),
+                value: limit.to_setting(),
+            })
+            .unwrap();
+    }
+    f.kill_and_restart(&[]);
+
+    // vera is refused as a wrong password is, over SSH and HTTPS, and the
+    // log says why; uma, who logged in a moment ago, is not.
+    let wrong = f.sftp_password("vera", "not-the-password", "ls\n");
+    let idle = f.sftp_password("vera", PASSWORD, "ls\n");
+    assert!(!idle.status.success());
+    assert_eq!(stderr(&idle), stderr(&wrong));
+    assert_eq!(f.curl().user("vera").get("/api/v1/dirs/").status, 401);
+    assert!(
+        f.log().contains("account unused for more than 30 days"),
+        "no log line says why"
+    );
+    assert_eq!(shown(&f, "vera")["idle"], true);
+    let text = f.admin_ok(&["account", "show", "vera"], None);
+    assert!(text.contains("idle: refused"), "{text}");
+    assert!(password_login(&f, "uma", PASSWORD));
+    assert_eq!(shown(&f, "uma")["idle"], false);
+
+    // An admin enables her again: 30 more days from now.
+    f.admin_ok(&["account", "enable", "vera"], None);
+    assert_eq!(shown(&f, "vera")["idle"], false);
+    assert!(password_login(&f, "vera", PASSWORD));
+    // And off is off.
+    assert!(f
+        .admin_ok(&["account", "idle-limit", "off"], None)
+        .contains("off"));
+}

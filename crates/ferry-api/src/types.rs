@@ -45,6 +45,13 @@ pub struct Account {
     /// anything else with it.
     #[serde(default)]
     pub must_change_password: bool,
+    /// Its last login (recorded at most once an hour), if any was recorded.
+    #[serde(default)]
+    pub last_login_at: Option<DateTime<Utc>>,
+    /// The idle limit refuses its logins now (`ferry account enable` lets
+    /// it in again for as many days).
+    #[serde(default)]
+    pub idle: bool,
     /// Bytes its home holds (partial uploads included); only when one
     /// account is shown.
     pub used_bytes: Option<u64>,
@@ -257,6 +264,19 @@ pub struct NewBan {
     /// Why (kept with the ban).
     #[serde(default)]
     pub reason: String,
+}
+
+/// `GET`/`POST /api/v1/settings/idle-limit`: accounts unused for more
+/// than this many days cannot log in.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdleLimit {
+    /// Days without a login after which an account is refused; 0: off.
+    pub disable_after_idle_days: u32,
+    /// When the limit was set (answers only): no account is held idle
+    /// for the time before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
 }
 
 /// A list of client networks (CIDR), canonical in answers.

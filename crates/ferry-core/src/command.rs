@@ -220,6 +220,9 @@ pub enum Command {
         /// anything else. (Absent in commands made before it existed.)
         #[serde(default)]
         must_change_password: Option<bool>,
+        /// Its idle time counts from then (an admin enabled it again).
+        #[serde(default)]
+        active_since: Option<UnixMillis>,
     },
     /// Revoke one public key of an account, or all of them.
     RemoveAccountKey {
@@ -257,6 +260,13 @@ pub enum Command {
     /// are written once (a second record with the same id changes nothing)
     /// and never changed.
     RecordAudit(AuditRecord),
+    /// An account logged in at `at` (its last login moves forward only).
+    RecordLogin {
+        /// Account name.
+        name: String,
+        /// When (the server's clock).
+        at: UnixMillis,
+    },
 }
 
 /// A client address no login is taken from until `until`.
@@ -314,6 +324,7 @@ impl Command {
             Command::AddAdminToken(_) => "add_admin_token",
             Command::RemoveAdminToken { .. } => "remove_admin_token",
             Command::RecordAudit(_) => "record_audit",
+            Command::RecordLogin { .. } => "record_login",
         }
     }
 }

@@ -76,6 +76,8 @@ fn endpoints() -> (Routes, Routes) {
         .add::<api::RemoveFolderRule, _, _>(remove_folder_rule)
         .add::<api::GetDenyList, _, _>(get_deny_list)
         .add::<api::SetDenyList, _, _>(set_deny_list)
+        .add::<api::GetIdleLimit, _, _>(get_idle_limit)
+        .add::<api::SetIdleLimit, _, _>(set_idle_limit)
         .add::<api::ListBans, _, _>(list_bans)
         .add::<api::AddBan, _, _>(add_ban)
         .add::<api::RemoveBan, _, _>(remove_ban)
@@ -198,7 +200,11 @@ fn view(ctx: &ServerCtx, a: Account) -> Result<api::Account, FerryError> {
         .account_policy(&a.name)
         .map_err(FerryError::from)?
         .unwrap_or_default();
+    let idle = crate::auth::idle_limit(&ctx.store)?
+        .is_some_and(|limit| policy.is_idle(&limit, now_millis()));
     Ok(api::Account {
+        idle,
+        last_login_at: policy.last_login_at.map(api::time),
         has_password: a.password_hash.is_some(),
         name: a.name,
         home: a.home,
@@ -299,6 +305,7 @@ async fn create_account(
                 upload_rate: None,
                 download_rate: None,
                 must_change_password: Some(true),
+                active_since: None,
             })?;
         }
         crate::repository::Home::open(&s.ctx.repository, &account.home)?;
@@ -309,8 +316,31 @@ async fn create_account(
     .map(Reply)
 }
 
+/// Enabling an account also starts its idle time afresh: an account the
+/// idle limit refuses is let in again by `ferry account enable`.
 async fn set_enabled(s: AdminState, name: String, enabled: bool) -> ApiResult<()> {
-    run(move || s.ctx.apply(&Command::SetAccountEnabled { name, enabled })).await?;
+    run(move || {
+        s.ctx.apply(&Command::SetAccountEnabled {
+            name: name.clone(),
+            enabled,
+        })?;
+        if enabled {
+            s.ctx.apply(&Command::UpdateAccount {
+                name,
+                password_hash: None,
+                expires_at: None,
+                allowed_networks: None,
+                quota_bytes: None,
+                quota_files: None,
+                upload_rate: None,
+                download_rate: None,
+                must_change_password: None,
+                active_since: Some(now_millis()),
+            })?;
+        }
+        Ok(())
+    })
+    .await?;
     Ok(())
 }
 
@@ -392,6 +422,7 @@ async fn update_account(
             upload_rate: quota(body.upload_rate),
             download_rate: quota(body.download_rate),
             must_change_password: body.must_change_password,
+            active_since: None,
         })?;
         s.ctx.usage.forget(&name);
         tracing::info!(account = %name, "account changed");
@@ -591,6 +622,47 @@ async fn set_deny_list(
         })?;
         tracing::info!(networks = %networks.join(","), "deny list set");
         deny_list(&s.ctx)
+    })
+    .await
+    .map(Reply)
+}
+
+fn idle_limit_view(ctx: &ServerCtx) -> Result<api::IdleLimit, FerryError> {
+    Ok(match crate::auth::idle_limit(&ctx.store)? {
+        Some(limit) => api::IdleLimit {
+            disable_after_idle_days: limit.days,
+            since: Some(api::time(limit.since)),
+        },
+        None => api::IdleLimit::default(),
+    })
+}
+
+async fn get_idle_limit(State(s): State<AdminState>) -> ApiResult<Reply<api::GetIdleLimit>> {
+    run(move || idle_limit_view(&s.ctx)).await.map(Reply)
+}
+
+async fn set_idle_limit(
+    State(s): State<AdminState>,
+    Json(body): Json<api::IdleLimit>,
+) -> ApiResult<Reply<api::SetIdleLimit>> {
+    if body.disable_after_idle_days > 36_500 {
+        return Err(FerryError::invalid("the idle limit is at most 36500 days").into());
+    }
+    run(move || {
+        let value = match body.disable_after_idle_days {
+            0 => String::new(),
+            days => ferry_core::IdleLimit {
+                days,
+                since: now_millis(),
+            }
+            .to_setting(),
+        };
+        s.ctx.apply(&Command::SetSetting {
+            key: ferry_core::IDLE_LIMIT_SETTING.to_owned(),
+            value,
+        })?;
+        tracing::info!(days = body.disable_after_idle_days, "idle limit set");
+        idle_limit_view(&s.ctx)
     })
     .await
     .map(Reply)

@@ -189,6 +189,7 @@ mod tests {
                     upload_rate: None,
                     download_rate: None,
                     must_change_password: None,
+                    active_since: None,
                 })
                 .map(|_| ())
                 .map_err(FerryError::from)

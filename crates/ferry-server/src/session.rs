@@ -562,6 +562,7 @@ async fn change_password(
             upload_rate: None,
             download_rate: None,
             must_change_password: Some(false),
+            active_since: None,
         })?;
         let mut ended = 0usize;
         for web in c
@@ -702,6 +703,7 @@ async fn login(
         );
         return Err(FerryError::auth_failed());
     }
+    record_login(ctx, &account.name);
     let repository = ctx.repository.clone();
     let home_rel = account.home.clone();
     let home = blocking(move || Home::open(&repository, &home_rel)).await?;
@@ -725,6 +727,33 @@ async fn login(
         requests: Mutex::new(Some(requests)),
     };
     Ok((session, queue))
+}
+
+/// Records the login of `account` (its last login, for `ferry account
+/// show` and the idle limit) when the recorded one is an hour old or more,
+/// in the background: a server that cannot write now (read-only, a
+/// standby's history) skips it, and the login does not wait.
+fn record_login(ctx: &Arc<ServerCtx>, account: &str) {
+    let (c, name) = (ctx.clone(), account.to_owned());
+    tokio::spawn(async move {
+        let now = now_millis();
+        let result = blocking(move || {
+            let last = c
+                .store
+                .account_policy(&name)
+                .map_err(FerryError::from)?
+                .and_then(|p| p.last_login_at);
+            if last.is_none_or(|t| now.saturating_sub(t) >= crate::auth::LOGIN_RECORD_INTERVAL_MS) {
+                c.check_writable()?;
+                c.apply(&ferry_core::Command::RecordLogin { name, at: now })?;
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "last login not recorded");
+        }
+    });
 }
 
 pub(crate) fn parse(path: &str) -> Result<VirtualPath, FerryError> {

@@ -400,6 +400,11 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             }
             n
         }
+        Command::RecordLogin { name, at } => tx.execute(
+            "UPDATE accounts SET last_login_at = ?2
+             WHERE name = ?1 AND (last_login_at IS NULL OR last_login_at < ?2)",
+            params![name, at],
+        )?,
         Command::UpdateAccount {
             name,
             password_hash,
@@ -410,8 +415,15 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             upload_rate,
             download_rate,
             must_change_password,
+            active_since,
         } => {
             let id = account_id(tx, name)?;
+            if let Some(at) = active_since {
+                tx.execute(
+                    "UPDATE accounts SET active_since = ?2 WHERE id = ?1",
+                    params![id, at],
+                )?;
+            }
             if let Some(hash) = password_hash {
                 tx.execute(
                     "UPDATE accounts SET password_hash = ?2 WHERE id = ?1",
@@ -745,7 +757,8 @@ impl Store {
         self.conn()
             .query_row(
                 "SELECT expires_at, allowed_networks, quota_bytes, quota_files,
-                        upload_rate, download_rate, must_change_password
+                        upload_rate, download_rate, must_change_password,
+                        created_at, last_login_at, active_since
                  FROM accounts WHERE name = ?1",
                 [name],
                 |r| {
@@ -760,6 +773,9 @@ impl Store {
                         upload_rate: count(4)?,
                         download_rate: count(5)?,
                         must_change_password: r.get(6)?,
+                        created_at: r.get(7)?,
+                        last_login_at: r.get(8)?,
+                        active_since: r.get(9)?,
                         expires_at: r.get(0)?,
                         allowed_networks: networks
                             .split(',')

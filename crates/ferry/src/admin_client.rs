@@ -145,6 +145,12 @@ pub enum AccountCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show or set the idle limit: accounts unused for more than DAYS
+    /// days cannot log in (`ferry account enable` lets one in again).
+    IdleLimit {
+        /// Days, or `off`; without it, show the limit.
+        days: Option<String>,
+    },
     /// Remove an account and its keys (its files stay). Refused while
     /// routes, schedules or monitors use it, unless --with-uses.
     Remove {
@@ -773,6 +779,16 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
                 println!("password    {}", password_state(a));
                 println!("keys        {}", a.keys);
                 println!(
+                    "last login  {}{}",
+                    a.last_login_at
+                        .map_or_else(|| "none recorded".to_owned(), |t| t.to_rfc3339()),
+                    if a.idle {
+                        " (idle: refused until `ferry account enable`)"
+                    } else {
+                        ""
+                    }
+                );
+                println!(
                     "expires     {}",
                     a.expires_at
                         .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339())
@@ -802,6 +818,33 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
                 );
             })
             .await?;
+        }
+        AccountCmd::IdleLimit { days } => {
+            let limit = match days {
+                None => admin.call(&api::GetIdleLimit {}).await?,
+                Some(days) => {
+                    let days = if days == "off" {
+                        0
+                    } else {
+                        days.parse()
+                            .map_err(|_| anyhow::anyhow!("{days:?}: a number of days or off"))?
+                    };
+                    let body = api::IdleLimit {
+                        disable_after_idle_days: days,
+                        since: None,
+                    };
+                    admin.call(&api::SetIdleLimit { body }).await?
+                }
+            };
+            match (limit.disable_after_idle_days, limit.since) {
+                (0, _) => println!("Idle limit: off."),
+                (days, Some(since)) => println!(
+                    "Idle limit: accounts unused for more than {days} days cannot log in \
+                     (counted from {} at the earliest).",
+                    since.to_rfc3339()
+                ),
+                (days, None) => println!("Idle limit: {days} days."),
+            }
         }
         AccountCmd::Remove { name, with_uses } => {
             admin
