@@ -95,6 +95,26 @@ fn admin_set_passwords_follow_the_policy() {
     let (code, err) = set_password(&f, "pia", first);
     assert_eq!(code, 0, "{err}");
     assert!(password_login(&f, "pia", first));
+
+    // The minimum length is a setting (never below 8).
+    let shown = f.admin_ok(&["account", "password-policy"], None);
+    assert!(shown.contains("at least 8 characters"), "{shown}");
+    let low = f.admin(&["account", "password-policy", "--min-length", "6"], None);
+    assert_eq!(low.status.code(), Some(1));
+    assert!(stderr(&low).contains("8 to 128"), "{}", stderr(&low));
+    f.admin_ok(&["account", "password-policy", "--min-length", "16"], None);
+    let (code, err) = set_password(&f, "pia", "gX9#mQ2!vL7$");
+    assert!(code == 1 && err.contains("at least 16 characters"), "{err}");
+    let out = f.admin(
+        &["account", "add", "pat", "--password-stdin"],
+        Some("gX9#mQ2!vL7$\n"),
+    );
+    assert!(
+        stderr(&out).contains("at least 16 characters"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(set_password(&f, "pia", "gX9#mQ2!vL7$-Harbour").0, 0);
 }
 
 /// `POST /api/v1/me/password` with `extra` curl arguments (credentials).

@@ -160,6 +160,14 @@ endpoint! {
 }
 
 endpoint! {
+    "Show the password policy's settable part (the shortest password accepted)."
+    GetPasswordPolicy Get "/api/v1/settings/password-policy" [] => 200 PasswordPolicy
+}
+endpoint! {
+    "Set the shortest account password accepted (8 to 128); passwords set before stay."
+    SetPasswordPolicy Post "/api/v1/settings/password-policy" [] body(PasswordPolicy) => 200 PasswordPolicy
+}
+endpoint! {
     "Show the idle limit: accounts unused for more than that many days cannot log in."
     GetIdleLimit Get "/api/v1/settings/idle-limit" [] => 200 IdleLimit
 }

@@ -47,6 +47,8 @@ pub fn visit_all(v: &mut impl Visitor) {
     v.visit::<RemoveFolderRule>();
     v.visit::<GetDenyList>();
     v.visit::<SetDenyList>();
+    v.visit::<GetPasswordPolicy>();
+    v.visit::<SetPasswordPolicy>();
     v.visit::<GetIdleLimit>();
     v.visit::<SetIdleLimit>();
     v.visit::<ListBans>();

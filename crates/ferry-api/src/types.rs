@@ -266,6 +266,16 @@ pub struct NewBan {
     pub reason: String,
 }
 
+/// `GET`/`POST /api/v1/settings/password-policy`: what a new account
+/// password must be beyond the fixed rules (a zxcvbn score of 3 or more,
+/// none of the account's last 5 passwords).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordPolicy {
+    /// The fewest characters, 8 to 128 (default 8).
+    pub min_length: u32,
+}
+
 /// `GET`/`POST /api/v1/settings/idle-limit`: accounts unused for more
 /// than this many days cannot log in.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

@@ -78,6 +78,8 @@ fn endpoints() -> (Routes, Routes) {
         .add::<api::SetDenyList, _, _>(set_deny_list)
         .add::<api::GetIdleLimit, _, _>(get_idle_limit)
         .add::<api::SetIdleLimit, _, _>(set_idle_limit)
+        .add::<api::GetPasswordPolicy, _, _>(get_password_policy)
+        .add::<api::SetPasswordPolicy, _, _>(set_password_policy)
         .add::<api::ListBans, _, _>(list_bans)
         .add::<api::AddBan, _, _>(add_ban)
         .add::<api::RemoveBan, _, _>(remove_ban)
@@ -281,7 +283,7 @@ async fn create_account(
         let password_hash = body
             .password
             .as_ref()
-            .map(|pw| crate::password::first_password(&body.name, pw))
+            .map(|pw| crate::password::first_password(&s.ctx.store, &body.name, pw))
             .transpose()?;
         let account = Account {
             id: uuid::Uuid::new_v4().to_string(),
@@ -622,6 +624,45 @@ async fn set_deny_list(
         })?;
         tracing::info!(networks = %networks.join(","), "deny list set");
         deny_list(&s.ctx)
+    })
+    .await
+    .map(Reply)
+}
+
+fn password_policy_view(ctx: &ServerCtx) -> Result<api::PasswordPolicy, FerryError> {
+    Ok(api::PasswordPolicy {
+        min_length: u32::try_from(crate::password::min_length(&ctx.store)?).unwrap_or(u32::MAX),
+    })
+}
+
+async fn get_password_policy(
+    State(s): State<AdminState>,
+) -> ApiResult<Reply<api::GetPasswordPolicy>> {
+    run(move || password_policy_view(&s.ctx)).await.map(Reply)
+}
+
+async fn set_password_policy(
+    State(s): State<AdminState>,
+    Json(body): Json<api::PasswordPolicy>,
+) -> ApiResult<Reply<api::SetPasswordPolicy>> {
+    let (floor, most) = (
+        crate::auth::MIN_PASSWORD_LEN,
+        crate::password::MAX_MIN_LENGTH,
+    );
+    let min = usize::try_from(body.min_length).unwrap_or(usize::MAX);
+    if !(floor..=most).contains(&min) {
+        return Err(FerryError::invalid(format!(
+            "the minimum length is {floor} to {most} characters"
+        ))
+        .into());
+    }
+    run(move || {
+        s.ctx.apply(&Command::SetSetting {
+            key: crate::password::MIN_LENGTH_SETTING.to_owned(),
+            value: min.to_string(),
+        })?;
+        tracing::info!(min_length = min, "password policy set");
+        password_policy_view(&s.ctx)
     })
     .await
     .map(Reply)

@@ -2,7 +2,8 @@
 //! wherever it is set (an admin creating or changing the account, the
 //! account changing its own).
 //!
-//! * at least [`MIN_PASSWORD_LEN`] characters (and at most
+//! * at least [`MIN_PASSWORD_LEN`] characters, or the longer minimum of
+//!   the `min_password_length` setting (and at most
 //!   [`crate::auth::MAX_PASSWORD_LEN`] bytes);
 //! * strong enough: a zxcvbn score of at least 3 ("safely unguessable",
 //!   more than 10^8 guesses), judged with the account's name as a word the
@@ -27,13 +28,33 @@ pub const MIN_SCORE: zxcvbn::Score = zxcvbn::Score::Three;
 /// side of refusing).
 const JUDGED_CHARS: usize = 100;
 
-/// Checks `password`'s length and strength for account `account`. Pure
-/// computation (a few milliseconds); no store access.
-pub fn check_strength(account: &str, password: &Secret) -> Result<(), FerryError> {
+/// The setting that raises the shortest password accepted above
+/// [`MIN_PASSWORD_LEN`] (`ferry account password-policy --min-length`).
+pub const MIN_LENGTH_SETTING: &str = "min_password_length";
+
+/// Most a minimum length may be set to.
+pub const MAX_MIN_LENGTH: usize = 128;
+
+/// The shortest password accepted now: the setting, never below
+/// [`MIN_PASSWORD_LEN`]. Blocking (a store read).
+pub fn min_length(store: &Store) -> Result<usize, FerryError> {
+    Ok(store
+        .setting(MIN_LENGTH_SETTING)
+        .map_err(FerryError::from)?
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(MIN_PASSWORD_LEN)
+        .clamp(MIN_PASSWORD_LEN, MAX_MIN_LENGTH))
+}
+
+/// Checks `password`'s length (at least `min_len` characters) and
+/// strength for account `account`. Pure computation (a few
+/// milliseconds); no store access.
+pub fn check_strength(account: &str, password: &Secret, min_len: usize) -> Result<(), FerryError> {
     let pw = password.expose();
-    if pw.chars().count() < MIN_PASSWORD_LEN {
+    let min_len = min_len.max(MIN_PASSWORD_LEN);
+    if pw.chars().count() < min_len {
         return Err(FerryError::invalid(format!(
-            "password must be at least {MIN_PASSWORD_LEN} characters"
+            "password must be at least {min_len} characters"
         )));
     }
     if pw.len() > crate::auth::MAX_PASSWORD_LEN {
@@ -83,8 +104,12 @@ fn advice(feedback: Option<&zxcvbn::feedback::Feedback>) -> String {
 /// The first password of a new account `account` (no history yet):
 /// checks its strength and hashes it. Blocking (argon2 on the hashing
 /// threads).
-pub fn first_password(account: &str, password: &Secret) -> Result<Secret, FerryError> {
-    check_strength(account, password)?;
+pub fn first_password(
+    store: &Store,
+    account: &str,
+    password: &Secret,
+) -> Result<Secret, FerryError> {
+    check_strength(account, password, min_length(store)?)?;
     crate::auth::hash_password(password)
 }
 
@@ -97,7 +122,7 @@ pub fn new_account_password(
     account: &str,
     password: &Secret,
 ) -> Result<Secret, FerryError> {
-    check_strength(account, password)?;
+    check_strength(account, password, min_length(store)?)?;
     let history: Vec<String> = store
         .password_history(account)
         .map_err(FerryError::from)?
@@ -119,7 +144,7 @@ mod tests {
     use ferry_core::{Account, Command, ErrorKind};
 
     fn strength(account: &str, pw: &str) -> Result<(), FerryError> {
-        check_strength(account, &Secret::new(pw))
+        check_strength(account, &Secret::new(pw), MIN_PASSWORD_LEN)
     }
 
     #[test]
@@ -142,6 +167,11 @@ mod tests {
         }
         let short = strength("alice", "x7#Qp").unwrap_err();
         assert!(short.message.contains("at least 8"), "{}", short.message);
+        // A longer minimum, but never a shorter one.
+        let e = check_strength("alice", &Secret::new("gX9#mQ2!vL7$"), 16).unwrap_err();
+        assert!(e.message.contains("at least 16"), "{}", e.message);
+        let e = check_strength("alice", &Secret::new("x7#Qp"), 2).unwrap_err();
+        assert!(e.message.contains("at least 8"), "{}", e.message);
         let long = "Zq8!".repeat(300);
         assert!(strength("alice", &long)
             .unwrap_err()
@@ -171,7 +201,7 @@ mod tests {
                 id: "1".into(),
                 name: "alice".into(),
                 home: "alice".into(),
-                password_hash: Some(first_password("alice", &first).unwrap()),
+                password_hash: Some(first_password(&store, "alice", &first).unwrap()),
                 enabled: true,
                 created_at: 0,
             }))

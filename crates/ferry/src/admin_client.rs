@@ -145,6 +145,13 @@ pub enum AccountCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show or set the password policy's minimum length (8 to 128; the
+    /// strength and reuse rules are fixed).
+    PasswordPolicy {
+        /// The fewest characters a new password must have.
+        #[arg(long)]
+        min_length: Option<u32>,
+    },
     /// Show or set the idle limit: accounts unused for more than DAYS
     /// days cannot log in (`ferry account enable` lets one in again).
     IdleLimit {
@@ -818,6 +825,20 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
                 );
             })
             .await?;
+        }
+        AccountCmd::PasswordPolicy { min_length } => {
+            let policy = match min_length {
+                None => admin.call(&api::GetPasswordPolicy {}).await?,
+                Some(min_length) => {
+                    let body = api::PasswordPolicy { min_length };
+                    admin.call(&api::SetPasswordPolicy { body }).await?
+                }
+            };
+            println!(
+                "Password policy: at least {} characters, zxcvbn score 3 or more, \
+                 none of the account's last 5 passwords.",
+                policy.min_length
+            );
         }
         AccountCmd::IdleLimit { days } => {
             let limit = match days {
