@@ -242,6 +242,35 @@ fn an_account_changes_its_own_password_over_https() {
     let r = change(&c, &basic("quinn", new), new, PASSWORD);
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("used before"), "{}", r.text());
+
+    // Guessing the current password through the form meets the login
+    // throttle (20 failures a minute per account and per address; this
+    // address has failed a few times above): then even the right one is
+    // refused, and the answer says why.
+    f.add_account("tess");
+    let tess = basic("tess", PASSWORD);
+    let mut wrong = 0;
+    for i in 0..20 {
+        let r = change(&c, &tess, &format!("guess-{i}"), new);
+        assert_eq!(r.status, 403, "{}", r.text());
+        if !r.text().contains("current password is wrong") {
+            assert!(
+                r.text().contains("too many failed passwords"),
+                "{}",
+                r.text()
+            );
+            break;
+        }
+        wrong += 1;
+    }
+    assert!(wrong >= 10, "throttled after {wrong} guesses");
+    let r = change(&c, &tess, PASSWORD, new);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(
+        r.text().contains("too many failed passwords"),
+        "{}",
+        r.text()
+    );
 }
 
 fn must_change(f: &Ferry, name: &str) -> bool {

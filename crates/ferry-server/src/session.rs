@@ -530,7 +530,18 @@ async fn change_password(
     keep: Option<ferry_core::Secret>,
 ) -> Result<Response, FerryError> {
     ctx.check_writable()?;
-    let attempt = ctx.login_throttle.begin(&s.client_addr, &s.account).await?;
+    // Past the throttle's limit the session is logged in all the same:
+    // say so rather than answer "authentication failed".
+    let attempt = match ctx.login_throttle.begin(&s.client_addr, &s.account).await {
+        Ok(attempt) => attempt,
+        Err(e) if e.kind == ErrorKind::AuthFailed => {
+            return Err(FerryError::new(
+                ErrorKind::PermissionDenied,
+                "too many failed passwords for this account or address; try again in a minute",
+            ))
+        }
+        Err(e) => return Err(e),
+    };
     let checked = crate::auth::check_password(ctx.store.clone(), &s.account, current).await;
     if let Err(e) = checked {
         let wrong = e.kind == ErrorKind::AuthFailed;

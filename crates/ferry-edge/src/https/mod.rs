@@ -334,7 +334,7 @@ struct PasswordChange {
 /// `POST /api/v1/me/password`: the account changes its own password,
 /// authenticated as any request (Basic, token, or the cookie with its
 /// CSRF token). 204, or 400 (the policy's reason), 403 (a wrong current
-/// password), 429 (too many failed logins).
+/// password, or too many failed passwords of late).
 async fn change_password(State(state): State<Arc<HttpState>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, 16 * 1024).await {
