@@ -1,4 +1,4 @@
--- Ferry store, migration 16 (15 is another branch's): an account's password
+-- Ferry store, migration 18 (15 to 17 are other branches'): an account's password
 -- history, the flag that its password must be changed, and what the
 -- disable-after-idle-days rule measures.
 

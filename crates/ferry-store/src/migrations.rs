@@ -23,9 +23,10 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../schemas/0012_admins_audit.sql"),
     include_str!("../../../schemas/0013_account_quota.sql"),
     include_str!("../../../schemas/0014_account_rates.sql"),
-    // 0015 belongs to a change made in parallel; whichever lands second
-    // takes its place after the other (the version is the position here).
-    include_str!("../../../schemas/0016_password_lifecycle.sql"),
+    // 0015 to 0017 belong to changes made in parallel (virtual folders,
+    // session caps, audit states); whichever lands later goes after them
+    // (the version is the position here, not the file's number).
+    include_str!("../../../schemas/0018_password_lifecycle.sql"),
 ];
 
 /// The schema version this build produces.
