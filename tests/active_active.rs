@@ -93,7 +93,7 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
     c.admin_ok(
         follower,
         &["account", "add", "bob", "--password-stdin"],
-        Some("pw-pw-pw-pw\n"),
+        Some("Tangerine-Viaduct-47-Oslo\n"),
     );
     c.admin_ok(
         follower,
@@ -264,7 +264,7 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
     let refused = c.admin(
         leader,
         &["account", "add", "bob", "--password-stdin"],
-        Some("pw-pw-pw-pw\n"),
+        Some("Tangerine-Viaduct-47-Oslo\n"),
     );
     assert!(!refused.status.success());
     let err = stderr(&refused);
@@ -460,7 +460,7 @@ fn two_servers_and_a_witness_survive_the_loss_of_either_server() {
         c.admin_ok(
             other,
             &["account", "add", &format!("u{victim}"), "--password-stdin"],
-            Some("pw-pw-pw-pw\n"),
+            Some("Tangerine-Viaduct-47-Oslo\n"),
         );
         c.start_server(target);
         assert!(wait_until(20, || c
@@ -517,7 +517,7 @@ fn a_partitioned_leader_turns_read_only_and_never_shares_a_term() {
             "--idempotency-key",
             "add-bob-1",
         ],
-        Some("pw-pw-pw-pw\n"),
+        Some("Tangerine-Viaduct-47-Oslo\n"),
     );
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
     assert!(
@@ -529,7 +529,7 @@ fn a_partitioned_leader_turns_read_only_and_never_shares_a_term() {
     c.admin_ok(
         new,
         &["account", "add", "carol", "--password-stdin"],
-        Some("pw-pw-pw-pw\n"),
+        Some("Tangerine-Viaduct-47-Oslo\n"),
     );
     let local = c.root.path().join("p.bin");
     random_file(&local, 64 * 1024);
@@ -576,7 +576,7 @@ fn a_partitioned_leader_turns_read_only_and_never_shares_a_term() {
                 "--idempotency-key",
                 "add-bob-1",
             ],
-            Some("pw-pw-pw-pw\n"),
+            Some("Tangerine-Viaduct-47-Oslo\n"),
         );
         assert!(out.status.success(), "{}", stderr(&out));
     }
@@ -652,7 +652,7 @@ fn a_server_joins_with_the_token_and_another_leaves() {
     c.admin_ok(
         2,
         &["account", "add", "bob", "--password-stdin"],
-        Some("pw-pw-pw-pw\n"),
+        Some("Tangerine-Viaduct-47-Oslo\n"),
     );
     assert!(wait_until(20, || c
         .admin_ok(1, &["account", "list"], None)
@@ -667,7 +667,7 @@ fn a_server_joins_with_the_token_and_another_leaves() {
     c.admin_ok(
         2,
         &["account", "add", "carol", "--password-stdin"],
-        Some("pw-pw-pw-pw\n"),
+        Some("Tangerine-Viaduct-47-Oslo\n"),
     );
     let status = c.admin_ok(0, &["cluster", "status", "--json"], None);
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
@@ -727,7 +727,7 @@ fn a_server_joins_with_the_token_and_another_leaves() {
     c.admin_ok(
         0,
         &["account", "add", "dave", "--password-stdin"],
-        Some("pw-pw-pw-pw\n"),
+        Some("Tangerine-Viaduct-47-Oslo\n"),
     );
 }
 
@@ -762,7 +762,7 @@ fn an_upload_closed_without_a_quorum_is_kept_and_logged_and_routed_later() {
     c.admin_ok(
         0,
         &["account", "add", "bob", "--password-stdin"],
-        Some("pw-pw-pw-pw\n"),
+        Some("Tangerine-Viaduct-47-Oslo\n"),
     );
     c.admin_ok(
         0,

@@ -114,7 +114,7 @@ fn sync_copies_what_the_manifests_list_and_refuses_what_it_must() {
     let out = c.admin(
         S2,
         &["account", "add", "carol", "--password-stdin"],
-        Some("pw-pw-pw-pw\n"),
+        Some("Tangerine-Viaduct-47-Oslo\n"),
     );
     assert!(!out.status.success());
     let err = stderr(&out);
@@ -201,7 +201,7 @@ fn sync_copies_what_the_manifests_list_and_refuses_what_it_must() {
     c.admin_ok(
         S1,
         &["account", "add", "dave", "--password-stdin"],
-        Some("pw-pw-pw-pw\n"),
+        Some("Tangerine-Viaduct-47-Oslo\n"),
     );
     let status = c.admin_ok(S1, &["cluster", "status"], None);
     assert!(

@@ -209,13 +209,13 @@ fn the_audit_trail_is_the_same_on_every_server_of_a_cluster() {
         c.admin_ok(
             i,
             &["account", "add", &format!("user{i}"), "--password-stdin"],
-            Some("pw-pw-pw-pw\n"),
+            Some("Tangerine-Viaduct-47-Oslo\n"),
         );
     }
     let dup = c.admin(
         1,
         &["account", "add", "user0", "--password-stdin"],
-        Some("pw-pw-pw-pw\n"),
+        Some("Tangerine-Viaduct-47-Oslo\n"),
     );
     assert!(!dup.status.success());
     let trail = |i: usize| {

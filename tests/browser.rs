@@ -1,6 +1,7 @@
 //! The browser client in headless Chromium (Debian's), driven by
-//! playwright-core: log in, upload two files at once, see them listed,
-//! download one. The screenshot is kept in `target/test-artifacts/`.
+//! playwright-core: log in with a password that must be changed, change it
+//! through the form the login leads to, upload two files at once, see them
+//! listed, download one. The screenshot is kept in `target/test-artifacts/`.
 
 // Tests fail by panicking; unwrap is the point.
 #![allow(
@@ -16,6 +17,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
+
+/// The password the browser test changes to through the form.
+const NEW_PASSWORD: &str = "Marmalade-Harbour-82-Lima";
 
 #[test]
 fn browser_client_logs_in_uploads_lists_and_downloads() {
@@ -33,6 +37,8 @@ fn browser_client_logs_in_uploads_lists_and_downloads() {
     );
     let f = Ferry::up();
     f.add_account("alice");
+    // A temporary password: the browser must change it before anything else.
+    f.admin_ok(&["account", "set", "alice", "--must-change-password"], None);
     let one = f.dir.path().join("report-2026.bin");
     random_file(&one, 9 * 1024 * 1024 + 5);
     let two = f.dir.path().join("notes ü.txt");
@@ -45,6 +51,8 @@ fn browser_client_logs_in_uploads_lists_and_downloads() {
         .env("FERRY_URL", f.https_url.as_ref().unwrap())
         .env("FERRY_USER", "alice")
         .env("FERRY_PASSWORD", PASSWORD)
+        .env("FERRY_NEW_PASSWORD", NEW_PASSWORD)
+        .env("FERRY_MUST_CHANGE", "1")
         .env("FERRY_FILE1", &one)
         .env("FERRY_FILE2", &two)
         .env("FERRY_OUT", &out_dir)
@@ -58,6 +66,18 @@ fn browser_client_logs_in_uploads_lists_and_downloads() {
     );
     let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(result["ok"], true);
+    // The form changed the password: the new one logs in, the old no more.
+    assert_eq!(result["forcedToChange"], true);
+    assert_eq!(result["passwordChanged"], true);
+    let shown = f.admin_ok(&["account", "show", "alice", "--json"], None);
+    assert!(shown.contains("\"must_change_password\": false"), "{shown}");
+    let curl = f.curl();
+    assert_eq!(
+        curl.run(&["-u", &format!("alice:{NEW_PASSWORD}")], "/api/v1/dirs/")
+            .status,
+        200
+    );
+    assert_eq!(curl.user("alice").get("/api/v1/dirs/").status, 401);
     let listed: Vec<&str> = result["listed"]
         .as_array()
         .unwrap()

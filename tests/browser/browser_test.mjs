@@ -84,11 +84,38 @@ async function run() {
   await page.fill('#login-user', user);
   await page.fill('#login-password', password);
   await page.click('#login-submit');
-  await page.locator('#files-view:visible, #status.error').first().waitFor();
+  await page.locator('#files-view:visible, #password-view:visible, #status.error').first().waitFor();
   if (await page.locator('#status.error').count() > 0) {
     throw new Error(`login failed: ${await page.textContent('#status')}`);
   }
   await page.locator('#account').filter({ hasText: user }).waitFor({ state: 'visible' });
+
+  // With FERRY_NEW_PASSWORD set: change the password through the form (its
+  // POST carries the CSRF token like every other), then go on with the files.
+  let passwordChanged = false;
+  const newPassword = process.env.FERRY_NEW_PASSWORD;
+  // With FERRY_MUST_CHANGE set too (the admin flagged the password): the
+  // login leads straight to the form, which cannot be cancelled.
+  let forcedToChange = false;
+  if (process.env.FERRY_MUST_CHANGE) {
+    await page.locator('#password-required').waitFor({ state: 'visible' });
+    if (await page.locator('#files-view').isVisible()) throw new Error('files shown before the change');
+    if (await page.locator('#password-cancel').isVisible()) throw new Error('the forced change can be cancelled');
+    forcedToChange = true;
+  }
+  if (newPassword) {
+    if (!forcedToChange) await page.click('#password-open');
+    await page.locator('#password-form').waitFor({ state: 'visible' });
+    await page.fill('#password-current', password);
+    await page.fill('#password-new', newPassword);
+    await page.fill('#password-repeat', newPassword);
+    await page.click('#password-submit');
+    await page.locator('#files-view:visible, #status.error').first().waitFor();
+    if (await page.locator('#status.error').count() > 0) {
+      throw new Error(`password change failed: ${await page.textContent('#status')}`);
+    }
+    passwordChanged = true;
+  }
 
   await page.setInputFiles('#file-input', files);
   await page.click('#upload-button');
@@ -135,7 +162,9 @@ async function run() {
     loggedOut = true;
   }
   if (problems.length > 0) throw new Error('the page reported errors');
-  return { ok: true, listed, downloaded, screenshot, loggedOut };
+  return {
+    ok: true, listed, downloaded, screenshot, loggedOut, passwordChanged, forcedToChange,
+  };
 }
 
 /** Saves a failure screenshot if a page exists; never throws. */

@@ -200,7 +200,12 @@ impl Ferry {
         }
         self.procs.clear();
         let data = self.dir.path().join("data");
-        let (proc, sftp_port, https_url) = Self::start_up(&data, extra, Stdio::inherit());
+        // A Ferry::up_logged goes on logging to its file.
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("ferry.log"))
+            .map_or_else(|_| Stdio::inherit(), Stdio::from);
+        let (proc, sftp_port, https_url) = Self::start_up(&data, extra, log);
         self.procs.push(proc);
         self.sftp_port = sftp_port;
         self.https_url = Some(https_url);

@@ -187,6 +187,23 @@ endpoint! {
 }
 
 endpoint! {
+    "Show the password policy's settable part (the shortest password accepted)."
+    GetPasswordPolicy Get "/api/v1/settings/password-policy" [] => 200 PasswordPolicy
+}
+endpoint! {
+    "Set the shortest account password accepted (8 to 128); passwords set before stay."
+    SetPasswordPolicy Post "/api/v1/settings/password-policy" [] body(PasswordPolicy) => 200 PasswordPolicy
+}
+endpoint! {
+    "Show the idle limit: accounts unused for more than that many days cannot log in."
+    GetIdleLimit Get "/api/v1/settings/idle-limit" [] => 200 IdleLimit
+}
+endpoint! {
+    "Set the idle limit (0: off). Accounts are held idle only for the time after it was set."
+    SetIdleLimit Post "/api/v1/settings/idle-limit" [] body(IdleLimit) => 200 IdleLimit
+}
+
+endpoint! {
     "List the client addresses banned now (by the defender or an admin)."
     ListBans Get "/api/v1/bans" [] => 200 [Ban]
 }

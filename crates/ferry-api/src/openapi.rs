@@ -54,6 +54,10 @@ pub fn visit_all(v: &mut impl Visitor) {
     v.visit::<UnmountFolder>();
     v.visit::<GetDenyList>();
     v.visit::<SetDenyList>();
+    v.visit::<GetPasswordPolicy>();
+    v.visit::<SetPasswordPolicy>();
+    v.visit::<GetIdleLimit>();
+    v.visit::<SetIdleLimit>();
     v.visit::<ListBans>();
     v.visit::<AddBan>();
     v.visit::<RemoveBan>();

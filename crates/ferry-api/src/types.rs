@@ -44,6 +44,17 @@ pub struct Account {
     /// The most sessions it may have open at once (on each server), if
     /// capped.
     pub max_sessions: Option<u64>,
+    /// Its password must be changed (over HTTPS) before it may do
+    /// anything else with it.
+    #[serde(default)]
+    pub must_change_password: bool,
+    /// Its last login (recorded at most once an hour), if any was recorded.
+    #[serde(default)]
+    pub last_login_at: Option<DateTime<Utc>>,
+    /// The idle limit refuses its logins now (`ferry account enable` lets
+    /// it in again for as many days).
+    #[serde(default)]
+    pub idle: bool,
     /// Bytes its home holds (partial uploads included); only when one
     /// account is shown.
     pub used_bytes: Option<u64>,
@@ -85,6 +96,11 @@ pub struct AccountChanges {
     /// once on each server; 0: no cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_sessions: Option<u64>,
+    /// `true`: the password must be changed at the next HTTPS login before
+    /// anything else (SSH password logins are refused meanwhile);
+    /// `false`: no longer. Cleared when the account changes its password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub must_change_password: Option<bool>,
 }
 
 /// Query of `DELETE /api/v1/accounts/{name}`.
@@ -264,6 +280,29 @@ pub struct NewBan {
     pub reason: String,
 }
 
+/// `GET`/`POST /api/v1/settings/password-policy`: what a new account
+/// password must be beyond the fixed rules (a zxcvbn score of 3 or more,
+/// none of the account's last 5 passwords).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordPolicy {
+    /// The fewest characters, 8 to 128 (default 8).
+    pub min_length: u32,
+}
+
+/// `GET`/`POST /api/v1/settings/idle-limit`: accounts unused for more
+/// than this many days cannot log in.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdleLimit {
+    /// Days without a login after which an account is refused; 0: off.
+    pub disable_after_idle_days: u32,
+    /// When the limit was set (answers only): no account is held idle
+    /// for the time before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+}
+
 /// A list of client networks (CIDR), canonical in answers.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -286,6 +325,10 @@ pub struct NewAccount {
     /// Home relative to the repository (default: the name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home: Option<String>,
+    /// The password must be changed at the first HTTPS login before
+    /// anything else (see `AccountChanges`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub must_change_password: bool,
 }
 
 /// An authorised public key of an account.

@@ -214,8 +214,10 @@ pub enum Command {
         path: String,
     },
     /// Change an account's password, expiry, allowed networks, quota,
-    /// bandwidth limits or session cap;
-    /// `None` leaves a field as it is.
+    /// bandwidth limits, session cap or whether it must change its
+    /// password; `None` leaves a field as it is. A new password hash also
+    /// goes to the front of the account's password history (the last
+    /// [`crate::PASSWORD_HISTORY_LEN`] hashes, for the reuse check).
     UpdateAccount {
         /// Account name.
         name: String,
@@ -236,6 +238,13 @@ pub enum Command {
         /// The most sessions open at once (`Some(None)`: no cap).
         #[serde(default)]
         max_sessions: Option<Option<u64>>,
+        /// Whether the password must be changed before the account does
+        /// anything else. (Absent in commands made before it existed.)
+        #[serde(default)]
+        must_change_password: Option<bool>,
+        /// Its idle time counts from then (an admin enabled it again).
+        #[serde(default)]
+        active_since: Option<UnixMillis>,
     },
     /// Revoke one public key of an account, or all of them.
     RemoveAccountKey {
@@ -273,6 +282,13 @@ pub enum Command {
     /// are written once (a second record with the same id changes nothing)
     /// and never changed.
     RecordAudit(AuditRecord),
+    /// An account logged in at `at` (its last login moves forward only).
+    RecordLogin {
+        /// Account name.
+        name: String,
+        /// When (the server's clock).
+        at: UnixMillis,
+    },
 }
 
 /// A client address no login is taken from until `until`.
@@ -334,6 +350,7 @@ impl Command {
             Command::RemoveVirtualFolder { .. } => "remove_virtual_folder",
             Command::MountFolder(_) => "mount_folder",
             Command::UnmountFolder { .. } => "unmount_folder",
+            Command::RecordLogin { .. } => "record_login",
         }
     }
 }

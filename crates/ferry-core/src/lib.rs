@@ -35,8 +35,9 @@ pub use engine::{
 pub use error::{ErrorKind, FerryError};
 pub use folders::{Mount, VirtualFolder};
 pub use model::{
-    Account, AccountKey, AccountPolicy, AccountToken, Direction, Protocol, TransferRecord,
-    TransferStatus, WEB_SESSION_ID_PREFIX, WEB_SESSION_TOKEN_PREFIX,
+    Account, AccountKey, AccountPolicy, AccountToken, Direction, IdleLimit, Protocol,
+    TransferRecord, TransferStatus, IDLE_LIMIT_SETTING, PASSWORD_CHANGE_REQUIRED,
+    PASSWORD_HISTORY_LEN, WEB_SESSION_ID_PREFIX, WEB_SESSION_TOKEN_PREFIX,
 };
 pub use path::{PathError, VirtualPath};
 pub use permissions::{FolderRule, Permission, Permissions};

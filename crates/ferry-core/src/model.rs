@@ -55,7 +55,80 @@ pub struct AccountPolicy {
     pub download_rate: Option<u64>,
     /// The most sessions it may have open at once (on each server).
     pub max_sessions: Option<u64>,
+    /// Its password was set by an admin and must be changed before the
+    /// account does anything else (see [`crate::PASSWORD_CHANGE_REQUIRED`]).
+    pub must_change_password: bool,
+    /// When it was created.
+    pub created_at: UnixMillis,
+    /// Its last login, as recorded (at most once an hour).
+    pub last_login_at: Option<UnixMillis>,
+    /// When an admin last enabled it (its idle time counts from then).
+    pub active_since: Option<UnixMillis>,
 }
+
+impl AccountPolicy {
+    /// Since when the account has not been used, as the idle limit
+    /// measures it: its last login, its creation, an admin enabling it, or
+    /// the limit being set, whichever came last.
+    pub fn unused_since(&self, limit: &IdleLimit) -> UnixMillis {
+        [
+            Some(self.created_at),
+            self.last_login_at,
+            self.active_since,
+            Some(limit.since),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(limit.since)
+    }
+
+    /// Whether the idle limit refuses the account's logins at `now`.
+    pub fn is_idle(&self, limit: &IdleLimit, now: UnixMillis) -> bool {
+        let days = i64::from(limit.days);
+        limit.days > 0 && now.saturating_sub(self.unused_since(limit)) > days * 86_400_000
+    }
+}
+
+/// The setting that turns [`IdleLimit`] on (`ferry account idle-limit`).
+pub const IDLE_LIMIT_SETTING: &str = "disable_after_idle_days";
+
+/// Accounts unused for more than `days` days cannot log in; an account
+/// is never held idle for the time before the limit was set (`since`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdleLimit {
+    /// Days; 0 is off.
+    pub days: u32,
+    /// When the limit was set.
+    pub since: UnixMillis,
+}
+
+impl IdleLimit {
+    /// The setting's value: `DAYS SINCE_MS`; anything else (or 0 days)
+    /// is no limit.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (days, since) = text.split_once(' ')?;
+        let limit = IdleLimit {
+            days: days.parse().ok()?,
+            since: since.parse().ok()?,
+        };
+        (limit.days > 0).then_some(limit)
+    }
+
+    /// The setting's value.
+    pub fn to_setting(&self) -> String {
+        format!("{} {}", self.days, self.since)
+    }
+}
+
+/// How many of an account's passwords are remembered (as argon2 hashes,
+/// the current one first) and may not be set again.
+pub const PASSWORD_HISTORY_LEN: usize = 5;
+
+/// What a session logged in with a password that must be changed is told
+/// when it asks for anything but the change.
+pub const PASSWORD_CHANGE_REQUIRED: &str =
+    "the password must be changed first (POST /api/v1/me/password)";
 
 /// An API token of an account, for the HTTPS API (`Authorization: Bearer`).
 /// Only the SHA-256 of the secret part is stored; the token is shown once.
@@ -212,5 +285,46 @@ impl TransferRecord {
         self.status == TransferStatus::Completed
             && matches!(self.direction, Direction::Upload | Direction::Pull)
             && self.protocol != Protocol::Route
+    }
+}
+
+#[cfg(test)]
+mod idle_tests {
+    use super::*;
+
+    #[test]
+    fn the_idle_limit_counts_from_the_latest_sign_of_life() {
+        assert_eq!(IdleLimit::parse(""), None);
+        assert_eq!(IdleLimit::parse("0 5"), None);
+        assert_eq!(IdleLimit::parse("x 5"), None);
+        let limit = IdleLimit::parse("30 1000").unwrap();
+        assert_eq!(
+            limit,
+            IdleLimit {
+                days: 30,
+                since: 1000
+            }
+        );
+        assert_eq!(IdleLimit::parse(&limit.to_setting()), Some(limit));
+        let day = 86_400_000;
+        let policy = AccountPolicy {
+            created_at: 500,
+            ..AccountPolicy::default()
+        };
+        // Counted from when the limit was set, not from the creation.
+        assert_eq!(policy.unused_since(&limit), 1000);
+        assert!(!policy.is_idle(&limit, 1000 + 30 * day));
+        assert!(policy.is_idle(&limit, 1001 + 30 * day));
+        let logged_in = AccountPolicy {
+            last_login_at: Some(40 * day),
+            ..policy.clone()
+        };
+        assert!(!logged_in.is_idle(&limit, 41 * day));
+        assert!(logged_in.is_idle(&limit, 71 * day));
+        let enabled_again = AccountPolicy {
+            active_since: Some(70 * day),
+            ..logged_in
+        };
+        assert!(!enabled_again.is_idle(&limit, 71 * day));
     }
 }

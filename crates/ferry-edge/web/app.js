@@ -10,7 +10,7 @@ const MAX_RETRIES = 3;
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 /** Client state: who is logged in, the CSRF token and the folder being shown. */
-const state = { account: null, csrf: null, cwd: '/' };
+const state = { account: null, csrf: null, cwd: '/', must_change_password: false };
 
 /** Uploads waiting for a free slot, and how many are running. */
 const uploadQueue = [];
@@ -107,8 +107,10 @@ function showError(err) {
 function showLogin() {
   state.account = null;
   state.csrf = null;
+  state.must_change_password = false;
   $('session-info').hidden = true;
   $('files-view').hidden = true;
+  $('password-view').hidden = true;
   $('login-view').hidden = false;
   $('listing').replaceChildren();
   $('login-user').focus();
@@ -119,8 +121,23 @@ function showFiles() {
   $('account').textContent = state.account;
   $('session-info').hidden = false;
   $('login-view').hidden = true;
+  $('password-view').hidden = true;
   $('files-view').hidden = false;
   openFolder(pathFromHash());
+}
+
+/** Switches to the change-password form. */
+function showPasswordForm() {
+  $('account').textContent = state.account;
+  $('session-info').hidden = false;
+  $('login-view').hidden = true;
+  $('files-view').hidden = true;
+  $('password-view').hidden = false;
+  // A password an admin set to be changed: nothing else until it is.
+  $('password-required').hidden = !state.must_change_password;
+  $('password-cancel').hidden = Boolean(state.must_change_password);
+  $('password-form').reset();
+  $('password-current').focus();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -168,6 +185,10 @@ async function api(method, url, { json, headers = {}, body } = {}) {
   if (res.ok) return res;
   const err = await errorFromResponse(res);
   if (res.status === 401 && state.account) showLogin();
+  if (err.code === 'password_change_required' && state.account) {
+    state.must_change_password = true;
+    showPasswordForm();
+  }
   throw err;
 }
 
@@ -179,7 +200,7 @@ async function restoreSession() {
   try {
     const res = await api('GET', `${API}/session`);
     Object.assign(state, await res.json());
-    showFiles();
+    showSession();
   } catch (err) {
     showLogin();
     if (err.status !== 401) showError(err);
@@ -198,12 +219,18 @@ async function login(event) {
     Object.assign(state, await res.json());
     $('login-password').value = '';
     setStatus('');
-    showFiles();
+    showSession();
   } catch (err) {
     showError(err);
   } finally {
     button.disabled = false;
   }
+}
+
+/** After a login: the files, or first the change-password form if the password must change. */
+function showSession() {
+  if (state.must_change_password) showPasswordForm();
+  else showFiles();
 }
 
 /** Logout button: end the session on the server and show the login form. */
@@ -214,6 +241,33 @@ async function logout() {
     if (err.status !== 401) showError(err);
   }
   showLogin();
+}
+
+/**
+ * Change-password form submit: the server checks the current password and its policy
+ * (length, strength, the last passwords) and says why it refuses.
+ */
+async function changePassword(event) {
+  event.preventDefault();
+  if ($('password-new').value !== $('password-repeat').value) {
+    setStatus('The two new passwords differ.', 'error');
+    return;
+  }
+  const button = $('password-submit');
+  button.disabled = true;
+  try {
+    await api('POST', `${API}/me/password`, {
+      json: { current: $('password-current').value, new: $('password-new').value },
+    });
+    $('password-form').reset();
+    state.must_change_password = false;
+    setStatus('Password changed. Other browser sessions of this account have ended.');
+    showFiles();
+  } catch (err) {
+    showError(err);
+  } finally {
+    button.disabled = false;
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -583,6 +637,12 @@ function setupDropzone() {
 function init() {
   $('login-form').addEventListener('submit', login);
   $('logout').addEventListener('click', logout);
+  $('password-open').addEventListener('click', showPasswordForm);
+  $('password-form').addEventListener('submit', changePassword);
+  $('password-cancel').addEventListener('click', () => {
+    setStatus('');
+    showFiles();
+  });
   $('mkdir-form').addEventListener('submit', makeFolder);
   $('upload-form').addEventListener('submit', uploadSelected);
   window.addEventListener('hashchange', () => {

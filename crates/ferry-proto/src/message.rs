@@ -155,6 +155,22 @@ pub enum Request {
         /// What it did, for the log.
         what: String,
     },
+    /// The account of `session` changes its own password: the server
+    /// checks `current` (throttled like a login), holds `new` against the
+    /// password policy, stores it and clears the must-change flag.
+    /// Answered with [`Response::Ok`] or an error saying why not.
+    ChangePassword {
+        /// The logged-in session (any credential: the current password is
+        /// proof enough).
+        session: SessionId,
+        /// The account's current password.
+        current: Secret,
+        /// The new one.
+        new: Secret,
+        /// The browser-session credential the request came with, if any:
+        /// that browser session stays, the account's others end.
+        keep_web_session: Option<Secret>,
+    },
 }
 
 /// Open-mode bits, as in SFTP v3.
@@ -638,6 +654,17 @@ pub enum Response {
         token: Secret,
         /// How many seconds it lives.
         lifetime_secs: u64,
+    },
+    /// A session was created, but its password must be changed first
+    /// (an admin set it with "must change"): the server refuses its file
+    /// operations until [`Request::ChangePassword`] succeeds; it may open
+    /// a browser session (to reach the form) and log out. Only HTTPS
+    /// logins get this; an SSH password login is refused instead.
+    LoggedInMustChangePassword {
+        /// Its id on this connection.
+        session: SessionId,
+        /// The account's canonical name.
+        account: String,
     },
 }
 

@@ -82,6 +82,10 @@ fn endpoints() -> (Routes, Routes) {
         .add::<api::UnmountFolder, _, _>(unmount_folder)
         .add::<api::GetDenyList, _, _>(get_deny_list)
         .add::<api::SetDenyList, _, _>(set_deny_list)
+        .add::<api::GetIdleLimit, _, _>(get_idle_limit)
+        .add::<api::SetIdleLimit, _, _>(set_idle_limit)
+        .add::<api::GetPasswordPolicy, _, _>(get_password_policy)
+        .add::<api::SetPasswordPolicy, _, _>(set_password_policy)
         .add::<api::ListBans, _, _>(list_bans)
         .add::<api::AddBan, _, _>(add_ban)
         .add::<api::RemoveBan, _, _>(remove_ban)
@@ -204,7 +208,11 @@ fn view(ctx: &ServerCtx, a: Account) -> Result<api::Account, FerryError> {
         .account_policy(&a.name)
         .map_err(FerryError::from)?
         .unwrap_or_default();
+    let idle = crate::auth::idle_limit(&ctx.store)?
+        .is_some_and(|limit| policy.is_idle(&limit, now_millis()));
     Ok(api::Account {
+        idle,
+        last_login_at: policy.last_login_at.map(api::time),
         has_password: a.password_hash.is_some(),
         name: a.name,
         home: a.home,
@@ -218,6 +226,7 @@ fn view(ctx: &ServerCtx, a: Account) -> Result<api::Account, FerryError> {
         upload_rate: policy.upload_rate,
         download_rate: policy.download_rate,
         max_sessions: policy.max_sessions,
+        must_change_password: policy.must_change_password,
         used_bytes: None,
         used_files: None,
     })
@@ -281,7 +290,7 @@ async fn create_account(
         let password_hash = body
             .password
             .as_ref()
-            .map(crate::auth::hash_password)
+            .map(|pw| crate::password::first_password(&s.ctx.store, &body.name, pw))
             .transpose()?;
         let account = Account {
             id: uuid::Uuid::new_v4().to_string(),
@@ -292,6 +301,23 @@ async fn create_account(
             created_at: now_millis(),
         };
         s.ctx.apply(&Command::CreateAccount(account.clone()))?;
+        if body.must_change_password {
+            // A second command: Account has no such field. A login between
+            // the two would find the flag unset; nothing else is lost.
+            s.ctx.apply(&Command::UpdateAccount {
+                name: account.name.clone(),
+                password_hash: None,
+                expires_at: None,
+                allowed_networks: None,
+                quota_bytes: None,
+                quota_files: None,
+                upload_rate: None,
+                download_rate: None,
+                max_sessions: None,
+                must_change_password: Some(true),
+                active_since: None,
+            })?;
+        }
         crate::repository::Home::open(&s.ctx.repository, &account.home)?;
         tracing::info!(account = %account.name, "account created");
         view(&s.ctx, account)
@@ -300,8 +326,32 @@ async fn create_account(
     .map(Reply)
 }
 
+/// Enabling an account also starts its idle time afresh: an account the
+/// idle limit refuses is let in again by `ferry account enable`.
 async fn set_enabled(s: AdminState, name: String, enabled: bool) -> ApiResult<()> {
-    run(move || s.ctx.apply(&Command::SetAccountEnabled { name, enabled })).await?;
+    run(move || {
+        s.ctx.apply(&Command::SetAccountEnabled {
+            name: name.clone(),
+            enabled,
+        })?;
+        if enabled {
+            s.ctx.apply(&Command::UpdateAccount {
+                name,
+                password_hash: None,
+                expires_at: None,
+                allowed_networks: None,
+                quota_bytes: None,
+                quota_files: None,
+                upload_rate: None,
+                download_rate: None,
+                max_sessions: None,
+                must_change_password: None,
+                active_since: Some(now_millis()),
+            })?;
+        }
+        Ok(())
+    })
+    .await?;
     Ok(())
 }
 
@@ -364,7 +414,11 @@ async fn update_account(
     run(move || {
         existing_account(&s.ctx, &name)?;
         let password_hash = match (&body.password, body.remove_password) {
-            (Some(password), _) => Some(Some(crate::auth::hash_password(password)?)),
+            (Some(password), _) => Some(Some(crate::password::new_account_password(
+                &s.ctx.store,
+                &name,
+                password,
+            )?)),
             (None, true) => Some(None),
             (None, false) => None,
         };
@@ -379,6 +433,8 @@ async fn update_account(
             upload_rate: quota(body.upload_rate),
             download_rate: quota(body.download_rate),
             max_sessions: quota(body.max_sessions),
+            must_change_password: body.must_change_password,
+            active_since: None,
         })?;
         s.ctx.usage.forget(&name);
         tracing::info!(account = %name, "account changed");
@@ -578,6 +634,86 @@ async fn set_deny_list(
         })?;
         tracing::info!(networks = %networks.join(","), "deny list set");
         deny_list(&s.ctx)
+    })
+    .await
+    .map(Reply)
+}
+
+fn password_policy_view(ctx: &ServerCtx) -> Result<api::PasswordPolicy, FerryError> {
+    Ok(api::PasswordPolicy {
+        min_length: u32::try_from(crate::password::min_length(&ctx.store)?).unwrap_or(u32::MAX),
+    })
+}
+
+async fn get_password_policy(
+    State(s): State<AdminState>,
+) -> ApiResult<Reply<api::GetPasswordPolicy>> {
+    run(move || password_policy_view(&s.ctx)).await.map(Reply)
+}
+
+async fn set_password_policy(
+    State(s): State<AdminState>,
+    Json(body): Json<api::PasswordPolicy>,
+) -> ApiResult<Reply<api::SetPasswordPolicy>> {
+    let (floor, most) = (
+        crate::auth::MIN_PASSWORD_LEN,
+        crate::password::MAX_MIN_LENGTH,
+    );
+    let min = usize::try_from(body.min_length).unwrap_or(usize::MAX);
+    if !(floor..=most).contains(&min) {
+        return Err(FerryError::invalid(format!(
+            "the minimum length is {floor} to {most} characters"
+        ))
+        .into());
+    }
+    run(move || {
+        s.ctx.apply(&Command::SetSetting {
+            key: crate::password::MIN_LENGTH_SETTING.to_owned(),
+            value: min.to_string(),
+        })?;
+        tracing::info!(min_length = min, "password policy set");
+        password_policy_view(&s.ctx)
+    })
+    .await
+    .map(Reply)
+}
+
+fn idle_limit_view(ctx: &ServerCtx) -> Result<api::IdleLimit, FerryError> {
+    Ok(match crate::auth::idle_limit(&ctx.store)? {
+        Some(limit) => api::IdleLimit {
+            disable_after_idle_days: limit.days,
+            since: Some(api::time(limit.since)),
+        },
+        None => api::IdleLimit::default(),
+    })
+}
+
+async fn get_idle_limit(State(s): State<AdminState>) -> ApiResult<Reply<api::GetIdleLimit>> {
+    run(move || idle_limit_view(&s.ctx)).await.map(Reply)
+}
+
+async fn set_idle_limit(
+    State(s): State<AdminState>,
+    Json(body): Json<api::IdleLimit>,
+) -> ApiResult<Reply<api::SetIdleLimit>> {
+    if body.disable_after_idle_days > 36_500 {
+        return Err(FerryError::invalid("the idle limit is at most 36500 days").into());
+    }
+    run(move || {
+        let value = match body.disable_after_idle_days {
+            0 => String::new(),
+            days => ferry_core::IdleLimit {
+                days,
+                since: now_millis(),
+            }
+            .to_setting(),
+        };
+        s.ctx.apply(&Command::SetSetting {
+            key: ferry_core::IDLE_LIMIT_SETTING.to_owned(),
+            value,
+        })?;
+        tracing::info!(days = body.disable_after_idle_days, "idle limit set");
+        idle_limit_view(&s.ctx)
     })
     .await
     .map(Reply)

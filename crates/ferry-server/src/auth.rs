@@ -339,6 +339,18 @@ pub fn check_policy(
     if policy.expires_at.is_some_and(|at| at <= now) {
         return refuse(user, "account expired");
     }
+    if let Some(limit) = idle_limit(store)? {
+        if policy.is_idle(&limit, now) {
+            let since = chrono::DateTime::from_timestamp_millis(policy.unused_since(&limit))
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default();
+            let reason = format!(
+                "account unused for more than {} days (since {since})",
+                limit.days
+            );
+            return refuse(user, &reason);
+        }
+    }
     if !policy.allowed_networks.is_empty() {
         let allowed = parse_networks(&policy.allowed_networks.join(","))?;
         if ip.is_none_or(|ip| !contains(&allowed, ip)) {
@@ -347,6 +359,18 @@ pub fn check_policy(
     }
     Ok(())
 }
+
+/// The cluster's idle limit (`ferry account idle-limit`), if one is set.
+pub fn idle_limit(store: &Store) -> Result<Option<ferry_core::IdleLimit>, FerryError> {
+    Ok(store
+        .setting(ferry_core::IDLE_LIMIT_SETTING)
+        .map_err(FerryError::from)?
+        .and_then(|text| ferry_core::IdleLimit::parse(&text)))
+}
+
+/// How often an account's last login is written (a replicated change):
+/// at most once an hour, which the idle limit's days do not notice.
+pub const LOGIN_RECORD_INTERVAL_MS: UnixMillis = 60 * 60 * 1000;
 
 fn enabled(account: Account) -> Result<Account, FerryError> {
     if account.enabled {

@@ -43,6 +43,15 @@ enum HashJob {
         deadline: Instant,
         reply: tokio::sync::oneshot::Sender<bool>,
     },
+    /// Does `password` match any of `hashes`? (The reuse check of a new
+    /// password: one job, so the hashes are checked one after the other
+    /// on one thread and stop at the first match.)
+    VerifyAny {
+        hashes: Vec<String>,
+        password: Secret,
+        deadline: Instant,
+        reply: SyncSender<bool>,
+    },
     /// A new PHC string for `password`.
     Hash {
         password: Secret,
@@ -103,6 +112,20 @@ fn hash_thread(rx: &Mutex<Receiver<HashJob>>) {
                 };
                 let _ = reply.send(ok);
             }
+            HashJob::VerifyAny {
+                hashes,
+                password,
+                deadline,
+                reply,
+            } => {
+                if Instant::now() >= deadline {
+                    continue;
+                }
+                let found = hashes
+                    .iter()
+                    .any(|hash| hasher.verify(hash, password.expose().as_bytes()));
+                let _ = reply.send(found);
+            }
             HashJob::Hash { password, reply } => {
                 let _ = reply.send(hasher.hash(password.expose().as_bytes()));
             }
@@ -157,6 +180,26 @@ pub fn hash(password: &Secret) -> Result<String, FerryError> {
     };
     hashers().try_send(job).map_err(|_| busy())?;
     answer.recv_timeout(HASH_WAIT).map_err(|_| busy())?
+}
+
+/// Whether `password` matches any of the PHC strings `hashes` (an
+/// account's last passwords), checked on the hashing threads within
+/// [`HASH_WAIT`] for its turn. Blocking: call it from a blocking thread.
+pub fn verify_any(hashes: Vec<String>, password: &Secret) -> Result<bool, FerryError> {
+    if hashes.is_empty() {
+        return Ok(false);
+    }
+    // Each check takes tens of milliseconds; the wait covers them all.
+    let wait = HASH_WAIT + Duration::from_secs(1) * u32::try_from(hashes.len()).unwrap_or(u32::MAX);
+    let (reply, answer) = sync_channel(1);
+    let job = HashJob::VerifyAny {
+        hashes,
+        password: password.clone(),
+        deadline: Instant::now() + HASH_WAIT,
+        reply,
+    };
+    hashers().try_send(job).map_err(|_| busy())?;
+    answer.recv_timeout(wait).map_err(|_| busy())
 }
 
 /// One thread's argon2 working area, kept for every run.
@@ -298,5 +341,16 @@ mod tests {
             .unwrap());
         assert!(!verify(Some(made), Secret::new("wrong")).await.unwrap());
         assert!(!verify(None, Secret::new("correct horse")).await.unwrap());
+    }
+
+    #[test]
+    fn verify_any_finds_a_match_among_several() {
+        let a = hash(&Secret::new("first password")).unwrap();
+        let b = hash(&Secret::new("second password")).unwrap();
+        let both = vec![a, "not a hash".to_owned(), b];
+        assert!(verify_any(both.clone(), &Secret::new("second password")).unwrap());
+        assert!(verify_any(both.clone(), &Secret::new("first password")).unwrap());
+        assert!(!verify_any(both, &Secret::new("third password")).unwrap());
+        assert!(!verify_any(Vec::new(), &Secret::new("first password")).unwrap());
     }
 }

@@ -17,6 +17,7 @@ pub mod engine_api;
 mod hashing;
 mod internal;
 pub mod metrics;
+pub mod password;
 pub mod quota;
 pub mod rate;
 pub mod repository;

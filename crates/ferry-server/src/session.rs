@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ferry_core::{
@@ -150,6 +150,10 @@ struct Session {
     /// Logged in with a password (only such a session may open a browser
     /// session: a token must not turn into a longer-lived cookie).
     by_password: bool,
+    /// Logged in with a password that must be changed (or a browser
+    /// session opened by such a login): only the change, a browser session
+    /// and the logout are served until the change clears it.
+    must_change_password: AtomicBool,
     handles: Mutex<HashMap<HandleId, HandleTx>>,
     /// The open files behind file handles (a `copy-data` reads one while
     /// another's actor writes).
@@ -328,13 +332,21 @@ where
                         .await
                         .map(|(s, requests)| {
                             let account = s.account.clone();
+                            let must_change = s.must_change_password.load(Ordering::Relaxed);
                             let sid = next_session.fetch_add(1, Ordering::Relaxed);
                             let s = Arc::new(s);
                             tokio::spawn(sequence(ctx.clone(), s.clone(), requests, reply.clone()));
                             locked(&sessions).insert(sid, s);
-                            Response::LoggedIn {
-                                session: sid,
-                                account,
+                            if must_change {
+                                Response::LoggedInMustChangePassword {
+                                    session: sid,
+                                    account,
+                                }
+                            } else {
+                                Response::LoggedIn {
+                                    session: sid,
+                                    account,
+                                }
                             }
                         });
                     send(&reply, id, result);
@@ -355,8 +367,17 @@ where
             }
             Request::Fs { session, op } => {
                 let found = locked(&sessions).get(&session).cloned();
-                if !found.is_some_and(|s| s.submit(id, Some(op))) {
-                    send(&reply, id, Err(FerryError::invalid("no such session")));
+                match found {
+                    Some(s) if s.must_change_password.load(Ordering::Relaxed) => send(
+                        &reply,
+                        id,
+                        Err(FerryError::new(
+                            ErrorKind::PermissionDenied,
+                            ferry_core::PASSWORD_CHANGE_REQUIRED,
+                        )),
+                    ),
+                    Some(s) if s.submit(id, Some(op)) => {}
+                    _ => send(&reply, id, Err(FerryError::invalid("no such session"))),
                 }
             }
             // A server that does not serve (a stale follower) says so with
@@ -410,6 +431,22 @@ where
                         Ok(())
                     }));
                 }
+            }
+            Request::ChangePassword {
+                session,
+                current,
+                new,
+                keep_web_session,
+            } => {
+                let found = locked(&sessions).get(&session).cloned();
+                let (ctx, reply) = (ctx.clone(), reply.clone());
+                tokio::spawn(async move {
+                    let result = match found {
+                        Some(s) => change_password(&ctx, &s, current, new, keep_web_session).await,
+                        None => Err(FerryError::invalid("no such session")),
+                    };
+                    send(&reply, id, result);
+                });
             }
         }
     }
@@ -493,6 +530,99 @@ fn end_web_session(ctx: &ServerCtx, token: &ferry_core::Secret) -> Result<Respon
     }
 }
 
+/// The account of `s` changes its own password: `current` is checked as
+/// a password login is (the same throttle, per address and account, so
+/// the change form is no way around it), `new` passes the password policy
+/// ([`crate::password::new_account_password`]), and the change is one
+/// `UpdateAccount` through the cluster. Then the account's browser
+/// sessions end, but for the one the request came with (`keep`): a
+/// browser left logged in elsewhere, perhaps by whoever knew the old
+/// password, must log in again. Sessions logged in with the old password
+/// (a client's HTTP Basic on an edge, an SSH session) run on until they
+/// end; new logins need the new password at once.
+async fn change_password(
+    ctx: &Arc<ServerCtx>,
+    s: &Session,
+    current: ferry_core::Secret,
+    new: ferry_core::Secret,
+    keep: Option<ferry_core::Secret>,
+) -> Result<Response, FerryError> {
+    ctx.check_writable()?;
+    // Past the throttle's limit the session is logged in all the same:
+    // say so rather than answer "authentication failed".
+    let attempt = match ctx.login_throttle.begin(&s.client_addr, &s.account).await {
+        Ok(attempt) => attempt,
+        Err(e) if e.kind == ErrorKind::AuthFailed => {
+            return Err(FerryError::new(
+                ErrorKind::PermissionDenied,
+                "too many failed passwords for this account or address; try again in a minute",
+            ))
+        }
+        Err(e) => return Err(e),
+    };
+    let checked = crate::auth::check_password(ctx.store.clone(), &s.account, current).await;
+    if let Err(e) = checked {
+        let wrong = e.kind == ErrorKind::AuthFailed;
+        attempt.end(wrong);
+        if !wrong {
+            return Err(e);
+        }
+        tracing::warn!(
+            account = %s.account, client_addr = %s.client_addr,
+            "password change refused: wrong current password"
+        );
+        return Err(FerryError::new(
+            ErrorKind::PermissionDenied,
+            "the current password is wrong",
+        ));
+    }
+    attempt.end(false);
+    let (c, account) = (ctx.clone(), s.account.clone());
+    let keep_id = keep.and_then(|t| crate::auth::token_id(t.expose()));
+    let ended = blocking(move || {
+        let hash = crate::password::new_account_password(&c.store, &account, &new)?;
+        c.apply(&ferry_core::Command::UpdateAccount {
+            name: account.clone(),
+            password_hash: Some(Some(hash)),
+            expires_at: None,
+            allowed_networks: None,
+            quota_bytes: None,
+            quota_files: None,
+            upload_rate: None,
+            download_rate: None,
+            max_sessions: None,
+            must_change_password: Some(false),
+            active_since: None,
+        })?;
+        let mut ended = 0usize;
+        for web in c
+            .store
+            .account_web_sessions(&account)
+            .map_err(FerryError::from)?
+        {
+            if keep_id.as_deref() == Some(web.id.as_str()) {
+                continue;
+            }
+            match c.apply(&ferry_core::Command::RemoveAccountToken {
+                account: account.clone(),
+                id: web.id,
+            }) {
+                Ok(_) => ended += 1,
+                Err(e) if e.kind == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ended)
+    })
+    .await?;
+    s.must_change_password.store(false, Ordering::Relaxed);
+    tracing::info!(
+        account = %s.account, client_addr = %s.client_addr, browser_sessions_ended = ended,
+        "password changed by the account"
+    );
+    Ok(Response::Ok)
+}
+
 /// Whether `public_key` would log `user` in from `client_addr` (the SSH
 /// query before a signature): no for a client the login policy refuses. A
 /// query for a name that is no account is a probe the defender scores;
@@ -557,6 +687,12 @@ async fn login_checked(
         Credential::Token(_) => "token",
     };
     let name = user.clone();
+    // A browser session (`fw_`) was opened by a password login: it is
+    // held to that password's must-change flag; an API token is not.
+    let by_browser_session = matches!(
+        &credential,
+        Credential::Token(t) if t.expose().starts_with(crate::auth::WEB_SESSION_PREFIX)
+    );
     let attempt = match &credential {
         Credential::Password(_) => Some(ctx.login_throttle.begin(&client_addr, &user).await?),
         _ => None,
@@ -602,6 +738,29 @@ async fn login_checked(
         );
     }
     let account = checked?;
+    let must_change = if method == "password" || by_browser_session {
+        let (store, name) = (ctx.store.clone(), account.name.clone());
+        blocking(move || {
+            Ok(store
+                .account_policy(&name)
+                .map_err(FerryError::from)?
+                .is_some_and(|p| p.must_change_password))
+        })
+        .await?
+    } else {
+        false
+    };
+    if must_change && protocol != Protocol::Https {
+        // SSH has no way to make the client change it: the password is
+        // refused as a wrong one would be, and the log says why. Keys are
+        // not the password, and still log in.
+        tracing::warn!(
+            user = %ferry_core::limits::loggable(&user), %client_addr, method, %protocol,
+            "login refused: the password must be changed first, over HTTPS"
+        );
+        return Err(FerryError::auth_failed());
+    }
+    record_login(ctx, &account.name);
     let (store, repository) = (ctx.store.clone(), ctx.repository.clone());
     let (name, home_rel) = (account.name.clone(), account.home.clone());
     let home = blocking(move || Home::of_account(&store, &repository, &name, &home_rel)).await?;
@@ -627,6 +786,7 @@ async fn login_checked(
         client_addr,
         protocol,
         by_password: method == "password",
+        must_change_password: AtomicBool::new(must_change),
         handles: Mutex::default(),
         files: Mutex::default(),
         renamable: Mutex::default(),
@@ -637,6 +797,33 @@ async fn login_checked(
         _open: ctx.metrics.session_started(protocol),
     };
     Ok((session, queue))
+}
+
+/// Records the login of `account` (its last login, for `ferry account
+/// show` and the idle limit) when the recorded one is an hour old or more,
+/// in the background: a server that cannot write now (read-only, a
+/// standby's history) skips it, and the login does not wait.
+fn record_login(ctx: &Arc<ServerCtx>, account: &str) {
+    let (c, name) = (ctx.clone(), account.to_owned());
+    tokio::spawn(async move {
+        let now = now_millis();
+        let result = blocking(move || {
+            let last = c
+                .store
+                .account_policy(&name)
+                .map_err(FerryError::from)?
+                .and_then(|p| p.last_login_at);
+            if last.is_none_or(|t| now.saturating_sub(t) >= crate::auth::LOGIN_RECORD_INTERVAL_MS) {
+                c.check_writable()?;
+                c.apply(&ferry_core::Command::RecordLogin { name, at: now })?;
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "last login not recorded");
+        }
+    });
 }
 
 pub(crate) fn parse(path: &str) -> Result<VirtualPath, FerryError> {

@@ -304,16 +304,20 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             if exists {
                 return Err(StoreError::AlreadyExists(format!("account {:?}", a.name)));
             }
+            let history: Vec<&str> = a.password_hash.iter().map(Secret::expose).collect();
             tx.execute(
-                "INSERT INTO accounts (id, name, home, password_hash, enabled, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO accounts (id, name, home, password_hash, enabled, created_at,
+                                       password_history)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     a.id,
                     a.name,
                     a.home,
                     a.password_hash.as_ref().map(Secret::expose),
                     a.enabled,
-                    a.created_at
+                    a.created_at,
+                    serde_json::to_string(&history)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?
                 ],
             )?
         }
@@ -397,6 +401,11 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             }
             n
         }
+        Command::RecordLogin { name, at } => tx.execute(
+            "UPDATE accounts SET last_login_at = ?2
+             WHERE name = ?1 AND (last_login_at IS NULL OR last_login_at < ?2)",
+            params![name, at],
+        )?,
         Command::UpdateAccount {
             name,
             password_hash,
@@ -407,12 +416,41 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             upload_rate,
             download_rate,
             max_sessions,
+            must_change_password,
+            active_since,
         } => {
             let id = account_id(tx, name)?;
+            if let Some(at) = active_since {
+                tx.execute(
+                    "UPDATE accounts SET active_since = ?2 WHERE id = ?1",
+                    params![id, at],
+                )?;
+            }
             if let Some(hash) = password_hash {
                 tx.execute(
                     "UPDATE accounts SET password_hash = ?2 WHERE id = ?1",
                     params![id, hash.as_ref().map(Secret::expose)],
+                )?;
+            }
+            if let Some(Some(hash)) = password_hash {
+                // The new hash goes first; a password removed keeps the
+                // history, so it cannot come back as it was either.
+                let mut history = history_in(tx, &id)?;
+                history.insert(0, hash.expose().to_owned());
+                history.truncate(ferry_core::PASSWORD_HISTORY_LEN);
+                tx.execute(
+                    "UPDATE accounts SET password_history = ?2 WHERE id = ?1",
+                    params![
+                        id,
+                        serde_json::to_string(&history)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?
+                    ],
+                )?;
+            }
+            if let Some(must) = must_change_password {
+                tx.execute(
+                    "UPDATE accounts SET must_change_password = ?2 WHERE id = ?1",
+                    params![id, must],
                 )?;
             }
             if let Some(at) = expires_at {
@@ -754,6 +792,23 @@ fn keyed(
     Ok(result)
 }
 
+/// The password history of the account with id `id`, the current hash
+/// first: the stored list, or the current hash alone for an account whose
+/// password was set before the history was kept.
+fn history_in(conn: &Connection, id: &str) -> Result<Vec<String>> {
+    let (current, stored): (Option<String>, String) = conn.query_row(
+        "SELECT password_hash, password_history FROM accounts WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let mut history: Vec<String> = serde_json::from_str(&stored)
+        .map_err(|e| StoreError::Corrupt(format!("password history: {e}")))?;
+    if history.is_empty() {
+        history.extend(current);
+    }
+    Ok(history)
+}
+
 impl Store {
     /// The account called `name`.
     pub fn account(&self, name: &str) -> Result<Option<Account>> {
@@ -774,7 +829,8 @@ impl Store {
         self.conn()
             .query_row(
                 "SELECT expires_at, allowed_networks, quota_bytes, quota_files,
-                        upload_rate, download_rate, max_sessions
+                        upload_rate, download_rate, max_sessions, must_change_password,
+                        created_at, last_login_at, active_since
                  FROM accounts WHERE name = ?1",
                 [name],
                 |r| {
@@ -789,6 +845,10 @@ impl Store {
                         upload_rate: count(4)?,
                         download_rate: count(5)?,
                         max_sessions: count(6)?,
+                        must_change_password: r.get(7)?,
+                        created_at: r.get(8)?,
+                        last_login_at: r.get(9)?,
+                        active_since: r.get(10)?,
                         expires_at: r.get(0)?,
                         allowed_networks: networks
                             .split(',')
@@ -800,6 +860,25 @@ impl Store {
             )
             .optional()
             .map_err(Into::into)
+    }
+
+    /// The argon2 hashes of account `name`'s last passwords, the current
+    /// one first (at most [`ferry_core::PASSWORD_HISTORY_LEN`]); empty if
+    /// there is no such account.
+    pub fn password_history(&self, name: &str) -> Result<Vec<Secret>> {
+        let conn = self.conn();
+        let Some(id) = conn
+            .query_row("SELECT id FROM accounts WHERE name = ?1", [name], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(history_in(&conn, &id)?
+            .into_iter()
+            .map(Secret::new)
+            .collect())
     }
 
     /// Every named admin, by name.

@@ -1133,9 +1133,11 @@ mod tests {
             message.contains(
                 "table accounts: the sender has columns [id, name, home, password_hash, \
                  enabled, created_at, expires_at, allowed_networks, quota_bytes, quota_files, \
-                 upload_rate, download_rate], this server [id, name, home, password_hash, \
-                 enabled, created_at, expires_at, allowed_networks, quota_bytes, quota_files, \
-                 upload_rate, download_rate, max_sessions]"
+                 upload_rate, download_rate, max_sessions, password_history, \
+                 must_change_password, last_login_at], this server [id, name, home, \
+                 password_hash, enabled, created_at, expires_at, allowed_networks, quota_bytes, \
+                 quota_files, upload_rate, download_rate, max_sessions, password_history, \
+                 must_change_password, last_login_at, active_since]"
             ),
             "{message}"
         );

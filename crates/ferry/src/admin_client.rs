@@ -73,6 +73,10 @@ pub enum AccountCmd {
         /// Home directory relative to the repository (default: the name).
         #[arg(long)]
         home: Option<String>,
+        /// The password is a temporary one: the account must change it at
+        /// its first HTTPS login before anything else.
+        #[arg(long)]
+        must_change_password: bool,
     },
     /// List accounts.
     List {
@@ -129,6 +133,13 @@ pub enum AccountCmd {
         /// open at once on each server; `none` for no cap.
         #[arg(long, value_parser = parse_quota)]
         max_sessions: Option<u64>,
+        /// The password must be changed at the next HTTPS login before
+        /// anything else (SSH password logins are refused meanwhile).
+        #[arg(long, conflicts_with = "no_must_change_password")]
+        must_change_password: bool,
+        /// Lift --must-change-password.
+        #[arg(long)]
+        no_must_change_password: bool,
     },
     /// Show an account: its settings, quota and what its home holds.
     Show {
@@ -137,6 +148,19 @@ pub enum AccountCmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Show or set the password policy's minimum length (8 to 128; the
+    /// strength and reuse rules are fixed).
+    PasswordPolicy {
+        /// The fewest characters a new password must have.
+        #[arg(long)]
+        min_length: Option<u32>,
+    },
+    /// Show or set the idle limit: accounts unused for more than DAYS
+    /// days cannot log in (`ferry account enable` lets one in again).
+    IdleLimit {
+        /// Days, or `off`; without it, show the limit.
+        days: Option<String>,
     },
     /// Remove an account and its keys (its files stay). Refused while
     /// routes, schedules or monitors use it, unless --with-uses.
@@ -693,6 +717,15 @@ pub(crate) fn read_password(stdin: bool, file: Option<PathBuf>) -> anyhow::Resul
     Ok(Some(pw))
 }
 
+/// An account's password as the CLI shows it.
+fn password_state(a: &api::Account) -> &'static str {
+    match (a.has_password, a.must_change_password) {
+        (true, true) => "set (must be changed at the next HTTPS login)",
+        (true, false) => "set",
+        (false, _) => "none",
+    }
+}
+
 /// Runs an account command.
 pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
     let admin = Admin::connect(args)?;
@@ -702,12 +735,14 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
             password_stdin,
             password_file,
             home,
+            must_change_password,
         } => {
             let password = read_password(password_stdin, password_file)?.map(Secret::new);
             let body = api::NewAccount {
                 name,
                 password,
                 home,
+                must_change_password,
             };
             let a = admin.call(&api::CreateAccount { body }).await?;
             println!("Account {} created.", a.name);
@@ -752,10 +787,17 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
             upload_rate,
             download_rate,
             max_sessions,
+            must_change_password,
+            no_must_change_password,
         } => {
             let password = read_password(password_stdin, password_file)?.map(Secret::new);
             let body = api::AccountChanges {
                 max_sessions,
+                must_change_password: match (must_change_password, no_must_change_password) {
+                    (true, _) => Some(true),
+                    (false, true) => Some(false),
+                    (false, false) => None,
+                },
                 quota_bytes: quota,
                 quota_files,
                 upload_rate,
@@ -786,7 +828,7 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
             println!(
                 "Account {} changed: password {}, expires {expires}, networks {networks}, quota {quota}.",
                 a.name,
-                if a.has_password { "set" } else { "none" }
+                password_state(&a)
             );
         }
         AccountCmd::Show { name, json } => {
@@ -795,11 +837,18 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
                 println!("name        {}", a.name);
                 println!("home        {}", a.home);
                 println!("enabled     {}", a.enabled);
-                println!(
-                    "password    {}",
-                    if a.has_password { "set" } else { "none" }
-                );
+                println!("password    {}", password_state(a));
                 println!("keys        {}", a.keys);
+                println!(
+                    "last login  {}{}",
+                    a.last_login_at
+                        .map_or_else(|| "none recorded".to_owned(), |t| t.to_rfc3339()),
+                    if a.idle {
+                        " (idle: refused until `ferry account enable`)"
+                    } else {
+                        ""
+                    }
+                );
                 println!(
                     "expires     {}",
                     a.expires_at
@@ -831,6 +880,47 @@ pub async fn account(args: AdminArgs, cmd: AccountCmd) -> anyhow::Result<()> {
                 println!("sessions    at most {} at once", limit(a.max_sessions));
             })
             .await?;
+        }
+        AccountCmd::PasswordPolicy { min_length } => {
+            let policy = match min_length {
+                None => admin.call(&api::GetPasswordPolicy {}).await?,
+                Some(min_length) => {
+                    let body = api::PasswordPolicy { min_length };
+                    admin.call(&api::SetPasswordPolicy { body }).await?
+                }
+            };
+            println!(
+                "Password policy: at least {} characters, zxcvbn score 3 or more, \
+                 none of the account's last 5 passwords.",
+                policy.min_length
+            );
+        }
+        AccountCmd::IdleLimit { days } => {
+            let limit = match days {
+                None => admin.call(&api::GetIdleLimit {}).await?,
+                Some(days) => {
+                    let days = if days == "off" {
+                        0
+                    } else {
+                        days.parse()
+                            .map_err(|_| anyhow::anyhow!("{days:?}: a number of days or off"))?
+                    };
+                    let body = api::IdleLimit {
+                        disable_after_idle_days: days,
+                        since: None,
+                    };
+                    admin.call(&api::SetIdleLimit { body }).await?
+                }
+            };
+            match (limit.disable_after_idle_days, limit.since) {
+                (0, _) => println!("Idle limit: off."),
+                (days, Some(since)) => println!(
+                    "Idle limit: accounts unused for more than {days} days cannot log in \
+                     (counted from {} at the earliest).",
+                    since.to_rfc3339()
+                ),
+                (days, None) => println!("Idle limit: {days} days."),
+            }
         }
         AccountCmd::Remove { name, with_uses } => {
             admin

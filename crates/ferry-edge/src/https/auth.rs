@@ -81,6 +81,8 @@ pub struct WebSession {
     pub account: String,
     /// Seconds the cookie lives (its `Max-Age`).
     pub lifetime_secs: u64,
+    /// The password must be changed before anything else.
+    pub must_change_password: bool,
 }
 
 /// A login attempt in flight; it counts as failed only if marked so
@@ -322,7 +324,10 @@ impl Auth {
         };
         match self.upstreams.login(request).await? {
             (conn, Response::LoggedIn { session, account }) => {
-                Ok(Some(Lease::new(conn, session, account)))
+                Ok(Some(Lease::new(conn, session, account, false)))
+            }
+            (conn, Response::LoggedInMustChangePassword { session, account }) => {
+                Ok(Some(Lease::new(conn, session, account, true)))
             }
             (_, Response::Error(e)) if e.kind == ErrorKind::AuthFailed => Ok(None),
             (_, Response::Error(e)) => Err(e),
@@ -430,14 +435,30 @@ impl Auth {
             cookie,
             account: lease.account().to_owned(),
             lifetime_secs,
+            must_change_password: lease.must_change_password(),
         })
     }
 
-    /// The CSRF token and account of a live cookie session (checked on
-    /// the servers).
-    pub async fn web_session(&self, value: &str, ip: IpAddr) -> Result<(String, String), Refusal> {
+    /// The CSRF token, account and must-change flag of a live cookie
+    /// session (checked on the servers).
+    pub async fn web_session(
+        &self,
+        value: &str,
+        ip: IpAddr,
+    ) -> Result<(String, String, bool), Refusal> {
         let lease = self.login_cookie(value, ip).await?;
-        Ok((csrf_token(value), lease.account().to_owned()))
+        Ok((
+            csrf_token(value),
+            lease.account().to_owned(),
+            lease.must_change_password(),
+        ))
+    }
+
+    /// Forgets the cached logins of `account` (after its password
+    /// changed: a client still sending the old password must log in again
+    /// here; other edges forget theirs within `login_cache_secs`).
+    pub fn forget(&self, account: &str) {
+        locked(&self.cache).retain(|_, c| c.lease.account() != account);
     }
 
     /// Ends a cookie session on the servers, through a session of its own

@@ -2,6 +2,7 @@
 //! use it. The server session ends (logout) when the last holder lets go, so
 //! a cached credential expiring never cuts off a transfer in progress.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use ferry_core::{ErrorKind, FerryError, Secret};
@@ -15,6 +16,9 @@ pub struct Lease {
     conn: Arc<Connection>,
     session: SessionId,
     account: String,
+    /// The server said the password must be changed before anything else
+    /// (it refuses the file operations itself; this answers them early).
+    must_change_password: AtomicBool,
 }
 
 fn lost(e: impl std::fmt::Display) -> FerryError {
@@ -26,12 +30,23 @@ fn lost(e: impl std::fmt::Display) -> FerryError {
 
 impl Lease {
     /// Wraps a session that `conn` answered a login with.
-    pub fn new(conn: Arc<Connection>, session: SessionId, account: String) -> Arc<Self> {
+    pub fn new(
+        conn: Arc<Connection>,
+        session: SessionId,
+        account: String,
+        must_change_password: bool,
+    ) -> Arc<Self> {
         Arc::new(Self {
             conn,
             session,
             account,
+            must_change_password: AtomicBool::new(must_change_password),
         })
+    }
+
+    /// Must the password be changed before anything else?
+    pub fn must_change_password(&self) -> bool {
+        self.must_change_password.load(Ordering::Relaxed)
     }
 
     /// The account's canonical name.
@@ -72,6 +87,31 @@ impl Lease {
             Response::Ok => Ok(()),
             Response::Error(e) => Err(e),
             other => Err(unexpected("logout", &other)),
+        }
+    }
+
+    /// Changes the account's password on the server (see
+    /// [`Request::ChangePassword`]); `keep_web_session` is the cookie the
+    /// request came with, if any.
+    pub async fn change_password(
+        &self,
+        current: Secret,
+        new: Secret,
+        keep_web_session: Option<Secret>,
+    ) -> Result<(), FerryError> {
+        let request = Request::ChangePassword {
+            session: self.session,
+            current,
+            new,
+            keep_web_session,
+        };
+        match self.conn.call(request).await.map_err(lost)? {
+            Response::Ok => {
+                self.must_change_password.store(false, Ordering::Relaxed);
+                Ok(())
+            }
+            Response::Error(e) => Err(e),
+            other => Err(unexpected("password change", &other)),
         }
     }
 

@@ -55,14 +55,30 @@ pub(crate) fn http_date_millis(ms: i64) -> String {
 }
 
 /// Authenticates `req`'s sender; the error is the answer to send.
+/// A session whose password must be changed gets `403`
+/// `password_change_required` for everything but the change itself.
 pub(crate) async fn files_login(state: &HttpState, parts: &Parts) -> Result<Arc<Lease>, Response> {
     let ip = client_ip(parts);
-    state
+    let lease = state
         .auth
         .authenticate(&parts.method, &parts.headers, ip)
         .await
         .map(|a| a.lease)
-        .map_err(|r| r.respond(&parts.headers))
+        .map_err(|r| r.respond(&parts.headers))?;
+    if lease.must_change_password() {
+        return Err(password_change_required());
+    }
+    Ok(lease)
+}
+
+/// The answer to a request of a session whose password must be changed.
+fn password_change_required() -> Response {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "password_change_required",
+        ferry_core::PASSWORD_CHANGE_REQUIRED,
+    )
+    .into_response()
 }
 
 /// Builds the router.
@@ -95,6 +111,7 @@ pub fn router(upstreams: Arc<Upstreams>, config: HttpsConfig) -> Router {
                 .post(files::make_dir)
                 .delete(files::remove_dir),
         )
+        .route("/api/v1/me/password", post(change_password))
         .route("/api/v1/rename", post(files::rename))
         .route("/api/v1/uploads", post(tus::create).options(tus::options))
         .route("/api/v1/uploads/", post(tus::create).options(tus::options))
@@ -250,8 +267,12 @@ async fn session_open(State(state): State<Arc<HttpState>>, req: Request) -> Resp
         .await
     {
         Ok(web) => {
-            let mut r = Json(serde_json::json!({ "account": web.account, "csrf": web.csrf }))
-                .into_response();
+            let mut r = Json(serde_json::json!({
+                "account": web.account,
+                "csrf": web.csrf,
+                "must_change_password": web.must_change_password,
+            }))
+            .into_response();
             r.headers_mut().insert(
                 header::SET_COOKIE,
                 session_cookie(web.cookie.expose(), web.lifetime_secs),
@@ -268,9 +289,12 @@ async fn session_show(State(state): State<Arc<HttpState>>, req: Request) -> Resp
         return auth::unauthorized(&parts.headers, "not logged in");
     };
     match state.auth.web_session(&cookie, client_ip(&parts)).await {
-        Ok((csrf, account)) => {
-            Json(serde_json::json!({ "account": account, "csrf": csrf })).into_response()
-        }
+        Ok((csrf, account, must_change_password)) => Json(serde_json::json!({
+            "account": account,
+            "csrf": csrf,
+            "must_change_password": must_change_password,
+        }))
+        .into_response(),
         Err(refusal) => refusal.respond(&parts.headers),
     }
 }
@@ -297,6 +321,61 @@ async fn session_close(State(state): State<Arc<HttpState>>, req: Request) -> Res
     r.headers_mut()
         .insert(header::SET_COOKIE, session_cookie("", 0));
     r
+}
+
+/// Body of `POST /api/v1/me/password`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current: String,
+    new: String,
+}
+
+/// `POST /api/v1/me/password`: the account changes its own password,
+/// authenticated as any request (Basic, token, or the cookie with its
+/// CSRF token). 204, or 400 (the policy's reason), 403 (a wrong current
+/// password, or too many failed passwords of late).
+async fn change_password(State(state): State<Arc<HttpState>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, 16 * 1024).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "body too large")
+                .into_response()
+        }
+    };
+    let authed = match state
+        .auth
+        .authenticate(&parts.method, &parts.headers, client_ip(&parts))
+        .await
+    {
+        Ok(a) => a,
+        Err(refusal) => return refusal.respond(&parts.headers),
+    };
+    let Ok(body) = serde_json::from_slice::<PasswordChange>(&bytes) else {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "send JSON {\"current\": …, \"new\": …}",
+        )
+        .into_response();
+    };
+    // A cookie session keeps itself; the account's other browser
+    // sessions end on the servers.
+    let keep = auth::cookie(&parts.headers)
+        .filter(|_| !parts.headers.contains_key(header::AUTHORIZATION))
+        .map(Secret::new);
+    let lease = authed.lease;
+    match lease
+        .change_password(Secret::new(body.current), Secret::new(body.new), keep)
+        .await
+    {
+        Ok(()) => {
+            state.auth.forget(lease.account());
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 /// Binds the HTTPS listener and starts serving.
