@@ -235,4 +235,31 @@ fn the_edge_counts_connections_logins_protocol_errors_and_its_servers() {
     assert!(wait_until(10, || {
         Scrape::at(url, &[]).value("ferry_edge_ssh_connections_open", &[]) == 0.0
     }));
+
+    // The servers' Raft numbers: the primary sees both others caught up.
+    let primary = c.primary().unwrap();
+    let ca = c.root.path().join("pki/ca.crt");
+    let scrape = |i: usize| {
+        Scrape::at(
+            &format!("{}/metrics", c.servers[i].admin_url),
+            &["--cacert", ca.to_str().unwrap()],
+        )
+    };
+    assert!(wait_until(10, || {
+        let m = scrape(primary);
+        (0..3).filter(|&i| i != primary).all(|i| {
+            m.value(
+                "ferry_raft_replication_lag_entries",
+                &[("member", &*c.servers[i].name)],
+            ) == 0.0
+        })
+    }));
+    let m = scrape(primary);
+    assert_eq!(m.value("ferry_primary", &[]), 1.0);
+    let last = m.value("ferry_raft_last_log_index", &[]);
+    assert!(last > 0.0);
+    assert!(m.value("ferry_raft_last_applied_index", &[]) <= last);
+    assert!(m.value("ferry_raft_leader_changes_total", &[]) >= 1.0);
+    let follower = (0..3).find(|&i| i != primary).unwrap();
+    assert_eq!(scrape(follower).value("ferry_primary", &[]), 0.0);
 }

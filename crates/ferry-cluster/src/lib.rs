@@ -31,7 +31,7 @@ pub mod sync;
 
 pub use config::{ClusterConfig, Mode, PeerConfig};
 pub use error::ClusterError;
-pub use mode::{start, Cluster, ClusterOptions, Duties, RowPolicy};
+pub use mode::{start, Cluster, ClusterOptions, Duties, LogNumbers, RowPolicy};
 pub use node::{Node, NodeOptions, RoleView};
 
 /// This release, as peers see it.

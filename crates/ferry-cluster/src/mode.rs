@@ -50,6 +50,19 @@ pub enum RowPolicy {
     Replicated,
 }
 
+/// The replicated log's numbers on one server ([`Cluster::log_numbers`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogNumbers {
+    /// The last entry in this server's log.
+    pub last_log_index: u64,
+    /// The last entry applied to its store.
+    pub last_applied: u64,
+    /// On the leader: how many entries each other member is behind.
+    pub lag: Vec<(String, u64)>,
+    /// How many times the leader this server knows of changed.
+    pub leader_changes: u64,
+}
+
 /// `GET /role`: what this server is, in one shape for every mode.
 #[derive(Debug, Clone, Serialize)]
 pub struct RoleAnswer {
@@ -165,6 +178,11 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
 
     /// `GET /role`.
     fn role(&self) -> RoleAnswer;
+
+    /// The replicated log's numbers on this server (active/active only).
+    fn log_numbers(&self) -> Option<LogNumbers> {
+        None
+    }
 
     /// `ferry cluster status`.
     async fn status(self: Arc<Self>) -> ClusterStatus;
@@ -583,6 +601,10 @@ impl Cluster for Node {
 impl Cluster for RaftNode {
     fn mode(&self) -> Mode {
         Mode::ActiveActive
+    }
+
+    fn log_numbers(&self) -> Option<LogNumbers> {
+        Some(RaftNode::log_numbers(self))
     }
 
     fn apply(&self, command: &Command) -> Result<Outcome, FerryError> {

@@ -78,6 +78,18 @@ pub struct Metrics {
     primary: Gauge,
     writable: Gauge,
     term: Gauge,
+    last_log_index: Gauge,
+    last_applied: Gauge,
+    lag: Family<MemberLabel, Gauge>,
+    leader_changes: Counter,
+    leader_changes_seen: std::sync::atomic::AtomicU64,
+}
+
+/// The label of a cluster member.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MemberLabel {
+    /// Its `node_id`.
+    pub member: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -108,6 +120,11 @@ impl Default for Metrics {
             primary: Gauge::default(),
             writable: Gauge::default(),
             term: Gauge::default(),
+            last_log_index: Gauge::default(),
+            last_applied: Gauge::default(),
+            lag: Family::default(),
+            leader_changes: Counter::default(),
+            leader_changes_seen: std::sync::atomic::AtomicU64::new(0),
             registry: Registry::default(),
         };
         registry.register(
@@ -175,6 +192,26 @@ impl Default for Metrics {
             "The cluster's term (Raft) or epoch (active/passive) as this server knows it",
             m.term.clone(),
         );
+        registry.register(
+            "ferry_raft_last_log_index",
+            "The last entry of this server's Raft log (active/active)",
+            m.last_log_index.clone(),
+        );
+        registry.register(
+            "ferry_raft_last_applied_index",
+            "The last Raft entry applied to this server's store",
+            m.last_applied.clone(),
+        );
+        registry.register(
+            "ferry_raft_replication_lag_entries",
+            "On the leader: entries each other member is behind",
+            m.lag.clone(),
+        );
+        registry.register(
+            "ferry_raft_leader_changes",
+            "Times the leader this server knows of changed",
+            m.leader_changes.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -200,6 +237,26 @@ impl Drop for OpenSession {
 }
 
 impl Metrics {
+    /// Takes in the Raft log's numbers read now.
+    fn log_numbers(&self, n: &ferry_cluster::LogNumbers) {
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.last_log_index.set(as_i64(n.last_log_index));
+        self.last_applied.set(as_i64(n.last_applied));
+        self.lag.clear();
+        for (member, lag) in &n.lag {
+            self.lag
+                .get_or_create(&MemberLabel {
+                    member: member.clone(),
+                })
+                .set(as_i64(*lag));
+        }
+        let seen = self
+            .leader_changes_seen
+            .swap(n.leader_changes, std::sync::atomic::Ordering::Relaxed);
+        self.leader_changes
+            .inc_by(n.leader_changes.saturating_sub(seen));
+    }
+
     /// Counts a session started with `protocol`; hold the guard while it
     /// is open.
     pub fn session_started(&self, protocol: Protocol) -> OpenSession {
@@ -296,6 +353,9 @@ pub fn render(ctx: &Arc<ServerCtx>) -> String {
     m.primary.set(i64::from(role.primary));
     m.writable.set(i64::from(role.writable));
     m.term.set(i64::try_from(role.epoch).unwrap_or(i64::MAX));
+    if let Some(numbers) = ctx.cluster.log_numbers() {
+        m.log_numbers(&numbers);
+    }
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &m.registry) {
         tracing::error!(error = %e, "metrics: cannot encode");

@@ -137,6 +137,8 @@ pub struct RaftNode {
     /// What the group asks of the server's workers (from `view`).
     duties: watch::Receiver<crate::mode::Duties>,
     contact: std::sync::Mutex<Option<LeaderContact>>,
+    /// How many times the leader this server knows of changed.
+    leader_changes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -328,6 +330,7 @@ impl RaftNode {
             }),
             duties,
             contact: std::sync::Mutex::new(None),
+            leader_changes: std::sync::atomic::AtomicU64::new(0),
         });
         if node.witness {
             // Never a candidate, so never the leader; it still votes.
@@ -371,6 +374,38 @@ impl RaftNode {
         self.config.election_timeout_ms
     }
 
+    /// The log's numbers on this server, for metrics.
+    pub fn log_numbers(&self) -> crate::mode::LogNumbers {
+        let m = self.raft.metrics().borrow().clone();
+        let last = m.last_log_index.unwrap_or(0);
+        let lag = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .filter(|(id, _)| **id != self.id)
+                    .map(|(id, matched)| {
+                        let name = m
+                            .membership_config
+                            .membership()
+                            .get_node(id)
+                            .map_or_else(|| id.to_string(), |n| n.name.clone());
+                        let matched = matched.map_or(0, |l| l.index);
+                        (name, last.saturating_sub(matched))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        crate::mode::LogNumbers {
+            last_log_index: last,
+            last_applied: m.last_applied.map_or(0, |l| l.index),
+            lag,
+            leader_changes: self
+                .leader_changes
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
     /// Recomputes the view from metrics: on every change, and every
     /// heartbeat so that a leader that stops hearing a majority drops the
     /// primary role within one election timeout.
@@ -385,12 +420,18 @@ impl RaftNode {
         // Since when no leader is known, and whether that was alerted.
         let mut leaderless_since: Option<std::time::Instant> = None;
         let mut quorum_alerted = false;
+        let mut leader = None;
         loop {
             tokio::select! {
                 changed = metrics.changed() => if changed.is_err() { return },
                 _ = tick.tick() => {}
             }
             let m = metrics.borrow().clone();
+            if m.current_leader.is_some() && m.current_leader != leader {
+                leader = m.current_leader;
+                self.leader_changes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             if let Some(since) = leaderless_since {
                 let quiet = since.elapsed();
                 if !quorum_alerted && quiet > Duration::from_millis(self.lease_ms() * 4) {
