@@ -85,9 +85,59 @@ fn the_server_counts_logins_sessions_transfers_and_reports_its_queue() {
     std::fs::create_dir_all(&work).unwrap();
     random_file(&work.join("a.dat"), 300_000);
 
+    // An upload a route copies to another account: an event and its
+    // attempt; a folder monitor's ingest.
+    f.add_account("bob");
+    f.admin_ok(
+        &[
+            "route",
+            "add",
+            "copy",
+            "--account",
+            "alice",
+            "--match",
+            "*.dat",
+            "--action",
+            "copy:bob/in",
+        ],
+        None,
+    );
+    let drop_dir = f.dir.path().join("drop");
+    std::fs::create_dir_all(&drop_dir).unwrap();
+    f.admin_ok(
+        &[
+            "monitor",
+            "add",
+            "drop",
+            "--dir",
+            drop_dir.to_str().unwrap(),
+            "--match",
+            "*.txt",
+            "--account",
+            "bob",
+            "--target-dir",
+            "/dropped",
+        ],
+        None,
+    );
+    std::fs::write(drop_dir.join("note.txt"), "hello").unwrap();
+
     let out = f.sftp_password("alice", "wrong-password", "pwd\n");
     assert!(!out.status.success());
     assert_ok(&f.sftp_key("alice", &key, "put a.dat\nget a.dat back.dat\n", &work));
+    assert!(wait_until(30, || f
+        .repository
+        .join("bob/in/a.dat")
+        .exists()
+        && f.repository.join("bob/dropped/note.txt").exists()));
+    assert!(wait_until(10, || {
+        let m = Scrape::of(&f);
+        m.value(
+            "ferry_event_attempts_total",
+            &[("kind", "upload"), ("outcome", "done")],
+        ) == 1.0
+            && m.value("ferry_monitor_ingests_total", &[("name", "drop")]) == 1.0
+    }));
 
     let m = Scrape::of(&f);
     assert!(

@@ -83,6 +83,26 @@ pub struct Metrics {
     lag: Family<MemberLabel, Gauge>,
     leader_changes: Counter,
     leader_changes_seen: std::sync::atomic::AtomicU64,
+    firings: Family<NameLabel, Counter>,
+    ingests: Family<NameLabel, Counter>,
+    attempts: Family<AttemptLabels, Counter>,
+}
+
+/// The label of a configured thing (a schedule, a monitor): bounded by
+/// the configuration.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameLabel {
+    /// Its name.
+    pub name: String,
+}
+
+/// Labels of an event attempt.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    /// The event's kind (`upload`, `schedule`, `monitor`, `pull`, `resubmit`).
+    pub kind: String,
+    /// `done`, `retry` or `failed`.
+    pub outcome: String,
 }
 
 /// The label of a cluster member.
@@ -125,6 +145,9 @@ impl Default for Metrics {
             lag: Family::default(),
             leader_changes: Counter::default(),
             leader_changes_seen: std::sync::atomic::AtomicU64::new(0),
+            firings: Family::default(),
+            ingests: Family::default(),
+            attempts: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -191,6 +214,21 @@ impl Default for Metrics {
             "ferry_cluster_term",
             "The cluster's term (Raft) or epoch (active/passive) as this server knows it",
             m.term.clone(),
+        );
+        registry.register(
+            "ferry_schedule_firings",
+            "Schedule slots this server fired, by schedule",
+            m.firings.clone(),
+        );
+        registry.register(
+            "ferry_monitor_ingests",
+            "Files this server's folder monitors took in, by monitor",
+            m.ingests.clone(),
+        );
+        registry.register(
+            "ferry_event_attempts",
+            "Event attempts this server ran, by event kind and outcome",
+            m.attempts.clone(),
         );
         registry.register(
             "ferry_raft_last_log_index",
@@ -316,6 +354,34 @@ impl Metrics {
         self.transfer_seconds
             .get_or_create(&labels)
             .observe(millis as f64 / 1000.0);
+    }
+
+    /// Counts a slot of `schedule` fired here.
+    pub fn fired(&self, schedule: &str) {
+        self.firings
+            .get_or_create(&NameLabel {
+                name: schedule.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a file `monitor` took in here.
+    pub fn ingested(&self, monitor: &str) {
+        self.ingests
+            .get_or_create(&NameLabel {
+                name: monitor.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts an event attempt of `kind` that ended in `outcome`.
+    pub fn attempt(&self, kind: &str, outcome: &str) {
+        self.attempts
+            .get_or_create(&AttemptLabels {
+                kind: kind.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts a ban of this server's defender.

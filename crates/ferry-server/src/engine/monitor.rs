@@ -264,5 +264,6 @@ async fn ingest(
     }
     blocking(move || fs::remove_file(&source).map_err(crate::repository::io_error)).await?;
     tracing::info!(monitor = %monitor.name, file = %name, account = %monitor.account, %path, "ingested");
+    ctx.metrics.ingested(&monitor.name);
     Ok(())
 }

@@ -326,6 +326,7 @@ async fn fire(
     let fired = applied.rows_changed > 0;
     if fired {
         tracing::info!(schedule = %schedule.name, slot = %utc(slot).to_rfc3339(), "schedule fired");
+        ctx.metrics.fired(&schedule.name);
         ctx.engine_wake.notify_waiters();
     }
     Ok(fired)

@@ -132,6 +132,12 @@ async fn execute(ctx: &Arc<ServerCtx>, event: Event) {
             }
         }
     };
+    let outcome = match &result {
+        AttemptResult::Done => "done",
+        AttemptResult::Retry { .. } => "retry",
+        AttemptResult::Failed { .. } => "failed",
+    };
+    ctx.metrics.attempt(&event.kind.to_string(), outcome);
     let command = Command::FinishAttempt {
         id: id.clone(),
         node: ctx.node_id.clone(),
