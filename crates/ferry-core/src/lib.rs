@@ -27,7 +27,9 @@ pub mod sync;
 pub mod worker;
 
 pub use admins::{Admin, AdminToken, AuditRecord, Role};
-pub use command::{Ban, Command, Outcome, COMMAND_FORMAT_VERSION, IDEMPOTENCY_KEY_TTL_MS};
+pub use command::{
+    AccountUpdate, Ban, Command, Outcome, COMMAND_FORMAT_VERSION, IDEMPOTENCY_KEY_TTL_MS,
+};
 pub use engine::{
     Action, AfterPull, AttemptResult, Event, EventAttempt, EventKind, EventStatus, Monitor,
     Partner, Route, Schedule, ScheduleAction,

@@ -12,7 +12,8 @@ use axum::routing::{on, MethodFilter};
 use axum::{Json, Router};
 use ferry_api as api;
 use ferry_core::{
-    Account, AccountKey, Command, ErrorKind, FerryError, FolderRule, TransferStatus, VirtualPath,
+    Account, AccountKey, AccountUpdate, Command, ErrorKind, FerryError, FolderRule, TransferStatus,
+    VirtualPath,
 };
 use ferry_store::TransferFilter;
 
@@ -304,19 +305,10 @@ async fn create_account(
         if body.must_change_password {
             // A second command: Account has no such field. A login between
             // the two would find the flag unset; nothing else is lost.
-            s.ctx.apply(&Command::UpdateAccount {
-                name: account.name.clone(),
-                password_hash: None,
-                expires_at: None,
-                allowed_networks: None,
-                quota_bytes: None,
-                quota_files: None,
-                upload_rate: None,
-                download_rate: None,
-                max_sessions: None,
+            s.ctx.apply(&Command::UpdateAccount(AccountUpdate {
                 must_change_password: Some(true),
-                active_since: None,
-            })?;
+                ..AccountUpdate::of(&account.name)
+            }))?;
         }
         crate::repository::Home::open(&s.ctx.repository, &account.home)?;
         tracing::info!(account = %account.name, "account created");
@@ -335,19 +327,10 @@ async fn set_enabled(s: AdminState, name: String, enabled: bool) -> ApiResult<()
             enabled,
         })?;
         if enabled {
-            s.ctx.apply(&Command::UpdateAccount {
-                name,
-                password_hash: None,
-                expires_at: None,
-                allowed_networks: None,
-                quota_bytes: None,
-                quota_files: None,
-                upload_rate: None,
-                download_rate: None,
-                max_sessions: None,
-                must_change_password: None,
+            s.ctx.apply(&Command::UpdateAccount(AccountUpdate {
                 active_since: Some(now_millis()),
-            })?;
+                ..AccountUpdate::of(name)
+            }))?;
         }
         Ok(())
     })
@@ -423,7 +406,7 @@ async fn update_account(
             (None, false) => None,
         };
         let quota = |n: Option<u64>| n.map(|n| (n > 0).then_some(n));
-        s.ctx.apply(&Command::UpdateAccount {
+        s.ctx.apply(&Command::UpdateAccount(AccountUpdate {
             name: name.clone(),
             password_hash,
             expires_at,
@@ -435,7 +418,7 @@ async fn update_account(
             max_sessions: quota(body.max_sessions),
             must_change_password: body.must_change_password,
             active_since: None,
-        })?;
+        }))?;
         s.ctx.usage.forget(&name);
         tracing::info!(account = %name, "account changed");
         view(&s.ctx, existing_account(&s.ctx, &name)?)

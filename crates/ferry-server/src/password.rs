@@ -209,19 +209,10 @@ mod tests {
         let set = |pw: &str| -> Result<(), FerryError> {
             let hash = new_account_password(&store, "alice", &Secret::new(pw))?;
             store
-                .apply(&Command::UpdateAccount {
-                    name: "alice".into(),
+                .apply(&Command::UpdateAccount(ferry_core::AccountUpdate {
                     password_hash: Some(Some(hash)),
-                    expires_at: None,
-                    allowed_networks: None,
-                    quota_bytes: None,
-                    quota_files: None,
-                    upload_rate: None,
-                    download_rate: None,
-                    max_sessions: None,
-                    must_change_password: None,
-                    active_since: None,
-                })
+                    ..ferry_core::AccountUpdate::of("alice")
+                }))
                 .map(|_| ())
                 .map_err(FerryError::from)
         };

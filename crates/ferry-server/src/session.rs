@@ -581,19 +581,13 @@ async fn change_password(
     let keep_id = keep.and_then(|t| crate::auth::token_id(t.expose()));
     let ended = blocking(move || {
         let hash = crate::password::new_account_password(&c.store, &account, &new)?;
-        c.apply(&ferry_core::Command::UpdateAccount {
-            name: account.clone(),
-            password_hash: Some(Some(hash)),
-            expires_at: None,
-            allowed_networks: None,
-            quota_bytes: None,
-            quota_files: None,
-            upload_rate: None,
-            download_rate: None,
-            max_sessions: None,
-            must_change_password: Some(false),
-            active_since: None,
-        })?;
+        c.apply(&ferry_core::Command::UpdateAccount(
+            ferry_core::AccountUpdate {
+                password_hash: Some(Some(hash)),
+                must_change_password: Some(false),
+                ..ferry_core::AccountUpdate::of(&account)
+            },
+        ))?;
         let mut ended = 0usize;
         for web in c
             .store
@@ -738,18 +732,16 @@ async fn login_checked(
         );
     }
     let account = checked?;
-    let must_change = if method == "password" || by_browser_session {
-        let (store, name) = (ctx.store.clone(), account.name.clone());
-        blocking(move || {
-            Ok(store
-                .account_policy(&name)
-                .map_err(FerryError::from)?
-                .is_some_and(|p| p.must_change_password))
-        })
-        .await?
-    } else {
-        false
-    };
+    // The account's rules and limits, read once: the must-change flag, the
+    // last login and the session cap come from them.
+    let (store, name, addr) = (ctx.store.clone(), account.name.clone(), client_addr.clone());
+    let (access, policy) = blocking(move || {
+        let access = Access::load(&store, &name, &addr)?;
+        let policy = access.policy(&store)?;
+        Ok((access, policy))
+    })
+    .await?;
+    let must_change = (method == "password" || by_browser_session) && policy.must_change_password;
     if must_change && protocol != Protocol::Https {
         // SSH has no way to make the client change it: the password is
         // refused as a wrong one would be, and the log says why. Keys are
@@ -760,15 +752,10 @@ async fn login_checked(
         );
         return Err(FerryError::auth_failed());
     }
-    record_login(ctx, &account.name);
+    record_login(ctx, &account.name, policy.last_login_at);
     let (store, repository) = (ctx.store.clone(), ctx.repository.clone());
     let (name, home_rel) = (account.name.clone(), account.home.clone());
     let home = blocking(move || Home::of_account(&store, &repository, &name, &home_rel)).await?;
-    let (store, name, addr) = (ctx.store.clone(), account.name.clone(), client_addr.clone());
-    let access = blocking(move || Access::load(&store, &name, &addr)).await?;
-    let store = ctx.store.clone();
-    let policy = blocking(move || access.policy(&store).map(|p| (access, p))).await;
-    let (access, policy) = policy?;
     let slot = match ctx.sessions.admit(&account.name, policy.max_sessions) {
         Ok(slot) => slot,
         Err(e) => {
@@ -800,23 +787,19 @@ async fn login_checked(
 }
 
 /// Records the login of `account` (its last login, for `ferry account
-/// show` and the idle limit) when the recorded one is an hour old or more,
-/// in the background: a server that cannot write now (read-only, a
-/// standby's history) skips it, and the login does not wait.
-fn record_login(ctx: &Arc<ServerCtx>, account: &str) {
+/// show` and the idle limit) when the recorded one, `last`, is an hour old
+/// or more, in the background: a server that cannot write now (read-only,
+/// a standby's history) skips it, and the login does not wait.
+fn record_login(ctx: &Arc<ServerCtx>, account: &str, last: Option<ferry_core::UnixMillis>) {
+    let now = now_millis();
+    if last.is_some_and(|t| now.saturating_sub(t) < crate::auth::LOGIN_RECORD_INTERVAL_MS) {
+        return;
+    }
     let (c, name) = (ctx.clone(), account.to_owned());
     tokio::spawn(async move {
-        let now = now_millis();
         let result = blocking(move || {
-            let last = c
-                .store
-                .account_policy(&name)
-                .map_err(FerryError::from)?
-                .and_then(|p| p.last_login_at);
-            if last.is_none_or(|t| now.saturating_sub(t) >= crate::auth::LOGIN_RECORD_INTERVAL_MS) {
-                c.check_writable()?;
-                c.apply(&ferry_core::Command::RecordLogin { name, at: now })?;
-            }
+            c.check_writable()?;
+            c.apply(&ferry_core::Command::RecordLogin { name, at: now })?;
             Ok(())
         })
         .await;

@@ -406,7 +406,7 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
              WHERE name = ?1 AND (last_login_at IS NULL OR last_login_at < ?2)",
             params![name, at],
         )?,
-        Command::UpdateAccount {
+        Command::UpdateAccount(ferry_core::AccountUpdate {
             name,
             password_hash,
             expires_at,
@@ -418,7 +418,7 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             max_sessions,
             must_change_password,
             active_since,
-        } => {
+        }) => {
             let id = account_id(tx, name)?;
             if let Some(at) = active_since {
                 tx.execute(
