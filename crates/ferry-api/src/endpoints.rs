@@ -345,6 +345,37 @@ endpoint! {
     ResubmitEvent Post "/api/v1/events/{id}/resubmit" [id] => 201 Event
 }
 
+// ---- notifications ----
+
+endpoint! {
+    "List notification endpoints (never their secrets)."
+    ListNotifyEndpoints Get "/api/v1/notifications/endpoints" [] => 200 [NotifyEndpoint]
+}
+endpoint! {
+    "Add a notification endpoint: a webhook or an SMTP server and recipients."
+    AddNotifyEndpoint Post "/api/v1/notifications/endpoints" [] body(NewNotifyEndpoint) => 201 NotifyEndpoint
+}
+endpoint! {
+    "Remove a notification endpoint (refused while a rule uses it)."
+    RemoveNotifyEndpoint Delete "/api/v1/notifications/endpoints/{name}" [name] => 204 NoContent
+}
+endpoint! {
+    "Queue a test notification to an endpoint; follow it with the event it returns."
+    TestNotifyEndpoint Post "/api/v1/notifications/endpoints/{name}/test" [name] => 202 NotifyTest
+}
+endpoint! {
+    "List notification rules."
+    ListNotifyRules Get "/api/v1/notifications/rules" [] => 200 [NotifyRule]
+}
+endpoint! {
+    "Add a notification rule."
+    AddNotifyRule Post "/api/v1/notifications/rules" [] body(NewNotifyRule) => 201 NotifyRule
+}
+endpoint! {
+    "Remove a notification rule."
+    RemoveNotifyRule Delete "/api/v1/notifications/rules/{name}" [name] => 204 NoContent
+}
+
 // ---- cluster ----
 
 endpoint! {

@@ -88,6 +88,13 @@ pub fn visit_all(v: &mut impl Visitor) {
     v.visit::<ListEvents>();
     v.visit::<ShowEvent>();
     v.visit::<ResubmitEvent>();
+    v.visit::<ListNotifyEndpoints>();
+    v.visit::<AddNotifyEndpoint>();
+    v.visit::<RemoveNotifyEndpoint>();
+    v.visit::<TestNotifyEndpoint>();
+    v.visit::<ListNotifyRules>();
+    v.visit::<AddNotifyRule>();
+    v.visit::<RemoveNotifyRule>();
     v.visit::<GetClusterStatus>();
     v.visit::<ListClusterEvents>();
     v.visit::<PromoteServer>();

@@ -886,7 +886,7 @@ impl From<ferry_core::Monitor> for Monitor {
 pub struct Event {
     /// Event id.
     pub id: String,
-    /// `upload`, `monitor`, `pull`, `schedule` or `resubmit`.
+    /// `upload`, `monitor`, `pull`, `schedule`, `resubmit` or `notify`.
     #[schema(value_type = String)]
     pub kind: EventKind,
     /// The route it runs.
@@ -930,6 +930,24 @@ pub struct Event {
     pub last_error: Option<String>,
     /// The event this one resubmits.
     pub resubmit_of: Option<String>,
+    /// A notification: what it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<EventNotice>,
+}
+
+/// What a `notify` event sends, and where.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EventNotice {
+    /// The rule that raised it (`test` for a test notification).
+    pub rule: String,
+    /// Its trigger.
+    pub trigger: String,
+    /// The endpoint it goes to.
+    pub endpoint: String,
+    /// What happened, in one line.
+    pub summary: String,
+    /// The event it is about, if any.
+    pub event_id: Option<String>,
 }
 
 impl From<ferry_core::Event> for Event {
@@ -957,6 +975,13 @@ impl From<ferry_core::Event> for Event {
             updated_at: time(e.updated_at),
             last_error: e.last_error,
             resubmit_of: e.resubmit_of,
+            notice: e.notice.map(|n| EventNotice {
+                rule: n.rule,
+                trigger: n.trigger,
+                endpoint: n.endpoint,
+                summary: n.summary,
+                event_id: n.event_id,
+            }),
         }
     }
 }
@@ -1002,6 +1027,145 @@ pub struct EventDetail {
     pub event: Event,
     /// Its attempts, oldest first.
     pub attempt_log: Vec<EventAttempt>,
+}
+
+// ---- notifications ----
+
+/// Body of `POST /api/v1/notifications/endpoints`: a webhook (`webhook_url`)
+/// or mail (`smtp_host`, `from`, `to`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewNotifyEndpoint {
+    /// Endpoint name.
+    pub name: String,
+    /// A webhook: the http:// or https:// URL that receives the JSON POST.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// Mail: the SMTP server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_host: Option<String>,
+    /// SMTP port (default 587 with STARTTLS, 465 with TLS, 25 without).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_port: Option<u16>,
+    /// `starttls` (default, required once asked for), `tls`, or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_tls: Option<String>,
+    /// User name for SMTP AUTH (the password is `secret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_username: Option<String>,
+    /// The sender address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The recipients.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
+    /// The webhook's HMAC-SHA256 key (made and returned once when absent),
+    /// or the SMTP password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Password)]
+    pub secret: Option<Secret>,
+    /// PEM certificates to trust for this endpoint, besides the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// Base URL of links to events in notifications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_base: Option<String>,
+    /// Attempts before a notification is given up (default 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Seconds before the second attempt, doubled for each further one
+    /// (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_base_secs: Option<u64>,
+}
+
+/// A notification endpoint (its secret only as whether it has one).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NotifyEndpoint {
+    /// Endpoint name.
+    pub name: String,
+    /// `webhook` or `email`.
+    pub kind: String,
+    /// The webhook URL.
+    pub webhook_url: Option<String>,
+    /// The SMTP server.
+    pub smtp_host: Option<String>,
+    /// The SMTP port.
+    pub smtp_port: Option<u16>,
+    /// `starttls`, `tls` or `none`.
+    pub smtp_tls: Option<String>,
+    /// User name for SMTP AUTH.
+    pub smtp_username: Option<String>,
+    /// The sender address.
+    pub from: Option<String>,
+    /// The recipients.
+    pub to: Vec<String>,
+    /// Whether a secret (HMAC key or SMTP password) is set.
+    pub has_secret: bool,
+    /// Whether extra CA certificates are set.
+    pub has_ca: bool,
+    /// Base URL of links to events.
+    pub link_base: Option<String>,
+    /// Attempts before a notification is given up.
+    pub max_attempts: u32,
+    /// Seconds before the second attempt.
+    pub retry_base_secs: u64,
+    /// When it was added.
+    pub created_at: DateTime<Utc>,
+    /// The webhook secret Ferry made, in the answer that created it only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Password)]
+    pub generated_secret: Option<Secret>,
+}
+
+/// Answer of `POST /api/v1/notifications/endpoints/{name}/test`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NotifyTest {
+    /// Endpoint name.
+    pub endpoint: String,
+    /// The queued notification: an event (`ferry event show ID`).
+    pub event_id: String,
+}
+
+/// Body of `POST /api/v1/notifications/rules`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewNotifyRule {
+    /// Rule name.
+    pub name: String,
+    /// `event-failed`, `event-retrying:N`, `transfer-done`, `login-ban`,
+    /// `role-change` or `quota:PERCENT`.
+    pub on: String,
+    /// The endpoint notified.
+    pub endpoint: String,
+    /// Only about this account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// Only about this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// Only about this partner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner: Option<String>,
+}
+
+/// A notification rule.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NotifyRule {
+    /// Rule name.
+    pub name: String,
+    /// Its trigger.
+    pub on: String,
+    /// The endpoint notified.
+    pub endpoint: String,
+    /// Only about this account.
+    pub account: Option<String>,
+    /// Only about this route.
+    pub route: Option<String>,
+    /// Only about this partner.
+    pub partner: Option<String>,
+    /// When it was added.
+    pub created_at: DateTime<Utc>,
 }
 
 // ---- cluster ----

@@ -672,8 +672,8 @@ partners
         assert_eq!(
             e.message,
             "unknown table `foo` (known: accounts, account_keys, account_tokens, folder_permissions, \
-             virtual_folders, folder_mounts, partners, routes, schedules, monitors, settings, admins, \
-             admin_tokens)"
+             virtual_folders, folder_mounts, partners, routes, schedules, monitors, notify_endpoints, \
+             notify_rules, settings, admins, admin_tokens)"
         );
     }
 

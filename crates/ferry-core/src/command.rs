@@ -9,6 +9,7 @@ use crate::admins::{Admin, AdminToken, AuditRecord};
 use crate::engine::{AttemptResult, Event, Monitor, Partner, Route, Schedule};
 use crate::folders::{Mount, VirtualFolder};
 use crate::model::{Account, AccountKey, AccountToken, TransferRecord};
+use crate::notify::{Notice, NotifyEndpoint, NotifyRule, TriggerKind};
 use crate::permissions::FolderRule;
 use crate::secret::Secret;
 use crate::UnixMillis;
@@ -260,6 +261,32 @@ pub enum Command {
         /// When (the server's clock).
         at: UnixMillis,
     },
+    /// Add a notification endpoint (fails if the name is taken).
+    AddNotifyEndpoint(NotifyEndpoint),
+    /// Remove a notification endpoint (refused while a rule uses it).
+    RemoveNotifyEndpoint {
+        /// Endpoint name.
+        name: String,
+    },
+    /// Add a notification rule (fails if the name is taken or its
+    /// endpoint does not exist).
+    AddNotifyRule(NotifyRule),
+    /// Remove a notification rule.
+    RemoveNotifyRule {
+        /// Rule name.
+        name: String,
+    },
+    /// Something a server saw happen (a role change, a quota passed):
+    /// queues a notification per matching rule, with an id derived from
+    /// the rule and `key`, so the same key raises each rule's notice once.
+    RaiseNotice {
+        /// What happened.
+        kind: TriggerKind,
+        /// Names the occurrence (`primary:TERM`, `quota:ACCOUNT:DAY`).
+        key: String,
+        /// What the notice says.
+        notice: Notice,
+    },
 }
 
 /// A client address no login is taken from until `until`.
@@ -368,6 +395,11 @@ impl Command {
             Command::MountFolder(_) => "mount_folder",
             Command::UnmountFolder { .. } => "unmount_folder",
             Command::RecordLogin { .. } => "record_login",
+            Command::AddNotifyEndpoint(_) => "add_notify_endpoint",
+            Command::RemoveNotifyEndpoint { .. } => "remove_notify_endpoint",
+            Command::AddNotifyRule(_) => "add_notify_rule",
+            Command::RemoveNotifyRule { .. } => "remove_notify_rule",
+            Command::RaiseNotice { .. } => "raise_notice",
         }
     }
 }

@@ -491,6 +491,8 @@ pub enum EventKind {
     Schedule,
     /// An operator resubmitted an earlier event.
     Resubmit,
+    /// A notification to send (see [`crate::notify`]).
+    Notify,
 }
 
 /// Where an event is in its life.
@@ -507,7 +509,7 @@ pub enum EventStatus {
     Failed,
 }
 
-crate::model::str_enum!(EventKind { Upload => "upload", Monitor => "monitor", Pull => "pull", Schedule => "schedule", Resubmit => "resubmit" });
+crate::model::str_enum!(EventKind { Upload => "upload", Monitor => "monitor", Pull => "pull", Schedule => "schedule", Resubmit => "resubmit", Notify => "notify" });
 crate::model::str_enum!(EventStatus { Pending => "pending", Running => "running", Done => "done", Failed => "failed" });
 
 /// One unit of work in the queue: run a route's actions on a file, or a
@@ -558,6 +560,9 @@ pub struct Event {
     pub last_error: Option<String>,
     /// The event this one resubmits.
     pub resubmit_of: Option<String>,
+    /// What a `notify` event sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<crate::notify::Notice>,
 }
 
 /// One attempt at an event.

@@ -5,6 +5,7 @@
 //! * [`command`] — every change to shared state, as a serializable value.
 //! * [`model`] — accounts, keys and transfer records as stored and replicated.
 //! * [`network`] — allowed and denied client networks.
+//! * [`notify`] — notification endpoints, rules and what a notice says.
 //! * [`permissions`] — what an account may do in each folder of its home.
 //! * [`engine`] — partners, routes, schedules, monitors and queued events.
 //! * [`error`] — the error kinds every crate maps onto its wire answers.
@@ -20,6 +21,7 @@ pub mod limits;
 pub mod logging;
 pub mod model;
 pub mod network;
+pub mod notify;
 pub mod path;
 pub mod permissions;
 pub mod secret;
@@ -41,6 +43,7 @@ pub use model::{
     TransferRecord, TransferStatus, IDLE_LIMIT_SETTING, PASSWORD_CHANGE_REQUIRED,
     PASSWORD_HISTORY_LEN, WEB_SESSION_ID_PREFIX, WEB_SESSION_TOKEN_PREFIX,
 };
+pub use notify::{Notice, NotifyEndpoint, NotifyRule, NotifyTarget, SmtpTls, Trigger, TriggerKind};
 pub use path::{PathError, VirtualPath};
 pub use permissions::{FolderRule, Permission, Permissions};
 pub use secret::Secret;

@@ -443,7 +443,12 @@ async fn resubmit_event(
         let now = now_millis();
         let event = Event {
             id: uuid::Uuid::now_v7().to_string(),
-            kind: EventKind::Resubmit,
+            // A notification sent again is still one (its workers claim it).
+            kind: if old.kind == EventKind::Notify {
+                EventKind::Notify
+            } else {
+                EventKind::Resubmit
+            },
             status: EventStatus::Pending,
             attempts: 0,
             next_at: now,

@@ -17,6 +17,8 @@ pub mod engine_api;
 mod hashing;
 mod internal;
 pub mod metrics;
+pub mod notices;
+pub mod notify_api;
 pub mod password;
 pub mod quota;
 pub mod rate;

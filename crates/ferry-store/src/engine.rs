@@ -7,7 +7,7 @@
 use ferry_core::engine::{derived_id, glob_matches};
 use ferry_core::{
     AfterPull, AttemptResult, Command, Event, EventAttempt, EventKind, EventStatus, Monitor,
-    Partner, Protocol, Route, Schedule, TransferRecord, UnixMillis,
+    Notice, Partner, Protocol, Route, Schedule, TransferRecord, TriggerKind, UnixMillis,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -28,6 +28,25 @@ pub struct EventFilter {
     pub limit: Option<u32>,
 }
 
+/// Which events a queue worker claims: notifications have workers of
+/// their own, so a dead mail server never holds up a transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Every event but notifications.
+    Transfers,
+    /// Notifications only.
+    Notices,
+}
+
+impl Lane {
+    fn condition(self) -> &'static str {
+        match self {
+            Lane::Transfers => "kind != 'notify'",
+            Lane::Notices => "kind = 'notify'",
+        }
+    }
+}
+
 /// One firing of a schedule.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Firing {
@@ -41,11 +60,11 @@ pub struct Firing {
     pub event_id: String,
 }
 
-fn json<T: serde::Serialize>(value: &T) -> Result<String> {
+pub(crate) fn json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> rusqlite::Result<T> {
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> rusqlite::Result<T> {
     serde_json::from_str(text).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
     })
@@ -64,7 +83,7 @@ where
     })
 }
 
-fn exists(tx: &Connection, sql: &str, key: &str) -> Result<bool> {
+pub(crate) fn exists(tx: &Connection, sql: &str, key: &str) -> Result<bool> {
     Ok(tx.query_row(sql, [key], |_| Ok(())).optional()?.is_some())
 }
 
@@ -77,7 +96,7 @@ pub(crate) fn require(tx: &Connection, table: &str, what: &str, name: &str) -> R
     }
 }
 
-fn ensure_absent(tx: &Connection, table: &str, what: &str, name: &str) -> Result<()> {
+pub(crate) fn ensure_absent(tx: &Connection, table: &str, what: &str, name: &str) -> Result<()> {
     let sql = format!("SELECT 1 FROM {table} WHERE name = ?1");
     if exists(tx, &sql, name)? {
         return Err(StoreError::AlreadyExists(format!("{what} {name:?}")));
@@ -278,10 +297,12 @@ pub(crate) fn apply(tx: &Connection, command: &Command) -> Result<usize> {
              WHERE status = 'running' AND lease_node = ?1",
             params![node, now],
         )?),
-        _ => Err(StoreError::Corrupt(format!(
-            "command {} is not an engine command",
-            command.name()
-        ))),
+        other => crate::notify::apply(tx, other).unwrap_or_else(|| {
+            Err(StoreError::Corrupt(format!(
+                "command {} is not an engine command",
+                command.name()
+            )))
+        }),
     }
 }
 
@@ -315,10 +336,59 @@ fn record_transfer(tx: &Connection, t: &TransferRecord) -> Result<usize> {
             t.size.map(|n| n as i64)
         ],
     )?;
-    if n == 0 || !t.triggers_routes() || waits_for_rename(t) {
+    if n == 0 || waits_for_rename(t) {
         return Ok(n);
     }
-    Ok(n + queue_route_events(tx, t)?)
+    let raised = raise_transfer_done(tx, t)?;
+    if !t.triggers_routes() {
+        return Ok(n + raised);
+    }
+    Ok(n + raised + queue_route_events(tx, t)?)
+}
+
+/// Raises the `TransferDone` notices of a completed transfer (once per
+/// rule and transfer id).
+fn raise_transfer_done(tx: &Connection, t: &TransferRecord) -> Result<usize> {
+    if t.status != ferry_core::TransferStatus::Completed {
+        return Ok(0);
+    }
+    // A push or pull made by a route's event: the route is the event's.
+    let route: Option<String> = match &t.event_id {
+        Some(event) => tx
+            .query_row("SELECT route FROM events WHERE id = ?1", [event], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .flatten(),
+        None => None,
+    };
+    let partner = t
+        .partner
+        .as_ref()
+        .map(|p| format!(" with partner {p}"))
+        .unwrap_or_default();
+    let notice = Notice {
+        at: t.ended_at,
+        summary: format!(
+            "{} {} of {} ({} bytes) by {} completed{partner}",
+            t.protocol, t.direction, t.path, t.bytes, t.account
+        ),
+        account: Some(t.account.clone()),
+        route,
+        partners: t.partner.iter().cloned().collect(),
+        file: Some(t.path.clone()),
+        event_id: t.event_id.clone(),
+        transfer_id: Some(t.id.clone()),
+        bytes: Some(t.bytes),
+        node: Some(t.node.clone()),
+        ..Notice::default()
+    };
+    crate::notify::raise(
+        tx,
+        TriggerKind::TransferDone,
+        &format!("transfer-done:{}", t.id),
+        notice,
+    )
 }
 
 /// An upload under a temporary name: its routes wait for the rename.
@@ -354,10 +424,14 @@ fn rename_transfer(tx: &Connection, id: &str, path: &str) -> Result<usize> {
         params![id, path],
     )?;
     t.path = path.to_owned();
-    if !t.triggers_routes() || waits_for_rename(&t) {
+    if waits_for_rename(&t) {
         return Ok(1);
     }
-    Ok(1 + queue_route_events(tx, &t)?)
+    let raised = raise_transfer_done(tx, &t)?;
+    if !t.triggers_routes() {
+        return Ok(1 + raised);
+    }
+    Ok(1 + raised + queue_route_events(tx, &t)?)
 }
 
 /// Queues one event per route that matches a completed arrival, with ids
@@ -400,20 +474,21 @@ fn queue_route_events(tx: &Connection, t: &TransferRecord) -> Result<usize> {
             updated_at: t.ended_at,
             last_error: None,
             resubmit_of: None,
+            notice: None,
         };
         rows += insert_event(tx, &event)?;
     }
     Ok(rows)
 }
 
-fn insert_event(tx: &Connection, e: &Event) -> Result<usize> {
+pub(crate) fn insert_event(tx: &Connection, e: &Event) -> Result<usize> {
     Ok(tx.execute(
         "INSERT INTO events (id, kind, route, schedule, slot, account, path, transfer_id,
            partners, status, attempts, max_attempts, retry_base_ms, next_at, lease_node,
            lease_until, steps_done, current_path, created_at, updated_at, last_error,
-           resubmit_of)
+           resubmit_of, notice)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-           ?17, ?18, ?19, ?20, ?21, ?22)",
+           ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
         params![
             e.id,
             e.kind.as_str(),
@@ -436,7 +511,8 @@ fn insert_event(tx: &Connection, e: &Event) -> Result<usize> {
             e.created_at,
             e.updated_at,
             e.last_error,
-            e.resubmit_of
+            e.resubmit_of,
+            e.notice.as_ref().map(json).transpose()?
         ],
     )?)
 }
@@ -496,6 +572,7 @@ fn claim(
                      WHERE id = ?1",
                     params![id, now],
                 )?;
+                raise_for_event(tx, id, now, TriggerKind::EventFailed)?;
                 return Ok(0);
             }
         }
@@ -545,12 +622,66 @@ fn finish(
          WHERE event_id = ?1 AND attempt = ?2",
         params![id, attempt, now, outcome, error],
     )?;
-    Ok(n)
+    let raised = match result {
+        AttemptResult::Done => 0,
+        AttemptResult::Retry { .. } => raise_for_event(tx, id, now, TriggerKind::EventRetrying)?,
+        AttemptResult::Failed { .. } => raise_for_event(tx, id, now, TriggerKind::EventFailed)?,
+    };
+    Ok(n + raised)
+}
+
+/// Raises the notices of an event's failed attempt (`EventRetrying`, once
+/// per rule and event) or of its failure (`EventFailed`). A notification's
+/// own failure raises nothing, so a dead endpoint cannot feed itself.
+fn raise_for_event(tx: &Connection, id: &str, now: UnixMillis, kind: TriggerKind) -> Result<usize> {
+    let Some(event) = tx
+        .query_row(
+            &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"),
+            [id],
+            row_to_event,
+        )
+        .optional()?
+    else {
+        return Ok(0);
+    };
+    if event.kind == EventKind::Notify {
+        return Ok(0);
+    }
+    let what = event
+        .route
+        .as_ref()
+        .map(|r| format!("route {r}"))
+        .or_else(|| event.schedule.as_ref().map(|s| format!("schedule {s}")))
+        .unwrap_or_else(|| format!("event {id}"));
+    let file = event
+        .path
+        .as_ref()
+        .map(|p| format!(" on {p}"))
+        .unwrap_or_default();
+    let summary = match kind {
+        TriggerKind::EventFailed => format!(
+            "{what} failed{file} after {} attempt(s): {}",
+            event.attempts,
+            event.last_error.as_deref().unwrap_or("no error recorded")
+        ),
+        _ => format!(
+            "{what}{file}: attempt {} failed, retrying: {}",
+            event.attempts,
+            event.last_error.as_deref().unwrap_or("no error recorded")
+        ),
+    };
+    let key = format!("{}:{id}", kind.as_str());
+    crate::notify::raise(
+        tx,
+        kind,
+        &key,
+        crate::notify::event_notice(&event, now, summary),
+    )
 }
 
 const EVENT_COLUMNS: &str = "id, kind, route, schedule, slot, account, path, transfer_id,
     partners, status, attempts, max_attempts, retry_base_ms, next_at, lease_node, lease_until,
-    steps_done, current_path, created_at, updated_at, last_error, resubmit_of";
+    steps_done, current_path, created_at, updated_at, last_error, resubmit_of, notice";
 
 fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
     let partners: String = r.get(8)?;
@@ -581,6 +712,10 @@ fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
         updated_at: r.get(19)?,
         last_error: r.get(20)?,
         resubmit_of: r.get(21)?,
+        notice: r
+            .get::<_, Option<String>>(22)?
+            .map(|n| from_json(&n))
+            .transpose()?,
     })
 }
 
@@ -673,7 +808,7 @@ pub struct EventCounts {
 }
 
 impl Store {
-    fn all<T>(
+    pub(crate) fn all<T>(
         &self,
         sql: &str,
         params: impl rusqlite::Params,
@@ -685,7 +820,7 @@ impl Store {
         rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
     }
 
-    fn one<T>(
+    pub(crate) fn one<T>(
         &self,
         sql: &str,
         key: &str,
@@ -870,25 +1005,33 @@ impl Store {
         )
     }
 
-    /// Ids of events a worker may claim at `now`: pending and due, or
-    /// running with an expired lease. Oldest due first.
-    pub fn claimable_events(&self, now: UnixMillis, limit: u32) -> Result<Vec<String>> {
+    /// Ids of events of `lane` a worker may claim at `now`: pending and
+    /// due, or running with an expired lease. Oldest due first.
+    pub fn claimable_events(&self, lane: Lane, now: UnixMillis, limit: u32) -> Result<Vec<String>> {
         self.all(
-            "SELECT id FROM events
-             WHERE (status = 'pending' AND next_at <= ?1)
-                OR (status = 'running' AND lease_until < ?1)
-             ORDER BY next_at, created_at LIMIT ?2",
+            &format!(
+                "SELECT id FROM events
+                 WHERE ((status = 'pending' AND next_at <= ?1)
+                    OR (status = 'running' AND lease_until < ?1))
+                   AND {}
+                 ORDER BY next_at, created_at LIMIT ?2",
+                lane.condition()
+            ),
             params![now, limit],
             |r| r.get(0),
         )
     }
 
-    /// When the next pending or running event becomes claimable, if any.
-    pub fn next_claimable_at(&self) -> Result<Option<UnixMillis>> {
+    /// When the next pending or running event of `lane` becomes claimable,
+    /// if any.
+    pub fn next_claimable_at(&self, lane: Lane) -> Result<Option<UnixMillis>> {
         self.conn()
             .query_row(
-                "SELECT MIN(CASE status WHEN 'pending' THEN next_at ELSE lease_until + 1 END)
-                 FROM events WHERE status IN ('pending', 'running')",
+                &format!(
+                    "SELECT MIN(CASE status WHEN 'pending' THEN next_at ELSE lease_until + 1 END)
+                     FROM events WHERE status IN ('pending', 'running') AND {}",
+                    lane.condition()
+                ),
                 [],
                 |r| r.get(0),
             )

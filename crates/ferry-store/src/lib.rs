@@ -8,9 +8,10 @@
 mod engine;
 mod history;
 mod migrations;
+mod notify;
 pub mod sync;
 
-pub use engine::{EventCounts, EventFilter, Firing};
+pub use engine::{EventCounts, EventFilter, Firing, Lane};
 pub use sync::{read_snapshot_tables, HISTORY_TABLES, SYNCABLE_TABLES};
 
 use std::path::Path;
@@ -530,7 +531,23 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
                        banned_at = excluded.banned_at, reason = excluded.reason,
                        by = excluded.by",
                 params![ban.address, ban.until, ban.banned_at, ban.reason, ban.by],
-            )?
+            )?;
+            let notice = ferry_core::Notice {
+                at: ban.banned_at,
+                summary: format!(
+                    "{} banned by {} for {} s: {}",
+                    ban.address,
+                    ban.by,
+                    (ban.until - ban.banned_at).max(0) / 1000,
+                    ban.reason
+                ),
+                address: Some(ban.address.clone()),
+                node: Some(ban.by.clone()),
+                error: Some(ban.reason.clone()),
+                ..ferry_core::Notice::default()
+            };
+            let key = format!("ban:{}:{}", ban.address, ban.banned_at);
+            1 + notify::raise(tx, ferry_core::TriggerKind::LoginBan, &key, notice)?
         }
         Command::UnbanAddress { address } => {
             let n = tx.execute("DELETE FROM bans WHERE address = ?1", [address])?;

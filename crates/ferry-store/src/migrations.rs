@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../schemas/0016_account_sessions.sql"),
     include_str!("../../../schemas/0017_audit_states.sql"),
     include_str!("../../../schemas/0018_password_lifecycle.sql"),
+    include_str!("../../../schemas/0019_notifications.sql"),
 ];
 
 /// The schema version this build produces.

@@ -45,6 +45,8 @@ pub const SYNCABLE_TABLES: &[&str] = &[
     "routes",
     "schedules",
     "monitors",
+    "notify_endpoints",
+    "notify_rules",
     "settings",
     "admins",
     "admin_tokens",
@@ -816,6 +818,7 @@ mod tests {
             updated_at: at,
             last_error: None,
             resubmit_of: None,
+            notice: None,
         }
     }
 

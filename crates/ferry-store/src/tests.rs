@@ -317,11 +317,17 @@ mod engine {
         t.path = "/a.csv".into();
         s.apply(&Command::RecordTransfer(t)).unwrap();
         let id = s.events(&EventFilter::default()).unwrap()[0].id.clone();
-        assert_eq!(s.claimable_events(11, 10).unwrap(), vec![id.clone()]);
+        assert_eq!(
+            s.claimable_events(crate::Lane::Transfers, 11, 10).unwrap(),
+            vec![id.clone()]
+        );
 
         assert_eq!(claim(&s, &id, "n1", 100), 1);
         assert_eq!(claim(&s, &id, "n2", 200), 0, "lease held by n1");
-        assert!(s.claimable_events(200, 10).unwrap().is_empty());
+        assert!(s
+            .claimable_events(crate::Lane::Transfers, 200, 10)
+            .unwrap()
+            .is_empty());
         // n1 goes quiet; after its lease n2 takes over, and n1's late finish is refused.
         assert_eq!(claim(&s, &id, "n2", 1101), 1);
         let late = s
@@ -355,7 +361,164 @@ mod engine {
         assert_eq!(e.status, EventStatus::Pending);
         assert_eq!(e.last_error.as_deref(), Some("partner down"));
         assert_eq!(claim(&s, &id, "n1", 4999), 0, "not due yet");
-        assert_eq!(s.next_claimable_at().unwrap(), Some(5000));
+        assert_eq!(
+            s.next_claimable_at(crate::Lane::Transfers).unwrap(),
+            Some(5000)
+        );
+    }
+
+    fn notify_setup() -> Store {
+        let s = setup();
+        s.apply(&Command::AddNotifyEndpoint(ferry_core::NotifyEndpoint {
+            name: "ops".into(),
+            target: ferry_core::NotifyTarget::Webhook {
+                url: "http://127.0.0.1:9/hook".into(),
+            },
+            secret_sealed: None,
+            ca_pem: None,
+            link_base: None,
+            max_attempts: 3,
+            retry_base_ms: 1000,
+            created_at: 1,
+        }))
+        .unwrap();
+        for (name, on, partner) in [
+            ("failed", "event-failed", Some("acme")),
+            ("retrying", "event-retrying:1", None),
+            ("other-partner", "event-failed", Some("zeta")),
+            ("done", "transfer-done", None),
+        ] {
+            s.apply(&Command::AddNotifyRule(ferry_core::NotifyRule {
+                name: name.into(),
+                trigger: on.parse().unwrap(),
+                account: Some("alice".into()),
+                route: None,
+                partner: partner.map(Into::into),
+                endpoint: "ops".into(),
+                created_at: 1,
+            }))
+            .unwrap();
+        }
+        s
+    }
+
+    fn notices(s: &Store) -> Vec<Event> {
+        let mut notices: Vec<Event> = s
+            .events(&EventFilter::default())
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == EventKind::Notify)
+            .collect();
+        notices.sort_by(|a, b| {
+            a.notice
+                .as_ref()
+                .unwrap()
+                .rule
+                .cmp(&b.notice.as_ref().unwrap().rule)
+        });
+        notices
+    }
+
+    #[test]
+    fn notices_are_raised_once_per_rule_and_cause_and_only_by_matching_rules() {
+        let s = notify_setup();
+        let mut t = transfer("t1", "alice", 10);
+        t.path = "/a.csv".into();
+        s.apply(&Command::RecordTransfer(t.clone())).unwrap();
+        s.apply(&Command::RecordTransfer(t)).unwrap();
+        let raised = notices(&s);
+        assert_eq!(raised.len(), 1, "one transfer-done notice, not two");
+        let n = raised[0].notice.as_ref().unwrap();
+        assert_eq!(
+            (n.rule.as_str(), n.trigger.as_str()),
+            ("done", "transfer-done")
+        );
+        assert_eq!(n.file.as_deref(), Some("/a.csv"));
+        assert_eq!(
+            s.claimable_events(crate::Lane::Notices, 100, 10).unwrap(),
+            vec![raised[0].id.clone()]
+        );
+
+        let id = s
+            .events(&EventFilter::default())
+            .unwrap()
+            .into_iter()
+            .find(|e| e.kind == EventKind::Upload)
+            .unwrap()
+            .id;
+        assert_eq!(
+            s.claimable_events(crate::Lane::Transfers, 100, 10).unwrap(),
+            vec![id.clone()]
+        );
+        let finish = |attempt: u32, now: i64, result: AttemptResult| {
+            s.apply(&Command::FinishAttempt {
+                id: id.clone(),
+                node: "n1".into(),
+                attempt,
+                now,
+                result,
+            })
+            .unwrap()
+        };
+        assert_eq!(claim(&s, &id, "n1", 100), 1);
+        let retry = AttemptResult::Retry {
+            next_at: 200,
+            error: "partner down".into(),
+        };
+        finish(1, 150, retry.clone());
+        finish(1, 150, retry);
+        assert_eq!(notices(&s).len(), 2, "retrying:1 raised once");
+        assert_eq!(claim(&s, &id, "n1", 300), 1);
+        finish(
+            2,
+            350,
+            AttemptResult::Failed {
+                error: "partner down".into(),
+            },
+        );
+        let raised = notices(&s);
+        let rules: Vec<&str> = raised
+            .iter()
+            .map(|e| e.notice.as_ref().unwrap().rule.as_str())
+            .collect();
+        assert_eq!(
+            rules,
+            ["done", "failed", "retrying"],
+            "not the rule of another partner"
+        );
+        let failed = raised[1].notice.as_ref().unwrap();
+        assert_eq!(failed.error.as_deref(), Some("partner down"));
+        assert_eq!(failed.attempts, Some(2));
+        assert_eq!(failed.event_id.as_deref(), Some(id.as_str()));
+        assert!(
+            failed
+                .summary
+                .contains("route csv-to-acme failed on /a.csv"),
+            "{}",
+            failed.summary
+        );
+
+        // A notification that fails raises nothing itself.
+        let notice_id = raised[1].id.clone();
+        for attempt in 1..=3 {
+            assert_eq!(claim(&s, &notice_id, "n1", 10_000 * attempt as i64), 1);
+            s.apply(&Command::FinishAttempt {
+                id: notice_id.clone(),
+                node: "n1".into(),
+                attempt,
+                now: 10_000 * attempt as i64 + 1,
+                result: AttemptResult::Failed { error: "no".into() },
+            })
+            .unwrap();
+            if s.event(&notice_id).unwrap().unwrap().status == EventStatus::Failed {
+                break;
+            }
+        }
+        assert_eq!(notices(&s).len(), 3);
+        // An endpoint in use cannot be removed.
+        assert!(s
+            .apply(&Command::RemoveNotifyEndpoint { name: "ops".into() })
+            .is_err());
     }
 
     #[test]
@@ -421,6 +584,7 @@ mod engine {
                     updated_at: slot,
                     last_error: None,
                     resubmit_of: None,
+                    notice: None,
                 },
             })
             .unwrap()

@@ -3,6 +3,7 @@
 mod admin_client;
 mod cluster_client;
 mod engine_client;
+mod notify_client;
 mod up;
 
 use std::path::PathBuf;
@@ -113,6 +114,13 @@ enum Cmd {
         admin: admin_client::AdminArgs,
         #[command(subcommand)]
         command: engine_client::PartnerCmd,
+    },
+    /// Manage notifications: webhooks and mail on failures, completions, bans.
+    Notify {
+        #[command(flatten)]
+        admin: admin_client::AdminArgs,
+        #[command(subcommand)]
+        command: notify_client::NotifyCmd,
     },
     /// Manage routes: what happens to files that arrive.
     Route {
@@ -379,6 +387,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Audit { admin, command } => admin_client::audit(admin, command).await,
         Cmd::Transfer { admin, command } => admin_client::transfer(admin, command).await,
         Cmd::Partner { admin, command } => engine_client::partner(admin, command).await,
+        Cmd::Notify { admin, command } => notify_client::notify(admin, command).await,
         Cmd::Route { admin, command } => engine_client::route(admin, command).await,
         Cmd::Schedule { admin, command } => engine_client::schedule(admin, command).await,
         Cmd::Monitor { admin, command } => engine_client::monitor(admin, command).await,

@@ -33,10 +33,19 @@ pub struct ActionError {
 }
 
 impl ActionError {
-    fn permanent(message: impl Into<String>) -> Self {
+    /// A failure that will happen again: no retry.
+    pub(crate) fn permanent(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             transient: false,
+        }
+    }
+
+    /// A failure a later attempt may not meet.
+    pub(crate) fn transient(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            transient: true,
         }
     }
 }
@@ -68,6 +77,9 @@ type ActionResult<T> = Result<T, ActionError>;
 
 /// Runs an event's work; the summary is logged.
 pub async fn run_event(ctx: &Arc<ServerCtx>, event: &Event) -> ActionResult<String> {
+    if event.kind == ferry_core::EventKind::Notify {
+        return crate::notices::send(ctx, event).await;
+    }
     if let Some(route) = &event.route {
         return run_route(ctx, event, route).await;
     }

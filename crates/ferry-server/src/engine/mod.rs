@@ -16,6 +16,7 @@ pub mod worker;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_store::Lane;
 use serde::Deserialize;
 
 use crate::ServerCtx;
@@ -89,6 +90,10 @@ pub struct EngineConfig {
     /// Events run at once by this node.
     #[serde(default = "default_workers")]
     pub workers: usize,
+    /// Notifications sent at once by this node (workers apart from the
+    /// transfer workers, so a dead endpoint delays no transfer).
+    #[serde(default = "default_notify_workers")]
+    pub notify_workers: usize,
     /// How long a claimed event stays with this node without a renewal.
     #[serde(default = "default_lease_secs")]
     pub lease_secs: u64,
@@ -103,6 +108,9 @@ pub struct EngineConfig {
 
 fn default_workers() -> usize {
     4
+}
+fn default_notify_workers() -> usize {
+    2
 }
 fn default_lease_secs() -> u64 {
     60
@@ -119,6 +127,7 @@ impl Default for EngineConfig {
         Self {
             secret_key_file: None,
             workers: default_workers(),
+            notify_workers: default_notify_workers(),
             lease_secs: default_lease_secs(),
             monitor_rescan_secs: default_rescan_secs(),
             connect_timeout_secs: default_connect_timeout(),
@@ -186,9 +195,19 @@ pub async fn start(ctx: Arc<ServerCtx>) -> Result<(), ferry_core::FerryError> {
     }
     for index in 0..ctx.engine.workers.max(1) {
         let ctx2 = ctx.clone();
-        ctx.workers
-            .spawn(format!("queue-worker-{index}"), |w| worker::run(ctx2, w));
+        ctx.workers.spawn(format!("queue-worker-{index}"), |w| {
+            worker::run(ctx2, Lane::Transfers, w)
+        });
     }
+    for index in 0..ctx.engine.notify_workers.max(1) {
+        let ctx2 = ctx.clone();
+        ctx.workers.spawn(format!("notice-worker-{index}"), |w| {
+            worker::run(ctx2, Lane::Notices, w)
+        });
+    }
+    let ctx2 = ctx.clone();
+    ctx.workers
+        .spawn("role-notices", |w| crate::notices::watch_role(ctx2, w));
     let (ctx2, primary) = (ctx.clone(), ctx.primary.subscribe());
     ctx.workers.spawn("scheduler", |w| {
         scheduler::run(ctx2.clone(), ctx2.clock.clone(), primary, w)

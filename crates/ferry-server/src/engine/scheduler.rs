@@ -311,6 +311,7 @@ async fn fire(
         updated_at: now,
         last_error: None,
         resubmit_of: None,
+        notice: None,
     };
     let command = ferry_core::Command::FireSchedule {
         schedule: schedule.name.clone(),

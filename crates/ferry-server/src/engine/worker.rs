@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use ferry_core::engine::backoff_ms;
 use ferry_core::{AttemptResult, Command, Event, FerryError};
+use ferry_store::Lane;
 
 use super::actions::{self, ActionError};
 use crate::session::blocking;
@@ -15,10 +16,10 @@ use ferry_worker::Worker;
 /// are seen this late at most).
 const POLL_MS: i64 = 1_000;
 
-/// Runs one worker until the server stops. Told to stop, it claims nothing
+/// Runs one worker of `lane` until the server stops. Told to stop, it claims nothing
 /// more and drops the event it runs: every step is safe to repeat, and the
 /// server releases this node's leases as it shuts down.
-pub async fn run(ctx: Arc<ServerCtx>, w: Worker) {
+pub async fn run(ctx: Arc<ServerCtx>, lane: Lane, w: Worker) {
     let mut serving = ctx.serving.subscribe();
     loop {
         // A standby runs no worker: its queue is the active server's business.
@@ -32,7 +33,7 @@ pub async fn run(ctx: Arc<ServerCtx>, w: Worker) {
         // Register for wake-ups before looking, so a notification that
         // arrives while we look is not lost.
         let woken = ctx.engine_wake.notified();
-        match claim_next(&ctx).await {
+        match claim_next(&ctx, lane).await {
             Ok(Some(event)) => {
                 w.busy(format!("event {} ({})", event.id, event.kind));
                 if w.until_stopped(execute(&ctx, event)).await.is_none() {
@@ -52,7 +53,7 @@ pub async fn run(ctx: Arc<ServerCtx>, w: Worker) {
         let now = ctx.clock.now_ms();
         let next = {
             let store = ctx.store.clone();
-            blocking(move || store.next_claimable_at().map_err(FerryError::from))
+            blocking(move || store.next_claimable_at(lane).map_err(FerryError::from))
                 .await
                 .ok()
                 .flatten()
@@ -74,14 +75,14 @@ pub async fn run(ctx: Arc<ServerCtx>, w: Worker) {
 /// at a time, and a claim returns only once it is applied here (see
 /// `RaftNode::write`), so the next look at the store sees it: a claim that
 /// another server won is refused once, not proposed again and again.
-async fn claim_next(ctx: &Arc<ServerCtx>) -> Result<Option<Event>, FerryError> {
+async fn claim_next(ctx: &Arc<ServerCtx>, lane: Lane) -> Result<Option<Event>, FerryError> {
     let ctx = ctx.clone();
     blocking(move || {
         let _claiming = ctx.claiming.lock().unwrap_or_else(|p| p.into_inner());
         let now = ctx.clock.now_ms();
         for id in ctx
             .store
-            .claimable_events(now, 16)
+            .claimable_events(lane, now, 16)
             .map_err(FerryError::from)?
         {
             let claimed = ctx.apply(&Command::ClaimEvent {
