@@ -722,8 +722,61 @@ fn mail_goes_over_starttls_with_auth_and_a_dead_smtp_server_delays_no_transfer()
         "ban or test mail missing: {:?}",
         smtp.messages()
     );
+    // They went out while the silent server still held its first attempt
+    // (30 s): it holds one notice worker, not the others.
+    let events: Value =
+        serde_json::from_str(&f.admin_ok(&["event", "list", "--json", "--limit", "1000"], None))
+            .unwrap();
+    let dead_ended = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["notice"]["endpoint"] == "dead" && !e["last_error"].is_null())
+        .count();
+    assert_eq!(
+        dead_ended, 0,
+        "other mail waited for the dead server: {events}"
+    );
 
-    // The dead server's notifications fail their attempts with the reason,
+    // A home past 70 % of its quota (3 of 4 files) notifies at the next
+    // upload, once.
+    f.admin_ok(&["account", "set", "alice", "--quota-files", "4"], None);
+    f.admin_ok(
+        &[
+            "notify",
+            "rule",
+            "add",
+            "full",
+            "--on",
+            "quota:70",
+            "--account",
+            "alice",
+            "--to",
+            "mail",
+        ],
+        None,
+    );
+    let d = dir.join("d.txt");
+    std::fs::write(&d, "d\n").unwrap();
+    assert_ok(&f.sftp_key("alice", &key, &format!("put {} d.txt\n", d.display()), dir));
+    let quota_mails = || {
+        smtp.messages()
+            .into_iter()
+            .filter(|m| field(m, "subject").contains("of its quota"))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_until(30, || !quota_mails().is_empty()),
+        "no quota mail"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let q = quota_mails();
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert!(
+        field(&q[0], "subject").contains("account alice uses 75 % of its quota"),
+        "{q:?}"
+    );
+
     // bounded by the send timeout, and retry.
     let dead_attempted = || {
         let events: Value = serde_json::from_str(

@@ -53,6 +53,10 @@ pub struct ServerCtx {
     pub defender: defender::Defender,
     /// What each account's home holds, counted for quotas.
     pub usage: quota::UsageCache,
+    /// The quota notices this server raised today.
+    pub quota_notices: quota::QuotaNotices,
+    /// The notification endpoints this server is sending to now.
+    pub notices_sending: notices::SendingTo,
     /// Each account's bandwidth buckets on this server.
     pub rates: rate::Rates,
     /// The sessions each account has open on this server (their caps).
@@ -280,6 +284,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         fsync_uploads: config.fsync_uploads,
         login_throttle: auth::LoginThrottle::default(),
         usage: quota::UsageCache::default(),
+        quota_notices: quota::QuotaNotices::default(),
+        notices_sending: notices::SendingTo::default(),
         rates: rate::Rates::default(),
         sessions: session_caps::SessionCounts::default(),
         metrics: metrics::Metrics::default(),

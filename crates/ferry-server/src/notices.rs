@@ -15,8 +15,9 @@
 //! `Message-ID`), the same on every attempt: a receiver that sees an id
 //! twice (an attempt whose answer was lost) can drop the second.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_core::{Command, Event, FerryError, Notice, NotifyEndpoint, NotifyTarget, SmtpTls};
@@ -34,6 +35,57 @@ use ferry_worker::Worker;
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a connection to the webhook or SMTP server may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The endpoints this server's notice workers are sending to now: a worker
+/// claims no notification for them, so an endpoint that hangs holds one
+/// worker, not all.
+#[derive(Debug, Default)]
+pub struct SendingTo(Mutex<HashSet<String>>);
+
+impl SendingTo {
+    /// The endpoints being sent to.
+    pub fn endpoints(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.lock().iter().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Marks the endpoint of a claimed notification (called under the
+    /// claim lock, so the next claim skips it).
+    pub(crate) fn mark(&self, event: &Event) {
+        if let Some(n) = &event.notice {
+            self.lock().insert(n.endpoint.clone());
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Releases a notification's endpoint when its attempt ends or is dropped.
+pub struct Sending {
+    ctx: Arc<ServerCtx>,
+    endpoint: Option<String>,
+}
+
+impl Sending {
+    /// Holds the endpoint [`SendingTo::mark`] marked for `event`.
+    pub fn held(ctx: &Arc<ServerCtx>, event: &Event) -> Self {
+        Self {
+            ctx: ctx.clone(),
+            endpoint: event.notice.as_ref().map(|n| n.endpoint.clone()),
+        }
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        if let Some(e) = &self.endpoint {
+            self.ctx.notices_sending.lock().remove(e);
+        }
+    }
+}
 
 /// The context a sealed endpoint secret is bound to.
 pub fn secret_context(endpoint: &str) -> String {

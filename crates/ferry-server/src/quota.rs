@@ -86,6 +86,78 @@ impl UsageCache {
     }
 }
 
+/// How full a home is: the larger of its byte and file shares of the
+/// quota, in percent (at most 255).
+pub fn percent_used(policy: &AccountPolicy, usage: Usage) -> u8 {
+    let share = |used: u64, max: Option<u64>| match max {
+        Some(max) if max > 0 => used.saturating_mul(100) / max,
+        Some(_) => 100,
+        None => 0,
+    };
+    let p = share(usage.bytes, policy.quota_bytes).max(share(usage.files, policy.quota_files));
+    u8::try_from(p).unwrap_or(u8::MAX)
+}
+
+/// The highest quota percentage this server raised a notice for, per
+/// account and day, so an upload proposes a notice only when the home got
+/// fuller.
+#[derive(Debug, Default)]
+pub struct QuotaNotices(Mutex<HashMap<String, (i64, u8)>>);
+
+/// Raises a `quota` notice (rules: `quota:PERCENT`) when the home is
+/// fuller than this server last said today; the store keeps one notice
+/// per rule, account and day. A failure to raise it fails no upload.
+fn raise_quota_notice(ctx: &ServerCtx, policy: &AccountPolicy, account: &str, usage: Usage) {
+    let percent = percent_used(policy, usage);
+    if percent == 0 {
+        return;
+    }
+    let now = ctx.clock.now_ms();
+    let day = now.div_euclid(86_400_000);
+    {
+        let mut raised = ctx
+            .quota_notices
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if raised.len() >= 100_000 {
+            raised.clear();
+        }
+        match raised.get(account) {
+            Some(&(d, p)) if d == day && p >= percent => return,
+            _ => {}
+        }
+        raised.insert(account.to_owned(), (day, percent));
+    }
+    let wanted = ctx.store.notify_rules().map(|rules| {
+        rules.iter().any(|r| {
+            matches!(r.trigger, ferry_core::Trigger::Quota { percent: p } if p <= percent)
+                && r.account.as_deref().is_none_or(|a| a == account)
+        })
+    });
+    if !matches!(wanted, Ok(true)) {
+        return;
+    }
+    let command = ferry_core::Command::RaiseNotice {
+        kind: ferry_core::TriggerKind::Quota,
+        key: format!("quota:{account}:{day}"),
+        notice: ferry_core::Notice {
+            at: now,
+            summary: format!(
+                "account {account} uses {percent} % of its quota ({} bytes, {} files)",
+                usage.bytes, usage.files
+            ),
+            account: Some(account.to_owned()),
+            bytes: Some(usage.bytes),
+            quota_percent: Some(percent),
+            ..ferry_core::Notice::default()
+        },
+    };
+    if let Err(e) = ctx.apply(&command) {
+        tracing::warn!(account, percent, error = %e, "cannot raise the quota notice");
+    }
+}
+
 fn exceeded(what: String) -> FerryError {
     FerryError::new(ErrorKind::NoSpace, format!("quota exceeded: {what}"))
 }
@@ -107,6 +179,7 @@ pub(crate) fn check_upload(
         return Ok(None);
     }
     let usage = ctx.usage.get(account, home)?;
+    raise_quota_notice(ctx, policy, account, usage);
     let existing = home.stat(path).ok().map(|st| st.size);
     if let Some(max) = policy.quota_files {
         if existing.is_none() && usage.files >= max {

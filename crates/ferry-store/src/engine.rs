@@ -31,18 +31,36 @@ pub struct EventFilter {
 /// Which events a queue worker claims: notifications have workers of
 /// their own, so a dead mail server never holds up a transfer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lane {
+pub enum Lane<'a> {
     /// Every event but notifications.
     Transfers,
-    /// Notifications only.
-    Notices,
+    /// Notifications, but those to the endpoints named (the ones this
+    /// server is sending to already), so one endpoint that hangs holds
+    /// one worker, not all.
+    Notices {
+        /// Endpoints skipped.
+        skip: &'a [String],
+    },
 }
 
-impl Lane {
-    fn condition(self) -> &'static str {
+impl Lane<'_> {
+    /// The lane's SQL condition on `events`, and its parameters (numbered
+    /// from `first`).
+    fn condition(self, first: usize) -> (String, Vec<String>) {
         match self {
-            Lane::Transfers => "kind != 'notify'",
-            Lane::Notices => "kind = 'notify'",
+            Lane::Transfers => ("kind != 'notify'".to_owned(), Vec::new()),
+            Lane::Notices { skip: [] } => ("kind = 'notify'".to_owned(), Vec::new()),
+            Lane::Notices { skip } => {
+                let marks: Vec<String> =
+                    (0..skip.len()).map(|i| format!("?{}", first + i)).collect();
+                (
+                    format!(
+                        "kind = 'notify' AND json_extract(notice, '$.endpoint') NOT IN ({})",
+                        marks.join(", ")
+                    ),
+                    skip.to_vec(),
+                )
+            }
         }
     }
 }
@@ -1007,32 +1025,39 @@ impl Store {
 
     /// Ids of events of `lane` a worker may claim at `now`: pending and
     /// due, or running with an expired lease. Oldest due first.
-    pub fn claimable_events(&self, lane: Lane, now: UnixMillis, limit: u32) -> Result<Vec<String>> {
+    pub fn claimable_events(
+        &self,
+        lane: Lane<'_>,
+        now: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        let (condition, skip) = lane.condition(3);
+        let mut values: Vec<rusqlite::types::Value> = vec![now.into(), i64::from(limit).into()];
+        values.extend(skip.into_iter().map(Into::into));
         self.all(
             &format!(
                 "SELECT id FROM events
                  WHERE ((status = 'pending' AND next_at <= ?1)
                     OR (status = 'running' AND lease_until < ?1))
-                   AND {}
-                 ORDER BY next_at, created_at LIMIT ?2",
-                lane.condition()
+                   AND {condition}
+                 ORDER BY next_at, created_at LIMIT ?2"
             ),
-            params![now, limit],
+            rusqlite::params_from_iter(values),
             |r| r.get(0),
         )
     }
 
     /// When the next pending or running event of `lane` becomes claimable,
     /// if any.
-    pub fn next_claimable_at(&self, lane: Lane) -> Result<Option<UnixMillis>> {
+    pub fn next_claimable_at(&self, lane: Lane<'_>) -> Result<Option<UnixMillis>> {
+        let (condition, skip) = lane.condition(1);
         self.conn()
             .query_row(
                 &format!(
                     "SELECT MIN(CASE status WHEN 'pending' THEN next_at ELSE lease_until + 1 END)
-                     FROM events WHERE status IN ('pending', 'running') AND {}",
-                    lane.condition()
+                     FROM events WHERE status IN ('pending', 'running') AND {condition}"
                 ),
-                [],
+                rusqlite::params_from_iter(skip),
                 |r| r.get(0),
             )
             .map_err(Into::into)

@@ -435,9 +435,15 @@ mod engine {
         );
         assert_eq!(n.file.as_deref(), Some("/a.csv"));
         assert_eq!(
-            s.claimable_events(crate::Lane::Notices, 100, 10).unwrap(),
+            s.claimable_events(crate::Lane::Notices { skip: &[] }, 100, 10)
+                .unwrap(),
             vec![raised[0].id.clone()]
         );
+        // A worker skips endpoints this server is sending to already.
+        let busy = ["ops".to_owned()];
+        let skipping = crate::Lane::Notices { skip: &busy };
+        assert!(s.claimable_events(skipping, 100, 10).unwrap().is_empty());
+        assert_eq!(s.next_claimable_at(skipping).unwrap(), None);
 
         let id = s
             .events(&EventFilter::default())

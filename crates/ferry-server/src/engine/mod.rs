@@ -16,7 +16,6 @@ pub mod worker;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_store::Lane;
 use serde::Deserialize;
 
 use crate::ServerCtx;
@@ -110,7 +109,7 @@ fn default_workers() -> usize {
     4
 }
 fn default_notify_workers() -> usize {
-    2
+    4
 }
 fn default_lease_secs() -> u64 {
     60
@@ -196,13 +195,13 @@ pub async fn start(ctx: Arc<ServerCtx>) -> Result<(), ferry_core::FerryError> {
     for index in 0..ctx.engine.workers.max(1) {
         let ctx2 = ctx.clone();
         ctx.workers.spawn(format!("queue-worker-{index}"), |w| {
-            worker::run(ctx2, Lane::Transfers, w)
+            worker::run(ctx2, worker::Work::Transfers, w)
         });
     }
     for index in 0..ctx.engine.notify_workers.max(1) {
         let ctx2 = ctx.clone();
         ctx.workers.spawn(format!("notice-worker-{index}"), |w| {
-            worker::run(ctx2, Lane::Notices, w)
+            worker::run(ctx2, worker::Work::Notices, w)
         });
     }
     let ctx2 = ctx.clone();

@@ -521,6 +521,8 @@ mod tests {
         let ctx = Arc::new(ServerCtx {
             login_throttle: crate::auth::LoginThrottle::default(),
             usage: crate::quota::UsageCache::default(),
+            quota_notices: crate::quota::QuotaNotices::default(),
+            notices_sending: crate::notices::SendingTo::default(),
             rates: crate::rate::Rates::default(),
             sessions: crate::session_caps::SessionCounts::default(),
             metrics: crate::metrics::Metrics::default(),

@@ -16,10 +16,19 @@ use ferry_worker::Worker;
 /// are seen this late at most).
 const POLL_MS: i64 = 1_000;
 
-/// Runs one worker of `lane` until the server stops. Told to stop, it claims nothing
+/// Which events a worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Routes, schedules, resubmits: everything but notifications.
+    Transfers,
+    /// Notifications, at most one at a time per endpoint on this server.
+    Notices,
+}
+
+/// Runs one worker of `work` until the server stops. Told to stop, it claims nothing
 /// more and drops the event it runs: every step is safe to repeat, and the
 /// server releases this node's leases as it shuts down.
-pub async fn run(ctx: Arc<ServerCtx>, lane: Lane, w: Worker) {
+pub async fn run(ctx: Arc<ServerCtx>, work: Work, w: Worker) {
     let mut serving = ctx.serving.subscribe();
     loop {
         // A standby runs no worker: its queue is the active server's business.
@@ -33,9 +42,11 @@ pub async fn run(ctx: Arc<ServerCtx>, lane: Lane, w: Worker) {
         // Register for wake-ups before looking, so a notification that
         // arrives while we look is not lost.
         let woken = ctx.engine_wake.notified();
-        match claim_next(&ctx, lane).await {
+        match claim_next(&ctx, work).await {
             Ok(Some(event)) => {
                 w.busy(format!("event {} ({})", event.id, event.kind));
+                // Marked when claimed; released when this attempt ends.
+                let _sending = crate::notices::Sending::held(&ctx, &event);
                 if w.until_stopped(execute(&ctx, event)).await.is_none() {
                     tracing::info!(worker = %w.name(), "stopped in the middle of an event; its lease is released");
                     return;
@@ -52,11 +63,16 @@ pub async fn run(ctx: Arc<ServerCtx>, lane: Lane, w: Worker) {
         }
         let now = ctx.clock.now_ms();
         let next = {
-            let store = ctx.store.clone();
-            blocking(move || store.next_claimable_at(lane).map_err(FerryError::from))
-                .await
-                .ok()
-                .flatten()
+            let (store, ctx2) = (ctx.store.clone(), ctx.clone());
+            blocking(move || {
+                let busy = ctx2.notices_sending.endpoints();
+                store
+                    .next_claimable_at(lane(work, &busy))
+                    .map_err(FerryError::from)
+            })
+            .await
+            .ok()
+            .flatten()
         };
         let wait = next
             .map(|at| (at - now).clamp(1, POLL_MS))
@@ -75,14 +91,22 @@ pub async fn run(ctx: Arc<ServerCtx>, lane: Lane, w: Worker) {
 /// at a time, and a claim returns only once it is applied here (see
 /// `RaftNode::write`), so the next look at the store sees it: a claim that
 /// another server won is refused once, not proposed again and again.
-async fn claim_next(ctx: &Arc<ServerCtx>, lane: Lane) -> Result<Option<Event>, FerryError> {
+/// The store's lane of `work`, skipping the endpoints in `busy`.
+fn lane(work: Work, busy: &[String]) -> Lane<'_> {
+    match work {
+        Work::Transfers => Lane::Transfers,
+        Work::Notices => Lane::Notices { skip: busy },
+    }
+}
+
+async fn claim_next(ctx: &Arc<ServerCtx>, work: Work) -> Result<Option<Event>, FerryError> {
     let ctx = ctx.clone();
     blocking(move || {
         let _claiming = ctx.claiming.lock().unwrap_or_else(|p| p.into_inner());
         let now = ctx.clock.now_ms();
         for id in ctx
             .store
-            .claimable_events(lane, now, 16)
+            .claimable_events(lane(work, &ctx.notices_sending.endpoints()), now, 16)
             .map_err(FerryError::from)?
         {
             let claimed = ctx.apply(&Command::ClaimEvent {
@@ -92,7 +116,11 @@ async fn claim_next(ctx: &Arc<ServerCtx>, lane: Lane) -> Result<Option<Event>, F
                 lease_until: now + ctx.engine.lease_ms(),
             })?;
             if claimed.rows_changed == 1 {
-                return ctx.store.event(&id).map_err(FerryError::from);
+                let event = ctx.store.event(&id).map_err(FerryError::from)?;
+                if let Some(e) = &event {
+                    ctx.notices_sending.mark(e);
+                }
+                return Ok(event);
             }
         }
         Ok(None)
