@@ -79,7 +79,9 @@ impl Scrape {
 
 #[test]
 fn the_server_counts_logins_sessions_transfers_and_reports_its_queue() {
-    let f = Ferry::up();
+    let edge_metrics = format!("127.0.0.1:{}", free_port());
+    let f = Ferry::up_with(&["--edge-metrics-listen", &edge_metrics]);
+    let edge_url = format!("http://{edge_metrics}/metrics");
     let key = f.account_with_key("alice");
     let work = f.dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
@@ -125,6 +127,21 @@ fn the_server_counts_logins_sessions_transfers_and_reports_its_queue() {
     let out = f.sftp_password("alice", "wrong-password", "pwd\n");
     assert!(!out.status.success());
     assert_ok(&f.sftp_key("alice", &key, "put a.dat\nget a.dat back.dat\n", &work));
+    // And an HTTPS download of the same file.
+    let fetched = work.join("https.dat");
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "30", "--cacert"])
+        .arg(&f.ca)
+        .args(["-u", &format!("alice:{PASSWORD}"), "-o"])
+        .arg(&fetched)
+        .arg(format!(
+            "{}/api/v1/files/a.dat",
+            f.https_url.as_ref().unwrap()
+        ))
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    assert_eq!(std::fs::metadata(&fetched).unwrap().len(), 300_000);
     assert!(wait_until(30, || f
         .repository
         .join("bob/in/a.dat")
@@ -165,6 +182,50 @@ fn the_server_counts_logins_sessions_transfers_and_reports_its_queue() {
         ("status", "completed"),
     ];
     assert_eq!(m.value("ferry_transfers_total", &down), 1.0);
+    let https_down = [
+        ("protocol", "https"),
+        ("direction", "download"),
+        ("status", "completed"),
+    ];
+    assert_eq!(m.value("ferry_transfers_total", &https_down), 1.0);
+    assert_eq!(
+        m.value(
+            "ferry_transfer_bytes_total",
+            &[("protocol", "https"), ("direction", "download")]
+        ),
+        300_000.0
+    );
+    assert_eq!(
+        m.value(
+            "ferry_route_attempts_total",
+            &[("route", "copy"), ("outcome", "done")]
+        ),
+        1.0
+    );
+    assert!(m.value("ferry_store_write_seconds_count", &[]) >= 3.0);
+    assert_eq!(
+        m.value("ferry_raft_commit_index", &[]),
+        0.0,
+        "no Raft alone"
+    );
+    // The edge of `ferry up` on its own listener: the HTTPS request and the
+    // SSH logins.
+    let e = Scrape::at(&edge_url, &[]);
+    assert_eq!(
+        e.value(
+            "ferry_edge_https_requests_total",
+            &[("area", "files"), ("status", "2xx")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        e.value(
+            "ferry_edge_https_request_duration_seconds_count",
+            &[("area", "files")]
+        ),
+        1.0
+    );
+    assert!(e.value("ferry_edge_ssh_connections_total", &[]) >= 2.0);
     assert_eq!(
         m.value(
             "ferry_transfer_bytes_total",
@@ -308,6 +369,11 @@ fn the_edge_counts_connections_logins_protocol_errors_and_its_servers() {
     assert_eq!(m.value("ferry_primary", &[]), 1.0);
     let last = m.value("ferry_raft_last_log_index", &[]);
     assert!(last > 0.0);
+    let commit = m.value("ferry_raft_commit_index", &[]);
+    assert!(
+        commit > 0.0 && commit <= last,
+        "commit {commit}, last {last}"
+    );
     assert!(m.value("ferry_raft_last_applied_index", &[]) <= last);
     assert!(m.value("ferry_raft_leader_changes_total", &[]) >= 1.0);
     let follower = (0..3).find(|&i| i != primary).unwrap();

@@ -55,6 +55,9 @@ pub enum RowPolicy {
 pub struct LogNumbers {
     /// The last entry in this server's log.
     pub last_log_index: u64,
+    /// The last entry known committed (on the leader: held by a majority
+    /// of voters; on a follower: its leader's, as last heard).
+    pub commit_index: u64,
     /// The last entry applied to its store.
     pub last_applied: u64,
     /// On the leader: how many entries each other member is behind.

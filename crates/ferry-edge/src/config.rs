@@ -199,7 +199,6 @@ impl HostKeyFiles {
     }
 }
 
-/// The HTTPS listener (file API, tus uploads, browser client).
 /// `[metrics]` of the edge's config.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -214,6 +213,7 @@ fn default_metrics_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9101))
 }
 
+/// The HTTPS listener (file API, tus uploads, browser client).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpsConfig {

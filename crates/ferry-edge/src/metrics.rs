@@ -24,6 +24,45 @@ pub struct Label {
     pub outcome: String,
 }
 
+/// Labels of an HTTPS request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpsLabels {
+    /// What it asked for: `files`, `uploads` (tus), `auth`, `web` (the
+    /// browser client) or `other`.
+    pub area: String,
+    /// The answer's status class: `2xx`, `3xx`, `4xx`, `5xx`.
+    pub status: String,
+}
+
+/// The label of an HTTPS area.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AreaLabel {
+    /// See [`HttpsLabels::area`].
+    pub area: String,
+}
+
+/// The area of a request path, for labels (bounded: never the path).
+pub fn https_area(path: &str) -> &'static str {
+    if path.starts_with("/api/v1/uploads") {
+        "uploads"
+    } else if path.starts_with("/api/v1/files")
+        || path.starts_with("/api/v1/dirs")
+        || path.starts_with("/api/v1/rename")
+    {
+        "files"
+    } else if path.starts_with("/api/v1/session")
+        || path.starts_with("/api/v1/login")
+        || path.starts_with("/api/v1/logout")
+        || path.starts_with("/api/v1/me")
+    {
+        "auth"
+    } else if matches!(path, "/" | "/index.html" | "/app.js" | "/style.css") {
+        "web"
+    } else {
+        "other"
+    }
+}
+
 /// Every metric of the edge process.
 pub struct EdgeMetrics {
     registry: Registry,
@@ -34,6 +73,13 @@ pub struct EdgeMetrics {
     login_seconds: Histogram,
     upstreams: Gauge,
     upstreams_connected: Gauge,
+    https_requests: Family<HttpsLabels, Counter>,
+    https_seconds: Family<AreaLabel, Histogram>,
+}
+
+fn request_durations() -> Histogram {
+    // 1 ms to ~33 s (to the answer's head; a body streams after).
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
 /// The edge's metrics (one edge a process).
@@ -51,6 +97,8 @@ impl EdgeMetrics {
             login_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             upstreams: Gauge::default(),
             upstreams_connected: Gauge::default(),
+            https_requests: Family::default(),
+            https_seconds: Family::new_with_constructor(request_durations),
             registry: Registry::default(),
         };
         registry.register(
@@ -88,7 +136,38 @@ impl EdgeMetrics {
             "Back-end servers this edge holds an open connection to",
             m.upstreams_connected.clone(),
         );
+        registry.register(
+            "ferry_edge_https_requests",
+            "HTTPS requests this edge answered, by area and status class",
+            m.https_requests.clone(),
+        );
+        registry.register(
+            "ferry_edge_https_request_duration_seconds",
+            "Time to the head of an HTTPS answer (the server's part included), by area",
+            m.https_seconds.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// Counts an HTTPS request to `path` answered with `status` after
+    /// `seconds`.
+    pub fn https_request(&self, path: &str, status: u16, seconds: f64) {
+        let area = https_area(path).to_owned();
+        let class = match status {
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.https_requests
+            .get_or_create(&HttpsLabels {
+                area: area.clone(),
+                status: class.to_owned(),
+            })
+            .inc();
+        self.https_seconds
+            .get_or_create(&AreaLabel { area })
+            .observe(seconds);
     }
 
     /// Counts an accepted SSH connection; hold the guard while it is open.

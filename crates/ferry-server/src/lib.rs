@@ -149,7 +149,12 @@ impl ServerCtx {
     /// pool). A change made for an admin request with an `Idempotency-Key`
     /// is applied once per key.
     pub fn apply(&self, command: &Command) -> Result<Outcome, FerryError> {
-        self.cluster.apply(keyed(command).as_ref())
+        let started = std::time::Instant::now();
+        let outcome = self.cluster.apply(keyed(command).as_ref());
+        if outcome.is_ok() {
+            self.metrics.store_write(started.elapsed().as_secs_f64());
+        }
+        outcome
     }
 
     /// Why this server does not serve sessions now, if it does not: it is

@@ -84,8 +84,41 @@ pub struct Metrics {
     leader_changes: Counter,
     leader_changes_seen: std::sync::atomic::AtomicU64,
     firings: Family<NameLabel, Counter>,
+    misses: Family<NameLabel, Counter>,
     ingests: Family<NameLabel, Counter>,
     attempts: Family<AttemptLabels, Counter>,
+    route_attempts: Family<RouteAttemptLabels, Counter>,
+    partner_attempts: Family<PartnerAttemptLabels, Counter>,
+    notice_attempts: Family<EndpointAttemptLabels, Counter>,
+    commit_index: Gauge,
+    store_writes: Histogram,
+}
+
+/// Labels of an attempt of a route's event.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteAttemptLabels {
+    /// The route (bounded by the configuration).
+    pub route: String,
+    /// `done`, `retry` or `failed`.
+    pub outcome: String,
+}
+
+/// Labels of an attempt of an event that talks to a partner.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartnerAttemptLabels {
+    /// The partner (bounded by the configuration).
+    pub partner: String,
+    /// `done`, `retry` or `failed`.
+    pub outcome: String,
+}
+
+/// Labels of an attempt to send a notification.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointAttemptLabels {
+    /// The endpoint (bounded by the configuration).
+    pub endpoint: String,
+    /// `done`, `retry` or `failed`.
+    pub outcome: String,
 }
 
 /// The label of a configured thing (a schedule, a monitor): bounded by
@@ -99,7 +132,8 @@ pub struct NameLabel {
 /// Labels of an event attempt.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AttemptLabels {
-    /// The event's kind (`upload`, `schedule`, `monitor`, `pull`, `resubmit`).
+    /// The event's kind (`upload`, `schedule`, `monitor`, `pull`,
+    /// `resubmit`, `notify`).
     pub kind: String,
     /// `done`, `retry` or `failed`.
     pub outcome: String,
@@ -116,6 +150,11 @@ impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Metrics")
     }
+}
+
+fn write_durations() -> Histogram {
+    // 0.5 ms to ~16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
 fn durations() -> Histogram {
@@ -146,8 +185,14 @@ impl Default for Metrics {
             leader_changes: Counter::default(),
             leader_changes_seen: std::sync::atomic::AtomicU64::new(0),
             firings: Family::default(),
+            misses: Family::default(),
             ingests: Family::default(),
             attempts: Family::default(),
+            route_attempts: Family::default(),
+            partner_attempts: Family::default(),
+            notice_attempts: Family::default(),
+            commit_index: Gauge::default(),
+            store_writes: write_durations(),
             registry: Registry::default(),
         };
         registry.register(
@@ -221,6 +266,36 @@ impl Default for Metrics {
             m.firings.clone(),
         );
         registry.register(
+            "ferry_schedule_misses",
+            "Due schedule slots that did not fire (no primary then; skipped, or folded into one catch-up firing), by schedule",
+            m.misses.clone(),
+        );
+        registry.register(
+            "ferry_route_attempts",
+            "Attempts of route events this server ran, by route and outcome",
+            m.route_attempts.clone(),
+        );
+        registry.register(
+            "ferry_partner_attempts",
+            "Attempts of events talking to a partner this server ran, by partner and outcome",
+            m.partner_attempts.clone(),
+        );
+        registry.register(
+            "ferry_notification_attempts",
+            "Notifications this server tried to send, by endpoint and outcome",
+            m.notice_attempts.clone(),
+        );
+        registry.register(
+            "ferry_raft_commit_index",
+            "The last Raft entry known committed (the leader's as last heard, on a follower)",
+            m.commit_index.clone(),
+        );
+        registry.register(
+            "ferry_store_write_seconds",
+            "Time a change takes until it is in this server's store (through the cluster: replication included)",
+            m.store_writes.clone(),
+        );
+        registry.register(
             "ferry_monitor_ingests",
             "Files this server's folder monitors took in, by monitor",
             m.ingests.clone(),
@@ -279,6 +354,7 @@ impl Metrics {
     fn log_numbers(&self, n: &ferry_cluster::LogNumbers) {
         let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.last_log_index.set(as_i64(n.last_log_index));
+        self.commit_index.set(as_i64(n.commit_index));
         self.last_applied.set(as_i64(n.last_applied));
         self.lag.clear();
         for (member, lag) in &n.lag {
@@ -374,14 +450,54 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts an event attempt of `kind` that ended in `outcome`.
-    pub fn attempt(&self, kind: &str, outcome: &str) {
+    /// Counts an attempt of `event` that ended in `outcome`: by kind, and
+    /// by its route, partners or notification endpoint.
+    pub fn attempt(&self, event: &ferry_core::Event, outcome: &str) {
         self.attempts
             .get_or_create(&AttemptLabels {
-                kind: kind.to_owned(),
+                kind: event.kind.to_string(),
                 outcome: outcome.to_owned(),
             })
             .inc();
+        if let Some(route) = &event.route {
+            self.route_attempts
+                .get_or_create(&RouteAttemptLabels {
+                    route: route.clone(),
+                    outcome: outcome.to_owned(),
+                })
+                .inc();
+        }
+        if let Some(notice) = &event.notice {
+            self.notice_attempts
+                .get_or_create(&EndpointAttemptLabels {
+                    endpoint: notice.endpoint.clone(),
+                    outcome: outcome.to_owned(),
+                })
+                .inc();
+        } else {
+            for partner in &event.partners {
+                self.partner_attempts
+                    .get_or_create(&PartnerAttemptLabels {
+                        partner: partner.clone(),
+                        outcome: outcome.to_owned(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    /// Counts `n` slots of `schedule` that were due and did not fire.
+    pub fn missed(&self, schedule: &str, n: u64) {
+        self.misses
+            .get_or_create(&NameLabel {
+                name: schedule.to_owned(),
+            })
+            .inc_by(n);
+    }
+
+    /// Records how long a change took to reach this server's store.
+    pub fn store_write(&self, seconds: f64) {
+        self.store_writes.observe(seconds);
     }
 
     /// Counts a ban of this server's defender.

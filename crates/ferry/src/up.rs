@@ -36,9 +36,13 @@ pub struct UpArgs {
     /// Seconds an HTTPS password or token login is reused.
     #[arg(long, default_value_t = 60)]
     pub login_cache_secs: u64,
-    /// Admin API listen address.
+    /// Admin API listen address (the server's `/metrics` is served there).
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub admin_listen: SocketAddr,
+    /// Where the edge's Prometheus metrics are served (plain HTTP,
+    /// `GET /metrics`); not served when left out.
+    #[arg(long)]
+    pub edge_metrics_listen: Option<SocketAddr>,
     /// Delay of every failed login, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub auth_failure_delay_ms: u64,
@@ -189,7 +193,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let edge_config = ferry_edge::EdgeConfig {
         node_id: "edge".into(),
         log: Default::default(),
-        metrics: None,
+        metrics: args
+            .edge_metrics_listen
+            .map(|listen| ferry_edge::config::MetricsConfig { listen }),
         sftp: Some(ferry_edge::config::SftpConfig {
             listen: args.sftp_listen,
             host_keys: Some(ferry_edge::config::HostKeyFiles::in_dir(&dir)),
@@ -253,6 +259,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     super::say(&format!("  https: https://{https}"));
     super::say(&format!("  admin: {admin_url}"));
     super::say(&format!("  internal: {}", server.internal_addr));
+    super::say(&format!("  metrics: {admin_url}/metrics"));
+    if let Some(m) = edge.metrics_addr {
+        super::say(&format!("  edge metrics: http://{m}/metrics"));
+    }
     super::say("Add an account and log in:");
     super::say(&format!(
         "  ferry account add alice --data-dir {shown} --password-stdin"

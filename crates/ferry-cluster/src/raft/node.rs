@@ -396,8 +396,35 @@ impl RaftNode {
                     .collect()
             })
             .unwrap_or_default();
+        // The commit index: on the leader, the highest entry a majority of
+        // voters holds; on a follower, its leader's as last heard.
+        let commit = if m.state == ServerState::Leader {
+            let mut matched: Vec<u64> = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .map(|id| {
+                    if id == self.id {
+                        last
+                    } else {
+                        m.replication
+                            .as_ref()
+                            .and_then(|r| r.get(&id).copied().flatten())
+                            .map_or(0, |l| l.index)
+                    }
+                })
+                .collect();
+            matched.sort_unstable_by(|a, b| b.cmp(a));
+            matched.get(matched.len() / 2).copied().unwrap_or(0)
+        } else {
+            self.contact
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .map_or(0, |c| c.commit)
+        };
         crate::mode::LogNumbers {
             last_log_index: last,
+            commit_index: commit,
             last_applied: m.last_applied.map_or(0, |l| l.index),
             lag,
             leader_changes: self

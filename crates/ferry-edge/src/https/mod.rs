@@ -183,6 +183,8 @@ fn cross_origin(req: &Request) -> bool {
 /// Runs around every request: drops internal headers, refuses cross-site
 /// state changes, and sets the security headers of every answer.
 async fn guard(mut req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let path = req.uri().path().to_owned();
     let names: Vec<_> = req
         .headers()
         .keys()
@@ -220,6 +222,11 @@ async fn guard(mut req: Request, next: Next) -> Response {
         "default-src 'none'; frame-ancestors 'none'; sandbox",
     );
     default(header::CACHE_CONTROL, "no-store");
+    crate::metrics::METRICS.https_request(
+        &path,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }
 

@@ -93,16 +93,22 @@ impl CronSlots {
 
     /// The latest slot in `(after, upto]`, if any.
     pub fn latest_in(&self, after: i64, upto: i64) -> Option<i64> {
-        let mut latest = None;
+        self.due_in(after, upto).1
+    }
+
+    /// How many slots `(after, upto]` holds, and the latest of them.
+    pub fn due_in(&self, after: i64, upto: i64) -> (u64, Option<i64>) {
+        let (mut count, mut latest) = (0, None);
         let mut cursor = after;
         while let Some(slot) = self.next_after(cursor) {
             if slot > upto {
                 break;
             }
+            count += 1;
             latest = Some(slot);
             cursor = slot;
         }
-        latest
+        (count, latest)
     }
 }
 
@@ -119,6 +125,9 @@ pub struct Decision {
     pub settled_until: i64,
     /// The next slot after `now`, to sleep until.
     pub next: Option<i64>,
+    /// Due slots that do not fire: skipped (no catch-up, past the grace)
+    /// or folded into the one catch-up firing.
+    pub missed: u64,
 }
 
 /// Decides what to fire for a schedule whose slots up to `baseline` are
@@ -131,13 +140,13 @@ pub fn decide(
     catch_up: bool,
     grace_ms: i64,
 ) -> Decision {
-    let fire = slots
-        .latest_in(baseline, now)
-        .filter(|&slot| catch_up || now - slot <= grace_ms);
+    let (due, latest) = slots.due_in(baseline, now);
+    let fire = latest.filter(|&slot| catch_up || now - slot <= grace_ms);
     Decision {
         fire,
         settled_until: now.max(baseline),
         next: slots.next_after(now.max(baseline)),
+        missed: due.saturating_sub(u64::from(fire.is_some())),
     }
 }
 
@@ -245,6 +254,10 @@ async fn serve_term(ctx: &Arc<ServerCtx>, clock: &Clock, term: u64) {
                 MISFIRE_GRACE_ACTIVE_PASSIVE_MS
             };
             let decision = decide(&slots, baseline, now, schedule.catch_up, grace);
+            if decision.missed > 0 {
+                tracing::warn!(schedule = %schedule.name, missed = decision.missed, catch_up = schedule.catch_up, "schedule slots missed while no server was primary");
+                ctx.metrics.missed(&schedule.name, decision.missed);
+            }
             if let Some(slot) = decision.fire {
                 if let Err(e) = fire(ctx, &schedule, slot, term, now).await {
                     // Not settled: the next pass tries again.
@@ -438,8 +451,10 @@ mod tests {
             "one catch-up firing"
         );
         assert_eq!(d.next, Some(at("2026-05-01T10:08:00Z")));
+        assert_eq!(d.missed, 6, "seven slots due, one fired");
         let d = decide(&every_min, baseline, now, false, MISFIRE_GRACE_MS);
         assert_eq!(d.fire, None, "missed slots are skipped");
+        assert_eq!(d.missed, 7);
         // On time (or a little late) fires either way.
         let d = decide(
             &every_min,

@@ -166,7 +166,7 @@ async fn execute(ctx: &Arc<ServerCtx>, event: Event) {
         AttemptResult::Retry { .. } => "retry",
         AttemptResult::Failed { .. } => "failed",
     };
-    ctx.metrics.attempt(&event.kind.to_string(), outcome);
+    ctx.metrics.attempt(&event, outcome);
     let command = Command::FinishAttempt {
         id: id.clone(),
         node: ctx.node_id.clone(),
