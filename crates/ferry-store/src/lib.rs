@@ -232,14 +232,49 @@ impl Store {
     /// values are kept: they are not the sender's to replace. The store
     /// gets a new [`Store::store_id`].
     pub fn restore_from(&self, snapshot: &Path) -> Result<()> {
+        self.restore_setting_locals(snapshot, &[])
+    }
+
+    /// [`Store::restore_from`], with the node-local values in `set` set
+    /// (over this node's own) by the same transaction that replaces the
+    /// contents: a cluster node records the log position the snapshot
+    /// reflects this way, so a crash leaves the old contents with the old
+    /// position or the new contents with the new one, never a mix.
+    ///
+    /// The node-local rows are written into `snapshot` first, so the copy
+    /// is changed: it must be this node's own file.
+    pub fn restore_setting_locals(&self, snapshot: &Path, set: &[(&str, &str)]) -> Result<()> {
         let mut conn = self.conn();
-        let own: Vec<(String, String)> = {
+        let mut locals: std::collections::BTreeMap<String, String> = {
             let mut stmt = conn.prepare("SELECT key, value FROM node_local")?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            rows
+            rows.into_iter().collect()
         };
+        for (key, value) in set {
+            locals.insert((*key).to_owned(), (*value).to_owned());
+        }
+        // The copy gets this node's rows before it is restored, so the
+        // restore (one write transaction on this database) brings the
+        // contents and the node-local rows in together.
+        {
+            let mut copy = Connection::open_with_flags(
+                snapshot,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            let tx = copy.transaction()?;
+            tx.execute("DELETE FROM node_local", [])?;
+            for (key, value) in &locals {
+                tx.execute(
+                    "INSERT INTO node_local (key, value) VALUES (?1, ?2)",
+                    [key, value],
+                )?;
+            }
+            tx.commit()?;
+            copy.close().map_err(|(_, e)| e)?;
+        }
         // Another store's history and change sequence from here on (even
         // half of one, should the restore fail): pullers must not take its
         // positions for this store's. No export runs while `conn` is held.
@@ -249,15 +284,6 @@ impl Store {
             snapshot,
             None::<fn(rusqlite::backup::Progress)>,
         )?;
-        let tx = conn.transaction()?;
-        tx.execute("DELETE FROM node_local", [])?;
-        for (key, value) in &own {
-            tx.execute(
-                "INSERT INTO node_local (key, value) VALUES (?1, ?2)",
-                [key, value],
-            )?;
-        }
-        tx.commit()?;
         Ok(())
     }
 

@@ -707,3 +707,36 @@ fn a_keyed_change_is_applied_once_and_its_answer_given_again() {
         .unwrap();
     assert_eq!(fresh.rows_changed, 1);
 }
+
+#[test]
+fn a_restore_brings_the_contents_and_the_given_local_values_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = Store::open(&dir.path().join("leader.db")).unwrap();
+    leader
+        .apply(&Command::CreateAccount(account("alice")))
+        .unwrap();
+    leader.set_local("raft.applied", "leader's").unwrap();
+    leader.set_local("pending", "leader's").unwrap();
+    let copy = dir.path().join("copy.db");
+    leader.snapshot_to(&copy).unwrap();
+
+    let here = Store::open(&dir.path().join("here.db")).unwrap();
+    here.set_local("raft.applied", "old").unwrap();
+    here.set_local("pending", "mine").unwrap();
+    here.set_local("other", "mine").unwrap();
+    here.restore_setting_locals(&copy, &[("raft.applied", "new")])
+        .unwrap();
+    assert!(
+        here.account("alice").unwrap().is_some(),
+        "the contents came"
+    );
+    assert_eq!(here.local("raft.applied").unwrap().as_deref(), Some("new"));
+    assert_eq!(here.local("pending").unwrap().as_deref(), Some("mine"));
+    assert_eq!(here.local("other").unwrap().as_deref(), Some("mine"));
+    // The copy carries them too: the restore was one transaction.
+    let restored_from = Store::open(&copy).unwrap();
+    assert_eq!(
+        restored_from.local("raft.applied").unwrap().as_deref(),
+        Some("new")
+    );
+}

@@ -1,6 +1,11 @@
 //! The Raft log and vote, in `raft.db` beside the node's store: one row per
 //! entry, serde-encoded, written with a full fsync before openraft is told
 //! the entries are durable.
+//!
+//! The log is never purged past the position the store has durably
+//! applied (see [`super::progress`]): Ferry keeps no snapshot across a
+//! restart, so at startup the store is the snapshot, and openraft needs
+//! every entry after it.
 
 use std::ops::RangeBounds;
 use std::path::Path;
@@ -12,12 +17,15 @@ use openraft::{
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::progress::AppliedProgress;
 use super::{storage_error as io, NodeId, TypeConfig};
 
 /// A handle on the log database; clones share it.
 #[derive(Clone)]
 pub struct LogStore {
     conn: Arc<Mutex<Connection>>,
+    /// When set, a purge waits until the store has applied its end.
+    applied: Option<AppliedProgress>,
 }
 
 impl std::fmt::Debug for LogStore {
@@ -45,7 +53,86 @@ impl LogStore {
         setup(&conn).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            applied: None,
         })
+    }
+
+    /// Makes every purge wait until `applied` (the state machine's
+    /// progress) has reached the purge's end, so `raft.db` never records a
+    /// purge past what the store holds on disk.
+    pub fn purge_after(mut self, applied: AppliedProgress) -> Self {
+        self.applied = Some(applied);
+        self
+    }
+
+    /// Repairs a log purged past the store's durably applied position
+    /// `applied`, as a server killed while installing a snapshot left it
+    /// before purges waited for the store ([`Self::purge_after`]).
+    /// openraft cannot start from such a log: the entries between the store
+    /// and the purge are gone, and the entries after the purge cannot be
+    /// applied without them. The log is emptied and recorded as purged up
+    /// to `applied`, and the saved commit position is lowered to it; the
+    /// vote is kept, so the server never votes twice in a term. It then
+    /// starts as a member whose log ends at its store, and the leader sends
+    /// it the entries it lacks or a snapshot. Returns what was done, or
+    /// `None` when the log was consistent.
+    ///
+    /// The server forgets entries it may have acknowledged to a leader;
+    /// with the entries after its store already lost to the purge, this is
+    /// the only state openraft 0.9 can start from.
+    pub fn repair_purged_past(
+        &self,
+        applied: Option<LogId<NodeId>>,
+    ) -> Result<Option<String>, crate::ClusterError> {
+        let state = |e: rusqlite::Error| crate::ClusterError::State(format!("raft.db: {e}"));
+        let purged: Option<LogId<NodeId>> = self
+            .meta("last_purged")
+            .map_err(|e| crate::ClusterError::State(format!("raft.db: {e}")))?;
+        let Some(purged) = purged else {
+            return Ok(None);
+        };
+        if applied.map(|a| a.index) >= Some(purged.index) {
+            return Ok(None);
+        }
+        let committed: Option<LogId<NodeId>> = self
+            .meta::<Option<LogId<NodeId>>>("committed")
+            .map_err(|e| crate::ClusterError::State(format!("raft.db: {e}")))?
+            .flatten();
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(state)?;
+        let dropped: i64 = tx
+            .query_row("SELECT COUNT(*) FROM log", [], |r| r.get(0))
+            .map_err(state)?;
+        tx.execute("DELETE FROM log", []).map_err(state)?;
+        match applied {
+            Some(a) => {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('last_purged', ?1)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    [to_json(&a)?],
+                )
+                .map_err(state)?;
+            }
+            None => {
+                tx.execute("DELETE FROM meta WHERE key = 'last_purged'", [])
+                    .map_err(state)?;
+            }
+        }
+        if committed.map(|c| c.index) > applied.map(|a| a.index) {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('committed', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [to_json(&applied)?],
+            )
+            .map_err(state)?;
+        }
+        tx.commit().map_err(state)?;
+        Ok(Some(format!(
+            "raft.db was purged up to {purged} but the store holds entries only up to {}: \
+             the {dropped} entries left in the log were dropped and the log now ends at the \
+             store; the leader sends what is missing",
+            applied.map_or_else(|| "none".to_owned(), |a| a.to_string())
+        )))
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -96,6 +183,11 @@ impl LogStore {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// `value` as `meta` holds it.
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, crate::ClusterError> {
+    serde_json::to_vec(value).map_err(|e| crate::ClusterError::State(format!("raft.db: {e}")))
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -229,12 +321,31 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
+    /// Purges up to `log_id` once the store has durably applied it (see
+    /// [`LogStore::purge_after`]): openraft asks a follower to purge up to
+    /// a snapshot from the leader while the state machine is still
+    /// installing it. The mark and the deletion are one transaction.
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.set_meta("last_purged", &Some(log_id))?;
-        let idx = i64::try_from(log_id.index).unwrap_or(i64::MAX);
-        self.conn()
-            .execute("DELETE FROM log WHERE idx <= ?1", [idx])
+        if let Some(applied) = &self.applied {
+            applied
+                .wait_for(&log_id)
+                .await
+                .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        }
+        let bytes = serde_json::to_vec(&log_id)
             .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
-        Ok(())
+        let idx = i64::try_from(log_id.index).unwrap_or(i64::MAX);
+        let result = (|| -> rusqlite::Result<()> {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('last_purged', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![bytes],
+            )?;
+            tx.execute("DELETE FROM log WHERE idx <= ?1", [idx])?;
+            tx.commit()
+        })();
+        result.map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 }

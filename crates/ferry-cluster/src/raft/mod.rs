@@ -6,6 +6,8 @@
 //! * [`state_machine`] — applies entries to the store; snapshots are
 //!   database copies in files, sent to a member that is behind in chunks
 //!   of [`SNAPSHOT_CHUNK_BYTES`].
+//! * [`progress`] — the store's durably applied position, which the log
+//!   store's purge waits for ([`open_storage`] ties the two).
 //! * [`network`] — Raft RPCs over the internal mutual-TLS protocol.
 //! * [`node`] — start, initialise, write (forwarded to the leader), status.
 
@@ -16,7 +18,11 @@
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod progress;
 pub mod state_machine;
+
+use std::path::Path;
+use std::sync::Arc;
 
 use ferry_core::{Command, FerryError, Outcome};
 use serde::{Deserialize, Serialize};
@@ -61,6 +67,44 @@ openraft::declare_raft_types!(
         SnapshotData = tokio::fs::File
 );
 
+/// A node's Raft storage, ready for `Raft::new`.
+pub struct Storage {
+    /// The log and vote (`raft.db`), whose purge waits for the store.
+    pub log: log_store::LogStore,
+    /// The state machine over the store.
+    pub state_machine: state_machine::StateMachine,
+    /// What was repaired at opening: a log purged past the store (see
+    /// [`log_store::LogStore::repair_purged_past`]).
+    pub repaired: Option<String>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("repaired", &self.repaired)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens `state_dir/raft.db` and the state machine over `store`, with the
+/// log's purge bound to the store's durably applied position, and repairs
+/// a log that an earlier release purged past the store.
+pub fn open_storage(
+    state_dir: &Path,
+    store: Arc<ferry_store::Store>,
+    on_applied: Arc<dyn Fn() + Send + Sync>,
+) -> Result<Storage, crate::ClusterError> {
+    let state_machine = state_machine::StateMachine::new(store, state_dir.to_owned(), on_applied)?;
+    let progress = state_machine.progress();
+    let log = log_store::LogStore::open(&state_dir.join("raft.db"))?;
+    let repaired = log.repair_purged_past(progress.applied())?;
+    Ok(Storage {
+        log: log.purge_after(progress),
+        state_machine,
+        repaired,
+    })
+}
+
 /// An I/O error of the log store or state machine, as openraft wants it
 /// (any such error stops the Raft instance).
 pub(crate) fn storage_error(
@@ -81,6 +125,10 @@ pub fn node_id_of(name: &str) -> NodeId {
     }
     u64::from_be_bytes(bytes)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod crash_tests;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

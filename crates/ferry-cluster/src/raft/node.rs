@@ -23,7 +23,6 @@ use tokio::sync::watch;
 
 use super::log_store::LogStore;
 use super::network::{CallError, Network};
-use super::state_machine::StateMachine;
 use super::{node_id_of, Member, NodeId, Proposal, TypeConfig};
 use crate::config::ClusterConfig;
 use crate::events::{EventLog, Severity};
@@ -253,12 +252,18 @@ impl RaftNode {
     /// Opens the log, starts Raft, and follows its metrics to keep the
     /// primary role current.
     pub async fn start(options: RaftOptions) -> Result<Arc<Self>, crate::ClusterError> {
-        let log = LogStore::open(&options.state_dir.join("raft.db"))?;
-        let state_machine = StateMachine::new(
+        let super::Storage {
+            log,
+            state_machine,
+            repaired,
+        } = super::open_storage(
+            &options.state_dir,
             options.store.clone(),
-            options.state_dir.clone(),
             options.on_applied.clone(),
         )?;
+        if let Some(repaired) = &repaired {
+            tracing::warn!(name = %options.name, "{repaired}");
+        }
         let routes = options
             .config
             .peers
@@ -295,6 +300,9 @@ impl RaftNode {
             options.config.alert_webhook.as_deref(),
             options.config.alert_webhook_ca.as_deref(),
         )?;
+        if let Some(repaired) = repaired {
+            events.record(Severity::Alert, "storage", repaired);
+        }
         let id = node_id_of(&options.name);
         let raft = Raft::new(
             id,

@@ -4,7 +4,13 @@
 //! "applied up to" agree. A snapshot is a consistent copy of the database
 //! (SQLite's backup API) in a file under `raft-snapshots/`; it is read and
 //! sent in chunks, received into a file, and installed by restoring it, so
-//! no database is ever held in memory whole.
+//! no database is ever held in memory whole. The restore and the record of
+//! the snapshot's log position are one transaction too.
+//!
+//! Snapshot files do not outlive the process: at startup openraft builds
+//! one from the store, which is why the log store must never purge past
+//! what the store has durably applied. The state machine publishes that
+//! position ([`StateMachine::progress`]) for the log store to wait on.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +26,7 @@ use openraft::{
 use tokio::io::AsyncSeekExt;
 use tokio::sync::Mutex;
 
+use super::progress::AppliedProgress;
 use super::{storage_error as io, Applied, Member, NodeId, TypeConfig};
 
 const APPLIED: &str = "raft.applied";
@@ -44,6 +51,8 @@ pub struct StateMachine {
     counter: Arc<AtomicU64>,
     /// Called after entries were applied (wakes the queue workers).
     on_applied: Arc<dyn Fn() + Send + Sync>,
+    /// The position the store holds on disk, for the log store's purge.
+    progress: AppliedProgress,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -79,6 +88,7 @@ impl StateMachine {
         // Absolute, to compare with the kernel's paths of open files.
         let snapshot_dir = std::fs::canonicalize(&snapshot_dir)
             .map_err(|e| format!("cannot resolve {}: {e}", snapshot_dir.display()))?;
+        let applied = applied_in(&store).map_err(|e| format!("the store: {e}"))?;
         Ok(Self {
             store,
             snapshot_dir,
@@ -86,7 +96,23 @@ impl StateMachine {
             receiving: Arc::default(),
             counter: Arc::default(),
             on_applied,
+            progress: AppliedProgress::new(applied),
         })
+    }
+
+    /// The log position the store has durably applied, kept current: give
+    /// it to [`super::log_store::LogStore::purge_after`].
+    pub fn progress(&self) -> AppliedProgress {
+        self.progress.clone()
+    }
+
+    /// Publishes the applied position the store now holds (read back from
+    /// it, so only what was committed counts).
+    fn publish_applied(&self) -> Result<(), StorageError<NodeId>> {
+        let applied = applied_in(&self.store)
+            .map_err(|e| io(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+        self.progress.set(applied);
+        Ok(())
     }
 
     fn read_local<T: serde::de::DeserializeOwned>(
@@ -131,6 +157,77 @@ impl StateMachine {
             remove_db(&path);
         }
     }
+
+    /// Installs `snapshot` as of `meta` (see `install_snapshot`).
+    async fn install(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Member>,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let failed = |e: &dyn std::fmt::Display| {
+            io(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+                e,
+            )
+        };
+        // Every chunk written reaches the file before it is read back.
+        let mut snapshot = *snapshot;
+        snapshot.sync_all().await.map_err(|e| failed(&e))?;
+        let receiving = self.receiving.lock().await.take();
+        let path = match self.path_of(&snapshot).await {
+            // The file this machine received into: restored from in place.
+            Some(path) if path.starts_with(&self.snapshot_dir) => path,
+            // Any other data (openraft may hand over a snapshot it holds):
+            // copied in first.
+            _ => {
+                let path = self.snapshot_file("copied");
+                let copied = async {
+                    snapshot.seek(std::io::SeekFrom::Start(0)).await?;
+                    let mut out = tokio::fs::File::create(&path).await?;
+                    tokio::io::copy(&mut snapshot, &mut out).await?;
+                    out.sync_all().await
+                }
+                .await;
+                if let Err(e) = copied {
+                    remove_db(&path);
+                    return Err(failed(&e));
+                }
+                path
+            }
+        };
+        drop(snapshot);
+        if let Some(abandoned) = receiving.filter(|r| *r != path) {
+            remove_db(&abandoned);
+        }
+        let store = self.store.clone();
+        let applied = serde_json::to_string(&meta.last_log_id).map_err(|e| failed(&e))?;
+        let membership = serde_json::to_string(&meta.last_membership).map_err(|e| failed(&e))?;
+        let source = path.clone();
+        // One transaction: the contents and the position they reflect.
+        let restored = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            store
+                .restore_setting_locals(
+                    &source,
+                    &[
+                        (APPLIED, applied.as_str()),
+                        (MEMBERSHIP, membership.as_str()),
+                    ],
+                )
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| failed(&e))?;
+        if let Err(e) = restored {
+            remove_db(&path);
+            return Err(failed(&e));
+        }
+        self.publish_applied()?;
+        // Kept as the current snapshot, to send on to a member behind.
+        self.keep((meta.clone(), path)).await;
+        (self.on_applied)();
+        Ok(())
+    }
 }
 
 fn remove_db(path: &Path) {
@@ -139,6 +236,16 @@ fn remove_db(path: &Path) {
         p.push(suffix);
         let _ = std::fs::remove_file(PathBuf::from(p));
     }
+}
+
+/// The applied position recorded in `store`.
+fn applied_in(store: &Store) -> Result<Option<LogId<NodeId>>, String> {
+    store
+        .local(APPLIED)
+        .map_err(|e| e.to_string())?
+        .map(|t| serde_json::from_str(&t))
+        .transpose()
+        .map_err(|e| format!("{APPLIED}: {e}"))
 }
 
 /// The applied position and membership recorded inside a database copy.
@@ -271,8 +378,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Ok(results)
         })
         .await
-        .map_err(|e| io(ErrorSubject::StateMachine, ErrorVerb::Write, e))?
-        .map_err(|e| io(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        let results = match results {
+            Ok(r) => r,
+            Err(e) => {
+                self.progress.fail(&e);
+                return Err(io(ErrorSubject::StateMachine, ErrorVerb::Write, e));
+            }
+        };
+        if let Err(e) = self.publish_applied() {
+            self.progress.fail(&e);
+            return Err(e);
+        }
         (self.on_applied)();
         Ok(results)
     }
@@ -299,70 +417,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(Box::new(file))
     }
 
+    /// Restores the store from the snapshot. Its contents and its log
+    /// position (`raft.applied`, and the membership) are written by one
+    /// transaction, committed with a full fsync before this returns; only
+    /// then may the log store purge up to the snapshot, which openraft has
+    /// already asked it to (see [`super::progress`]).
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, Member>,
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError<NodeId>> {
-        let failed = |e: &dyn std::fmt::Display| {
-            io(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Write,
-                e,
-            )
-        };
-        // Every chunk written reaches the file before it is read back.
-        let mut snapshot = *snapshot;
-        snapshot.sync_all().await.map_err(|e| failed(&e))?;
-        let receiving = self.receiving.lock().await.take();
-        let path = match self.path_of(&snapshot).await {
-            // The file this machine received into: restored from in place.
-            Some(path) if path.starts_with(&self.snapshot_dir) => path,
-            // Any other data (openraft may hand over a snapshot it holds):
-            // copied in first.
-            _ => {
-                let path = self.snapshot_file("copied");
-                let copied = async {
-                    snapshot.seek(std::io::SeekFrom::Start(0)).await?;
-                    let mut out = tokio::fs::File::create(&path).await?;
-                    tokio::io::copy(&mut snapshot, &mut out).await?;
-                    out.sync_all().await
-                }
-                .await;
-                if let Err(e) = copied {
-                    remove_db(&path);
-                    return Err(failed(&e));
-                }
-                path
-            }
-        };
-        drop(snapshot);
-        if let Some(abandoned) = receiving.filter(|r| *r != path) {
-            remove_db(&abandoned);
+        let installed = self.install(meta, snapshot).await;
+        if let Err(e) = &installed {
+            self.progress.fail(e);
         }
-        let store = self.store.clone();
-        let applied = serde_json::to_string(&meta.last_log_id).map_err(|e| failed(&e))?;
-        let membership = serde_json::to_string(&meta.last_membership).map_err(|e| failed(&e))?;
-        let source = path.clone();
-        let restored = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            store.restore_from(&source).map_err(|e| e.to_string())?;
-            store
-                .set_local(APPLIED, &applied)
-                .map_err(|e| e.to_string())?;
-            store
-                .set_local(MEMBERSHIP, &membership)
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| failed(&e))?;
-        if let Err(e) = restored {
-            remove_db(&path);
-            return Err(failed(&e));
-        }
-        // Kept as the current snapshot, to send on to a member behind.
-        self.keep((meta.clone(), path)).await;
-        (self.on_applied)();
-        Ok(())
+        installed
     }
 
     async fn get_current_snapshot(
