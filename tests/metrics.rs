@@ -1,5 +1,6 @@
 //! `/metrics` on the server's admin listener, read the way Prometheus reads
-//! it (the exposition format parsed by the Python client's own parser):
+//! it (OpenMetrics, as its content type says, parsed by the Python client's
+//! strict OpenMetrics parser):
 //! logins, sessions, transfers with their bytes and durations, the event
 //! queue and the role, with bounded labels.
 #![allow(
@@ -18,7 +19,7 @@ use common::*;
 /// Parses the exposition text into (name, labels, value) samples.
 const PARSE: &str = r#"
 import json, sys
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 out = []
 for family in text_string_to_metric_families(sys.stdin.read()):
     for s in family.samples:
@@ -378,4 +379,51 @@ fn the_edge_counts_connections_logins_protocol_errors_and_its_servers() {
     assert!(m.value("ferry_raft_leader_changes_total", &[]) >= 1.0);
     let follower = (0..3).find(|&i| i != primary).unwrap();
     assert_eq!(scrape(follower).value("ferry_primary", &[]), 0.0);
+}
+
+#[test]
+fn metrics_say_they_are_openmetrics_and_the_example_alert_rules_check() {
+    let f = Ferry::up();
+    let data = f.dir.path().join("data");
+    let url = std::fs::read_to_string(data.join("admin.url")).unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail",
+            "--max-time",
+            "30",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "--cacert",
+        ])
+        .arg(data.join("pki/ca.crt"))
+        .arg(format!("{}/metrics", url.trim()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    // Counters are written as OpenMetrics writes them (a family `x`, a
+    // sample `x_total`); the content type must say so, or Prometheus reads
+    // them as untyped metrics.
+    assert!(
+        head.contains("content-type: application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
+    // Prometheus's own checker on the example alert rules (README
+    // "Monitoring").
+    let rules =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc/prometheus-alerts.yml");
+    let check = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .expect("promtool (Debian's prometheus package) is needed");
+    assert!(
+        check.status.success(),
+        "promtool check rules:\n{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
 }

@@ -474,8 +474,8 @@ public_endpoint! {
     Healthz "/healthz" => "text/plain" String
 }
 public_endpoint! {
-    "Prometheus metrics (text exposition format): sessions, logins, transfers, the event queue, the cluster role, defender bans."
-    GetMetrics "/metrics" => "text/plain; version=0.0.4" String
+    "Prometheus metrics, as OpenMetrics text: sessions, logins, transfers, the event queue, events by route and partner, notifications, the cluster role and Raft log, store writes, defender bans."
+    GetMetrics "/metrics" => "application/openmetrics-text; version=1.0.0" String
 }
 public_endpoint! {
     "200 while this server serves sessions and takes writes, 503 with the reason otherwise."

@@ -236,7 +236,7 @@ pub async fn start(
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
                     METRICS.render(&upstreams),
                 )

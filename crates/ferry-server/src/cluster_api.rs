@@ -48,7 +48,7 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         Ok(text) => (
             [(
                 axum::http::header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
             text,
         )
