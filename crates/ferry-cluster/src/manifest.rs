@@ -673,7 +673,7 @@ partners
             e.message,
             "unknown table `foo` (known: accounts, account_keys, account_tokens, folder_permissions, \
              virtual_folders, folder_mounts, partners, routes, schedules, monitors, settings, admins, \
-             admin_tokens)"
+             admin_tokens, retention_policies)"
         );
     }
 

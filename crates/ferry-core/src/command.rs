@@ -10,6 +10,7 @@ use crate::engine::{AttemptResult, Event, Monitor, Partner, Route, Schedule};
 use crate::folders::{Mount, VirtualFolder};
 use crate::model::{Account, AccountKey, AccountToken, TransferRecord};
 use crate::permissions::FolderRule;
+use crate::retention::{RetentionKind, RetentionPolicy};
 use crate::secret::Secret;
 use crate::UnixMillis;
 
@@ -260,6 +261,30 @@ pub enum Command {
         /// When (the server's clock).
         at: UnixMillis,
     },
+    /// Set a retention policy (replacing the one of that name, if any).
+    SetRetentionPolicy(RetentionPolicy),
+    /// Remove a retention policy.
+    RemoveRetentionPolicy {
+        /// Its name.
+        name: String,
+    },
+    /// Delete at most `limit` history rows of `kind` (transfers, events
+    /// with their attempts, or attempts) older than `before`, oldest first,
+    /// that no unfinished event needs: an event that is pending or running
+    /// (retrying included) keeps itself, its attempts, the transfer row it
+    /// was queued for, the rows of its work and the event it resubmits.
+    /// Deterministic: every server deletes the same rows. Also raises the
+    /// store's horizon for `kind` to `before`, below which a history merge
+    /// takes no row that nothing needs, so deleted rows do not come back
+    /// from a peer. The rows changed are the rows of `kind` deleted.
+    PurgeHistory {
+        /// `transfers`, `events` or `attempts`.
+        kind: RetentionKind,
+        /// The cutoff (the proposer's clock minus the policy's age).
+        before: UnixMillis,
+        /// The most rows deleted by this command.
+        limit: u32,
+    },
 }
 
 /// A client address no login is taken from until `until`.
@@ -368,6 +393,9 @@ impl Command {
             Command::MountFolder(_) => "mount_folder",
             Command::UnmountFolder { .. } => "unmount_folder",
             Command::RecordLogin { .. } => "record_login",
+            Command::SetRetentionPolicy(_) => "set_retention_policy",
+            Command::RemoveRetentionPolicy { .. } => "remove_retention_policy",
+            Command::PurgeHistory { .. } => "purge_history",
         }
     }
 }

@@ -10,6 +10,7 @@
 //! * [`error`] — the error kinds every crate maps onto its wire answers.
 //! * [`secret`] — a newtype that never prints its content.
 //! * [`sync`] — tables and history rows moved between active/passive servers.
+//! * [`retention`] — how long history rows and files are kept.
 
 pub mod admins;
 pub mod command;
@@ -22,6 +23,7 @@ pub mod model;
 pub mod network;
 pub mod path;
 pub mod permissions;
+pub mod retention;
 pub mod secret;
 pub mod sync;
 pub mod worker;
@@ -43,6 +45,7 @@ pub use model::{
 };
 pub use path::{PathError, VirtualPath};
 pub use permissions::{FolderRule, Permission, Permissions};
+pub use retention::{FileAction, RetentionKind, RetentionPolicy};
 pub use secret::Secret;
 
 /// Milliseconds since the Unix epoch, the timestamp unit of every record.

@@ -27,6 +27,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../schemas/0016_account_sessions.sql"),
     include_str!("../../../schemas/0017_audit_states.sql"),
     include_str!("../../../schemas/0018_password_lifecycle.sql"),
+    // 0019 is taken by the notifications work, merged separately.
+    include_str!("../../../schemas/0020_retention.sql"),
 ];
 
 /// The schema version this build produces.
