@@ -93,6 +93,7 @@ fn endpoints() -> (Routes, Routes) {
         .add::<api::ListTransfers, _, _>(list_transfers)
         .merge(crate::admins::routes())
         .merge(crate::engine_api::routes())
+        .merge(crate::retention::routes())
         .merge(crate::cluster_api::routes());
     (public, api)
 }

@@ -86,6 +86,16 @@ pub struct Metrics {
     firings: Family<NameLabel, Counter>,
     ingests: Family<NameLabel, Counter>,
     attempts: Family<AttemptLabels, Counter>,
+    retention_removed: Family<KindLabel, Counter>,
+    retention_runs: Counter,
+    retention_last_run: Gauge,
+}
+
+/// The label of what retention removed.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// `transfers`, `events`, `attempts`, `files` or `partials`.
+    pub kind: String,
 }
 
 /// The label of a configured thing (a schedule, a monitor): bounded by
@@ -148,6 +158,9 @@ impl Default for Metrics {
             firings: Family::default(),
             ingests: Family::default(),
             attempts: Family::default(),
+            retention_removed: Family::default(),
+            retention_runs: Counter::default(),
+            retention_last_run: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -229,6 +242,21 @@ impl Default for Metrics {
             "ferry_event_attempts",
             "Event attempts this server ran, by event kind and outcome",
             m.attempts.clone(),
+        );
+        registry.register(
+            "ferry_retention_removed",
+            "History rows and files this server's retention runs removed (or archived), by kind",
+            m.retention_removed.clone(),
+        );
+        registry.register(
+            "ferry_retention_runs",
+            "Retention runs this server made (dry runs not counted)",
+            m.retention_runs.clone(),
+        );
+        registry.register(
+            "ferry_retention_last_run_timestamp_seconds",
+            "When this server's last retention run ended (unix seconds; 0: none yet)",
+            m.retention_last_run.clone(),
         );
         registry.register(
             "ferry_raft_last_log_index",
@@ -382,6 +410,21 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts `n` history rows or files of `kind` retention removed.
+    pub fn retention_removed(&self, kind: &str, n: u64) {
+        self.retention_removed
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
+            .inc_by(n);
+    }
+
+    /// Counts a retention run that ended at `at_ms` (unix ms).
+    pub fn retention_ran(&self, at_ms: i64) {
+        self.retention_runs.inc();
+        self.retention_last_run.set(at_ms / 1000);
     }
 
     /// Counts a ban of this server's defender.

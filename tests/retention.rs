@@ -1,0 +1,347 @@
+//! Retention policies end to end: transfer-log rows, events and attempts
+//! past their age go, except what an event still retrying needs; files of
+//! a folder past their age are archived or deleted; partial uploads and
+//! scratch files left behind go while a fresh one stays; a dry run lists
+//! the same without removing anything; the run is counted in `/metrics`.
+//!
+//! Ages are given in seconds for the history (`--older-than 2s`: the
+//! server's clock cannot be set from outside) and files are dated back
+//! with their modification time.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use common::{random_file, wait_until, Ferry};
+use serde_json::Value;
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap()
+}
+
+/// Writes `path` (and its folder) dated `days` days back.
+fn old_file(path: &Path, days: u64) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, b"old data\n").unwrap();
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(SystemTime::now() - Duration::from_secs(days * 86_400))
+        .unwrap();
+}
+
+fn events(f: &Ferry) -> Vec<Value> {
+    json(&f.admin_ok(&["event", "list", "--json", "--limit", "1000"], None))
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// The result of policy `name` in a run's JSON.
+fn result<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["policy"] == name)
+        .unwrap_or_else(|| panic!("no result for {name}: {report}"))
+}
+
+fn items(r: &Value) -> Vec<String> {
+    r["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn old_rows_files_and_partials_go_but_what_a_retrying_event_needs_stays() {
+    let f = Ferry::up_logged(&[]);
+    let key = f.account_with_key("alice");
+    f.add_account("bob");
+    let home = f.repository.join("alice");
+
+    // A partner nobody listens for: pushes to it fail and are retried
+    // much later, so its event stays pending (retrying).
+    let down = common::free_port().to_string();
+    let host_key = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    f.admin_ok(
+        &[
+            "partner",
+            "add",
+            "gone",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &down,
+            "--user",
+            "x",
+            "--password-stdin",
+            "--host-key",
+            host_key.trim(),
+        ],
+        Some("secret-password\n"),
+    );
+    let route = |name: &str, pattern: &str, action: &str| {
+        f.admin_ok(
+            &[
+                "route",
+                "add",
+                name,
+                "--account",
+                "alice",
+                "--match",
+                pattern,
+                "--action",
+                action,
+                "--max-attempts",
+                "20",
+                "--retry-base-ms",
+                "600000",
+            ],
+            None,
+        );
+    };
+    route("to-gone", "*.csv", "push:gone");
+    route("to-bob", "*.txt", "copy:bob");
+
+    let work = f.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    for name in ["kept.csv", "copied.txt", "plain.bin"] {
+        random_file(&work.join(name), 5_000);
+    }
+    common::assert_ok(&f.sftp_key(
+        "alice",
+        &key,
+        "put kept.csv\nput copied.txt\nput plain.bin\n",
+        &work,
+    ));
+    // The push failed once and waits; the copy is done.
+    assert!(wait_until(30, || {
+        let e = events(&f);
+        e.iter()
+            .any(|e| e["route"] == "to-gone" && e["status"] == "pending" && e["attempts"] == 1)
+            && e.iter()
+                .any(|e| e["route"] == "to-bob" && e["status"] == "done")
+    }));
+    let all = events(&f);
+    let retrying = all.iter().find(|e| e["route"] == "to-gone").unwrap();
+    let retrying_id = retrying["id"].as_str().unwrap().to_owned();
+    let kept_upload = retrying["transfer_id"].as_str().unwrap().to_owned();
+    let done_id = all.iter().find(|e| e["route"] == "to-bob").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = f.transfers();
+    let id_of = |path: &str| {
+        before
+            .iter()
+            .find(|t| t["path"] == path && t["direction"] == "upload" && t["account"] == "alice")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (copied, plain) = (id_of("/copied.txt"), id_of("/plain.bin"));
+    assert_eq!(id_of("/kept.csv"), kept_upload);
+
+    // Files: an outbox archived, a drop folder emptied; partials.
+    old_file(&home.join("outbox/old-1.dat"), 3);
+    old_file(&home.join("outbox/old-2.dat"), 3);
+    std::fs::write(home.join("outbox/new.dat"), b"fresh\n").unwrap();
+    old_file(&home.join("drop/stale.dat"), 10);
+    old_file(&home.join(".ferry-partial.cut.dat"), 2);
+    old_file(&home.join("deep/er/.ferry-scratch.00112233aabbccdd"), 2);
+    old_file(&home.join(".ferry-uploads/0123abcd.data"), 2);
+    std::fs::write(home.join(".ferry-uploads/0123abcd.json"), b"{}").unwrap();
+    std::fs::write(home.join(".ferry-partial.fresh.dat"), b"still coming").unwrap();
+
+    let set = |args: &[&str]| {
+        let mut all = vec!["retention", "set"];
+        all.extend_from_slice(args);
+        f.admin_ok(&all, None)
+    };
+    set(&["log", "--kind", "transfers", "--older-than", "2s"]);
+    set(&["queue", "--kind", "events", "--older-than", "2s"]);
+    set(&["tries", "--kind", "attempts", "--older-than", "2s"]);
+    let out = set(&[
+        "outbox",
+        "--kind",
+        "files",
+        "--older-than",
+        "1d",
+        "--account",
+        "alice",
+        "--folder",
+        "/outbox",
+        "--action",
+        "archive:/archive",
+    ]);
+    assert!(out.contains("older than 1d"), "{out}");
+    set(&[
+        "drop",
+        "--kind",
+        "files",
+        "--older-than",
+        "7d",
+        "--account",
+        "alice",
+        "--folder",
+        "/drop/",
+        "--action",
+        "delete",
+    ]);
+    set(&["leftovers", "--kind", "partials", "--older-than", "1d"]);
+    // Refused: a files policy without its folder, an unknown kind, a bad age.
+    for bad in [
+        &[
+            "x",
+            "--kind",
+            "files",
+            "--older-than",
+            "1d",
+            "--account",
+            "alice",
+        ][..],
+        &["x", "--kind", "logs", "--older-than", "1d"],
+        &["x", "--kind", "transfers", "--older-than", "1w"],
+    ] {
+        let mut all = vec!["retention", "set"];
+        all.extend_from_slice(bad);
+        assert!(!f.admin(&all, None).status.success(), "{bad:?}");
+    }
+    let listed = json(&f.admin_ok(&["retention", "list", "--json"], None));
+    assert_eq!(listed.as_array().unwrap().len(), 6, "{listed}");
+    let table = f.admin_ok(&["retention", "list"], None);
+    assert!(
+        table.contains("files in alice:/outbox (archive:/archive)"),
+        "{table}"
+    );
+
+    // Past the 2 s of the history policies.
+    std::thread::sleep(Duration::from_millis(2_500));
+
+    // The dry run lists, and removes nothing.
+    let dry = json(&f.admin_ok(&["retention", "run", "--dry-run", "--json"], None));
+    assert_eq!(dry["dry_run"], true);
+    let log = items(result(&dry, "log"));
+    assert!(log.contains(&copied) && log.contains(&plain), "{log:?}");
+    assert!(!log.contains(&kept_upload), "{log:?}");
+    assert!(
+        !before
+            .iter()
+            .filter(|t| t["event_id"] == retrying_id.as_str())
+            .any(|t| log.contains(&t["id"].as_str().unwrap().to_owned())),
+        "a row of the retrying event's work is listed: {log:?}"
+    );
+    assert_eq!(items(result(&dry, "queue")), std::slice::from_ref(&done_id));
+    assert_eq!(items(result(&dry, "tries")), [format!("{done_id}#1")]);
+    assert_eq!(
+        items(result(&dry, "outbox")),
+        ["/outbox/old-1.dat", "/outbox/old-2.dat"]
+    );
+    assert_eq!(items(result(&dry, "drop")), ["/drop/stale.dat"]);
+    assert_eq!(
+        items(result(&dry, "leftovers")),
+        [
+            "alice/.ferry-partial.cut.dat",
+            "alice/.ferry-uploads/0123abcd.data",
+            "alice/deep/er/.ferry-scratch.00112233aabbccdd",
+        ]
+    );
+    assert_eq!(f.transfers().len(), before.len());
+    assert!(home.join("outbox/old-1.dat").exists() && home.join(".ferry-partial.cut.dat").exists());
+    let human = f.admin_ok(&["retention", "run", "--dry-run"], None);
+    assert!(human.contains("would remove"), "{human}");
+
+    // The run.
+    let run = json(&f.admin_ok(&["retention", "run", "--json"], None));
+    assert_eq!(run["dry_run"], false);
+    for r in run["results"].as_array().unwrap() {
+        assert!(r["error"].is_null(), "{r}");
+    }
+    let removed_rows = result(&run, "log")["removed"].as_u64().unwrap();
+    assert_eq!(removed_rows as usize, log.len());
+    let after = f.transfers();
+    let ids: Vec<&str> = after.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&kept_upload.as_str()), "{ids:?}");
+    assert!(!ids.contains(&copied.as_str()) && !ids.contains(&plain.as_str()));
+    for t in &after {
+        assert!(
+            t["id"] == kept_upload.as_str() || t["event_id"] == retrying_id.as_str(),
+            "kept a row nothing needs: {t}"
+        );
+    }
+    // The retrying event and its attempt stay; the done one is gone.
+    let shown = json(&f.admin_ok(&["event", "show", &retrying_id, "--json"], None));
+    assert_eq!(shown["status"], "pending", "{shown}");
+    assert_eq!(shown["attempt_log"].as_array().unwrap().len(), 1, "{shown}");
+    let gone = f.admin(&["event", "show", &done_id], None);
+    assert_eq!(gone.status.code(), Some(3));
+
+    // Files: archived, deleted; the fresh ones stay.
+    assert!(!home.join("outbox/old-1.dat").exists());
+    assert!(home.join("archive/old-1.dat").exists() && home.join("archive/old-2.dat").exists());
+    assert!(home.join("outbox/new.dat").exists());
+    assert!(!home.join("drop/stale.dat").exists() && home.join("drop").is_dir());
+    assert!(!home.join(".ferry-partial.cut.dat").exists());
+    assert!(!home
+        .join("deep/er/.ferry-scratch.00112233aabbccdd")
+        .exists());
+    assert!(!home.join(".ferry-uploads/0123abcd.data").exists());
+    assert!(!home.join(".ferry-uploads/0123abcd.json").exists());
+    assert!(home.join(".ferry-partial.fresh.dat").exists());
+
+    // Again: nothing left to remove.
+    let again = json(&f.admin_ok(&["retention", "run", "--json"], None));
+    for r in again["results"].as_array().unwrap() {
+        assert_eq!(r["removed"], 0, "{r}");
+    }
+
+    // Metrics, the log line, the worker, the audit trail.
+    let data = f.dir.path().join("data");
+    let url = std::fs::read_to_string(data.join("admin.url")).unwrap();
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(data.join("pki/ca.crt"))
+        .arg(format!("{}/metrics", url.trim()))
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        metrics.contains(&format!(
+            "ferry_retention_removed_total{{kind=\"transfers\"}} {removed_rows}"
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("ferry_retention_removed_total{kind=\"files\"} 3"));
+    assert!(
+        metrics.contains("ferry_retention_runs_total 2"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("ferry_retention_last_run_timestamp_seconds 0\n"));
+    assert!(f.log().contains("retention run"));
+    let status = f.admin_ok(&["cluster", "status"], None);
+    assert!(status.contains("retention"), "{status}");
+    let audit = f.admin_ok(&["audit", "list", "--json"], None);
+    assert!(audit.contains("/api/v1/retention/run"), "{audit}");
+
+    // A policy removed is gone from the list.
+    f.admin_ok(&["retention", "remove", "drop"], None);
+    assert_eq!(
+        f.admin(&["retention", "remove", "drop"], None)
+            .status
+            .code(),
+        Some(3)
+    );
+    let listed = json(&f.admin_ok(&["retention", "list", "--json"], None));
+    assert_eq!(listed.as_array().unwrap().len(), 5);
+}
