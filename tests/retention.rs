@@ -345,3 +345,175 @@ fn old_rows_files_and_partials_go_but_what_a_retrying_event_needs_stays() {
     let listed = json(&f.admin_ok(&["retention", "list", "--json"], None));
     assert_eq!(listed.as_array().unwrap().len(), 5);
 }
+
+/// Writes a transfer-log row straight into server `i`'s store (as its own
+/// sessions would), ended at `ended_at`.
+fn write_row(c: &common::cluster::TestCluster, i: usize, id: &str, ended_at: i64) {
+    let store = ferry_store::Store::open(&c.servers[i].dir.join("state").join("ferry.db")).unwrap();
+    let row = ferry_core::TransferRecord {
+        id: id.into(),
+        account: "alice".into(),
+        protocol: ferry_core::Protocol::Sftp,
+        direction: ferry_core::Direction::Upload,
+        path: format!("/{id}"),
+        bytes: 1,
+        size: Some(1),
+        sha256: None,
+        started_at: ended_at - 1,
+        ended_at,
+        status: ferry_core::TransferStatus::Completed,
+        node: c.servers[i].name.into(),
+        client_addr: "127.0.0.1:1".into(),
+        error: None,
+        partner: None,
+        event_id: None,
+    };
+    store
+        .apply(&ferry_core::Command::RecordTransfer(row))
+        .unwrap();
+}
+
+/// The transfer ids server `i` lists.
+fn ids(c: &common::cluster::TestCluster, i: usize) -> Vec<String> {
+    c.transfer_ids(i).into_iter().map(|r| r.0).collect()
+}
+
+/// Whether server `i` lists every one of `want`.
+fn holds(c: &common::cluster::TestCluster, i: usize, want: &[&str]) -> bool {
+    let have = ids(c, i);
+    want.iter().all(|w| have.iter().any(|h| h == w))
+}
+
+/// Whether server `i` lists none of `of`.
+fn holds_none(c: &common::cluster::TestCluster, i: usize, of: &[&str]) -> bool {
+    let have = ids(c, i);
+    !of.iter().any(|w| have.iter().any(|h| h == w))
+}
+
+/// The value of metric `name` (a full sample name with labels) on server `i`.
+fn metric(c: &common::cluster::TestCluster, i: usize, name: &str) -> Option<f64> {
+    let (status, body) = c.get(i, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn active_passive_rows_deleted_on_the_active_server_do_not_come_back_and_a_standby_trims_its_own() {
+    use common::cluster::{ClusterSpec, TestCluster};
+    const S1: usize = 0;
+    const S2: usize = 1;
+    const W1: usize = 2;
+    println!(
+        "faults: SIGKILL of the active server right after a purge, restarted at once (its \
+         history marks start again from 0 against a standby still holding the purged rows)"
+    );
+    let mut c = TestCluster::new(ClusterSpec::active_passive());
+    // Retention every second, two rows a batch.
+    for s in &c.servers {
+        let path = s.dir.join("server.toml");
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "lease_secs = 6\n",
+            "lease_secs = 6\nretention_interval_secs = 1\nretention_batch = 2\nretention_pause_ms = 50\n",
+        );
+        std::fs::write(&path, text).unwrap();
+    }
+    c.start_server(S1);
+    c.start_server(W1);
+    assert!(c.wait_role(S1, "active", true, 30));
+    c.start_server(S2);
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let two_hours_ago = now - 2 * 3_600_000;
+    for id in ["old-1", "old-2", "old-3"] {
+        write_row(&c, S1, id, two_hours_ago);
+    }
+    write_row(&c, S2, "old-s2", two_hours_ago);
+    write_row(&c, S1, "fresh", now);
+    let old = ["old-1", "old-2", "old-3", "old-s2"];
+    let everything = ["old-1", "old-2", "old-3", "old-s2", "fresh"];
+    assert!(wait_until(30, || holds(&c, S1, &everything)
+        && holds(&c, S2, &everything)));
+
+    // The policy on the active server only: its worker purges its store;
+    // the standby, without the policy, keeps its copy.
+    c.admin_ok(
+        S1,
+        &[
+            "retention",
+            "set",
+            "log",
+            "--kind",
+            "transfers",
+            "--older-than",
+            "1h",
+        ],
+        None,
+    );
+    assert!(
+        wait_until(30, || holds_none(&c, S1, &old)),
+        "{:?}",
+        ids(&c, S1)
+    );
+    assert!(holds(&c, S1, &["fresh"]));
+    assert_eq!(
+        metric(&c, S1, "ferry_retention_removed_total{kind=\"transfers\"}"),
+        Some(4.0)
+    );
+    assert!(holds(&c, S2, &everything), "{:?}", ids(&c, S2));
+
+    // Restarted, the active server pulls the standby's history from the
+    // start: the purged rows are offered again and not taken.
+    c.kill(S1);
+    c.start_server(S1);
+    assert!(wait_until(60, || c.primary().is_some()));
+    let active = c.primary().unwrap();
+    println!("after the restart the active server is s{}", active + 1);
+    write_row(&c, S2, "later", now);
+    assert!(
+        wait_until(30, || holds(&c, S1, &["later", "fresh"])),
+        "{:?}",
+        ids(&c, S1)
+    );
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert!(
+        holds_none(&c, S1, &old),
+        "purged rows came back: {:?}",
+        ids(&c, S1)
+    );
+    // Its retention ran since, and found nothing to remove again.
+    assert!(metric(&c, S1, "ferry_retention_runs_total").unwrap_or(0.0) >= 1.0);
+    assert_eq!(
+        metric(&c, S1, "ferry_retention_removed_total{kind=\"transfers\"}").unwrap_or(0.0),
+        0.0
+    );
+
+    // Once the standby has the policy too (a sync), it trims its own copy.
+    if active == S1 {
+        c.admin_ok(S1, &["sync"], None);
+    } else {
+        c.admin_ok(
+            S2,
+            &[
+                "retention",
+                "set",
+                "log",
+                "--kind",
+                "transfers",
+                "--older-than",
+                "1h",
+            ],
+            None,
+        );
+    }
+    assert!(
+        wait_until(30, || holds_none(&c, S2, &old)),
+        "{:?}",
+        ids(&c, S2)
+    );
+    assert!(holds(&c, S2, &["fresh", "later"]));
+    assert!(holds(&c, S1, &["fresh", "later"]));
+}

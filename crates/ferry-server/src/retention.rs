@@ -11,6 +11,12 @@
 //! the files of its folder once, on the shared repository, and a
 //! `partials` policy removes the partial uploads and scratch files left
 //! behind (never one a writer holds locked).
+//!
+//! Where each server's store is its own (active/passive: history arrives
+//! by pull, not by command), a server that is not the primary trims its
+//! own copy of the history by the same policies, through
+//! [`ferry_cluster::Cluster::apply_about_self`]; files are the primary's
+//! alone.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,13 +42,27 @@ type ApiResult<T> = Result<T, ApiError>;
 /// The most items one policy's result lists.
 const SHOW: u32 = 1_000;
 
+/// What a retention run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    /// Everything the policies say, history through the cluster.
+    Full,
+    /// Lists what a full run would remove; removes nothing.
+    Dry,
+    /// Only the history policies, on this server's own store (a server
+    /// that is not the primary, where each store is its own).
+    OwnHistory,
+}
+
 /// Runs the retention policies every `[engine] retention_interval_secs`
-/// while this node is the primary.
+/// while this node is the primary; where its store is its own, a server
+/// that is not the primary trims its own history meanwhile.
 pub async fn run(ctx: Arc<ServerCtx>, mut primary: watch::Receiver<PrimaryRole>, w: Worker) {
     let every = Duration::from_secs(ctx.engine.retention_interval_secs.clamp(1, 7 * 86_400));
+    let own_store = !ctx.cluster.store_is_shared();
     loop {
         let is_primary = matches!(*primary.borrow_and_update(), PrimaryRole::Primary { .. });
-        if !is_primary {
+        if !is_primary && !own_store {
             w.standby("another server is the primary");
             match w.until_stopped(primary.changed()).await {
                 Some(Ok(())) => continue,
@@ -55,12 +75,20 @@ pub async fn run(ctx: Arc<ServerCtx>, mut primary: watch::Receiver<PrimaryRole>,
             _ = primary.changed() => continue,
             _ = w.stopping() => return,
         }
-        w.busy("removing what the retention policies say");
-        let still_primary = {
-            let primary = primary.clone();
-            move || matches!(*primary.borrow(), PrimaryRole::Primary { .. })
+        let (kind, busy) = if is_primary {
+            (RunKind::Full, "removing what the retention policies say")
+        } else {
+            (
+                RunKind::OwnHistory,
+                "trimming this server's own copy of the history",
+            )
         };
-        match run_once(&ctx, false, &still_primary).await {
+        w.busy(busy);
+        let same_role = {
+            let primary = primary.clone();
+            move || matches!(*primary.borrow(), PrimaryRole::Primary { .. }) == is_primary
+        };
+        match run_once(&ctx, kind, &same_role).await {
             Ok(_) => w.done_one(),
             Err(e) => {
                 tracing::warn!(error = %e, "retention run failed");
@@ -70,20 +98,24 @@ pub async fn run(ctx: Arc<ServerCtx>, mut primary: watch::Receiver<PrimaryRole>,
     }
 }
 
-/// Runs every policy once (`dry_run`: lists what would go, removes
-/// nothing), one run at a time on this server. `go_on` is asked between
-/// batches: a run stops early when it says no (the primary role moved).
+/// Runs every policy once (see [`RunKind`]), one run at a time on this
+/// server. `go_on` is asked between batches: a run stops early when it
+/// says no (the primary role moved).
 pub async fn run_once(
     ctx: &Arc<ServerCtx>,
-    dry_run: bool,
+    kind: RunKind,
     go_on: &(dyn Fn() -> bool + Sync),
 ) -> Result<api::RetentionReport, FerryError> {
+    let dry_run = kind == RunKind::Dry;
     let _one = ctx.retention_running.lock().await;
     let now = ctx.clock.now_ms();
-    let policies = {
+    let mut policies = {
         let store = ctx.store.clone();
         blocking(move || store.retention_policies().map_err(FerryError::from)).await?
     };
+    if kind == RunKind::OwnHistory {
+        policies.retain(|p| p.kind.is_history());
+    }
     let mut results = Vec::with_capacity(policies.len());
     for p in policies {
         let before = now.saturating_sub(p.older_than_ms);
@@ -96,8 +128,8 @@ pub async fn run_once(
             error: None,
         };
         let outcome = match p.kind {
-            kind if kind.is_history() => {
-                history(ctx, kind, before, dry_run, go_on, &mut result).await
+            history_kind if history_kind.is_history() => {
+                history(ctx, history_kind, before, kind, go_on, &mut result).await
             }
             RetentionKind::Files => files(ctx, &p, before, dry_run, go_on, &mut result).await,
             _ => partials(ctx, &p, before, dry_run, &mut result).await,
@@ -122,17 +154,22 @@ pub async fn run_once(
             .map(|r| r.removed)
             .sum()
     };
-    tracing::info!(
-        dry_run,
-        policies = results.len(),
-        transfers = count(RetentionKind::Transfers),
-        events = count(RetentionKind::Events),
-        attempts = count(RetentionKind::Attempts),
-        files = count(RetentionKind::Files),
-        partials = count(RetentionKind::Partials),
-        failed = results.iter().filter(|r| r.error.is_some()).count(),
-        "retention run"
-    );
+    if results.is_empty() {
+        tracing::debug!(dry_run, "retention run: no policies");
+    } else {
+        tracing::info!(
+            dry_run,
+            own_history_only = kind == RunKind::OwnHistory,
+            policies = results.len(),
+            transfers = count(RetentionKind::Transfers),
+            events = count(RetentionKind::Events),
+            attempts = count(RetentionKind::Attempts),
+            files = count(RetentionKind::Files),
+            partials = count(RetentionKind::Partials),
+            failed = results.iter().filter(|r| r.error.is_some()).count(),
+            "retention run"
+        );
+    }
     if !dry_run {
         ctx.metrics.retention_ran(ctx.clock.now_ms());
     }
@@ -153,11 +190,11 @@ async fn history(
     ctx: &Arc<ServerCtx>,
     kind: RetentionKind,
     before: i64,
-    dry_run: bool,
+    run: RunKind,
     go_on: &(dyn Fn() -> bool + Sync),
     result: &mut api::RetentionResult,
 ) -> Result<(), FerryError> {
-    if dry_run {
+    if run == RunKind::Dry {
         let store = ctx.store.clone();
         let would = blocking(move || {
             store
@@ -177,7 +214,12 @@ async fn history(
             limit,
         };
         let c = ctx.clone();
-        let deleted = blocking(move || c.apply(&command)).await?.rows_changed;
+        let deleted = blocking(move || match run {
+            RunKind::OwnHistory => c.cluster.apply_about_self(&command),
+            _ => c.apply(&command),
+        })
+        .await?
+        .rows_changed;
         result.removed += deleted as u64;
         if deleted < limit as usize || !go_on() {
             return Ok(());
@@ -384,7 +426,12 @@ async fn run_now(
     if !body.dry_run {
         s.ctx.check_writable()?;
     }
-    let report = run_once(&s.ctx, body.dry_run, &|| true).await?;
+    let kind = if body.dry_run {
+        RunKind::Dry
+    } else {
+        RunKind::Full
+    };
+    let report = run_once(&s.ctx, kind, &|| true).await?;
     Ok(Reply(report))
 }
 
