@@ -459,10 +459,11 @@ fn active_passive_rows_deleted_on_the_active_server_do_not_come_back_and_a_stand
         ids(&c, S1)
     );
     assert!(holds(&c, S1, &["fresh"]));
-    assert_eq!(
-        metric(&c, S1, "ferry_retention_removed_total{kind=\"transfers\"}"),
-        Some(4.0)
-    );
+    assert!(wait_until(10, || metric(
+        &c,
+        S1,
+        "ferry_retention_removed_total{kind=\"transfers\"}"
+    ) == Some(4.0)));
     assert!(holds(&c, S2, &everything), "{:?}", ids(&c, S2));
 
     // Restarted, the active server pulls the standby's history from the

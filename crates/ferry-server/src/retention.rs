@@ -138,7 +138,8 @@ pub async fn run_once(
             tracing::warn!(policy = %p.name, error = %e, "retention policy did not finish");
             result.error = Some(e.message);
         }
-        if !dry_run {
+        if !dry_run && !p.kind.is_history() {
+            // History rows are counted batch by batch.
             ctx.metrics
                 .retention_removed(p.kind.as_str(), result.removed);
         }
@@ -221,6 +222,7 @@ async fn history(
         .await?
         .rows_changed;
         result.removed += deleted as u64;
+        ctx.metrics.retention_removed(kind.as_str(), deleted as u64);
         if deleted < limit as usize || !go_on() {
             return Ok(());
         }
