@@ -6,7 +6,8 @@
 //!
 //! Ages are given in seconds for the history (`--older-than 2s`: the
 //! server's clock cannot be set from outside) and files are dated back
-//! with their modification time.
+//! with their modification time. In an active/passive pair and an
+//! active/active group, what one server deletes stays deleted everywhere.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -517,4 +518,77 @@ fn active_passive_rows_deleted_on_the_active_server_do_not_come_back_and_a_stand
     );
     assert!(holds(&c, S2, &["fresh", "later"]));
     assert!(holds(&c, S1, &["fresh", "later"]));
+}
+
+#[test]
+fn active_active_a_purge_deletes_the_same_rows_on_every_server_and_runs_on_the_leader_only() {
+    use common::cluster::{ClusterSpec, TestCluster};
+    println!("faults: none; three Raft servers, a purge asked of a follower");
+    let c = TestCluster::start(ClusterSpec::active_active(&["s1", "s2", "s3"]));
+    c.init();
+    assert!(
+        wait_until(20, || c.primary().is_some()),
+        "no primary elected"
+    );
+    let primary = c.primary().unwrap();
+    let follower = (0..3).find(|&i| i != primary).unwrap();
+    let key = c.account_with_key(follower, "alice");
+    let work = c.root.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    for name in ["a.bin", "b.bin", "c.bin"] {
+        random_file(&work.join(name), 2_000);
+    }
+    common::assert_ok(&c.sftp("alice", &key, "put a.bin\nput b.bin\nput c.bin\n", &work));
+    let rows = |i: usize| c.transfer_ids(i).len();
+    assert!(wait_until(20, || (0..3).all(|i| rows(i) == 3)));
+
+    // The worker waits on the followers: the leader alone runs retention.
+    let status: Value =
+        serde_json::from_str(&c.admin_ok(0, &["cluster", "status", "--json"], None)).unwrap();
+    for m in status["members"].as_array().unwrap() {
+        let retention = m["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == "retention")
+            .unwrap_or_else(|| panic!("no retention worker in {m}"));
+        let state = retention["state"].as_str().unwrap();
+        if m["primary"] == true {
+            assert!(state == "idle" || state == "busy", "{m}");
+        } else {
+            assert_eq!(state, "standby", "{m}");
+        }
+    }
+
+    c.admin_ok(
+        follower,
+        &[
+            "retention",
+            "set",
+            "log",
+            "--kind",
+            "transfers",
+            "--older-than",
+            "1s",
+        ],
+        None,
+    );
+    std::thread::sleep(Duration::from_millis(1_500));
+    let run: Value =
+        serde_json::from_str(&c.admin_ok(follower, &["retention", "run", "--json"], None)).unwrap();
+    assert_eq!(result(&run, "log")["removed"], 3, "{run}");
+    assert!(
+        wait_until(20, || (0..3).all(|i| rows(i) == 0)),
+        "{:?}",
+        (0..3).map(rows).collect::<Vec<_>>()
+    );
+    // Every server has the same policy, and nothing more to remove.
+    let other = (0..3).find(|&i| i != follower).unwrap();
+    let dry: Value = serde_json::from_str(&c.admin_ok(
+        other,
+        &["retention", "run", "--dry-run", "--json"],
+        None,
+    ))
+    .unwrap();
+    assert_eq!(result(&dry, "log")["removed"], 0, "{dry}");
 }
