@@ -161,8 +161,55 @@ fn old_rows_files_and_partials_go_but_what_a_retrying_event_needs_stays() {
     old_file(&home.join("drop/stale.dat"), 10);
     old_file(&home.join(".ferry-partial.cut.dat"), 2);
     old_file(&home.join("deep/er/.ferry-scratch.00112233aabbccdd"), 2);
-    old_file(&home.join(".ferry-uploads/0123abcd.data"), 2);
-    std::fs::write(home.join(".ferry-uploads/0123abcd.json"), b"{}").unwrap();
+    // A resumable (tus) upload over HTTPS left half done two days ago.
+    let c = f.curl().user("alice");
+    let r = c.run(
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Tus-Resumable: 1.0.0",
+            "-H",
+            "Upload-Length: 10000",
+            "-H",
+            // filename half.bin
+            "Upload-Metadata: filename aGFsZi5iaW4=",
+        ],
+        "/api/v1/uploads/",
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let location = r.header("location").unwrap().to_owned();
+    let upload_id = location
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let half = work.join("half.bin");
+    random_file(&half, 5_000);
+    let r = c.run(
+        &[
+            "-X",
+            "PATCH",
+            "-H",
+            "Tus-Resumable: 1.0.0",
+            "-H",
+            "Content-Type: application/offset+octet-stream",
+            "-H",
+            "Upload-Offset: 0",
+            "--data-binary",
+            &format!("@{}", half.display()),
+        ],
+        &location,
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let data = home.join(format!(".ferry-uploads/{upload_id}.data"));
+    std::fs::File::options()
+        .write(true)
+        .open(&data)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(2 * 86_400))
+        .unwrap();
     std::fs::write(home.join(".ferry-partial.fresh.dat"), b"still coming").unwrap();
 
     let set = |args: &[&str]| {
@@ -253,9 +300,9 @@ fn old_rows_files_and_partials_go_but_what_a_retrying_event_needs_stays() {
     assert_eq!(
         items(result(&dry, "leftovers")),
         [
-            "alice/.ferry-partial.cut.dat",
-            "alice/.ferry-uploads/0123abcd.data",
-            "alice/deep/er/.ferry-scratch.00112233aabbccdd",
+            "alice/.ferry-partial.cut.dat".to_owned(),
+            format!("alice/.ferry-uploads/{upload_id}"),
+            "alice/deep/er/.ferry-scratch.00112233aabbccdd".to_owned(),
         ]
     );
     assert_eq!(f.transfers().len(), before.len());
@@ -276,11 +323,24 @@ fn old_rows_files_and_partials_go_but_what_a_retrying_event_needs_stays() {
     assert!(ids.contains(&kept_upload.as_str()), "{ids:?}");
     assert!(!ids.contains(&copied.as_str()) && !ids.contains(&plain.as_str()));
     for t in &after {
+        let removed_upload = t["status"] == "interrupted"
+            && t["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("retention policy leftovers"));
         assert!(
-            t["id"] == kept_upload.as_str() || t["event_id"] == retrying_id.as_str(),
+            t["id"] == kept_upload.as_str()
+                || t["event_id"] == retrying_id.as_str()
+                || removed_upload,
             "kept a row nothing needs: {t}"
         );
     }
+    // The resumable upload removed is logged, as an expired one is.
+    assert!(
+        after.iter().any(|t| t["status"] == "interrupted"
+            && t["protocol"] == "https"
+            && t["path"].as_str().is_some()),
+        "{after:?}"
+    );
     // The retrying event and its attempt stay; the done one is gone.
     let shown = json(&f.admin_ok(&["event", "show", &retrying_id, "--json"], None));
     assert_eq!(shown["status"], "pending", "{shown}");
@@ -297,8 +357,15 @@ fn old_rows_files_and_partials_go_but_what_a_retrying_event_needs_stays() {
     assert!(!home
         .join("deep/er/.ferry-scratch.00112233aabbccdd")
         .exists());
-    assert!(!home.join(".ferry-uploads/0123abcd.data").exists());
-    assert!(!home.join(".ferry-uploads/0123abcd.json").exists());
+    assert!(!data.exists());
+    assert!(!home
+        .join(format!(".ferry-uploads/{upload_id}.json"))
+        .exists());
+    assert_eq!(
+        c.run(&["-I", "-H", "Tus-Resumable: 1.0.0"], &location)
+            .status,
+        404
+    );
     assert!(home.join(".ferry-partial.fresh.dat").exists());
 
     // Again: nothing left to remove.

@@ -928,8 +928,8 @@ const SWEEP_DEPTH: usize = 64;
 
 /// Ferry's leftovers beneath `dir` (a home, or the whole repository) last
 /// changed before `before_ms`: partial files of interrupted uploads
-/// (`.ferry-partial.*`), resumable uploads (`.ferry-uploads/ID.data` with
-/// its `ID.json`) and scratch files (`.ferry-scratch.*`). With `remove`
+/// (`.ferry-partial.*`) and scratch files (`.ferry-scratch.*`); resumable
+/// uploads (`.ferry-uploads/`) are [`crate::uploads::idle_before`]'s. With `remove`
 /// they are removed; a file someone holds locked (an upload being written)
 /// is left for the next sweep. Their paths relative to `dir`, sorted.
 ///
@@ -951,7 +951,6 @@ pub fn sweep_leftovers(
     let mut found = Vec::new();
     let mut stack: Vec<(OwnedFd, String, usize)> = vec![(start, String::new(), 0)];
     while let Some((fd, base, depth)) = stack.pop() {
-        let in_uploads = base.rsplit('/').next() == Some(crate::uploads::UPLOADS_DIR);
         let mut names = Vec::new();
         for entry in rustix::fs::Dir::read_from(&fd).map_err(errno_error)? {
             let Ok(entry) = entry else { continue };
@@ -972,7 +971,9 @@ pub fn sweep_leftovers(
                 format!("{base}/{name}")
             };
             match FileType::from_raw_mode(st.st_mode) {
-                FileType::Directory if depth < SWEEP_DEPTH => {
+                FileType::Directory
+                    if depth < SWEEP_DEPTH && name != crate::uploads::UPLOADS_DIR =>
+                {
                     if let Ok(sub) = rustix::fs::openat(
                         &fd,
                         name.as_str(),
@@ -985,23 +986,13 @@ pub fn sweep_leftovers(
                 FileType::RegularFile => {
                     let mtime_ms = st.st_mtime.saturating_mul(1000)
                         + i64::from(st.st_mtime_nsec as u32 / 1_000_000);
-                    let leftover = name.starts_with(PARTIAL_PREFIX)
-                        || name.starts_with(SCRATCH_PREFIX)
-                        || (in_uploads && name.ends_with(".data"));
+                    let leftover =
+                        name.starts_with(PARTIAL_PREFIX) || name.starts_with(SCRATCH_PREFIX);
                     if !leftover || mtime_ms >= before_ms {
                         continue;
                     }
                     if remove && !remove_unlocked(&fd, &name) {
                         continue;
-                    }
-                    if in_uploads {
-                        if let Some(id) = name.strip_suffix(".data") {
-                            let record = format!("{id}.json");
-                            if remove {
-                                let _ =
-                                    rustix::fs::unlinkat(&fd, record.as_str(), AtFlags::empty());
-                            }
-                        }
                     }
                     found.push(path);
                 }

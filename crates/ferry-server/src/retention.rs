@@ -323,7 +323,8 @@ fn remove_or_archive(home: &Home, paths: &[String], action: &FileAction) -> Vec<
 }
 
 /// Removes the partial uploads and scratch files of a `partials` policy
-/// (or lists them): of one home, or of the whole repository.
+/// (or lists them): of one home, or of the whole repository. A resumable
+/// upload removed is logged `interrupted`, as when it expires.
 async fn partials(
     ctx: &Arc<ServerCtx>,
     p: &RetentionPolicy,
@@ -332,21 +333,76 @@ async fn partials(
     result: &mut api::RetentionResult,
 ) -> Result<(), FerryError> {
     let (c, account) = (ctx.clone(), p.account.clone());
-    let found = blocking(move || match account {
-        Some(account) => account_home(&c, &account)?.sweep_leftovers(before, !dry_run),
-        None => {
-            let root = rustix::fs::open(
-                &c.repository,
-                rustix::fs::OFlags::RDONLY
-                    | rustix::fs::OFlags::DIRECTORY
-                    | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            )
-            .map_err(|e| crate::repository::io_error(e.into()))?;
-            crate::repository::sweep_leftovers(&root, before, !dry_run)
-        }
+    let (mut found, uploads) = blocking(move || {
+        let remove = !dry_run;
+        let mut uploads = Vec::new();
+        let found = match account {
+            Some(account) => {
+                let home = account_home(&c, &account)?;
+                for record in crate::uploads::idle_before(&home, before, remove) {
+                    uploads.push((account.clone(), String::new(), record));
+                }
+                home.sweep_leftovers(before, remove)?
+            }
+            None => {
+                for acc in c.store.accounts().map_err(FerryError::from)? {
+                    // Only homes with resumable uploads: opening a home
+                    // would make the homes of accounts never logged in.
+                    let dir = c
+                        .repository
+                        .join(&acc.home)
+                        .join(crate::uploads::UPLOADS_DIR);
+                    if !dir.is_dir() {
+                        continue;
+                    }
+                    let Ok(home) = Home::open(&c.repository, &acc.home) else {
+                        continue;
+                    };
+                    let prefix = format!("{}/", acc.home.trim_matches('/'));
+                    for record in crate::uploads::idle_before(&home, before, remove) {
+                        uploads.push((acc.name.clone(), prefix.clone(), record));
+                    }
+                }
+                let root = rustix::fs::open(
+                    &c.repository,
+                    rustix::fs::OFlags::RDONLY
+                        | rustix::fs::OFlags::DIRECTORY
+                        | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                )
+                .map_err(|e| crate::repository::io_error(e.into()))?;
+                crate::repository::sweep_leftovers(&root, before, remove)?
+            }
+        };
+        Ok((found, uploads))
     })
     .await?;
+    for (account, prefix, record) in uploads {
+        found.push(format!(
+            "{prefix}{}/{}",
+            crate::uploads::UPLOADS_DIR,
+            record.id
+        ));
+        if dry_run {
+            continue;
+        }
+        tracing::info!(%account, upload = %record.id, policy = %p.name, "resumable upload removed by retention");
+        let row = crate::rows::upload_row(
+            ctx,
+            &account,
+            &record,
+            ferry_core::TransferStatus::Interrupted,
+            None,
+            Some(format!(
+                "upload left unfinished past retention policy {}; its data was removed",
+                p.name
+            )),
+        );
+        if let Err(e) = crate::rows::log_transfer(ctx, row).await {
+            tracing::warn!(%account, upload = %record.id, error = %e, "cannot log the removed upload");
+        }
+    }
+    found.sort();
     result.removed = found.len() as u64;
     result.items = found.into_iter().take(SHOW as usize).collect();
     Ok(())
