@@ -790,5 +790,18 @@ mod retention {
             by_partner,
             [line(0, "", 2, 1, 1, 13), line(0, "acme", 1, 1, 0, 10)]
         );
+
+        // By route: the transfers a route's event made.
+        let event = upload(&s, "c1", "/x.csv", 40).unwrap();
+        let mut push = transfer("p1", "alice", 50);
+        push.event_id = Some(event);
+        push.partner = Some("acme".into());
+        push.bytes = 7;
+        s.apply(&Command::RecordTransfer(push)).unwrap();
+        let by_route = s.transfer_report(ReportBy::Route, hour, 0, hour).unwrap();
+        assert_eq!(
+            by_route,
+            [line(0, "", 4, 3, 1, 33), line(0, "csv", 1, 1, 0, 7)]
+        );
     }
 }
