@@ -232,7 +232,7 @@ fn sync_copies_what_the_manifests_list_and_refuses_what_it_must() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
-        err.contains("sync_tables.conf:15") && err.contains("unknown table `acounts`"),
+        err.contains("sync_tables.conf:16") && err.contains("unknown table `acounts`"),
         "{err}"
     );
     std::fs::write(s1.join("sync/sync_tables.conf"), SYNC_TABLES).unwrap();

@@ -26,7 +26,7 @@ const TOKEN: &str = "cluster-admin-token-0123456789";
 /// The manifests every active/passive server starts with.
 pub const SYNC_CONF: &str = "# test manifest\nsync/*\nshared/**\n";
 pub const SYNC_TABLES: &str =
-    "accounts\naccount_keys\naccount_tokens\nfolder_permissions\nvirtual_folders\nfolder_mounts\npartners\nroutes\nschedules\nmonitors\nnotify_endpoints\nnotify_rules\nadmins\nadmin_tokens\n";
+    "accounts\naccount_keys\naccount_tokens\nfolder_permissions\nvirtual_folders\nfolder_mounts\npartners\nroutes\nschedules\nmonitors\nnotify_endpoints\nnotify_rules\nadmins\nadmin_tokens\nretention_policies\n";
 pub const SYNC_EXCL: &str = "table account_tokens\ntransfers\nshared/local/**\n";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -407,6 +407,29 @@ endpoint! {
     RemoveClusterMember Post "/api/v1/cluster/remove" [] body(RemoveMember) => 200 Message
 }
 
+// ---- retention and reports ----
+
+endpoint! {
+    "List the retention policies."
+    ListRetentionPolicies Get "/api/v1/retention/policies" [] => 200 [RetentionPolicy]
+}
+endpoint! {
+    "Set a retention policy (replacing the one of that name)."
+    SetRetentionPolicy Post "/api/v1/retention/policies" [] body(NewRetentionPolicy) => 200 RetentionPolicy
+}
+endpoint! {
+    "Remove a retention policy."
+    RemoveRetentionPolicy Delete "/api/v1/retention/policies/{name}" [name] => 204 NoContent
+}
+endpoint! {
+    "Run the retention policies now, or list what they would remove (`dry_run`)."
+    RunRetention Post "/api/v1/retention/run" [] body(RetentionRun) => 200 RetentionReport
+}
+endpoint! {
+    "Transfers per period and account, partner or route: counts, failures, bytes."
+    ReportTransfers Get "/api/v1/reports/transfers" [] query(ReportQuery) => 200 TransferReport
+}
+
 /// `POST /api/v1/sync`: copy the tables and files of `sync/*.conf` from the
 /// active server to standbys; the answer streams [`SyncLine`]s.
 #[derive(Debug, Clone)]

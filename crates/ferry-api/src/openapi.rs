@@ -103,6 +103,11 @@ pub fn visit_all(v: &mut impl Visitor) {
     v.visit::<LeaveCluster>();
     v.visit::<RemoveClusterMember>();
     v.visit::<RunSync>();
+    v.visit::<ListRetentionPolicies>();
+    v.visit::<SetRetentionPolicy>();
+    v.visit::<RemoveRetentionPolicy>();
+    v.visit::<RunRetention>();
+    v.visit::<ReportTransfers>();
 }
 
 /// The name of the bearer-token security scheme.

@@ -1291,3 +1291,168 @@ pub struct SyncLine {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+// ---- retention ----
+
+/// A retention policy: what is removed once it is older than an age.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RetentionPolicy {
+    /// Its name.
+    pub name: String,
+    /// `transfers`, `events`, `attempts`, `files` or `partials`.
+    pub kind: String,
+    /// The age, in its unit (`30d`, `12h`, `90s`).
+    pub older_than: String,
+    /// The age in ms.
+    pub older_than_ms: i64,
+    /// `files`: the account whose home holds the folder; `partials`: only
+    /// this home (absent: the whole repository).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// `files`: the folder, absolute inside the home.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
+    /// `files`: `delete` or `archive:DIR`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// When it was set.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<ferry_core::RetentionPolicy> for RetentionPolicy {
+    fn from(p: ferry_core::RetentionPolicy) -> Self {
+        Self {
+            name: p.name,
+            kind: p.kind.to_string(),
+            older_than: ferry_core::retention::format_age(p.older_than_ms),
+            older_than_ms: p.older_than_ms,
+            account: p.account,
+            folder: p.folder,
+            action: p.action.map(|a| a.to_string()),
+            created_at: time(p.created_at),
+        }
+    }
+}
+
+/// Body of `POST /api/v1/retention/policies`: a policy, replacing the one
+/// of that name.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRetentionPolicy {
+    /// Its name (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// `transfers` (transfer-log rows), `events` (done and failed events
+    /// with their attempts), `attempts` (of done and failed events),
+    /// `files` (of one folder of a home) or `partials` (partial uploads
+    /// and scratch files left behind).
+    pub kind: String,
+    /// The age: a number and a unit `s`, `m`, `h` or `d` (`30d`, `12h`, `90s`).
+    pub older_than: String,
+    /// `files`: the account; `partials`: only this account's home.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// `files`: the folder of the home.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
+    /// `files`: `delete` or `archive:DIR` (a folder of the same home).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+}
+
+/// Body of `POST /api/v1/retention/run`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRun {
+    /// List what would be removed; remove nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+/// What a retention run removed (or, dry, would remove).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RetentionReport {
+    /// Whether nothing was removed.
+    pub dry_run: bool,
+    /// When it ran (the ages count back from then).
+    pub at: DateTime<Utc>,
+    /// One result per policy, by policy name.
+    pub results: Vec<RetentionResult>,
+}
+
+/// What one policy removed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RetentionResult {
+    /// The policy.
+    pub policy: String,
+    /// Its kind.
+    pub kind: String,
+    /// What is older than this goes.
+    pub before: DateTime<Utc>,
+    /// How many rows or files were (or would be) removed or archived.
+    pub removed: u64,
+    /// Which (at most 1,000): transfer and event ids, attempts as
+    /// `EVENT#N` (dry runs only), files as paths in the home, partials as
+    /// paths in the home or the repository.
+    pub items: Vec<String>,
+    /// Why the policy did not finish, if it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+// ---- reports ----
+
+/// Query of `GET /api/v1/reports/transfers`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReportQuery {
+    /// Group by `account` (default), `partner` or `route`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// Periods of a `day` (default) or an `hour`, in UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per: Option<String>,
+    /// Transfers that started at or after this time (RFC 3339; default:
+    /// 7 days ago).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub since: Option<DateTime<Utc>>,
+    /// And before this time (default: now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// Transfers counted per period and group, from the transfer log.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TransferReport {
+    /// `account`, `partner` or `route`.
+    pub by: String,
+    /// `day` or `hour`.
+    pub per: String,
+    /// The transfers counted started at or after this time…
+    pub since: DateTime<Utc>,
+    /// …and before this one.
+    pub until: DateTime<Utc>,
+    /// Oldest period first, groups by name; only groups with transfers.
+    pub lines: Vec<ReportLine>,
+}
+
+/// One period and group of a [`TransferReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReportLine {
+    /// Start of the period (UTC).
+    pub period: DateTime<Utc>,
+    /// The account, partner or route; empty for transfers with none (an
+    /// upload has no partner; only transfers an event of a route made
+    /// have a route).
+    pub group: String,
+    /// Transfers that started in the period.
+    pub transfers: u64,
+    /// Of them, completed.
+    pub completed: u64,
+    /// Of them, failed or interrupted.
+    pub failures: u64,
+    /// Bytes they moved.
+    pub bytes: u64,
+}

@@ -673,7 +673,7 @@ partners
             e.message,
             "unknown table `foo` (known: accounts, account_keys, account_tokens, folder_permissions, \
              virtual_folders, folder_mounts, partners, routes, schedules, monitors, notify_endpoints, \
-             notify_rules, settings, admins, admin_tokens)"
+             notify_rules, settings, admins, admin_tokens, retention_policies)"
         );
     }
 

@@ -11,12 +11,13 @@ use crate::folders::{Mount, VirtualFolder};
 use crate::model::{Account, AccountKey, AccountToken, TransferRecord};
 use crate::notify::{Notice, NotifyEndpoint, NotifyRule, TriggerKind};
 use crate::permissions::FolderRule;
+use crate::retention::{RetentionKind, RetentionPolicy};
 use crate::secret::Secret;
 use crate::UnixMillis;
 
 /// Format version of [`Command`] as serialized. Bump it when a variant changes
 /// shape; nodes refuse commands newer than they understand.
-pub const COMMAND_FORMAT_VERSION: u16 = 3;
+pub const COMMAND_FORMAT_VERSION: u16 = 4;
 
 /// How long an idempotency key is remembered, in ms.
 pub const IDEMPOTENCY_KEY_TTL_MS: UnixMillis = 24 * 60 * 60 * 1000;
@@ -287,6 +288,30 @@ pub enum Command {
         /// What the notice says.
         notice: Notice,
     },
+    /// Set a retention policy (replacing the one of that name, if any).
+    SetRetentionPolicy(RetentionPolicy),
+    /// Remove a retention policy.
+    RemoveRetentionPolicy {
+        /// Its name.
+        name: String,
+    },
+    /// Delete at most `limit` history rows of `kind` (transfers, events
+    /// with their attempts, or attempts) older than `before`, oldest first,
+    /// that no unfinished event needs: an event that is pending or running
+    /// (retrying included) keeps itself, its attempts, the transfer row it
+    /// was queued for, the rows of its work and the event it resubmits.
+    /// Deterministic: every server deletes the same rows. Also raises the
+    /// store's horizon for `kind` to `before`, below which a history merge
+    /// takes no row that nothing needs, so deleted rows do not come back
+    /// from a peer. The rows changed are the rows of `kind` deleted.
+    PurgeHistory {
+        /// `transfers`, `events` or `attempts`.
+        kind: RetentionKind,
+        /// The cutoff (the proposer's clock minus the policy's age).
+        before: UnixMillis,
+        /// The most rows deleted by this command.
+        limit: u32,
+    },
 }
 
 /// A client address no login is taken from until `until`.
@@ -400,6 +425,9 @@ impl Command {
             Command::AddNotifyRule(_) => "add_notify_rule",
             Command::RemoveNotifyRule { .. } => "remove_notify_rule",
             Command::RaiseNotice { .. } => "raise_notice",
+            Command::SetRetentionPolicy(_) => "set_retention_policy",
+            Command::RemoveRetentionPolicy { .. } => "remove_retention_policy",
+            Command::PurgeHistory { .. } => "purge_history",
         }
     }
 }

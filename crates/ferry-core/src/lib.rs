@@ -11,6 +11,7 @@
 //! * [`error`] — the error kinds every crate maps onto its wire answers.
 //! * [`secret`] — a newtype that never prints its content.
 //! * [`sync`] — tables and history rows moved between active/passive servers.
+//! * [`retention`] — how long history rows and files are kept.
 
 pub mod admins;
 pub mod command;
@@ -24,6 +25,7 @@ pub mod network;
 pub mod notify;
 pub mod path;
 pub mod permissions;
+pub mod retention;
 pub mod secret;
 pub mod sync;
 pub mod worker;
@@ -46,6 +48,7 @@ pub use model::{
 pub use notify::{Notice, NotifyEndpoint, NotifyRule, NotifyTarget, SmtpTls, Trigger, TriggerKind};
 pub use path::{PathError, VirtualPath};
 pub use permissions::{FolderRule, Permission, Permissions};
+pub use retention::{FileAction, RetentionKind, RetentionPolicy};
 pub use secret::Secret;
 
 /// Milliseconds since the Unix epoch, the timestamp unit of every record.

@@ -94,6 +94,7 @@ fn endpoints() -> (Routes, Routes) {
         .merge(crate::admins::routes())
         .merge(crate::engine_api::routes())
         .merge(crate::notify_api::routes())
+        .merge(crate::retention::routes())
         .merge(crate::cluster_api::routes());
     (public, api)
 }

@@ -20,7 +20,14 @@ pub(crate) fn state_of(store: &Store, path: &str, body: &[u8]) -> String {
         return String::new();
     };
     let mut parts = rest.split('/').filter(|p| !p.is_empty());
-    let kind = parts.next().unwrap_or_default();
+    let mut kind = parts.next().unwrap_or_default();
+    if kind == "retention" {
+        // `retention/policies[/NAME]`; a run names nothing stored.
+        if parts.next() != Some("policies") {
+            return String::new();
+        }
+        kind = "retention/policies";
+    }
     // A creation names its thing in the body.
     let name = parts.next().map(percent_decoded).or_else(|| {
         serde_json::from_slice::<Value>(body)
@@ -63,6 +70,9 @@ pub(crate) fn state_of(store: &Store, path: &str, body: &[u8]) -> String {
                 None => Value::Null,
             })
         }),
+        ("retention/policies", Some(name)) => store
+            .retention_policies()
+            .map(|all| json!(all.into_iter().find(|p| p.name == name))),
         ("bans", Some(address)) => store
             .bans(0)
             .map(|all| json!(all.into_iter().find(|b| b.address == address))),

@@ -23,6 +23,7 @@ pub mod password;
 pub mod quota;
 pub mod rate;
 pub mod repository;
+pub mod retention;
 mod rows;
 pub mod secrets;
 pub mod session;
@@ -103,6 +104,8 @@ pub struct ServerCtx {
     pub workers: ferry_worker::Runner,
     /// The shutdown in progress, if one is.
     pub drain: shutdown::Drain,
+    /// Held by a retention run: one at a time (the worker's, an admin's).
+    pub(crate) retention_running: tokio::sync::Mutex<()>,
 }
 
 thread_local! {
@@ -312,6 +315,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         claiming: std::sync::Mutex::new(()),
         workers: runner.stage(),
         drain: shutdown::Drain::default(),
+        retention_running: tokio::sync::Mutex::new(()),
     });
     let _ = ctx_slot.set(Arc::downgrade(&ctx));
     {

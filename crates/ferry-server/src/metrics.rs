@@ -92,6 +92,9 @@ pub struct Metrics {
     notice_attempts: Family<EndpointAttemptLabels, Counter>,
     commit_index: Gauge,
     store_writes: Histogram,
+    retention_removed: Family<KindLabel, Counter>,
+    retention_runs: Counter,
+    retention_last_run: Gauge,
 }
 
 /// Labels of an attempt of a route's event.
@@ -119,6 +122,13 @@ pub struct EndpointAttemptLabels {
     pub endpoint: String,
     /// `done`, `retry` or `failed`.
     pub outcome: String,
+}
+
+/// The label of what retention removed.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// `transfers`, `events`, `attempts`, `files` or `partials`.
+    pub kind: String,
 }
 
 /// The label of a configured thing (a schedule, a monitor): bounded by
@@ -193,6 +203,9 @@ impl Default for Metrics {
             notice_attempts: Family::default(),
             commit_index: Gauge::default(),
             store_writes: write_durations(),
+            retention_removed: Family::default(),
+            retention_runs: Counter::default(),
+            retention_last_run: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -304,6 +317,21 @@ impl Default for Metrics {
             "ferry_event_attempts",
             "Event attempts this server ran, by event kind and outcome",
             m.attempts.clone(),
+        );
+        registry.register(
+            "ferry_retention_removed",
+            "History rows and files this server's retention runs removed (or archived), by kind",
+            m.retention_removed.clone(),
+        );
+        registry.register(
+            "ferry_retention_runs",
+            "Retention runs this server made (dry runs not counted)",
+            m.retention_runs.clone(),
+        );
+        registry.register(
+            "ferry_retention_last_run_timestamp_seconds",
+            "When this server's last retention run ended (unix seconds; 0: none yet)",
+            m.retention_last_run.clone(),
         );
         registry.register(
             "ferry_raft_last_log_index",
@@ -498,6 +526,21 @@ impl Metrics {
     /// Records how long a change took to reach this server's store.
     pub fn store_write(&self, seconds: f64) {
         self.store_writes.observe(seconds);
+    }
+
+    /// Counts `n` history rows or files of `kind` retention removed.
+    pub fn retention_removed(&self, kind: &str, n: u64) {
+        self.retention_removed
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
+            .inc_by(n);
+    }
+
+    /// Counts a retention run that ended at `at_ms` (unix ms).
+    pub fn retention_ran(&self, at_ms: i64) {
+        self.retention_runs.inc();
+        self.retention_last_run.set(at_ms / 1000);
     }
 
     /// Counts a ban of this server's defender.

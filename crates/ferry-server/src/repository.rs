@@ -923,6 +923,131 @@ pub fn file_stat(m: &Metadata) -> FileStat {
     }
 }
 
+/// The most directories deep [`sweep_leftovers`] goes.
+const SWEEP_DEPTH: usize = 64;
+
+/// Ferry's leftovers beneath `dir` (a home, or the whole repository) last
+/// changed before `before_ms`: partial files of interrupted uploads
+/// (`.ferry-partial.*`) and scratch files (`.ferry-scratch.*`); resumable
+/// uploads (`.ferry-uploads/`) are [`crate::uploads::idle_before`]'s. With `remove`
+/// they are removed; a file someone holds locked (an upload being written)
+/// is left for the next sweep. Their paths relative to `dir`, sorted.
+///
+/// The walk holds each directory open and opens the next one beneath it
+/// without following symlinks, so a rename meanwhile cannot lead it
+/// elsewhere; nothing but these names is ever removed.
+pub fn sweep_leftovers(
+    dir: &impl AsFd,
+    before_ms: i64,
+    remove: bool,
+) -> Result<Vec<String>, FerryError> {
+    let start = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno_error)?;
+    let mut found = Vec::new();
+    let mut stack: Vec<(OwnedFd, String, usize)> = vec![(start, String::new(), 0)];
+    while let Some((fd, base, depth)) = stack.pop() {
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&fd).map_err(errno_error)? {
+            let Ok(entry) = entry else { continue };
+            let Ok(name) = entry.file_name().to_str() else {
+                continue;
+            };
+            if name != "." && name != ".." {
+                names.push(name.to_owned());
+            }
+        }
+        for name in names {
+            let Ok(st) = rustix::fs::statat(&fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) else {
+                continue;
+            };
+            let path = if base.is_empty() {
+                name.clone()
+            } else {
+                format!("{base}/{name}")
+            };
+            match FileType::from_raw_mode(st.st_mode) {
+                FileType::Directory
+                    if depth < SWEEP_DEPTH && name != crate::uploads::UPLOADS_DIR =>
+                {
+                    if let Ok(sub) = rustix::fs::openat(
+                        &fd,
+                        name.as_str(),
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    ) {
+                        stack.push((sub, path, depth + 1));
+                    }
+                }
+                FileType::RegularFile => {
+                    let mtime_ms = st.st_mtime.saturating_mul(1000)
+                        + i64::from(st.st_mtime_nsec as u32 / 1_000_000);
+                    let leftover =
+                        name.starts_with(PARTIAL_PREFIX) || name.starts_with(SCRATCH_PREFIX);
+                    if !leftover || mtime_ms >= before_ms {
+                        continue;
+                    }
+                    if remove && !remove_unlocked(&fd, &name) {
+                        continue;
+                    }
+                    found.push(path);
+                }
+                _ => {}
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Removes file `name` of `dir` unless someone holds it locked; whether
+/// it is gone.
+fn remove_unlocked(dir: &impl AsFd, name: &str) -> bool {
+    let Ok(fd) = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return false;
+    };
+    let file = File::from(fd);
+    if file.try_lock().is_err() {
+        return false;
+    }
+    // Unlinked while this lock is held: no writer can take the file now.
+    rustix::fs::unlinkat(dir, name, AtFlags::empty()).is_ok()
+}
+
+impl Home {
+    /// [`sweep_leftovers`] of this home (its mounted folders are not in it).
+    pub fn sweep_leftovers(&self, before_ms: i64, remove: bool) -> Result<Vec<String>, FerryError> {
+        sweep_leftovers(&*self.dir, before_ms, remove)
+    }
+
+    /// The regular files directly in folder `v` (not Ferry's own) last
+    /// modified before `before_ms`, by name.
+    pub fn files_older_than(
+        &self,
+        v: &VirtualPath,
+        before_ms: i64,
+    ) -> Result<Vec<DirEntry>, FerryError> {
+        Ok(self
+            .list(v)?
+            .into_iter()
+            .filter(|e| {
+                let mtime_ms =
+                    i64::from(e.stat.mtime) * 1000 + i64::from(e.stat.mtime_nanos / 1_000_000);
+                e.stat.kind == FileKind::File && mtime_ms < before_ms
+            })
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -506,6 +506,44 @@ pub fn sweep(home: &Home, now: i64) -> Vec<Record> {
     removed
 }
 
+/// The resumable uploads of `home` whose data last changed before
+/// `before_ms` (a retention policy's `partials`), removed with `remove`
+/// (those being written to are left for the next sweep): their records.
+pub fn idle_before(home: &Home, before_ms: i64, remove: bool) -> Vec<Record> {
+    let Ok(entries) = fs::read_dir(dir(home)) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+            continue;
+        };
+        let Ok(record) = load(home, id) else {
+            continue;
+        };
+        let changed_ms = fs::symlink_metadata(data_path(home, &record.id))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(record.created_at, |d| {
+                i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+            });
+        if changed_ms >= before_ms {
+            continue;
+        }
+        if remove {
+            if let Err(e) = self::remove(home, &record) {
+                tracing::debug!(upload = %record.id, error = %e, "idle upload not removed yet");
+                continue;
+            }
+        }
+        found.push(record);
+    }
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    found
+}
+
 /// Removes expired resumable uploads of every account, logging each as an
 /// interrupted transfer. Runs every minute, or more often for short expiries.
 pub(crate) async fn expire_uploads(ctx: std::sync::Arc<crate::ServerCtx>, w: ferry_worker::Worker) {

@@ -175,6 +175,12 @@ impl Store {
     /// * schedule firings: inserted when `(schedule, slot)` is new; rows
     ///   whose schedule does not exist here are skipped.
     ///
+    /// Rows a retention purge deleted here do not come back: an incoming
+    /// row that is not here, is older than this store's horizon for its
+    /// kind ([`ferry_core::Command::PurgeHistory`]) and that no unfinished
+    /// event (here or in the batch) needs is left out, as is an attempt
+    /// whose event was left out that way.
+    ///
     /// A row written here takes the next position of this store's change
     /// sequence (so it is passed on to whoever pulls from this server); a
     /// row left as it was takes none.
@@ -185,7 +191,9 @@ impl Store {
         let mut conn = self.conn();
         let checked = check_incoming(&conn, batch, HISTORY_TABLES, "history")?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let horizons = crate::retention::Horizons::read(&tx, &checked)?;
         let mut counts = MergeCounts::default();
+        let mut expired = 0u64;
         for c in &checked {
             let s = &c.schema;
             let table = quote(s.table);
@@ -236,6 +244,10 @@ impl Store {
             let mut written = 0u64;
             let mut skipped = 0u64;
             for row in &c.data.rows {
+                if horizons.expired(&tx, s, row)? {
+                    expired += 1;
+                    continue;
+                }
                 if let Some((i, check)) = parent_check.as_mut() {
                     let key = row
                         .get(*i)
@@ -276,6 +288,7 @@ impl Store {
             events = counts.events,
             attempts = counts.attempts,
             firings = counts.firings,
+            expired,
             "merged history"
         );
         Ok(counts)

@@ -9,9 +9,11 @@ mod engine;
 mod history;
 mod migrations;
 mod notify;
+mod retention;
 pub mod sync;
 
 pub use engine::{EventCounts, EventFilter, Firing, Lane};
+pub use retention::{PurgeCandidates, ReportBy, ReportLine};
 pub use sync::{read_snapshot_tables, HISTORY_TABLES, SYNCABLE_TABLES};
 
 use std::path::Path;
@@ -737,6 +739,9 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             params![key, value],
         )?,
+        Command::SetRetentionPolicy(_)
+        | Command::RemoveRetentionPolicy { .. }
+        | Command::PurgeHistory { .. } => retention::apply(tx, command)?,
         _ => engine::apply(tx, command)?,
     };
     Ok(rows_changed)
@@ -1230,7 +1235,7 @@ pub(crate) const TRANSFER_COLUMNS: &str = "id, account, protocol, direction, pat
     started_at, ended_at, status, node, client_addr, error, partner, event_id, size";
 
 /// The error of a text column `idx` that does not parse.
-fn bad_text(idx: usize, e: impl std::fmt::Display) -> rusqlite::Error {
+pub(crate) fn bad_text(idx: usize, e: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
         idx,
         rusqlite::types::Type::Text,

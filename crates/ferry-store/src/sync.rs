@@ -50,6 +50,7 @@ pub const SYNCABLE_TABLES: &[&str] = &[
     "settings",
     "admins",
     "admin_tokens",
+    "retention_policies",
 ];
 
 /// History tables: never synced, merged by id after a failover.

@@ -740,3 +740,271 @@ fn a_restore_brings_the_contents_and_the_given_local_values_together() {
         Some("new")
     );
 }
+
+mod retention {
+    use super::*;
+    use ferry_core::retention::RetentionKind;
+    use ferry_core::{AfterPull, AttemptResult, Event, EventStatus, Partner, Route};
+
+    fn setup() -> Store {
+        let s = Store::open_in_memory().unwrap();
+        s.apply(&Command::CreateAccount(account("alice"))).unwrap();
+        s.apply(&Command::AddPartner(Partner {
+            name: "acme".into(),
+            host: "127.0.0.1".into(),
+            port: 22,
+            username: "u".into(),
+            password_sealed: Some("sealed".into()),
+            private_key_sealed: None,
+            host_key: "ssh-ed25519 AAAA".into(),
+            remote_dir: "/in".into(),
+            after_pull: AfterPull::Keep,
+            rate_limit: None,
+            created_at: 1,
+        }))
+        .unwrap();
+        s.apply(&Command::AddRoute(Route {
+            name: "csv".into(),
+            account: "alice".into(),
+            pattern: "*.csv".into(),
+            actions: vec!["push:acme".parse().unwrap()],
+            max_attempts: 5,
+            retry_base_ms: 100,
+            created_at: 1,
+        }))
+        .unwrap();
+        s
+    }
+
+    fn upload(s: &Store, id: &str, path: &str, at: i64) -> Option<String> {
+        let mut t = transfer(id, "alice", at);
+        t.path = path.into();
+        s.apply(&Command::RecordTransfer(t)).unwrap();
+        s.events_of_transfer(id)
+            .unwrap()
+            .first()
+            .map(|e| e.id.clone())
+    }
+
+    fn attempt(s: &Store, id: &str, at: i64, result: AttemptResult) {
+        let claimed = s
+            .apply(&Command::ClaimEvent {
+                id: id.into(),
+                node: "n1".into(),
+                now: at,
+                lease_until: at + 100,
+            })
+            .unwrap();
+        assert_eq!(claimed.rows_changed, 1);
+        let attempt = s.event(id).unwrap().unwrap().attempts;
+        s.apply(&Command::FinishAttempt {
+            id: id.into(),
+            node: "n1".into(),
+            attempt,
+            now: at + 5,
+            result,
+        })
+        .unwrap();
+    }
+
+    fn purge(s: &Store, kind: RetentionKind, before: i64, limit: u32) -> usize {
+        s.apply(&Command::PurgeHistory {
+            kind,
+            before,
+            limit,
+        })
+        .unwrap()
+        .rows_changed
+    }
+
+    fn transfer_ids(s: &Store) -> Vec<String> {
+        let mut ids: Vec<String> = s
+            .list_transfers(&TransferFilter::default())
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// An event retrying (pending after a failed attempt), its transfer
+    /// row, a row of its work and its attempt stay; the rest past the
+    /// cutoff goes, in batches, oldest first.
+    fn with_history() -> (Store, String, String) {
+        let s = setup();
+        // Retrying: its push failed once and waits for the next try.
+        let retrying = upload(&s, "t1", "/a.csv", 10).unwrap();
+        attempt(
+            &s,
+            &retrying,
+            20,
+            AttemptResult::Retry {
+                next_at: 10_000,
+                error: "partner down".into(),
+            },
+        );
+        // Nothing routed.
+        upload(&s, "t2", "/b.txt", 10);
+        // Delivered.
+        let done = upload(&s, "t3", "/c.csv", 10).unwrap();
+        attempt(&s, &done, 30, AttemptResult::Done);
+        // The failed push of the retrying event: a row of its work.
+        let mut push = transfer("t4", "alice", 21);
+        push.event_id = Some(retrying.clone());
+        push.status = TransferStatus::Failed;
+        s.apply(&Command::RecordTransfer(push)).unwrap();
+        (s, retrying, done)
+    }
+
+    #[test]
+    fn rows_an_unfinished_event_needs_are_kept_and_the_rest_goes_in_batches() {
+        let (s, retrying, done) = with_history();
+        assert_eq!(
+            s.event(&retrying).unwrap().unwrap().status,
+            EventStatus::Pending
+        );
+
+        // The dry run lists what the purge deletes, oldest first.
+        let would = s
+            .purge_candidates(RetentionKind::Transfers, 1_000, 10)
+            .unwrap();
+        assert_eq!(would.count, 2);
+        assert_eq!(would.ids, ["t2", "t3"]);
+        assert_eq!(transfer_ids(&s).len(), 4, "a dry run deletes nothing");
+
+        // Nothing is older than the cutoff yet.
+        assert_eq!(purge(&s, RetentionKind::Transfers, 5, 100), 0);
+        // A batch of one, then the rest.
+        assert_eq!(purge(&s, RetentionKind::Transfers, 1_000, 1), 1);
+        assert_eq!(transfer_ids(&s), ["t1", "t3", "t4"]);
+        assert_eq!(purge(&s, RetentionKind::Transfers, 1_000, 100), 1);
+        assert_eq!(transfer_ids(&s), ["t1", "t4"]);
+        assert_eq!(purge(&s, RetentionKind::Transfers, 1_000, 100), 0);
+
+        // Attempts of the retrying event stay; the done event's go.
+        assert_eq!(
+            s.purge_candidates(RetentionKind::Attempts, 1_000, 10)
+                .unwrap()
+                .ids,
+            [format!("{done}#1")]
+        );
+        assert_eq!(purge(&s, RetentionKind::Attempts, 1_000, 100), 1);
+        assert!(s.event_attempts(&done).unwrap().is_empty());
+        assert_eq!(s.event_attempts(&retrying).unwrap().len(), 1);
+
+        // Events: the done one goes, the retrying one stays.
+        assert_eq!(purge(&s, RetentionKind::Events, 1_000, 100), 1);
+        assert!(s.event(&done).unwrap().is_none());
+        assert!(s.event(&retrying).unwrap().is_some());
+
+        // Once it is done, nothing keeps it or its rows.
+        attempt(&s, &retrying, 10_000, AttemptResult::Done);
+        assert_eq!(purge(&s, RetentionKind::Transfers, 20_000, 100), 2);
+        assert_eq!(purge(&s, RetentionKind::Events, 20_000, 100), 1);
+        assert!(s.event_attempts(&retrying).unwrap().is_empty());
+        assert!(transfer_ids(&s).is_empty());
+    }
+
+    #[test]
+    fn an_event_with_attempts_goes_with_them_and_a_pending_resubmit_keeps_its_original() {
+        let (s, _, done) = with_history();
+        let mut again: Event = s.event(&done).unwrap().unwrap();
+        again.id = "resubmit-1".into();
+        again.status = EventStatus::Pending;
+        again.attempts = 0;
+        again.resubmit_of = Some(done.clone());
+        s.apply(&Command::EnqueueEvent(again)).unwrap();
+        assert_eq!(purge(&s, RetentionKind::Events, 1_000, 100), 0);
+        assert!(s.event(&done).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_merge_does_not_bring_back_what_a_purge_deleted() {
+        let (active, retrying, done) = with_history();
+        let standby = Store::open_in_memory().unwrap();
+        let all = |s: &Store| s.export_history(0, 10_000).unwrap().tables;
+        standby.merge_history(&all(&active)).unwrap();
+
+        assert_eq!(purge(&active, RetentionKind::Transfers, 1_000, 100), 2);
+        assert_eq!(purge(&active, RetentionKind::Events, 1_000, 100), 1);
+        // A puller that starts again from 0 (the active server restarted)
+        // gets the standby's whole history: the deleted rows stay deleted,
+        // the rows kept are merged as usual.
+        let counts = active.merge_history(&all(&standby)).unwrap();
+        assert_eq!(counts.total(), 0, "{counts:?}");
+        assert_eq!(transfer_ids(&active), ["t1", "t4"]);
+        assert!(active.event(&done).unwrap().is_none());
+        assert!(active.event_attempts(&done).unwrap().is_empty());
+        assert_eq!(active.event_attempts(&retrying).unwrap().len(), 1);
+
+        // A row newer than the horizon comes as ever, and so does an old
+        // one an unfinished event needs.
+        let mut late = transfer("t9", "alice", 2_000);
+        late.path = "/z.txt".into();
+        standby.apply(&Command::RecordTransfer(late)).unwrap();
+        let mut old = transfer("t8", "alice", 5);
+        old.event_id = Some(retrying.clone());
+        standby.apply(&Command::RecordTransfer(old)).unwrap();
+        let counts = active.merge_history(&all(&standby)).unwrap();
+        assert_eq!(counts.transfers, 2, "{counts:?}");
+        assert_eq!(transfer_ids(&active), ["t1", "t4", "t8", "t9"]);
+    }
+
+    #[test]
+    fn the_report_counts_per_group_and_period() {
+        let s = setup();
+        let hour = 3_600_000;
+        let mut rows = vec![
+            transfer("a1", "alice", 10),
+            transfer("a2", "alice", 20),
+            transfer("b1", "bob", 30),
+            transfer("a3", "alice", hour + 5),
+        ];
+        rows[1].status = TransferStatus::Failed;
+        rows[1].bytes = 3;
+        rows[3].partner = Some("acme".into());
+        for t in rows {
+            s.apply(&Command::RecordTransfer(t)).unwrap();
+        }
+        let by_account = s
+            .transfer_report(ReportBy::Account, hour, 0, 10 * hour)
+            .unwrap();
+        let line = |p: i64, g: &str, n: u64, ok: u64, bad: u64, bytes: u64| ReportLine {
+            period: p,
+            group: g.into(),
+            transfers: n,
+            completed: ok,
+            failures: bad,
+            bytes,
+        };
+        assert_eq!(
+            by_account,
+            [
+                line(0, "alice", 2, 1, 1, 13),
+                line(0, "bob", 1, 1, 0, 10),
+                line(hour, "alice", 1, 1, 0, 10),
+            ]
+        );
+        let by_partner = s
+            .transfer_report(ReportBy::Partner, 24 * hour, 15, 10 * hour)
+            .unwrap();
+        assert_eq!(
+            by_partner,
+            [line(0, "", 2, 1, 1, 13), line(0, "acme", 1, 1, 0, 10)]
+        );
+
+        // By route: the transfers a route's event made.
+        let event = upload(&s, "c1", "/x.csv", 40).unwrap();
+        let mut push = transfer("p1", "alice", 50);
+        push.event_id = Some(event);
+        push.partner = Some("acme".into());
+        push.bytes = 7;
+        s.apply(&Command::RecordTransfer(push)).unwrap();
+        let by_route = s.transfer_report(ReportBy::Route, hour, 0, hour).unwrap();
+        assert_eq!(
+            by_route,
+            [line(0, "", 4, 3, 1, 33), line(0, "csv", 1, 1, 0, 7)]
+        );
+    }
+}

@@ -4,6 +4,7 @@ mod admin_client;
 mod cluster_client;
 mod engine_client;
 mod notify_client;
+mod retention_client;
 mod up;
 
 use std::path::PathBuf;
@@ -149,6 +150,21 @@ enum Cmd {
         admin: admin_client::AdminArgs,
         #[command(subcommand)]
         command: engine_client::EventCmd,
+    },
+    /// Retention policies: how long transfer-log rows, events and files
+    /// are kept.
+    Retention {
+        #[command(flatten)]
+        admin: admin_client::AdminArgs,
+        #[command(subcommand)]
+        command: retention_client::RetentionCmd,
+    },
+    /// Reports from the transfer log.
+    Report {
+        #[command(flatten)]
+        admin: admin_client::AdminArgs,
+        #[command(subcommand)]
+        command: retention_client::ReportCmd,
     },
     /// Active/passive cluster: status, events, promotion.
     Cluster {
@@ -392,6 +408,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Schedule { admin, command } => engine_client::schedule(admin, command).await,
         Cmd::Monitor { admin, command } => engine_client::monitor(admin, command).await,
         Cmd::Event { admin, command } => engine_client::event(admin, command).await,
+        Cmd::Retention { admin, command } => retention_client::retention(admin, command).await,
+        Cmd::Report { admin, command } => retention_client::report(admin, command).await,
         Cmd::Cluster { admin, command } => cluster_client::cluster(admin, command).await,
         Cmd::Sync {
             admin,

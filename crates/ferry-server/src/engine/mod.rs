@@ -6,7 +6,8 @@
 //!   backoff. A node that restarts releases its old leases first.
 //! * [`scheduler`] and [`monitor`] run only while this node holds the
 //!   primary role ([`PrimaryRole`]); a single node always holds it, and the
-//!   cluster moves it to the Raft leader.
+//!   cluster moves it to the Raft leader. So does the retention worker
+//!   ([`crate::retention`]).
 
 pub mod actions;
 pub mod monitor;
@@ -103,6 +104,16 @@ pub struct EngineConfig {
     /// Timeout for connecting to a partner.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
+    /// The primary runs the retention policies this often.
+    #[serde(default = "default_retention_interval")]
+    pub retention_interval_secs: u64,
+    /// Retention deletes at most this many history rows (or files) at once…
+    #[serde(default = "default_retention_batch")]
+    pub retention_batch: u32,
+    /// …and pauses this long between two batches, so it never holds the
+    /// store for long.
+    #[serde(default = "default_retention_pause_ms")]
+    pub retention_pause_ms: u64,
 }
 
 fn default_workers() -> usize {
@@ -120,6 +131,15 @@ fn default_rescan_secs() -> u64 {
 fn default_connect_timeout() -> u64 {
     15
 }
+fn default_retention_interval() -> u64 {
+    3600
+}
+fn default_retention_batch() -> u32 {
+    500
+}
+fn default_retention_pause_ms() -> u64 {
+    200
+}
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -130,6 +150,9 @@ impl Default for EngineConfig {
             lease_secs: default_lease_secs(),
             monitor_rescan_secs: default_rescan_secs(),
             connect_timeout_secs: default_connect_timeout(),
+            retention_interval_secs: default_retention_interval(),
+            retention_batch: default_retention_batch(),
+            retention_pause_ms: default_retention_pause_ms(),
         }
     }
 }
@@ -214,5 +237,8 @@ pub async fn start(ctx: Arc<ServerCtx>) -> Result<(), ferry_core::FerryError> {
     let (ctx2, primary) = (ctx.clone(), ctx.primary.subscribe());
     ctx.workers
         .spawn("folder-monitors", |w| monitor::run(ctx2, primary, w));
+    let (ctx2, primary) = (ctx.clone(), ctx.primary.subscribe());
+    ctx.workers
+        .spawn("retention", |w| crate::retention::run(ctx2, primary, w));
     Ok(())
 }

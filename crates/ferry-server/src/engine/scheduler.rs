@@ -564,6 +564,7 @@ mod tests {
             serving: tokio::sync::watch::Sender::new(true),
             workers: ferry_worker::Runner::new(),
             drain: Default::default(),
+            retention_running: tokio::sync::Mutex::new(()),
         });
         Rig {
             ctx,
