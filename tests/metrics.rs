@@ -227,6 +227,9 @@ fn the_server_counts_logins_sessions_transfers_and_reports_its_queue() {
         1.0
     );
     assert!(e.value("ferry_edge_ssh_connections_total", &[]) >= 2.0);
+    // The in-process edge's requests to its server are timed too: the
+    // upload's writes and the download's reads at least.
+    assert!(e.value("ferry_edge_upstream_request_duration_seconds_count", &[]) >= 10.0);
     assert_eq!(
         m.value(
             "ferry_transfer_bytes_total",
@@ -342,6 +345,8 @@ fn the_edge_counts_connections_logins_protocol_errors_and_its_servers() {
     assert!(m.value("ferry_edge_ssh_connections_total", &[]) >= 3.0);
     assert!(m.value("ferry_edge_logins_total", &[("outcome", "ok")]) >= 1.0);
     assert!(m.value("ferry_edge_login_duration_seconds_count", &[]) >= 1.0);
+    // Every request to a server was timed (the login and the session's).
+    assert!(m.value("ferry_edge_upstream_request_duration_seconds_count", &[]) >= 2.0);
     assert_eq!(m.value("ferry_edge_upstream_servers", &[]), 3.0);
     assert!(m.value("ferry_edge_upstream_servers_connected", &[]) >= 1.0);
     assert!(wait_until(10, || {

@@ -75,6 +75,7 @@ pub struct EdgeMetrics {
     upstreams_connected: Gauge,
     https_requests: Family<HttpsLabels, Counter>,
     https_seconds: Family<AreaLabel, Histogram>,
+    upstream_seconds: Histogram,
 }
 
 fn request_durations() -> Histogram {
@@ -99,6 +100,7 @@ impl EdgeMetrics {
             upstreams_connected: Gauge::default(),
             https_requests: Family::default(),
             https_seconds: Family::new_with_constructor(request_durations),
+            upstream_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 20)),
             registry: Registry::default(),
         };
         registry.register(
@@ -146,7 +148,17 @@ impl EdgeMetrics {
             "Time to the head of an HTTPS answer (the server's part included), by area",
             m.https_seconds.clone(),
         );
+        registry.register(
+            "ferry_edge_upstream_request_duration_seconds",
+            "Time from sending a request to a back-end server to its answer (opens, reads, writes, closes, logins; 0.1 ms to ~52 s)",
+            m.upstream_seconds.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// Records how long a back-end server took to answer a request.
+    pub fn upstream_request(&self, seconds: f64) {
+        self.upstream_seconds.observe(seconds);
     }
 
     /// Counts an HTTPS request to `path` answered with `status` after

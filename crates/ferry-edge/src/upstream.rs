@@ -239,6 +239,9 @@ impl Upstreams {
         match connected {
             Ok(conn) => {
                 tracing::info!(server = %addr, node = conn.peer_node_id(), "connected to server");
+                conn.observe_latency(|took| {
+                    crate::metrics::METRICS.upstream_request(took.as_secs_f64())
+                });
                 // A paused or cut-off server is found within
                 // `DEAD_AFTER`: its sessions end and their clients log in
                 // again, to a server that answers. `Writable` is answered

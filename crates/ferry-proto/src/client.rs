@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -22,8 +22,16 @@ use crate::codec::FrameCodec;
 use crate::message::{Frame, Hello, Request, Response, Role, Welcome, SUPPORTED_VERSIONS};
 use crate::ProtoError;
 
-/// A waiter for a reply, and what to drop the moment the reply arrives.
-type Waiter = (oneshot::Sender<Response>, Option<Box<dyn Send>>);
+/// A waiter for a reply, what to drop the moment the reply arrives, and
+/// when the request was queued.
+type Waiter = (
+    oneshot::Sender<Response>,
+    Option<Box<dyn Send>>,
+    tokio::time::Instant,
+);
+
+/// Told how long each request took to be answered.
+pub type LatencyObserver = Box<dyn Fn(Duration) + Send + Sync>;
 type Pending = Arc<Mutex<HashMap<u64, Waiter>>>;
 
 /// How long connecting and the handshake may take together.
@@ -62,6 +70,8 @@ pub struct Connection {
     born: tokio::time::Instant,
     /// Tells the reader the peer is dead: it stops and fails every waiter.
     dead: Arc<tokio::sync::Notify>,
+    /// Told each answered request's latency, once set.
+    observer: Arc<OnceLock<LatencyObserver>>,
 }
 
 fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
@@ -177,6 +187,7 @@ impl Connection {
         let last_frame_ms = Arc::new(AtomicU64::new(0));
         let born = tokio::time::Instant::now();
         let dead = Arc::new(tokio::sync::Notify::new());
+        let observer: Arc<OnceLock<LatencyObserver>> = Arc::default();
 
         let conn = Arc::new(Self {
             addr: addr.to_owned(),
@@ -189,6 +200,7 @@ impl Connection {
             last_frame_ms: last_frame_ms.clone(),
             born,
             dead: dead.clone(),
+            observer: observer.clone(),
         });
 
         let writer_closed = closed.clone();
@@ -238,8 +250,11 @@ impl Connection {
                 match next {
                     Some(Ok(frame)) => {
                         let waiter = lock(&pending).remove(&frame.id);
-                        if let Some((waiter, guard)) = waiter {
+                        if let Some((waiter, guard, sent)) = waiter {
                             drop(guard);
+                            if let Some(observe) = observer.get() {
+                                observe(sent.elapsed());
+                            }
                             let _ = waiter.send(frame.body);
                         }
                     }
@@ -256,6 +271,13 @@ impl Connection {
         });
 
         Ok(conn)
+    }
+
+    /// Has `observe` told how long each request from now on took to be
+    /// answered (from queueing to the reply's arrival). Set once; later
+    /// calls change nothing.
+    pub fn observe_latency(&self, observe: impl Fn(Duration) + Send + Sync + 'static) {
+        let _ = self.observer.set(Box::new(observe));
     }
 
     /// Sends one request and waits for its reply.
@@ -297,7 +319,7 @@ impl Connection {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(id, (tx, guard));
+        lock(&self.pending).insert(id, (tx, guard, tokio::time::Instant::now()));
         if self.is_closed() || self.out.send(Frame { id, body }).is_err() {
             lock(&self.pending).remove(&id);
             return Err(ProtoError::Closed(self.addr.clone()));
