@@ -88,6 +88,15 @@ pub struct TransferFilter {
     pub since: Option<i64>,
     /// Only pushes to and pulls from this partner.
     pub partner: Option<String>,
+    /// Only transfers that started before this time (unix ms).
+    pub until: Option<i64>,
+    /// Only this protocol.
+    pub protocol: Option<String>,
+    /// Only paths containing this text (ignoring ASCII case).
+    pub name: Option<String>,
+    /// Keyset cursor: only rows after (`started_at`, `id`) in the list's
+    /// order, i.e. older ones.
+    pub before: Option<(i64, String)>,
     /// At most this many rows, newest first (default 1000).
     pub limit: Option<u32>,
 }
@@ -1182,16 +1191,29 @@ impl Store {
                AND (?2 IS NULL OR status = ?2)
                AND (?3 IS NULL OR started_at >= ?3)
                AND (?4 IS NULL OR partner = ?4)
+               AND (?6 IS NULL OR started_at < ?6)
+               AND (?7 IS NULL OR protocol = ?7)
+               AND (?8 IS NULL OR instr(lower(path), lower(?8)) > 0)
+               AND (?9 IS NULL OR started_at < ?9 OR (started_at = ?9 AND id < ?10))
              ORDER BY started_at DESC, id DESC
              LIMIT ?5"
         ))?;
+        let (before_at, before_id) = filter
+            .before
+            .as_ref()
+            .map_or((None, None), |(at, id)| (Some(*at), Some(id.as_str())));
         let rows = stmt.query_map(
             params![
                 filter.account,
                 filter.status.map(|s| s.as_str()),
                 filter.since,
                 filter.partner,
-                filter.limit.unwrap_or(1000)
+                filter.limit.unwrap_or(1000),
+                filter.until,
+                filter.protocol,
+                filter.name,
+                before_at,
+                before_id,
             ],
             row_to_transfer,
         )?;

@@ -1340,7 +1340,7 @@ pub async fn transfer(args: AdminArgs, cmd: TransferCmd) -> anyhow::Result<()> {
         TransferCmd::List(filter) => filter,
     };
     let request = api::ListTransfers {
-        query: filter.query()?,
+        query: filter.query()?.into(),
     };
     show(&admin, &request, filter.json, |transfers| {
         println!(
