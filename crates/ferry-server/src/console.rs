@@ -120,7 +120,10 @@ impl Sessions {
 
     /// A live session, marked used.
     fn touch(&self, cookie: &str) -> Option<Live> {
-        let now = Instant::now();
+        self.touch_at(cookie, Instant::now())
+    }
+
+    fn touch_at(&self, cookie: &str, now: Instant) -> Option<Live> {
         let mut open = self.locked();
         let key = digest(cookie);
         let live = open.get(&key).is_some_and(|s| s.ends() > now);
@@ -352,6 +355,31 @@ mod tests {
         assert!(sessions.touch("nope").is_none());
         sessions.close(&cookie);
         assert!(sessions.touch(&cookie).is_none());
+    }
+
+    #[test]
+    fn sessions_end_when_idle_and_at_their_lifetime() {
+        let sessions = Sessions::default();
+        let (cookie, _) = sessions.open("ann");
+        let start = Instant::now();
+        // Used every 20 minutes, it lives on, up to its lifetime.
+        let mut at = start;
+        while at + Duration::from_secs(20 * 60) < start + LIFETIME {
+            at += Duration::from_secs(20 * 60);
+            assert!(sessions.touch_at(&cookie, at).is_some(), "{:?}", at - start);
+        }
+        assert!(sessions
+            .touch_at(&cookie, start + LIFETIME + Duration::from_secs(1))
+            .is_none());
+        assert!(
+            sessions.touch(&cookie).is_none(),
+            "an ended session is gone"
+        );
+        // Unused longer than the idle limit, it ends.
+        let (idle, _) = sessions.open("ann");
+        assert!(sessions
+            .touch_at(&idle, Instant::now() + IDLE + Duration::from_secs(1))
+            .is_none());
     }
 
     #[test]
