@@ -1182,41 +1182,68 @@ impl Store {
         rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
     }
 
-    /// Transfer-log rows matching `filter`, newest first.
+    /// Transfer-log rows matching `filter`, newest first. The statement
+    /// names only the filters given, so SQLite picks the index that fits
+    /// (an account's rows by `transfers_by_account`, the rest by
+    /// `transfers_by_start`), and the keyset cursor is a range on
+    /// `started_at`: a page costs the same deep in the log as at its top.
     pub fn list_transfers(&self, filter: &TransferFilter) -> Result<Vec<TransferRecord>> {
+        use rusqlite::types::Value;
+        let mut conditions: Vec<&str> = Vec::new();
+        let mut values: Vec<Value> = Vec::new();
+        let mut add = |condition: &'static str, value: Value| {
+            conditions.push(condition);
+            values.push(value);
+        };
+        if let Some(account) = &filter.account {
+            add("account = ?", Value::Text(account.clone()));
+        }
+        if let Some(status) = filter.status {
+            add("status = ?", Value::Text(status.as_str().to_owned()));
+        }
+        if let Some(since) = filter.since {
+            add("started_at >= ?", Value::Integer(since));
+        }
+        if let Some(until) = filter.until {
+            add("started_at < ?", Value::Integer(until));
+        }
+        if let Some(partner) = &filter.partner {
+            add("partner = ?", Value::Text(partner.clone()));
+        }
+        if let Some(protocol) = &filter.protocol {
+            add("protocol = ?", Value::Text(protocol.clone()));
+        }
+        if let Some(name) = &filter.name {
+            // LIKE ignores ASCII case; the text's own `%`, `_` and `\`
+            // are escaped, so they match only themselves.
+            let mut pattern = String::from("%");
+            for c in name.chars() {
+                if matches!(c, '%' | '_' | '\\') {
+                    pattern.push('\\');
+                }
+                pattern.push(c);
+            }
+            pattern.push('%');
+            add("path LIKE ? ESCAPE '\\'", Value::Text(pattern));
+        }
+        if let Some((at, id)) = &filter.before {
+            add("started_at <= ?", Value::Integer(*at));
+            add("(started_at < ? OR id < ?)", Value::Integer(*at));
+            values.push(Value::Text(id.clone()));
+        }
+        let wheres = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        values.push(Value::Integer(i64::from(filter.limit.unwrap_or(1000))));
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
-            "SELECT {TRANSFER_COLUMNS} FROM transfers
-             WHERE (?1 IS NULL OR account = ?1)
-               AND (?2 IS NULL OR status = ?2)
-               AND (?3 IS NULL OR started_at >= ?3)
-               AND (?4 IS NULL OR partner = ?4)
-               AND (?6 IS NULL OR started_at < ?6)
-               AND (?7 IS NULL OR protocol = ?7)
-               AND (?8 IS NULL OR instr(lower(path), lower(?8)) > 0)
-               AND (?9 IS NULL OR started_at < ?9 OR (started_at = ?9 AND id < ?10))
+            "SELECT {TRANSFER_COLUMNS} FROM transfers {wheres}
              ORDER BY started_at DESC, id DESC
-             LIMIT ?5"
+             LIMIT ?"
         ))?;
-        let (before_at, before_id) = filter
-            .before
-            .as_ref()
-            .map_or((None, None), |(at, id)| (Some(*at), Some(id.as_str())));
-        let rows = stmt.query_map(
-            params![
-                filter.account,
-                filter.status.map(|s| s.as_str()),
-                filter.since,
-                filter.partner,
-                filter.limit.unwrap_or(1000),
-                filter.until,
-                filter.protocol,
-                filter.name,
-                before_at,
-                before_id,
-            ],
-            row_to_transfer,
-        )?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(values), row_to_transfer)?;
         rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
     }
 

@@ -231,11 +231,13 @@ fn transfer_search_filters_and_pages_by_keyset() {
     };
     assert_eq!(ids(&range), ["t3"]);
     // A name with LIKE's wildcards matches them literally.
-    let wild = TransferFilter {
-        name: Some("%".into()),
-        ..Default::default()
-    };
-    assert!(ids(&wild).is_empty());
+    for wild in ["%", "_", "\\", "report_1"] {
+        let f = TransferFilter {
+            name: Some(wild.into()),
+            ..Default::default()
+        };
+        assert!(ids(&f).is_empty(), "{wild}");
+    }
 }
 
 #[test]
