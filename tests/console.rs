@@ -316,6 +316,21 @@ c.commit()
     let (rows, took) = time("/api/v1/transfers?limit=51");
     println!("newest page, no filter: {took:?}");
     assert_eq!(rows.len(), 51);
+    // The CLI asks the same query.
+    let cli = f.admin_ok(
+        &[
+            "transfer",
+            "list",
+            "--name",
+            "NEEDLE-000000",
+            "--protocol",
+            "sftp",
+            "--json",
+        ],
+        None,
+    );
+    let cli: serde_json::Value = serde_json::from_str(&cli).unwrap();
+    assert_eq!(cli.as_array().unwrap().len(), 1, "{cli:#}");
     let bad = curl.get("/api/v1/transfers?protocol=ftp");
     assert_eq!(bad.status, 400, "{}", bad.text());
 }
