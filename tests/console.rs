@@ -135,6 +135,25 @@ fn console_sessions_need_csrf_for_changes_and_keep_roles() {
     );
     assert!(audit.contains("\"admin\":\"otto\""), "{audit}");
 
+    // Failed console logins count with the admin's other password
+    // failures: past the limit, even the right password is refused, on
+    // the console and by HTTP Basic alike.
+    add_admin(&f, "tess", "operator", ADMIN_PASSWORD);
+    let started = Instant::now();
+    for _ in 0..20 {
+        let r =
+            admin_curl(&f, &["-u", "tess:wrong"]).run(&["-X", "POST"], "/api/v1/console/session");
+        assert_eq!(r.status, 401, "{}", r.text());
+    }
+    println!("20 failed console logins in {:?}", started.elapsed());
+    let right = format!("tess:{ADMIN_PASSWORD}");
+    let locked = admin_curl(&f, &["-u", &right]).run(&["-X", "POST"], "/api/v1/console/session");
+    assert_eq!(locked.status, 401, "{}", locked.text());
+    assert_eq!(
+        admin_curl(&f, &["-u", &right]).get("/api/v1/whoami").status,
+        401
+    );
+
     // Logout ends the session at once.
     let out = session.run(&["-X", "DELETE", "-H", &header], "/api/v1/console/session");
     assert_eq!(out.status, 204, "{}", out.text());
