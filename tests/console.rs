@@ -240,6 +240,11 @@ fn console_in_chromium_dashboard_tracking_and_auditor() {
     println!("{result:#}");
     assert_eq!(result["ok"], true);
     assert_eq!(result["adminSawResubmit"], true);
+    let steps = result["stepsDone"].as_array().unwrap();
+    assert!(
+        steps.len() == 1 && steps[0].as_str().unwrap().starts_with("copy:bob/in"),
+        "{steps:?}"
+    );
     assert_eq!(result["auditorSawResubmit"], false);
     assert_eq!(result["auditorForcedChange"], 403);
     assert_eq!(result["noCsrfChange"], 403);

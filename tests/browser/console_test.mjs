@@ -152,6 +152,7 @@ async function run() {
   const event = page.locator('.event').first();
   await event.waitFor();
   await event.locator('tr.attempt').first().waitFor();
+  const stepsDone = await event.locator('li.step.done').allTextContents();
   const eventId = await event.getAttribute('data-event');
   const attemptText = await event.locator('tr.attempt').first().textContent();
   const adminSawResubmit = await page.locator('.event button.resubmit').count() > 0;
@@ -187,6 +188,7 @@ async function run() {
     ok: true,
     eventId,
     attempt: attemptText,
+    stepsDone,
     adminSawResubmit,
     auditorSawResubmit,
     auditorForcedChange,

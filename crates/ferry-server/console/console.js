@@ -326,7 +326,11 @@
   }
 
   async function transfer(view, id) {
-    const detail = await api('GET', `/api/v1/transfers/${encodeURIComponent(id)}`);
+    const [detail, routes] = await Promise.all([
+      api('GET', `/api/v1/transfers/${encodeURIComponent(id)}`),
+      api('GET', '/api/v1/routes'),
+    ]);
+    const actions = new Map(routes.map((r) => [r.name, r.actions || []]));
     const t = detail.transfer;
     view.append(el('h2', {}, `Transfer ${t.path}`));
     const kv = (pairs) => el('dl', { class: 'kv' }, pairs.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v === null || v === undefined ? '' : v)]));
@@ -337,10 +341,38 @@
       ['Server', t.node], ['Client', t.client_addr], ['Partner', t.partner], ['Error', t.error],
     ])));
     if (!detail.events.length) view.append(el('p', { class: 'muted' }, 'No event came of this transfer.'));
-    for (const e of detail.events) view.append(eventCard(e));
+    for (const e of detail.events) view.append(eventCard(e, actions.get(e.route)));
   }
 
-  function eventCard(e) {
+  /** A route action as the CLI writes it (`copy:bob/in`). */
+  function actionText(a) {
+    if (typeof a === 'string') return a;
+    switch (a.type) {
+      case 'push': return `push:${a.partner}${a.remote_dir ? `:${a.remote_dir}` : ''}`;
+      case 'copy': return `copy:${a.account}${a.dir && a.dir !== '/' ? a.dir : ''}`;
+      case 'archive': return `archive:${a.dir}`;
+      case 'rename': return `rename:${a.pattern}`;
+      default: {
+        const { type, ...rest } = a;
+        return [type, ...Object.values(rest).filter((v) => v !== null && v !== '')].join(':');
+      }
+    }
+  }
+
+  /** The route's steps, those done marked. */
+  function steps(e, actions) {
+    if (!actions || !actions.length) return null;
+    return el('div', {},
+      el('h2', {}, 'Route steps'),
+      el('p', { class: 'muted' }, `The route as it is defined now; the first ${e.steps_done} ran.`),
+      el('ol', { class: 'steps' }, actions.map((a, i) => {
+        const done = i < e.steps_done;
+        return el('li', { class: done ? 'step done' : 'step' },
+          `${actionText(a)} — ${done ? 'done' : 'not done'}`);
+      })));
+  }
+
+  function eventCard(e, actions) {
     const card = el('div', { class: 'card event', 'data-event': e.id },
       el('h2', {}, `Event ${e.id}`),
       el('dl', { class: 'kv' },
@@ -349,6 +381,7 @@
           'Path now', e.current_path, 'Partners', (e.partners || []).join(', '),
           'Created', fmtTime(e.created_at), 'Last error', e.last_error]
           .reduce((acc, v, i, a) => (i % 2 ? acc : acc.concat([el('dt', {}, v), el('dd', {}, a[i + 1] ?? '')])), [])),
+      steps(e, actions),
       el('h2', {}, 'Attempts'),
       table(['#', 'Server', 'Started', 'Ended', 'Outcome', 'Error'], (e.attempt_log || []).map((a) => el('tr', { class: 'attempt' },
         el('td', {}, a.attempt), el('td', {}, a.node), el('td', {}, fmtTime(a.started_at)),
