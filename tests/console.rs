@@ -80,6 +80,21 @@ fn console_sessions_need_csrf_for_changes_and_keep_roles() {
     );
     assert!(!page.text().contains("<script>"), "no inline script");
     assert_eq!(admin_curl(&f, &[]).get("/console/console.js").status, 200);
+    // Never on the edge.
+    let edge = f.curl().get("/console/");
+    assert!(
+        edge.status != 200 || !edge.text().contains("Ferry admin console"),
+        "{}",
+        edge.text()
+    );
+    let edge_login = f.curl().run(
+        &["-u", &format!("ann:{ADMIN_PASSWORD}"), "-X", "POST"],
+        "/api/v1/console/session",
+    );
+    assert_ne!(edge_login.status, 201, "{}", edge_login.text());
+    assert!(edge_login
+        .header("set-cookie")
+        .is_none_or(|c| !c.contains("ferry_console")));
 
     // A wrong password fails like any admin login, and is not a session.
     let bad = admin_curl(&f, &["-u", "ann:wrong"]).run(&["-X", "POST"], "/api/v1/console/session");
