@@ -312,12 +312,12 @@
       });
       results.replaceChildren(
         el('div', { class: 'muted' }, `${shown.length} transfer(s) on this page, ${ms} ms`),
-        table(['Started', 'Account', 'Protocol', 'Direction', 'Path', 'Status', 'Bytes', 'Partner'],
+        table(['Path', 'Status', 'Account', 'Started', 'Bytes', 'Protocol', 'Direction', 'Partner'],
           shown.map((t) => el('tr', { class: 'transfer-row' },
-            el('td', {}, fmtTime(t.started_at)), el('td', {}, t.account),
-            el('td', {}, t.protocol), el('td', {}, t.direction),
             el('td', { class: 'path' }, el('a', { href: `#/transfer/${encodeURIComponent(t.id)}` }, t.path)),
-            statusCell(t.status), el('td', { class: 'num' }, fmtBytes(t.bytes)),
+            statusCell(t.status), el('td', {}, t.account), el('td', {}, fmtTime(t.started_at)),
+            el('td', { class: 'num' }, fmtBytes(t.bytes)),
+            el('td', {}, t.protocol), el('td', {}, t.direction),
             el('td', {}, t.partner || '')))),
         el('div', { class: 'pager' }, prev, next));
     }
@@ -412,14 +412,14 @@
     if (params.get('status')) q.set('status', params.get('status'));
     const list = await api('GET', `/api/v1/events?${q}`);
     view.append(el('div', { class: 'card' }, table(
-      ['Created', 'Kind', 'Route', 'Account', 'Path', 'Status', 'Attempts', 'Last error', ''],
+      ['Path', 'Status', 'Created', 'Kind', 'Route', 'Account', 'Attempts', 'Last error', ''],
       list.map((e) => el('tr', { class: 'event-row' },
-        el('td', {}, fmtTime(e.created_at)), el('td', {}, e.kind), el('td', {}, e.route || ''),
-        el('td', {}, e.account || ''),
         el('td', { class: 'path' }, e.transfer_id
           ? el('a', { href: `#/transfer/${encodeURIComponent(e.transfer_id)}` }, e.path || e.transfer_id)
           : (e.path || '')),
-        statusCell(e.status), el('td', { class: 'num' }, `${e.attempts}/${e.max_attempts}`),
+        statusCell(e.status),
+        el('td', {}, fmtTime(e.created_at)), el('td', {}, e.kind), el('td', {}, e.route || ''),
+        el('td', {}, e.account || ''), el('td', { class: 'num' }, `${e.attempts}/${e.max_attempts}`),
         el('td', {}, e.last_error || ''),
         el('td', {}, canChange() && (e.status === 'done' || e.status === 'failed')
           ? el('button', { type: 'button', class: 'danger resubmit', onclick: () => resubmit(e.id) }, 'Resubmit')
