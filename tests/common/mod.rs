@@ -195,10 +195,21 @@ impl Ferry {
     /// Kills `ferry up` with SIGKILL (no shutdown of any kind) and starts it
     /// again on the same data directory.
     pub fn kill_and_restart(&mut self, extra: &[&str]) {
+        self.kill();
+        self.restart(extra);
+    }
+
+    /// Kills `ferry up` with SIGKILL, leaving its data directory (to be
+    /// changed while it is stopped, then [`Ferry::restart`]ed).
+    pub fn kill(&mut self) {
         for p in &mut self.procs {
             p.kill();
         }
         self.procs.clear();
+    }
+
+    /// Starts `ferry up` again on the data directory of a killed one.
+    pub fn restart(&mut self, extra: &[&str]) {
         let data = self.dir.path().join("data");
         // A Ferry::up_logged goes on logging to its file.
         let log = std::fs::OpenOptions::new()

@@ -247,6 +247,18 @@ endpoint! {
     RemoveAdminToken Delete "/api/v1/admins/{name}/tokens/{id}" [name, id] => 204 NoContent
 }
 endpoint! {
+    "Open a console session with a named admin's password (HTTP Basic); sets the session cookie."
+    OpenConsoleSession Post "/api/v1/console/session" [] => 201 ConsoleSession
+}
+endpoint! {
+    "The console session of the request's cookie, with its CSRF token."
+    ShowConsoleSession Get "/api/v1/console/session" [] => 200 ConsoleSession
+}
+endpoint! {
+    "End the console session of the request's cookie."
+    EndConsoleSession Delete "/api/v1/console/session" [] => 204 NoContent
+}
+endpoint! {
     "The audit trail: every change made or refused through the admin API, newest first."
     ListAudit Get "/api/v1/audit" [] query(AuditQuery) => 200 [AuditEntry]
 }
@@ -255,7 +267,7 @@ endpoint! {
 
 endpoint! {
     "List transfer-log rows, newest first."
-    ListTransfers Get "/api/v1/transfers" [] query(ListQuery) => 200 [Transfer]
+    ListTransfers Get "/api/v1/transfers" [] query(TransferQuery) => 200 [Transfer]
 }
 endpoint! {
     "Show a transfer with the events it caused and every attempt."

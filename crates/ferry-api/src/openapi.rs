@@ -62,6 +62,9 @@ pub fn visit_all(v: &mut impl Visitor) {
     v.visit::<AddBan>();
     v.visit::<RemoveBan>();
     v.visit::<WhoAmI>();
+    v.visit::<OpenConsoleSession>();
+    v.visit::<ShowConsoleSession>();
+    v.visit::<EndConsoleSession>();
     v.visit::<ListAdmins>();
     v.visit::<CreateAdmin>();
     v.visit::<RemoveAdmin>();

@@ -126,6 +126,24 @@ pub struct KeyQuery {
     pub all: Option<bool>,
 }
 
+/// A console session, opened by a named admin's password: the session
+/// cookie (HttpOnly, not in this answer) and the CSRF token that every
+/// request of the session that changes something must carry in its
+/// `X-CSRF-Token` header.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConsoleSession {
+    /// The admin's name.
+    pub name: String,
+    /// `admin`, `operator` or `auditor`.
+    pub role: String,
+    /// The CSRF token of the session.
+    pub csrf_token: String,
+    /// When the session ends unless it is used before (idle limit).
+    pub idle_until: DateTime<Utc>,
+    /// When the session ends at the latest.
+    pub expires_at: DateTime<Utc>,
+}
+
 /// Who an admin request was made by.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Identity {
@@ -574,7 +592,8 @@ impl From<ferry_core::TransferRecord> for Transfer {
     }
 }
 
-/// Query of `GET /api/v1/transfers` and `GET /api/v1/events`.
+/// Query of `GET /api/v1/events` (and the CLI's transfer filters, see
+/// [`TransferQuery`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -596,6 +615,63 @@ pub struct ListQuery {
     /// At most this many rows (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+}
+
+/// What `GET /api/v1/transfers` lists: the filters of [`ListQuery`], and
+/// a file name, protocol, end of the time range and a keyset cursor, so a
+/// search stays fast however long the transfer log is.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TransferQuery {
+    /// Only this account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// Only this status: completed, interrupted or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Only transfers that started at or after this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub since: Option<DateTime<Utc>>,
+    /// Only transfers that started before this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub until: Option<DateTime<Utc>>,
+    /// Only pushes to and pulls from this partner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner: Option<String>,
+    /// Only this protocol (sftp, scp, https, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Only paths containing this text (ignoring ASCII case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Keyset paging: only rows after this one in the list's order (newest
+    /// first). Pass the `started_at` of the last row of the previous page,
+    /// with its id as `before_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub before: Option<DateTime<Utc>>,
+    /// The id of the last row of the previous page (with `before`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_id: Option<String>,
+    /// At most this many rows (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+impl From<ListQuery> for TransferQuery {
+    fn from(q: ListQuery) -> Self {
+        TransferQuery {
+            account: q.account,
+            status: q.status,
+            since: q.since,
+            partner: q.partner,
+            limit: q.limit,
+            ..Default::default()
+        }
+    }
 }
 
 /// A transfer with the events it caused or belonged to, and their attempts.

@@ -41,7 +41,9 @@ impl Role {
     /// Whether this role may make a request with `method` (upper case) to
     /// `path` (the request's path, `/api/v1/…`).
     pub fn may(self, method: &str, path: &str) -> bool {
-        let reads = matches!(method, "GET" | "HEAD");
+        // Opening and ending one's own console session changes nothing
+        // else: every role may.
+        let reads = matches!(method, "GET" | "HEAD") || path == "/api/v1/console/session";
         match self {
             Role::Admin => true,
             Role::Auditor => reads,
@@ -181,6 +183,10 @@ mod tests {
         assert!(!Role::Operator.may("POST", "/api/v1/cluster/promote"));
         assert!(Role::Auditor.may("GET", "/api/v1/audit"));
         assert!(!Role::Auditor.may("POST", "/api/v1/accounts"));
+        // Every role opens and ends its own console session, and only that.
+        assert!(Role::Auditor.may("POST", "/api/v1/console/session"));
+        assert!(Role::Auditor.may("DELETE", "/api/v1/console/session"));
+        assert!(!Role::Auditor.may("POST", "/api/v1/console/session/x"));
         assert!(!Role::Auditor.may("DELETE", "/api/v1/bans/1.2.3.4"));
     }
 

@@ -25,6 +25,8 @@ use crate::ServerCtx;
 pub struct AdminState {
     pub(crate) ctx: Arc<ServerCtx>,
     pub(crate) token_digest: [u8; 32],
+    /// The admin console's open sessions.
+    pub(crate) console: Arc<crate::console::Sessions>,
 }
 
 pub use ferry_http::{error_status as http_status, ApiError};
@@ -44,6 +46,7 @@ pub fn router(state: AdminState) -> Router {
             ));
     public
         .router
+        .merge(crate::console::assets())
         .merge(api)
         .fallback(|| async { ApiError::from(FerryError::not_found("no such endpoint")) })
         .with_state(state)
@@ -92,6 +95,7 @@ fn endpoints() -> (Routes, Routes) {
         .add::<api::RemoveBan, _, _>(remove_ban)
         .add::<api::ListTransfers, _, _>(list_transfers)
         .merge(crate::admins::routes())
+        .merge(crate::console::routes())
         .merge(crate::engine_api::routes())
         .merge(crate::notify_api::routes())
         .merge(crate::retention::routes())
@@ -962,18 +966,38 @@ async fn remove_token(
 
 async fn list_transfers(
     State(s): State<AdminState>,
-    Query(q): Query<api::ListQuery>,
+    Query(q): Query<api::TransferQuery>,
 ) -> ApiResult<Reply<api::ListTransfers>> {
     let status = q
         .status
         .map(|v| v.parse::<TransferStatus>())
         .transpose()
         .map_err(FerryError::invalid)?;
+    let before = match (q.before, q.before_id) {
+        (Some(at), Some(id)) => Some((api::unix_ms(&at), id)),
+        (None, None) => None,
+        _ => {
+            return Err(
+                FerryError::invalid("before and before_id go together (the last row's)").into(),
+            )
+        }
+    };
+    let protocol = q.protocol.filter(|p| !p.is_empty());
+    if let Some(p) = &protocol {
+        serde_json::from_value::<ferry_core::Protocol>(serde_json::Value::String(p.clone()))
+            .map_err(|_| {
+                FerryError::invalid(format!("protocol {p:?}: use sftp, https, monitor or route"))
+            })?;
+    }
     let filter = TransferFilter {
         account: q.account,
         status,
         since: q.since.as_ref().map(api::unix_ms),
         partner: q.partner,
+        until: q.until.as_ref().map(api::unix_ms),
+        protocol,
+        name: q.name.filter(|n| !n.is_empty()),
+        before,
         limit: q.limit,
     };
     run(move || {

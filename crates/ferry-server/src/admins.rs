@@ -2,8 +2,9 @@
 //! trail of every change.
 //!
 //! [`authenticate`] wraps every protected endpoint: it finds the caller
-//! (the bootstrap token, a named admin's API token, or a named admin's
-//! password by HTTP Basic, throttled like account logins), refuses what
+//! (the bootstrap token, a named admin's API token, a named admin's
+//! password by HTTP Basic, throttled like account logins, or a console
+//! session cookie with its CSRF token, see [`crate::console`]), refuses what
 //! the caller's [`Role`] does not allow with 403, and writes an
 //! [`AuditRecord`] for every request that is not a read, allowed or not,
 //! after it was answered: who, with which role, from where, the request
@@ -69,9 +70,14 @@ pub(crate) async fn authenticate(
         .get::<ferry_http::ClientAddr>()
         .map(|c| c.0.to_string())
         .unwrap_or_default();
-    let caller = match identify(&state, req.headers(), &client).await {
+    let caller = match identify(&state, req.method(), req.headers(), &client).await {
         Ok(caller) => caller,
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => {
+            // Read what the client sends before answering: an HTTP/2
+            // client whose body is cut off by a reset sees no answer.
+            let _ = axum::body::to_bytes(req.into_body(), MAX_AUDITED_BODY).await;
+            return ApiError::from(e).into_response();
+        }
     };
     let line = format!(
         "{} {}",
@@ -151,13 +157,20 @@ async fn state_of(state: &AdminState, path: String, body: axum::body::Bytes) -> 
         .unwrap_or_else(|e| format!("(unreadable: {e})"))
 }
 
-/// The caller of a request, from its `Authorization` header.
+/// The caller of a request, from its `Authorization` header or else its
+/// console session cookie.
 async fn identify(
     state: &AdminState,
+    method: &Method,
     headers: &HeaderMap,
     client: &str,
 ) -> Result<Caller, FerryError> {
     let wrong = || FerryError::new(ErrorKind::AuthFailed, "missing or wrong admin credentials");
+    if headers.get(header::AUTHORIZATION).is_none() {
+        if let Some(cookie) = crate::console::cookie_of(headers) {
+            return crate::console::caller(state, &cookie, method, headers).await;
+        }
+    }
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

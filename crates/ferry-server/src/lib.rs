@@ -11,6 +11,7 @@ mod audit_state;
 pub mod auth;
 pub mod cluster_api;
 pub mod config;
+pub mod console;
 pub mod defender;
 pub mod engine;
 pub mod engine_api;
@@ -372,6 +373,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let state = admin::AdminState {
         ctx: ctx.clone(),
         token_digest: sha2::Sha256::digest(token.as_bytes()).into(),
+        console: Default::default(),
     };
     tokio::spawn(ferry_http::serve_tls(
         admin,

@@ -88,6 +88,15 @@ pub struct TransferFilter {
     pub since: Option<i64>,
     /// Only pushes to and pulls from this partner.
     pub partner: Option<String>,
+    /// Only transfers that started before this time (unix ms).
+    pub until: Option<i64>,
+    /// Only this protocol.
+    pub protocol: Option<String>,
+    /// Only paths containing this text (ignoring ASCII case).
+    pub name: Option<String>,
+    /// Keyset cursor: only rows after (`started_at`, `id`) in the list's
+    /// order, i.e. older ones.
+    pub before: Option<(i64, String)>,
     /// At most this many rows, newest first (default 1000).
     pub limit: Option<u32>,
 }
@@ -1173,28 +1182,68 @@ impl Store {
         rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
     }
 
-    /// Transfer-log rows matching `filter`, newest first.
+    /// Transfer-log rows matching `filter`, newest first. The statement
+    /// names only the filters given, so SQLite picks the index that fits
+    /// (an account's rows by `transfers_by_account`, the rest by
+    /// `transfers_by_start`), and the keyset cursor is a range on
+    /// `started_at`: a page costs the same deep in the log as at its top.
     pub fn list_transfers(&self, filter: &TransferFilter) -> Result<Vec<TransferRecord>> {
+        use rusqlite::types::Value;
+        let mut conditions: Vec<&str> = Vec::new();
+        let mut values: Vec<Value> = Vec::new();
+        let mut add = |condition: &'static str, value: Value| {
+            conditions.push(condition);
+            values.push(value);
+        };
+        if let Some(account) = &filter.account {
+            add("account = ?", Value::Text(account.clone()));
+        }
+        if let Some(status) = filter.status {
+            add("status = ?", Value::Text(status.as_str().to_owned()));
+        }
+        if let Some(since) = filter.since {
+            add("started_at >= ?", Value::Integer(since));
+        }
+        if let Some(until) = filter.until {
+            add("started_at < ?", Value::Integer(until));
+        }
+        if let Some(partner) = &filter.partner {
+            add("partner = ?", Value::Text(partner.clone()));
+        }
+        if let Some(protocol) = &filter.protocol {
+            add("protocol = ?", Value::Text(protocol.clone()));
+        }
+        if let Some(name) = &filter.name {
+            // LIKE ignores ASCII case; the text's own `%`, `_` and `\`
+            // are escaped, so they match only themselves.
+            let mut pattern = String::from("%");
+            for c in name.chars() {
+                if matches!(c, '%' | '_' | '\\') {
+                    pattern.push('\\');
+                }
+                pattern.push(c);
+            }
+            pattern.push('%');
+            add("path LIKE ? ESCAPE '\\'", Value::Text(pattern));
+        }
+        if let Some((at, id)) = &filter.before {
+            add("started_at <= ?", Value::Integer(*at));
+            add("(started_at < ? OR id < ?)", Value::Integer(*at));
+            values.push(Value::Text(id.clone()));
+        }
+        let wheres = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        values.push(Value::Integer(i64::from(filter.limit.unwrap_or(1000))));
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
-            "SELECT {TRANSFER_COLUMNS} FROM transfers
-             WHERE (?1 IS NULL OR account = ?1)
-               AND (?2 IS NULL OR status = ?2)
-               AND (?3 IS NULL OR started_at >= ?3)
-               AND (?4 IS NULL OR partner = ?4)
+            "SELECT {TRANSFER_COLUMNS} FROM transfers {wheres}
              ORDER BY started_at DESC, id DESC
-             LIMIT ?5"
+             LIMIT ?"
         ))?;
-        let rows = stmt.query_map(
-            params![
-                filter.account,
-                filter.status.map(|s| s.as_str()),
-                filter.since,
-                filter.partner,
-                filter.limit.unwrap_or(1000)
-            ],
-            row_to_transfer,
-        )?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(values), row_to_transfer)?;
         rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
     }
 

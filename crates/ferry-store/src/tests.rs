@@ -167,6 +167,80 @@ fn browser_sessions_are_not_api_tokens_and_expired_ones_are_swept() {
 }
 
 #[test]
+fn transfer_search_filters_and_pages_by_keyset() {
+    let s = Store::open_in_memory().unwrap();
+    // Ten rows, two of them at the same millisecond (the id breaks the tie).
+    for (i, at) in [100, 200, 300, 300, 400, 500, 600, 700, 800, 900]
+        .into_iter()
+        .enumerate()
+    {
+        let mut t = transfer(
+            &format!("t{i}"),
+            if i % 2 == 0 { "alice" } else { "bob" },
+            at,
+        );
+        t.path = format!("/in/Report-{i}.csv");
+        if i == 3 {
+            t.protocol = Protocol::Https;
+        }
+        s.apply(&Command::RecordTransfer(t)).unwrap();
+    }
+    let ids = |f: &TransferFilter| {
+        s.list_transfers(f)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect::<Vec<_>>()
+    };
+    // Pages of three, each after the last row of the one before: every
+    // row once, in order, the tie included.
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = s
+            .list_transfers(&TransferFilter {
+                limit: Some(3),
+                before: before.clone(),
+                ..Default::default()
+            })
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        before = Some((last.started_at, last.id.clone()));
+        seen.extend(page.into_iter().map(|t| t.id));
+    }
+    assert_eq!(
+        seen,
+        ["t9", "t8", "t7", "t6", "t5", "t4", "t3", "t2", "t1", "t0"]
+    );
+    // The name matches a part of the path, ignoring ASCII case.
+    let by_name = TransferFilter {
+        name: Some("report-1".into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(&by_name), ["t1"]);
+    let by_protocol = TransferFilter {
+        protocol: Some("https".into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(&by_protocol), ["t3"]);
+    let range = TransferFilter {
+        since: Some(300),
+        until: Some(500),
+        account: Some("bob".into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(&range), ["t3"]);
+    // A name with LIKE's wildcards matches them literally.
+    for wild in ["%", "_", "\\", "report_1"] {
+        let f = TransferFilter {
+            name: Some(wild.into()),
+            ..Default::default()
+        };
+        assert!(ids(&f).is_empty(), "{wild}");
+    }
+}
+
+#[test]
 fn transfers_are_written_once_and_filtered() {
     let s = Store::open_in_memory().unwrap();
     s.apply(&Command::RecordTransfer(transfer("t1", "alice", 100)))

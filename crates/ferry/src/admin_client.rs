@@ -495,7 +495,19 @@ impl ListFilter {
 #[derive(Debug, Subcommand)]
 pub enum TransferCmd {
     /// List transfer-log rows, newest first.
-    List(#[command(flatten)] ListFilter),
+    List {
+        #[command(flatten)]
+        filter: ListFilter,
+        /// Only paths containing this text (ignoring ASCII case).
+        #[arg(long)]
+        name: Option<String>,
+        /// Only this protocol: sftp, https, monitor or route.
+        #[arg(long)]
+        protocol: Option<String>,
+        /// Only before this time: RFC 3339, or an age such as 30m, 12h, 7d.
+        #[arg(long)]
+        until: Option<String>,
+    },
     /// Show one transfer with the events it caused and every attempt.
     Show {
         /// Transfer id.
@@ -1333,15 +1345,27 @@ fn allowed(allow: &[String]) -> String {
 /// Runs a transfer command.
 pub async fn transfer(args: AdminArgs, cmd: TransferCmd) -> anyhow::Result<()> {
     let admin = Admin::connect(args)?;
-    let filter = match cmd {
+    let (filter, query) = match cmd {
         TransferCmd::Show { id, json } => {
             return crate::engine_client::show_transfer(&admin, id, json).await
         }
-        TransferCmd::List(filter) => filter,
+        TransferCmd::List {
+            filter,
+            name,
+            protocol,
+            until,
+        } => {
+            let mut query = api::TransferQuery::from(filter.query()?);
+            query.name = name;
+            query.protocol = protocol;
+            query.until = until
+                .as_deref()
+                .map(crate::engine_client::parse_since)
+                .transpose()?;
+            (filter, query)
+        }
     };
-    let request = api::ListTransfers {
-        query: filter.query()?,
-    };
+    let request = api::ListTransfers { query };
     show(&admin, &request, filter.json, |transfers| {
         println!(
             "{:<36} {:<20} {:<12} {:<9} {:<12} {:>12} {:>12} {:<10} PATH",
