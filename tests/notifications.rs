@@ -184,6 +184,14 @@ fn verify_signature(secret: &str, hooked: &Hooked) {
 
 const THREE: ClusterSpec = ClusterSpec::active_active(&["s1", "s2", "s3"]);
 
+/// The event queue of `ferry up`, newest first.
+fn up_events(f: &Ferry) -> Vec<Value> {
+    let events: Value =
+        serde_json::from_str(&f.admin_ok(&["event", "list", "--json", "--limit", "1000"], None))
+            .unwrap();
+    events.as_array().unwrap().clone()
+}
+
 fn events(c: &TestCluster, i: usize) -> Vec<Value> {
     c.json(i, &["event", "list", "--json", "--limit", "1000"])
         .as_array()
@@ -638,13 +646,7 @@ fn mail_goes_over_starttls_with_auth_and_a_dead_smtp_server_delays_no_transfer()
     }
     assert_ok(&f.sftp_key("alice", &key, &batch, dir));
     let routes_done = |f: &Ferry| {
-        let events: Value = serde_json::from_str(
-            &f.admin_ok(&["event", "list", "--json", "--limit", "1000"], None),
-        )
-        .unwrap();
-        events
-            .as_array()
-            .unwrap()
+        up_events(f)
             .iter()
             .filter(|e| e["route"] == "to-bob" && e["status"] == "done")
             .count()
@@ -661,18 +663,14 @@ fn mail_goes_over_starttls_with_auth_and_a_dead_smtp_server_delays_no_transfer()
             "{name} not copied"
         );
     }
-    let events: Value =
-        serde_json::from_str(&f.admin_ok(&["event", "list", "--json", "--limit", "1000"], None))
-            .unwrap();
+    let events = up_events(&f);
     let dead_pending = events
-        .as_array()
-        .unwrap()
         .iter()
         .filter(|e| e["notice"]["endpoint"] == "dead" && e["status"] != "done")
         .count();
     assert!(
         dead_pending >= 1,
-        "the dead server's notifications: {events}"
+        "the dead server's notifications: {events:?}"
     );
 
     // The mail over STARTTLS + AUTH: one per arrival.
@@ -724,18 +722,14 @@ fn mail_goes_over_starttls_with_auth_and_a_dead_smtp_server_delays_no_transfer()
     );
     // They went out while the silent server still held its first attempt
     // (30 s): it holds one notice worker, not the others.
-    let events: Value =
-        serde_json::from_str(&f.admin_ok(&["event", "list", "--json", "--limit", "1000"], None))
-            .unwrap();
+    let events = up_events(&f);
     let dead_ended = events
-        .as_array()
-        .unwrap()
         .iter()
         .filter(|e| e["notice"]["endpoint"] == "dead" && !e["last_error"].is_null())
         .count();
     assert_eq!(
         dead_ended, 0,
-        "other mail waited for the dead server: {events}"
+        "other mail waited for the dead server: {events:?}"
     );
 
     // A home past 70 % of its quota (3 of 4 files) notifies at the next
@@ -779,16 +773,9 @@ fn mail_goes_over_starttls_with_auth_and_a_dead_smtp_server_delays_no_transfer()
 
     // bounded by the send timeout, and retry.
     let dead_attempted = || {
-        let events: Value = serde_json::from_str(
-            &f.admin_ok(&["event", "list", "--json", "--limit", "1000"], None),
-        )
-        .unwrap();
-        events
-            .as_array()
-            .unwrap()
-            .iter()
+        up_events(&f)
+            .into_iter()
             .find(|e| e["notice"]["endpoint"] == "dead" && !e["last_error"].is_null())
-            .cloned()
     };
     assert!(
         wait_until(60, || dead_attempted().is_some()),

@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::check_name;
+use crate::engine::{check_name, Event, EventKind, EventStatus};
 use crate::{FerryError, UnixMillis};
 
 /// Where notifications go.
@@ -385,6 +385,41 @@ pub struct Notice {
     /// Usage as a percentage of the quota.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota_percent: Option<u8>,
+}
+
+impl Event {
+    /// A pending `notify` event that sends `notice`, due at the notice's
+    /// time, with its endpoint's attempts and backoff. It names the
+    /// notice's account, file, transfer and partners, so `ferry event list`
+    /// filters find it.
+    pub fn notify(id: String, notice: Notice, max_attempts: u32, retry_base_ms: u64) -> Self {
+        let at = notice.at;
+        Self {
+            id,
+            kind: EventKind::Notify,
+            route: None,
+            schedule: None,
+            slot: None,
+            account: notice.account.clone(),
+            path: notice.file.clone(),
+            transfer_id: notice.transfer_id.clone(),
+            partners: notice.partners.clone(),
+            status: EventStatus::Pending,
+            attempts: 0,
+            max_attempts,
+            retry_base_ms,
+            next_at: at,
+            lease_node: None,
+            lease_until: None,
+            steps_done: 0,
+            current_path: None,
+            created_at: at,
+            updated_at: at,
+            last_error: None,
+            resubmit_of: None,
+            notice: Some(notice),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,13 @@ impl Secret {
     }
 }
 
+/// Whether `a` and `b` are the same bytes, compared without an early exit
+/// on the first difference (for tokens a client sends, such as CSRF
+/// tokens, so the time taken tells nothing of how much matched).
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("***")
@@ -40,5 +47,12 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?} {s}"), "*** ***");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn same_bytes_needs_equal_length_and_content() {
+        assert!(same_bytes(b"abc", b"abc"));
+        assert!(!same_bytes(b"abc", b"ab"));
+        assert!(!same_bytes(b"abc", b"abd"));
     }
 }

@@ -151,11 +151,6 @@ fn random_hex() -> String {
     hex::encode(bytes)
 }
 
-/// Compares without an early exit on the first differing byte.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// The value of the console cookie in a request, if any.
 pub fn cookie_of(headers: &HeaderMap) -> Option<String> {
     headers
@@ -189,7 +184,7 @@ pub(crate) async fn caller(
     } = state.console.touch(cookie).ok_or_else(ended)?;
     if !matches!(*method, Method::GET | Method::HEAD) {
         let sent = headers.get(CSRF_HEADER).map_or(&[][..], |v| v.as_bytes());
-        if !same_bytes(sent, csrf.as_bytes()) {
+        if !ferry_core::secret::same_bytes(sent, csrf.as_bytes()) {
             return Err(FerryError::denied(
                 "missing or wrong X-CSRF-Token header (console sessions send it with every change)",
             ));

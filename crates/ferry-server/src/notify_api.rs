@@ -6,8 +6,8 @@ use axum::Json;
 use ferry_api as api;
 use ferry_core::engine::check_name;
 use ferry_core::{
-    Command, Event, EventKind, EventStatus, FerryError, Notice, NotifyEndpoint, NotifyRule,
-    NotifyTarget, Secret, SmtpTls, Trigger,
+    Command, Event, FerryError, Notice, NotifyEndpoint, NotifyRule, NotifyTarget, Secret, SmtpTls,
+    Trigger,
 };
 
 use crate::admin::{done, run, AdminState, ApiError, Reply, Routes};
@@ -201,42 +201,24 @@ async fn test_endpoint(
             .ok_or_else(|| FerryError::not_found(format!("notification endpoint {name:?}")))?;
         let now = now_millis();
         let id = uuid::Uuid::now_v7().to_string();
-        let event = Event {
-            id: id.clone(),
-            kind: EventKind::Notify,
-            route: None,
-            schedule: None,
-            slot: None,
-            account: None,
-            path: None,
-            transfer_id: None,
-            partners: Vec::new(),
-            status: EventStatus::Pending,
-            attempts: 0,
-            max_attempts: endpoint.max_attempts,
-            retry_base_ms: endpoint.retry_base_ms,
-            next_at: now,
-            lease_node: None,
-            lease_until: None,
-            steps_done: 0,
-            current_path: None,
-            created_at: now,
-            updated_at: now,
-            last_error: None,
-            resubmit_of: None,
-            notice: Some(Notice {
-                trigger: "test".into(),
-                rule: "test".into(),
-                endpoint: endpoint.name.clone(),
-                at: now,
-                summary: format!(
-                    "test notification to {} from {}",
-                    endpoint.name, s.ctx.node_id
-                ),
-                node: Some(s.ctx.node_id.clone()),
-                ..Notice::default()
-            }),
+        let notice = Notice {
+            trigger: "test".into(),
+            rule: "test".into(),
+            endpoint: endpoint.name.clone(),
+            at: now,
+            summary: format!(
+                "test notification to {} from {}",
+                endpoint.name, s.ctx.node_id
+            ),
+            node: Some(s.ctx.node_id.clone()),
+            ..Notice::default()
         };
+        let event = Event::notify(
+            id.clone(),
+            notice,
+            endpoint.max_attempts,
+            endpoint.retry_base_ms,
+        );
         s.ctx.apply(&Command::EnqueueEvent(event))?;
         s.ctx.engine_wake.notify_waiters();
         Ok(Reply(api::NotifyTest {

@@ -4,10 +4,7 @@
 //! caused it. Replaying that change raises nothing new.
 
 use ferry_core::engine::derived_id;
-use ferry_core::{
-    Command, Event, EventKind, EventStatus, Notice, NotifyEndpoint, NotifyRule, TriggerKind,
-    UnixMillis,
-};
+use ferry_core::{Command, Event, Notice, NotifyEndpoint, NotifyRule, TriggerKind, UnixMillis};
 use rusqlite::{params, Connection};
 
 use crate::engine::{ensure_absent, from_json, insert_event, json, require};
@@ -152,38 +149,13 @@ pub(crate) fn raise(
         if crate::engine::exists(tx, "SELECT 1 FROM events WHERE id = ?1", &id)? {
             continue;
         }
-        let at: UnixMillis = notice.at;
         let notice = Notice {
             trigger: rule.trigger.to_string(),
             rule: rule.name.clone(),
             endpoint: rule.endpoint.clone(),
             ..notice.clone()
         };
-        let event = Event {
-            id,
-            kind: EventKind::Notify,
-            route: None,
-            schedule: None,
-            slot: None,
-            account: notice.account.clone(),
-            path: notice.file.clone(),
-            transfer_id: notice.transfer_id.clone(),
-            partners: notice.partners.clone(),
-            status: EventStatus::Pending,
-            attempts: 0,
-            max_attempts,
-            retry_base_ms,
-            next_at: at,
-            lease_node: None,
-            lease_until: None,
-            steps_done: 0,
-            current_path: None,
-            created_at: at,
-            updated_at: at,
-            last_error: None,
-            resubmit_of: None,
-            notice: Some(notice),
-        };
+        let event = Event::notify(id, notice, max_attempts, retry_base_ms);
         changed += insert_event(tx, &event)?;
     }
     Ok(changed)

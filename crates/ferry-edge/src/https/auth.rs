@@ -66,11 +66,6 @@ pub fn csrf_token(cookie: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// Compares without an early exit on the first differing byte.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// A new browser session: what the client is told.
 pub struct WebSession {
     /// The cookie's value.
@@ -399,7 +394,7 @@ impl Auth {
             Some(Presented::Cookie(value)) => {
                 if changes_state(method) {
                     let sent = headers.get(CSRF_HEADER).map_or(&[][..], |v| v.as_bytes());
-                    if !same_bytes(sent, csrf_token(&value).as_bytes()) {
+                    if !ferry_core::secret::same_bytes(sent, csrf_token(&value).as_bytes()) {
                         return Err(Refusal::Error(ApiError::new(
                             StatusCode::FORBIDDEN,
                             "csrf",
@@ -471,6 +466,7 @@ impl Auth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_core::secret::same_bytes;
 
     #[test]
     fn csrf_token_is_bound_to_the_cookie() {
