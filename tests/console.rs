@@ -12,6 +12,8 @@
 )]
 
 mod common;
+#[path = "common/sshd.rs"]
+mod sshd;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -175,101 +177,258 @@ fn console_sessions_need_csrf_for_changes_and_keep_roles() {
     assert_eq!(session.get("/api/v1/whoami").status, 401);
 }
 
-#[test]
-fn console_in_chromium_dashboard_tracking_and_auditor() {
-    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-    let script = root.join("tests/browser/console_test.mjs");
-    let modules = root.join("tests/browser/node_modules/playwright-core");
-    if std::env::var_os("FERRY_SKIP_BROWSER").is_some() {
-        eprintln!("FERRY_SKIP_BROWSER is set: browser test skipped");
-        return;
+/// The browser side of the console test: `tests/browser/console_test.mjs`,
+/// run once per phase with the environment it needs.
+struct Browser {
+    root: PathBuf,
+    out: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Browser {
+    fn new(f: &Ferry) -> Option<Self> {
+        let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+        if std::env::var_os("FERRY_SKIP_BROWSER").is_some() {
+            eprintln!("FERRY_SKIP_BROWSER is set: browser test skipped");
+            return None;
+        }
+        assert!(
+            std::path::Path::new("/usr/bin/chromium").exists()
+                && root
+                    .join("tests/browser/node_modules/playwright-core")
+                    .exists(),
+            "needs Debian's chromium and `npm ci` in tests/browser (see .ci/run), \
+             or FERRY_SKIP_BROWSER=1"
+        );
+        let url = std::fs::read_to_string(f.dir.path().join("data/admin.url")).unwrap();
+        let out = root.join("target/test-artifacts");
+        std::fs::create_dir_all(&out).unwrap();
+        let env = [
+            ("FERRY_URL", url.trim()),
+            ("FERRY_ADMIN", "ann"),
+            ("FERRY_ADMIN_PASSWORD", ADMIN_PASSWORD),
+            ("FERRY_AUDITOR", "otto"),
+            ("FERRY_AUDITOR_PASSWORD", AUDITOR_PASSWORD),
+            ("FERRY_OUT", out.to_str().unwrap()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .to_vec();
+        Some(Self { root, out, env })
     }
-    assert!(
-        std::path::Path::new("/usr/bin/chromium").exists() && modules.exists(),
-        "needs Debian's chromium and `npm ci` in tests/browser (see .ci/run), \
-         or FERRY_SKIP_BROWSER=1"
-    );
+
+    fn set(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Runs one phase; its JSON result (the phase's screenshots checked).
+    fn phase(&self, phase: &str) -> serde_json::Value {
+        let started = Instant::now();
+        let out = Command::new("node")
+            .arg(self.root.join("tests/browser/console_test.mjs"))
+            .current_dir(self.root.join("tests/browser"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("FERRY_PHASE", phase)
+            .output()
+            .expect("node");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "console browser phase {phase} failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let result: serde_json::Value =
+            serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        println!("phase {phase} ({:?}): {result:#}", started.elapsed());
+        assert_eq!(result["ok"], true);
+        for shot in result["screenshots"].as_array().unwrap() {
+            let file = self.out.join(shot.as_str().unwrap());
+            assert!(file.metadata().unwrap().len() > 5_000, "{}", file.display());
+        }
+        result
+    }
+}
+
+/// Events of the server as `ferry event list --json`.
+fn events(f: &Ferry) -> Vec<serde_json::Value> {
+    let out = f.admin_ok(&["event", "list", "--json"], None);
+    serde_json::from_str::<serde_json::Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// The issue's story, in Chromium: the admin sets up an account, a partner
+/// (a real OpenSSH sshd) and a route through the pages; a file uploaded over
+/// SFTP is delivered, found in file tracking with its event and attempt; the
+/// partner goes down and a resubmit's attempt fails with the reason; the
+/// partner comes back and a bulk resubmit delivers. The auditor sees no
+/// change control on any page and is refused a forced change.
+#[test]
+fn console_in_chromium_story_with_an_openssh_partner() {
     let f = Ferry::up();
-    let key = f.account_with_key("alice");
-    f.add_account("bob");
-    f.admin_ok(
-        &[
-            "route",
-            "add",
-            "to-bob",
-            "--account",
-            "alice",
-            "--match",
-            "*.csv",
-            "--action",
-            "copy:bob/in",
-        ],
-        None,
-    );
+    let Some(mut browser) = Browser::new(&f) else {
+        return;
+    };
+    let mut partner = sshd::start();
+    let partner_dir = partner.root.join("inbox");
+    std::fs::create_dir_all(&partner_dir).unwrap();
+    let monitor_dir = f.dir.path().join("outbound");
+    std::fs::create_dir_all(&monitor_dir).unwrap();
     add_admin(&f, "ann", "admin", ADMIN_PASSWORD);
     add_admin(&f, "otto", "auditor", AUDITOR_PASSWORD);
+    let key = client_key(f.dir.path(), "partnerco_key");
+    let key_pub = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let fingerprint = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(partner.dir.join("host_ed25519.pub"))
+        .output()
+        .unwrap();
+    let fingerprint = String::from_utf8_lossy(&fingerprint.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
     let name = format!("console-{}.csv", rand_suffix());
+    for (k, v) in [
+        ("FERRY_ACCOUNT", "partnerco"),
+        ("FERRY_ACCOUNT_PASSWORD", "Partner-Co-Pass-2026!"),
+        ("FERRY_ACCOUNT_KEY", key_pub.trim()),
+        ("FERRY_PARTNER", "acme"),
+        ("FERRY_PARTNER_HOST", "127.0.0.1"),
+        ("FERRY_PARTNER_PORT", &partner.port.to_string()),
+        ("FERRY_PARTNER_USER", &partner.user),
+        ("FERRY_PARTNER_HOST_KEY", &partner.host_key_pub),
+        (
+            "FERRY_PARTNER_PRIVATE_KEY",
+            std::fs::read_to_string(&partner.client_key).unwrap().trim(),
+        ),
+        ("FERRY_PARTNER_DIR", partner_dir.to_str().unwrap()),
+        ("FERRY_MONITOR_DIR", monitor_dir.to_str().unwrap()),
+        ("FERRY_FILE_NAME", &name),
+    ] {
+        browser.set(k, v);
+    }
+
+    // 1. Everything set up through the pages, checked through the CLI.
+    let setup = browser.phase("setup");
+    assert_eq!(setup["fingerprint"], fingerprint.as_str());
+    assert_eq!(setup["tokenShown"], true);
+    assert_eq!(setup["sorted"], "descending");
+    assert_eq!(setup["filtered"], 1);
+    assert!(setup["auditRows"].as_u64().unwrap() >= 8, "{setup}");
+    assert!(
+        setup["nextSlots"].as_str().unwrap().contains("03:00:00"),
+        "{setup}"
+    );
+    let account: serde_json::Value =
+        serde_json::from_str(&f.admin_ok(&["account", "show", "partnerco", "--json"], None))
+            .unwrap();
+    assert_eq!(account["keys"], 1, "{account:#}");
+    assert_eq!(account["quota_bytes"], 50_000_000, "{account:#}");
+    let routes: serde_json::Value =
+        serde_json::from_str(&f.admin_ok(&["route", "list", "--json"], None)).unwrap();
+    assert_eq!(routes[0]["actions"][0]["partner"], "acme", "{routes:#}");
+    assert_eq!(routes[0]["max_attempts"], 1, "{routes:#}");
+    for (what, list) in [("schedule", "nightly-pull"), ("monitor", "outbound")] {
+        let listed = f.admin_ok(&[what, "list", "--json"], None);
+        assert!(listed.contains(list), "{listed}");
+    }
+
+    // 2. An SFTP upload with the key added in the browser; the route delivers it.
     let local = f.dir.path().join(&name);
     random_file(&local, 70_000);
     let out = f.sftp_key(
-        "alice",
+        "partnerco",
         &key,
         &format!("put {} {name}\n", local.display()),
         f.dir.path(),
     );
     assert_ok(&out);
-    let done = || {
-        let out = f.admin_ok(&["event", "list", "--json", "--status", "done"], None);
-        serde_json::from_str::<serde_json::Value>(&out)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .len()
-            == 1
-    };
-    assert!(wait_until(60, done), "the route's event did not finish");
-    assert!(f.repository.join("bob/in").join(&name).exists());
-
-    let url = std::fs::read_to_string(f.dir.path().join("data/admin.url")).unwrap();
-    let out_dir = root.join("target/test-artifacts");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let out = Command::new("node")
-        .arg(&script)
-        .current_dir(root.join("tests/browser"))
-        .env("FERRY_URL", url.trim())
-        .env("FERRY_ADMIN", "ann")
-        .env("FERRY_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .env("FERRY_AUDITOR", "otto")
-        .env("FERRY_AUDITOR_PASSWORD", AUDITOR_PASSWORD)
-        .env("FERRY_FILE_NAME", &name)
-        .env("FERRY_OUT", &out_dir)
-        .output()
-        .expect("node");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status_count = |status: &str| events(&f).iter().filter(|e| e["status"] == status).count();
     assert!(
-        out.status.success(),
-        "console browser test failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        wait_until(60, || status_count("done") == 1),
+        "the route's event did not finish: {:?}",
+        events(&f)
     );
-    let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    println!("{result:#}");
-    assert_eq!(result["ok"], true);
-    assert_eq!(result["adminSawResubmit"], true);
-    let steps = result["stepsDone"].as_array().unwrap();
+    let delivered = partner_dir.join(&name);
+    assert_eq!(sha256_file(&delivered), sha256_file(&local));
+
+    // 3. File tracking: the transfer, its event and the done attempt.
+    let track = browser.phase("track");
+    assert!(track["transfersTile"].as_u64().unwrap() >= 1, "{track}");
+    let first = track["eventId"].as_str().unwrap().to_owned();
+    let attempts = track["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{track}");
+    assert!(attempts[0].as_str().unwrap().contains("done"), "{track}");
+    let steps = track["stepsDone"].as_array().unwrap();
     assert!(
-        steps.len() == 1 && steps[0].as_str().unwrap().starts_with("copy:bob/in"),
+        steps.len() == 1 && steps[0].as_str().unwrap().starts_with("push:acme"),
         "{steps:?}"
     );
-    assert_eq!(result["auditorSawResubmit"], false);
-    assert_eq!(result["auditorForcedChange"], 403);
-    assert_eq!(result["noCsrfChange"], 403);
-    for shot in result["screenshots"].as_array().unwrap() {
-        let file = out_dir.join(shot.as_str().unwrap());
-        assert!(file.metadata().unwrap().len() > 5_000, "{}", file.display());
+
+    // 4. The partner goes down; a resubmit from the transfer's page fails.
+    partner.stop();
+    std::fs::remove_file(&delivered).unwrap();
+    let resubmitted = browser.phase("resubmit");
+    let second = resubmitted["newId"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    let attempt = resubmitted["attempt"].as_str().unwrap();
+    assert!(attempt.contains("failed"), "{resubmitted}");
+    assert!(
+        attempt.contains("acme") || attempt.contains("connect") || attempt.contains("refused"),
+        "the attempt's error names the partner or the connection: {attempt}"
+    );
+    assert!(
+        resubmitted["dialogs"][0]
+            .as_str()
+            .unwrap()
+            .contains("Queue event"),
+        "{resubmitted}"
+    );
+    assert!(!delivered.exists());
+    let shown: serde_json::Value =
+        serde_json::from_str(&f.admin_ok(&["event", "show", &second, "--json"], None)).unwrap();
+    assert_eq!(shown["status"], "failed", "{shown:#}");
+    assert_eq!(shown["resubmit_of"], first.as_str(), "{shown:#}");
+
+    // 5. The partner is back; a bulk resubmit of the failed events delivers.
+    partner.start_again();
+    let bulk = browser.phase("bulk");
+    assert_eq!(bulk["failedShown"], 1, "{bulk}");
+    assert!(
+        bulk["text"].as_str().unwrap().starts_with("1 of 1"),
+        "{bulk}"
+    );
+    assert!(
+        wait_until(60, || status_count("done") == 2),
+        "the bulk resubmit did not deliver: {:?}",
+        events(&f)
+    );
+    assert_eq!(sha256_file(&delivered), sha256_file(&local));
+    assert_eq!(status_count("failed"), 1);
+
+    // 6. The auditor: no change control anywhere, and refused when forcing one.
+    let auditor = browser.phase("auditor");
+    for (page, count) in auditor["controls"].as_object().unwrap() {
+        assert_eq!(count, 0, "the auditor sees change controls on {page}");
     }
-    // The browser's login and logout are in the audit trail.
+    assert_eq!(auditor["forcedResubmit"], 403, "{auditor}");
+    assert_eq!(auditor["forcedAccount"], 403, "{auditor}");
+    assert_eq!(auditor["noCsrf"], 403, "{auditor}");
+    assert_eq!(events(&f).len(), 3, "no event was added by the auditor");
+
+    // The browser's changes are in the audit trail under the admin's name.
     let audit = bearer(&f).get("/api/v1/audit?admin=ann").text();
-    assert!(audit.contains("POST /api/v1/console/session"), "{audit}");
+    for change in [
+        "POST /api/v1/console/session",
+        "POST /api/v1/accounts",
+        "POST /api/v1/partners",
+        "POST /api/v1/routes",
+        "/resubmit",
+    ] {
+        assert!(audit.contains(change), "{change} not audited: {audit}");
+    }
 }
 
 /// Rows seeded for the timing: 100,000 over the last 30 days, one in

@@ -868,6 +868,9 @@ pub struct Schedule {
     pub retry_base_ms: u64,
     /// When it was added.
     pub created_at: DateTime<Utc>,
+    /// Its next slots (up to 3), soonest first.
+    #[serde(default)]
+    pub next_slots: Vec<DateTime<Utc>>,
 }
 
 impl From<ferry_core::Schedule> for Schedule {
@@ -881,6 +884,7 @@ impl From<ferry_core::Schedule> for Schedule {
             max_attempts: s.max_attempts,
             retry_base_ms: s.retry_base_ms,
             created_at: time(s.created_at),
+            next_slots: Vec::new(),
         }
     }
 }

@@ -246,10 +246,31 @@ async fn remove_route(
 /// The time zone of a schedule that names none.
 const DEFAULT_TIMEZONE: &str = "UTC";
 
+/// How many coming slots a listed schedule shows.
+const NEXT_SLOTS: usize = 3;
+
 async fn list_schedules(State(s): State<AdminState>) -> ApiResult<Reply<api::ListSchedules>> {
+    let now = now_millis();
     run(move || s.ctx.store.schedules().map_err(FerryError::from))
         .await
-        .map(|list| Reply(list.into_iter().map(api::Schedule::from).collect()))
+        .map(|list| Reply(list.into_iter().map(|s| with_next_slots(s, now)).collect()))
+}
+
+/// The schedule as the API shows it, with its next slots after `now`.
+fn with_next_slots(schedule: Schedule, now: i64) -> api::Schedule {
+    let slots = CronSlots::parse(&schedule.cron, &schedule.timezone).ok();
+    let mut shown = api::Schedule::from(schedule);
+    if let Some(slots) = slots {
+        let mut cursor = now;
+        while shown.next_slots.len() < NEXT_SLOTS {
+            let Some(slot) = slots.next_after(cursor) else {
+                break;
+            };
+            shown.next_slots.push(api::time(slot));
+            cursor = slot;
+        }
+    }
+    shown
 }
 
 async fn add_schedule(
@@ -276,7 +297,7 @@ async fn add_schedule(
     run(move || {
         s.ctx.apply(&Command::AddSchedule(schedule.clone()))?;
         s.ctx.schedules_changed.notify_waiters();
-        Ok(Reply(schedule.into()))
+        Ok(Reply(with_next_slots(schedule, now_millis())))
     })
     .await
 }

@@ -428,13 +428,14 @@ pub async fn schedule(args: AdminArgs, cmd: ScheduleCmd) -> anyhow::Result<()> {
         ScheduleCmd::List { json } => {
             show(&admin, &api::ListSchedules {}, json, |schedules| {
                 println!(
-                    "{:<16} {:<20} {:<16} {:<9} ACTION",
-                    "NAME", "CRON", "TIME ZONE", "CATCH-UP"
+                    "{:<16} {:<20} {:<16} {:<9} {:<20} ACTION",
+                    "NAME", "CRON", "TIME ZONE", "CATCH-UP", "NEXT SLOT"
                 );
                 for s in schedules {
+                    let next = s.next_slots.first().map(when).unwrap_or_default();
                     println!(
-                        "{:<16} {:<20} {:<16} {:<9} {}",
-                        s.name, s.cron, s.timezone, s.catch_up, s.action
+                        "{:<16} {:<20} {:<16} {:<9} {:<20} {}",
+                        s.name, s.cron, s.timezone, s.catch_up, next, s.action
                     );
                 }
             })
