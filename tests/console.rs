@@ -357,6 +357,8 @@ fn console_in_chromium_story_with_an_openssh_partner() {
     // 3. File tracking: the transfer, its event and the done attempt.
     let track = browser.phase("track");
     assert!(track["transfersTile"].as_u64().unwrap() >= 1, "{track}");
+    assert_eq!(track["rowsFound"], 2, "the upload and the push: {track}");
+    assert_eq!(track["direction"], "upload", "{track}");
     let first = track["eventId"].as_str().unwrap().to_owned();
     let attempts = track["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 1, "{track}");
@@ -386,6 +388,9 @@ fn console_in_chromium_story_with_an_openssh_partner() {
             .contains("Queue event"),
         "{resubmitted}"
     );
+    let mut on_transfer = resubmitted["onTransfer"].as_array().unwrap().clone();
+    on_transfer.sort_by_key(|v| v.to_string());
+    assert_eq!(on_transfer, ["done", "failed"], "{resubmitted}");
     assert!(!delivered.exists());
     let shown: serde_json::Value =
         serde_json::from_str(&f.admin_ok(&["event", "show", &second, "--json"], None)).unwrap();

@@ -262,8 +262,11 @@ async function track() {
   await page.fill('#f-name', fileName.slice(0, -4));
   await page.selectOption('#f-protocol', 'sftp');
   await page.click('#search-submit');
-  const row = page.locator('#results tr.transfer-row', { hasText: fileName }).first();
+  // The upload itself (the route's push to the partner is listed too).
+  const row = page.locator('#results tr.transfer-row', { hasText: fileName })
+    .filter({ hasText: 'upload' }).first();
   await row.waitFor();
+  const rowsFound = await page.locator('#results tr.transfer-row').count();
   await shoot('tracking');
 
   await row.locator('a').click();
@@ -273,6 +276,7 @@ async function track() {
   const eventId = await event.getAttribute('data-event');
   const attempts = await event.locator('tr.attempt').allTextContents();
   const stepsDone = await event.locator('li.step.done').allTextContents();
+  const direction = await page.locator('#transfer dd').nth(3).textContent();
   await shoot('transfer');
 
   await page.click('#nav-events');
@@ -280,7 +284,9 @@ async function track() {
   await shoot('events');
   await open(`#/event/${eventId}`, '#page-event tr.attempt');
   await shoot('event');
-  return { transfersTile, eventId, attempts, stepsDone };
+  return {
+    transfersTile, rowsFound, direction, eventId, attempts, stepsDone,
+  };
 }
 
 async function resubmit() {
@@ -297,7 +303,14 @@ async function resubmit() {
   await reloadUntil('#page-event .event[data-status="failed"] tr.attempt', 60);
   const attempt = await page.locator('#page-event tr.attempt').first().textContent();
   await shoot('resubmitted');
-  return { newId, attempt, dialogs };
+  // The file's page now lists both events: the first done, the second failed.
+  await page.click('#transfer-link');
+  await page.locator(`.event[data-event="${newId}"] tr.attempt`).waitFor();
+  const onTransfer = await page.locator('.event').evaluateAll((cards) => cards.map((c) => c.dataset.status));
+  await shoot('transfer-resubmitted');
+  return {
+    newId, attempt, onTransfer, dialogs,
+  };
 }
 
 async function bulk() {

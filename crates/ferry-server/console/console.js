@@ -87,7 +87,6 @@
     while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
     return `${i ? v.toFixed(1) : v} ${units[i]}`;
   }
-  const statusCell = (s) => el('td', { class: `status-${s}` }, s);
   const enc = encodeURIComponent;
 
   /**
@@ -103,12 +102,6 @@
     return false;
   }
   const canChange = () => may('events');
-
-  function table(headers, rows, attrs) {
-    return el('div', { class: 'scroll' }, el('table', attrs || {},
-      el('thead', {}, el('tr', {}, headers.map((h) => el('th', {}, h)))),
-      el('tbody', {}, rows)));
-  }
 
   /** Orders two cell values: numbers as numbers, empty last. */
   function compare(a, b) {
@@ -172,7 +165,7 @@
   }
 
   const card = (title, ...children) => el('div', { class: 'card' }, title ? el('h2', {}, title) : null, ...children);
-  const link = (href, text) => el('a', { href }, text);
+  const link = (href, text, id) => el('a', { href, id: id || null }, text);
   const yesNo = (v) => (v ? 'yes' : 'no');
 
   /** Shows a success message until the next page. */
@@ -393,22 +386,30 @@
     for (const m of status.members || []) if (m && typeof m === 'object') members.push(m);
     const term = status.term;
     view.append(card(`Cluster (${status.mode}${term !== undefined ? `, term ${term}` : ''})`,
-      table(['Server', 'Role', 'Term', 'Lag', 'Version', 'Health'], members.map((m) => el('tr', { class: 'member' },
-        el('td', {}, m.node || m.name || m.node_id || m.id || ''),
-        el('td', {}, `${m.role || ''}${m.primary ? ' (primary)' : ''}`),
-        el('td', {}, m.term ?? m.epoch ?? ''),
-        el('td', { class: 'num' }, m.lag ?? ''),
-        el('td', {}, m.version || ''),
-        el('td', {}, health(m)))))));
+      dataTable([
+        { label: 'Server', value: (m) => m.node || m.name || m.node_id || m.id || '' },
+        { label: 'Role', value: (m) => `${m.role || ''}${m.primary ? ' (primary)' : ''}` },
+        { label: 'Term', value: (m) => m.term ?? m.epoch ?? '' },
+        { label: 'Lag', value: (m) => m.lag ?? null, cls: 'num' },
+        { label: 'Version', value: (m) => m.version || '' },
+        { label: 'Health', value: (m) => health(m) },
+      ], members, { id: 'members-table', rowClass: 'member' })));
     const workers = members.flatMap((m) => (m.workers || []).map((w) => ({ node: m.node || m.name || '', ...w })));
-    view.append(card('Workers',
-      table(['Server', 'Worker', 'State', 'For', 'Done', 'Detail / last error'], workers.map((w) => el('tr', {},
-        el('td', {}, w.node), el('td', {}, w.name), el('td', {}, String(w.state)),
-        el('td', { class: 'num' }, `${w.for_secs} s`), el('td', { class: 'num' }, w.done),
-        el('td', {}, [w.detail, w.last_error].filter(Boolean).join(' — ')))))));
+    view.append(card('Workers', dataTable([
+      { label: 'Server', value: (w) => w.node },
+      { label: 'Worker', value: (w) => w.name },
+      { label: 'State', value: (w) => String(w.state) },
+      { label: 'For', value: (w) => w.for_secs, cls: 'num', cell: (w) => `${w.for_secs} s` },
+      { label: 'Done', value: (w) => w.done, cls: 'num' },
+      { label: 'Detail / last error', value: (w) => [w.detail, w.last_error].filter(Boolean).join(' — ') },
+    ], workers, { id: 'workers-table' })));
     view.append(card('Alerts', alerts.length
-      ? table(['When', 'Server', 'Kind', 'What'], alerts.slice(0, 50).map((a) => el('tr', { class: 'alert-row' },
-        el('td', {}, fmtTime(a.at)), el('td', {}, a.node), el('td', {}, a.kind), el('td', {}, a.message))))
+      ? dataTable([
+        { label: 'When', value: (a) => a.at, cell: (a) => fmtTime(a.at) },
+        { label: 'Server', value: (a) => a.node },
+        { label: 'Kind', value: (a) => a.kind },
+        { label: 'What', value: (a) => a.message },
+      ], alerts.slice(0, 50), { id: 'alerts-table', rowClass: 'alert-row' })
       : el('p', { class: 'muted' }, status.mode === 'single' ? 'A server alone keeps no cluster history.' : 'No alert in the recent cluster history.')));
   }
 
@@ -523,13 +524,16 @@
       });
       results.replaceChildren(
         el('div', { class: 'muted' }, `${shown.length} transfer(s) on this page, ${ms} ms`),
-        table(['Path', 'Status', 'Account', 'Started', 'Bytes', 'Protocol', 'Direction', 'Partner'],
-          shown.map((t) => el('tr', { class: 'transfer-row' },
-            el('td', { class: 'path' }, el('a', { href: `#/transfer/${encodeURIComponent(t.id)}` }, t.path)),
-            statusCell(t.status), el('td', {}, t.account), el('td', {}, fmtTime(t.started_at)),
-            el('td', { class: 'num' }, fmtBytes(t.bytes)),
-            el('td', {}, t.protocol), el('td', {}, t.direction),
-            el('td', {}, t.partner || '')))),
+        dataTable([
+          { label: 'Path', value: (t) => t.path, cls: 'path', cell: (t) => link(`#/transfer/${enc(t.id)}`, t.path) },
+          { label: 'Status', value: (t) => t.status, cell: (t) => el('span', { class: `status-${t.status}` }, t.status) },
+          { label: 'Account', value: (t) => t.account },
+          { label: 'Started', value: (t) => t.started_at, cell: (t) => fmtTime(t.started_at) },
+          { label: 'Bytes', value: (t) => t.bytes, cls: 'num', cell: (t) => fmtBytes(t.bytes) },
+          { label: 'Protocol', value: (t) => t.protocol },
+          { label: 'Direction', value: (t) => t.direction },
+          { label: 'Partner', value: (t) => t.partner || '' },
+        ], shown, { id: 'transfers-table', rowClass: 'transfer-row', empty: 'No transfer matches.' }),
         el('div', { class: 'pager' }, prev, next));
     }
     function run(cursor) { load(cursor).catch(showError); }
@@ -590,13 +594,20 @@
         ['Kind', e.kind, 'Route', e.route, 'Status', e.status,
           'Attempts', `${e.attempts} of ${e.max_attempts}`, 'Route steps done', e.steps_done,
           'Path now', e.current_path, 'Partners', (e.partners || []).join(', '),
-          'Created', fmtTime(e.created_at), 'Last error', e.last_error]
+          'Created', fmtTime(e.created_at), 'Last error', e.last_error,
+          ...(e.resubmit_of ? ['Resubmits', link(`#/event/${enc(e.resubmit_of)}`, e.resubmit_of)] : []),
+          ...(e.schedule ? ['Schedule', link(`#/schedule/${enc(e.schedule)}`, `${e.schedule} (slot ${fmtTime(e.slot)})`)] : [])]
           .reduce((acc, v, i, a) => (i % 2 ? acc : acc.concat([el('dt', {}, v), el('dd', {}, a[i + 1] ?? '')])), [])),
       steps(e, actions),
       el('h2', {}, 'Attempts'),
-      table(['#', 'Server', 'Started', 'Ended', 'Outcome', 'Error'], (e.attempt_log || []).map((a) => el('tr', { class: 'attempt' },
-        el('td', {}, a.attempt), el('td', {}, a.node), el('td', {}, fmtTime(a.started_at)),
-        el('td', {}, fmtTime(a.ended_at)), el('td', {}, a.outcome || 'running'), el('td', {}, a.error || '')))));
+      dataTable([
+        { label: '#', value: (a) => a.attempt, cls: 'num' },
+        { label: 'Server', value: (a) => a.node },
+        { label: 'Started', value: (a) => a.started_at, cell: (a) => fmtTime(a.started_at) },
+        { label: 'Ended', value: (a) => a.ended_at, cell: (a) => fmtTime(a.ended_at) },
+        { label: 'Outcome', value: (a) => a.outcome || 'running' },
+        { label: 'Error', value: (a) => a.error || '' },
+      ], e.attempt_log || [], { rowClass: 'attempt', empty: 'No attempt yet.' }));
     if (canChange() && (e.status === 'done' || e.status === 'failed')) {
       card.append(el('p', {}, el('button', { type: 'button', class: 'danger resubmit change', onclick: () => resubmit(e.id) }, 'Resubmit')));
     }
@@ -692,8 +703,7 @@
       api('GET', '/api/v1/routes'),
     ]);
     const e = detail;
-    view.append(el('h2', {}, `Event ${e.id}`));
-    if (e.transfer_id) view.append(el('p', {}, link(`#/transfer/${enc(e.transfer_id)}`, 'The transfer that caused it')));
+    if (e.transfer_id) view.append(el('p', {}, link(`#/transfer/${enc(e.transfer_id)}`, 'The transfer that caused it', 'transfer-link')));
     if (e.notice) {
       view.append(card('Notification', kvList([
         ['Rule', e.notice.rule], ['Trigger', e.notice.trigger], ['Endpoint', e.notice.endpoint],
@@ -1383,9 +1393,14 @@
   // ---- routing ----
 
   let shownPath = null;
+  // Each rendering's number: a page that finishes loading after the user
+  // went on to another one is dropped, not shown over it.
+  let renderings = 0;
 
   async function route(opts = {}) {
     if (!state.session) { showLogin(); return; }
+    renderings += 1;
+    const mine = renderings;
     const hash = location.hash.replace(/^#/, '') || '/dashboard';
     const [path, query] = hash.split('?');
     if (!opts.keepNotice && path !== shownPath) $('notice').hidden = true;
@@ -1419,13 +1434,15 @@
       admins: () => admins(page, params),
       settings: () => settings(page),
     };
+    let failure = null;
     try {
       if (Object.hasOwn(pages, section)) await pages[section]();
       else page.append(el('p', {}, 'No such page.'));
-      showError(null);
     } catch (e) {
-      showError(e);
+      failure = e;
     }
+    if (mine !== renderings) return;
+    showError(failure);
     view.replaceChildren(page);
   }
 
