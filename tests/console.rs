@@ -186,7 +186,9 @@ struct Browser {
 }
 
 impl Browser {
-    fn new(f: &Ferry) -> Option<Self> {
+    /// For the console at `url` (the admin listener), or None when the
+    /// browser test is skipped.
+    fn new(url: &str) -> Option<Self> {
         let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
         if std::env::var_os("FERRY_SKIP_BROWSER").is_some() {
             eprintln!("FERRY_SKIP_BROWSER is set: browser test skipped");
@@ -200,11 +202,10 @@ impl Browser {
             "needs Debian's chromium and `npm ci` in tests/browser (see .ci/run), \
              or FERRY_SKIP_BROWSER=1"
         );
-        let url = std::fs::read_to_string(f.dir.path().join("data/admin.url")).unwrap();
         let out = root.join("target/test-artifacts");
         std::fs::create_dir_all(&out).unwrap();
         let env = [
-            ("FERRY_URL", url.trim()),
+            ("FERRY_URL", url.trim_end_matches('/')),
             ("FERRY_ADMIN", "ann"),
             ("FERRY_ADMIN_PASSWORD", ADMIN_PASSWORD),
             ("FERRY_AUDITOR", "otto"),
@@ -267,7 +268,8 @@ fn events(f: &Ferry) -> Vec<serde_json::Value> {
 #[test]
 fn console_in_chromium_story_with_an_openssh_partner() {
     let f = Ferry::up();
-    let Some(mut browser) = Browser::new(&f) else {
+    let url = std::fs::read_to_string(f.dir.path().join("data/admin.url")).unwrap();
+    let Some(mut browser) = Browser::new(url.trim()) else {
         return;
     };
     let mut partner = sshd::start();
@@ -434,6 +436,70 @@ fn console_in_chromium_story_with_an_openssh_partner() {
     ] {
         assert!(audit.contains(change), "{change} not audited: {audit}");
     }
+}
+
+/// The dashboard of a 3-server active/active cluster, one server down:
+/// every member with its role, term and health, the leader's view of lag,
+/// and the alert the cluster recorded.
+#[test]
+fn console_dashboard_shows_a_cluster_with_a_member_down() {
+    use common::cluster::{ClusterSpec, TestCluster};
+    let mut c = TestCluster::start(ClusterSpec::active_active(&["s1", "s2", "s3"]));
+    c.init();
+    assert!(wait_until(20, || c.primary().is_some()), "no primary");
+    c.admin_ok(
+        0,
+        &["admin", "add", "ann", "--role", "admin", "--password-stdin"],
+        Some(&format!("{ADMIN_PASSWORD}\n")),
+    );
+    // The console of a server that stays up; another one goes down.
+    let watch = c.primary().unwrap();
+    let down = (watch + 1) % 3;
+    let Some(browser) = Browser::new(&c.servers[watch].admin_url) else {
+        return;
+    };
+    c.kill(down);
+    let down_name = c.servers[down].name;
+    assert!(
+        wait_until(30, || c.status(watch).to_string().contains("unreachable")
+            || c.status(watch)["members"].as_array().is_some_and(|m| m
+                .iter()
+                .any(|m| m["name"] == down_name && !m["error"].is_null()))),
+        "{:#}",
+        c.status(watch)
+    );
+    let alerted =
+        || {
+            let events = c.json(watch, &["cluster", "events", "--json"]);
+            events.as_array().unwrap().iter().any(|e| {
+                e["severity"] == "alert" && e["message"].as_str().unwrap().contains(down_name)
+            })
+        };
+    assert!(
+        wait_until(30, alerted),
+        "no cluster event about {down_name}"
+    );
+    let shown = browser.phase("cluster");
+    let members = shown["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{shown}");
+    let row = |name: &str| {
+        members
+            .iter()
+            .map(|m| m.as_str().unwrap())
+            .find(|m| m.starts_with(name))
+            .unwrap_or_else(|| panic!("no row for {name}: {shown}"))
+            .to_owned()
+    };
+    assert!(row(c.servers[watch].name).contains("leader"), "{shown}");
+    assert!(row(down_name).contains("unreachable"), "{shown}");
+    assert!(shown["workers"].as_u64().unwrap() >= 5, "{shown}");
+    let alerts = shown["alerts"].as_array().unwrap();
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a.as_str().unwrap().contains(down_name)),
+        "no alert about {down_name}: {shown}"
+    );
 }
 
 /// Rows seeded for the timing: 100,000 over the last 30 days, one in

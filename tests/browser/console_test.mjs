@@ -18,6 +18,7 @@
 //   auditor   as the auditor: every page shows no change control; a forced change with
 //             the auditor's session and CSRF token is refused (403), and a change
 //             without the CSRF header is refused whoever asks.
+//   cluster   the dashboard of a cluster: its members' rows and the workers.
 //
 // Environment: FERRY_URL (the admin listener), FERRY_ADMIN, FERRY_ADMIN_PASSWORD,
 // FERRY_AUDITOR, FERRY_AUDITOR_PASSWORD, FERRY_OUT (artifacts), FERRY_PHASE, and per
@@ -360,8 +361,19 @@ async function auditor() {
   };
 }
 
+async function cluster() {
+  await login(env('FERRY_ADMIN'), env('FERRY_ADMIN_PASSWORD'));
+  await page.locator('#members-table tr.member').first().waitFor();
+  const members = await page.locator('#members-table tr.member')
+    .evaluateAll((rows) => rows.map((r) => [...r.cells].map((c) => c.textContent).join(' | ')));
+  const workers = await page.locator('#workers-table tbody tr').count();
+  const alerts = await page.locator('#alerts-table tr.alert-row').allTextContents();
+  await shoot('dashboard-cluster');
+  return { members, workers, alerts };
+}
+
 const PHASES = {
-  setup, track, resubmit, bulk, auditor,
+  setup, track, resubmit, bulk, auditor, cluster,
 };
 
 /** Runs the phase; resolves to the success result or throws. */
