@@ -316,6 +316,12 @@ fn console_in_chromium_story_with_an_openssh_partner() {
     let setup = browser.phase("setup");
     assert_eq!(setup["fingerprint"], fingerprint.as_str());
     assert_eq!(setup["tokenShown"], true);
+    // The admin token made in the browser works, as its admin.
+    let token = setup["adminToken"].as_str().unwrap();
+    let me =
+        admin_curl(&f, &["-H", &format!("Authorization: Bearer {token}")]).get("/api/v1/whoami");
+    assert_eq!(me.status, 200, "{}", me.text());
+    assert_eq!(me.json()["name"], "ann");
     assert_eq!(setup["sorted"], "descending");
     assert_eq!(setup["filtered"], 1);
     assert!(setup["auditRows"].as_u64().unwrap() >= 8, "{setup}");
@@ -419,6 +425,17 @@ fn console_in_chromium_story_with_an_openssh_partner() {
     let auditor = browser.phase("auditor");
     for (page, count) in auditor["controls"].as_object().unwrap() {
         assert_eq!(count, 0, "the auditor sees change controls on {page}");
+    }
+    // The admin sees them on every page that changes something.
+    let admin = bulk["controls"].as_object().unwrap();
+    assert_eq!(admin.len(), 12, "{bulk}");
+    for (page, count) in admin {
+        let reads_only = ["#/dashboard", "#/transfers"].contains(&page.as_str());
+        assert_eq!(
+            count.as_u64().unwrap() == 0,
+            reads_only,
+            "admin on {page}: {count}"
+        );
     }
     assert_eq!(auditor["forcedResubmit"], 403, "{auditor}");
     assert_eq!(auditor["forcedAccount"], 403, "{auditor}");

@@ -245,8 +245,13 @@ async function setup() {
   await open('#/admins', '#audit-table tr.audit-row');
   const auditRows = await page.locator('#audit-table tr.audit-row').count();
   await shoot('admins');
+  await page.locator('#admins-table a', { hasText: env('FERRY_ADMIN') }).click();
+  await submitForm('new-admin-token', { label: 'console test' });
+  const adminToken = (await page.locator('#new-token-text').textContent()).trim();
+  await page.locator('#admin-tokens-table tbody tr').first().waitFor();
+  await shoot('admin');
   return {
-    fingerprint, nextSlots, sorted, filtered, tokenShown, auditRows, dialogs,
+    fingerprint, nextSlots, sorted, filtered, tokenShown, adminToken, auditRows, dialogs,
   };
 }
 
@@ -324,12 +329,16 @@ async function bulk() {
   const text = await notice('resubmitted');
   await open('#/events?status=done', '#events-table tr.event-row');
   await shoot('events-bulk');
-  return { failedShown, text, dialogs };
+  // What the admin sees, to compare with the auditor's.
+  const controls = await controlsOnEveryPage();
+  return {
+    failedShown, text, controls, dialogs,
+  };
 }
 
-async function auditor() {
-  await login(env('FERRY_AUDITOR'), env('FERRY_AUDITOR_PASSWORD'));
-  const pages = {
+/** Every page but the file's, each with what shows it has loaded. */
+function everyPage() {
+  return {
     '#/dashboard': '#page-dashboard tr.member',
     '#/transfers': '#results',
     '#/events': '#events-table',
@@ -340,19 +349,32 @@ async function auditor() {
     '#/schedules': '#schedules-table',
     '#/monitors': '#monitors-table',
     '#/admins': '#audit-table',
+    [`#/admin/${env('FERRY_ADMIN')}`]: '#admin-tokens-table',
     '#/settings': '#endpoints-table',
   };
+}
+
+/** How many change controls each page shows to the session's role. */
+async function controlsOnEveryPage() {
   const controls = {};
-  for (const [hash, ready] of Object.entries(pages)) {
+  for (const [hash, ready] of Object.entries(everyPage())) {
     await open(hash, ready);
     controls[hash] = await changeControls();
   }
+  return controls;
+}
+
+async function auditor() {
+  await login(env('FERRY_AUDITOR'), env('FERRY_AUDITOR_PASSWORD'));
+  const controls = await controlsOnEveryPage();
   await open(`#/transfers?name=${encodeURIComponent(env('FERRY_FILE_NAME'))}`, '#results tr.transfer-row');
   await page.locator('#results tr.transfer-row a').first().click();
   await page.locator('.event tr.attempt').first().waitFor();
   controls.transfer = await changeControls();
   await shoot('transfer-auditor');
   const eventId = await page.locator('.event').first().getAttribute('data-event');
+  await open(`#/event/${eventId}`, '#page-event tr.attempt');
+  controls.event = await changeControls();
   const forcedResubmit = await forced('POST', `/api/v1/events/${eventId}/resubmit`, { csrf: true });
   const forcedAccount = await forced('POST', '/api/v1/accounts', { csrf: true, body: { name: 'by-auditor' } });
   const noCsrf = await forced('POST', `/api/v1/events/${eventId}/resubmit`, { csrf: false });

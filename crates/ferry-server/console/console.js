@@ -1192,7 +1192,7 @@
     const [found, audit] = await Promise.all([api('GET', '/api/v1/admins'), api('GET', `/api/v1/audit?${q}`)]);
     const change = may('admins');
     view.append(card(null, dataTable([
-      { label: 'Name', value: (a) => a.name },
+      { label: 'Name', value: (a) => a.name, cell: (a) => link(`#/admin/${enc(a.name)}`, a.name) },
       { label: 'Role', value: (a) => a.role },
       { label: 'Password', value: (a) => (a.has_password ? 'set' : 'none') },
       { label: 'Tokens', value: (a) => a.tokens, cls: 'num' },
@@ -1247,6 +1247,40 @@
           : ''),
       },
     ], audit, { id: 'audit-table', rowClass: 'audit-row', empty: 'Nothing recorded.' })));
+  }
+
+  async function adminPage(view, name) {
+    const [all, tokens] = await Promise.all([
+      api('GET', '/api/v1/admins'), api('GET', `/api/v1/admins/${enc(name)}/tokens`),
+    ]);
+    const a = all.find((x) => x.name === name);
+    if (!a) throw new ApiError(404, `Not found: no admin ${name}`);
+    const change = may('admins');
+    view.append(el('h2', {}, `Admin ${a.name}`));
+    view.append(card(null, kvList([
+      ['Role', a.role], ['Password', a.has_password ? 'set' : 'none (API tokens only)'],
+      ['Created', fmtTime(a.created_at)],
+    ])));
+    view.append(card('API tokens', dataTable([
+      { label: 'Id', value: (t) => t.id },
+      { label: 'Label', value: (t) => t.label },
+      { label: 'Created', value: (t) => t.created_at, cell: (t) => fmtTime(t.created_at) },
+      ...(change ? [{
+        label: '',
+        cell: (t) => button('Revoke', { danger: true, confirm: `Revoke token ${t.id} of admin ${a.name}? Whatever uses it stops working.` }, async () => {
+          await api('DELETE', `/api/v1/admins/${enc(a.name)}/tokens/${enc(t.id)}`);
+          flash(`Token ${t.id} revoked.`);
+          await reload();
+        }),
+      }] : []),
+    ], tokens, { id: 'admin-tokens-table', empty: 'No token.' }),
+    change ? formCard('new-admin-token', 'New token', [
+      { name: 'label', label: 'What it is for' },
+    ], 'Create token', async (v) => {
+      const t = await api('POST', `/api/v1/admins/${enc(a.name)}/tokens`, { body: v });
+      await reload();
+      flash(`Token ${t.id} created. It is shown this once: `, el('code', { id: 'new-token-text' }, t.token));
+    }, { open: false }) : null));
   }
 
   // ---- settings ----
@@ -1432,6 +1466,7 @@
       schedule: () => schedule(page, arg()),
       monitors: () => monitors(page),
       admins: () => admins(page, params),
+      admin: () => adminPage(page, arg()),
       settings: () => settings(page),
     };
     let failure = null;
