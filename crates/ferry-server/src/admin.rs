@@ -27,6 +27,8 @@ pub struct AdminState {
     pub(crate) token_digest: [u8; 32],
     /// The admin console's open sessions.
     pub(crate) console: Arc<crate::console::Sessions>,
+    /// How long a failed admin password login waits before its answer.
+    pub(crate) login_failure_delay: std::time::Duration,
 }
 
 pub use ferry_http::{error_status as http_status, ApiError};

@@ -208,23 +208,44 @@ async fn identify(
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(wrong)?;
     let (name, password) = basic.split_once(':').ok_or_else(wrong)?;
-    let attempt = state.ctx.login_throttle.begin(client, name).await?;
-    let checked =
-        crate::auth::check_admin_password(state.ctx.store.clone(), name, Secret::new(password))
+    // Admins count their failures apart from accounts of the same name
+    // (an account name has no ':'), so guessing at one locks out neither
+    // the other.
+    let attempt = state
+        .ctx
+        .login_throttle
+        .begin(client, &format!("admin:{name}"))
+        .await;
+    let checked = match attempt {
+        Ok(attempt) => {
+            let checked = crate::auth::check_admin_password(
+                state.ctx.store.clone(),
+                name,
+                Secret::new(password),
+            )
             .await;
-    attempt.end(
-        checked
-            .as_ref()
-            .is_err_and(|e| e.kind == ErrorKind::AuthFailed),
-    );
-    let admin = checked.map_err(|e| {
-        if e.kind == ErrorKind::AuthFailed {
-            tracing::warn!(admin = %ferry_core::limits::loggable(name), client_addr = %client, "admin login failed");
-            wrong()
-        } else {
-            e
+            attempt.end(
+                checked
+                    .as_ref()
+                    .is_err_and(|e| e.kind == ErrorKind::AuthFailed),
+            );
+            checked
         }
-    })?;
+        Err(e) => Err(e),
+    };
+    let admin = match checked {
+        Ok(admin) => admin,
+        Err(e) => {
+            // Every refused password waits the same before its answer,
+            // whether the name, the password or the throttle refused it.
+            tokio::time::sleep(state.login_failure_delay).await;
+            if e.kind == ErrorKind::AuthFailed {
+                tracing::warn!(admin = %ferry_core::limits::loggable(name), client_addr = %client, "admin login failed");
+                return Err(wrong());
+            }
+            return Err(e);
+        }
+    };
     Ok(Caller {
         name: admin.name,
         role: admin.role,

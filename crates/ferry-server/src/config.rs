@@ -127,6 +127,14 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// File holding the bearer token (mode 0600).
     pub token_file: PathBuf,
+    /// Delay of every failed admin password login (HTTP Basic, the
+    /// console's login), in milliseconds: the same whatever was wrong.
+    #[serde(default = "default_admin_failure_delay")]
+    pub login_failure_delay_ms: u64,
+}
+
+fn default_admin_failure_delay() -> u64 {
+    1000
 }
 
 fn default_true() -> bool {

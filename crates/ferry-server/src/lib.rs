@@ -374,6 +374,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         ctx: ctx.clone(),
         token_digest: sha2::Sha256::digest(token.as_bytes()).into(),
         console: Default::default(),
+        login_failure_delay: std::time::Duration::from_millis(config.admin.login_failure_delay_ms),
     };
     tokio::spawn(ferry_http::serve_tls(
         admin,

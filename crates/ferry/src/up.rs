@@ -170,6 +170,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         admin: ferry_server::AdminConfig {
             listen: args.admin_listen,
             token_file: dir.join("admin.token"),
+            login_failure_delay_ms: args.auth_failure_delay_ms,
         },
         uploads: ferry_server::UploadsConfig {
             expire_after_secs: args.upload_expiry_secs,
