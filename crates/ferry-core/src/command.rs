@@ -149,12 +149,14 @@ pub enum Command {
         /// How.
         result: AttemptResult,
     },
-    /// A node started afresh: none of its leases can still be in use, so
-    /// they end now and their events can be claimed again at once.
+    /// A node started afresh: none of the leases it took before `now` can
+    /// still be in use, so they end now and their events can be claimed
+    /// again at once. Leases it took at or after `now` (this run's, when
+    /// the release is applied late) stay.
     ReleaseNodeLeases {
         /// The node.
         node: String,
-        /// Its clock.
+        /// Its clock when it started (or began its shutdown).
         now: UnixMillis,
     },
     /// Set a cluster-wide setting (for instance the join token's hash).

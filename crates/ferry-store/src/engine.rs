@@ -310,9 +310,12 @@ pub(crate) fn apply(tx: &Connection, command: &Command) -> Result<usize> {
             now,
             result,
         } => finish(tx, id, node, *attempt, *now, result),
+        // Only leases taken (or moved on) before `now`: a release that
+        // waited for a quorum must not end the leases this run has taken
+        // meanwhile, whose events would then run twice.
         Command::ReleaseNodeLeases { node, now } => Ok(tx.execute(
             "UPDATE events SET lease_until = ?2 - 1
-             WHERE status = 'running' AND lease_node = ?1",
+             WHERE status = 'running' AND lease_node = ?1 AND updated_at < ?2",
             params![node, now],
         )?),
         other => crate::notify::apply(tx, other).unwrap_or_else(|| {

@@ -622,6 +622,36 @@ mod engine {
     }
 
     #[test]
+    fn a_late_release_keeps_the_leases_of_the_new_run() {
+        let s = setup();
+        for (id, path) in [("t1", "/a.csv"), ("t2", "/b.csv")] {
+            let mut t = transfer(id, "alice", 10);
+            t.path = path.into();
+            s.apply(&Command::RecordTransfer(t)).unwrap();
+        }
+        let ids: Vec<String> = s
+            .events(&EventFilter::default())
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        // The previous run claimed the first; the new run started at 150,
+        // its release waited for a quorum, and meanwhile it claimed the
+        // second at 160.
+        assert_eq!(claim(&s, &ids[0], "n1", 100), 1);
+        assert_eq!(claim(&s, &ids[1], "n1", 160), 1);
+        let released = s
+            .apply(&Command::ReleaseNodeLeases {
+                node: "n1".into(),
+                now: 150,
+            })
+            .unwrap();
+        assert_eq!(released.rows_changed, 1);
+        assert_eq!(claim(&s, &ids[0], "n2", 170), 1, "the old lease ended");
+        assert_eq!(claim(&s, &ids[1], "n2", 170), 0, "the new lease holds");
+    }
+
+    #[test]
     fn each_schedule_slot_fires_once() {
         let s = setup();
         s.apply(&Command::AddSchedule(Schedule {
