@@ -275,6 +275,12 @@ async fn a_follower_killed_while_installing_a_snapshot_starts_again() {
     n1.initialize(BTreeMap::from([(1, member(1))]))
         .await
         .unwrap();
+    // Initialised is not yet leading: a write before the election is
+    // refused (ForwardToLeader), which a loaded machine shows.
+    n1.wait(Some(Duration::from_secs(10)))
+        .state(ServerState::Leader, "n1 leads")
+        .await
+        .unwrap();
     for n in 0..50 {
         n1.client_write(proposal(n)).await.unwrap();
     }
