@@ -452,3 +452,86 @@ fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
 }
+
+/// The intent of an upload whose row is logged is removed with a later
+/// commit, not at once. A server killed right after answering uploads
+/// still holds those intents: its next start finds each file under its
+/// name and logs its row again, which keeps one row per upload and queues
+/// no route event twice; then the intents are gone.
+#[test]
+fn intents_left_by_a_kill_after_the_answer_log_no_row_twice() {
+    let mut f = Ferry::up();
+    let key = f.account_with_key("gail");
+    f.add_account("hank");
+    f.admin_ok(
+        &[
+            "route",
+            "add",
+            "to-hank",
+            "--account",
+            "gail",
+            "--match",
+            "*.csv",
+            "--action",
+            "copy:hank",
+        ],
+        None,
+    );
+    let work = f.dir.path().join("work-intents");
+    std::fs::create_dir_all(&work).unwrap();
+    let mut batch = String::new();
+    for i in 0..5 {
+        random_file(&work.join(format!("f{i}.csv")), 2000 + i);
+        batch.push_str(&format!("put f{i}.csv\n"));
+    }
+    assert_ok(&f.sftp_key("gail", &key, &batch, &work));
+    // Killed at once: the sweep (every 2 s) and the next upload's commit
+    // have not removed the last intents.
+    f.kill();
+    let db = f.dir.path().join("data/state/ferry.db");
+    let intents = || {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); \
+                 print(c.execute(\"SELECT count(*) FROM node_local WHERE key LIKE 'upload-intent:%'\").fetchone()[0])",
+            ])
+            .arg(&db)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+    };
+    let left = intents();
+    println!("intents left by the kill: {left}");
+    assert!(left >= 1, "the kill came after every intent was removed");
+    f.restart(&[]);
+    let done = || {
+        let out = f.admin_ok(&["event", "list", "--json", "--status", "done"], None);
+        serde_json::from_str::<serde_json::Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+            == 5
+    };
+    assert!(wait_until(30, done), "the route events did not finish");
+    // Time for the recovered rows to be logged (once) and the intents swept.
+    assert!(wait_until(10, || intents() == 0), "intents stay");
+    let uploads: Vec<String> = f
+        .transfers()
+        .iter()
+        .filter(|t| t["account"] == "gail")
+        .map(|t| t["path"].as_str().unwrap().to_owned())
+        .collect();
+    let mut unique = uploads.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(uploads.len(), 5, "{uploads:?}");
+    assert_eq!(unique.len(), 5, "{uploads:?}");
+    let events = f.admin_ok(&["event", "list", "--json"], None);
+    let events: serde_json::Value = serde_json::from_str(&events).unwrap();
+    assert_eq!(events.as_array().unwrap().len(), 5, "{events:#}");
+}

@@ -46,6 +46,9 @@ struct Sizes {
     concurrent_size: u64,
     idle: usize,
     https: u64,
+    wan_big: u64,
+    wan_small_count: usize,
+    wan_small_size: u64,
 }
 
 const KIB: u64 = 1024;
@@ -64,6 +67,9 @@ impl Sizes {
                 concurrent_size: 4 * MIB,
                 idle: 10,
                 https: 16 * MIB,
+                wan_big: 16 * MIB,
+                wan_small_count: 10,
+                wan_small_size: 256 * KIB,
             }
         } else {
             Sizes {
@@ -76,6 +82,9 @@ impl Sizes {
                 concurrent_size: 100 * MIB,
                 idle: 200,
                 https: 1024 * MIB,
+                wan_big: 1024 * MIB,
+                wan_small_count: 200,
+                wan_small_size: 256 * KIB,
             }
         }
     }
@@ -97,6 +106,19 @@ impl Sizes {
             ),
             ("idle sessions".into(), self.idle.to_string()),
             ("HTTPS file".into(), human(self.https)),
+            ("WAN large file".into(), human(self.wan_big)),
+            (
+                "WAN small files".into(),
+                format!("{} × {}", self.wan_small_count, human(self.wan_small_size)),
+            ),
+            (
+                "WAN link".into(),
+                format!(
+                    "{} ms round trip, {} Gbit/s (user-space relay)",
+                    2 * crate::wan::ONE_WAY_DELAY.as_millis(),
+                    crate::wan::RATE_BYTES_PER_SEC * 8.0 / 1e9
+                ),
+            ),
         ]
     }
 }
@@ -117,6 +139,8 @@ enum Workload {
     BigUp,
     BigDown,
     SmallUp,
+    /// `put -f`: fsync@openssh.com after every file.
+    SmallUpFsync,
     SmallDown,
     Sessions,
     ConcurrentUp,
@@ -124,13 +148,18 @@ enum Workload {
     Idle,
     HttpsUp,
     HttpsDown,
+    /// Through the emulated wide-area link ([`crate::wan`]).
+    WanBigUp,
+    WanBigDown,
+    WanSmallUp,
 }
 
 impl Workload {
-    const SFTP: [Workload; 7] = [
+    const SFTP: [Workload; 8] = [
         Workload::BigUp,
         Workload::BigDown,
         Workload::SmallUp,
+        Workload::SmallUpFsync,
         Workload::SmallDown,
         Workload::Sessions,
         Workload::ConcurrentUp,
@@ -142,6 +171,7 @@ impl Workload {
             Workload::BigUp => "sftp-upload-large",
             Workload::BigDown => "sftp-download-large",
             Workload::SmallUp => "sftp-upload-small-files",
+            Workload::SmallUpFsync => "sftp-upload-small-files-fsync",
             Workload::SmallDown => "sftp-download-small-files",
             Workload::Sessions => "sftp-sequential-sessions",
             Workload::ConcurrentUp => "sftp-concurrent-upload",
@@ -149,6 +179,9 @@ impl Workload {
             Workload::Idle => "sftp-idle-session-memory",
             Workload::HttpsUp => "https-upload-large",
             Workload::HttpsDown => "https-download-large",
+            Workload::WanBigUp => "wan-sftp-upload-large",
+            Workload::WanBigDown => "wan-sftp-download-large",
+            Workload::WanSmallUp => "wan-sftp-upload-small-files",
         }
     }
 
@@ -158,6 +191,11 @@ impl Workload {
             Workload::BigDown => format!("{} download", human(s.big)),
             Workload::SmallUp => format!(
                 "{} × {} upload, one session",
+                s.small_count,
+                human(s.small_size)
+            ),
+            Workload::SmallUpFsync => format!(
+                "{} × {} upload, one session, put -f (fsync each file)",
                 s.small_count,
                 human(s.small_size)
             ),
@@ -184,12 +222,22 @@ impl Workload {
             Workload::Idle => format!("memory of {} idle sessions", s.idle),
             Workload::HttpsUp => format!("{} upload (PUT)", human(s.https)),
             Workload::HttpsDown => format!("{} download (GET)", human(s.https)),
+            Workload::WanBigUp => format!("WAN 50 ms: {} upload", human(s.wan_big)),
+            Workload::WanBigDown => format!("WAN 50 ms: {} download", human(s.wan_big)),
+            Workload::WanSmallUp => format!(
+                "WAN 50 ms: {} × {} upload, one session",
+                s.wan_small_count,
+                human(s.wan_small_size)
+            ),
         }
     }
 
     fn unit(self) -> &'static str {
         match self {
-            Workload::SmallUp | Workload::SmallDown => "files/s",
+            Workload::SmallUp
+            | Workload::SmallUpFsync
+            | Workload::SmallDown
+            | Workload::WanSmallUp => "files/s",
             Workload::Sessions => "ms/session",
             Workload::Idle => "KiB/session",
             _ => "MB/s",
@@ -216,9 +264,11 @@ impl Workload {
                 absolute: None,
             },
             Workload::SmallUp
+            | Workload::SmallUpFsync
             | Workload::SmallDown
             | Workload::ConcurrentUp
             | Workload::ConcurrentDown => both(2.0),
+            Workload::WanBigUp | Workload::WanBigDown | Workload::WanSmallUp => both(1.5),
             Workload::Sessions => both(0.5),
             Workload::Idle => Goal {
                 absolute: Some(256.0),
@@ -230,6 +280,13 @@ impl Workload {
 
     fn is_https(self) -> bool {
         matches!(self, Workload::HttpsUp | Workload::HttpsDown)
+    }
+
+    fn is_wan(self) -> bool {
+        matches!(
+            self,
+            Workload::WanBigUp | Workload::WanBigDown | Workload::WanSmallUp
+        )
     }
 }
 
@@ -264,6 +321,18 @@ fn plan(only: &[String]) -> Vec<Plan> {
             id: w.slug().to_owned(),
         });
     }
+    // The long link decides by round trips and windows, not by the cipher.
+    for w in [
+        Workload::WanBigUp,
+        Workload::WanBigDown,
+        Workload::WanSmallUp,
+    ] {
+        plans.push(Plan {
+            workload: w,
+            cipher: CIPHERS[0],
+            id: format!("{}-{}", w.slug(), short_cipher(CIPHERS[0])),
+        });
+    }
     if !only.is_empty() {
         plans.retain(|p| only.iter().any(|o| p.id.contains(o.as_str())));
     }
@@ -275,6 +344,7 @@ struct Data {
     dir: PathBuf,
     big: (PathBuf, String),
     small: Vec<(String, String)>,
+    wan_small: Vec<(String, String)>,
     session_file: (PathBuf, String),
     concurrent: (PathBuf, String),
     https: (PathBuf, String),
@@ -333,7 +403,15 @@ impl Data {
                 let sha = random_file(&path, len, seed)?;
                 Ok((path, sha))
             };
-        let need_big = needs(&|w| matches!(w, Workload::BigUp | Workload::BigDown));
+        let need_big = needs(&|w| {
+            matches!(
+                w,
+                Workload::BigUp | Workload::BigDown | Workload::WanBigUp | Workload::WanBigDown
+            )
+        });
+        if s.wan_big != s.big {
+            bail!("the WAN rows send the large file: their sizes must agree");
+        }
         let need_https = needs(&|w| w.is_https());
         // One file serves both when the sizes agree (the full run).
         let shared = s.https == s.big;
@@ -346,17 +424,33 @@ impl Data {
         let small_dir = dir.join("small");
         fs::create_dir_all(&small_dir)?;
         let mut small = Vec::new();
-        if needs(&|w| matches!(w, Workload::SmallUp | Workload::SmallDown)) {
+        if needs(&|w| {
+            matches!(
+                w,
+                Workload::SmallUp | Workload::SmallUpFsync | Workload::SmallDown
+            )
+        }) {
             for i in 0..s.small_count {
                 let name = format!("f{i:04}.dat");
                 let sha = random_file(&small_dir.join(&name), s.small_size, 100 + i as u64)?;
                 small.push((name, sha));
             }
         }
+        let wan_dir = dir.join("wan-small");
+        fs::create_dir_all(&wan_dir)?;
+        let mut wan_small = Vec::new();
+        if needs(&|w| w == Workload::WanSmallUp) {
+            for i in 0..s.wan_small_count {
+                let name = format!("w{i:04}.dat");
+                let sha = random_file(&wan_dir.join(&name), s.wan_small_size, 5000 + i as u64)?;
+                wan_small.push((name, sha));
+            }
+        }
         Ok(Data {
             dir: dir.to_path_buf(),
             big,
             small,
+            wan_small,
             session_file: file("session.bin", s.session_file, 3, true)?,
             concurrent: file(
                 "concurrent.bin",
@@ -409,6 +503,8 @@ struct Bench {
     key: PathBuf,
     scratch: PathBuf,
     checked: u64,
+    /// The emulated long link in front of each target, by side.
+    wan: BTreeMap<&'static str, crate::wan::Link>,
 }
 
 impl Bench {
@@ -441,7 +537,7 @@ impl Bench {
         let root = &t.root;
         fs::create_dir_all(root)?;
         match w {
-            Workload::BigDown => {
+            Workload::BigDown | Workload::WanBigDown => {
                 fs::copy(&self.data.big.0, root.join("large.bin"))?;
             }
             Workload::SmallDown => {
@@ -491,6 +587,20 @@ impl Bench {
         Ok(Sftp::new(access, cipher, &self.key, &self.scratch))
     }
 
+    /// A client of `t` through the emulated long link.
+    fn sftp_wan(&self, t: &Target, cipher: &str) -> anyhow::Result<Sftp> {
+        let access = t.sftp.as_ref().context("target serves no SFTP")?;
+        let link = self
+            .wan
+            .get(side_key(t.side))
+            .context("no WAN link for this target")?;
+        let through = targets::SftpAccess {
+            port: link.port,
+            user: access.user.clone(),
+        };
+        Ok(Sftp::new(&through, cipher, &self.key, &self.scratch))
+    }
+
     /// One run of `w` on `t`: the figure in the workload's unit.
     fn measure(&mut self, t: &Target, w: Workload, cipher: &str) -> anyhow::Result<f64> {
         let mb = |bytes: u64, d: Duration| bytes as f64 / 1e6 / d.as_secs_f64();
@@ -530,6 +640,56 @@ impl Bench {
                     self.check(&remote.join(&name), &sha, &what)?;
                 }
                 Ok(self.sizes.small_count as f64 / d.as_secs_f64())
+            }
+            Workload::SmallUpFsync => {
+                let remote = t.root.join("small");
+                if remote.exists() {
+                    fs::remove_dir_all(&remote)?;
+                }
+                fs::create_dir_all(&remote)?;
+                let src = self.data.dir.join("small");
+                let d = self
+                    .sftp(t, cipher)?
+                    .batch(&format!("put -f {}/* small/\n", src.display()))?;
+                for (name, sha) in self.data.small.clone() {
+                    self.check(&remote.join(&name), &sha, &what)?;
+                }
+                Ok(self.sizes.small_count as f64 / d.as_secs_f64())
+            }
+            Workload::WanBigUp => {
+                let _ = fs::remove_file(t.root.join("large.bin"));
+                let src = self.data.big.0.display().to_string();
+                let d = self
+                    .sftp_wan(t, cipher)?
+                    .batch(&format!("put {src} large.bin\n"))?;
+                let sha = self.data.big.1.clone();
+                self.check(&t.root.join("large.bin"), &sha, &what)?;
+                Ok(mb(self.sizes.wan_big, d))
+            }
+            Workload::WanBigDown => {
+                let dir = self.fresh_dir("download")?;
+                let local = dir.join("large.bin");
+                let d = self
+                    .sftp_wan(t, cipher)?
+                    .batch(&format!("get large.bin {}\n", local.display()))?;
+                let sha = self.data.big.1.clone();
+                self.check(&local, &sha, &what)?;
+                Ok(mb(self.sizes.wan_big, d))
+            }
+            Workload::WanSmallUp => {
+                let remote = t.root.join("wan-small");
+                if remote.exists() {
+                    fs::remove_dir_all(&remote)?;
+                }
+                fs::create_dir_all(&remote)?;
+                let src = self.data.dir.join("wan-small");
+                let d = self
+                    .sftp_wan(t, cipher)?
+                    .batch(&format!("put {}/* wan-small/\n", src.display()))?;
+                for (name, sha) in self.data.wan_small.clone() {
+                    self.check(&remote.join(&name), &sha, &what)?;
+                }
+                Ok(self.sizes.wan_small_count as f64 / d.as_secs_f64())
             }
             Workload::SmallDown => {
                 let dir = self.fresh_dir("download")?;
@@ -732,12 +892,22 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         None
     };
 
+    // The long link: one relay in front of each SFTP target.
+    let mut wan = BTreeMap::new();
+    if plans.iter().any(|p| p.workload.is_wan()) {
+        let peer = sshd.as_ref().context("sshd not started")?;
+        for t in [peer, &single, &split] {
+            let port = t.sftp.as_ref().context("target serves no SFTP")?.port;
+            wan.insert(side_key(t.side), crate::wan::Link::start(port)?);
+        }
+    }
     let mut bench = Bench {
         sizes,
         data,
         key,
         scratch,
         checked: 0,
+        wan,
     };
     let sides_per_row = 3;
     let mut progress = Progress {
@@ -745,7 +915,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         total: plans
             .iter()
             .map(|p| {
-                let warm = warmup && p.workload != Workload::Idle;
+                let warm = warmup && p.workload != Workload::Idle && !p.workload.is_wan();
                 sides_per_row * (runs + usize::from(warm))
             })
             .sum(),
@@ -773,7 +943,9 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         // no warm-up): a heap grown by an earlier run would hide what a
         // session costs.
         let fresh_each_run = w == Workload::Idle;
-        let has_warmup = warmup && !fresh_each_run;
+        // The long link's rows take minutes and warm nothing the rows
+        // before did not: no warm-up.
+        let has_warmup = warmup && !fresh_each_run && !w.is_wan();
         for r in 0..runs + usize::from(has_warmup) {
             let is_warmup = has_warmup && r == 0;
             let fresh;

@@ -20,5 +20,6 @@ pub mod nemesis;
 mod procs;
 pub mod report;
 mod targets;
+mod wan;
 
 pub use bench::{run, Options, CIPHERS};

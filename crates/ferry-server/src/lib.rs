@@ -51,6 +51,9 @@ pub struct ServerCtx {
     pub node_id: String,
     /// Failed password logins, checked before any hashing.
     pub login_throttle: auth::LoginThrottle,
+    /// Upload intents whose row is logged, to be removed with the next
+    /// intent written (see [`rows::forget_intent`]).
+    pub logged_intents: std::sync::Mutex<Vec<String>>,
     /// Scores failed logins per client address and bans.
     pub defender: defender::Defender,
     /// What each account's home holds, counted for quotas.
@@ -292,6 +295,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         repository: config.repository.clone(),
         fsync_uploads: config.fsync_uploads,
         login_throttle: auth::LoginThrottle::default(),
+        logged_intents: Default::default(),
         usage: quota::UsageCache::default(),
         quota_notices: quota::QuotaNotices::default(),
         notices_sending: notices::SendingTo::default(),

@@ -29,11 +29,22 @@ pub(crate) const PENDING_ROW: &str = "pending-transfer:";
 /// is logged then, so no file stays in a home without its row.
 pub(crate) const UPLOAD_INTENT: &str = "upload-intent:";
 
+/// The most logged intents kept for removal before they are removed on
+/// their own (they are removed with the next intent written, or by the
+/// pending-rows worker within 2 s).
+const MAX_LOGGED_INTENTS: usize = 256;
+
+/// Writes an upload's intent, durably, before its partial file is renamed
+/// to its name. The same commit removes the intents of uploads whose rows
+/// were logged since the last one ([`forget_intent`]).
 pub(crate) fn write_intent(ctx: &ServerCtx, record: &TransferRecord) -> Result<(), FerryError> {
     let text = serde_json::to_string(record).map_err(|e| FerryError::internal(e.to_string()))?;
+    let logged = std::mem::take(&mut *lock(&ctx.logged_intents));
     ctx.store
-        .set_local(&format!("{UPLOAD_INTENT}{}", record.id), &text)
+        .set_local_removing(&format!("{UPLOAD_INTENT}{}", record.id), &text, &logged)
         .map_err(|e| {
+            // Not removed: they go with the next intent or sweep.
+            lock(&ctx.logged_intents).extend(logged);
             FerryError::new(
                 ErrorKind::Unavailable,
                 format!("could not commit the upload: {e}"),
@@ -41,11 +52,46 @@ pub(crate) fn write_intent(ctx: &ServerCtx, record: &TransferRecord) -> Result<(
         })
 }
 
+/// Removes an upload's intent at once (its rename was undone, or failed).
 pub(crate) fn remove_intent(ctx: &ServerCtx, id: &str) {
     if let Err(e) = ctx.store.remove_local(&format!("{UPLOAD_INTENT}{id}")) {
         // Harmless: the next start finds the row logged already.
         tracing::warn!(transfer = %id, error = %e, "could not remove an upload's commit intent");
     }
+}
+
+/// The row of the upload is logged (or waits as a [`PENDING_ROW`]): its
+/// intent may go. It is not removed now, which would cost a commit that
+/// waits for the disk per upload, but with the next intent written or by
+/// [`sweep_logged_intents`]. A server that stops before finds the intent at
+/// its next start, sees the file under its name, and logs the row again,
+/// which keeps one row (rows are inserted by id).
+pub(crate) fn forget_intent(ctx: &ServerCtx, id: &str) {
+    let mut logged = lock(&ctx.logged_intents);
+    logged.push(format!("{UPLOAD_INTENT}{id}"));
+    if logged.len() > MAX_LOGGED_INTENTS {
+        // A burst with no upload after it: the worker's next sweep takes
+        // them; bound the list meanwhile by dropping the oldest (their
+        // intents are removed at the next start, after the row check).
+        let excess = logged.len() - MAX_LOGGED_INTENTS;
+        logged.drain(..excess);
+    }
+}
+
+/// Removes the intents [`forget_intent`] kept, in one commit.
+pub(crate) fn sweep_logged_intents(ctx: &ServerCtx) {
+    let logged = std::mem::take(&mut *lock(&ctx.logged_intents));
+    if logged.is_empty() {
+        return;
+    }
+    if let Err(e) = ctx.store.remove_locals(&logged) {
+        tracing::warn!(error = %e, "could not remove the commit intents of logged uploads");
+        lock(&ctx.logged_intents).extend(logged);
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// At start, before sessions are served: every upload this server was
@@ -103,6 +149,7 @@ pub(crate) async fn flush_pending_rows(ctx: Arc<ServerCtx>, w: ferry_worker::Wor
         // where the store is the group's, once the group takes writes.
         let c = ctx.clone();
         let flushed = blocking(move || {
+            sweep_logged_intents(&c);
             let pending = c
                 .store
                 .locals_with_prefix(PENDING_ROW)

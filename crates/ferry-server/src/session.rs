@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, Notify, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwL
 
 use crate::access::Access;
 use crate::repository::{apply_attrs, file_stat, io_error, Home, Listing, Place, FILE_MODE_MASK};
-use crate::rows::{log_transfer, remove_intent, upload_row, write_intent};
+use crate::rows::{forget_intent, log_transfer, remove_intent, upload_row, write_intent};
 use crate::session_caps::SessionSlot;
 use crate::transfer::{
     cache_sha256, cached_sha256, content_stamp, file_digest, now_millis, HashTracker,
@@ -1895,24 +1895,27 @@ async fn finish(
     let committed = record.status == TransferStatus::Completed && direction == Direction::Upload;
     let logged = log_transfer(ctx, record).await;
     if committed {
-        let (c, id) = (ctx.clone(), transfer_id.clone());
-        let undo = committed_place.filter(|_| logged.is_err());
-        let _ = blocking(move || {
-            // Logged, or waiting under `PENDING_ROW`: done. Not logged
-            // (alone or active/passive, where rows never wait: the role
-            // was lost since the check above): the client is told the
-            // upload failed, so the file leaves its name again and stays
-            // as the partial for a resume.
-            if let Some(place) = undo {
-                if let Err(e) = place.uncommit() {
-                    tracing::error!(transfer = %id, error = %e, "an upload whose row could not be written stays under its name; the next start logs its row");
-                    return Ok(());
-                }
+        match committed_place.filter(|_| logged.is_err()) {
+            // Logged, or waiting under `PENDING_ROW`: done; the intent
+            // goes with a later commit.
+            None => forget_intent(ctx, &transfer_id),
+            // Not logged (alone or active/passive, where rows never wait:
+            // the role was lost since the check above): the client is told
+            // the upload failed, so the file leaves its name again and
+            // stays as the partial for a resume.
+            Some(place) => {
+                let (c, id) = (ctx.clone(), transfer_id.clone());
+                let _ = blocking(move || {
+                    if let Err(e) = place.uncommit() {
+                        tracing::error!(transfer = %id, error = %e, "an upload whose row could not be written stays under its name; the next start logs its row");
+                        return Ok(());
+                    }
+                    remove_intent(&c, &id);
+                    Ok(())
+                })
+                .await;
             }
-            remove_intent(&c, &id);
-            Ok(())
-        })
-        .await;
+        }
     }
     if renamable && logged.is_ok() {
         let mut waiting = locked(&s.renamable);

@@ -147,6 +147,14 @@ impl crate::RunningServer {
         if let Err(e) = release_leases(ctx).await {
             problems.push(e);
         }
+        // The intents of uploads whose rows are logged (left, they cost a
+        // re-check of each file at the next start).
+        let c = ctx.clone();
+        let _ = crate::session::blocking(move || {
+            crate::rows::sweep_logged_intents(&c);
+            Ok(())
+        })
+        .await;
         self.runner.stop();
         if let Err(e) = ctx.cluster.shutdown(STOP_GRACE).await {
             problems.push(e.to_string());

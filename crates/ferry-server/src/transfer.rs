@@ -80,7 +80,10 @@ impl HashTracker {
             hasher = Sha256::new();
             offset = 0;
         }
-        let mut buf = vec![0u8; 1 << 20];
+        // Usually the hash followed every write and nothing is left to read:
+        // no buffer then (a zeroed 1 MiB per close was a visible share of a
+        // small-file upload's CPU).
+        let mut buf = vec![0u8; read_buffer_len(len.saturating_sub(offset))];
         while offset < len {
             let n = file.read_at(&mut buf, offset)?;
             if n == 0 {
@@ -161,9 +164,17 @@ pub fn file_digest(file: &File, algorithm: HashAlgorithm) -> io::Result<String> 
     }
 }
 
+/// A read buffer for `left` bytes: at most 1 MiB, none for nothing.
+fn read_buffer_len(left: u64) -> usize {
+    usize::try_from(left.min(1 << 20)).unwrap_or(1 << 20)
+}
+
 fn stream_digest<D: Digest>(file: &File) -> io::Result<String> {
     let mut hasher = D::new();
-    let mut buf = vec![0u8; 1 << 20];
+    // One byte more than the file holds now, so a file that grew since is
+    // still read to its end (in several reads).
+    let len = file.metadata()?.len();
+    let mut buf = vec![0u8; read_buffer_len(len.saturating_add(1))];
     let mut offset = 0u64;
     loop {
         let n = file.read_at(&mut buf, offset)?;

@@ -4,6 +4,7 @@
 //! claim, a renewal or a finish either holds for the node that made it or
 //! changes nothing (`rows_changed == 0`): two nodes never hold one event.
 
+use crate::cached::Cached;
 use ferry_core::engine::{derived_id, glob_matches};
 use ferry_core::{
     AfterPull, AttemptResult, Command, Event, EventAttempt, EventKind, EventStatus, Monitor,
@@ -102,7 +103,7 @@ where
 }
 
 pub(crate) fn exists(tx: &Connection, sql: &str, key: &str) -> Result<bool> {
-    Ok(tx.query_row(sql, [key], |_| Ok(())).optional()?.is_some())
+    Ok(tx.row(sql, [key], |_| Ok(())).optional()?.is_some())
 }
 
 pub(crate) fn require(tx: &Connection, table: &str, what: &str, name: &str) -> Result<()> {
@@ -123,7 +124,7 @@ pub(crate) fn ensure_absent(tx: &Connection, table: &str, what: &str, name: &str
 }
 
 fn delete_named(tx: &Connection, table: &str, what: &str, name: &str) -> Result<usize> {
-    let n = tx.execute(&format!("DELETE FROM {table} WHERE name = ?1"), [name])?;
+    let n = tx.exec(&format!("DELETE FROM {table} WHERE name = ?1"), [name])?;
     if n == 0 {
         return Err(StoreError::NotFound(format!("{what} {name:?}")));
     }
@@ -137,7 +138,7 @@ pub(crate) fn apply(tx: &Connection, command: &Command) -> Result<usize> {
         Command::RenameTransfer { id, path } => rename_transfer(tx, id, path),
         Command::AddPartner(p) => {
             ensure_absent(tx, "partners", "partner", &p.name)?;
-            Ok(tx.execute(
+            Ok(tx.exec(
                 "INSERT INTO partners (name, host, port, username, password_sealed,
                    private_key_sealed, host_key, remote_dir, after_pull, rate_limit, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -190,7 +191,7 @@ pub(crate) fn apply(tx: &Connection, command: &Command) -> Result<usize> {
                     _ => {}
                 }
             }
-            Ok(tx.execute(
+            Ok(tx.exec(
                 "INSERT INTO routes (name, account, pattern, actions, max_attempts,
                    retry_base_ms, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
@@ -209,7 +210,7 @@ pub(crate) fn apply(tx: &Connection, command: &Command) -> Result<usize> {
             ensure_absent(tx, "schedules", "schedule", &s.name)?;
             require(tx, "partners", "partner", s.action.partner())?;
             require(tx, "accounts", "account", s.action.account())?;
-            Ok(tx.execute(
+            Ok(tx.exec(
                 "INSERT INTO schedules (name, cron, timezone, action, catch_up, max_attempts,
                    retry_base_ms, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
@@ -228,7 +229,7 @@ pub(crate) fn apply(tx: &Connection, command: &Command) -> Result<usize> {
         Command::AddMonitor(m) => {
             ensure_absent(tx, "monitors", "monitor", &m.name)?;
             require(tx, "accounts", "account", &m.account)?;
-            Ok(tx.execute(
+            Ok(tx.exec(
                 "INSERT INTO monitors (name, dir, pattern, account, target_dir, stable_ms,
                    created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
@@ -251,7 +252,7 @@ pub(crate) fn apply(tx: &Connection, command: &Command) -> Result<usize> {
             event,
         } => {
             require(tx, "schedules", "schedule", schedule)?;
-            let n = tx.execute(
+            let n = tx.exec(
                 "INSERT OR IGNORE INTO schedule_firings (schedule, slot, fired_at, node, term,
                    event_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
@@ -286,7 +287,7 @@ pub(crate) fn apply(tx: &Connection, command: &Command) -> Result<usize> {
             node,
             attempt,
             lease_until,
-        } => Ok(tx.execute(
+        } => Ok(tx.exec(
             "UPDATE events SET lease_until = ?4
              WHERE id = ?1 AND status = 'running' AND lease_node = ?2 AND attempts = ?3",
             params![id, node, attempt, lease_until],
@@ -298,7 +299,7 @@ pub(crate) fn apply(tx: &Connection, command: &Command) -> Result<usize> {
             steps_done,
             current_path,
             now,
-        } => Ok(tx.execute(
+        } => Ok(tx.exec(
             "UPDATE events SET steps_done = ?4, current_path = ?5, updated_at = ?6
              WHERE id = ?1 AND status = 'running' AND lease_node = ?2 AND attempts = ?3",
             params![id, node, attempt, steps_done, current_path, now],
@@ -313,7 +314,7 @@ pub(crate) fn apply(tx: &Connection, command: &Command) -> Result<usize> {
         // Only leases taken (or moved on) before `now`: a release that
         // waited for a quorum must not end the leases this run has taken
         // meanwhile, whose events would then run twice.
-        Command::ReleaseNodeLeases { node, now } => Ok(tx.execute(
+        Command::ReleaseNodeLeases { node, now } => Ok(tx.exec(
             "UPDATE events SET lease_until = ?2 - 1
              WHERE status = 'running' AND lease_node = ?1 AND updated_at < ?2",
             params![node, now],
@@ -333,7 +334,7 @@ pub(crate) fn apply(tx: &Connection, command: &Command) -> Result<usize> {
 fn record_transfer(tx: &Connection, t: &TransferRecord) -> Result<usize> {
     // A transfer id is written once, by the node that served it; a replayed
     // command leaves the first row as it was.
-    let n = tx.execute(
+    let n = tx.exec(
         "INSERT OR IGNORE INTO transfers
            (id, account, protocol, direction, path, bytes, sha256, started_at,
             ended_at, status, node, client_addr, error, partner, event_id, format, size)
@@ -440,7 +441,7 @@ fn rename_transfer(tx: &Connection, id: &str, path: &str) -> Result<usize> {
     if !waits_for_rename(&t) || t.path == path {
         return Ok(0);
     }
-    tx.execute(
+    tx.exec(
         "UPDATE transfers SET path = ?2 WHERE id = ?1",
         params![id, path],
     )?;
@@ -503,7 +504,7 @@ fn queue_route_events(tx: &Connection, t: &TransferRecord) -> Result<usize> {
 }
 
 pub(crate) fn insert_event(tx: &Connection, e: &Event) -> Result<usize> {
-    Ok(tx.execute(
+    Ok(tx.exec(
         "INSERT INTO events (id, kind, route, schedule, slot, account, path, transfer_id,
            partners, status, attempts, max_attempts, retry_base_ms, next_at, lease_node,
            lease_until, steps_done, current_path, created_at, updated_at, last_error,
@@ -574,7 +575,7 @@ fn claim(
             // The holder stopped renewing (it died or was cut off): that
             // attempt is over.
             let holder = holder.unwrap_or_default();
-            tx.execute(
+            tx.exec(
                 "UPDATE event_attempts SET ended_at = ?3, outcome = 'lease expired',
                    error = ?4
                  WHERE event_id = ?1 AND attempt = ?2 AND ended_at IS NULL",
@@ -586,7 +587,7 @@ fn claim(
                 ],
             )?;
             if attempts >= max_attempts {
-                tx.execute(
+                tx.exec(
                     "UPDATE events SET status = 'failed', lease_node = NULL,
                        lease_until = NULL, updated_at = ?2,
                        last_error = 'the lease of the last attempt expired'
@@ -599,13 +600,13 @@ fn claim(
         }
         _ => return Ok(0),
     }
-    tx.execute(
+    tx.exec(
         "UPDATE events SET status = 'running', attempts = attempts + 1, lease_node = ?2,
            lease_until = ?3, updated_at = ?4
          WHERE id = ?1",
         params![id, node, lease_until, now],
     )?;
-    tx.execute(
+    tx.exec(
         "INSERT INTO event_attempts (event_id, attempt, node, started_at)
          VALUES (?1, ?2, ?3, ?4)",
         params![id, attempts + 1, node, now],
@@ -628,7 +629,7 @@ fn finish(
         }
         AttemptResult::Failed { error } => ("failed", None, Some(error.as_str()), "failed"),
     };
-    let n = tx.execute(
+    let n = tx.exec(
         "UPDATE events SET status = ?4, next_at = COALESCE(?5, next_at), last_error = ?6,
            lease_node = NULL, lease_until = NULL, updated_at = ?7
          WHERE id = ?1 AND status = 'running' AND lease_node = ?2 AND attempts = ?3",
@@ -638,7 +639,7 @@ fn finish(
         // The lease was lost: another node owns the event now.
         return Ok(0);
     }
-    tx.execute(
+    tx.exec(
         "UPDATE event_attempts SET ended_at = ?3, outcome = ?4, error = ?5
          WHERE event_id = ?1 AND attempt = ?2",
         params![id, attempt, now, outcome, error],
@@ -805,13 +806,14 @@ fn row_to_monitor(r: &rusqlite::Row<'_>) -> rusqlite::Result<Monitor> {
 }
 
 fn routes_in(conn: &rusqlite::Connection) -> Result<Vec<Route>> {
-    let mut stmt = conn.prepare(&format!("SELECT {ROUTE_COLUMNS} FROM routes ORDER BY name"))?;
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {ROUTE_COLUMNS} FROM routes ORDER BY name"))?;
     let rows = stmt.query_map([], row_to_route)?;
     rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
 }
 
 fn schedules_in(conn: &rusqlite::Connection) -> Result<Vec<Schedule>> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name"
     ))?;
     let rows = stmt.query_map([], row_to_schedule)?;
@@ -836,7 +838,7 @@ impl Store {
         map: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(sql)?;
+        let mut stmt = conn.prepare_cached(sql)?;
         let rows = stmt.query_map(params, map)?;
         rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
     }
@@ -913,7 +915,7 @@ impl Store {
     /// The firings of `schedule`, newest first.
     pub fn firings(&self, schedule: &str, limit: u32) -> Result<Vec<Firing>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT slot, fired_at, node, event_id FROM schedule_firings
              WHERE schedule = ?1 ORDER BY slot DESC LIMIT ?2",
         )?;
@@ -941,7 +943,8 @@ impl Store {
     /// was created.
     pub fn event_counts(&self) -> Result<EventCounts> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT status, count(*) FROM events GROUP BY status")?;
+        let mut stmt =
+            conn.prepare_cached("SELECT status, count(*) FROM events GROUP BY status")?;
         let counts = stmt
             .query_map([], |r| {
                 Ok((
@@ -950,7 +953,7 @@ impl Store {
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let oldest_pending_at = conn.query_row(
+        let oldest_pending_at = conn.row(
             "SELECT min(created_at) FROM events WHERE status = 'pending'",
             [],
             |r| r.get(0),

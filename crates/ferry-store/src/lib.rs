@@ -5,6 +5,7 @@
 //! compiled in and applied on open. Shared state changes only through
 //! [`Store::apply`]; everything else here reads.
 
+mod cached;
 mod engine;
 mod history;
 mod migrations;
@@ -19,6 +20,7 @@ pub use sync::{read_snapshot_tables, HISTORY_TABLES, SYNCABLE_TABLES};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
+use crate::cached::Cached;
 use ferry_core::{
     Account, AccountKey, AccountPolicy, AccountToken, Admin, AdminToken, AuditRecord, Ban, Command,
     Direction, FolderRule, Mount, Outcome, Protocol, Secret, TransferRecord, TransferStatus,
@@ -134,6 +136,8 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Every statement of the commands is kept parsed (see `cached`).
+        conn.set_prepared_statement_cache_capacity(cached::CAPACITY);
         migrations::migrate(&mut conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
@@ -200,7 +204,7 @@ impl Store {
 
     /// Sets a node-local value.
     pub fn set_local(&self, key: &str, value: &str) -> Result<()> {
-        self.conn().execute(
+        self.conn().exec(
             "INSERT INTO node_local (key, value) VALUES (?1, ?2)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             [key, value],
@@ -221,13 +225,42 @@ impl Store {
     /// Node-local values whose key starts with `prefix`, in key order.
     pub fn locals_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT key, value FROM node_local WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
         )?;
         let rows = stmt
             .query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
+    }
+
+    /// Sets a node-local value and removes others (`remove`), in one
+    /// transaction: one commit where two or more would each wait for the
+    /// disk.
+    pub fn set_local_removing(&self, key: &str, value: &str, remove: &[String]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.exec(
+            "INSERT INTO node_local (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )?;
+        for gone in remove {
+            tx.exec("DELETE FROM node_local WHERE key = ?1", [gone])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes node-local values, in one transaction.
+    pub fn remove_locals(&self, keys: &[String]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for key in keys {
+            tx.exec("DELETE FROM node_local WHERE key = ?1", [key])?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Removes a node-local value.
@@ -257,7 +290,7 @@ impl Store {
     pub fn restore_setting_locals(&self, snapshot: &Path, set: &[(&str, &str)]) -> Result<()> {
         let mut conn = self.conn();
         let mut locals: std::collections::BTreeMap<String, String> = {
-            let mut stmt = conn.prepare("SELECT key, value FROM node_local")?;
+            let mut stmt = conn.prepare_cached("SELECT key, value FROM node_local")?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -276,9 +309,9 @@ impl Store {
                     | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
             let tx = copy.transaction()?;
-            tx.execute("DELETE FROM node_local", [])?;
+            tx.exec("DELETE FROM node_local", [])?;
             for (key, value) in &locals {
-                tx.execute(
+                tx.exec(
                     "INSERT INTO node_local (key, value) VALUES (?1, ?2)",
                     [key, value],
                 )?;
@@ -310,7 +343,7 @@ impl Store {
             other => Ok(apply_in(&tx, other)?),
         };
         if let Some((key, value)) = marker {
-            tx.execute(
+            tx.exec(
                 "INSERT INTO node_local (key, value) VALUES (?1, ?2)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 [key, value],
@@ -343,7 +376,7 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
                 return Err(StoreError::AlreadyExists(format!("account {:?}", a.name)));
             }
             let history: Vec<&str> = a.password_hash.iter().map(Secret::expose).collect();
-            tx.execute(
+            tx.exec(
                 "INSERT INTO accounts (id, name, home, password_hash, enabled, created_at,
                                        password_history)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -360,7 +393,7 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             )?
         }
         Command::SetAccountEnabled { name, enabled } => {
-            let n = tx.execute(
+            let n = tx.exec(
                 "UPDATE accounts SET enabled = ?2 WHERE name = ?1",
                 params![name, enabled],
             )?;
@@ -370,7 +403,7 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             n
         }
         Command::RemoveAccount { name } => {
-            let n = tx.execute("DELETE FROM accounts WHERE name = ?1", [name])?;
+            let n = tx.exec("DELETE FROM accounts WHERE name = ?1", [name])?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("account {name:?}")));
             }
@@ -378,7 +411,7 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
         }
         Command::AddAccountKey(k) => {
             let id = account_id(tx, &k.account)?;
-            let n = tx.execute(
+            let n = tx.exec(
                 "INSERT OR IGNORE INTO account_keys
                        (account_id, fingerprint, public_key, comment, added_at)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -394,7 +427,7 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
         }
         Command::AddAccountToken(t) => {
             let account_id = account_id(tx, &t.account)?;
-            let n = tx.execute(
+            let n = tx.exec(
                 "INSERT OR IGNORE INTO account_tokens
                        (id, account_id, sha256, label, created_at, expires_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -413,7 +446,7 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             // A new browser session sweeps out the expired ones (measured
             // by the command's own time, so every node removes the same).
             if t.is_web_session() {
-                tx.execute(
+                tx.exec(
                     "DELETE FROM account_tokens
                      WHERE substr(id, 1, ?1) = ?2 AND expires_at IS NOT NULL
                        AND expires_at <= ?3",
@@ -427,7 +460,7 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             n
         }
         Command::RemoveAccountToken { account, id } => {
-            let n = tx.execute(
+            let n = tx.exec(
                 "DELETE FROM account_tokens WHERE id = ?2
                        AND account_id = (SELECT id FROM accounts WHERE name = ?1)",
                 params![account, id],
@@ -439,7 +472,7 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             }
             n
         }
-        Command::RecordLogin { name, at } => tx.execute(
+        Command::RecordLogin { name, at } => tx.exec(
             "UPDATE accounts SET last_login_at = ?2
              WHERE name = ?1 AND (last_login_at IS NULL OR last_login_at < ?2)",
             params![name, at],
@@ -459,13 +492,13 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
         }) => {
             let id = account_id(tx, name)?;
             if let Some(at) = active_since {
-                tx.execute(
+                tx.exec(
                     "UPDATE accounts SET active_since = ?2 WHERE id = ?1",
                     params![id, at],
                 )?;
             }
             if let Some(hash) = password_hash {
-                tx.execute(
+                tx.exec(
                     "UPDATE accounts SET password_hash = ?2 WHERE id = ?1",
                     params![id, hash.as_ref().map(Secret::expose)],
                 )?;
@@ -476,7 +509,7 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
                 let mut history = history_in(tx, &id)?;
                 history.insert(0, hash.expose().to_owned());
                 history.truncate(ferry_core::PASSWORD_HISTORY_LEN);
-                tx.execute(
+                tx.exec(
                     "UPDATE accounts SET password_history = ?2 WHERE id = ?1",
                     params![
                         id,
@@ -486,50 +519,50 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
                 )?;
             }
             if let Some(must) = must_change_password {
-                tx.execute(
+                tx.exec(
                     "UPDATE accounts SET must_change_password = ?2 WHERE id = ?1",
                     params![id, must],
                 )?;
             }
             if let Some(at) = expires_at {
-                tx.execute(
+                tx.exec(
                     "UPDATE accounts SET expires_at = ?2 WHERE id = ?1",
                     params![id, at],
                 )?;
             }
             if let Some(networks) = allowed_networks {
-                tx.execute(
+                tx.exec(
                     "UPDATE accounts SET allowed_networks = ?2 WHERE id = ?1",
                     params![id, networks.join(",")],
                 )?;
             }
             let as_sql = |n: &Option<u64>| n.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
             if let Some(bytes) = quota_bytes {
-                tx.execute(
+                tx.exec(
                     "UPDATE accounts SET quota_bytes = ?2 WHERE id = ?1",
                     params![id, as_sql(bytes)],
                 )?;
             }
             if let Some(files) = quota_files {
-                tx.execute(
+                tx.exec(
                     "UPDATE accounts SET quota_files = ?2 WHERE id = ?1",
                     params![id, as_sql(files)],
                 )?;
             }
             if let Some(rate) = upload_rate {
-                tx.execute(
+                tx.exec(
                     "UPDATE accounts SET upload_rate = ?2 WHERE id = ?1",
                     params![id, as_sql(rate)],
                 )?;
             }
             if let Some(rate) = download_rate {
-                tx.execute(
+                tx.exec(
                     "UPDATE accounts SET download_rate = ?2 WHERE id = ?1",
                     params![id, as_sql(rate)],
                 )?;
             }
             if let Some(cap) = max_sessions {
-                tx.execute(
+                tx.exec(
                     "UPDATE accounts SET max_sessions = ?2 WHERE id = ?1",
                     params![id, as_sql(cap)],
                 )?;
@@ -543,7 +576,7 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             let id = account_id(tx, account)?;
             match fingerprint {
                 Some(fingerprint) => {
-                    let n = tx.execute(
+                    let n = tx.exec(
                         "DELETE FROM account_keys WHERE account_id = ?1 AND fingerprint = ?2",
                         params![id, fingerprint],
                     )?;
@@ -554,14 +587,14 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
                     }
                     n
                 }
-                None => tx.execute("DELETE FROM account_keys WHERE account_id = ?1", [id])?,
+                None => tx.exec("DELETE FROM account_keys WHERE account_id = ?1", [id])?,
             }
         }
         Command::BanAddress(ban) => {
             // Bans that ended are forgotten here, deterministically (by the
             // new ban's own time), so the table stays small.
-            tx.execute("DELETE FROM bans WHERE until <= ?1", [ban.banned_at])?;
-            tx.execute(
+            tx.exec("DELETE FROM bans WHERE until <= ?1", [ban.banned_at])?;
+            tx.exec(
                 "INSERT INTO bans (address, until, banned_at, reason, by)
                      VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT(address) DO UPDATE SET until = excluded.until,
@@ -587,14 +620,14 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             1 + notify::raise(tx, ferry_core::TriggerKind::LoginBan, &key, notice)?
         }
         Command::UnbanAddress { address } => {
-            let n = tx.execute("DELETE FROM bans WHERE address = ?1", [address])?;
+            let n = tx.exec("DELETE FROM bans WHERE address = ?1", [address])?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("a ban of {address}")));
             }
             n
         }
         Command::CreateAdmin(a) => {
-            let n = tx.execute(
+            let n = tx.exec(
                 "INSERT OR IGNORE INTO admins (name, role, password_hash, created_at)
                      VALUES (?1, ?2, ?3, ?4)",
                 params![
@@ -610,7 +643,7 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             n
         }
         Command::RemoveAdmin { name } => {
-            let n = tx.execute("DELETE FROM admins WHERE name = ?1", [name])?;
+            let n = tx.exec("DELETE FROM admins WHERE name = ?1", [name])?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("admin {name:?}")));
             }
@@ -618,7 +651,7 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
         }
         Command::AddAdminToken(t) => {
             engine::require(tx, "admins", "admin", &t.admin)?;
-            let n = tx.execute(
+            let n = tx.exec(
                 "INSERT OR IGNORE INTO admin_tokens (id, admin, sha256, label, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![t.id, t.admin, t.sha256, t.label, t.created_at],
@@ -629,7 +662,7 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             n
         }
         Command::RemoveAdminToken { admin, id } => {
-            let n = tx.execute(
+            let n = tx.exec(
                 "DELETE FROM admin_tokens WHERE id = ?2 AND admin = ?1",
                 params![admin, id],
             )?;
@@ -640,7 +673,7 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             }
             n
         }
-        Command::RecordAudit(r) => tx.execute(
+        Command::RecordAudit(r) => tx.exec(
             "INSERT OR IGNORE INTO audit
                    (id, at, admin, role, client_addr, request, body, status, outcome, node,
                     before, after)
@@ -663,7 +696,7 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
         Command::SetFolderRule(rule) => {
             let id = account_id(tx, &rule.account)?;
             let allow: Vec<&str> = rule.allow.iter().map(|p| p.as_str()).collect();
-            tx.execute(
+            tx.exec(
                 "INSERT INTO folder_permissions (account_id, path, allow) VALUES (?1, ?2, ?3)
                      ON CONFLICT(account_id, path) DO UPDATE SET allow = excluded.allow",
                 params![id, rule.path, allow.join(",")],
@@ -671,7 +704,7 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
         }
         Command::RemoveFolderRule { account, path } => {
             let id = account_id(tx, account)?;
-            let n = tx.execute(
+            let n = tx.exec(
                 "DELETE FROM folder_permissions WHERE account_id = ?1 AND path = ?2",
                 params![id, path],
             )?;
@@ -700,14 +733,14 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
                     ))
                 });
             }
-            tx.execute(
+            tx.exec(
                 "INSERT INTO virtual_folders (name, path, created_at) VALUES (?1, ?2, ?3)",
                 params![f.name, f.path, f.created_at],
             )?
         }
         Command::RemoveVirtualFolder { name } => {
             engine::require(tx, "virtual_folders", "virtual folder", name)?;
-            let mounted: i64 = tx.query_row(
+            let mounted: i64 = tx.row(
                 "SELECT count(*) FROM folder_mounts WHERE folder = ?1",
                 [name],
                 |r| r.get(0),
@@ -717,13 +750,13 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
                     "virtual folder {name:?} is mounted in {mounted} home(s): unmount it first"
                 )));
             }
-            tx.execute("DELETE FROM virtual_folders WHERE name = ?1", [name])?
+            tx.exec("DELETE FROM virtual_folders WHERE name = ?1", [name])?
         }
         Command::MountFolder(m) => {
             let id = account_id(tx, &m.account)?;
             engine::require(tx, "virtual_folders", "virtual folder", &m.folder)?;
             let allow: Vec<&str> = m.allow.iter().map(|p| p.as_str()).collect();
-            tx.execute(
+            tx.exec(
                 "INSERT INTO folder_mounts (account_id, path, folder, allow) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT(account_id, path)
                      DO UPDATE SET folder = excluded.folder, allow = excluded.allow",
@@ -732,7 +765,7 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
         }
         Command::UnmountFolder { account, path } => {
             let id = account_id(tx, account)?;
-            let n = tx.execute(
+            let n = tx.exec(
                 "DELETE FROM folder_mounts WHERE account_id = ?1 AND path = ?2",
                 params![id, path],
             )?;
@@ -743,7 +776,7 @@ fn apply_in(tx: &Connection, command: &Command) -> Result<usize> {
             }
             n
         }
-        Command::SetSetting { key, value } => tx.execute(
+        Command::SetSetting { key, value } => tx.exec(
             "INSERT INTO settings (key, value) VALUES (?1, ?2)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             params![key, value],
@@ -805,7 +838,7 @@ fn keyed(
     at: ferry_core::UnixMillis,
     command: &Command,
 ) -> Result<Result<usize>> {
-    tx.execute(
+    tx.exec(
         "DELETE FROM idempotency_keys WHERE created_at < ?1",
         [at - ferry_core::IDEMPOTENCY_KEY_TTL_MS],
     )?;
@@ -842,7 +875,7 @@ fn keyed(
     }
     let text = serde_json::to_string(&KeptResult::of(&result))
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    tx.execute(
+    tx.exec(
         "INSERT INTO idempotency_keys (key, kind, result, created_at) VALUES (?1, ?2, ?3, ?4)",
         params![key, command.name(), text, at],
     )?;
@@ -853,7 +886,7 @@ fn keyed(
 /// first: the stored list, or the current hash alone for an account whose
 /// password was set before the history was kept.
 fn history_in(conn: &Connection, id: &str) -> Result<Vec<String>> {
-    let (current, stored): (Option<String>, String) = conn.query_row(
+    let (current, stored): (Option<String>, String) = conn.row(
         "SELECT password_hash, password_history FROM accounts WHERE id = ?1",
         [id],
         |r| Ok((r.get(0)?, r.get(1)?)),
@@ -941,8 +974,9 @@ impl Store {
     /// Every named admin, by name.
     pub fn admins(&self) -> Result<Vec<Admin>> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT name, role, password_hash, created_at FROM admins ORDER BY name")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT name, role, password_hash, created_at FROM admins ORDER BY name",
+        )?;
         let rows = stmt.query_map([], row_to_admin)?;
         rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
     }
@@ -976,7 +1010,7 @@ impl Store {
     /// The API tokens of admin `name`.
     pub fn admin_tokens(&self, name: &str) -> Result<Vec<AdminToken>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT id, admin, sha256, label, created_at FROM admin_tokens
              WHERE admin = ?1 ORDER BY created_at",
         )?;
@@ -1001,7 +1035,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<AuditRecord>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT id, at, admin, role, client_addr, request, body, status, outcome, node,
                     before, after
              FROM audit WHERE at >= ?1 AND (?2 IS NULL OR admin = ?2)
@@ -1029,7 +1063,7 @@ impl Store {
     /// The bans that last beyond `now`, newest first.
     pub fn bans(&self, now: ferry_core::UnixMillis) -> Result<Vec<Ban>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT address, until, banned_at, reason, by FROM bans
              WHERE until > ?1 ORDER BY banned_at DESC",
         )?;
@@ -1053,7 +1087,7 @@ impl Store {
     /// Every account, by name.
     pub fn accounts(&self) -> Result<Vec<Account>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT id, name, home, password_hash, enabled, created_at
              FROM accounts ORDER BY name",
         )?;
@@ -1064,7 +1098,7 @@ impl Store {
     /// The authorised keys of account `name`.
     pub fn account_keys(&self, name: &str) -> Result<Vec<AccountKey>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT a.name, k.fingerprint, k.public_key, k.comment, k.added_at
              FROM account_keys k JOIN accounts a ON a.id = k.account_id
              WHERE a.name = ?1 ORDER BY k.added_at",
@@ -1084,7 +1118,7 @@ impl Store {
     /// The folder rules of account `name` (none: it may do everything).
     pub fn folder_rules(&self, name: &str) -> Result<Vec<FolderRule>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT a.name, f.path, f.allow
              FROM folder_permissions f JOIN accounts a ON a.id = f.account_id
              WHERE a.name = ?1 ORDER BY f.path",
@@ -1104,8 +1138,8 @@ impl Store {
     /// Every virtual folder, by name.
     pub fn virtual_folders(&self) -> Result<Vec<VirtualFolder>> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT name, path, created_at FROM virtual_folders ORDER BY name")?;
+        let mut stmt = conn
+            .prepare_cached("SELECT name, path, created_at FROM virtual_folders ORDER BY name")?;
         let rows = stmt.query_map([], |r| {
             Ok(VirtualFolder {
                 name: r.get(0)?,
@@ -1121,7 +1155,7 @@ impl Store {
     /// repository).
     pub fn mounts(&self, account: Option<&str>) -> Result<Vec<(Mount, String)>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT a.name, m.folder, m.path, m.allow, f.path
              FROM folder_mounts m
              JOIN accounts a ON a.id = m.account_id
@@ -1171,7 +1205,7 @@ impl Store {
 
     fn tokens_of(&self, name: &str, web: bool) -> Result<Vec<AccountToken>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT a.name, t.id, t.sha256, t.label, t.created_at, t.expires_at
              FROM account_tokens t JOIN accounts a ON a.id = t.account_id
              WHERE a.name = ?1 AND (substr(t.id, 1, ?2) = ?3) = ?4
@@ -1238,7 +1272,7 @@ impl Store {
         };
         values.push(Value::Integer(i64::from(filter.limit.unwrap_or(1000))));
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT {TRANSFER_COLUMNS} FROM transfers {wheres}
              ORDER BY started_at DESC, id DESC
              LIMIT ?"
@@ -1262,7 +1296,7 @@ impl Store {
 
 /// The id of the account called `name`, or `NotFound`.
 fn account_id(tx: &Connection, name: &str) -> Result<String> {
-    tx.query_row("SELECT id FROM accounts WHERE name = ?1", [name], |r| {
+    tx.row("SELECT id FROM accounts WHERE name = ?1", [name], |r| {
         r.get(0)
     })
     .optional()?

@@ -3,6 +3,7 @@
 //! rule and the notice's cause, inside the transaction of the change that
 //! caused it. Replaying that change raises nothing new.
 
+use crate::cached::Cached;
 use ferry_core::engine::derived_id;
 use ferry_core::{Command, Event, Notice, NotifyEndpoint, NotifyRule, TriggerKind, UnixMillis};
 use rusqlite::{params, Connection};
@@ -17,7 +18,7 @@ pub(crate) fn apply(tx: &Connection, command: &Command) -> Option<Result<usize>>
         Command::RemoveNotifyEndpoint { name } => remove_endpoint(tx, name),
         Command::AddNotifyRule(r) => add_rule(tx, r),
         Command::RemoveNotifyRule { name } => {
-            let n = tx.execute("DELETE FROM notify_rules WHERE name = ?1", [name]);
+            let n = tx.exec("DELETE FROM notify_rules WHERE name = ?1", [name]);
             match n {
                 Ok(0) => Err(StoreError::NotFound(format!("notification rule {name:?}"))),
                 Ok(n) => Ok(n),
@@ -31,7 +32,7 @@ pub(crate) fn apply(tx: &Connection, command: &Command) -> Option<Result<usize>>
 
 fn add_endpoint(tx: &Connection, e: &NotifyEndpoint) -> Result<usize> {
     ensure_absent(tx, "notify_endpoints", "notification endpoint", &e.name)?;
-    Ok(tx.execute(
+    Ok(tx.exec(
         "INSERT INTO notify_endpoints (name, target, secret_sealed, ca_pem, link_base,
            max_attempts, retry_base_ms, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -50,7 +51,7 @@ fn add_endpoint(tx: &Connection, e: &NotifyEndpoint) -> Result<usize> {
 
 fn remove_endpoint(tx: &Connection, name: &str) -> Result<usize> {
     let users: Vec<String> = {
-        let mut stmt = tx.prepare("SELECT name FROM notify_rules WHERE endpoint = ?1")?;
+        let mut stmt = tx.prepare_cached("SELECT name FROM notify_rules WHERE endpoint = ?1")?;
         let rows = stmt.query_map([name], |r| r.get(0))?;
         rows.collect::<rusqlite::Result<_>>()?
     };
@@ -60,7 +61,7 @@ fn remove_endpoint(tx: &Connection, name: &str) -> Result<usize> {
             users.join(", ")
         )));
     }
-    let n = tx.execute("DELETE FROM notify_endpoints WHERE name = ?1", [name])?;
+    let n = tx.exec("DELETE FROM notify_endpoints WHERE name = ?1", [name])?;
     if n == 0 {
         return Err(StoreError::NotFound(format!(
             "notification endpoint {name:?}"
@@ -72,7 +73,7 @@ fn remove_endpoint(tx: &Connection, name: &str) -> Result<usize> {
 fn add_rule(tx: &Connection, r: &NotifyRule) -> Result<usize> {
     ensure_absent(tx, "notify_rules", "notification rule", &r.name)?;
     require(tx, "notify_endpoints", "notification endpoint", &r.endpoint)?;
-    Ok(tx.execute(
+    Ok(tx.exec(
         "INSERT INTO notify_rules (name, trigger, kind, account, route, partner, endpoint,
            created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -129,7 +130,7 @@ pub(crate) fn raise(
     notice: Notice,
 ) -> Result<usize> {
     let rules: Vec<(NotifyRule, u32, u64)> = {
-        let mut stmt = tx.prepare(
+        let mut stmt = tx.prepare_cached(
             "SELECT r.name, r.trigger, r.account, r.route, r.partner, r.endpoint, r.created_at,
                     e.max_attempts, e.retry_base_ms
              FROM notify_rules r JOIN notify_endpoints e ON e.name = r.endpoint

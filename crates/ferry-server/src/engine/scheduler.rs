@@ -535,6 +535,7 @@ mod tests {
         let store = Arc::new(store);
         let ctx = Arc::new(ServerCtx {
             login_throttle: crate::auth::LoginThrottle::default(),
+            logged_intents: Default::default(),
             usage: crate::quota::UsageCache::default(),
             quota_notices: crate::quota::QuotaNotices::default(),
             notices_sending: crate::notices::SendingTo::default(),
