@@ -26,8 +26,17 @@ fn quick_benchmark_runs_every_row_with_matching_checksums() {
     };
     let report = ferry_bench::run(&opts).unwrap();
 
-    // 7 SFTP rows per cipher, idle memory, HTTPS up and down.
-    assert_eq!(report.rows.len(), 7 * ferry_bench::CIPHERS.len() + 3);
+    // 8 SFTP rows per cipher, idle memory, HTTPS up and down, and the
+    // three rows through the emulated long link.
+    assert_eq!(report.rows.len(), 8 * ferry_bench::CIPHERS.len() + 3 + 3);
+    assert_eq!(
+        report
+            .rows
+            .iter()
+            .filter(|r| r.id.starts_with("wan-"))
+            .count(),
+        3
+    );
     for row in &report.rows {
         for (side, m) in [
             ("single", &row.single),
