@@ -143,6 +143,16 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     /// the store is the group's. Blocking, like [`Cluster::apply`].
     fn apply_about_self(&self, command: &Command) -> Result<Outcome, FerryError>;
 
+    /// Applies an upload's transfer-log row whose content this server
+    /// already keeps durably as the upload's intent (and logs again from
+    /// there after a crash). Where the row goes to this server's own store
+    /// (alone, active/passive), its commit need not wait for the disk
+    /// ([`Store::apply_unflushed`]); in active/active it is proposed like
+    /// any command. Blocking, like [`Cluster::apply`].
+    fn apply_covered_row(&self, command: &Command) -> Result<Outcome, FerryError> {
+        self.apply(command)
+    }
+
     /// Ok when a change made here now would be kept.
     fn check_writable(&self) -> Result<(), FerryError>;
 
@@ -422,6 +432,12 @@ impl Cluster for Single {
         self.apply(command)
     }
 
+    fn apply_covered_row(&self, command: &Command) -> Result<Outcome, FerryError> {
+        self.store
+            .apply_unflushed(command)
+            .map_err(FerryError::from)
+    }
+
     fn check_writable(&self) -> Result<(), FerryError> {
         Ok(())
     }
@@ -520,6 +536,13 @@ impl Cluster for Node {
 
     fn apply_about_self(&self, command: &Command) -> Result<Outcome, FerryError> {
         self.store.apply(command).map_err(FerryError::from)
+    }
+
+    fn apply_covered_row(&self, command: &Command) -> Result<Outcome, FerryError> {
+        self.check_writable()?;
+        self.store
+            .apply_unflushed(command)
+            .map_err(FerryError::from)
     }
 
     fn check_writable(&self) -> Result<(), FerryError> {

@@ -164,6 +164,18 @@ impl ServerCtx {
         outcome
     }
 
+    /// Applies an upload's transfer-log row whose content is durable here
+    /// already as its intent (see
+    /// [`ferry_cluster::Cluster::apply_covered_row`]).
+    pub fn apply_covered_row(&self, command: &Command) -> Result<Outcome, FerryError> {
+        let started = std::time::Instant::now();
+        let outcome = self.cluster.apply_covered_row(keyed(command).as_ref());
+        if outcome.is_ok() {
+            self.metrics.store_write(started.elapsed().as_secs_f64());
+        }
+        outcome
+    }
+
     /// Why this server does not serve sessions now, if it does not: it is
     /// shutting down, or its cluster says why (a standby; in active/active
     /// mode a server behind its leader or without one).

@@ -193,50 +193,80 @@ pub(crate) async fn log_transfer(
     ctx: &Arc<ServerCtx>,
     record: TransferRecord,
 ) -> Result<(), FerryError> {
+    note_transfer(ctx, &record);
+    let writer = ctx.clone();
+    let written = blocking(move || write_row(&writer, &record, false)).await;
+    row_written(ctx, written)
+}
+
+/// Logs and counts a transfer whose row is about to be written.
+pub(crate) fn note_transfer(ctx: &ServerCtx, record: &TransferRecord) {
     tracing::info!(
         account = %record.account, path = %record.path, direction = %record.direction,
         bytes = record.bytes, status = %record.status, "transfer"
     );
-    ctx.metrics.transfer(&record);
-    let writer = ctx.clone();
-    let logged = blocking(move || {
-        match writer.apply(&Command::RecordTransfer(record.clone())) {
-            // The cluster cannot take the row now (no quorum, or this
-            // server fell behind), or may have taken it without saying so
-            // (outcome unknown; a row logged twice is kept once). A
-            // download still completed, and so did an upload whose file is
-            // already committed under its name:
-            // the row waits on this node's disk (synchronous, like the
-            // store) and is proposed when the cluster takes writes again,
-            // never dropped; its routes run then. The client is told what
-            // happened: the file is stored. (A row that did reach the log
-            // meanwhile is recorded once: rows are inserted by id.)
-            Err(e)
-                if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::OutcomeUnknown)
-                    && writer.cluster.row_policy() == ferry_cluster::RowPolicy::Replicated
-                    && (record.direction == Direction::Download
-                        || record.status == TransferStatus::Completed) =>
-            {
-                let text = serde_json::to_string(&record).map_err(|e| FerryError::internal(e.to_string()))?;
-                writer
-                    .store
-                    .set_local(&format!("{PENDING_ROW}{}", record.id), &text)
-                    .map_err(FerryError::from)?;
-                tracing::warn!(transfer = %record.id, "no quorum: the transfer-log row waits on this node");
-                Ok(0)
-            }
-            other => other.map(|outcome| outcome.rows_changed),
+    ctx.metrics.transfer(record);
+}
+
+/// Writes a transfer-log row, on the blocking pool: the rows changed (0
+/// where the row waits on this node as a [`PENDING_ROW`]). `covered` is
+/// for the row of an upload whose intent holds it durably already
+/// ([`ServerCtx::apply_covered_row`]). The caller ends with
+/// [`row_written`].
+pub(crate) fn write_row(
+    ctx: &ServerCtx,
+    record: &TransferRecord,
+    covered: bool,
+) -> Result<usize, FerryError> {
+    let command = Command::RecordTransfer(record.clone());
+    let applied = if covered {
+        ctx.apply_covered_row(&command)
+    } else {
+        ctx.apply(&command)
+    };
+    match applied {
+        // The cluster cannot take the row now (no quorum, or this
+        // server fell behind), or may have taken it without saying so
+        // (outcome unknown; a row logged twice is kept once). A
+        // download still completed, and so did an upload whose file is
+        // already committed under its name:
+        // the row waits on this node's disk (synchronous, like the
+        // store) and is proposed when the cluster takes writes again,
+        // never dropped; its routes run then. The client is told what
+        // happened: the file is stored. (A row that did reach the log
+        // meanwhile is recorded once: rows are inserted by id.)
+        Err(e)
+            if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::OutcomeUnknown)
+                && ctx.cluster.row_policy() == ferry_cluster::RowPolicy::Replicated
+                && (record.direction == Direction::Download
+                    || record.status == TransferStatus::Completed) =>
+        {
+            let text =
+                serde_json::to_string(record).map_err(|e| FerryError::internal(e.to_string()))?;
+            ctx.store
+                .set_local(&format!("{PENDING_ROW}{}", record.id), &text)
+                .map_err(FerryError::from)?;
+            tracing::warn!(transfer = %record.id, "no quorum: the transfer-log row waits on this node");
+            Ok(0)
         }
-    })
-    .await;
-    match &logged {
+        other => other.map(|outcome| outcome.rows_changed),
+    }
+}
+
+/// What [`write_row`] returned, as the transfer's answer: wakes the
+/// workers for the route events the row queued, and words a failure.
+pub(crate) fn row_written(
+    ctx: &ServerCtx,
+    written: Result<usize, FerryError>,
+) -> Result<(), FerryError> {
+    match &written {
         // Rows beyond the transfer's own are route events: let idle
         // workers look (and leave them asleep when no route matched).
         Ok(rows) if *rows > 1 => ctx.engine_wake.notify_waiters(),
         Ok(_) => {}
         Err(e) => tracing::error!(error = %e, "could not write the transfer log"),
     }
-    logged.map(|_| ()).map_err(|e| {
+    written.map(|_| ()).map_err(|e| {
         // A cluster without a quorum is a passing state: say so, so that
         // an event's work is retried rather than failed.
         let kind = if e.kind == ErrorKind::Unavailable {

@@ -37,7 +37,10 @@ use tokio::sync::{mpsc, Notify, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwL
 
 use crate::access::Access;
 use crate::repository::{apply_attrs, file_stat, io_error, Home, Listing, Place, FILE_MODE_MASK};
-use crate::rows::{forget_intent, log_transfer, remove_intent, upload_row, write_intent};
+use crate::rows::{
+    forget_intent, log_transfer, note_transfer, remove_intent, row_written, upload_row,
+    write_intent, write_row,
+};
 use crate::session_caps::SessionSlot;
 use crate::transfer::{
     cache_sha256, cached_sha256, content_stamp, file_digest, now_millis, HashTracker,
@@ -1333,6 +1336,11 @@ fn open_blocking(
 /// Most bytes of queued reads or writes one blocking call serves.
 const BATCH_BYTES: usize = 8 << 20;
 
+/// Writes that keep a file within its first this many bytes are made on
+/// the file's task rather than on the blocking pool (see `write_batch`);
+/// bounded so that a slow disk never holds a runtime thread for long.
+const INLINE_WRITE_BYTES: u64 = 64 << 10;
+
 /// From this many bytes in a write batch on, the running SHA-256 is fed on a
 /// second blocking thread while the first one writes.
 const PARALLEL_HASH_BYTES: usize = 512 << 10;
@@ -1607,6 +1615,14 @@ async fn write_batch(f: &mut OpenFile, batch: Vec<(u64, FsOp)>, reply: &Reply) {
             blocking(write_all(f.file.clone(), items.clone())),
             blocking(hash_all(hash, items.clone()))
         )
+    } else if f.bytes <= INLINE_WRITE_BYTES {
+        // The first bytes of a file (all of a small one) are written on
+        // this task: a write of that size into the page cache takes
+        // microseconds, less than the trip to the blocking pool and back.
+        (
+            write_all(f.file.clone(), items.clone())(),
+            hash_all(hash, items.clone())(),
+        )
     } else {
         // Small ones are not worth a second thread hop.
         let (write, hashing) = (
@@ -1797,41 +1813,32 @@ async fn finish(
         event_id: None,
     };
     let intent_ctx = ctx.clone();
-    let committed_place = upload.as_ref().map(|up| up.place.clone());
-    let outcome: Result<Option<(String, Option<u64>)>, FerryError> = if closed {
+    // A committed upload's row is written in the same blocking call as
+    // its commit: `row` is that row and what writing it returned.
+    type Closed = (Option<(String, Option<u64>)>, Option<RowWritten>);
+    type RowWritten = (TransferRecord, Result<usize, FerryError>);
+    let outcome: Result<Closed, FerryError> = if closed {
         blocking(move || {
             if let Some(up) = upload {
-                if fsync {
-                    file.sync_all().map_err(io_error)?;
-                }
+                // The file's data goes to disk on a second blocking thread
+                // while this one hashes and writes the intent: the rename
+                // waits for both.
+                let synced = fsync.then(|| {
+                    let file = file.clone();
+                    tokio::runtime::Handle::current().spawn_blocking(move || file.sync_all())
+                });
                 let meta = file.metadata().map_err(io_error)?;
                 let size = meta.len();
                 let sha = hash.finish(&file).map_err(io_error)?;
                 // Later downloads of the committed file reuse this hash.
                 cache_sha256(&file, &content_stamp(&meta), &sha);
-                let intent = TransferRecord {
+                let row = TransferRecord {
                     size: Some(size),
                     sha256: Some(sha.clone()),
                     ..intent
                 };
-                // Where the row goes to this server's own store (alone, or
-                // active/passive), a server that cannot write it now says so
-                // before the file appears under its name.
-                if intent_ctx.cluster.row_policy() == ferry_cluster::RowPolicy::Local {
-                    intent_ctx.check_writable().map_err(|e| {
-                        FerryError::new(e.kind, format!("transfer log unavailable: {}", e.message))
-                    })?;
-                }
-                write_intent(&intent_ctx, &intent)?;
-                if let Err(e) = up.place.commit_partial(fsync) {
-                    remove_intent(&intent_ctx, &intent.id);
-                    let err = io_error(e);
-                    return Err(FerryError::new(
-                        err.kind,
-                        format!("could not commit the upload: {}", err.message),
-                    ));
-                }
-                Ok(Some((sha, Some(size))))
+                let written = commit_upload(&intent_ctx, &up.place, fsync, synced, &row)?;
+                Ok((Some((sha, Some(size))), Some((row, written))))
             } else {
                 let was_known = hash.is_known();
                 let sha = hash.finish(&file).map_err(io_error)?;
@@ -1844,12 +1851,16 @@ async fn finish(
                         cache_sha256(&file, stamp, &sha);
                     }
                 }
-                Ok(Some((sha, size)))
+                Ok((Some((sha, size)), None))
             }
         })
         .await
     } else {
-        Ok(None)
+        Ok((None, None))
+    };
+    let (outcome, row) = match outcome {
+        Ok((sha, row)) => (Ok(sha), row),
+        Err(e) => (Err(e), None),
     };
     let (status, sha256, error) = match (&outcome, closed) {
         (Ok(sha), true) => (
@@ -1868,55 +1879,38 @@ async fn finish(
         Ok(Some((_, size))) => *size,
         _ => None,
     };
-    let record = TransferRecord {
-        id: transfer_id,
-        account: s.account.clone(),
-        protocol: s.protocol,
-        direction,
-        path: path.to_string(),
-        bytes,
-        size,
-        sha256,
-        started_at,
-        ended_at: now_millis(),
-        status,
-        node: ctx.node_id.clone(),
-        client_addr: s.client_addr.clone(),
-        error,
-        partner: None,
-        event_id: None,
-    };
-    let renamable = record.status == TransferStatus::Completed
+    let renamable = status == TransferStatus::Completed
         && direction == Direction::Upload
         && path
             .file_name()
             .is_some_and(ferry_core::path::is_temporary_upload_name);
-    let transfer_id = record.id.clone();
-    let committed = record.status == TransferStatus::Completed && direction == Direction::Upload;
-    let logged = log_transfer(ctx, record).await;
-    if committed {
-        match committed_place.filter(|_| logged.is_err()) {
-            // Logged, or waiting under `PENDING_ROW`: done; the intent
-            // goes with a later commit.
-            None => forget_intent(ctx, &transfer_id),
-            // Not logged (alone or active/passive, where rows never wait:
-            // the role was lost since the check above): the client is told
-            // the upload failed, so the file leaves its name again and
-            // stays as the partial for a resume.
-            Some(place) => {
-                let (c, id) = (ctx.clone(), transfer_id.clone());
-                let _ = blocking(move || {
-                    if let Err(e) = place.uncommit() {
-                        tracing::error!(transfer = %id, error = %e, "an upload whose row could not be written stays under its name; the next start logs its row");
-                        return Ok(());
-                    }
-                    remove_intent(&c, &id);
-                    Ok(())
-                })
-                .await;
-            }
+    let logged = match row {
+        Some((row, written)) => {
+            note_transfer(ctx, &row);
+            row_written(ctx, written)
         }
-    }
+        None => {
+            let record = TransferRecord {
+                id: transfer_id.clone(),
+                account: s.account.clone(),
+                protocol: s.protocol,
+                direction,
+                path: path.to_string(),
+                bytes,
+                size,
+                sha256,
+                started_at,
+                ended_at: now_millis(),
+                status,
+                node: ctx.node_id.clone(),
+                client_addr: s.client_addr.clone(),
+                error,
+                partner: None,
+                event_id: None,
+            };
+            log_transfer(ctx, record).await
+        }
+    };
     if renamable && logged.is_ok() {
         let mut waiting = locked(&s.renamable);
         if waiting.len() >= MAX_RENAMABLE {
@@ -1931,6 +1925,68 @@ async fn finish(
         _ => Response::Ok,
     };
     logged.map(|()| response)
+}
+
+/// Commits an upload whose data is written: its row is written to this
+/// node's disk as an intent while `synced` (the file's fsync, where
+/// uploads are synced) runs on another thread, then the partial file is
+/// renamed to its name, and the row is logged, in that order and on this
+/// one blocking call. What logging the row returned is given back: where it failed (the
+/// client is then told the upload failed) the file has left its name again
+/// and stays as the partial for a resume. An error means the file was
+/// never committed.
+fn commit_upload(
+    ctx: &ServerCtx,
+    place: &Place,
+    fsync: bool,
+    synced: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    row: &TransferRecord,
+) -> Result<Result<usize, FerryError>, FerryError> {
+    // Where the row goes to this server's own store (alone, or
+    // active/passive), a server that cannot write it now says so before
+    // the file appears under its name.
+    if ctx.cluster.row_policy() == ferry_cluster::RowPolicy::Local {
+        ctx.check_writable().map_err(|e| {
+            FerryError::new(e.kind, format!("transfer log unavailable: {}", e.message))
+        })?;
+    }
+    write_intent(ctx, row)?;
+    // The file's data is on disk before its name is.
+    if let Some(sync) = synced {
+        let synced = tokio::runtime::Handle::current()
+            .block_on(sync)
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = synced {
+            remove_intent(ctx, &row.id);
+            return Err(io_error(e));
+        }
+    }
+    if let Err(e) = place.commit_partial(fsync) {
+        remove_intent(ctx, &row.id);
+        let err = io_error(e);
+        return Err(FerryError::new(
+            err.kind,
+            format!("could not commit the upload: {}", err.message),
+        ));
+    }
+    // The intent holds the row durably: its own commit need not wait for
+    // the disk where the store is this server's.
+    let written = write_row(ctx, row, true);
+    match &written {
+        // Logged, or waiting under `PENDING_ROW`: done; the intent goes
+        // with a later commit.
+        Ok(_) => forget_intent(ctx, &row.id),
+        // Not logged (alone or active/passive, where rows never wait: the
+        // role was lost since the check above).
+        Err(_) => match place.uncommit() {
+            Ok(()) => remove_intent(ctx, &row.id),
+            Err(e) => tracing::error!(
+                transfer = %row.id, error = %e,
+                "an upload whose row could not be written stays under its name; the next start logs its row"
+            ),
+        },
+    }
+    Ok(written)
 }
 
 /// Moves the row of an upload this session made under a temporary name to

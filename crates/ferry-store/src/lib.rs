@@ -331,8 +331,32 @@ impl Store {
         Ok(())
     }
 
-    fn apply_with(&self, command: &Command, marker: Option<(&str, &str)>) -> Result<Outcome> {
+    /// Applies `command` like [`Store::apply`], but its commit does not
+    /// wait for the disk (`synchronous=NORMAL` for this one transaction).
+    /// Only for a change whose content is durable on this server already
+    /// and is applied again from there after a crash: an upload's
+    /// transfer-log row, written first, with a commit that waits, as its
+    /// upload intent. The next commit that waits for the disk makes this
+    /// one durable too (the WAL is written and synced in order), and the
+    /// intent is removed only by such a later commit.
+    pub fn apply_unflushed(&self, command: &Command) -> Result<Outcome> {
         let mut conn = self.conn();
+        conn.exec("PRAGMA synchronous = NORMAL", [])?;
+        let applied = Self::apply_on(&mut conn, command, None);
+        // Every other commit waits for the disk again.
+        conn.exec("PRAGMA synchronous = FULL", [])?;
+        applied
+    }
+
+    fn apply_with(&self, command: &Command, marker: Option<(&str, &str)>) -> Result<Outcome> {
+        Self::apply_on(&mut self.conn(), command, marker)
+    }
+
+    fn apply_on(
+        conn: &mut Connection,
+        command: &Command,
+        marker: Option<(&str, &str)>,
+    ) -> Result<Outcome> {
         let mut tx = conn.transaction()?;
         let applied = match command {
             Command::Keyed {

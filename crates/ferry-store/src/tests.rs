@@ -277,6 +277,32 @@ fn transfers_are_written_once_and_filtered() {
 }
 
 #[test]
+fn an_unflushed_row_leaves_every_later_commit_waiting_for_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("ferry.db")).unwrap();
+    let synchronous = |s: &Store| -> i64 {
+        s.conn()
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(synchronous(&s), 2, "FULL from the start");
+    let out = s
+        .apply_unflushed(&Command::RecordTransfer(transfer("t1", "alice", 100)))
+        .unwrap();
+    assert_eq!(out.rows_changed, 1);
+    assert_eq!(synchronous(&s), 2, "FULL again after the row");
+    // A command that fails leaves the setting restored as well.
+    s.apply(&Command::CreateAccount(account("alice"))).unwrap();
+    s.apply_unflushed(&Command::CreateAccount(account("alice")))
+        .unwrap_err();
+    assert_eq!(synchronous(&s), 2, "FULL again after a refused command");
+    assert_eq!(
+        s.list_transfers(&TransferFilter::default()).unwrap().len(),
+        1
+    );
+}
+
+#[test]
 fn reopening_a_file_keeps_data_and_refuses_newer_schemas() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ferry.db");
