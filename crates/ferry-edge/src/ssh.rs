@@ -77,7 +77,7 @@ const HOST_KEY_ORDER: &[Algorithm] = &[
     },
 ];
 
-/// russh settings: fast (nodelay, 8 MiB window, 64 KiB packets, AES-GCM
+/// russh settings: fast (nodelay, 16 MiB window, 64 KiB packets, AES-GCM
 /// first, no compression unless configured) and strict (constant rejection
 /// delay, capped attempts, no SHA-1 key exchange or signature).
 pub fn russh_config(config: &SftpConfig, host_keys: Vec<PrivateKey>) -> russh::server::Config {
@@ -117,7 +117,11 @@ pub fn russh_config(config: &SftpConfig, host_keys: Vec<PrivateKey>) -> russh::s
         auth_rejection_time_initial: Some(Duration::ZERO),
         max_auth_attempts: config.max_auth_attempts,
         keys: host_keys,
-        window_size: 8 * 1024 * 1024,
+        // As much as OpenSSH's `sftp` keeps in flight (64 requests of up to
+        // 255 KiB): russh tops the window up when half is used, so a long
+        // link carries about half of it per round trip. What a client may
+        // send ahead is still bounded by `channel_buffer_size` packets.
+        window_size: 16 * 1024 * 1024,
         maximum_packet_size: 65535,
         channel_buffer_size: 256,
         nodelay: true,

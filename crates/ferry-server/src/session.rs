@@ -1673,31 +1673,13 @@ async fn read_batch(f: &mut OpenFile, batch: Vec<(u64, FsOp)>, reply: &Reply) {
     let served = blocking(move || {
         let mut results = Vec::with_capacity(wanted.len());
         for (id, offset, len) in wanted {
-            let mut buf = vec![0u8; len];
-            let mut got = 0;
-            let mut failed = None;
-            while got < len {
-                let into = match crate::transfer::unfilled(&mut buf, got) {
-                    Ok(into) => into,
-                    Err(e) => {
-                        failed = Some(io_error(e));
-                        break;
-                    }
-                };
-                match file.read_at(into, offset + got as u64) {
-                    Ok(0) => break,
-                    Ok(n) => got += n,
-                    Err(e) => {
-                        failed = Some(io_error(e));
-                        break;
-                    }
+            let buf = match crate::transfer::read_at_most(&file, offset, len) {
+                Ok(buf) => buf,
+                Err(e) => {
+                    results.push((id, offset, Err(io_error(e))));
+                    continue;
                 }
-            }
-            buf.truncate(got);
-            if let Some(e) = failed {
-                results.push((id, offset, Err(e)));
-                continue;
-            }
+            };
             if downloading {
                 hash.record_read(offset, &buf);
             }

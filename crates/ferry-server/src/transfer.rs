@@ -198,11 +198,23 @@ pub(crate) fn filled(buf: &[u8], n: usize) -> io::Result<&[u8]> {
     })
 }
 
-/// The part of `buf` from `from` on, to read into next.
-pub(crate) fn unfilled(buf: &mut [u8], from: usize) -> io::Result<&mut [u8]> {
-    let len = buf.len();
-    buf.get_mut(from..)
-        .ok_or_else(|| io::Error::other(format!("a read went past its buffer of {len}")))
+/// Reads `len` bytes of `file` from `offset` into a new buffer, fewer only
+/// where the file ends first. The buffer is not zeroed before the read
+/// fills it (a client asks for up to 256 KiB per read, whatever the file's
+/// size).
+pub(crate) fn read_at_most(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        let at = offset + buf.len() as u64;
+        let n = rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at)
+            .map_err(io::Error::from)?;
+        if n == 0 {
+            break;
+        }
+    }
+    // The allocator may have given more room than asked for.
+    buf.truncate(len);
+    Ok(buf)
 }
 
 /// Milliseconds since the epoch, now.
@@ -217,6 +229,19 @@ mod tests {
 
     fn sha(data: &[u8]) -> String {
         hex::encode(Sha256::digest(data))
+    }
+
+    #[test]
+    fn reads_fill_what_was_asked_and_stop_at_the_end() {
+        let mut f = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        f.write_all(&data).unwrap();
+        let whole = read_at_most(&f, 0, 256 << 10).unwrap();
+        assert_eq!(whole, data[..256 << 10]);
+        let tail = read_at_most(&f, 290_000, 256 << 10).unwrap();
+        assert_eq!(tail, data[290_000..]);
+        assert!(read_at_most(&f, 300_000, 256 << 10).unwrap().is_empty());
+        assert!(read_at_most(&f, 5, 0).unwrap().is_empty());
     }
 
     #[test]
