@@ -1913,10 +1913,10 @@ async fn finish(
 /// node's disk as an intent while `synced` (the file's fsync, where
 /// uploads are synced) runs on another thread, then the partial file is
 /// renamed to its name, and the row is logged, in that order and on this
-/// one blocking call. What logging the row returned is given back: where it failed (the
-/// client is then told the upload failed) the file has left its name again
-/// and stays as the partial for a resume. An error means the file was
-/// never committed.
+/// one blocking call. What logging the row returned is given back: where
+/// it failed (the client is then told the upload failed) the file has left
+/// its name again and stays as the partial for a resume. An error means
+/// the file was never committed.
 fn commit_upload(
     ctx: &ServerCtx,
     place: &Place,
