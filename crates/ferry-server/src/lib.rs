@@ -156,20 +156,28 @@ impl ServerCtx {
     /// pool). A change made for an admin request with an `Idempotency-Key`
     /// is applied once per key.
     pub fn apply(&self, command: &Command) -> Result<Outcome, FerryError> {
-        let started = std::time::Instant::now();
-        let outcome = self.cluster.apply(keyed(command).as_ref());
-        if outcome.is_ok() {
-            self.metrics.store_write(started.elapsed().as_secs_f64());
-        }
-        outcome
+        self.timed(|cluster, command| cluster.apply(command), command)
     }
 
     /// Applies an upload's transfer-log row whose content is durable here
     /// already as its intent (see
     /// [`ferry_cluster::Cluster::apply_covered_row`]).
     pub fn apply_covered_row(&self, command: &Command) -> Result<Outcome, FerryError> {
+        self.timed(
+            |cluster, command| cluster.apply_covered_row(command),
+            command,
+        )
+    }
+
+    /// Runs one of the cluster's write paths on `command` (keyed where a
+    /// key is set) and counts its latency in the store-write metric.
+    fn timed(
+        &self,
+        apply: impl FnOnce(&dyn ferry_cluster::Cluster, &Command) -> Result<Outcome, FerryError>,
+        command: &Command,
+    ) -> Result<Outcome, FerryError> {
         let started = std::time::Instant::now();
-        let outcome = self.cluster.apply_covered_row(keyed(command).as_ref());
+        let outcome = apply(self.cluster.as_ref(), keyed(command).as_ref());
         if outcome.is_ok() {
             self.metrics.store_write(started.elapsed().as_secs_f64());
         }

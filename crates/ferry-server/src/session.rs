@@ -1795,6 +1795,7 @@ async fn finish(
         event_id: None,
     };
     let intent_ctx = ctx.clone();
+    let base = intent.clone();
     // A committed upload's row is written in the same blocking call as
     // its commit: `row` is that row and what writing it returned.
     type Closed = (Option<(String, Option<u64>)>, Option<RowWritten>);
@@ -1873,22 +1874,12 @@ async fn finish(
         }
         None => {
             let record = TransferRecord {
-                id: transfer_id.clone(),
-                account: s.account.clone(),
-                protocol: s.protocol,
-                direction,
-                path: path.to_string(),
-                bytes,
                 size,
                 sha256,
-                started_at,
                 ended_at: now_millis(),
                 status,
-                node: ctx.node_id.clone(),
-                client_addr: s.client_addr.clone(),
                 error,
-                partner: None,
-                event_id: None,
+                ..base
             };
             log_transfer(ctx, record).await
         }
