@@ -311,8 +311,10 @@ async function resubmit() {
   await shoot('resubmitted');
   // The file's page now lists both events: the first done, the second failed.
   await page.click('#transfer-link');
-  await page.locator(`.event[data-event="${newId}"] tr.attempt`).waitFor();
-  const onTransfer = await page.locator('.event').evaluateAll((cards) => cards.map((c) => c.dataset.status));
+  // Scoped to the transfer's page: the event's page, which holds the new
+  // event's card too, stays shown until the transfer's page has loaded.
+  await page.locator(`#page-transfer .event[data-event="${newId}"] tr.attempt`).waitFor();
+  const onTransfer = await page.locator('#page-transfer .event').evaluateAll((cards) => cards.map((c) => c.dataset.status));
   await shoot('transfer-resubmitted');
   return {
     newId, attempt, onTransfer, dialogs,

@@ -222,12 +222,13 @@ impl Ferry {
         self.https_url = Some(https_url);
     }
 
-    fn start_up(data: &Path, extra: &[&str], log: Stdio) -> (Proc, u16, String) {
-        let data_s = data.to_str().unwrap().to_owned();
-        let mut args = vec![
+    /// The arguments of `ferry up` on `data` with every listener on an
+    /// ephemeral loopback port.
+    pub fn up_args(data: &Path) -> Vec<String> {
+        [
             "up",
             "--data-dir",
-            &data_s,
+            data.to_str().unwrap(),
             "--sftp-listen",
             "127.0.0.1:0",
             "--https-listen",
@@ -236,7 +237,14 @@ impl Ferry {
             "127.0.0.1:0",
             "--auth-failure-delay-ms",
             "300",
-        ];
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    fn start_up(data: &Path, extra: &[&str], log: Stdio) -> (Proc, u16, String) {
+        let up = Self::up_args(data);
+        let mut args: Vec<&str> = up.iter().map(String::as_str).collect();
         args.extend_from_slice(extra);
         let (proc, v) = Proc::start_logging(&args, &["sftp", "admin", "https"], log);
         let sftp_port = v[0].rsplit(':').next().unwrap().parse().unwrap();

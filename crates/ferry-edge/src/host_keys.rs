@@ -117,6 +117,18 @@ pub fn load_or_create_all(config: &SftpConfig) -> Result<Vec<PrivateKey>, StartE
         .collect()
 }
 
+/// A host key's fingerprint as OpenSSH shows it (`ssh-ed25519
+/// SHA256:…`, what a client prints on first contact and `ssh-keygen -lf`
+/// prints of the public key).
+pub fn fingerprint(key: &PrivateKey) -> String {
+    let public = key.public_key();
+    format!(
+        "{} {}",
+        public.algorithm().as_str(),
+        public.fingerprint(russh::keys::HashAlg::Sha256)
+    )
+}
+
 /// Loads the host key in `path`, which must be of `kind`, or creates one
 /// (mode 0600) if the file is missing.
 pub fn load_or_create(kind: HostKeyKind, path: &Path) -> Result<PrivateKey, StartError> {

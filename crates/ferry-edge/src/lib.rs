@@ -34,6 +34,9 @@ pub struct RunningEdge {
     pub https_addr: Option<SocketAddr>,
     /// The metrics listener's address, if metrics are served.
     pub metrics_addr: Option<SocketAddr>,
+    /// The SSH host keys' fingerprints as clients show them (`ssh-ed25519
+    /// SHA256:…`), for an operator to hand to partners; none without SFTP.
+    pub host_key_fingerprints: Vec<String>,
     /// The client connections of both listeners.
     connections: ferry_worker::Connections,
 }
@@ -99,6 +102,51 @@ pub async fn start(config: EdgeConfig) -> Result<RunningEdge, StartError> {
     start_with(config, Arc::new(upstreams)).await
 }
 
+/// Checks everything [`start`] would load of `config` without starting:
+/// the certificate and key of the link to the servers, the SSH host keys
+/// (a missing one would be created at the first start) and the HTTPS
+/// certificate and key. The config file itself was checked by
+/// [`EdgeConfig::load`]. Creates nothing. Returns what was checked, a
+/// line each.
+pub fn check_config(config: &EdgeConfig) -> Result<Vec<String>, StartError> {
+    let mut checked = Vec::new();
+    let tls = &config.upstream.tls;
+    ferry_proto::tls::internal_client_config(tls)?;
+    checked.push(format!(
+        "certificate {} and key {}: load, signed by {}; servers: {}",
+        tls.cert.display(),
+        tls.key.display(),
+        tls.ca.display(),
+        config.upstream.servers.join(", ")
+    ));
+    if let Some(sftp) = &config.sftp {
+        for (kind, path) in host_keys::files(sftp) {
+            if path.exists() {
+                let key = host_keys::load_or_create(kind, &path)?;
+                checked.push(format!(
+                    "host key {}: {}",
+                    path.display(),
+                    host_keys::fingerprint(&key)
+                ));
+            } else {
+                checked.push(format!(
+                    "host key {}: will be created at the first start",
+                    path.display()
+                ));
+            }
+        }
+    }
+    if let Some(https) = &config.https {
+        ferry_proto::tls::plain_server_config(&https.cert, &https.key, &[b"h2", b"http/1.1"])?;
+        checked.push(format!(
+            "HTTPS certificate {} and key {}: load",
+            https.cert.display(),
+            https.key.display()
+        ));
+    }
+    Ok(checked)
+}
+
 /// Like [`start`], but every session goes to the server of this process
 /// through `link`; `config.upstream` is not used (`ferry up`).
 pub async fn start_in_process(
@@ -126,9 +174,13 @@ async fn start_with(
         Some(m) => Some(metrics::start(m.listen, upstreams.clone()).await?),
         None => None,
     };
-    let sftp_addr = match &config.sftp {
-        Some(sftp) => Some(start_sftp(sftp, upstreams, connections.clone(), proxy).await?),
-        None => None,
+    let (sftp_addr, host_key_fingerprints) = match &config.sftp {
+        Some(sftp) => {
+            let (addr, fingerprints) =
+                start_sftp(sftp, upstreams, connections.clone(), proxy).await?;
+            (Some(addr), fingerprints)
+        }
+        None => (None, Vec::new()),
     };
     let shown = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
     tracing::info!(
@@ -146,6 +198,7 @@ async fn start_with(
         sftp_addr,
         https_addr,
         metrics_addr,
+        host_key_fingerprints,
         connections,
     })
 }
@@ -155,23 +208,23 @@ async fn start_sftp(
     upstreams: Arc<upstream::Upstreams>,
     connections: ferry_worker::Connections,
     proxy: ferry_http::proxy::ProxyProtocol,
-) -> Result<SocketAddr, StartError> {
+) -> Result<(SocketAddr, Vec<String>), StartError> {
     let host_keys = host_keys::load_or_create_all(sftp)?;
+    let fingerprints = host_keys.iter().map(host_keys::fingerprint).collect();
     let listener = tokio::net::TcpListener::bind(sftp.listen)
         .await
         .map_err(|e| StartError::Setup(format!("cannot listen on {} (sftp): {e}", sftp.listen)))?;
     let sftp_addr = listener
         .local_addr()
         .map_err(|e| StartError::Setup(e.to_string()))?;
-    let ssh_config = Arc::new(ssh::russh_config(sftp, host_keys));
     tokio::spawn(ssh::serve(
         listener,
-        ssh_config,
+        ssh::SshConfigs::new(sftp, host_keys),
         upstreams,
         sftp.max_sessions,
         Arc::new(ssh::PreAuth::new(sftp)),
         connections,
         proxy,
     ));
-    Ok(sftp_addr)
+    Ok((sftp_addr, fingerprints))
 }

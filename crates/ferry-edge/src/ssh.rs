@@ -77,10 +77,69 @@ const HOST_KEY_ORDER: &[Algorithm] = &[
     },
 ];
 
-/// russh settings: fast (nodelay, 16 MiB window, 64 KiB packets, AES-GCM
-/// first, no compression unless configured) and strict (constant rejection
-/// delay, capped attempts, no SHA-1 key exchange or signature).
-pub fn russh_config(config: &SftpConfig, host_keys: Vec<PrivateKey>) -> russh::server::Config {
+/// The channel window of a connection that arrives alone (see
+/// [`SshConfigs::for_open_sessions`]).
+const LARGEST_WINDOW: u32 = 16 << 20;
+/// The least channel window any connection is given, however many are
+/// open: twice what OpenSSH's sshd gives.
+const SMALLEST_WINDOW: u32 = 4 << 20;
+
+/// The russh settings of the SSH listener, one per channel window from
+/// [`LARGEST_WINDOW`] down to [`SMALLEST_WINDOW`] by halves.
+///
+/// A large window is what lets one client fill a long link: OpenSSH's
+/// `sftp` keeps 64 writes of up to 255 KiB in flight, and russh tops the
+/// window up when half is used, so a 50 ms link carries about half the
+/// window per round trip (8 MiB: 76 MB/s, 16 MiB: 109 MB/s in
+/// `ferry-bench`). Many clients at once gain nothing from it — together
+/// they fill the link or the disk anyway — and each client pays for the
+/// window it is given in buffer copies: 16 OpenSSH clients with 16 MiB
+/// each moved half as many bytes as with 4 MiB, their CPU spent on page
+/// faults and `memmove` of their channel buffers. So the window shrinks
+/// with the number of open connections.
+pub struct SshConfigs {
+    /// Windows larger than [`SMALLEST_WINDOW`], largest first.
+    larger: Vec<(u32, Arc<russh::server::Config>)>,
+    smallest: Arc<russh::server::Config>,
+}
+
+impl SshConfigs {
+    /// The settings for `config` with `host_keys`, for every window.
+    pub fn new(config: &SftpConfig, host_keys: Vec<PrivateKey>) -> Self {
+        let mut larger = Vec::new();
+        let mut window = LARGEST_WINDOW;
+        while window > SMALLEST_WINDOW {
+            let settings = russh_config(config, host_keys.clone(), window);
+            larger.push((window, Arc::new(settings)));
+            window /= 2;
+        }
+        let smallest = Arc::new(russh_config(config, host_keys, SMALLEST_WINDOW));
+        Self { larger, smallest }
+    }
+
+    /// The settings of a connection that arrives while `open` SSH
+    /// connections (itself included) are open: the largest window that
+    /// fits `open` times in [`LARGEST_WINDOW`], else the smallest. It stays
+    /// the connection's for its life.
+    pub fn for_open_sessions(&self, open: usize) -> Arc<russh::server::Config> {
+        let open = open.max(1) as u64;
+        let fits = |(window, _): &&(u32, _)| u64::from(*window) * open <= u64::from(LARGEST_WINDOW);
+        match self.larger.iter().find(fits) {
+            Some((_, settings)) => settings.clone(),
+            None => self.smallest.clone(),
+        }
+    }
+}
+
+/// russh settings: fast (nodelay, a channel window of `window` bytes, 64
+/// KiB packets, AES-GCM first, no compression unless configured) and
+/// strict (constant rejection delay, capped attempts, no SHA-1 key
+/// exchange or signature).
+pub fn russh_config(
+    config: &SftpConfig,
+    host_keys: Vec<PrivateKey>,
+    window: u32,
+) -> russh::server::Config {
     // Only the delayed form: nothing is decompressed before a login.
     let compression: &[russh::compression::Name] = if config.compression {
         &[russh::compression::ZLIB_LEGACY, russh::compression::NONE]
@@ -117,11 +176,9 @@ pub fn russh_config(config: &SftpConfig, host_keys: Vec<PrivateKey>) -> russh::s
         auth_rejection_time_initial: Some(Duration::ZERO),
         max_auth_attempts: config.max_auth_attempts,
         keys: host_keys,
-        // As much as OpenSSH's `sftp` keeps in flight (64 requests of up to
-        // 255 KiB): russh tops the window up when half is used, so a long
-        // link carries about half of it per round trip. What a client may
-        // send ahead is still bounded by `channel_buffer_size` packets.
-        window_size: 16 * 1024 * 1024,
+        // What a client may send ahead is also bounded by
+        // `channel_buffer_size` packets.
+        window_size: window,
         maximum_packet_size: 65535,
         channel_buffer_size: 256,
         nodelay: true,
@@ -191,16 +248,17 @@ impl PreAuth {
 /// the pre-login limits count it: its source is the client from then on.
 pub async fn serve(
     listener: TcpListener,
-    config: Arc<russh::server::Config>,
+    configs: SshConfigs,
     upstreams: Arc<Upstreams>,
     max_sessions: usize,
     pre_auth: Arc<PreAuth>,
     connections: ferry_worker::Connections,
     proxy: ProxyProtocol,
 ) {
-    let limit = Arc::new(Semaphore::new(max_sessions.max(1)));
+    let max_sessions = max_sessions.max(1);
+    let limit = Arc::new(Semaphore::new(max_sessions));
     let front = Arc::new(Front {
-        config,
+        configs,
         upstreams,
         pre_auth,
         connections: connections.clone(),
@@ -226,6 +284,9 @@ pub async fn serve(
             continue;
         };
         let _ = tcp.set_nodelay(true);
+        let config = front
+            .configs
+            .for_open_sessions(max_sessions - limit.available_permits());
         let front = front.clone();
         if proxy.trusts(peer.ip()) {
             // The header comes first, in the connection's own task; then
@@ -241,18 +302,18 @@ pub async fn serve(
                 };
                 tracing::debug!(%client, proxy = %peer, "PROXY header read");
                 if let Some(slot) = front.admit(client) {
-                    front.run(tcp, client, slot, permit).await;
+                    front.run(tcp, client, config, slot, permit).await;
                 }
             });
         } else if let Some(slot) = front.admit(peer) {
-            connections.serve(front.run(tcp, peer, slot, permit));
+            connections.serve(front.run(tcp, peer, config, slot, permit));
         }
     }
 }
 
 /// What every connection of the SSH listener shares.
 struct Front {
-    config: Arc<russh::server::Config>,
+    configs: SshConfigs,
     upstreams: Arc<Upstreams>,
     pre_auth: Arc<PreAuth>,
     connections: ferry_worker::Connections,
@@ -272,11 +333,12 @@ impl Front {
     }
 
     /// Runs the SSH session of `peer` (the client, the PROXY header's
-    /// source behind a trusted proxy) until it ends.
+    /// source behind a trusted proxy) with `config` until it ends.
     async fn run(
         self: Arc<Self>,
         tcp: tokio::net::TcpStream,
         peer: SocketAddr,
+        config: Arc<russh::server::Config>,
         slot: Slot,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) {
@@ -288,7 +350,6 @@ impl Front {
                 return;
             }
         };
-        let config = self.config.clone();
         let idle = config.inactivity_timeout.unwrap_or(DEFAULT_IDLE);
         let grace = self.pre_auth.grace;
         let _open = crate::metrics::METRICS.ssh_connection();
@@ -700,9 +761,21 @@ mod tests {
     }
 
     #[test]
+    fn the_window_shrinks_with_the_open_connections() {
+        let configs = SshConfigs::new(&sftp_config(false), Vec::new());
+        let window = |open| configs.for_open_sessions(open).window_size >> 20;
+        assert_eq!(window(0), 16);
+        assert_eq!(window(1), 16);
+        assert_eq!(window(2), 8);
+        assert_eq!(window(3), 4);
+        assert_eq!(window(16), 4);
+        assert_eq!(window(10_000), 4);
+    }
+
+    #[test]
     fn compression_is_offered_only_when_configured() {
         let names = |c: bool| -> Vec<String> {
-            russh_config(&sftp_config(c), Vec::new())
+            russh_config(&sftp_config(c), Vec::new(), LARGEST_WINDOW)
                 .preferred
                 .compression
                 .iter()
@@ -718,7 +791,7 @@ mod tests {
 
     #[test]
     fn the_post_quantum_exchange_comes_first_and_sha1_never() {
-        let config = russh_config(&sftp_config(false), Vec::new());
+        let config = russh_config(&sftp_config(false), Vec::new(), LARGEST_WINDOW);
         let kex: Vec<&str> = config.preferred.kex.iter().map(|n| n.as_ref()).collect();
         assert_eq!(kex.first(), Some(&"mlkem768x25519-sha256"));
         assert!(kex.iter().all(|k| !k.contains("sha1")), "{kex:?}");
@@ -728,7 +801,7 @@ mod tests {
         );
         let mut with_dh = sftp_config(false);
         with_dh.finite_field_dh = true;
-        let config = russh_config(&with_dh, Vec::new());
+        let config = russh_config(&with_dh, Vec::new(), LARGEST_WINDOW);
         let dh: Vec<&str> = config
             .preferred
             .kex

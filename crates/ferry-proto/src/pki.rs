@@ -101,6 +101,20 @@ pub fn issue(
     sans: &[String],
     role: CertRole,
 ) -> Result<(), ProtoError> {
+    let (key, cert) = make(ca_dir, name, sans, role)?;
+    write_new(&out_dir.join(format!("{name}.key")), key.as_bytes(), true)?;
+    write_new(&out_dir.join(format!("{name}.crt")), cert.as_bytes(), false)?;
+    Ok(())
+}
+
+/// A new key and certificate (PEM) for node `name` in `role`, valid for
+/// `sans` (and `name`), signed by the CA in `ca_dir`.
+fn make(
+    ca_dir: &Path,
+    name: &str,
+    sans: &[String],
+    role: CertRole,
+) -> Result<(String, String), ProtoError> {
     if name.is_empty()
         || !name
             .chars()
@@ -163,17 +177,126 @@ pub fn issue(
     ];
     validity(&mut params);
     let cert = params.signed_by(&key, &ca_cert, &ca_key).map_err(err)?;
-    write_new(
-        &out_dir.join(format!("{name}.key")),
-        key.serialize_pem().as_bytes(),
-        true,
-    )?;
-    write_new(
-        &out_dir.join(format!("{name}.crt")),
-        cert.pem().as_bytes(),
-        false,
-    )?;
-    Ok(())
+    Ok((key.serialize_pem(), cert.pem()))
+}
+
+/// What a node certificate says of itself: read by [`renew`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    /// Its role, if it has one.
+    pub role: Option<CertRole>,
+    /// Its DNS names and IP addresses.
+    pub names: Vec<String>,
+    /// The end of its validity, seconds since the epoch.
+    pub not_after: i64,
+}
+
+/// Reads the node certificate in `path`.
+pub fn read_issued(path: &Path) -> Result<Issued, ProtoError> {
+    use x509_parser::extensions::GeneralName;
+    let pem = std::fs::read(path)
+        .map_err(|e| ProtoError::Tls(format!("cannot read {}: {e}", path.display())))?;
+    let bad = |why: String| ProtoError::Tls(format!("{}: {why}", path.display()));
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).map_err(|e| bad(e.to_string()))?;
+    let cert = pem.parse_x509().map_err(|e| bad(e.to_string()))?;
+    let mut issued = Issued {
+        role: None,
+        names: Vec::new(),
+        not_after: cert.validity().not_after.timestamp(),
+    };
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for general in &san.value.general_names {
+            match general {
+                GeneralName::DNSName(dns) => issued.names.push((*dns).to_owned()),
+                GeneralName::IPAddress(raw) => {
+                    let ip = match raw.len() {
+                        4 => <[u8; 4]>::try_from(*raw).ok().map(IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*raw).ok().map(IpAddr::from),
+                        _ => None,
+                    };
+                    issued.names.extend(ip.map(|ip| ip.to_string()));
+                }
+                GeneralName::URI(uri) => {
+                    if let Some(role) = uri.strip_prefix(ROLE_URI_PREFIX) {
+                        issued.role = CertRole::parse(role);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(issued)
+}
+
+/// A certificate this close to its end (seconds) is renewed without
+/// `--force`.
+pub const RENEW_BEFORE_SECS: i64 = 30 * 24 * 3600;
+
+/// Replaces node `name`'s key and certificate in `out_dir` by new ones
+/// signed by the CA in `ca_dir`, with the same role and names plus
+/// `add_sans`. Refused when that would change nothing (no new name, and
+/// more than [`RENEW_BEFORE_SECS`] left) unless `force`, and for a
+/// certificate without a role (issue it again with `--role`). The old
+/// files stay beside as `NAME.crt.old` and `NAME.key.old`. Returns the
+/// new certificate's names.
+pub fn renew(
+    ca_dir: &Path,
+    out_dir: &Path,
+    name: &str,
+    add_sans: &[String],
+    force: bool,
+) -> Result<Vec<String>, ProtoError> {
+    let crt = out_dir.join(format!("{name}.crt"));
+    let key = out_dir.join(format!("{name}.key"));
+    let old = read_issued(&crt)?;
+    let Some(role) = old.role else {
+        return Err(ProtoError::Tls(format!(
+            "{} has no role: issue it again with `ferry pki issue --role …`",
+            crt.display()
+        )));
+    };
+    let mut names = old.names.clone();
+    let mut added = false;
+    for san in add_sans {
+        if !names.contains(san) {
+            names.push(san.clone());
+            added = true;
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    if !added && !force && old.not_after - now > RENEW_BEFORE_SECS {
+        return Err(ProtoError::Tls(format!(
+            "{} is valid for {} more days and no name is added: nothing to renew              (--force issues a new key and certificate all the same)",
+            crt.display(),
+            (old.not_after - now) / 86_400
+        )));
+    }
+    let (new_key, new_cert) = make(ca_dir, name, &names, role)?;
+    // The new files are written beside, then take the names: a crash
+    // leaves either the old pair or the new one in place, never half.
+    let staged_key = out_dir.join(format!("{name}.key.new"));
+    let staged_crt = out_dir.join(format!("{name}.crt.new"));
+    for staged in [&staged_key, &staged_crt] {
+        let _ = std::fs::remove_file(staged);
+    }
+    write_new(&staged_key, new_key.as_bytes(), true)?;
+    write_new(&staged_crt, new_cert.as_bytes(), false)?;
+    let keep = |from: &Path, to: String| {
+        std::fs::copy(from, out_dir.join(&to))
+            .map(|_| ())
+            .map_err(|e| ProtoError::Tls(format!("cannot keep {}: {e}", from.display())))
+    };
+    keep(&key, format!("{name}.key.old"))?;
+    keep(&crt, format!("{name}.crt.old"))?;
+    let rename = |from: &Path, to: &Path| {
+        std::fs::rename(from, to)
+            .map_err(|e| ProtoError::Tls(format!("cannot replace {}: {e}", to.display())))
+    };
+    rename(&staged_key, &key)?;
+    rename(&staged_crt, &crt)?;
+    Ok(names)
 }
 
 #[cfg(test)]
@@ -208,6 +331,39 @@ mod tests {
         assert_eq!(crate::tls::peer_role(&certs), Some(CertRole::Server));
         assert!(crate::tls::role_refusal(&certs, CertRole::Server).is_none());
         assert!(crate::tls::role_refusal(&certs, CertRole::Edge).is_some());
+        // Renewal keeps the role and the names, adds a name, and
+        // replaces the pair.
+        let before = std::fs::read(dir.path().join("server-1.crt")).unwrap();
+        let refused = renew(dir.path(), dir.path(), "server-1", &[], false).unwrap_err();
+        assert!(
+            refused.to_string().contains("nothing to renew"),
+            "{refused}"
+        );
+        let names = renew(
+            dir.path(),
+            dir.path(),
+            "server-1",
+            &["server-1.example.net".into(), "localhost".into()],
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            names,
+            ["127.0.0.1", "localhost", "server-1", "server-1.example.net"].map(String::from)
+        );
+        let renewed = read_issued(&dir.path().join("server-1.crt")).unwrap();
+        assert_eq!(renewed.role, Some(CertRole::Server));
+        assert_eq!(renewed.names, names);
+        assert_ne!(
+            std::fs::read(dir.path().join("server-1.crt")).unwrap(),
+            before
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("server-1.crt.old")).unwrap(),
+            before
+        );
+        crate::tls::internal_server_config(&files).unwrap();
+        renew(dir.path(), dir.path(), "server-1", &[], true).unwrap();
         // Never overwrites.
         assert!(create_ca(dir.path(), "test").is_err());
         assert!(issue(dir.path(), dir.path(), "bad/name", &[], CertRole::Edge).is_err());

@@ -83,6 +83,13 @@ impl Access {
         read.at.elapsed() < RULES_FRESH_FOR && read.permissions.unrestricted()
     }
 
+    /// The account's limits if those in hand are fresh: no store read, so
+    /// no need of a blocking thread.
+    pub(crate) fn fresh_policy(&self) -> Option<Arc<AccountPolicy>> {
+        let read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        (read.at.elapsed() < RULES_FRESH_FOR).then(|| read.policy.clone())
+    }
+
     /// The account's limits (quota, bandwidth). Blocks when they are read
     /// again.
     pub(crate) fn policy(&self, store: &Store) -> Result<Arc<AccountPolicy>, FerryError> {

@@ -30,6 +30,7 @@ pub mod secrets;
 pub mod session;
 pub mod session_caps;
 pub mod shutdown;
+pub mod state_lock;
 pub mod transfer;
 pub mod uploads;
 
@@ -218,6 +219,8 @@ pub struct RunningServer {
     /// Every worker of the server; the cluster loops run on it directly,
     /// the server's own duties on its stage `ctx.workers`.
     runner: ferry_worker::Runner,
+    /// The state directory's lock, held until the server is dropped.
+    _lock: state_lock::StateLock,
 }
 
 /// Errors starting a server.
@@ -250,40 +253,21 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             config.state_dir.display()
         ))
     })?;
+    let lock = state_lock::StateLock::take(&config.state_dir)?;
     let db = config.state_dir.join("ferry.db");
     let store = Store::open(&db).map_err(|source| StartError::Store {
         path: db.display().to_string(),
         source,
     })?;
-    ferry_proto::tls::check_private(&config.admin.token_file)?;
-    let token = std::fs::read_to_string(&config.admin.token_file).map_err(|e| {
-        StartError::Setup(format!(
-            "cannot read admin token {}: {e}",
-            config.admin.token_file.display()
-        ))
-    })?;
-    let token = token.trim();
-    if token.len() < 16 {
-        return Err(StartError::Setup(format!(
-            "admin token in {} is shorter than 16 characters",
-            config.admin.token_file.display()
-        )));
-    }
-    let internal_tls = ferry_proto::tls::internal_server_config(&config.internal.tls)?;
-    let peer_tls = ferry_proto::tls::internal_client_config(&config.internal.tls)?;
-    let admin_tls = ferry_proto::tls::plain_server_config(
-        &config.internal.tls.cert,
-        &config.internal.tls.key,
-        &[b"h2", b"http/1.1"],
-    )?;
+    let token = admin_token(&config)?;
+    let TlsSettings {
+        internal: internal_tls,
+        peer: peer_tls,
+        admin: admin_tls,
+    } = tls_settings(&config)?;
 
-    let secret_key_file = config
-        .engine
-        .secret_key_file
-        .clone()
-        .unwrap_or_else(|| config.state_dir.join("secret.key"));
     let secrets =
-        secrets::SecretKey::load_or_create(&secret_key_file).map_err(StartError::Setup)?;
+        secrets::SecretKey::load_or_create(&secret_key_file(&config)).map_err(StartError::Setup)?;
     let store = Arc::new(store);
     let runner = ferry_worker::Runner::new();
     let ctx_slot: Arc<std::sync::OnceLock<std::sync::Weak<ServerCtx>>> = Arc::default();
@@ -423,7 +407,111 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         admin_addr,
         ctx,
         runner,
+        _lock: lock,
     })
+}
+
+/// Checks everything `start` would use of `config` without starting: the
+/// state directory, the admin token, the TLS certificate and key (as the
+/// internal listener, the admin API and a client of the other servers
+/// would load them) and the engine's secret key. The config file itself
+/// was checked by [`ServerConfig::load_as`]. Creates nothing and takes no
+/// lock: a running server's config can be checked beside it. Returns what
+/// was checked, a line each.
+pub fn check_config(config: &ServerConfig) -> Result<Vec<String>, StartError> {
+    let mut checked = Vec::new();
+    let state = &config.state_dir;
+    checked.push(if state.is_dir() {
+        format!("state_dir {}: exists", state.display())
+    } else {
+        format!(
+            "state_dir {}: will be created at the first start",
+            state.display()
+        )
+    });
+    admin_token(config)?;
+    checked.push(format!(
+        "admin token {}: readable by this user only",
+        config.admin.token_file.display()
+    ));
+    tls_settings(config)?;
+    checked.push(format!(
+        "certificate {} and key {}: load, signed by {}",
+        config.internal.tls.cert.display(),
+        config.internal.tls.key.display(),
+        config.internal.tls.ca.display()
+    ));
+    let secret_key_file = secret_key_file(config);
+    if secret_key_file.exists() {
+        ferry_proto::tls::check_private(&secret_key_file)?;
+        checked.push(format!(
+            "secret key {}: readable by this user only",
+            secret_key_file.display()
+        ));
+    } else {
+        checked.push(format!(
+            "secret key {}: will be created at the first start",
+            secret_key_file.display()
+        ));
+    }
+    if !config.witness {
+        checked.push(format!(
+            "repository {}: exists",
+            config.repository.display()
+        ));
+    }
+    Ok(checked)
+}
+
+/// The admin token in `[admin] token_file`, trimmed: the file private to
+/// this user, the token at least 16 characters.
+fn admin_token(config: &ServerConfig) -> Result<String, StartError> {
+    let token_file = &config.admin.token_file;
+    ferry_proto::tls::check_private(token_file)?;
+    let token = std::fs::read_to_string(token_file).map_err(|e| {
+        StartError::Setup(format!(
+            "cannot read admin token {}: {e}",
+            token_file.display()
+        ))
+    })?;
+    let token = token.trim();
+    if token.len() < 16 {
+        return Err(StartError::Setup(format!(
+            "admin token in {} is shorter than 16 characters",
+            token_file.display()
+        )));
+    }
+    Ok(token.to_owned())
+}
+
+/// The TLS settings made of `[internal]`'s certificate and key.
+struct TlsSettings {
+    /// The internal listener's (mutual TLS).
+    internal: Arc<rustls::ServerConfig>,
+    /// This server's as a client of the others.
+    peer: Arc<rustls::ClientConfig>,
+    /// The admin API's.
+    admin: Arc<rustls::ServerConfig>,
+}
+
+/// Loads the [`TlsSettings`] of `config`, as the start does.
+fn tls_settings(config: &ServerConfig) -> Result<TlsSettings, StartError> {
+    let tls = &config.internal.tls;
+    Ok(TlsSettings {
+        internal: ferry_proto::tls::internal_server_config(tls)?,
+        peer: ferry_proto::tls::internal_client_config(tls)?,
+        admin: ferry_proto::tls::plain_server_config(&tls.cert, &tls.key, &[b"h2", b"http/1.1"])?,
+    })
+}
+
+/// The engine's secret key file: `[engine] secret_key_file`, else
+/// `secret.key` in the state directory.
+fn secret_key_file(config: &ServerConfig) -> PathBuf {
+    config
+        .engine
+        .secret_key_file
+        .clone()
+        .unwrap_or_else(|| config.state_dir.join("secret.key"))
 }
 
 /// Moves the server's workers with the cluster role: the primary-only

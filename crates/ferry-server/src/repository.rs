@@ -83,6 +83,29 @@ fn errno_error(e: Errno) -> FerryError {
     }
 }
 
+/// Whether the directory `dir` is on a filesystem of this machine's own
+/// disks: not NFS, SMB/CIFS, FUSE (sshfs, s3fs, GlusterFS…), Ceph, Lustre,
+/// GFS2, OCFS2, AFS or 9P. Unknown (the call failed): not local.
+fn on_local_disk(dir: &OwnedFd) -> bool {
+    const NETWORK: [u64; 11] = [
+        0x6969,      // NFS
+        0x517b,      // SMB
+        0xff53_4d42, // CIFS
+        0xfe53_4d42, // SMB2
+        0x6573_5546, // FUSE
+        0x00c3_6400, // Ceph
+        0x0bd0_0bd0, // Lustre
+        0x0116_1970, // GFS2
+        0x7461_636f, // OCFS2
+        0x5346_414f, // AFS
+        0x0102_1997, // 9P
+    ];
+    match rustix::fs::fstatfs(dir) {
+        Ok(fs) => !NETWORK.contains(&(fs.f_type as u64)),
+        Err(_) => false,
+    }
+}
+
 /// An account's home directory, held open, with the virtual folders
 /// mounted into it.
 #[derive(Debug, Clone)]
@@ -91,6 +114,8 @@ pub struct Home {
     /// again after [`Home::open`].
     root: PathBuf,
     dir: Arc<OwnedFd>,
+    /// Whether the home is on a local filesystem ([`on_local_disk`]).
+    local: bool,
     /// Virtual folders mounted into the home ([`Home::mount`]).
     mounts: Arc<Vec<MountPoint>>,
 }
@@ -101,6 +126,7 @@ struct MountPoint {
     /// The mount point's components inside the home.
     at: Vec<String>,
     dir: Arc<OwnedFd>,
+    local: bool,
 }
 
 /// A name in a directory of the home, the directory held open: what is done
@@ -148,6 +174,7 @@ impl Home {
         .map_err(errno_error)?;
         Ok(Self {
             root,
+            local: on_local_disk(&dir),
             dir: Arc::new(dir),
             mounts: Arc::default(),
         })
@@ -176,11 +203,13 @@ impl Home {
             .map(|m| MountPoint {
                 at: m.at.clone(),
                 dir: m.dir.clone(),
+                local: m.local,
             })
             .collect();
         mounts.push(MountPoint {
             at: at.components().to_vec(),
             dir: folder.dir.clone(),
+            local: folder.local,
         });
         // Deepest first, so the most specific mount decides.
         mounts.sort_by_key(|m| std::cmp::Reverse(m.at.len()));
@@ -192,12 +221,25 @@ impl Home {
     /// folder mounted over it) and `v`'s components below it.
     fn resolve<'a>(&'a self, v: &'a VirtualPath) -> (&'a Arc<OwnedFd>, &'a [String]) {
         let parts = v.components();
-        for m in self.mounts.iter() {
-            if let Some(rest) = parts.strip_prefix(m.at.as_slice()) {
-                return (&m.dir, rest);
-            }
+        match self.mount_of(v) {
+            Some(m) => (&m.dir, parts.get(m.at.len()..).unwrap_or_default()),
+            None => (&self.dir, parts),
         }
-        (&self.dir, parts)
+    }
+
+    /// The virtual folder `v` lies in, if any (the deepest mount first).
+    fn mount_of(&self, v: &VirtualPath) -> Option<&MountPoint> {
+        let parts = v.components();
+        self.mounts.iter().find(|m| parts.starts_with(&m.at))
+    }
+
+    /// Whether `v` lies on a local filesystem (the home's, or the virtual
+    /// folder's mounted over it): where it does, opening, reading or
+    /// writing a little of it takes microseconds, and may be done without
+    /// a blocking thread; on a network filesystem a call may wait on a
+    /// server for as long as it likes, and never runs on a runtime thread.
+    pub fn is_local(&self, v: &VirtualPath) -> bool {
+        self.mount_of(v).map_or(self.local, |m| m.local)
     }
 
     /// Refuses to remove or rename `v` when it is a mount point or holds
@@ -1279,6 +1321,24 @@ mod tests {
         acme.rename(&v("/mine.txt"), &v("/outbox/mine.txt"), false)
             .unwrap();
         assert!(repo.path().join("shared/acme-out/mine.txt").is_file());
+    }
+
+    #[test]
+    fn a_path_is_local_where_its_home_or_folder_is() {
+        let repo = tempfile::tempdir().unwrap();
+        let home = Home::open(repo.path(), "alice").unwrap();
+        assert!(
+            home.is_local(&v("/in/box")),
+            "a temporary directory is local"
+        );
+        // A folder on a network filesystem decides for what is beneath it.
+        let mut remote = Home::open(repo.path(), "shared").unwrap();
+        remote.local = false;
+        let home = home.mount(&v("/partners"), &remote).unwrap();
+        assert!(!home.is_local(&v("/partners")));
+        assert!(!home.is_local(&v("/partners/acme/file")));
+        assert!(home.is_local(&v("/partnersx/file")));
+        assert!(home.is_local(&v("/in/file")));
     }
 
     #[test]

@@ -1127,6 +1127,9 @@ struct OpenFile {
     pacer: Option<crate::rate::Pacer>,
     /// Its place in `ferry_transfers_in_flight` while it is open.
     in_flight: Option<crate::metrics::InFlight>,
+    /// Whether it is on a local filesystem ([`Home::is_local`]): small
+    /// reads and writes of it are made without a blocking thread.
+    local: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1142,36 +1145,22 @@ async fn open_file(
     let writes = mode.writes();
     let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
     let mut asked = false;
+    // A download of a local file whose account's limits are in hand opens
+    // it on this task: an open and a stat take microseconds, less than the
+    // trip to the blocking pool and back (as for the first writes of a
+    // file, see `INLINE_WRITE_BYTES`).
+    let local = parse(&path).is_ok_and(|v| s.home.is_local(&v));
+    if !writes && local {
+        if let Some(policy) = s.access.fresh_policy() {
+            let open = open_with_policy(ctx, s, &path, mode, &attrs, size, &policy)?;
+            return start_file(ctx, s, open, reply);
+        }
+    }
     let open = loop {
         let (c, session, wanted) = (ctx.clone(), s.clone(), path.clone());
         let opened = blocking(move || {
-            // The account's limits: an upload must fit its quota before
-            // anything is created, and either direction keeps to its rate.
             let policy = session.access.policy(&c.store)?;
-            let limit = if writes {
-                crate::quota::check_upload(
-                    &c,
-                    &policy,
-                    &session.account,
-                    &session.home,
-                    &parse(&wanted)?,
-                    size,
-                )?
-            } else {
-                None
-            };
-            let mut open = open_blocking(&session.home, &wanted, mode, &attrs)?;
-            if let Some(up) = &mut open.upload {
-                up.limit = limit;
-            }
-            let rate = if writes {
-                policy.upload_rate
-            } else {
-                policy.download_rate
-            };
-            open.pacer = rate.map(|rate| c.rates.pacer(&session.account, writes, rate));
-            open.in_flight = Some(c.metrics.transfer_started(writes));
-            Ok(open)
+            open_with_policy(&c, &session, &wanted, mode, &attrs, size, &policy)
         })
         .await;
         match opened {
@@ -1193,6 +1182,55 @@ async fn open_file(
             Ok(open) => break open,
         }
     };
+    start_file(ctx, s, open, reply)
+}
+
+/// Opens a file for `session` under `policy`: an upload must fit the
+/// account's quota before anything is created, and either direction keeps
+/// to its rate. Blocks (a stat, an open; the quota may read the store).
+fn open_with_policy(
+    c: &ServerCtx,
+    session: &Session,
+    wanted: &str,
+    mode: OpenMode,
+    attrs: &SetAttrs,
+    size: Option<u64>,
+    policy: &ferry_core::AccountPolicy,
+) -> Result<OpenFile, FerryError> {
+    let writes = mode.writes();
+    let limit = if writes {
+        crate::quota::check_upload(
+            c,
+            policy,
+            &session.account,
+            &session.home,
+            &parse(wanted)?,
+            size,
+        )?
+    } else {
+        None
+    };
+    let mut open = open_blocking(&session.home, wanted, mode, attrs)?;
+    if let Some(up) = &mut open.upload {
+        up.limit = limit;
+    }
+    let rate = if writes {
+        policy.upload_rate
+    } else {
+        policy.download_rate
+    };
+    open.pacer = rate.map(|rate| c.rates.pacer(&session.account, writes, rate));
+    open.in_flight = Some(c.metrics.transfer_started(writes));
+    Ok(open)
+}
+
+/// Gives an opened file a handle and starts its actor.
+fn start_file(
+    ctx: &Arc<ServerCtx>,
+    s: &Arc<Session>,
+    open: OpenFile,
+    reply: &Reply,
+) -> Result<Response, FerryError> {
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = register(s, tx)?;
     locked(&s.files).insert(handle, open.file.clone());
@@ -1249,6 +1287,7 @@ fn open_blocking(
         started_at: now_millis(),
         pacer: None,
         in_flight: None,
+        local: home.is_local(&v),
     };
     if !mode.write {
         let (file, meta) = home.read_file(&v)?;
@@ -1336,9 +1375,11 @@ fn open_blocking(
 /// Most bytes of queued reads or writes one blocking call serves.
 const BATCH_BYTES: usize = 8 << 20;
 
-/// Writes that keep a file within its first this many bytes are made on
-/// the file's task rather than on the blocking pool (see `write_batch`);
-/// bounded so that a slow disk never holds a runtime thread for long.
+/// Writes that keep a file within its first this many bytes, and reads
+/// within them, are made on the file's task rather than on the blocking
+/// pool (see `write_batch`, `read_batch`) where the file is on a local
+/// filesystem; bounded so that a slow disk never holds a runtime thread
+/// for long.
 const INLINE_WRITE_BYTES: u64 = 64 << 10;
 
 /// From this many bytes in a write batch on, the running SHA-256 is fed on a
@@ -1615,7 +1656,7 @@ async fn write_batch(f: &mut OpenFile, batch: Vec<(u64, FsOp)>, reply: &Reply) {
             blocking(write_all(f.file.clone(), items.clone())),
             blocking(hash_all(hash, items.clone()))
         )
-    } else if f.bytes <= INLINE_WRITE_BYTES {
+    } else if f.local && f.bytes <= INLINE_WRITE_BYTES {
         // The first bytes of a file (all of a small one) are written on
         // this task: a write of that size into the page cache takes
         // microseconds, less than the trip to the blocking pool and back.
@@ -1670,7 +1711,13 @@ async fn read_batch(f: &mut OpenFile, batch: Vec<(u64, FsOp)>, reply: &Reply) {
     let file = f.file.clone();
     let downloading = f.upload.is_none();
     let mut hash = std::mem::take(&mut f.hash);
-    let served = blocking(move || {
+    // Reads within a file's first bytes (all of a small file) are served on
+    // this task, as such writes are (see `INLINE_WRITE_BYTES`).
+    let inline = f.local
+        && wanted
+            .iter()
+            .all(|&(_, offset, len)| offset.saturating_add(len as u64) <= INLINE_WRITE_BYTES);
+    let read_all = move || {
         let mut results = Vec::with_capacity(wanted.len());
         for (id, offset, len) in wanted {
             let buf = match crate::transfer::read_at_most(&file, offset, len) {
@@ -1686,8 +1733,12 @@ async fn read_batch(f: &mut OpenFile, batch: Vec<(u64, FsOp)>, reply: &Reply) {
             results.push((id, offset, Ok(buf)));
         }
         Ok((results, hash))
-    })
-    .await;
+    };
+    let served = if inline {
+        read_all()
+    } else {
+        blocking(read_all).await
+    };
     if let (Ok((results, _)), Some(pacer)) = (&served, &f.pacer) {
         let moved: usize = results
             .iter()
@@ -1756,6 +1807,7 @@ async fn finish(
         started_at,
         pacer: _,
         in_flight: _,
+        local: _,
     } = f;
     let had_every_byte = read_to_end || size_at_open.is_some_and(|n| served_prefix >= n);
     let closed = closed || (upload.is_none() && had_every_byte);
@@ -1834,7 +1886,15 @@ async fn finish(
                         cache_sha256(&file, stamp, &sha);
                     }
                 }
-                Ok((Some((sha, size)), None))
+                // The download's row, in this same call.
+                let row = TransferRecord {
+                    size,
+                    sha256: Some(sha.clone()),
+                    ended_at: now_millis(),
+                    ..intent
+                };
+                let written = write_row(&intent_ctx, &row, false);
+                Ok((Some((sha, size)), Some((row, written))))
             }
         })
         .await

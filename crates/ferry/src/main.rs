@@ -44,6 +44,11 @@ enum Cmd {
         /// promotions and serves nothing (no repository needed).
         #[arg(long)]
         witness: bool,
+        /// Check the config and what it names (certificates, keys, token,
+        /// directories), print what was checked, and exit without
+        /// starting: 0 if all is well.
+        #[arg(long)]
+        check_config: bool,
         #[command(flatten)]
         log: LogArgs,
     },
@@ -52,6 +57,11 @@ enum Cmd {
         /// The edge's config file (see etc/edge.toml).
         #[arg(long)]
         config: PathBuf,
+        /// Check the config and what it names (certificates, host keys),
+        /// print what was checked, and exit without starting: 0 if all is
+        /// well.
+        #[arg(long)]
+        check_config: bool,
         #[command(flatten)]
         log: LogArgs,
     },
@@ -173,6 +183,21 @@ enum Cmd {
         #[command(subcommand)]
         command: cluster_client::ClusterCmd,
     },
+    /// Print the completion script of a shell (bash, zsh, fish, elvish,
+    /// powershell) for ferry's commands and options.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages of ferry and of each of its commands (ferry.1,
+    /// ferry-server.1, ferry-account-add.1, …) into DIR.
+    Man {
+        /// Where the pages go (e.g. /usr/local/share/man/man1); created if
+        /// missing.
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Copy the tables and files of sync/*.conf from the active server (the
     /// one asked) to standbys.
     Sync {
@@ -196,6 +221,45 @@ enum PkiCmd {
     Init(PkiInit),
     /// Issue a certificate for a node, signed by the CA in DIR.
     Issue(PkiIssue),
+    /// Replace a node's key and certificate by new ones with the same role
+    /// and names (plus --san): to add a name, or to change a key. The old
+    /// pair is kept as NAME.crt.old and NAME.key.old; restart the node to
+    /// use the new one.
+    Renew(PkiRenew),
+}
+
+/// The CA a node's certificate is signed by, and where the node's files
+/// are (`ferry pki issue`, `ferry pki renew`).
+#[derive(Debug, Args)]
+struct PkiDirs {
+    /// Directory holding ca.crt and ca.key.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Where NAME.crt and NAME.key are written (default: --dir).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+impl PkiDirs {
+    /// The directory of the node's files.
+    fn out(&self) -> &std::path::Path {
+        self.out.as_deref().unwrap_or(&self.dir)
+    }
+}
+
+#[derive(Debug, Args)]
+struct PkiRenew {
+    #[command(flatten)]
+    dirs: PkiDirs,
+    /// DNS names and IP addresses to add (repeatable).
+    #[arg(long = "san")]
+    sans: Vec<String>,
+    /// Renew even when no name is added and the certificate is far from
+    /// its end (a new key).
+    #[arg(long)]
+    force: bool,
+    /// The node's name (its file names).
+    name: String,
 }
 
 #[derive(Debug, Args)]
@@ -210,12 +274,8 @@ struct PkiInit {
 
 #[derive(Debug, Args)]
 struct PkiIssue {
-    /// Directory holding ca.crt and ca.key.
-    #[arg(long)]
-    dir: PathBuf,
-    /// Where to write NAME.crt and NAME.key (default: --dir).
-    #[arg(long)]
-    out: Option<PathBuf>,
+    #[command(flatten)]
+    dirs: PkiDirs,
     /// DNS names and IP addresses the certificate is valid for (repeatable).
     #[arg(long = "san")]
     sans: Vec<String>,
@@ -335,11 +395,17 @@ async fn main() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Server {
-            config,
+            config: path,
             witness,
+            check_config,
             log,
         } => {
-            let config = ferry_server::ServerConfig::load_as(&config, witness)?;
+            let config = ferry_server::ServerConfig::load_as(&path, witness)?;
+            if check_config {
+                let checked = ferry_server::check_config(&config)?;
+                print_checked(&path, &checked);
+                return Ok(());
+            }
             init_logging(&log.over(&config.log))?;
             let node = config.node_id.clone();
             let drain = config.drain();
@@ -352,8 +418,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             report_shutdown(server.shutdown(drain).await);
             Ok(())
         }
-        Cmd::Edge { config, log } => {
-            let config = ferry_edge::EdgeConfig::load(&config)?;
+        Cmd::Edge {
+            config: path,
+            check_config,
+            log,
+        } => {
+            let config = ferry_edge::EdgeConfig::load(&path)?;
+            if check_config {
+                let checked = ferry_edge::check_config(&config)?;
+                print_checked(&path, &checked);
+                return Ok(());
+            }
             init_logging(&log.over(&config.log))?;
             let node = config.node_id.clone();
             let config_drain = config.drain();
@@ -361,6 +436,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             say(&format!("Ferry edge {node} is running."));
             if let Some(addr) = edge.sftp_addr {
                 say(&format!("  sftp: {addr}"));
+            }
+            for fingerprint in &edge.host_key_fingerprints {
+                say(&format!("  host key: {fingerprint}"));
             }
             if let Some(addr) = edge.https_addr {
                 say(&format!("  https: https://{addr}"));
@@ -388,11 +466,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Pki(PkiCmd::Issue(a)) => {
-            let out = a.out.unwrap_or_else(|| a.dir.clone());
-            std::fs::create_dir_all(&out)
+            let out = a.dirs.out();
+            std::fs::create_dir_all(out)
                 .with_context(|| format!("cannot create {}", out.display()))?;
-            ferry_proto::pki::issue(&a.dir, &out, &a.name, &a.sans, a.role.into())?;
+            ferry_proto::pki::issue(&a.dirs.dir, out, &a.name, &a.sans, a.role.into())?;
             println!("Issued {0}.crt and {0}.key in {1}.", a.name, out.display());
+            Ok(())
+        }
+        Cmd::Pki(PkiCmd::Renew(a)) => {
+            let out = a.dirs.out();
+            let names = ferry_proto::pki::renew(&a.dirs.dir, out, &a.name, &a.sans, a.force)?;
+            println!(
+                "Renewed {0}.crt and {0}.key in {1} for {2} (the old pair: {0}.crt.old, {0}.key.old). \
+                 Restart the node to use them.",
+                a.name,
+                out.display(),
+                names.join(", ")
+            );
             Ok(())
         }
         Cmd::Account { admin, command } => admin_client::account(admin, command).await,
@@ -417,6 +507,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             dry_run,
             json,
         } => cluster_client::sync(admin, to, dry_run, json).await,
+        Cmd::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "ferry", &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::Man { dir } => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::generate_to(command, &dir)
+                .with_context(|| format!("cannot write the man pages into {}", dir.display()))?;
+            println!("Wrote the man pages into {}.", dir.display());
+            Ok(())
+        }
+    }
+}
+
+/// Prints what `--check-config` checked of the config file `path`.
+fn print_checked(path: &std::path::Path, checked: &[String]) {
+    println!("{}: the config is valid", path.display());
+    for line in checked {
+        println!("  {line}");
     }
 }
 

@@ -257,6 +257,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         anyhow::bail!("the edge did not start both listeners");
     };
     super::say(&format!("  sftp: {sftp}"));
+    for fingerprint in &edge.host_key_fingerprints {
+        super::say(&format!("  host key: {fingerprint}"));
+    }
     super::say(&format!("  https: https://{https}"));
     super::say(&format!("  admin: {admin_url}"));
     super::say(&format!("  internal: {}", server.internal_addr));
