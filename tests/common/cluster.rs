@@ -100,6 +100,8 @@ pub struct Server {
     pub proc: Option<Proc>,
     pub admin_url: String,
     pub witness: bool,
+    /// The `ferry` binary it runs (this build unless the test says).
+    pub bin: PathBuf,
 }
 
 /// A server's `/role`.
@@ -203,6 +205,7 @@ impl TestCluster {
                 proc: None,
                 admin_url: String::new(),
                 witness: name.starts_with('w'),
+                bin: PathBuf::from(super::BIN),
             });
         }
         Self {
@@ -271,6 +274,17 @@ impl TestCluster {
     /// `extra` appended to its config; returns it and the values of the
     /// `keys` it printed.
     pub fn edge_with(&self, servers: &[usize], extra: &str, keys: &[&str]) -> (Proc, Vec<String>) {
+        self.edge_with_bin(Path::new(super::BIN), servers, extra, keys)
+    }
+
+    /// [`TestCluster::edge_with`], the edge run by the binary `bin`.
+    pub fn edge_with_bin(
+        &self,
+        bin: &Path,
+        servers: &[usize],
+        extra: &str,
+        keys: &[&str],
+    ) -> (Proc, Vec<String>) {
         let servers: Vec<String> = servers
             .iter()
             .map(|&i| format!("\"127.0.0.1:{}\"", self.servers[i].internal_port))
@@ -299,7 +313,12 @@ key = "pki/edge1.key"
             ),
         )
         .unwrap();
-        Proc::start(&["edge", "--config", path.to_str().unwrap()], keys)
+        Proc::start_bin(
+            bin,
+            &["edge", "--config", path.to_str().unwrap()],
+            keys,
+            std::process::Stdio::inherit(),
+        )
     }
 
     /// Starts (or restarts) server `i`.
@@ -310,7 +329,12 @@ key = "pki/edge1.key"
         if server.witness {
             args.push("--witness");
         }
-        let (proc, v) = Proc::start(&args, &["admin"]);
+        let (proc, v) = Proc::start_bin(
+            &server.bin,
+            &args,
+            &["admin"],
+            std::process::Stdio::inherit(),
+        );
         server.admin_url = v[0].clone();
         server.proc = Some(proc);
     }

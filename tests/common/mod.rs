@@ -40,7 +40,13 @@ impl Proc {
 
     /// [`Proc::start`] with the process's log (stderr) going to `log`.
     pub fn start_logging(args: &[&str], keys: &[&str], log: Stdio) -> (Self, Vec<String>) {
-        let mut child = Command::new(BIN)
+        Self::start_bin(Path::new(BIN), args, keys, log)
+    }
+
+    /// [`Proc::start_logging`] of the `ferry` binary at `bin` (another
+    /// release's, in the upgrade test).
+    pub fn start_bin(bin: &Path, args: &[&str], keys: &[&str], log: Stdio) -> (Self, Vec<String>) {
+        let mut child = Command::new(bin)
             .args(args)
             .env("FERRY_LOG", "info,openraft=warn")
             .stdout(Stdio::piped())

@@ -418,6 +418,14 @@ endpoint! {
     "Active/active: remove another member from the group."
     RemoveClusterMember Post "/api/v1/cluster/remove" [] body(RemoveMember) => 200 Message
 }
+endpoint! {
+    "Raise the cluster's feature level as far as every member's release can run (after a rolling upgrade); refused while a member of an older release is left or does not answer."
+    FinalizeUpgrade Post "/api/v1/cluster/finalize-upgrade" [] => 200 Message
+}
+endpoint! {
+    "Stop this server gracefully, as SIGTERM does: it takes nothing new (edges send new sessions elsewhere), transfers in flight get the drain deadline, leases are given back, then the process ends."
+    DrainServer Post "/api/v1/server/drain" [] => 202 Message
+}
 
 // ---- retention and reports ----
 

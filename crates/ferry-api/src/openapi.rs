@@ -105,6 +105,8 @@ pub fn visit_all(v: &mut impl Visitor) {
     v.visit::<JoinCluster>();
     v.visit::<LeaveCluster>();
     v.visit::<RemoveClusterMember>();
+    v.visit::<FinalizeUpgrade>();
+    v.visit::<DrainServer>();
     v.visit::<RunSync>();
     v.visit::<ListRetentionPolicies>();
     v.visit::<SetRetentionPolicy>();

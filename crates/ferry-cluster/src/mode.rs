@@ -254,6 +254,20 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     async fn remove(&self, _name: &str) -> Result<String, FerryError> {
         Err(not_for(self.mode(), Mode::ActiveActive, "cluster remove"))
     }
+
+    /// `ferry cluster finalize-upgrade`: raises the feature level
+    /// ([`ferry_core::release`]). Only a replicated log has one; a server
+    /// alone, or an active/passive pair (each server its own store, the
+    /// sync and history pulls checking their formats and schemas), runs
+    /// at its own release's level.
+    async fn finalize_upgrade(&self) -> Result<String, FerryError> {
+        Ok(format!(
+            "this server runs {} at feature level {}: in {} mode there is no cluster-wide level to raise",
+            crate::SOFTWARE,
+            ferry_core::release::FEATURE_LEVEL,
+            mode_name(self.mode())
+        ))
+    }
 }
 
 fn mode_name(mode: Mode) -> &'static str {
@@ -736,5 +750,9 @@ impl Cluster for RaftNode {
 
     async fn remove(&self, name: &str) -> Result<String, FerryError> {
         RaftNode::remove(self, name).await
+    }
+
+    async fn finalize_upgrade(&self) -> Result<String, FerryError> {
+        RaftNode::finalize_upgrade(self).await
     }
 }

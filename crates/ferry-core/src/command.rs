@@ -378,6 +378,18 @@ impl AccountUpdate {
 }
 
 impl Command {
+    /// The feature level of the release that added this command
+    /// ([`crate::release`]): it is proposed only in a cluster that runs at
+    /// that level, so no member of an older release meets it.
+    pub fn feature_level(&self) -> u32 {
+        match self {
+            Command::Keyed { command, .. } => command.feature_level(),
+            // Every command so far came with release 0.1. A new variant
+            // names the level of the release that adds it here.
+            _ => crate::release::FIRST_FEATURE_LEVEL,
+        }
+    }
+
     /// A short name for logs and audit rows; never includes secrets.
     pub fn name(&self) -> &'static str {
         match self {

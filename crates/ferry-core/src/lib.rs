@@ -12,6 +12,7 @@
 //! * [`secret`] — a newtype that never prints its content.
 //! * [`sync`] — tables and history rows moved between active/passive servers.
 //! * [`retention`] — how long history rows and files are kept.
+//! * [`release`] — this release, and the cluster's feature level.
 
 pub mod admins;
 pub mod command;
@@ -25,6 +26,7 @@ pub mod network;
 pub mod notify;
 pub mod path;
 pub mod permissions;
+pub mod release;
 pub mod retention;
 pub mod secret;
 pub mod sync;

@@ -37,6 +37,8 @@ pub(crate) fn routes() -> Routes {
         .add::<api::JoinCluster, _, _>(join)
         .add::<api::LeaveCluster, _, _>(leave)
         .add::<api::RemoveClusterMember, _, _>(remove)
+        .add::<api::FinalizeUpgrade, _, _>(finalize_upgrade)
+        .add::<api::DrainServer, _, _>(drain)
         .add::<api::RunSync, _, _>(sync)
 }
 
@@ -157,6 +159,34 @@ async fn remove(
     Json(req): Json<api::RemoveMember>,
 ) -> Result<Reply<api::RemoveClusterMember>, ApiError> {
     Ok(Reply(message(s.ctx.cluster.remove(&req.name).await?)))
+}
+
+/// `ferry cluster finalize-upgrade` (on any member).
+async fn finalize_upgrade(
+    State(s): State<AdminState>,
+) -> Result<Reply<api::FinalizeUpgrade>, ApiError> {
+    Ok(Reply(message(s.ctx.cluster.finalize_upgrade().await?)))
+}
+
+/// `ferry server drain`: the shutdown SIGTERM starts. It begins after the
+/// answer is on its way, since the admin listener closes with the rest.
+async fn drain(State(s): State<AdminState>) -> Result<Reply<api::DrainServer>, ApiError> {
+    if s.ctx.drain.stop_requested() {
+        return Ok(Reply(message(format!(
+            "{} is draining already",
+            s.ctx.node_id
+        ))));
+    }
+    let ctx = s.ctx.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        ctx.drain.request_stop();
+    });
+    Ok(Reply(message(format!(
+        "{} is draining: it takes nothing new, transfers in flight get up to {} s, then it stops",
+        s.ctx.node_id,
+        s.ctx.drain_deadline.as_secs()
+    ))))
 }
 
 async fn sync(

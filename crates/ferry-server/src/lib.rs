@@ -109,6 +109,9 @@ pub struct ServerCtx {
     pub workers: ferry_worker::Runner,
     /// The shutdown in progress, if one is.
     pub drain: shutdown::Drain,
+    /// How long transfers in flight get to finish in a shutdown
+    /// (`drain_secs`).
+    pub drain_deadline: std::time::Duration,
     /// Held by a retention run: one at a time (the worker's, an admin's).
     pub(crate) retention_running: tokio::sync::Mutex<()>,
 }
@@ -324,6 +327,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         claiming: std::sync::Mutex::new(()),
         workers: runner.stage(),
         drain: shutdown::Drain::default(),
+        drain_deadline: config.drain(),
         retention_running: tokio::sync::Mutex::new(()),
     });
     let _ = ctx_slot.set(Arc::downgrade(&ctx));

@@ -36,6 +36,9 @@ pub struct Drain {
     /// The actors of open file handles (uploads, downloads, resumable
     /// upload chunks): the transfers in flight.
     files: TaskTracker,
+    /// Cancelled when an operator asked this server to stop
+    /// (`ferry server drain`): the process then shuts down as on SIGTERM.
+    stop: CancellationToken,
 }
 
 /// How long the sessions cut at the end of a drain have to record their
@@ -83,6 +86,22 @@ impl Drain {
     /// Transfers in flight now.
     pub fn transfers_open(&self) -> usize {
         self.files.len()
+    }
+
+    /// Asks the process to shut down, as SIGTERM does.
+    pub(crate) fn request_stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Whether a stop was asked for.
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    /// Resolves when an operator asked this server to stop: the process
+    /// then runs [`crate::RunningServer::shutdown`].
+    pub async fn stop_requested_wait(&self) {
+        self.stop.cancelled().await
     }
 
     /// Starts the drain: nothing new is taken from now on.

@@ -308,6 +308,10 @@ impl Store {
                 rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
                     | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
+            // A snapshot of an older release's schema is brought up to this
+            // one (its migrations only add: docs/upgrade.md); one of a newer
+            // release is refused, and this store stays as it was.
+            migrations::migrate(&mut copy)?;
             let tx = copy.transaction()?;
             tx.exec("DELETE FROM node_local", [])?;
             for (key, value) in &locals {

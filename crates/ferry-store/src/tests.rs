@@ -871,6 +871,50 @@ fn a_restore_brings_the_contents_and_the_given_local_values_together() {
     );
 }
 
+#[test]
+fn a_snapshot_of_an_older_schema_is_migrated_and_a_newer_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = Store::open(&dir.path().join("leader.db")).unwrap();
+    leader
+        .apply(&Command::CreateAccount(account("alice")))
+        .unwrap();
+    let older = dir.path().join("older.db");
+    leader.snapshot_to(&older).unwrap();
+    {
+        // The copy as the release before the last migration made it.
+        let c = Connection::open(&older).unwrap();
+        c.execute_batch(
+            "DROP TABLE retention_policies; DROP TABLE retention_horizons;
+             DROP INDEX transfers_by_end; DROP INDEX events_by_update;
+             DROP INDEX events_by_resubmit; DROP INDEX event_attempts_by_end;
+             PRAGMA user_version = 19;",
+        )
+        .unwrap();
+    }
+    let here = Store::open(&dir.path().join("here.db")).unwrap();
+    here.restore_from(&older).unwrap();
+    assert!(here.account("alice").unwrap().is_some());
+    assert_eq!(here.schema_version().unwrap(), migrations::LATEST);
+    assert!(
+        here.retention_policies().unwrap().is_empty(),
+        "the table is back"
+    );
+
+    let newer = dir.path().join("newer.db");
+    leader.snapshot_to(&newer).unwrap();
+    Connection::open(&newer)
+        .unwrap()
+        .pragma_update(None, "user_version", migrations::LATEST + 1)
+        .unwrap();
+    let other = Store::open(&dir.path().join("other.db")).unwrap();
+    let refused = other.restore_from(&newer).unwrap_err();
+    assert!(matches!(refused, StoreError::TooNew { .. }), "{refused}");
+    assert!(
+        other.account("alice").unwrap().is_none(),
+        "nothing restored"
+    );
+}
+
 mod retention {
     use super::*;
     use ferry_core::retention::RetentionKind;

@@ -48,6 +48,11 @@ pub enum ClusterCmd {
         /// The member's node id.
         name: String,
     },
+    /// After every server was replaced by a new release: raise the
+    /// cluster's feature level as far as every member's release can run,
+    /// so the new release's changes may be used. Refused, naming them,
+    /// while a member of an older release is left or does not answer.
+    FinalizeUpgrade,
     /// Make the server asked (a standby) the active server. Needs votes from
     /// a majority of servers and witnesses.
     Promote {
@@ -108,10 +113,11 @@ fn last_sync(status: &Value) -> String {
 
 fn print_raft_status(v: &Value) {
     println!(
-        "mode: active-active   term: {}   leader: {}   writable here: {}",
+        "mode: active-active   term: {}   leader: {}   writable here: {}   feature level: {}",
         text(v, "term"),
         text(v, "leader"),
-        text(v, "writable")
+        text(v, "writable"),
+        text(v, "feature_level")
     );
     println!(
         "{:<16} {:<22} {:<10} {:<7} {:<6} {:<9} {:<8} {:<6} VERSION",
@@ -128,7 +134,10 @@ fn print_raft_status(v: &Value) {
             text(m, "last_log_index"),
             text(m, "applied_index"),
             text(m, "lag"),
-            text(m, "version")
+            match m["supports_level"].as_u64() {
+                Some(level) => format!("{} (up to level {level})", text(m, "version")),
+                None => text(m, "version"),
+            }
         );
         println!(
             "  {:<14} workers: {}; last contact: {}",
@@ -162,7 +171,10 @@ fn print_status(v: &Value) {
         "(this server)",
         last_sync(this)
     );
-    let mut notes = vec![format!("{} workers: {}", text(this, "node"), workers(this))];
+    let mut notes = vec![
+        format!("{} runs {}", text(this, "node"), text(this, "software")),
+        format!("{} workers: {}", text(this, "node"), workers(this)),
+    ];
     for p in v["peers"].as_array().into_iter().flatten() {
         let status = &p["status"];
         let known = status.is_object();
@@ -189,6 +201,11 @@ fn print_status(v: &Value) {
             if known { last_sync(status) } else { "-".into() },
         );
         if known {
+            notes.push(format!(
+                "{} runs {}",
+                text(p, "id"),
+                text(status, "software")
+            ));
             notes.push(format!("{} workers: {}", text(p, "id"), workers(status)));
         }
         if let Some(e) = p["error"].as_str() {
@@ -264,6 +281,7 @@ pub async fn cluster(args: AdminArgs, cmd: ClusterCmd) -> anyhow::Result<()> {
             admin.call(&api::JoinCluster { body }).await?
         }
         ClusterCmd::Leave => admin.call(&api::LeaveCluster {}).await?,
+        ClusterCmd::FinalizeUpgrade => admin.call(&api::FinalizeUpgrade {}).await?,
         ClusterCmd::Remove { name } => {
             let body = api::RemoveMember { name };
             admin.call(&api::RemoveClusterMember { body }).await?
@@ -275,6 +293,24 @@ pub async fn cluster(args: AdminArgs, cmd: ClusterCmd) -> anyhow::Result<()> {
     };
     println!("{}", done.message);
     Ok(())
+}
+
+/// `ferry server drain`: asks the server to stop gracefully, then waits
+/// (at most `wait_secs`) until its admin API no longer answers.
+pub async fn drain(args: AdminArgs, wait_secs: u64) -> anyhow::Result<()> {
+    let admin = Admin::connect(args)?;
+    let started = admin.call(&api::DrainServer {}).await?;
+    println!("{}", started.message);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait_secs);
+    let probe = std::time::Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        if admin.start(&api::Healthz {}, Some(probe)).await.is_err() {
+            println!("The server has stopped (its admin API no longer answers).");
+            return Ok(());
+        }
+    }
+    bail!("the server still answers after {wait_secs} s; it may still be draining its transfers")
 }
 
 /// `ferry sync`: runs on the active server; prints progress on stderr and a

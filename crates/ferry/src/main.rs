@@ -33,13 +33,34 @@ struct Cli {
     command: Cmd,
 }
 
+/// `ferry server …` (besides running one).
+#[derive(Debug, Subcommand)]
+enum ServerCmd {
+    /// Stop the server asked gracefully, as SIGTERM does: it takes nothing
+    /// new (edges send new sessions to the other servers), transfers in
+    /// flight get `drain_secs` to finish, its event leases are given back,
+    /// then it stops. Waits until it has stopped. The step before
+    /// replacing a server's binary in a rolling upgrade (docs/upgrade.md).
+    Drain {
+        #[command(flatten)]
+        admin: admin_client::AdminArgs,
+        /// How long to wait for the server to stop before giving up.
+        #[arg(long, default_value_t = 600)]
+        wait_secs: u64,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Run a back-end server.
+    /// Run a back-end server (or, with `drain`, stop a running one
+    /// gracefully).
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Server {
+        #[command(subcommand)]
+        action: Option<ServerCmd>,
         /// The server's config file (see etc/server.toml).
-        #[arg(long)]
-        config: PathBuf,
+        #[arg(long, required = true)]
+        config: Option<PathBuf>,
         /// Run as a witness of an active/passive cluster: it votes in
         /// promotions and serves nothing (no repository needed).
         #[arg(long)]
@@ -395,11 +416,17 @@ async fn main() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Server {
+            action: Some(ServerCmd::Drain { admin, wait_secs }),
+            ..
+        } => cluster_client::drain(admin, wait_secs).await,
+        Cmd::Server {
+            action: None,
             config: path,
             witness,
             check_config,
             log,
         } => {
+            let path = path.context("--config is required")?;
             let config = ferry_server::ServerConfig::load_as(&path, witness)?;
             if check_config {
                 let checked = ferry_server::check_config(&config)?;
@@ -414,7 +441,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "Ferry server {node} is running.\n  internal: {}\n  admin: https://{}",
                 server.internal_addr, server.admin_addr
             ));
-            wait_for_shutdown().await?;
+            tokio::select! {
+                signal = wait_for_shutdown() => signal?,
+                () = server.ctx.drain.stop_requested_wait() => {
+                    tracing::info!("shutting down: an operator asked for a drain");
+                }
+            }
             report_shutdown(server.shutdown(drain).await);
             Ok(())
         }

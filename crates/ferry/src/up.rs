@@ -276,7 +276,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         "  curl --cacert {shown}/pki/ca.crt -u alice https://{https}/api/v1/dirs/"
     ));
     super::say(&format!("  or open https://{https}/ in a browser"));
-    super::wait_for_shutdown().await?;
+    tokio::select! {
+        signal = super::wait_for_shutdown() => signal?,
+        () = server.ctx.drain.stop_requested_wait() => {
+            tracing::info!("shutting down: an operator asked for a drain");
+        }
+    }
     // The edge takes no new client; the server drains the transfers in
     // flight and then ends its sessions, which ends the edge's.
     edge.stop_accepting();

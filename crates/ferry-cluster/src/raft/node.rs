@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_core::release::{self, FEATURE_LEVEL, FEATURE_LEVEL_SETTING};
 use ferry_core::{Command, ErrorKind, FerryError, Outcome, Secret, COMMAND_FORMAT_VERSION};
 use ferry_proto::cluster::{ClusterRequest, ClusterResponse, RaftRpc};
 use ferry_proto::message::{Request, Response, Role};
@@ -168,6 +169,8 @@ pub struct MemberStatus {
     pub lag: Option<u64>,
     /// Its release.
     pub version: Option<String>,
+    /// The highest feature level its release can run at.
+    pub supports_level: Option<u32>,
     /// Whether it runs the scheduler and folder monitors.
     pub primary: Option<bool>,
     /// Its workers and what each does.
@@ -188,6 +191,10 @@ pub struct SelfStatus {
     applied_index: Option<u64>,
     leader: Option<String>,
     version: String,
+    /// The highest feature level this release can run at; absent in the
+    /// answers of 0.1, which had none ([`release::level_of_member`]).
+    #[serde(default)]
+    feature_level: Option<u32>,
     primary: bool,
     workers: Vec<ferry_worker::WorkerStatus>,
 }
@@ -683,8 +690,14 @@ impl RaftNode {
             value: hex::encode(sha2::Sha256::digest(token.as_bytes())),
         })
         .await?;
+        // The founders' shared level: a new cluster of one release runs at
+        // that release's level without a finalize-upgrade.
+        let level = match self.finalize_upgrade().await {
+            Ok(_) => format!("feature level {}", self.feature_level()),
+            Err(e) => format!("{e}; run `ferry cluster finalize-upgrade` once every server is up"),
+        };
         Ok(format!(
-            "cluster initialised with {}\njoin token (shown once; other servers join with `ferry cluster join ADDR --join-token-file F`): {token}",
+            "cluster initialised with {} ({level})\njoin token (shown once; other servers join with `ferry cluster join ADDR --join-token-file F`): {token}",
             names.join(", ")
         ))
     }
@@ -850,6 +863,49 @@ impl RaftNode {
         }
     }
 
+    /// Before a join changes anything: this leader reaches the new server
+    /// at the address it gave (its entries will go there), and the new
+    /// server's release can run the cluster's feature level.
+    async fn check_joiner(&self, member: &Member) -> Result<(), FerryError> {
+        let refused = |kind, why: String| {
+            let message = format!(
+                "refused the join of {}: {why}; nothing was changed",
+                member.name
+            );
+            self.events
+                .record(Severity::Alert, "membership", message.clone());
+            FerryError::new(kind, message)
+        };
+        let status = self.ask_status(member).await.map_err(|e| {
+            refused(
+                ErrorKind::Unavailable,
+                format!(
+                    "the leader {} cannot reach it at {} ({e}); check its `advertise` address and that its [[cluster.peers]] name every member",
+                    self.name, member.addr
+                ),
+            )
+        })?;
+        // Whoever answered must be the server that asked.
+        if status.name != member.name {
+            return Err(refused(
+                ErrorKind::Conflict,
+                format!("{} answers as {:?}", member.addr, status.name),
+            ));
+        }
+        let level = release::level_of_member(status.feature_level, &status.version);
+        let cluster = self.feature_level();
+        if level < cluster {
+            return Err(refused(
+                ErrorKind::Conflict,
+                format!(
+                    "it runs {}, which cannot run this cluster's feature level {cluster}; start it with the members' release",
+                    status.version
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     async fn change_members_here(&self, change: MembershipChange) -> Result<String, FerryError> {
         let failed = |e: &dyn std::fmt::Display| {
             FerryError::new(
@@ -875,6 +931,7 @@ impl RaftNode {
                     );
                     return Err(FerryError::new(ErrorKind::AuthFailed, "wrong join token"));
                 }
+                self.check_joiner(&member).await?;
                 let id = node_id_of(&member.name);
                 let name = member.name.clone();
                 self.network.forget(id);
@@ -934,10 +991,104 @@ impl RaftNode {
         self.members().iter().any(|(_, n)| n.name == name)
     }
 
+    /// What the server at `member` says of itself (bounded: 3 s).
+    async fn ask_status(&self, member: &Member) -> Result<SelfStatus, String> {
+        match self
+            .network
+            .call(member, ClusterRequest::RaftStatus, Duration::from_secs(3))
+            .await
+        {
+            Ok(ClusterResponse::RaftReply(bytes)) => {
+                serde_json::from_slice::<SelfStatus>(&bytes).map_err(|e| e.to_string())
+            }
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The cluster's feature level, as applied here ([`release`]).
+    pub fn feature_level(&self) -> u32 {
+        let stored = self.store.setting(FEATURE_LEVEL_SETTING).ok().flatten();
+        release::parse_level(stored.as_deref())
+    }
+
+    /// `ferry cluster finalize-upgrade`: raises the feature level as far as
+    /// every member's release can run. Refused while a member does not
+    /// answer (its release is unknown) or when an older member holds the
+    /// level where it is; the message names the members and releases.
+    pub async fn finalize_upgrade(&self) -> Result<String, FerryError> {
+        let current = self.feature_level();
+        let mut levels = Vec::new();
+        let mut silent = Vec::new();
+        for (id, member) in self.members() {
+            let status = if id == self.id {
+                Ok(self.self_status())
+            } else {
+                self.ask_status(&member).await
+            };
+            match status {
+                Ok(s) => levels.push((
+                    member.name,
+                    release::level_of_member(s.feature_level, &s.version),
+                    s.version,
+                )),
+                Err(e) => silent.push(format!("{} ({e})", member.name)),
+            }
+        }
+        if !silent.is_empty() {
+            return Err(FerryError::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "the feature level stays {current}: every member must say its release, and {} did not answer",
+                    silent.join(", ")
+                ),
+            ));
+        }
+        let target = levels.iter().map(|(_, l, _)| *l).min().unwrap_or(current);
+        let releases = levels
+            .iter()
+            .map(|(name, level, version)| format!("{name} runs {version} (level {level})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if target <= current {
+            let behind: Vec<&str> = levels
+                .iter()
+                .filter(|(_, l, _)| *l < FEATURE_LEVEL)
+                .map(|(name, _, _)| name.as_str())
+                .collect();
+            if behind.is_empty() {
+                return Ok(format!(
+                    "the cluster runs at feature level {current} already ({releases})"
+                ));
+            }
+            return Err(FerryError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "the feature level stays {current}: {} must be upgraded first ({releases})",
+                    behind.join(", ")
+                ),
+            ));
+        }
+        self.write(Command::SetSetting {
+            key: FEATURE_LEVEL_SETTING.into(),
+            value: target.to_string(),
+        })
+        .await?;
+        let message = format!("feature level raised from {current} to {target} ({releases})");
+        self.events
+            .record(Severity::Info, "upgrade", message.clone());
+        Ok(message)
+    }
+
     /// Proposes `command` (here if this is the leader, else at the leader)
     /// and waits until it is committed and applied here, so that what the
     /// caller reads from its own store next includes it.
     pub async fn write(&self, command: Command) -> Result<Outcome, FerryError> {
+        release::check_level(
+            command.name(),
+            command.feature_level(),
+            self.feature_level(),
+        )?;
         let proposal = Proposal {
             format: COMMAND_FORMAT_VERSION,
             command,
@@ -1276,6 +1427,12 @@ impl RaftNode {
                         ),
                     ));
                 }
+                let command = &proposal.command;
+                release::check_level(
+                    command.name(),
+                    command.feature_level(),
+                    self.feature_level(),
+                )?;
                 let answer = match self.raft.client_write(proposal).await {
                     Ok(r) => Proposed {
                         result: r.data.result,
@@ -1352,6 +1509,7 @@ impl RaftNode {
             applied_index: m.last_applied.map(|l| l.index),
             leader,
             version: crate::SOFTWARE.into(),
+            feature_level: Some(FEATURE_LEVEL),
             primary: self.view().primary,
             workers: self.runner.statuses(),
         }
@@ -1383,6 +1541,7 @@ impl RaftNode {
                     .and_then(|r| r.get(&id))
                     .map(|matched| last.saturating_sub(matched.map(|l| l.index).unwrap_or(0))),
                 version: None,
+                supports_level: None,
                 primary: None,
                 workers: None,
                 last_contact_ms: if id == self.id {
@@ -1403,17 +1562,7 @@ impl RaftNode {
             let own = if id == self.id {
                 Ok(self.self_status())
             } else {
-                match self
-                    .network
-                    .call(&member, ClusterRequest::RaftStatus, Duration::from_secs(3))
-                    .await
-                {
-                    Ok(ClusterResponse::RaftReply(bytes)) => {
-                        serde_json::from_slice::<SelfStatus>(&bytes).map_err(|e| e.to_string())
-                    }
-                    Ok(other) => Err(format!("unexpected answer {other:?}")),
-                    Err(e) => Err(e.to_string()),
-                }
+                self.ask_status(&member).await
             };
             match own {
                 Ok(s) => {
@@ -1421,6 +1570,8 @@ impl RaftNode {
                     row.term = Some(s.term);
                     row.last_log_index = s.last_log_index;
                     row.applied_index = s.applied_index;
+                    row.supports_level =
+                        Some(release::level_of_member(s.feature_level, &s.version));
                     row.version = Some(s.version);
                     row.primary = Some(s.primary);
                     row.workers = Some(s.workers);
@@ -1435,6 +1586,7 @@ impl RaftNode {
             "term": m.current_term,
             "leader": m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.name.clone())),
             "writable": self.check_writable().is_ok(),
+            "feature_level": self.feature_level(),
             "log_entries_kept": self.log.len(),
             "members": rows,
             "events": self.events.recent(20),

@@ -565,6 +565,7 @@ mod tests {
             serving: tokio::sync::watch::Sender::new(true),
             workers: ferry_worker::Runner::new(),
             drain: Default::default(),
+            drain_deadline: std::time::Duration::from_secs(1),
             retention_running: tokio::sync::Mutex::new(()),
         });
         Rig {
