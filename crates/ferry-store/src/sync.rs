@@ -475,6 +475,19 @@ pub(crate) fn write_snapshot(src: &Connection, dest: &Path) -> Result<()> {
     Ok(())
 }
 
+/// [`Store::snapshot_to`] of the database file `db` without opening it as a
+/// store (no migration, no write to it, no lock of the state directory):
+/// the consistent copy `ferry backup` takes beside the server that has it
+/// open. `dest` must not exist; on failure no file is left behind.
+pub fn snapshot_file(db: &Path, dest: &Path) -> Result<()> {
+    let src = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    src.busy_timeout(std::time::Duration::from_secs(5))?;
+    snapshot_conn(&src, dest)
+}
+
 /// Reads `tables` (each must be in [`SYNCABLE_TABLES`], else
 /// [`StoreError::Incompatible`]) from a snapshot file made by
 /// [`Store::snapshot_to`], opened read-only; rows are ordered by primary key.

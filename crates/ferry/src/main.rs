@@ -1,6 +1,7 @@
 //! The `ferry` binary: parse arguments, load config, build, run.
 
 mod admin_client;
+mod backup;
 mod cluster_client;
 mod engine_client;
 mod notify_client;
@@ -204,6 +205,12 @@ enum Cmd {
         #[command(subcommand)]
         command: cluster_client::ClusterCmd,
     },
+    /// Back up a server's state while it runs: a consistent copy of its
+    /// store, its config and the files beside it, into a new archive.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into a new or empty directory (never over files,
+    /// never into a running server's).
+    Restore(backup::RestoreArgs),
     /// Print the completion script of a shell (bash, zsh, fish, elvish,
     /// powershell) for ferry's commands and options.
     Completions {
@@ -539,6 +546,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             dry_run,
             json,
         } => cluster_client::sync(admin, to, dry_run, json).await,
+        Cmd::Backup(args) => backup::backup(args),
+        Cmd::Restore(args) => backup::restore(args),
         Cmd::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "ferry", &mut std::io::stdout());
