@@ -402,9 +402,9 @@ fn check(c: &TestCluster, servers: &[usize], uploads: &[Upload], windows: &Windo
     f
 }
 
-fn assert_clean(f: &Findings, uploads: usize) {
+fn assert_clean(label: &str, f: &Findings, uploads: usize) {
     println!(
-        "checker: {uploads} uploads, {} acknowledged; lost {}, logged twice {}, changed {}; \
+        "{label} checker: {uploads} uploads, {} acknowledged; lost {}, logged twice {}, changed {}; \
          client errors in replacement windows {}, outside {}; {} slots, doubled {}, missed {}; \
          transfer logs differ: {}",
         f.acked,
@@ -419,7 +419,7 @@ fn assert_clean(f: &Findings, uploads: usize) {
         f.logs_differ
     );
     for e in f.failed_in_windows.iter().take(5) {
-        println!("  in a replacement window: {e}");
+        println!("{label}   in a replacement window: {e}");
     }
     assert!(f.acked > 20, "too few uploads to judge: {f:?}");
     assert!(f.lost.is_empty(), "lost: {:?}", f.lost);
@@ -514,10 +514,7 @@ fn active_active_cluster_upgraded_one_server_at_a_time_under_load() {
             "fault {step}: SIGTERM {name}{} (0.1.0), start it as this build",
             if i == lead { " (leader)" } else { "" }
         );
-        c.signal(i, "-TERM");
-        wait_exit(&mut c, i, 60);
-        c.servers[i].bin = PathBuf::from(BIN);
-        c.start_server(i);
+        replace_with_this_build(&mut c, i);
         assert!(
             wait_until(60, || group_healthy(&c, i, 3)),
             "{name} did not rejoin its group"
@@ -597,7 +594,103 @@ fn active_active_cluster_upgraded_one_server_at_a_time_under_load() {
     assert_eq!(c.status(0)["members"].as_array().unwrap().len(), 3);
 
     let f = check(&c, &[0, 1, 2], &uploads, &windows);
-    assert_clean(&f, uploads.len());
+    assert_clean("[a/a]", &f, uploads.len());
+}
+
+/// SIGTERM server `i` (as systemd stops it), wait until it has exited, start
+/// it again as this build.
+fn replace_with_this_build(c: &mut TestCluster, i: usize) {
+    c.signal(i, "-TERM");
+    wait_exit(c, i, 60);
+    c.servers[i].bin = PathBuf::from(BIN);
+    c.start_server(i);
+}
+
+#[test]
+fn active_passive_pair_upgraded_standby_first_then_switched_over() {
+    const S1: usize = 0;
+    const S2: usize = 1;
+    const W1: usize = 2;
+    let old = old_release();
+    let mut c = TestCluster::new(ClusterSpec::active_passive());
+    for i in 0..3 {
+        c.servers[i].bin = old.clone();
+    }
+    c.start_server(S1);
+    c.start_server(W1);
+    assert!(c.wait_role(S1, "active", true, 30), "s1 is not active");
+    c.start_server(S2);
+    assert!(c.wait_role(S2, "standby", false, 30));
+    let (edge, e) = c.edge_with_bin(&old, &[S1, S2], "", &["sftp"]);
+    c.edge = Some(edge);
+    c.sftp_port = e[0].rsplit(':').next().unwrap().parse().unwrap();
+    let key = c.account_with_key(S1, "alice");
+    add_ticking_schedule(&c, S1);
+    // The standby gets the configuration by `ferry sync` (both 0.1.0 now).
+    let synced = c.admin_ok(S1, &["sync"], None);
+    println!("[a/p] {}", synced.trim());
+    let uploader = Uploader::start(&c, &key, 2);
+    std::thread::sleep(Duration::from_secs(4));
+    let mut windows = Windows(Vec::new());
+
+    // The witness and the standby: nothing they serve is interrupted.
+    for i in [W1, S2] {
+        let name = c.servers[i].name;
+        println!("[a/p] fault: SIGTERM {name} (0.1.0), start it as this build");
+        let from = Instant::now();
+        replace_with_this_build(&mut c, i);
+        if i == S2 {
+            assert!(c.wait_role(S2, "standby", false, 30));
+        }
+        windows.0.push((
+            from,
+            Instant::now() + Duration::from_secs(1),
+            name.to_owned(),
+        ));
+        std::thread::sleep(Duration::from_secs(4));
+    }
+    let status = c.status(S1);
+    let peers = status["peers"].as_array().unwrap();
+    let s2 = peers.iter().find(|p| p["id"] == "s2").unwrap();
+    assert_eq!(
+        s2["status"]["software"],
+        format!("ferry {}", env!("CARGO_PKG_VERSION")),
+        "{status:#}"
+    );
+    assert_eq!(status["this"]["software"], "ferry 0.1.0");
+
+    // The switch-over: the upgraded standby becomes active.
+    println!("[a/p] fault: cluster promote s2 (this build); s1 (0.1.0) steps down");
+    let from = Instant::now();
+    let promoted = c.admin_ok(S2, &["cluster", "promote"], None);
+    println!("[a/p] {}", promoted.trim());
+    assert!(c.wait_role(S2, "active", true, 30), "s2 did not take over");
+    assert!(c.wait_role(S1, "standby", false, 30));
+    windows.0.push((
+        from,
+        Instant::now() + Duration::from_secs(1),
+        "switch-over".into(),
+    ));
+    std::thread::sleep(Duration::from_secs(4));
+
+    println!("[a/p] fault: SIGTERM s1 (0.1.0, standby), start it as this build");
+    let from = Instant::now();
+    replace_with_this_build(&mut c, S1);
+    assert!(
+        c.wait_role(S1, "standby", false, 30),
+        "s1 must stay standby"
+    );
+    assert!(c.wait_role(S2, "active", true, 5));
+    windows
+        .0
+        .push((from, Instant::now() + Duration::from_secs(1), "s1".into()));
+    std::thread::sleep(Duration::from_secs(4));
+    let uploads = uploader.finish();
+
+    let said = c.admin_ok(S2, &["cluster", "finalize-upgrade"], None);
+    assert!(said.contains("no cluster-wide level"), "{said}");
+    let f = check(&c, &[S2, S1], &uploads, &windows);
+    assert_clean("[a/p]", &f, uploads.len());
 }
 
 #[test]

@@ -41,7 +41,7 @@ impl Node {
                         .await;
                     match pulled {
                         None => return,
-                        Some(Ok(Ok(counts))) => {
+                        Some(Ok(Ok((counts, _)))) => {
                             w.done_one();
                             if counts.total() > 0 {
                                 (node.on_merged)(&counts);
@@ -57,9 +57,14 @@ impl Node {
     }
 
     /// Pulls the transfer log, events and firings every reachable server
-    /// wrote since the last pull, and merges them here by id.
-    pub(crate) async fn merge_from_peers(self: &Arc<Self>, deadline: Duration) -> MergeCounts {
+    /// wrote since the last pull, and merges them here by id. Returns what
+    /// was merged and the peers whose history was taken to its end.
+    pub(crate) async fn merge_from_peers(
+        self: &Arc<Self>,
+        deadline: Duration,
+    ) -> (MergeCounts, Vec<String>) {
         let mut total = MergeCounts::default();
+        let mut complete = Vec::new();
         // Only peers heard from lately: a dead one would only hold us up.
         let pulls = self
             .peers
@@ -70,16 +75,22 @@ impl Node {
                     .last_ok
                     .is_some_and(|t| t.elapsed() < self.failover())
             })
-            .map(|peer| tokio::time::timeout(deadline, self.pull_history(peer)));
-        for result in futures::future::join_all(pulls).await {
-            if let Ok(Ok(counts)) = result {
+            .map(|peer| async move {
+                let pulled = tokio::time::timeout(deadline, self.pull_history(peer)).await;
+                (peer.config.id.clone(), pulled)
+            });
+        for (peer, result) in futures::future::join_all(pulls).await {
+            if let Ok(Ok((counts, to_the_end))) = result {
                 total.add(&counts);
+                if to_the_end {
+                    complete.push(peer);
+                }
             }
         }
         if total.total() > 0 {
             (self.on_merged)(&total);
         }
-        total
+        (total, complete)
     }
 
     /// Pulls the history rows `peer`'s store changed after this node's
@@ -87,10 +98,12 @@ impl Node {
     /// at once (a pull cut short keeps what it merged). The mark is a
     /// position in the peer's own change sequence, so no clock is compared;
     /// when the peer answers from another store (restored, reopened, new)
-    /// the mark starts again from 0.
-    async fn pull_history(&self, peer: &Peer) -> Result<MergeCounts, String> {
+    /// the mark starts again from 0. True with the counts when the peer
+    /// said nothing more was left.
+    async fn pull_history(&self, peer: &Peer) -> Result<(MergeCounts, bool), String> {
         let mut mark = lock(&peer.contact).history.clone();
         let mut total = MergeCounts::default();
+        let mut to_the_end = false;
         for _page in 0..HISTORY_PAGES_PER_PULL {
             let answer = self
                 .call(
@@ -126,6 +139,7 @@ impl Node {
             mark.advance(&page);
             lock(&peer.contact).history = mark.clone();
             if !page.more {
+                to_the_end = true;
                 break;
             }
         }
@@ -139,6 +153,6 @@ impl Node {
                 "merged history from a peer"
             );
         }
-        Ok(total)
+        Ok((total, to_the_end))
     }
 }

@@ -576,8 +576,9 @@ impl Cluster for Node {
     }
 
     fn takeover_fence(&self, term: u64) -> Option<Duration> {
-        // Epoch 1 had no server active before it.
-        (term > 1).then(|| Node::takeover_fence(self))
+        // Epoch 1 had no server active before it; after a hand-over the
+        // server before fires nothing more and its firings are merged.
+        (term > 1 && !self.handed_over_in(term)).then(|| Node::takeover_fence(self))
     }
 
     fn role(&self) -> RoleAnswer {

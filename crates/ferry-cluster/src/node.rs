@@ -94,6 +94,11 @@ struct Inner {
     quiet_until: Instant,
     /// A promotion or step-down is being worked on.
     changing: bool,
+    /// The epoch this server became active in by a hand-over: the server
+    /// active before granted its vote (stepping down first) and its
+    /// history was merged here to the end afterwards, so no slot of its
+    /// lease is left to it ([`Node::takeover_fence`] is waived).
+    handed_over: Option<u64>,
 }
 
 /// A server's membership in an active/passive cluster.
@@ -230,6 +235,7 @@ impl Node {
                 acks: HashMap::new(),
                 quiet_until: Instant::now() + failover,
                 changing: false,
+                handed_over: None,
             }),
             view: watch::Sender::new(RoleView {
                 role,
@@ -310,6 +316,12 @@ impl Node {
     /// vote took to arrive.
     pub fn takeover_fence(&self) -> Duration {
         self.lease() + self.heartbeat()
+    }
+
+    /// Whether this server became active in `epoch` by a hand-over (see
+    /// `Inner::handed_over`): then no slot is left to the server before.
+    pub fn handed_over_in(&self, epoch: u64) -> bool {
+        lock(&self.inner).handed_over == Some(epoch)
     }
 
     /// Ok when this server may change shared state; otherwise the error
@@ -683,10 +695,13 @@ impl Node {
             );
             return;
         }
-        self.become_active(epoch, "resumed after a restart").await;
+        self.become_active(epoch, "resumed after a restart", None)
+            .await;
     }
 
-    async fn become_active(self: &Arc<Self>, epoch: u64, why: &str) {
+    /// `handed_over_by`: the server active before, when it granted its vote
+    /// in this promotion.
+    async fn become_active(self: &Arc<Self>, epoch: u64, why: &str, handed_over_by: Option<&str>) {
         {
             let mut inner = lock(&self.inner);
             inner.role = NodeRole::Active;
@@ -701,10 +716,13 @@ impl Node {
             tracing::error!(error = %e, "cannot record the promotion");
         }
         // Take in what the other servers wrote while this one was not active.
-        let merged = self.merge_from_peers(self.failover() * 2).await;
+        let (merged, complete) = self.merge_from_peers(self.failover() * 2).await;
         {
             let mut inner = lock(&self.inner);
             inner.changing = false;
+            if handed_over_by.is_some_and(|old| complete.iter().any(|p| p == old)) {
+                inner.handed_over = Some(epoch);
+            }
             let now = Instant::now();
             for peer in &self.peers {
                 if lock(&peer.contact)
@@ -763,19 +781,27 @@ impl Node {
     /// asked; `force`: without a majority (the operator vouches that the
     /// active server is down).
     async fn run_election(self: &Arc<Self>, manual: bool, force: bool) -> Result<String, String> {
-        let epoch = {
+        let (epoch, active_before) = {
             let mut inner = lock(&self.inner);
             if inner.changing {
                 return Err("a promotion is already under way".into());
             }
             inner.changing = true;
-            inner.state.epoch.max(inner.state.voted_epoch) + 1
+            (
+                inner.state.epoch.max(inner.state.voted_epoch) + 1,
+                inner.state.active.clone(),
+            )
         };
         let result = self.election(epoch, manual, force).await;
         lock(&self.inner).changing = false;
         match result {
-            Ok(message) => {
-                self.become_active(epoch, &message).await;
+            Ok((message, granted)) => {
+                // A server that was active and voted for us stepped down
+                // before it answered: it fires nothing more.
+                let handed_over_by =
+                    active_before.filter(|a| *a != self.node_id && granted.contains(a));
+                self.become_active(epoch, &message, handed_over_by.as_deref())
+                    .await;
                 Ok(format!(
                     "{} is active in epoch {epoch}: {message}",
                     self.node_id
@@ -790,7 +816,7 @@ impl Node {
         epoch: u64,
         manual: bool,
         force: bool,
-    ) -> Result<String, String> {
+    ) -> Result<(String, Vec<String>), String> {
         self.update_state(|s| s.voted_epoch = epoch)?;
         let calls = self.peers.iter().map(|peer| {
             let request = ClusterRequest::RequestVote {
@@ -833,7 +859,7 @@ impl Node {
             }
         }
         if granted.len() >= needed {
-            Ok(format!("votes from {}", granted.join(", ")))
+            Ok((format!("votes from {}", granted.join(", ")), granted))
         } else if force {
             self.events.record(
                 Severity::Alert,
@@ -844,7 +870,10 @@ impl Node {
                     refused.join("; ")
                 ),
             );
-            Ok(format!("forced, {} of {needed} votes", granted.len()))
+            Ok((
+                format!("forced, {} of {needed} votes", granted.len()),
+                granted,
+            ))
         } else {
             Err(format!(
                 "got {} of {needed} votes needed ({}){}",
