@@ -447,8 +447,31 @@ pub fn run_ferry(args: &[&str], extra: &[String], stdin: Option<&str>) -> Output
             .unwrap();
     }
     drop(child.stdin.take());
-    child.wait_with_output().unwrap()
+    // Bounded: a command that hangs fails the test instead of holding it.
+    let pid = child.id();
+    let (done, waited) = mpsc::channel::<()>();
+    let timer = std::thread::spawn(move || {
+        let expired = waited.recv_timeout(RUN_FERRY_BOUND) == Err(mpsc::RecvTimeoutError::Timeout);
+        if expired {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        expired
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = done.send(());
+    assert!(
+        !timer.join().unwrap(),
+        "ferry {args:?} did not end within {RUN_FERRY_BOUND:?} and was killed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
+
+/// The longest a `ferry` command of a test may take ([`run_ferry`]); the
+/// slowest (a drain waiting for transfers, a sync) take seconds.
+const RUN_FERRY_BOUND: Duration = Duration::from_secs(300);
 
 pub fn ferry_ok(args: &[&str]) -> String {
     let out = Command::new(BIN).args(args).output().unwrap();

@@ -51,6 +51,7 @@ impl Role {
                 reads
                     || !(path.starts_with("/api/v1/admins")
                         || path.starts_with("/api/v1/cluster")
+                        || path.starts_with("/api/v1/server")
                         || path.starts_with("/api/v1/sync"))
             }
         }
@@ -183,6 +184,10 @@ mod tests {
         assert!(!Role::Operator.may("POST", "/api/v1/cluster/promote"));
         assert!(Role::Auditor.may("GET", "/api/v1/audit"));
         assert!(!Role::Auditor.may("POST", "/api/v1/accounts"));
+        // Stopping a server is the cluster's business, not an operator's.
+        assert!(!Role::Operator.may("POST", "/api/v1/server/drain"));
+        assert!(!Role::Auditor.may("POST", "/api/v1/server/drain"));
+        assert!(Role::Admin.may("POST", "/api/v1/server/drain"));
         // Every role opens and ends its own console session, and only that.
         assert!(Role::Auditor.may("POST", "/api/v1/console/session"));
         assert!(Role::Auditor.may("DELETE", "/api/v1/console/session"));

@@ -1006,6 +1006,17 @@ impl RaftNode {
         }
     }
 
+    /// Refuses `command` if the cluster's feature level is below the one it
+    /// needs. The commands of the first level (every one so far) pass
+    /// without reading the level.
+    fn check_command_level(&self, command: &Command) -> Result<(), FerryError> {
+        let needed = command.feature_level();
+        if needed <= release::FIRST_FEATURE_LEVEL {
+            return Ok(());
+        }
+        release::check_level(command.name(), needed, self.feature_level())
+    }
+
     /// The cluster's feature level, as applied here ([`release`]).
     pub fn feature_level(&self) -> u32 {
         let stored = self.store.setting(FEATURE_LEVEL_SETTING).ok().flatten();
@@ -1084,11 +1095,7 @@ impl RaftNode {
     /// and waits until it is committed and applied here, so that what the
     /// caller reads from its own store next includes it.
     pub async fn write(&self, command: Command) -> Result<Outcome, FerryError> {
-        release::check_level(
-            command.name(),
-            command.feature_level(),
-            self.feature_level(),
-        )?;
+        self.check_command_level(&command)?;
         let proposal = Proposal {
             format: COMMAND_FORMAT_VERSION,
             command,
@@ -1427,12 +1434,7 @@ impl RaftNode {
                         ),
                     ));
                 }
-                let command = &proposal.command;
-                release::check_level(
-                    command.name(),
-                    command.feature_level(),
-                    self.feature_level(),
-                )?;
+                self.check_command_level(&proposal.command)?;
                 let answer = match self.raft.client_write(proposal).await {
                     Ok(r) => Proposed {
                         result: r.data.result,
