@@ -281,6 +281,7 @@ pub fn sshd(work: &Path, client_key_pub: &Path) -> anyhow::Result<Target> {
     if !Path::new(SSHD).exists() {
         bail!("{SSHD} not found: install Debian's openssh-server package");
     }
+    ensure_privsep_dir();
     let dir = work.join("sshd");
     let root = dir.join("root");
     fs::create_dir_all(&root)?;
@@ -317,6 +318,18 @@ pub fn sshd(work: &Path, client_key_pub: &Path) -> anyhow::Result<Target> {
         root,
         daemons: vec![daemon],
     })
+}
+
+/// sshd started as root exits at once without its privilege-separation
+/// directory, which systemd-tmpfiles makes at boot and a container that
+/// did not boot lacks: made here when it is missing (harmless when it
+/// exists, or when we may not).
+fn ensure_privsep_dir() {
+    let dir = Path::new("/run/sshd");
+    if !dir.exists() && fs::create_dir_all(dir).is_ok() {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o755));
+    }
 }
 
 /// Starts nginx on a free loopback port with TLS (`cert`, `key`) and WebDAV
