@@ -472,7 +472,8 @@ fn active_active_cluster_upgraded_one_server_at_a_time_under_load() {
     let token_file = c.root.path().join("join.token");
     write_private(&token_file, &token);
     assert!(wait_until(30, || group_healthy(&c, 0, 3)), "no group");
-    let (edge, e) = c.edge_with_bin(&old, &[0, 1, 2], "", &["sftp"]);
+    let edge_port = free_port();
+    let (edge, e) = c.edge_with_bin(&old, &[0, 1, 2], edge_port, "", &["sftp"]);
     c.edge = Some(edge);
     c.sftp_port = e[0].rsplit(':').next().unwrap().parse().unwrap();
 
@@ -566,7 +567,44 @@ fn active_active_cluster_upgraded_one_server_at_a_time_under_load() {
         ));
         std::thread::sleep(Duration::from_secs(3));
     }
+
+    // Last, the edge: stopped as systemd stops it (SIGTERM: it takes no new
+    // client and lets its sessions end) and started as this build on the
+    // same port; the clients reconnect.
+    println!("fault: SIGTERM the edge (0.1.0), start it as this build on its port");
+    let from = Instant::now();
+    {
+        let edge = c.edge.as_mut().unwrap();
+        let pid = edge.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while edge.child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the edge did not stop within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let (edge, _) = c.edge_with_bin(Path::new(BIN), &[0, 1, 2], edge_port, "", &["sftp"]);
+    c.edge = Some(edge);
+    windows.0.push((
+        from,
+        Instant::now() + Duration::from_secs(1),
+        "edge".to_owned(),
+    ));
+    println!("  edge replaced in {:.1} s", from.elapsed().as_secs_f64());
+    std::thread::sleep(Duration::from_secs(4));
     let uploads = uploader.finish();
+    let late = uploads
+        .iter()
+        .filter(|u| u.acked && u.started > from + Duration::from_secs(1))
+        .count();
+    assert!(late > 0, "no upload went through the new edge");
 
     // A server of the release before may no longer join.
     c.start_server(3);
@@ -621,7 +659,7 @@ fn active_passive_pair_upgraded_standby_first_then_switched_over() {
     assert!(c.wait_role(S1, "active", true, 30), "s1 is not active");
     c.start_server(S2);
     assert!(c.wait_role(S2, "standby", false, 30));
-    let (edge, e) = c.edge_with_bin(&old, &[S1, S2], "", &["sftp"]);
+    let (edge, e) = c.edge_with_bin(&old, &[S1, S2], 0, "", &["sftp"]);
     c.edge = Some(edge);
     c.sftp_port = e[0].rsplit(':').next().unwrap().parse().unwrap();
     let key = c.account_with_key(S1, "alice");

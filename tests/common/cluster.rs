@@ -274,14 +274,16 @@ impl TestCluster {
     /// `extra` appended to its config; returns it and the values of the
     /// `keys` it printed.
     pub fn edge_with(&self, servers: &[usize], extra: &str, keys: &[&str]) -> (Proc, Vec<String>) {
-        self.edge_with_bin(Path::new(super::BIN), servers, extra, keys)
+        self.edge_with_bin(Path::new(super::BIN), servers, 0, extra, keys)
     }
 
-    /// [`TestCluster::edge_with`], the edge run by the binary `bin`.
+    /// [`TestCluster::edge_with`], the edge run by the binary `bin`, its
+    /// SFTP listener on `sftp_port` (0: any).
     pub fn edge_with_bin(
         &self,
         bin: &Path,
         servers: &[usize],
+        sftp_port: u16,
         extra: &str,
         keys: &[&str],
     ) -> (Proc, Vec<String>) {
@@ -295,7 +297,7 @@ impl TestCluster {
             format!(
                 r#"node_id = "edge1"
 [sftp]
-listen = "127.0.0.1:0"
+listen = "127.0.0.1:{}"
 host_key = "edge_host_key"
 auth_failure_delay_ms = 100
 [https]
@@ -308,6 +310,7 @@ ca = "pki/ca.crt"
 cert = "pki/edge1.crt"
 key = "pki/edge1.key"
 {}"#,
+                sftp_port,
                 servers.join(", "),
                 extra
             ),
