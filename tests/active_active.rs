@@ -748,6 +748,66 @@ fn a_server_joins_with_the_token_and_another_leaves() {
     );
 }
 
+/// The members `cluster status` on server `i` lists.
+fn member_names(c: &TestCluster, i: usize) -> Vec<String> {
+    let v: serde_json::Value =
+        serde_json::from_str(&c.admin_ok(i, &["cluster", "status", "--json"], None)).unwrap();
+    v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_join_is_refused_before_any_change_when_the_new_server_cannot_reach_a_member() {
+    // s3 reaches s2 through a proxy the test cuts; the leader reaches s3.
+    let c = TestCluster::start(ClusterSpec {
+        initial: 2,
+        proxies: Proxies::Link(2, 1),
+        ..THREE
+    });
+    let out = c.init();
+    let token = out
+        .split_whitespace()
+        .find(|w| w.starts_with("fyj_"))
+        .expect("init prints the join token")
+        .to_owned();
+    let token_file = c.root.path().join("join.token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    assert!(wait_until(20, || c.primary().is_some()));
+    let s1_addr = format!("127.0.0.1:{}", c.servers[0].internal_port);
+    let join = [
+        "cluster",
+        "join",
+        &s1_addr,
+        "--join-token-file",
+        token_file.to_str().unwrap(),
+    ];
+
+    c.link(2, 1).block(true);
+    let out = c.admin(2, &join, None);
+    let err = stderr(&out);
+    println!("{err}");
+    assert!(!out.status.success(), "s3 joined without reaching s2");
+    assert!(
+        err.contains("s3 cannot reach s2") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(
+        member_names(&c, 0).len(),
+        2,
+        "the refused join changed the group"
+    );
+
+    // Healed, the same join goes through.
+    c.link(2, 1).block(false);
+    let out = c.admin_ok(2, &join, None);
+    assert!(out.contains("s3 joined"), "{out}");
+    assert!(wait_until(20, || member_names(&c, 0).len() == 3));
+}
+
 /// A paramiko client through the edge at `port`: opens `name` for writing,
 /// writes 64 KiB, says "written", waits for a line on stdin, then closes
 /// the file and says "closed" or "close failed: …".

@@ -187,7 +187,8 @@ async fn answer_request(
         | ClusterRequest::Propose { .. }
         | ClusterRequest::RaftStatus
         | ClusterRequest::Join { .. }
-        | ClusterRequest::Leave { .. } => Err(FerryError::invalid(
+        | ClusterRequest::Leave { .. }
+        | ClusterRequest::ProbeMembers { .. } => Err(FerryError::invalid(
             "this server is in active/passive mode; Raft requests are not taken",
         )),
         ClusterRequest::SyncBegin(_)

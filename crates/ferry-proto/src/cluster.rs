@@ -154,6 +154,14 @@ pub enum ClusterRequest {
         /// Its `node_id`.
         name: String,
     },
+    /// Active/active, from the leader to a server asking to join, before
+    /// the membership changes (release 0.2 on, feature level 2): can it
+    /// reach each of these members? Answered with the problems found, as
+    /// JSON (none: every member answered, even with a refusal).
+    ProbeMembers {
+        /// (node id, internal address) of every member.
+        members: Vec<(String, String)>,
+    },
 }
 
 /// The Raft RPCs carried by [`ClusterRequest::Raft`].

@@ -209,6 +209,10 @@ fn role_name(state: ServerState) -> &'static str {
     }
 }
 
+/// The feature level from which a server answers
+/// [`ClusterRequest::ProbeMembers`] (release 0.2).
+const PROBE_MEMBERS_LEVEL: u32 = 2;
+
 /// The setting holding the SHA-256 of the join token.
 const JOIN_TOKEN_SHA256: &str = "cluster.join_token_sha256";
 
@@ -903,7 +907,79 @@ impl RaftNode {
                 ),
             ));
         }
+        // The other direction: it must reach every member (to forward
+        // writes, to stand for election). A release before 0.2 does not
+        // know the question; its join is checked after the change instead.
+        if level < PROBE_MEMBERS_LEVEL {
+            return Ok(());
+        }
+        let members = self
+            .members()
+            .into_iter()
+            .map(|(_, m)| (m.name, m.addr))
+            .collect();
+        let problems: Vec<String> = match self
+            .network
+            .call(
+                member,
+                ClusterRequest::ProbeMembers { members },
+                Duration::from_secs(10),
+            )
+            .await
+        {
+            Ok(ClusterResponse::RaftReply(bytes)) => serde_json::from_slice(&bytes)
+                .map_err(|e| refused(ErrorKind::Internal, format!("its answer: {e}")))?,
+            Ok(other) => {
+                return Err(refused(
+                    ErrorKind::Internal,
+                    format!("it answered {other:?}"),
+                ))
+            }
+            Err(e) => {
+                return Err(refused(
+                    ErrorKind::Unavailable,
+                    format!("it did not say whether it reaches the members ({e})"),
+                ))
+            }
+        };
+        if !problems.is_empty() {
+            return Err(refused(
+                ErrorKind::Unavailable,
+                format!(
+                    "{}; check its [[cluster.peers]] addresses and that the members let it in",
+                    problems.join("; ")
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// [`ClusterRequest::ProbeMembers`]: whether this server reaches each
+    /// of `members`; the problems found. An answer, even a refusal (this
+    /// server is no member yet), shows the member is reachable.
+    async fn probe_members(&self, members: Vec<(String, String)>) -> Vec<String> {
+        let probes = members
+            .into_iter()
+            .filter(|(name, _)| *name != self.name)
+            .map(|(name, addr)| async move {
+                let member = Member {
+                    name: name.clone(),
+                    addr: addr.clone(),
+                };
+                match self
+                    .network
+                    .call(&member, ClusterRequest::RaftStatus, Duration::from_secs(3))
+                    .await
+                {
+                    Ok(_) | Err(CallError::Refused(_)) => None,
+                    Err(e) => Some(format!("{} cannot reach {name} at {addr} ({e})", self.name)),
+                }
+            });
+        futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     async fn change_members_here(&self, change: MembershipChange) -> Result<String, FerryError> {
@@ -1448,6 +1524,7 @@ impl RaftNode {
                 encode(&answer)
             }
             ClusterRequest::RaftStatus => encode(&self.self_status()),
+            ClusterRequest::ProbeMembers { members } => encode(&self.probe_members(members).await),
             ClusterRequest::Join { name, addr, token } => {
                 if name != from {
                     return Err(FerryError::new(
