@@ -524,6 +524,41 @@ fn active_active_cluster_upgraded_one_server_at_a_time_under_load() {
         println!("  {name} replaced in {:.1} s", from.elapsed().as_secs_f64());
         windows.0.push((from, to, name.to_owned()));
         std::thread::sleep(Duration::from_secs(3));
+        if step == 0 {
+            // Before the level is raised, going back is allowed: the first
+            // server replaced is put back on 0.1.0, then forward again.
+            let from = Instant::now();
+            println!("fault {step}b: SIGTERM {name} (this build), start it as 0.1.0 again");
+            c.signal(i, "-TERM");
+            wait_exit(&mut c, i, 60);
+            c.servers[i].bin = old.clone();
+            c.start_server(i);
+            assert!(
+                wait_until(60, || group_healthy(&c, i, 3)),
+                "{name} on 0.1.0 again did not rejoin its group"
+            );
+            let back = c.status(i);
+            let me = back["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["name"] == name)
+                .unwrap();
+            assert_eq!(me["version"], "ferry 0.1.0", "{back:#}");
+            std::thread::sleep(Duration::from_secs(3));
+            println!("fault {step}c: SIGTERM {name} (0.1.0), start it as this build again");
+            replace_with_this_build(&mut c, i);
+            assert!(
+                wait_until(60, || group_healthy(&c, i, 3)),
+                "{name} did not rejoin its group"
+            );
+            windows.0.push((
+                from,
+                Instant::now() + Duration::from_secs(1),
+                name.to_owned(),
+            ));
+            std::thread::sleep(Duration::from_secs(3));
+        }
     }
 
     // Every member runs this release: the level can be raised.
