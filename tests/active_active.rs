@@ -19,7 +19,7 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use common::cluster::{add_unreachable_partner, ClusterSpec, Proxies, TestCluster};
+use common::cluster::{join_token, ClusterSpec, Proxies, TestCluster};
 use common::*;
 
 const THREE: ClusterSpec = ClusterSpec::active_active(&["s1", "s2", "s3"]);
@@ -320,35 +320,14 @@ fn three_servers_replicate_and_lose_nothing_when_the_leader_dies() {
     }
 }
 
-/// Adds a partner nobody answers for and a schedule pulling from it every
-/// 2 s: its firings show which server runs the scheduler, and when.
+/// Alice and the every-2-s schedule `tick` that pulls into her home.
 fn add_ticking_schedule(c: &TestCluster, i: usize) {
-    let key = client_key(c.root.path(), "hostkey");
-    add_unreachable_partner(
-        |args| {
-            c.admin_ok(i, args, None);
-        },
-        c.root.path(),
-        &key.with_extension("pub"),
-    );
     c.admin_ok(
         i,
         &["account", "add", "alice", "--password-stdin"],
         Some(&format!("{PASSWORD}\n")),
     );
-    c.admin_ok(
-        i,
-        &[
-            "schedule",
-            "add",
-            "tick",
-            "--cron",
-            "*/2 * * * * *",
-            "--action",
-            "pull:nobody:*.txt:alice/in",
-        ],
-        None,
-    );
+    c.add_ticking_schedule(i);
 }
 
 /// (slot, node, event id) of every firing of `tick`, as server `i` has them.
@@ -598,11 +577,7 @@ fn a_server_joins_with_the_token_and_another_leaves() {
     });
     let out = c.init();
     println!("{out}");
-    let token = out
-        .split_whitespace()
-        .find(|w| w.starts_with("fyj_"))
-        .expect("init prints the join token")
-        .to_owned();
+    let token = join_token(&out);
     assert!(wait_until(20, || c.primary().is_some()));
     c.admin_ok(
         0,
@@ -728,14 +703,7 @@ fn a_server_joins_with_the_token_and_another_leaves() {
         "{err}"
     );
     println!("{err}");
-    let v: serde_json::Value =
-        serde_json::from_str(&c.admin_ok(0, &["cluster", "status", "--json"], None)).unwrap();
-    let names: Vec<&str> = v["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["name"].as_str().unwrap())
-        .collect();
+    let names = c.member_names(0);
     assert_eq!(
         names.len(),
         2,
@@ -748,18 +716,6 @@ fn a_server_joins_with_the_token_and_another_leaves() {
     );
 }
 
-/// The members `cluster status` on server `i` lists.
-fn member_names(c: &TestCluster, i: usize) -> Vec<String> {
-    let v: serde_json::Value =
-        serde_json::from_str(&c.admin_ok(i, &["cluster", "status", "--json"], None)).unwrap();
-    v["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["name"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[test]
 fn a_join_is_refused_before_any_change_when_the_new_server_cannot_reach_a_member() {
     // s3 reaches s2 through a proxy the test cuts; the leader reaches s3.
@@ -769,11 +725,7 @@ fn a_join_is_refused_before_any_change_when_the_new_server_cannot_reach_a_member
         ..THREE
     });
     let out = c.init();
-    let token = out
-        .split_whitespace()
-        .find(|w| w.starts_with("fyj_"))
-        .expect("init prints the join token")
-        .to_owned();
+    let token = join_token(&out);
     let token_file = c.root.path().join("join.token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     assert!(wait_until(20, || c.primary().is_some()));
@@ -796,7 +748,7 @@ fn a_join_is_refused_before_any_change_when_the_new_server_cannot_reach_a_member
         "{err}"
     );
     assert_eq!(
-        member_names(&c, 0).len(),
+        c.member_names(0).len(),
         2,
         "the refused join changed the group"
     );
@@ -805,7 +757,7 @@ fn a_join_is_refused_before_any_change_when_the_new_server_cannot_reach_a_member
     c.link(2, 1).block(false);
     let out = c.admin_ok(2, &join, None);
     assert!(out.contains("s3 joined"), "{out}");
-    assert!(wait_until(20, || member_names(&c, 0).len() == 3));
+    assert!(wait_until(20, || c.member_names(0).len() == 3));
 }
 
 /// A paramiko client through the edge at `port`: opens `name` for writing,

@@ -491,26 +491,7 @@ fn failover_promotes_the_standby_and_failback_keeps_both_transfer_logs() {
     let key = c.account_with_key(S1, "alice");
     // A partner nobody answers for, and a schedule pulling from it every 2 s:
     // its firings show which server runs the scheduler.
-    add_unreachable_partner(
-        |args| {
-            c.admin_ok(S1, args, None);
-        },
-        c.root.path(),
-        &key.with_extension("pub"),
-    );
-    c.admin_ok(
-        S1,
-        &[
-            "schedule",
-            "add",
-            "tick",
-            "--cron",
-            "*/2 * * * * *",
-            "--action",
-            "pull:nobody:*.txt:alice/in",
-        ],
-        None,
-    );
+    c.add_ticking_schedule(S1);
     c.admin_ok(S1, &["sync"], None);
     // Partner credentials travel and rest sealed: the standby's database
     // files never hold the password.

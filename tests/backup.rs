@@ -21,45 +21,12 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::{ClusterSpec, TestCluster};
+use common::cluster::{join_token, ClusterSpec, TestCluster};
 use common::*;
-
-/// `ferry ARGS`, bounded: a command that does not end within `secs` fails
-/// the test instead of hanging it.
-fn ferry_bounded(args: &[&str], secs: u64) -> Output {
-    ferry_bounded_in(Path::new("."), args, secs)
-}
-
-/// [`ferry_bounded`] in the directory `cwd`.
-fn ferry_bounded_in(cwd: &Path, args: &[&str], secs: u64) -> Output {
-    let child = Command::new(BIN)
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(output) => output.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-s", "KILL", "--", &pid.to_string()])
-                .status();
-            panic!("ferry {args:?} did not end within {secs} s");
-        }
-    }
-}
 
 fn s(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -471,11 +438,7 @@ fn an_active_active_server_restored_with_join_is_sent_only_what_followed_the_bac
     c.start_server(0);
     c.start_server(1);
     let out = c.init();
-    let token = out
-        .split_whitespace()
-        .find(|w| w.starts_with("fyj_"))
-        .expect("init prints the join token")
-        .to_owned();
+    let token = join_token(&out);
     assert!(wait_until(20, || c.primary().is_some()));
     for n in 0..10 {
         add_account(&c, 0, &format!("a{n:02}"));

@@ -25,7 +25,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::cluster::{ClusterSpec, TestCluster};
+use common::cluster::{join_token, ClusterSpec, TestCluster};
 use common::*;
 
 const NAMES: [&str; 3] = ["s1", "s2", "s3"];
@@ -89,9 +89,8 @@ fn seeded_cluster() -> TestCluster {
         c.start_server(i);
     }
     let init = c.init();
-    let token = init.rsplit(": ").next().unwrap().trim();
-    assert!(token.starts_with("fyj_"), "{init}");
-    write_private(&c.root.path().join("join.token"), token);
+    let token = join_token(&init);
+    write_private(&c.root.path().join("join.token"), &token);
     assert!(wait_until(20, || c.primary().is_some()), "no primary");
     c.start_edge(&[2]);
     c

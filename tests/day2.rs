@@ -17,37 +17,9 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::cluster::{ClusterSpec, TestCluster};
 use common::*;
-
-/// `ferry ARGS`, bounded: a command that does not end within `secs` fails
-/// the test instead of hanging it.
-fn ferry_bounded(args: &[&str], secs: u64) -> std::process::Output {
-    let child = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Its output is read while it runs: a completion script is larger
-    // than a pipe holds.
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(output) => output.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-s", "KILL", "--", &pid.to_string()])
-                .status();
-            panic!("ferry {args:?} did not end within {secs} s");
-        }
-    }
-}
 
 #[test]
 fn a_second_server_on_the_same_state_directory_is_refused() {

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::cluster::{add_unreachable_partner, ClusterSpec, TestCluster};
+use common::cluster::{join_token, ClusterSpec, TestCluster};
 use common::*;
 
 /// The release before this one.
@@ -222,20 +222,21 @@ impl Windows {
 
 /// Waits (bounded) until the process of server `i` has exited.
 fn wait_exit(c: &mut TestCluster, i: usize, secs: u64) {
-    let proc = c.servers[i].proc.as_mut().unwrap();
+    let name = c.servers[i].name;
+    wait_child_exit(&mut c.servers[i].proc.as_mut().unwrap().child, name, secs);
+    c.servers[i].proc = None;
+}
+
+/// Waits (bounded) until `child` has exited.
+fn wait_child_exit(child: &mut std::process::Child, what: &str, secs: u64) {
     let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if proc.child.try_wait().unwrap().is_some() {
-            break;
-        }
+    while child.try_wait().unwrap().is_none() {
         assert!(
             Instant::now() < deadline,
-            "{} did not stop within {secs} s",
-            c.servers[i].name
+            "{what} did not stop within {secs} s"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    c.servers[i].proc = None;
 }
 
 /// Every member of the group answers and is within a few entries of the
@@ -259,32 +260,6 @@ fn leader(c: &TestCluster, i: usize) -> usize {
     let v = c.status(i);
     let name = v["leader"].as_str().unwrap().to_owned();
     c.servers.iter().position(|s| s.name == name).unwrap()
-}
-
-/// Adds a partner nobody answers for and a schedule pulling from it every
-/// 2 s: its firings show whether a slot was missed or doubled.
-fn add_ticking_schedule(c: &TestCluster, i: usize) {
-    let key = client_key(c.root.path(), "hostkey");
-    add_unreachable_partner(
-        |args| {
-            c.admin_ok(i, args, None);
-        },
-        c.root.path(),
-        &key.with_extension("pub"),
-    );
-    c.admin_ok(
-        i,
-        &[
-            "schedule",
-            "add",
-            "tick",
-            "--cron",
-            "*/2 * * * * *",
-            "--action",
-            "pull:nobody:*.txt:alice/in",
-        ],
-        None,
-    );
 }
 
 /// The slots of `tick`'s firings, as server `i` has them.
@@ -467,8 +442,7 @@ fn active_active_cluster_upgraded_one_server_at_a_time_under_load() {
         c.start_server(i);
     }
     let init = c.init();
-    let token = init.rsplit(": ").next().unwrap().trim().to_owned();
-    assert!(token.starts_with("fyj_"), "{init}");
+    let token = join_token(&init);
     let token_file = c.root.path().join("join.token");
     write_private(&token_file, &token);
     assert!(wait_until(30, || group_healthy(&c, 0, 3)), "no group");
@@ -484,7 +458,7 @@ fn active_active_cluster_upgraded_one_server_at_a_time_under_load() {
         "0.1.0 has no level"
     );
     let key = c.account_with_key(0, "alice");
-    add_ticking_schedule(&c, 0);
+    c.add_ticking_schedule(0);
     let uploader = Uploader::start(&c, &key, 2);
     std::thread::sleep(Duration::from_secs(4));
 
@@ -616,14 +590,7 @@ fn active_active_cluster_upgraded_one_server_at_a_time_under_load() {
             .status()
             .unwrap()
             .success());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while edge.child.try_wait().unwrap().is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "the edge did not stop within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_child_exit(&mut edge.child, "the edge", 60);
     }
     let (edge, _) = c.edge_with_bin(Path::new(BIN), &[0, 1, 2], edge_port, "", &["sftp"]);
     c.edge = Some(edge);
@@ -698,7 +665,7 @@ fn active_passive_pair_upgraded_standby_first_then_switched_over() {
     c.edge = Some(edge);
     c.sftp_port = e[0].rsplit(':').next().unwrap().parse().unwrap();
     let key = c.account_with_key(S1, "alice");
-    add_ticking_schedule(&c, S1);
+    c.add_ticking_schedule(S1);
     // The standby gets the configuration by `ferry sync` (both 0.1.0 now).
     let synced = c.admin_ok(S1, &["sync"], None);
     println!("[a/p] {}", synced.trim());

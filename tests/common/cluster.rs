@@ -510,6 +510,43 @@ key = "pki/edge1.key"
         super::sftp_with_key(self.sftp_port, self.root.path(), user, key, batch, cwd)
     }
 
+    /// The members `cluster status` on server `i` lists (active/active).
+    pub fn member_names(&self, i: usize) -> Vec<String> {
+        self.status(i)["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Adds, through server `i`, a partner nobody answers for and the
+    /// schedule `tick` pulling from it every 2 s into `alice/in`: its
+    /// firings show which server runs the scheduler, and when.
+    pub fn add_ticking_schedule(&self, i: usize) {
+        let key = client_key(self.root.path(), "hostkey");
+        add_unreachable_partner(
+            |args| {
+                self.admin_ok(i, args, None);
+            },
+            self.root.path(),
+            &key.with_extension("pub"),
+        );
+        self.admin_ok(
+            i,
+            &[
+                "schedule",
+                "add",
+                "tick",
+                "--cron",
+                "*/2 * * * * *",
+                "--action",
+                "pull:nobody:*.txt:alice/in",
+            ],
+            None,
+        );
+    }
+
     /// Transfer-log rows (id, node, SHA-256) on server `i`, sorted.
     pub fn transfer_ids(&self, i: usize) -> Vec<(String, String, String)> {
         let v = self.json(i, &["transfer", "list", "--json", "--limit", "10000"]);
@@ -528,6 +565,14 @@ key = "pki/edge1.key"
         rows.sort();
         rows
     }
+}
+
+/// The join token in what `ferry cluster init` printed.
+pub fn join_token(init: &str) -> String {
+    init.split_whitespace()
+        .find(|w| w.starts_with("fyj_"))
+        .unwrap_or_else(|| panic!("init prints the join token: {init}"))
+        .to_owned()
 }
 
 /// The files a test site's servers share, in `root`: the cluster CA with a

@@ -447,26 +447,46 @@ pub fn run_ferry(args: &[&str], extra: &[String], stdin: Option<&str>) -> Output
             .unwrap();
     }
     drop(child.stdin.take());
-    // Bounded: a command that hangs fails the test instead of holding it.
+    wait_bounded(child, &format!("ferry {args:?}"), RUN_FERRY_BOUND)
+}
+
+/// Waits for `child` (its stdin given or closed), reading its output while
+/// it runs (more than a pipe holds must not block it); a child that has
+/// not ended within `bound` is killed and fails the test instead of
+/// hanging it.
+pub fn wait_bounded(child: Child, what: &str, bound: Duration) -> Output {
     let pid = child.id();
-    let (done, waited) = mpsc::channel::<()>();
-    let timer = std::thread::spawn(move || {
-        let expired = waited.recv_timeout(RUN_FERRY_BOUND) == Err(mpsc::RecvTimeoutError::Timeout);
-        if expired {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-        expired
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
     });
-    let out = child.wait_with_output().unwrap();
-    let _ = done.send(());
-    assert!(
-        !timer.join().unwrap(),
-        "ferry {args:?} did not end within {RUN_FERRY_BOUND:?} and was killed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    match rx.recv_timeout(bound) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-s", "KILL", "--", &pid.to_string()])
+                .status();
+            panic!("{what} did not end within {bound:?} and was killed");
+        }
+    }
+}
+
+/// `ferry ARGS`, bounded at `secs`.
+pub fn ferry_bounded(args: &[&str], secs: u64) -> Output {
+    ferry_bounded_in(Path::new("."), args, secs)
+}
+
+/// [`ferry_bounded`] in the directory `cwd`.
+pub fn ferry_bounded_in(cwd: &Path, args: &[&str], secs: u64) -> Output {
+    let child = Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_bounded(child, &format!("ferry {args:?}"), Duration::from_secs(secs))
 }
 
 /// The longest a `ferry` command of a test may take ([`run_ferry`]); the

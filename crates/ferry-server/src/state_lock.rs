@@ -42,12 +42,7 @@ impl StateLock {
         match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
             Err(Errno::WOULDBLOCK) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = match holder.trim() {
-                    "" => "another process".to_owned(),
-                    pid => format!("process {pid}"),
-                };
+                let holder = holder_named_in(&mut file);
                 return Err(StartError::Setup(format!(
                     "the state directory {} is in use by {holder} (it holds {}): stop that \
                      server first, or give this one a state_dir of its own",
@@ -61,6 +56,30 @@ impl StateLock {
         file.rewind().map_err(cannot)?;
         writeln!(file, "{}", std::process::id()).map_err(cannot)?;
         Ok(Self { _file: file })
+    }
+}
+
+/// Who holds the lock file at `path` (`STATE_DIR/ferry.lock`), if a
+/// process does: "process PID". Takes nothing: a lock free now is let go
+/// at once. A missing file (or one that is no file) is held by nobody.
+pub fn holder(path: &Path) -> std::io::Result<Option<String>> {
+    let Ok(mut file) = File::open(path) else {
+        return Ok(None);
+    };
+    match rustix::fs::flock(&file, FlockOperation::NonBlockingLockShared) {
+        Ok(()) => Ok(None),
+        Err(Errno::WOULDBLOCK) => Ok(Some(holder_named_in(&mut file))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The holder a held lock file names: the process id written in it.
+fn holder_named_in(file: &mut File) -> String {
+    let mut pid = String::new();
+    let _ = file.read_to_string(&mut pid);
+    match pid.trim() {
+        "" => "another process".to_owned(),
+        pid => format!("process {pid}"),
     }
 }
 
@@ -78,7 +97,10 @@ mod tests {
             refused.contains(&std::process::id().to_string()),
             "{refused}"
         );
+        let held = holder(&dir.path().join(LOCK_FILE)).unwrap();
+        assert_eq!(held, Some(format!("process {}", std::process::id())));
         drop(first);
+        assert_eq!(holder(&dir.path().join(LOCK_FILE)).unwrap(), None);
         StateLock::take(dir.path()).unwrap();
     }
 }

@@ -35,6 +35,8 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Args;
+use ferry_cluster::raft::state_machine::{APPLIED, MEMBERSHIP};
+use ferry_server::state_lock::LOCK_FILE;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
@@ -48,16 +50,9 @@ const MANIFEST: &str = "manifest.json";
 const MANIFEST_MAX: u64 = 16 << 20;
 /// The store's file in the state directory.
 const STORE_FILE: &str = "ferry.db";
-/// The state directory's lock (ferry-server `state_lock.rs`).
-const LOCK_FILE: &str = "ferry.lock";
 /// Where the state directory goes in the archive when it is not beneath
 /// the site's directory.
 const STATE_DEFAULT: &str = "state";
-/// The node-local values in the store that hold its Raft position: the
-/// last applied log id and the membership as of it (ferry-cluster
-/// `raft/state_machine.rs`).
-const RAFT_APPLIED: &str = "raft.applied";
-const RAFT_MEMBERSHIP: &str = "raft.membership";
 /// Exit code of a refusal for something that exists or is in use.
 const CONFLICT: i32 = 4;
 
@@ -910,7 +905,9 @@ impl Plan {
     /// empty.
     fn check_target(&self) -> anyhow::Result<()> {
         for lock in &self.locks {
-            if let Some(holder) = lock_holder(lock)? {
+            let held = ferry_server::state_lock::holder(lock)
+                .with_context(|| format!("cannot check the lock {}", lock.display()))?;
+            if let Some(holder) = held {
                 return Err(Failure {
                     exit_code: CONFLICT,
                     message: format!(
@@ -980,30 +977,6 @@ impl Plan {
         for note in &self.notes {
             println!("Note: {note}");
         }
-    }
-}
-
-/// Who holds the lock file `path`, if a process does.
-fn lock_holder(path: &Path) -> anyhow::Result<Option<String>> {
-    let mut file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        // Not a file we can open (a directory of that name, …): no lock.
-        Err(_) => return Ok(None),
-    };
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared) {
-        // Nobody holds it; dropping the file lets it go at once.
-        Ok(()) => Ok(None),
-        Err(rustix::io::Errno::WOULDBLOCK) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            Ok(Some(match pid.trim() {
-                "" => "another process".to_owned(),
-                pid => format!("process {pid}"),
-            }))
-        }
-        Err(e) => Err(std::io::Error::from(e))
-            .with_context(|| format!("cannot check the lock {}", path.display())),
     }
 }
 
@@ -1107,8 +1080,8 @@ fn forget_position(plan: &Plan, args: &RestoreArgs) -> anyhow::Result<()> {
         // it. The membership as of the backup goes: until the leader's
         // entries tell it otherwise, the restored server takes itself for
         // no voter, and never stands for election with the vote it lost.
-        (true, _) => &[RAFT_MEMBERSHIP],
-        (_, true) => &[RAFT_APPLIED, RAFT_MEMBERSHIP],
+        (true, _) => &[MEMBERSHIP],
+        (_, true) => &[APPLIED, MEMBERSHIP],
         _ => return Ok(()),
     };
     let store = ferry_store::Store::open(&plan.store)

@@ -29,13 +29,16 @@ use tokio::sync::Mutex;
 use super::progress::AppliedProgress;
 use super::{storage_error as io, Applied, Member, NodeId, TypeConfig};
 
-const APPLIED: &str = "raft.applied";
+/// The node-local value (in the store) holding the last applied log id.
+pub const APPLIED: &str = "raft.applied";
 
 /// The current snapshot: its description and the file holding the copy.
 type KeptSnapshot = (SnapshotMeta<NodeId, Member>, PathBuf);
 /// The last applied position and membership.
 type AppliedState = (Option<LogId<NodeId>>, StoredMembership<NodeId, Member>);
-const MEMBERSHIP: &str = "raft.membership";
+/// The node-local value (in the store) holding the membership as of
+/// [`APPLIED`].
+pub const MEMBERSHIP: &str = "raft.membership";
 
 /// The folder of snapshot files inside the state directory.
 const SNAPSHOT_DIR: &str = "raft-snapshots";
